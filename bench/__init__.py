@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.<name>`. Figures go in the README, never into timed tests."""

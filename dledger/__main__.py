@@ -1,0 +1,5 @@
+"""`python -m dledger` runs the same CLI as the `dledger` console script."""
+
+from dledger.cli import main
+
+raise SystemExit(main())

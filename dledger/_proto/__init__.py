@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code for protos/dledger.proto. Do not edit: run scripts/gen_proto.py."""

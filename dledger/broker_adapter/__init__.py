@@ -1,0 +1,1 @@
+"""A RocketMQ-style message store on the replicated log. Built by the broker-adapter issue."""

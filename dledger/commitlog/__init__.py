@@ -1,0 +1,1 @@
+"""The durable log: segment files, index files, recovery; LMDB hard state. Built by the storage issue."""

@@ -1,0 +1,1 @@
+"""The node runtime (driver, gRPC transport, services, client). Built by the node-runtime issue."""
