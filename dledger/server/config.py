@@ -1,0 +1,344 @@
+"""`NodeConfig`: one node's settings, from keyword arguments, CLI flags or a RocketMQ-style properties file.
+
+This is the one place where DLedger / RocketMQ key names (`dLegerGroup`, `flushDiskType`, ...) meet our
+Raft-paper names. Invariants of a constructed `NodeConfig` (checked in `__post_init__`, so no invalid
+config exists): the group and every node id are non-empty tokens without `-` or `;` (the peers string
+uses them as separators); every address is `host:port` with 1 <= port <= 65535; ids and addresses are
+unique; `self_id` and `preferred_leader` (if set) are peers; numbers are in range; `heartbeat_ms` is below
+`election_timeout_ms`. A bad value raises `ConfigError` naming the key (or flag) and the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = [
+    "PROPERTY_KEYS",
+    "ConfigError",
+    "NodeConfig",
+    "format_peers",
+    "load_properties",
+    "parse_address",
+    "parse_peers",
+]
+
+log = logging.getLogger(__name__)
+
+FlushMode = Literal["sync", "async"]
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_.]+$")
+_MiB = 1 << 20
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the key and the value."""
+
+
+def parse_address(text: str, *, key: str = "address") -> tuple[str, int]:
+    """`host:port` or `[v6]:port` -> (host, port)."""
+    host, sep, port_text = text.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ConfigError(f"{key}: {text!r} is not host:port with a port in 1..65535")
+    return host, int(port_text)
+
+
+def parse_peers(text: str, *, key: str = "dLegerPeers") -> dict[str, str]:
+    """`n0-127.0.0.1:40911;n1-127.0.0.1:40912` -> {"n0": "127.0.0.1:40911", ...}, in the given order."""
+    peers: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        node_id, sep, address = part.partition("-")
+        if not sep:
+            raise ConfigError(f"{key}: {part!r} is not ID-host:port")
+        _check_token(node_id, key=key)
+        parse_address(address, key=key)
+        if node_id in peers:
+            raise ConfigError(f"{key}: node id {node_id!r} appears twice")
+        peers[node_id] = address.strip()
+    if not peers:
+        raise ConfigError(f"{key}: {text!r} names no peers")
+    return peers
+
+
+def format_peers(peers: Mapping[str, str]) -> str:
+    """The inverse of `parse_peers`."""
+    return ";".join(f"{node_id}-{address}" for node_id, address in peers.items())
+
+
+def _check_token(value: str, *, key: str) -> None:
+    if not _TOKEN.match(value):
+        raise ConfigError(f"{key}: {value!r} must be letters, digits, '_' or '.' (no '-' or ';')")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Settings of one node. Times are milliseconds; sizes are bytes."""
+
+    self_id: str
+    peers: Mapping[str, str]
+    store_dir: pathlib.Path
+    group: str = "default"
+    flush: FlushMode = "async"
+    flush_interval_ms: int = 200
+    segment_bytes: int = 1 << 30
+    max_entry_bytes: int = 4 * _MiB
+    file_reserved_hours: float = 72.0
+    preferred_leader: str | None = None
+    tick_ms: int = 20
+    election_timeout_ms: int = 200  # T: a follower times out after [T, 2T)
+    heartbeat_ms: int = 40
+    rpc_timeout_ms: int = 1000
+    max_message_bytes: int = 64 * _MiB
+    pre_vote: bool = True
+    check_quorum: bool = True
+    lease_read: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "peers", dict(self.peers))
+        object.__setattr__(self, "store_dir", pathlib.Path(self.store_dir))
+        _check_token(self.group, key="group")
+        _check_token(self.self_id, key="self_id")
+        if not self.peers:
+            raise ConfigError("peers: no peers configured")
+        addresses: set[str] = set()
+        for node_id, address in self.peers.items():
+            _check_token(node_id, key="peers")
+            parse_address(address, key=f"peers[{node_id}]")
+            if address in addresses:
+                raise ConfigError(f"peers: address {address!r} is used by two nodes")
+            addresses.add(address)
+        if self.self_id not in self.peers:
+            raise ConfigError(f"self_id: {self.self_id!r} is not one of the peers {sorted(self.peers)}")
+        if self.preferred_leader is not None and self.preferred_leader not in self.peers:
+            raise ConfigError(f"preferred_leader: {self.preferred_leader!r} is not one of the peers")
+        if self.flush not in ("sync", "async"):
+            raise ConfigError(f"flush: {self.flush!r} must be 'sync' or 'async'")
+        _check_range("flush_interval_ms", self.flush_interval_ms, 1, 60_000)
+        _check_range("segment_bytes", self.segment_bytes, 4096, 1 << 40)
+        _check_range("max_entry_bytes", self.max_entry_bytes, 1, 1 << 30)
+        _check_range("file_reserved_hours", self.file_reserved_hours, 0.0, 1e6, exclusive_low=True)
+        _check_range("tick_ms", self.tick_ms, 1, 10_000)
+        _check_range("election_timeout_ms", self.election_timeout_ms, self.tick_ms, 600_000)
+        _check_range("heartbeat_ms", self.heartbeat_ms, self.tick_ms, self.election_timeout_ms - 1)
+        _check_range("rpc_timeout_ms", self.rpc_timeout_ms, 1, 600_000)
+        _check_range("max_message_bytes", self.max_message_bytes, self.max_entry_bytes + 4096, 1 << 31)
+        if self.lease_read and not self.check_quorum:
+            raise ConfigError("lease_read: a lease read requires check_quorum")
+
+    @property
+    def address(self) -> str:
+        """This node's own listen address."""
+        return self.peers[self.self_id]
+
+    @property
+    def election_tick(self) -> int:
+        return max(2, self.election_timeout_ms // self.tick_ms)
+
+    @property
+    def heartbeat_tick(self) -> int:
+        return max(1, self.heartbeat_ms // self.tick_ms)
+
+    def replace(self, **changes: Any) -> NodeConfig:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_properties(
+        cls,
+        properties: Mapping[str, str],
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        other_keys: Iterable[str] = (),
+    ) -> NodeConfig:
+        """Build from RocketMQ-style keys (see `PROPERTY_KEYS`); `overrides` (field names) win over the file.
+
+        Keys that neither this loader nor `other_keys` (keys another layer, such as the broker, reads)
+        know are logged as warnings, never silently dropped.
+        """
+        known = set(PROPERTY_KEYS) | set(other_keys)
+        unknown = sorted(k for k in properties if k not in known)
+        if unknown:
+            log.warning("ignoring unknown configuration keys: %s", ", ".join(unknown))
+        values: dict[str, Any] = {}
+        for key, (field_name, convert) in PROPERTY_KEYS.items():
+            if key in properties:
+                values[field_name] = convert(key, properties[key])
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        missing = [name for name in ("self_id", "peers", "store_dir") if name not in values]
+        if missing:
+            names = {field_name: key for key, (field_name, _) in PROPERTY_KEYS.items()}
+            raise ConfigError("missing required settings: " + ", ".join(f"{names[m]} ({m})" for m in missing))
+        try:
+            return cls(**values)
+        except TypeError as exc:  # an override with a wrong name
+            raise ConfigError(str(exc)) from None
+
+    @classmethod
+    def from_file(
+        cls, path: str | pathlib.Path, *, overrides: Mapping[str, Any] | None = None, other_keys: Iterable[str] = ()
+    ) -> NodeConfig:
+        return cls.from_properties(load_properties(path), overrides=overrides, other_keys=other_keys)
+
+
+def _check_range(key: str, value: float, low: float, high: float, *, exclusive_low: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key}: {value!r} is not a number")
+    if (value <= low if exclusive_low else value < low) or value > high:
+        bound = f"> {low}" if exclusive_low else f">= {low}"
+        raise ConfigError(f"{key}: {value!r} is out of range ({bound} and <= {high})")
+
+
+def _int(key: str, text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ConfigError(f"{key}: {text!r} is not an integer") from None
+
+
+def _float(key: str, text: str) -> float:
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise ConfigError(f"{key}: {text!r} is not a number") from None
+
+
+def _bool(key: str, text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    raise ConfigError(f"{key}: {text!r} must be true or false")
+
+
+def _flush(key: str, text: str) -> FlushMode:
+    value = text.strip().upper()
+    if value == "SYNC_FLUSH":
+        return "sync"
+    if value == "ASYNC_FLUSH":
+        return "async"
+    raise ConfigError(f"{key}: {text!r} must be SYNC_FLUSH or ASYNC_FLUSH")
+
+
+def _text(key: str, text: str) -> str:
+    value = text.strip()
+    if not value:
+        raise ConfigError(f"{key}: the value is empty")
+    return value
+
+
+def _path(key: str, text: str) -> pathlib.Path:
+    return pathlib.Path(_text(key, text)).expanduser()
+
+
+def _peers(key: str, text: str) -> dict[str, str]:
+    return parse_peers(text, key=key)
+
+
+Converter = Callable[[str, str], Any]
+
+#: RocketMQ / DLedger property key -> (NodeConfig field, converter)
+PROPERTY_KEYS: dict[str, tuple[str, Converter]] = {
+    "dLegerGroup": ("group", _text),
+    "dLegerPeers": ("peers", _peers),
+    "dLegerSelfId": ("self_id", _text),
+    "storePathRootDir": ("store_dir", _path),
+    "flushDiskType": ("flush", _flush),
+    "flushIntervalCommitLog": ("flush_interval_ms", _int),
+    "fileReservedTime": ("file_reserved_hours", _float),
+    "mappedFileSizeCommitLog": ("segment_bytes", _int),
+    "maxMessageSize": ("max_entry_bytes", _int),
+    "preferredLeaderId": ("preferred_leader", _text),
+    "dledgerTickMs": ("tick_ms", _int),
+    "dledgerElectionTimeoutMs": ("election_timeout_ms", _int),
+    "dledgerHeartbeatMs": ("heartbeat_ms", _int),
+    "dledgerRpcTimeoutMs": ("rpc_timeout_ms", _int),
+    "dledgerPreVote": ("pre_vote", _bool),
+    "dledgerCheckQuorum": ("check_quorum", _bool),
+    "dledgerLeaseRead": ("lease_read", _bool),
+}
+
+
+def load_properties(path: str | pathlib.Path) -> dict[str, str]:
+    """Read a Java-style properties file: `key=value`, `key: value` or `key value`; `#` / `!` comments;
+    a trailing backslash continues a line; `\\t \\n \\\\ \\= \\:` and `\\uXXXX` escapes."""
+    try:
+        text = pathlib.Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text") from None
+    props: dict[str, str] = {}
+    for lineno, logical in _logical_lines(text):
+        key, value = _split_property(logical)
+        if not key:
+            raise ConfigError(f"config file {str(path)!r} line {lineno}: no key in {logical!r}")
+        props[_unescape(key)] = _unescape(value)
+    return props
+
+
+def _logical_lines(text: str) -> Iterable[tuple[int, str]]:
+    pending: list[str] = []
+    start = 0
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.lstrip()
+        if not pending and (not line or line[0] in "#!"):
+            continue
+        if not pending:
+            start = lineno
+        trailing = len(line) - len(line.rstrip("\\"))
+        if trailing % 2 == 1:  # an odd number of backslashes: continued
+            pending.append(line[:-1])
+            continue
+        pending.append(line)
+        yield start, "".join(pending)
+        pending = []
+    if pending:
+        yield start, "".join(pending)
+
+
+def _split_property(line: str) -> tuple[str, str]:
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch in "=: \t":
+            break
+        i += 1
+    key = line[:i]
+    rest = line[i:].lstrip(" \t")
+    if rest[:1] in ("=", ":"):
+        rest = rest[1:].lstrip(" \t")
+    return key, rest.rstrip()
+
+
+_ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}
+
+
+def _unescape(text: str) -> str:
+    if "\\" not in text:
+        return text
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch != "\\" or i + 1 >= len(text):
+            out.append(ch)
+            i += 1
+            continue
+        nxt = text[i + 1]
+        if nxt == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", text[i + 2 : i + 6]):
+            out.append(chr(int(text[i + 2 : i + 6], 16)))
+            i += 6
+            continue
+        out.append(_ESCAPES.get(nxt, nxt))
+        i += 2
+    return "".join(out)

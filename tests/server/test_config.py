@@ -1,0 +1,151 @@
+"""NodeConfig: keyword arguments, RocketMQ-style properties files, and clear errors for bad values."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+
+import pytest
+
+from dledger.server.config import ConfigError, NodeConfig, format_peers, load_properties, parse_peers
+
+PEERS = "n0-127.0.0.1:40911;n1-127.0.0.1:40912;n2-127.0.0.1:40913"
+
+
+def write(tmp_path: pathlib.Path, text: str) -> pathlib.Path:
+    path = tmp_path / "broker.conf"
+    path.write_text(text)
+    return path
+
+
+def test_parse_peers_keeps_order_and_round_trips() -> None:
+    peers = parse_peers(PEERS)
+    assert list(peers) == ["n0", "n1", "n2"]
+    assert peers["n1"] == "127.0.0.1:40912"
+    assert format_peers(peers) == PEERS
+
+
+def test_parse_peers_accepts_ipv6_and_trailing_separator() -> None:
+    peers = parse_peers("a-[::1]:1;b-localhost:2;")
+    assert peers == {"a": "[::1]:1", "b": "localhost:2"}
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("n0-127.0.0.1", "host:port"),
+        ("n0-127.0.0.1:0", "host:port"),
+        ("n0-127.0.0.1:70000", "host:port"),
+        ("n0127.0.0.1:1", "ID-host:port"),
+        ("n0-h:1;n0-h:2", "appears twice"),
+        ("n 0-h:1", "letters, digits"),
+        ("", "names no peers"),
+    ],
+)
+def test_parse_peers_rejects_bad_input(text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match="dLegerPeers") as info:
+        parse_peers(text)
+    assert fragment in str(info.value)
+
+
+def test_broker_conf_maps_rocketmq_keys(tmp_path: pathlib.Path) -> None:
+    path = write(
+        tmp_path,
+        f"""# a RocketMQ broker.conf
+brokerClusterName = DefaultCluster
+dLegerGroup=RaftNode00
+dLegerPeers={PEERS}
+dLegerSelfId = n1
+storePathRootDir : {tmp_path}/store
+flushDiskType=SYNC_FLUSH
+fileReservedTime=48
+mappedFileSizeCommitLog=1048576
+preferredLeaderId=n2
+""",
+    )
+    config = NodeConfig.from_file(path, other_keys={"brokerClusterName"})
+    assert config.group == "RaftNode00"
+    assert config.self_id == "n1"
+    assert config.address == "127.0.0.1:40912"
+    assert config.store_dir == tmp_path / "store"
+    assert config.flush == "sync"
+    assert config.file_reserved_hours == 48.0
+    assert config.segment_bytes == 1 << 20
+    assert config.preferred_leader == "n2"
+
+
+def test_unknown_keys_are_warned_about(tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = write(tmp_path, f"dLegerPeers={PEERS}\ndLegerSelfId=n0\nstorePathRootDir=/s\nbogusKey=1\n")
+    with caplog.at_level(logging.WARNING, logger="dledger.server.config"):
+        NodeConfig.from_file(path)
+    assert "bogusKey" in caplog.text
+
+
+def test_overrides_win_over_the_file(tmp_path: pathlib.Path) -> None:
+    path = write(tmp_path, f"dLegerPeers={PEERS}\ndLegerSelfId=n0\nstorePathRootDir=/s\nflushDiskType=ASYNC_FLUSH\n")
+    config = NodeConfig.from_file(path, overrides={"self_id": "n2", "flush": "sync", "group": None})
+    assert (config.self_id, config.flush, config.group) == ("n2", "sync", "default")
+
+
+@pytest.mark.parametrize(
+    ("line", "fragment"),
+    [
+        ("flushDiskType=SOMETIMES", "flushDiskType: 'SOMETIMES'"),
+        ("fileReservedTime=soon", "fileReservedTime: 'soon'"),
+        ("fileReservedTime=0", "file_reserved_hours: 0.0"),
+        ("mappedFileSizeCommitLog=12", "segment_bytes: 12"),
+        ("mappedFileSizeCommitLog=1GB", "mappedFileSizeCommitLog: '1GB'"),
+        ("preferredLeaderId=n9", "preferred_leader: 'n9'"),
+        ("dLegerSelfId=n7", "self_id: 'n7'"),
+        ("dledgerLeaseRead=maybe", "dledgerLeaseRead: 'maybe'"),
+        ("dLegerGroup=a;b", "group: 'a;b'"),
+    ],
+)
+def test_bad_values_name_the_key_and_value(tmp_path: pathlib.Path, line: str, fragment: str) -> None:
+    path = write(tmp_path, f"dLegerPeers={PEERS}\ndLegerSelfId=n0\nstorePathRootDir=/s\n{line}\n")
+    with pytest.raises(ConfigError) as info:
+        NodeConfig.from_file(path)
+    assert fragment in str(info.value)
+
+
+def test_missing_required_keys_are_named(tmp_path: pathlib.Path) -> None:
+    path = write(tmp_path, "dLegerGroup=g\n")
+    with pytest.raises(ConfigError, match=r"dLegerPeers.*dLegerSelfId|dLegerSelfId.*dLegerPeers") as info:
+        NodeConfig.from_file(path)
+    assert "storePathRootDir" in str(info.value)
+
+
+def test_missing_file_is_a_config_error(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.conf"):
+        load_properties(tmp_path / "nope.conf")
+
+
+def test_binary_file_is_a_config_error(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "bin.conf"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_properties(path)
+
+
+def test_properties_syntax_comments_continuations_escapes(tmp_path: pathlib.Path) -> None:
+    path = write(
+        tmp_path,
+        "! comment\n  # indented comment\n\na = 1\nb:2\nc 3\n"
+        "long = one\\\n   two\nesc = x\\:y\\=z\\u0041\\\\\nempty=\n",
+    )
+    assert load_properties(path) == {"a": "1", "b": "2", "c": "3", "long": "onetwo", "esc": "x:y=zA\\", "empty": ""}
+
+
+def test_keyword_construction_validates() -> None:
+    peers = parse_peers(PEERS)
+    with pytest.raises(ConfigError, match="used by two nodes"):
+        NodeConfig(self_id="n0", peers={"n0": "h:1", "n1": "h:1"}, store_dir=pathlib.Path("/s"))
+    with pytest.raises(ConfigError, match="heartbeat_ms"):
+        NodeConfig(self_id="n0", peers=peers, store_dir=pathlib.Path("/s"), heartbeat_ms=500, election_timeout_ms=200)
+    with pytest.raises(ConfigError, match="check_quorum"):
+        NodeConfig(self_id="n0", peers=peers, store_dir=pathlib.Path("/s"), lease_read=True, check_quorum=False)
+    with pytest.raises(ConfigError, match="tick_ms: True"):
+        NodeConfig(self_id="n0", peers=peers, store_dir=pathlib.Path("/s"), tick_ms=True)
+    config = NodeConfig(self_id="n0", peers=peers, store_dir=pathlib.Path("/s"))
+    assert config.election_tick == 10 and config.heartbeat_tick == 2
+    assert config.replace(self_id="n2").address == "127.0.0.1:40913"
