@@ -1,0 +1,260 @@
+"""`DLedgerClient`: the blocking Python client of a dledger group (see `aio_client` for asyncio).
+
+It follows the leader (NOT_LEADER carries the leader's id and address), retries only what was definitely
+not written, and raises `OutcomeUnknownError` when a write may have happened (see `client_policy`).
+Thread-safety: one client per thread, or guard it; channels are opened lazily, one per node.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from dledger._proto import dledger_pb2 as pb
+from dledger._proto import dledger_pb2_grpc as pb_grpc
+from dledger.server.client_policy import (
+    Call,
+    DLedgerError,
+    EntryNotFoundError,
+    Route,
+    RpcOutcome,
+    Sleep,
+    run_request,
+)
+from dledger.server.config import parse_peers
+from dledger.storage_api import Entry, EntryKind
+
+__all__ = [
+    "AppendResult",
+    "DLedgerClient",
+    "DLedgerError",
+    "NodeInfo",
+    "classify_rpc_error",
+    "entry_from_pb",
+    "node_info_from_pb",
+]
+
+#: gRPC codes that mean the server (or the client library) refused the call before processing it
+REFUSED_CODES = frozenset(
+    {
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", 64 << 20),
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.enable_retries", 0),
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 500),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    index: int
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """One node's status as it reports it; `reachable=False` (with `error`) when it did not answer."""
+
+    id: str
+    address: str
+    reachable: bool
+    role: str = ""
+    term: int = 0
+    leader_id: str = ""
+    first_index: int = 0
+    last_index: int = 0
+    commit_index: int = 0
+    applied_index: int = 0
+    healthy: bool = False
+    error: str = ""
+
+
+def classify_rpc_error(code: grpc.StatusCode | None) -> RpcOutcome:
+    """What a failed call means, given that the connection was up when it was sent."""
+    return RpcOutcome.REFUSED if code in REFUSED_CODES else RpcOutcome.FAILED_AFTER_SEND
+
+
+def entry_from_pb(msg: pb.Entry) -> Entry:
+    return Entry(index=msg.index, term=msg.term, data=msg.data, kind=EntryKind(msg.kind))
+
+
+def node_info_from_pb(node_id: str, address: str, msg: pb.NodeStatus) -> NodeInfo:
+    return NodeInfo(
+        id=msg.id or node_id,
+        address=msg.address or address,
+        reachable=True,
+        role=msg.role,
+        term=msg.term,
+        leader_id=msg.leader_id,
+        first_index=msg.first_index,
+        last_index=msg.last_index,
+        commit_index=msg.commit_index,
+        applied_index=msg.applied_index,
+        healthy=msg.healthy,
+        error=msg.error,
+    )
+
+
+def _peers(peers: str | Mapping[str, str]) -> dict[str, str]:
+    return parse_peers(peers, key="peers") if isinstance(peers, str) else dict(peers)
+
+
+class DLedgerClient:
+    """Blocking client. `peers` is a `dLegerPeers` string (`n0-host:port;n1-host:port`) or a mapping."""
+
+    def __init__(
+        self,
+        peers: str | Mapping[str, str],
+        *,
+        group: str = "default",
+        timeout: float = 5.0,
+        rpc_timeout: float = 1.0,
+        channel_options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.group = group
+        self.timeout = timeout
+        self.rpc_timeout = rpc_timeout
+        self._route = Route(_peers(peers))
+        self._options = [*CHANNEL_OPTIONS, *channel_options]
+        self._channels: dict[str, grpc.Channel] = {}
+        self._stubs: dict[str, pb_grpc.DLedgerClientServiceStub] = {}
+        self._states: dict[str, _ChannelState] = {}
+
+    # ---- public API ----
+    def append(self, data: bytes, *, timeout: float | None = None) -> AppendResult:
+        return self.append_batch([data], timeout=timeout)[0]
+
+    def append_batch(self, items: Sequence[bytes], *, timeout: float | None = None) -> list[AppendResult]:
+        if not items:
+            return []
+        reply = self._request("Append", pb.AppendRequest(group=self.group, data=list(items)), True, timeout)
+        return [AppendResult(reply.first_index + k, reply.term) for k in range(len(items))]
+
+    def get(self, index: int, *, timeout: float | None = None) -> Entry:
+        reply = self._request("Get", pb.GetRequest(group=self.group, index=index), False, timeout)
+        if reply.status != pb.STATUS_OK:
+            raise EntryNotFoundError(f"entry {index}: {reply.message or pb.Status.Name(reply.status)}")
+        return entry_from_pb(reply.entry)
+
+    def read_index(self, *, timeout: float | None = None) -> int:
+        reply = self._request("ReadIndex", pb.ReadIndexRequest(group=self.group), False, timeout)
+        return int(reply.read_index)
+
+    def transfer_leadership(self, to: str, *, timeout: float | None = None) -> None:
+        request = pb.TransferLeadershipRequest(group=self.group, to_id=to)
+        self._request("TransferLeadership", request, False, timeout)
+
+    def status(self, *, timeout: float | None = None) -> list[NodeInfo]:
+        """Ask every node for its own status; a node that does not answer is reported unreachable."""
+        out = []
+        for node_id, address in list(self._route.peers.items()):
+            try:
+                reply = self._stub(node_id).Status(
+                    pb.StatusRequest(group=self.group), timeout=timeout or self.rpc_timeout
+                )
+                out.append(node_info_from_pb(node_id, address, reply.node))
+            except grpc.RpcError as exc:
+                out.append(NodeInfo(node_id, address, reachable=False, error=str(exc.code())))
+        return out
+
+    @property
+    def leader(self) -> str | None:
+        """The node this client believes leads (learned from replies), if any."""
+        return self._route.leader
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
+        self._stubs.clear()
+
+    def __enter__(self) -> DLedgerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- the shell around client_policy ----
+    def _request(self, method: str, request: Any, write: bool, timeout: float | None) -> Any:
+        gen = run_request(
+            self._route,
+            method,
+            request,
+            write=write,
+            timeout=self.timeout if timeout is None else timeout,
+            rpc_timeout=self.rpc_timeout,
+            now=time.monotonic,
+        )
+        return _drive(gen, self._call)
+
+    def _call(self, call: Call) -> Any:
+        if call.must_connect and not self._connected(call.node_id, call.timeout):
+            return RpcOutcome.NOT_CONNECTED
+        try:
+            return getattr(self._stub(call.node_id), call.method)(call.request, timeout=call.timeout)
+        except grpc.RpcError as exc:
+            if not call.must_connect:
+                return RpcOutcome.NOT_CONNECTED if exc.code() not in REFUSED_CODES else RpcOutcome.REFUSED
+            return classify_rpc_error(exc.code())
+
+    def _stub(self, node_id: str) -> pb_grpc.DLedgerClientServiceStub:
+        stub = self._stubs.get(node_id)
+        if stub is None:
+            channel = grpc.insecure_channel(self._route.peers[node_id], options=self._options)
+            state = _ChannelState()
+            channel.subscribe(state.update, try_to_connect=True)
+            self._channels[node_id], self._states[node_id] = channel, state
+            stub = self._stubs[node_id] = pb_grpc.DLedgerClientServiceStub(channel)
+        return stub
+
+    def _connected(self, node_id: str, timeout: float) -> bool:
+        self._stub(node_id)
+        return self._states[node_id].wait_settled(timeout)
+
+
+class _ChannelState:
+    """The last connectivity state gRPC reported for a channel (callbacks arrive on gRPC's thread)."""
+
+    _PENDING = (grpc.ChannelConnectivity.IDLE, grpc.ChannelConnectivity.CONNECTING)
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._state = grpc.ChannelConnectivity.IDLE
+
+    def update(self, state: grpc.ChannelConnectivity) -> None:
+        with self._cond:
+            self._state = state
+            self._cond.notify_all()
+
+    def wait_settled(self, timeout: float) -> bool:
+        """Wait while the channel is still connecting; True only if it is READY (a failed one answers now)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._state not in self._PENDING, timeout)
+            return bool(self._state == grpc.ChannelConnectivity.READY)
+
+
+def _drive(gen: Generator[Call | Sleep, Any, Any], call: Any) -> Any:
+    try:
+        effect = next(gen)
+        while True:
+            if isinstance(effect, Sleep):
+                time.sleep(effect.seconds)
+                effect = gen.send(None)
+            else:
+                effect = gen.send(call(effect))
+    except StopIteration as stop:
+        return stop.value
