@@ -1,0 +1,164 @@
+"""`AsyncDLedgerClient`: the asyncio client, for high-throughput callers (many appends in flight).
+
+Same rules as the blocking `DLedgerClient` (both drive `client_policy.run_request`); one instance may be
+used by many tasks of one event loop at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Generator, Mapping, Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from dledger._proto import dledger_pb2 as pb
+from dledger._proto import dledger_pb2_grpc as pb_grpc
+from dledger.server.client import (
+    CHANNEL_OPTIONS,
+    REFUSED_CODES,
+    AppendResult,
+    NodeInfo,
+    _peers,
+    classify_rpc_error,
+    entry_from_pb,
+    node_info_from_pb,
+)
+from dledger.server.client_policy import Call, EntryNotFoundError, Route, RpcOutcome, Sleep, run_request
+from dledger.storage_api import Entry
+
+__all__ = ["AsyncDLedgerClient"]
+
+
+class AsyncDLedgerClient:
+    """asyncio client; `peers` is a `dLegerPeers` string or a mapping. Use `async with` or `await close()`."""
+
+    def __init__(
+        self,
+        peers: str | Mapping[str, str],
+        *,
+        group: str = "default",
+        timeout: float = 5.0,
+        rpc_timeout: float = 1.0,
+        channel_options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.group = group
+        self.timeout = timeout
+        self.rpc_timeout = rpc_timeout
+        self._route = Route(_peers(peers))
+        self._options = [*CHANNEL_OPTIONS, *channel_options]
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[str, pb_grpc.DLedgerClientServiceStub] = {}
+
+    async def append(self, data: bytes, *, timeout: float | None = None) -> AppendResult:
+        return (await self.append_batch([data], timeout=timeout))[0]
+
+    async def append_batch(self, items: Sequence[bytes], *, timeout: float | None = None) -> list[AppendResult]:
+        if not items:
+            return []
+        reply = await self._request("Append", pb.AppendRequest(group=self.group, data=list(items)), True, timeout)
+        return [AppendResult(reply.first_index + k, reply.term) for k in range(len(items))]
+
+    async def get(self, index: int, *, timeout: float | None = None) -> Entry:
+        reply = await self._request("Get", pb.GetRequest(group=self.group, index=index), False, timeout)
+        if reply.status != pb.STATUS_OK:
+            raise EntryNotFoundError(f"entry {index}: {reply.message or pb.Status.Name(reply.status)}")
+        return entry_from_pb(reply.entry)
+
+    async def read_index(self, *, timeout: float | None = None) -> int:
+        reply = await self._request("ReadIndex", pb.ReadIndexRequest(group=self.group), False, timeout)
+        return int(reply.read_index)
+
+    async def transfer_leadership(self, to: str, *, timeout: float | None = None) -> None:
+        request = pb.TransferLeadershipRequest(group=self.group, to_id=to)
+        await self._request("TransferLeadership", request, False, timeout)
+
+    async def status(self, *, timeout: float | None = None) -> list[NodeInfo]:
+        async def one(node_id: str, address: str) -> NodeInfo:
+            try:
+                reply = await self._stub(node_id).Status(
+                    pb.StatusRequest(group=self.group), timeout=timeout or self.rpc_timeout
+                )
+                return node_info_from_pb(node_id, address, reply.node)
+            except grpc.aio.AioRpcError as exc:
+                return NodeInfo(node_id, address, reachable=False, error=str(exc.code()))
+
+        return list(await asyncio.gather(*(one(i, a) for i, a in list(self._route.peers.items()))))
+
+    @property
+    def leader(self) -> str | None:
+        return self._route.leader
+
+    async def close(self) -> None:
+        channels = list(self._channels.values())
+        self._channels.clear()
+        self._stubs.clear()
+        for channel in channels:
+            await channel.close()
+
+    async def __aenter__(self) -> AsyncDLedgerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _request(self, method: str, request: Any, write: bool, timeout: float | None) -> Any:
+        gen: Generator[Call | Sleep, Any, Any] = run_request(
+            self._route,
+            method,
+            request,
+            write=write,
+            timeout=self.timeout if timeout is None else timeout,
+            rpc_timeout=self.rpc_timeout,
+            now=time.monotonic,
+        )
+        try:
+            effect = next(gen)
+            while True:
+                if isinstance(effect, Sleep):
+                    await asyncio.sleep(effect.seconds)
+                    effect = gen.send(None)
+                else:
+                    effect = gen.send(await self._call(effect))
+        except StopIteration as stop:
+            return stop.value
+
+    async def _call(self, call: Call) -> Any:
+        stub = self._stub(call.node_id)
+        if call.must_connect and not await self._connected(call.node_id, call.timeout):
+            return RpcOutcome.NOT_CONNECTED
+        try:
+            return await getattr(stub, call.method)(call.request, timeout=call.timeout)
+        except grpc.aio.AioRpcError as exc:
+            if not call.must_connect:
+                return RpcOutcome.REFUSED if exc.code() in REFUSED_CODES else RpcOutcome.NOT_CONNECTED
+            return classify_rpc_error(exc.code())
+
+    def _stub(self, node_id: str) -> pb_grpc.DLedgerClientServiceStub:
+        stub = self._stubs.get(node_id)
+        if stub is None:
+            channel = grpc.aio.insecure_channel(self._route.peers[node_id], options=self._options)
+            self._channels[node_id] = channel
+            stub = self._stubs[node_id] = pb_grpc.DLedgerClientServiceStub(channel)
+        return stub
+
+    async def _connected(self, node_id: str, timeout: float) -> bool:
+        """True once the channel is READY; False at once if it is failing, or after `timeout` connecting."""
+        channel = self._channels[node_id]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        state = channel.get_state(try_to_connect=True)
+        while state != grpc.ChannelConnectivity.READY:
+            if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN):
+                return False
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
+            except TimeoutError:
+                return False
+            state = channel.get_state(try_to_connect=True)
+        return True

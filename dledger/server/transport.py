@@ -1,0 +1,212 @@
+"""Peer transport on grpc.aio: one long-lived client stream from this node to each peer, carrying batches.
+
+Each direction has its own stream (a follower's responses travel on its own stream to the leader), as in
+etcd's rafthttp. Raft tolerates lost, duplicated and reordered messages, so the transport is lossy by design:
+- `send(to, messages)` never blocks; a peer's outbox is bounded (`max_pending`) and drops what does not fit,
+  counting it; while a peer is unreachable its outbox keeps only the newest messages;
+- a broken stream is reopened with exponential backoff; keepalive pings find a dead or paused peer;
+- every received message is checked before it reaches the node: its group must be ours, its sender a
+  configured peer (not us), its recipient us. A batch that fails the check ends the stream with
+  PERMISSION_DENIED and changes nothing; gRPC enforces the maximum message size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from dledger._proto import dledger_pb2 as pb
+from dledger._proto import dledger_pb2_grpc as pb_grpc
+
+__all__ = ["PeerServicer", "PeerTransport", "channel_options", "server_options"]
+
+log = logging.getLogger(__name__)
+
+OnMessages = Callable[[Sequence[pb.PeerMessage]], None]
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 1000),
+        ("grpc.keepalive_timeout_ms", 1000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.initial_reconnect_backoff_ms", 20),
+        ("grpc.min_reconnect_backoff_ms", 20),
+        ("grpc.max_reconnect_backoff_ms", 500),
+        ("grpc.enable_retries", 0),
+    ]
+
+
+def server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 500),
+        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class PeerServicer(pb_grpc.RaftPeerServicer):  # type: ignore[misc]  # generated base is untyped
+    """Receives peer batches, checks them, and hands the messages to `on_messages` (never blocks)."""
+
+    def __init__(self, group: str, self_id: str, peers: Sequence[str], on_messages: OnMessages) -> None:
+        self.group = group
+        self.self_id = self_id
+        self.peers = frozenset(peers) - {self_id}
+        self.on_messages = on_messages
+        self.rejected: Counter[str] = Counter()
+
+    def check(self, batch: pb.PeerBatch) -> str | None:
+        """Why this batch must be refused, or None when every message in it is acceptable."""
+        for msg in batch.messages:
+            if msg.group != self.group:
+                return f"message for group {msg.group!r}, this is group {self.group!r}"
+            if msg.from_id not in self.peers:
+                return f"sender {msg.from_id!r} is not a peer of {self.self_id!r}"
+            if msg.to_id != self.self_id:
+                return f"message for {msg.to_id!r} reached {self.self_id!r}"
+            if msg.WhichOneof("body") is None:
+                return "message without a body"
+        return None
+
+    def _accept(self, batch: pb.PeerBatch) -> str | None:
+        reason = self.check(batch)
+        if reason is not None:
+            self.rejected[reason.split(" ", 1)[0]] += 1
+            log.warning("refusing peer batch: %s", reason)
+            return reason
+        if batch.messages:
+            self.on_messages(batch.messages)
+        return None
+
+    async def Stream(
+        self, request_iterator: AsyncIterator[pb.PeerBatch], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PeerAck:
+        async for batch in request_iterator:
+            reason = self._accept(batch)
+            if reason is not None:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
+        return pb.PeerAck(group=self.group, node_id=self.self_id)
+
+    async def Send(
+        self, request: pb.PeerBatch, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PeerAck:
+        reason = self._accept(request)
+        if reason is not None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
+        return pb.PeerAck(group=self.group, node_id=self.self_id)
+
+
+class _PeerLink:
+    """The outgoing side towards one peer: a bounded outbox and the task that streams it."""
+
+    def __init__(self, address: str, options: list[tuple[str, Any]], max_pending: int, stats: Counter[str]) -> None:
+        self.address = address
+        self.outbox: deque[pb.PeerMessage] = deque()
+        self.max_pending = max_pending
+        self.wakeup = asyncio.Event()
+        self.connected = False
+        self.stats = stats
+        self._channel = grpc.aio.insecure_channel(address, options=options)
+        self._stub = pb_grpc.RaftPeerStub(self._channel)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"peer-link-{self.address}")
+
+    def push(self, messages: Sequence[pb.PeerMessage]) -> None:
+        room = self.max_pending - len(self.outbox)
+        if room < len(messages):
+            if not self.connected:  # keep the newest: old messages to an unreachable peer are stale
+                drop = min(len(self.outbox), len(messages) - room)
+                for _ in range(drop):
+                    self.outbox.popleft()
+                self.stats["dropped_stale"] += drop
+                room += drop
+            if room < len(messages):
+                self.stats["dropped_full"] += len(messages) - max(room, 0)
+                messages = messages[: max(room, 0)]
+        self.outbox.extend(messages)
+        self.wakeup.set()
+
+    async def _batches(self) -> AsyncIterator[pb.PeerBatch]:
+        while True:
+            while not self.outbox:
+                self.wakeup.clear()
+                await self.wakeup.wait()
+            batch = pb.PeerBatch()
+            batch.messages.extend(self.outbox)
+            self.outbox.clear()
+            yield batch
+            self.connected = True
+            self.stats["batches_sent"] += 1
+
+    async def _run(self) -> None:
+        backoff = 0.02
+        while True:
+            try:
+                await self._stub.Stream(self._batches())
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as exc:
+                if self.connected:
+                    log.info("stream to %s broke: %s", self.address, exc.code())
+                self.stats[f"stream_error_{exc.code().name.lower()}"] += 1
+            except Exception:  # a bug must not kill the link silently
+                log.exception("stream to %s failed", self.address)
+            if self.connected:
+                backoff = 0.02
+            self.connected = False
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._channel.close()
+
+
+class PeerTransport:
+    """The outgoing half: `send(to_id, messages)` queues; one `_PeerLink` per peer streams the queue."""
+
+    def __init__(
+        self, self_id: str, peers: Mapping[str, str], *, max_message_bytes: int, max_pending: int = 8192
+    ) -> None:
+        self.self_id = self_id
+        self.stats: Counter[str] = Counter()
+        options = channel_options(max_message_bytes)
+        self._links = {
+            node_id: _PeerLink(address, options, max_pending, self.stats)
+            for node_id, address in peers.items()
+            if node_id != self_id
+        }
+
+    def start(self) -> None:
+        for link in self._links.values():
+            link.start()
+
+    def send(self, to_id: str, messages: Sequence[pb.PeerMessage]) -> None:
+        link = self._links.get(to_id)
+        if link is None:
+            self.stats["dropped_unknown_peer"] += len(messages)
+            return
+        link.push(messages)
+
+    def connected(self, to_id: str) -> bool:
+        link = self._links.get(to_id)
+        return link is not None and link.connected
+
+    async def close(self) -> None:
+        await asyncio.gather(*(link.close() for link in self._links.values()))

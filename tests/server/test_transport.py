@@ -1,0 +1,192 @@
+"""Peer transport over real gRPC on loopback: delivery, batching, refusal of outsiders, reconnection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import grpc.aio
+import pytest
+
+from dledger._proto import dledger_pb2 as pb
+from dledger._proto import dledger_pb2_grpc as pb_grpc
+from dledger.server.transport import PeerServicer, PeerTransport, server_options
+
+MAX = 1 << 20
+
+
+@dataclass
+class Endpoint:
+    node_id: str
+    server: grpc.aio.Server
+    port: int
+    servicer: PeerServicer
+    received: list[pb.PeerMessage] = field(default_factory=list)
+
+
+async def start_endpoint(node_id: str, peers: Sequence[str], group: str = "g", port: int = 0) -> Endpoint:
+    received: list[pb.PeerMessage] = []
+    servicer = PeerServicer(group, node_id, peers, lambda msgs: received.extend(msgs))
+    server = grpc.aio.server(options=server_options(MAX))
+    pb_grpc.add_RaftPeerServicer_to_server(servicer, server)
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    return Endpoint(node_id, server, bound, servicer, received)
+
+
+async def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(0.005)
+
+
+def msg(frm: str, to: str, term: int, group: str = "g") -> pb.PeerMessage:
+    m = pb.PeerMessage(group=group, from_id=frm, to_id=to)
+    m.append_entries.term = term
+    return m
+
+
+def run(coro: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(coro())
+
+
+@pytest.fixture
+def pair() -> Callable[[Callable[[Endpoint, PeerTransport], Awaitable[None]]], None]:
+    def runner(body: Callable[[Endpoint, PeerTransport], Awaitable[None]]) -> None:
+        async def main() -> None:
+            b = await start_endpoint("b", ["a", "b"])
+            transport = PeerTransport("a", {"a": "127.0.0.1:1", "b": f"127.0.0.1:{b.port}"}, max_message_bytes=MAX)
+            transport.start()
+            try:
+                await body(b, transport)
+            finally:
+                await transport.close()
+                await b.server.stop(None)
+
+        asyncio.run(main())
+
+    return runner
+
+
+def test_messages_arrive_in_order(pair: Callable[..., None]) -> None:
+    async def body(b: Endpoint, transport: PeerTransport) -> None:
+        for term in range(1, 201):
+            transport.send("b", [msg("a", "b", term)])
+        await wait_for(lambda: len(b.received) == 200)
+        assert [m.append_entries.term for m in b.received] == list(range(1, 201))
+        assert transport.connected("b")
+
+    pair(body)
+
+
+def test_unknown_destination_is_counted_not_raised(pair: Callable[..., None]) -> None:
+    async def body(b: Endpoint, transport: PeerTransport) -> None:
+        transport.send("zz", [msg("a", "zz", 1)])
+        assert transport.stats["dropped_unknown_peer"] == 1
+
+    pair(body)
+
+
+async def _raw_stream(port: int, batches: list[pb.PeerBatch]) -> grpc.StatusCode:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.RaftPeerStub(channel)
+
+        async def gen() -> AsyncIterator[pb.PeerBatch]:
+            for batch in batches:
+                yield batch
+
+        try:
+            await stub.Stream(gen(), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+        return grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (msg("a", "b", 1, group="other"), "message"),
+        (msg("mallory", "b", 1), "sender"),
+        (msg("a", "c", 1), "message"),
+        (pb.PeerMessage(group="g", from_id="a", to_id="b"), "message"),
+    ],
+)
+def test_outsiders_are_refused_and_change_nothing(bad: pb.PeerMessage, reason: str) -> None:
+    async def main() -> None:
+        b = await start_endpoint("b", ["a", "b"])
+        try:
+            batch = pb.PeerBatch(messages=[msg("a", "b", 7), bad])
+            code = await _raw_stream(b.port, [batch])
+            assert code == grpc.StatusCode.PERMISSION_DENIED
+            assert b.received == []  # the good message of a refused batch is not delivered either
+            assert b.servicer.rejected[reason] == 1
+            assert await _raw_stream(b.port, [pb.PeerBatch(messages=[msg("a", "b", 8)])]) == grpc.StatusCode.OK
+            assert [m.append_entries.term for m in b.received] == [8]
+        finally:
+            await b.server.stop(None)
+
+    run(main)
+
+
+def test_oversized_batch_is_refused() -> None:
+    async def main() -> None:
+        b = await start_endpoint("b", ["a", "b"])
+        try:
+            big = msg("a", "b", 1)
+            big.append_entries.entries.add(index=1, term=1, data=b"x" * (MAX + 10))
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{b.port}") as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await pb_grpc.RaftPeerStub(channel).Send(pb.PeerBatch(messages=[big]), timeout=5)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert b.received == []
+        finally:
+            await b.server.stop(None)
+
+    run(main)
+
+
+def test_link_reconnects_after_the_peer_restarts() -> None:
+    async def main() -> None:
+        b = await start_endpoint("b", ["a", "b"])
+        port = b.port
+        transport = PeerTransport("a", {"a": "127.0.0.1:1", "b": f"127.0.0.1:{port}"}, max_message_bytes=MAX)
+        transport.start()
+        try:
+            transport.send("b", [msg("a", "b", 1)])
+            await wait_for(lambda: len(b.received) == 1)
+            await b.server.stop(None)
+            await wait_for(lambda: not transport.connected("b"))
+            b2 = await start_endpoint("b", ["a", "b"], port=port)
+            try:
+
+                async def delivered() -> None:
+                    while not b2.received:
+                        transport.send("b", [msg("a", "b", 2)])
+                        await asyncio.sleep(0.02)
+
+                await asyncio.wait_for(delivered(), 10)
+                assert b2.received[0].append_entries.term == 2
+            finally:
+                await b2.server.stop(None)
+        finally:
+            await transport.close()
+
+    run(main)
+
+
+def test_outbox_is_bounded_while_the_peer_is_down() -> None:
+    async def main() -> None:
+        transport = PeerTransport("a", {"a": "127.0.0.1:1", "b": "127.0.0.1:9"}, max_message_bytes=MAX, max_pending=10)
+        transport.start()
+        try:
+            transport.send("b", [msg("a", "b", t) for t in range(25)])
+            assert transport.stats["dropped_stale"] + transport.stats["dropped_full"] == 15
+        finally:
+            await transport.close()
+
+    run(main)
