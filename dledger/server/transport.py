@@ -99,9 +99,7 @@ class PeerServicer(pb_grpc.RaftPeerServicer):  # type: ignore[misc]  # generated
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
         return pb.PeerAck(group=self.group, node_id=self.self_id)
 
-    async def Send(
-        self, request: pb.PeerBatch, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.PeerAck:
+    async def Send(self, request: pb.PeerBatch, context: grpc.aio.ServicerContext[Any, Any]) -> pb.PeerAck:
         reason = self._accept(request)
         if reason is not None:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)

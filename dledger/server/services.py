@@ -1,0 +1,200 @@
+"""The client gRPC service: checks each request, calls the node through `NodeAPI`, maps errors to statuses.
+
+Invariants: a request for another group or with invalid fields gets an error status and reaches nothing;
+every node error becomes a status from `protos/dledger.proto` with its meaning kept:
+NOT_LEADER / BUSY / INVALID mean "definitely not written", UNAVAILABLE means "outcome unknown".
+No exception escapes to gRPC (that would become UNKNOWN, which a client could not classify).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeAlias
+
+import grpc.aio
+
+from dledger._proto import dledger_pb2 as pb
+from dledger._proto import dledger_pb2_grpc as pb_grpc
+from dledger.storage_api import CompactedError, Entry, UnavailableError
+
+__all__ = [
+    "BusyError",
+    "ClientServicer",
+    "LeaderHint",
+    "NodeAPI",
+    "NodeNotLeaderError",
+    "NodeStoppedError",
+    "OutcomeUnknown",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderHint:
+    leader_id: str = ""
+    leader_address: str = ""
+
+
+class NodeNotLeaderError(Exception):
+    """This node cannot serve the request; it was not proposed. Carries where the leader is, if known."""
+
+    def __init__(self, hint: LeaderHint, message: str = "not the leader") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class BusyError(Exception):
+    """Back-pressure or a leadership transfer in progress: the request was refused, not proposed."""
+
+
+class OutcomeUnknown(Exception):
+    """The request was proposed but its fate is unknown (leadership lost, timeout, write error)."""
+
+
+class NodeStoppedError(Exception):
+    """The node is shutting down; nothing was proposed."""
+
+
+class NodeAPI(Protocol):
+    """What the services need from a running node (the driver implements it)."""
+
+    group: str
+    max_entry_bytes: int
+
+    async def append(self, items: Sequence[bytes]) -> tuple[int, int]:
+        """Propose, wait for commit; return (first index, term)."""
+        ...
+
+    async def read_index(self) -> int: ...
+
+    async def get(self, index: int) -> Entry:
+        """A committed entry; raises CompactedError / UnavailableError (not committed or past the end)."""
+        ...
+
+    def node_status(self) -> pb.NodeStatus: ...
+
+    async def transfer_leadership(self, to_id: str) -> None: ...
+
+    def leader_hint(self) -> LeaderHint: ...
+
+
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+
+class ClientServicer(pb_grpc.DLedgerClientServiceServicer):  # type: ignore[misc]  # generated base is untyped
+    def __init__(self, node: NodeAPI) -> None:
+        self.node = node
+
+    def _wrong_group(self, group: str) -> str | None:
+        if group != self.node.group:
+            return f"this node serves group {self.node.group!r}, not {group!r}"
+        return None
+
+    async def Append(self, request: pb.AppendRequest, context: Context) -> pb.AppendResponse:
+        if (problem := self._wrong_group(request.group)) is not None:
+            return pb.AppendResponse(status=pb.STATUS_WRONG_GROUP, message=problem)
+        items = list(request.data)
+        if not items:
+            return pb.AppendResponse(status=pb.STATUS_INVALID, message="append needs at least one entry")
+        too_big = next((k for k, d in enumerate(items) if len(d) > self.node.max_entry_bytes), None)
+        if too_big is not None:
+            return pb.AppendResponse(
+                status=pb.STATUS_INVALID,
+                message=f"entry {too_big} has {len(items[too_big])} bytes; the limit is {self.node.max_entry_bytes}",
+            )
+        try:
+            first_index, term = await self.node.append(items)
+        except NodeNotLeaderError as exc:
+            return pb.AppendResponse(
+                status=pb.STATUS_NOT_LEADER,
+                message=str(exc),
+                leader_id=exc.hint.leader_id,
+                leader_address=exc.hint.leader_address,
+            )
+        except BusyError as exc:
+            return pb.AppendResponse(status=pb.STATUS_BUSY, message=str(exc))
+        except NodeStoppedError as exc:
+            return pb.AppendResponse(status=pb.STATUS_NOT_LEADER, message=str(exc))
+        except OutcomeUnknown as exc:
+            return pb.AppendResponse(status=pb.STATUS_UNAVAILABLE, message=str(exc))
+        except Exception as exc:  # after proposing, any failure leaves the outcome unknown
+            log.exception("append failed")
+            return pb.AppendResponse(status=pb.STATUS_UNAVAILABLE, message=f"internal error: {exc}")
+        return pb.AppendResponse(status=pb.STATUS_OK, first_index=first_index, term=term)
+
+    async def Get(self, request: pb.GetRequest, context: Context) -> pb.GetResponse:
+        if (problem := self._wrong_group(request.group)) is not None:
+            return pb.GetResponse(status=pb.STATUS_WRONG_GROUP, message=problem)
+        if request.index < 1:
+            return pb.GetResponse(status=pb.STATUS_INVALID, message="indexes start at 1")
+        try:
+            entry = await self.node.get(request.index)
+        except NodeNotLeaderError as exc:
+            return pb.GetResponse(
+                status=pb.STATUS_NOT_LEADER,
+                message=str(exc),
+                leader_id=exc.hint.leader_id,
+                leader_address=exc.hint.leader_address,
+            )
+        except CompactedError as exc:
+            return pb.GetResponse(status=pb.STATUS_COMPACTED, message=str(exc))
+        except UnavailableError as exc:
+            return pb.GetResponse(status=pb.STATUS_NOT_FOUND, message=str(exc))
+        except Exception as exc:
+            log.exception("get failed")
+            return pb.GetResponse(status=pb.STATUS_STORAGE_ERROR, message=str(exc))
+        msg = pb.Entry(index=entry.index, term=entry.term, kind=int(entry.kind), data=entry.data)  # type: ignore[arg-type]
+        return pb.GetResponse(status=pb.STATUS_OK, entry=msg)
+
+    async def ReadIndex(self, request: pb.ReadIndexRequest, context: Context) -> pb.ReadIndexResponse:
+        if (problem := self._wrong_group(request.group)) is not None:
+            return pb.ReadIndexResponse(status=pb.STATUS_WRONG_GROUP, message=problem)
+        try:
+            index = await self.node.read_index()
+        except NodeNotLeaderError as exc:
+            return pb.ReadIndexResponse(
+                status=pb.STATUS_NOT_LEADER,
+                message=str(exc),
+                leader_id=exc.hint.leader_id,
+                leader_address=exc.hint.leader_address,
+            )
+        except (BusyError, OutcomeUnknown, NodeStoppedError) as exc:
+            return pb.ReadIndexResponse(status=pb.STATUS_UNAVAILABLE, message=str(exc))
+        except Exception as exc:
+            log.exception("read_index failed")
+            return pb.ReadIndexResponse(status=pb.STATUS_UNAVAILABLE, message=f"internal error: {exc}")
+        return pb.ReadIndexResponse(status=pb.STATUS_OK, read_index=index)
+
+    async def Status(self, request: pb.StatusRequest, context: Context) -> pb.StatusResponse:
+        if self._wrong_group(request.group) is not None:
+            return pb.StatusResponse(status=pb.STATUS_WRONG_GROUP, node=self.node.node_status())
+        return pb.StatusResponse(status=pb.STATUS_OK, node=self.node.node_status())
+
+    async def TransferLeadership(
+        self, request: pb.TransferLeadershipRequest, context: Context
+    ) -> pb.TransferLeadershipResponse:
+        if (problem := self._wrong_group(request.group)) is not None:
+            return pb.TransferLeadershipResponse(status=pb.STATUS_WRONG_GROUP, message=problem)
+        try:
+            await self.node.transfer_leadership(request.to_id)
+        except NodeNotLeaderError as exc:
+            return pb.TransferLeadershipResponse(
+                status=pb.STATUS_NOT_LEADER,
+                message=str(exc),
+                leader_id=exc.hint.leader_id,
+                leader_address=exc.hint.leader_address,
+            )
+        except ValueError as exc:
+            return pb.TransferLeadershipResponse(status=pb.STATUS_INVALID, message=str(exc))
+        except (BusyError, OutcomeUnknown, NodeStoppedError) as exc:
+            return pb.TransferLeadershipResponse(status=pb.STATUS_UNAVAILABLE, message=str(exc))
+        except Exception as exc:
+            log.exception("transfer_leadership failed")
+            return pb.TransferLeadershipResponse(status=pb.STATUS_UNAVAILABLE, message=f"internal error: {exc}")
+        hint = self.node.leader_hint()
+        return pb.TransferLeadershipResponse(
+            status=pb.STATUS_OK, leader_id=hint.leader_id, leader_address=hint.leader_address
+        )
