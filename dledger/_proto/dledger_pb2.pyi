@@ -90,7 +90,7 @@ class AppendEntries(_message.Message):
     def __init__(self, term: _Optional[int] = ..., prev_log_index: _Optional[int] = ..., prev_log_term: _Optional[int] = ..., leader_commit: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., read_context: _Optional[bytes] = ...) -> None: ...
 
 class AppendEntriesResponse(_message.Message):
-    __slots__ = ("term", "success", "match_index", "conflict_index", "conflict_term", "last_log_index", "read_context")
+    __slots__ = ("term", "success", "match_index", "conflict_index", "conflict_term", "last_log_index", "read_context", "reject_index")
     TERM_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     MATCH_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +98,7 @@ class AppendEntriesResponse(_message.Message):
     CONFLICT_TERM_FIELD_NUMBER: _ClassVar[int]
     LAST_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
     READ_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    REJECT_INDEX_FIELD_NUMBER: _ClassVar[int]
     term: int
     success: bool
     match_index: int
@@ -105,7 +106,8 @@ class AppendEntriesResponse(_message.Message):
     conflict_term: int
     last_log_index: int
     read_context: bytes
-    def __init__(self, term: _Optional[int] = ..., success: _Optional[bool] = ..., match_index: _Optional[int] = ..., conflict_index: _Optional[int] = ..., conflict_term: _Optional[int] = ..., last_log_index: _Optional[int] = ..., read_context: _Optional[bytes] = ...) -> None: ...
+    reject_index: int
+    def __init__(self, term: _Optional[int] = ..., success: _Optional[bool] = ..., match_index: _Optional[int] = ..., conflict_index: _Optional[int] = ..., conflict_term: _Optional[int] = ..., last_log_index: _Optional[int] = ..., read_context: _Optional[bytes] = ..., reject_index: _Optional[int] = ...) -> None: ...
 
 class InstallSnapshot(_message.Message):
     __slots__ = ("term", "last_included_index", "last_included_term", "offset", "data", "done", "crc32")
