@@ -1,0 +1,161 @@
+"""CLI commands that talk to a running group as a client: `append`, `get`, `status`, `transfer-leader`.
+
+Each command takes `--peers` (the `dLegerPeers` format) or `--config broker.conf`, and `--group`.
+Exit codes: 0 ok; 1 the group answered with an error (not leader within the deadline, not found, ...);
+3 the outcome of a write is unknown (it may or may not have been appended); 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from dledger.server.client import DLedgerClient, NodeInfo
+from dledger.server.client_policy import DLedgerError, OutcomeUnknownError
+from dledger.server.config import ConfigError, format_peers, load_properties, parse_peers
+
+__all__ = ["add_client_commands", "format_status_table"]
+
+EXIT_UNKNOWN = 3
+
+
+def _peers_of(args: argparse.Namespace) -> tuple[str, str]:
+    if args.peers:
+        peers = args.peers
+        group = args.group or "default"
+    elif args.config:
+        props = load_properties(args.config)
+        if "dLegerPeers" not in props:
+            raise ConfigError(f"{args.config}: no dLegerPeers key")
+        peers = props["dLegerPeers"]
+        group = args.group or props.get("dLegerGroup", "default")
+    else:
+        raise ConfigError("give --peers ID-host:port;... or --config broker.conf")
+    return format_peers(parse_peers(peers, key="--peers")), group
+
+
+def _client(args: argparse.Namespace) -> DLedgerClient:
+    peers, group = _peers_of(args)
+    return DLedgerClient(peers, group=group, timeout=args.timeout)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--peers", help="the group's peers: n0-host:port;n1-host:port;...")
+    p.add_argument("--config", help="a broker.conf with dLegerPeers (and dLegerGroup)")
+    p.add_argument("--group", help="the group name (default: from --config, else 'default')")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds for the whole request (default 5)")
+
+
+def _run(func: Any) -> Any:
+    """Wrap a command: map client and config errors to exit codes and one clear line on stderr."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return int(func(args))
+        except ConfigError as exc:
+            print(f"dledger: {exc}", file=sys.stderr)
+            return 2
+        except OutcomeUnknownError as exc:
+            print(f"dledger: outcome unknown: {exc}", file=sys.stderr)
+            return EXIT_UNKNOWN
+        except DLedgerError as exc:
+            print(f"dledger: {exc}", file=sys.stderr)
+            return 1
+
+    return wrapped
+
+
+def _cmd_append(args: argparse.Namespace) -> int:
+    items = [s.encode() for s in args.data] if args.data else [sys.stdin.buffer.read()]
+    with _client(args) as client:
+        results = client.append_batch(items)
+    for r in results:
+        print(f"{r.index}\t{r.term}")
+    return 0
+
+
+def _cmd_get(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        entry = client.get(args.index)
+    if args.raw:
+        sys.stdout.buffer.write(entry.data)
+    else:
+        print(
+            json.dumps(
+                {
+                    "index": entry.index,
+                    "term": entry.term,
+                    "kind": entry.kind.name,
+                    "data": entry.data.decode("utf-8", "backslashreplace"),
+                }
+            )
+        )
+    return 0
+
+
+def format_status_table(nodes: list[NodeInfo]) -> str:
+    header = ("ID", "ADDRESS", "ROLE", "TERM", "LEADER", "LAST", "COMMIT", "APPLIED", "HEALTHY", "ERROR")
+    rows = [header]
+    for n in nodes:
+        rows.append(
+            (
+                n.id,
+                n.address,
+                n.role or "-",
+                str(n.term),
+                n.leader_id or "-",
+                str(n.last_index),
+                str(n.commit_index),
+                str(n.applied_index),
+                "yes" if n.healthy else "no",
+                n.error,
+            )
+            if n.reachable
+            else (n.id, n.address, "unreachable", "-", "-", "-", "-", "-", "no", n.error)
+        )
+    widths = [max(len(r[k]) for r in rows) for k in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        nodes = client.status(timeout=min(args.timeout, 2.0))
+    if args.json:
+        print(json.dumps([asdict(n) for n in nodes], indent=2))
+    else:
+        print(format_status_table(nodes))
+    return 0 if all(n.reachable for n in nodes) else 1
+
+
+def _cmd_transfer(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        client.transfer_leadership(args.to)
+    print(f"leadership transfer to {args.to} started")
+    return 0
+
+
+def add_client_commands(sub: Any) -> None:
+    """Register the client commands on the top-level sub-parsers object."""
+    p = sub.add_parser("append", help="append entries (arguments, or stdin as one entry)")
+    _common(p)
+    p.add_argument("data", nargs="*", help="entries to append (UTF-8); none: read one entry from stdin")
+    p.set_defaults(func=_run(_cmd_append))
+
+    p = sub.add_parser("get", help="print one committed entry")
+    _common(p)
+    p.add_argument("index", type=int)
+    p.add_argument("--raw", action="store_true", help="write the entry's bytes only")
+    p.set_defaults(func=_run(_cmd_get))
+
+    p = sub.add_parser("status", help="each node's role, term and indexes")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_run(_cmd_status))
+
+    p = sub.add_parser("transfer-leader", help="move leadership to another node")
+    _common(p)
+    p.add_argument("--to", required=True, help="the id of the node that should lead")
+    p.set_defaults(func=_run(_cmd_transfer))
