@@ -1,1 +1,36 @@
-"""The durable log: segment files, index files, recovery; LMDB hard state. Built by the storage issue."""
+"""The durable log: segment files, index files, recovery; LMDB hard state.
+
+Public API: `SegmentedLog` (a `LogStorage`), `HardStateStore` (the LMDB implementation of the
+`storage_api.HardStateStore` protocol), the shared `Entry`, `EntryKind`, `HardState`, and the errors.
+"""
+
+from dledger.commitlog.errors import (
+    CorruptEntryError,
+    CorruptStoreError,
+    DiskFullError,
+    EntryTooLargeError,
+    LogClosedError,
+)
+from dledger.commitlog.fileops import FileOps
+from dledger.commitlog.hardstate import HardStateStore
+from dledger.commitlog.log import SegmentedLog, SegmentInfo
+from dledger.commitlog.recovery import RecoveryReport
+from dledger.storage_api import CompactedError, Entry, EntryKind, HardState, UnavailableError
+
+__all__ = [
+    "CompactedError",
+    "CorruptEntryError",
+    "CorruptStoreError",
+    "DiskFullError",
+    "Entry",
+    "EntryKind",
+    "EntryTooLargeError",
+    "FileOps",
+    "HardState",
+    "HardStateStore",
+    "LogClosedError",
+    "RecoveryReport",
+    "SegmentInfo",
+    "SegmentedLog",
+    "UnavailableError",
+]

@@ -1,0 +1,242 @@
+"""The on-disk entry and index-record codec, with every layout constant beside it (like DLedgerEntryCoder).
+
+Data entry: a 48-byte little-endian header followed by the body.
+
+    offset size field
+         0    4 magic        DATA_MAGIC
+         4    4 size         48 + body length (the whole entry)
+         8    8 index        the Raft log index (>= 1)
+        16    8 term         the Raft term
+        24    8 pos          the global byte position of this entry (segment name + offset in the file)
+        32    4 channel      the EntryKind (DLedger's "channel" field carries the kind)
+        36    4 chain CRC    crc32 of CHAIN_FIELDS (every header field but this one, in order), seeded
+                             with the previous entry's chain CRC (0 before index 1)
+        40    4 body CRC     crc32 of the body
+        44    4 body length
+
+The chain runs across segment boundaries unchanged: the first entry of a segment is seeded with the chain
+CRC of the last entry of the previous segment, and after compaction with the chain CRC kept in the meta file
+(`meta.py`). Because the body CRC is inside the chained fields, the chain covers every byte of the log, so a
+spliced, reordered or duplicated file breaks it. After `truncate_after(i)` the next entry chains from entry
+`i`, exactly as if the dropped entries had never been written.
+
+Index record: 32 bytes, little-endian: magic 4 (INDEX_MAGIC), pos 8, size 4, index 8, term 8. Record `k` of a
+segment's index file describes the segment's `k`-th entry, so entry `i` is at byte `32 * (i - first)`.
+
+Invariant: `encode_batch` validates the whole batch before the caller writes a byte; `decode_run` never
+returns an entry whose checks failed (it raises `CorruptEntryError` naming the file and byte offset).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dledger.commitlog.errors import CorruptEntryError, EntryTooLargeError
+from dledger.storage_api import Entry, EntryKind
+
+__all__ = [
+    "CHAIN_FIELDS",
+    "DATA_MAGIC",
+    "HEADER",
+    "HEADER_SIZE",
+    "INDEX",
+    "INDEX_MAGIC",
+    "INDEX_SIZE",
+    "MAX_ENTRY_BYTES",
+    "Batch",
+    "chain_crc",
+    "check_entry",
+    "decode_run",
+    "encode_batch",
+]
+
+DATA_MAGIC = 0xD1ED6E01
+INDEX_MAGIC = 0xD1ED1D01
+HEADER = struct.Struct("<IIQQQIIII")
+CHAIN_FIELDS = struct.Struct("<IIQQQIII")  # HEADER without the chain CRC
+INDEX = struct.Struct("<IQIQQ")
+HEADER_SIZE = HEADER.size
+INDEX_SIZE = INDEX.size
+MAX_ENTRY_BYTES = 4 * 1024 * 1024  # RocketMQ's maxMessageSize; counts the 48-byte header too
+assert HEADER_SIZE == 48 and INDEX_SIZE == 32 and CHAIN_FIELDS.size == 44
+
+_KINDS: dict[int, EntryKind] = {int(k): k for k in EntryKind}
+_crc32 = zlib.crc32
+
+
+def chain_crc(prev: int, magic: int, size: int, index: int, term: int, pos: int, kind: int, bcrc: int, n: int) -> int:
+    """The chain CRC of an entry with these header fields, seeded with the previous entry's chain CRC."""
+    return _crc32(CHAIN_FIELDS.pack(magic, size, index, term, pos, kind, bcrc, n), prev)
+
+
+@dataclass(slots=True)
+class Batch:
+    """An encoded batch: `data` and `index` bytes, and where new segments must start.
+
+    `splits` lists `(entry_ordinal, data_offset, chain_before)` for each entry that opens a new segment because
+    it did not fit in the room left (`chain_before` is the chain CRC of the entry before it); `last_chain`,
+    `last_term` and `end_pos` describe the state after the batch.
+    """
+
+    data: bytearray
+    index: bytearray
+    splits: list[tuple[int, int, int]]
+    last_chain: int
+    last_term: int
+    end_pos: int
+
+
+def encode_batch(
+    entries: Sequence[Entry],
+    *,
+    next_index: int,
+    prev_term: int,
+    prev_chain: int,
+    pos: int,
+    room: int,
+    segment_bytes: int,
+    max_entry_bytes: int,
+) -> Batch:
+    """Validate and encode `entries` (starting at `next_index`) for writing at global byte `pos`.
+
+    `room` is what is left in the active segment (0 when there is none). Raises `ValueError` (or
+    `EntryTooLargeError`) before returning anything when an entry is out of order, has a decreasing term,
+    an unknown kind, or is too large.
+    """
+    limit = min(max_entry_bytes, segment_bytes)
+    total = 0
+    for e in entries:
+        total += len(e.data)
+    n = len(entries)
+    total += HEADER_SIZE * n
+    data = bytearray(total)
+    index = bytearray(INDEX_SIZE * n)
+    splits: list[tuple[int, int, int]] = []
+    pack_hdr = HEADER.pack_into
+    pack_chain = CHAIN_FIELDS.pack
+    pack_idx = INDEX.pack_into
+    kinds = _KINDS
+    crc32 = _crc32
+    off = 0
+    ioff = 0
+    chain = prev_chain
+    term = prev_term
+    expected = next_index
+    for k, e in enumerate(entries):
+        body = e.data
+        ln = len(body)
+        size = HEADER_SIZE + ln
+        if e.index != expected:
+            raise ValueError(f"append expected index {expected}, got {e.index}")
+        t = e.term
+        if t < term:
+            raise ValueError(f"entry {expected} has term {t} below the previous {term}")
+        if size > limit:
+            raise EntryTooLargeError(
+                f"entry {expected} is {size} bytes with its header; the limit is {limit} bytes"
+                f" (max entry {max_entry_bytes}, segment {segment_bytes})"
+            )
+        kind = e.kind
+        if kind not in kinds:
+            raise ValueError(f"entry {expected} has an unknown kind {kind!r}")
+        if size > room:
+            splits.append((k, off, chain))
+            room = segment_bytes
+        room -= size
+        bcrc = crc32(body)
+        chain = crc32(pack_chain(DATA_MAGIC, size, expected, t, pos, kind, bcrc, ln), chain)
+        pack_hdr(data, off, DATA_MAGIC, size, expected, t, pos, kind, chain, bcrc, ln)
+        data[off + HEADER_SIZE : off + size] = body
+        pack_idx(index, ioff, INDEX_MAGIC, pos, size, expected, t)
+        off += size
+        ioff += INDEX_SIZE
+        pos += size
+        term = t
+        expected += 1
+    return Batch(data, index, splits, chain, term, pos)
+
+
+def check_entry(
+    raw: bytes | bytearray | memoryview, off: int, avail: int, *, index: int, pos: int, prev_chain: int | None
+) -> tuple[int, int, int, int, int, int]:
+    """Check the entry at `raw[off:]` (with `avail` bytes there) expected to be `index` at global `pos`.
+
+    Returns `(size, term, kind, chain, body_crc, body_len)`; raises `ValueError` with the reason when a
+    check fails. `prev_chain=None` skips the chain check (the predecessor is unknown).
+    """
+    if avail < HEADER_SIZE:
+        raise ValueError(f"torn header: {avail} of {HEADER_SIZE} bytes")
+    magic, size, idx, term, epos, kind, chain, bcrc, ln = HEADER.unpack_from(raw, off)
+    if magic != DATA_MAGIC:
+        raise ValueError(f"bad magic {magic:#x}")
+    if size != HEADER_SIZE + ln:
+        raise ValueError(f"size {size} does not match body length {ln}")
+    if idx != index:
+        raise ValueError(f"holds index {idx}, expected {index}")
+    if epos != pos:
+        raise ValueError(f"holds position {epos}, expected {pos}")
+    if kind not in _KINDS:
+        raise ValueError(f"unknown kind {kind}")
+    if size > avail:
+        raise ValueError(f"torn body: {avail - HEADER_SIZE} of {ln} bytes")
+    if _crc32(memoryview(raw)[off + HEADER_SIZE : off + size]) != bcrc:
+        raise ValueError("body CRC mismatch")
+    if prev_chain is not None and chain_crc(prev_chain, magic, size, idx, term, epos, kind, bcrc, ln) != chain:
+        raise ValueError("chain CRC mismatch")
+    return size, term, kind, chain, bcrc, ln
+
+
+def decode_run(
+    raw: bytes, *, first_index: int, count: int, first_pos: int, first_term: int, segment: str, file_offset: int
+) -> list[Entry]:
+    """Decode `count` consecutive entries from `raw` (read from `segment` at `file_offset`), checking each.
+
+    Checks magic, size, index, position, kind, non-decreasing terms (the first against `first_term`, the term
+    its index record gives), the body CRC, and the chain CRC from the second entry on.
+    Raises `CorruptEntryError` at the first bad entry: nothing corrupt is returned.
+    """
+    out: list[Entry] = []
+    append = out.append
+    unpack = HEADER.unpack_from
+    pack_chain = CHAIN_FIELDS.pack
+    crc32 = _crc32
+    kinds = _KINDS
+    mv = memoryview(raw)
+    end = len(raw)
+    off = 0
+    index = first_index
+    pos = first_pos
+    term = first_term
+    chain: int | None = None
+    for _ in range(count):
+        if off + HEADER_SIZE > end:
+            raise CorruptEntryError(segment, file_offset + off, index, "entry runs past the end of the data file")
+        magic, size, idx, t, epos, kind, c, bcrc, ln = unpack(raw, off)
+        stop = off + size
+        if (
+            magic != DATA_MAGIC
+            or idx != index
+            or epos != pos
+            or size != HEADER_SIZE + ln
+            or stop > end
+            or t < term
+            or kind not in kinds
+            or crc32(mv[off + HEADER_SIZE : stop]) != bcrc
+            or (chain is not None and crc32(pack_chain(magic, size, idx, t, epos, kind, bcrc, ln), chain) != c)
+        ):
+            try:
+                check_entry(raw, off, end - off, index=index, pos=pos, prev_chain=chain)
+                reason = f"term {t} below the previous {term}"
+            except ValueError as exc:
+                reason = str(exc)
+            raise CorruptEntryError(segment, file_offset + off, index, reason)
+        append(Entry(index, t, raw[off + HEADER_SIZE : stop], kinds[kind]))
+        chain = c
+        term = t
+        off = stop
+        pos += size
+        index += 1
+    return out

@@ -1,0 +1,52 @@
+"""The errors the commit log raises, all of them carrying enough context to act on.
+
+Invariant: an error raised from the write path (`append`) means nothing of that call was published: the
+log still reads back exactly what it held before the call.
+"""
+
+from __future__ import annotations
+
+import errno
+
+__all__ = [
+    "CorruptEntryError",
+    "CorruptStoreError",
+    "DiskFullError",
+    "EntryTooLargeError",
+    "LogClosedError",
+]
+
+
+class CorruptEntryError(Exception):
+    """A stored entry failed its checks (CRC, magic, index, term, position): it is never returned as data.
+
+    `segment` is the file that holds it (data or index file), `position` the byte offset inside that file,
+    `index` the log index that was looked up (or found), `reason` what check failed.
+    """
+
+    def __init__(self, segment: str, position: int, index: int | None, reason: str) -> None:
+        self.segment = segment
+        self.position = position
+        self.index = index
+        self.reason = reason
+        what = f"entry {index}" if index is not None else "entry"
+        super().__init__(f"corrupt {what} in {segment} at byte {position}: {reason}")
+
+
+class CorruptStoreError(Exception):
+    """The store cannot be opened as is (e.g. its checksummed meta file is damaged, or files are missing)."""
+
+
+class EntryTooLargeError(ValueError):
+    """An entry is larger than the maximum entry size or than a segment; nothing of the batch was written."""
+
+
+class DiskFullError(OSError):
+    """The disk filled up during `append`; the batch was rolled back and the log is unchanged."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.ENOSPC, message)
+
+
+class LogClosedError(RuntimeError):
+    """The log was closed (or a failed rollback poisoned it: reopen to recover)."""

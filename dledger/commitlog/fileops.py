@@ -1,0 +1,82 @@
+"""The few file operations the log performs, behind one small object: a seam for fault injection and counting.
+
+`FileOps` is what `SegmentedLog` uses for every read, write, truncate and sync of segment and index files.
+Tests substitute a subclass to inject errors (e.g. `OSError(ENOSPC)` from `pwrite`) or to count the bytes
+that recovery reads. The counters (`reads`, `bytes_read`, `writes`, `syncs`) are plain integers, updated
+without a lock: they are instrumentation, exact when one thread does the I/O being measured.
+
+Invariant: `pwrite` writes all of `data` or raises; `pread` returns fewer bytes than asked only at end of file.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["FileOps"]
+
+
+class FileOps:
+    """Thin wrappers over `os` calls, with counters."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.bytes_read = 0
+        self.writes = 0
+        self.syncs = 0
+
+    def open(self, path: str, *, create: bool) -> int:
+        flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+        return os.open(path, flags, 0o644)
+
+    def open_readonly(self, path: str) -> int:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def size(self, fd: int) -> int:
+        return os.fstat(fd).st_size
+
+    def pread(self, fd: int, length: int, offset: int) -> bytes:
+        self.reads += 1
+        if length <= 0:
+            return b""
+        data = os.pread(fd, length, offset)
+        if len(data) < length:  # a short read before EOF is legal: finish it
+            parts = [data]
+            got = len(data)
+            while got < length:
+                more = os.pread(fd, length - got, offset + got)
+                if not more:
+                    break
+                parts.append(more)
+                got += len(more)
+            data = b"".join(parts)
+        self.bytes_read += len(data)
+        return data
+
+    def pwrite(self, fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+        self.writes += 1
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(fd, view, offset)
+            view = view[n:]
+            offset += n
+
+    def truncate(self, fd: int, length: int) -> None:
+        os.ftruncate(fd, length)
+
+    def datasync(self, fd: int) -> None:
+        self.syncs += 1
+        os.fdatasync(fd)
+
+    def fsync_dir(self, path: str) -> None:
+        self.syncs += 1
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def remove(self, path: str) -> None:
+        os.remove(path)

@@ -1,0 +1,494 @@
+"""`SegmentedLog`: the durable `LogStorage` over segment and index files.
+
+Layout of a store directory: `data/<pos>` and `index/<pos>` segment pairs (see `segment.py`, codec in
+`codec.py`) and an optional `meta` file holding the base, the entry before the first (see `meta.py`).
+
+Threads: one owner thread at a time calls `append`, `truncate_after`, `compact_before`, `close` (a mutex
+enforces it); any thread may call `read`, `term_at`, `first_index`, `last_index`, `segments`, `sync`
+concurrently. Readers see a consistent prefix: an append writes data and index bytes first and publishes
+`last_index` last, and readers snapshot `last_index` before anything else. Truncation, compaction and close
+take the write side of a readers-writer lock, so no reader uses a file handle they close.
+
+Durability (`durable_index`, `durable_lengths()`): `flush="sync"` writes the batch's data, fdatasyncs it,
+then writes its index records, before `append` returns: one fsync per batch per segment touched, and the
+index never points at data that is not durable. The index file is fsynced by the background flusher (in
+both modes) and by `sync()`; a lagging index costs recovery a forward scan of the un-indexed tail only.
+`flush="async"` writes data and index and returns; the flusher fdatasyncs data, then index, every
+`flush_interval_ms` (default 200 ms: RocketMQ's flushIntervalCommitLog is 500 ms; we take less loss).
+`durable_index` is the last index whose data is known fsynced.
+
+Invariants: `first_index == base.index + 1`; segments are contiguous in index and byte position, each
+holds >= 1 entry, the first starts at `base.pos`; `compact_before` never drops the last segment, so
+`last_index` and its term stay known; `term_at(first_index - 1)` is the base's term.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import itertools
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Literal
+
+from dledger.commitlog.codec import INDEX_SIZE, MAX_ENTRY_BYTES, decode_run, encode_batch
+from dledger.commitlog.errors import CorruptEntryError, DiskFullError, LogClosedError
+from dledger.commitlog.fileops import FileOps
+from dledger.commitlog.flusher import Flusher
+from dledger.commitlog.locks import RWLock
+from dledger.commitlog.meta import Base, write_base
+from dledger.commitlog.recovery import RecoveryReport, recover
+from dledger.commitlog.segment import DATA_DIR, INDEX_DIR, Segment
+from dledger.storage_api import CompactedError, Entry, UnavailableError
+
+__all__ = ["DEFAULT_FLUSH_INTERVAL_MS", "MIN_SEGMENT_BYTES", "OPEN_WINDOW", "SegmentInfo", "SegmentedLog"]
+
+DEFAULT_FLUSH_INTERVAL_MS = 200
+MIN_SEGMENT_BYTES = 64
+OPEN_WINDOW = 16  # the newest segments keep their file handles open; older ones are opened per read
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentInfo:
+    """One segment, for retention policies: its indexes, size, last write time (epoch seconds), fsynced bytes."""
+
+    name: str
+    first_index: int
+    last_index: int
+    bytes: int
+    last_write: float
+    durable_bytes: int
+
+
+class SegmentedLog:
+    """A segmented, checksummed, recoverable Raft log. Open it with `SegmentedLog.open(directory)`."""
+
+    def __init__(
+        self, directory: str, base: Base, segs: list[Segment], report: RecoveryReport, ops: FileOps, *,
+        segment_bytes: int, sync_mode: bool, flush_interval_ms: float, max_entry_bytes: int,
+    ) -> None:  # fmt: skip
+        self._dir = directory
+        self._ops = ops
+        self._base = base
+        self._segs: tuple[Segment, ...] = ()
+        self._firsts: list[int] = []
+        self._segment_bytes = segment_bytes
+        self._max_entry = max_entry_bytes
+        self._sync_mode = sync_mode
+        self.recovery = report
+        self._mutex = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._rw = RWLock()
+        self._closed = False
+        self._broken: BaseException | None = None
+        self._set_segments(segs)
+        self._set_tail_from_segments()
+        self._durable_index = self._tail[0]
+        self._flusher = Flusher(self._flush, flush_interval_ms / 1000.0, f"commitlog-flush {directory}")
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        segment_bytes: int = 1 << 30,
+        flush: Literal["sync", "async"] = "async",
+        flush_interval_ms: float = DEFAULT_FLUSH_INTERVAL_MS,
+        max_entry_bytes: int = MAX_ENTRY_BYTES,
+        file_ops: FileOps | None = None,
+    ) -> SegmentedLog:
+        """Recover the store in `directory` (created if missing) and return the open log.
+
+        `file_ops` is a test seam (fault injection, I/O counting); leave it None.
+        """
+        if flush not in ("sync", "async"):
+            raise ValueError(f"flush must be 'sync' or 'async', not {flush!r}")
+        if segment_bytes < MIN_SEGMENT_BYTES:
+            raise ValueError(f"segment_bytes must be at least {MIN_SEGMENT_BYTES}, not {segment_bytes}")
+        if not flush_interval_ms > 0:
+            raise ValueError(f"flush_interval_ms must be positive, not {flush_interval_ms}")
+        if max_entry_bytes < MIN_SEGMENT_BYTES:
+            raise ValueError(f"max_entry_bytes must be at least {MIN_SEGMENT_BYTES}, not {max_entry_bytes}")
+        path = os.fspath(directory)
+        os.makedirs(path, exist_ok=True)
+        ops = file_ops or FileOps()
+        base, segs, report = recover(path, ops)
+        for seg in segs[:-OPEN_WINDOW]:
+            seg.close_fds(ops)
+        return cls(
+            path, base, segs, report, ops, segment_bytes=segment_bytes, sync_mode=flush == "sync",
+            flush_interval_ms=flush_interval_ms, max_entry_bytes=max_entry_bytes,
+        )  # fmt: skip
+
+    # --- published state ---------------------------------------------------------------------------------
+
+    def _set_segments(self, segs: Sequence[Segment]) -> None:
+        self._firsts = [s.first_index for s in segs]
+        self._segs = tuple(segs)
+
+    def _set_tail_from_segments(self) -> None:
+        if self._segs:
+            last = self._segs[-1]
+            self._chain, self._next_pos = last.last_chain, last.end
+            self._tail = (last.last_index, last.last_term)
+        else:
+            self._chain, self._next_pos = self._base.chain, self._base.pos
+            self._tail = (self._base.index, self._base.term)
+
+    @property
+    def directory(self) -> str:
+        return self._dir
+
+    @property
+    def first_index(self) -> int:
+        return self._base.index + 1
+
+    @property
+    def last_index(self) -> int:
+        return self._tail[0]
+
+    @property
+    def durable_index(self) -> int:
+        """The last index whose data is known fsynced (a crash keeps at least the log up to here)."""
+        return self._durable_index
+
+    def durable_lengths(self) -> dict[str, tuple[int, int]]:
+        """Per segment name: `(data bytes, index bytes)` known fsynced, for fault-injection tools."""
+        return {s.name: (s.flushed_data, s.flushed_index * INDEX_SIZE) for s in self._segs}
+
+    def segments(self) -> list[SegmentInfo]:
+        """Every segment, oldest first (a snapshot), so that a retention policy can choose what to compact."""
+        return [
+            SegmentInfo(s.name, s.first_index, s.last_index, s.data_len, s.mtime, s.flushed_data) for s in self._segs
+        ]
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise LogClosedError(f"the log at {self._dir} is closed")
+        error = self._broken or self._flusher.error
+        if error is not None:
+            raise LogClosedError(f"the log at {self._dir} failed ({error!r}); reopen it to recover") from error
+
+    # --- reads -------------------------------------------------------------------------------------------
+
+    def term_at(self, index: int) -> int:
+        last, last_term = self._tail
+        self._rw.acquire_read()
+        try:
+            self._check_usable()
+            base = self._base
+            if index < base.index:
+                raise CompactedError(f"index {index} is compacted (first index {base.index + 1})")
+            if index > last:
+                raise UnavailableError(f"index {index} is past the last index {last}")
+            if index == last:
+                return last_term
+            if index == base.index:
+                return base.term
+            seg = self._segs[bisect.bisect_right(self._firsts, index) - 1]
+            dfd, ifd, owned = seg.reader_fds(self._ops)
+            try:
+                return seg.index_record(self._ops, ifd, index)[2]
+            finally:
+                if owned:
+                    self._ops.close(dfd)
+                    self._ops.close(ifd)
+        finally:
+            self._rw.release_read()
+
+    def read(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        if lo > hi:
+            raise ValueError(f"read range [{lo}, {hi}) is inverted")
+        last = self._tail[0]
+        self._rw.acquire_read()
+        try:
+            self._check_usable()
+            if lo <= self._base.index:
+                raise CompactedError(f"index {lo} is compacted (first index {self._base.index + 1})")
+            if hi > last + 1:
+                raise UnavailableError(f"index {hi - 1} is past the last index {last}")
+            out: list[Entry] = []
+            budget = max_bytes
+            segs = self._segs
+            k = bisect.bisect_right(self._firsts, lo) - 1
+            while lo < hi:
+                seg = segs[k]
+                part = self._read_segment(seg, lo, min(hi, seg.first_index + seg.count), budget, not out)
+                out += part
+                lo += len(part)
+                if budget is not None:
+                    budget -= sum(len(e.data) for e in part)
+                    if lo < seg.first_index + seg.count and lo < hi:
+                        break  # the budget ran out inside this segment
+                k += 1
+            return out
+        finally:
+            self._rw.release_read()
+
+    def _read_segment(self, seg: Segment, lo: int, hi: int, budget: int | None, need_one: bool) -> list[Entry]:
+        ops = self._ops
+        dfd, ifd, owned = seg.reader_fds(ops)
+        try:
+            pos, _size, term = seg.index_record(ops, ifd, lo)
+            n = hi - lo
+            if budget is not None:
+                n = self._fit(seg, ifd, lo, n, pos, budget, 1 if need_one else 0)
+                if n == 0:
+                    return []
+            lpos, lsize, lterm = seg.index_record(ops, ifd, lo + n - 1)
+            if lpos < pos:
+                raise CorruptEntryError(seg.index_path, (lo + n - 1 - seg.first_index) * INDEX_SIZE, lo + n - 1,
+                                        "index record points before an earlier one")  # fmt: skip
+            raw = ops.pread(dfd, lpos + lsize - pos, pos - seg.start)
+            entries = decode_run(raw, first_index=lo, count=n, first_pos=pos, first_term=term,
+                                 segment=seg.data_path, file_offset=pos - seg.start)  # fmt: skip
+            if entries[0].term != term or entries[-1].term != lterm:
+                bad = lo if entries[0].term != term else lo + n - 1
+                raise CorruptEntryError(seg.index_path, (bad - seg.first_index) * INDEX_SIZE, bad,
+                                        "index record term disagrees with the data")  # fmt: skip
+            return entries
+        finally:
+            if owned:
+                ops.close(dfd)
+                ops.close(ifd)
+
+    def _fit(self, seg: Segment, ifd: int, lo: int, n: int, pos: int, budget: int, least: int) -> int:
+        """The largest count `c <= n` of entries from `lo` whose bodies total <= budget (at least `least`)."""
+
+        def body_bytes(c: int) -> int:  # entries lo .. lo+c-1; positions are contiguous inside a segment
+            p, s, _t = seg.index_record(self._ops, ifd, lo + c - 1)
+            return p + s - pos - 48 * c
+
+        if body_bytes(n) <= budget:
+            return n
+        good, bad = 0, n  # body_bytes(good) <= budget < body_bytes(bad)
+        while bad - good > 1:
+            mid = (good + bad) // 2
+            if body_bytes(mid) <= budget:
+                good = mid
+            else:
+                bad = mid
+        return max(good, least)
+
+    # --- writes ------------------------------------------------------------------------------------------
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        if not entries:
+            return
+        with self._mutex:
+            self._check_usable()
+            active = self._segs[-1] if self._segs else None
+            last, last_term = self._tail
+            batch = encode_batch(
+                entries, next_index=last + 1, prev_term=last_term, prev_chain=self._chain, pos=self._next_pos,
+                room=self._segment_bytes - active.data_len if active else 0,
+                segment_bytes=self._segment_bytes, max_entry_bytes=self._max_entry,
+            )  # fmt: skip
+            # chunks: (segment, first entry ordinal, end ordinal, data start, data end, chain of its last entry)
+            bounds = [(k, d) for k, d, _c in batch.splits]
+            if not bounds or bounds[0][0] != 0:
+                bounds.insert(0, (0, 0))
+            bounds.append((len(entries), len(batch.data)))
+            chains = [c for _k, _d, c in batch.splits if _k != 0] + [batch.last_chain]
+            chunks: list[tuple[Segment, int, int, int, int, int]] = []
+            created: list[Segment] = []
+            ops = self._ops
+            data, index = memoryview(batch.data), memoryview(batch.index)
+            try:
+                for j, ((k0, d0), (k1, d1)) in enumerate(itertools.pairwise(bounds)):
+                    if j == 0 and active is not None and not (batch.splits and batch.splits[0][0] == 0):
+                        seg = active
+                    else:
+                        seg = Segment(self._dir, self._next_pos + d0, last + 1 + k0)
+                        created.append(seg)
+                        seg.open_fds(ops, create=True)
+                    chunks.append((seg, k0, k1, d0, d1, chains[j]))
+                    assert seg.data_fd is not None
+                    ops.pwrite(seg.data_fd, data[d0:d1], seg.data_len)
+                if created:
+                    for sub in (DATA_DIR, INDEX_DIR):
+                        ops.fsync_dir(os.path.join(self._dir, sub))
+                if self._sync_mode:  # data durable before any index record points at it
+                    for seg, *_ in chunks:
+                        assert seg.data_fd is not None
+                        ops.datasync(seg.data_fd)
+                for seg, k0, k1, *_ in chunks:
+                    assert seg.index_fd is not None
+                    ops.pwrite(seg.index_fd, index[k0 * INDEX_SIZE : k1 * INDEX_SIZE], seg.count * INDEX_SIZE)
+            except OSError as exc:
+                self._roll_back([c[0] for c in chunks if c[0] not in created], created)
+                what = f"entries {last + 1}..{last + len(entries)}"
+                if exc.errno in _FULL:
+                    raise DiskFullError(
+                        f"disk full while appending {what} to {self._dir}: nothing was appended"
+                    ) from exc
+                raise
+            self._publish(chunks, created, entries, batch.last_term)
+
+    def _roll_back(self, touched: list[Segment], created: list[Segment]) -> None:
+        """Undo a failed append: shrink touched segments to their published size, delete created ones."""
+        try:
+            for seg in touched:
+                seg.cut(self._ops, seg.count, seg.data_len)
+            for seg in created:
+                seg.remove_files(self._ops)
+        except BaseException as exc:  # the files may no longer match memory: refuse service until reopened
+            self._broken = exc
+
+    def _publish(
+        self, chunks: list[tuple[Segment, int, int, int, int, int]], created: list[Segment],
+        entries: Sequence[Entry], term: int,
+    ) -> None:  # fmt: skip
+        now = time.time()
+        for seg, k0, k1, d0, d1, chain in chunks:
+            seg.data_len += d1 - d0
+            seg.count += k1 - k0
+            seg.last_term = entries[k1 - 1].term
+            seg.last_chain = chain
+            seg.mtime = now
+            if self._sync_mode:
+                seg.flushed_data = seg.data_len
+        if created:
+            self._set_segments([*self._segs, *created])
+        self._chain, self._next_pos = chunks[-1][5], chunks[-1][0].end
+        self._tail = (entries[-1].index, term)  # publish: readers may now see the batch
+        if self._sync_mode:
+            self._durable_index = entries[-1].index
+        if created and len(self._segs) > OPEN_WINDOW:
+            self._close_old_handles()
+
+    def _close_old_handles(self) -> None:
+        """Close the handles of segments that fell out of the open window (flushing them first)."""
+        self._rw.acquire_write()
+        try:
+            for seg in self._segs[:-OPEN_WINDOW]:
+                if seg.fds_open:
+                    self._sync_segment(seg)
+                    seg.close_fds(self._ops)
+        finally:
+            self._rw.release_write()
+
+    def _sync_segment(self, seg: Segment) -> None:
+        data_len, count = seg.sync(self._ops)
+        seg.flushed_data = max(seg.flushed_data, data_len)
+        seg.flushed_index = max(seg.flushed_index, count)
+
+    def truncate_after(self, index: int) -> None:
+        with self._mutex:
+            self._check_usable()
+            base = self._base
+            if index < base.index:
+                raise CompactedError(f"cannot truncate after {index}: compacted up to {base.index}")
+            if index >= self._tail[0]:
+                return
+            self._rw.acquire_write()
+            try:
+                segs = list(self._segs)
+                keep_seg = segs[bisect.bisect_right(self._firsts, index) - 1] if index > base.index else None
+                cut: tuple[int, int, int] | None = None
+                if keep_seg is not None:  # read what the new last entry is before changing anything
+                    if not keep_seg.fds_open:
+                        keep_seg.open_fds(self._ops)
+                    assert keep_seg.data_fd is not None and keep_seg.index_fd is not None
+                    pos, size, term = keep_seg.index_record(self._ops, keep_seg.index_fd, index)
+                    hdr = keep_seg.read_header(self._ops, keep_seg.data_fd, pos)
+                    if hdr[2] != index or hdr[4] != pos or hdr[3] != term:
+                        raise CorruptEntryError(keep_seg.data_path, pos - keep_seg.start, index,
+                                                "header disagrees with its index record")  # fmt: skip
+                    cut = (pos + size - keep_seg.start, term, hdr[6])
+                removed = False
+                while segs and segs[-1] is not keep_seg:
+                    segs.pop().remove_files(self._ops)
+                    removed = True
+                if removed:
+                    for sub in (DATA_DIR, INDEX_DIR):
+                        self._ops.fsync_dir(os.path.join(self._dir, sub))
+                if keep_seg is not None and cut is not None:
+                    count = index - keep_seg.first_index + 1
+                    keep_seg.cut(self._ops, count, cut[0])
+                    keep_seg.count, keep_seg.data_len, keep_seg.last_term, keep_seg.last_chain = count, *cut
+                    self._sync_segment(keep_seg)  # truncation is rare: make it durable now
+                    keep_seg.flushed_data = min(keep_seg.flushed_data, keep_seg.data_len)
+                    keep_seg.flushed_index = min(keep_seg.flushed_index, count)
+                self._set_segments(segs)
+                self._set_tail_from_segments()
+                self._durable_index = min(self._durable_index, index)
+            finally:
+                self._rw.release_write()
+
+    def compact_before(self, index: int) -> None:
+        with self._mutex:
+            self._check_usable()
+            drop = [s for s in self._segs[:-1] if s.last_index < index]
+            if not drop:
+                return
+            self._flush()  # what stays must be durable before the meta file says the rest is gone
+            gone = drop[-1]
+            base = Base(gone.last_index, gone.last_term, gone.end, gone.last_chain)
+            self._rw.acquire_write()
+            try:
+                write_base(self._dir, base)
+                self._base = base
+                self._set_segments(self._segs[len(drop) :])
+                for seg in drop:
+                    seg.remove_files(self._ops)
+                for sub in (DATA_DIR, INDEX_DIR):
+                    self._ops.fsync_dir(os.path.join(self._dir, sub))
+            finally:
+                self._rw.release_write()
+
+    # --- durability and lifetime -------------------------------------------------------------------------
+
+    def sync(self) -> None:
+        """Make every appended entry (data and index) durable before returning."""
+        self._check_usable()
+        self._flush()
+        self._check_usable()
+
+    def _flush(self) -> None:
+        with self._flush_lock:
+            self._rw.acquire_read()
+            try:
+                if self._closed:
+                    return
+                last = self._tail[0]
+                for seg in self._segs:
+                    if seg.fds_open and (seg.data_len > seg.flushed_data or seg.count > seg.flushed_index):
+                        self._sync_segment(seg)
+                self._durable_index = max(self._durable_index, last)
+            finally:
+                self._rw.release_read()
+
+    def close(self) -> None:
+        """Flush, stop the flusher, close every file. Idempotent."""
+        with self._mutex:
+            if self._closed:
+                return
+            self._flusher.stop()
+            try:
+                if self._broken is None and self._flusher.error is None:
+                    self._flush()
+            finally:
+                self._rw.acquire_write()
+                try:
+                    self._closed = True
+                    for seg in self._segs:
+                        seg.close_fds(self._ops)
+                finally:
+                    self._rw.release_write()
+
+    def __enter__(self) -> SegmentedLog:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SegmentedLog({self._dir!r}, {self.first_index}..{self.last_index}, {len(self._segs)} segments)"

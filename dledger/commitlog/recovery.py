@@ -1,0 +1,284 @@
+"""Opening a store: find the segments, trust the old ones cheaply, validate and repair only the tail.
+
+Cost: per older segment, two small reads (its last index record and that entry's header); for the last
+segment, at most TAIL_RECORDS index records and TAIL_VERIFY_BYTES of data (plus one entry), then a forward
+scan of any data the index does not cover yet. So opening does not grow with the size of the log, except by
+two reads per segment; only a missing or short index tail costs a scan, bounded by one segment.
+
+What the tail procedure does, on the last segment:
+1. trust the longest prefix of the last TAIL_RECORDS index records that is self-consistent (magic,
+   contiguous indexes and positions, non-decreasing terms, inside the data file);
+2. re-check the data of the last of those entries (covering >= TAIL_VERIFY_BYTES or the whole window):
+   header fields against the index record, body CRC, chain CRC; cut at the first bad one;
+3. scan the data past the last trusted entry, rebuilding index records for the valid entries the index
+   lagged behind, and cut the data at the first torn or invalid entry;
+4. if the segment ends up empty it is deleted and the previous segment gets the same treatment.
+
+Older segments: a missing or inconsistent index is rebuilt by scanning that segment's data; if the data of
+an older (closed) segment is itself invalid before its end, opening fails with `CorruptStoreError` rather
+than silently dropping every later segment. Corruption further back than the tail window is not looked for
+here: reads detect it (`CorruptEntryError`) and `dledger log verify` reports it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+
+from dledger.commitlog.codec import DATA_MAGIC, HEADER_SIZE, INDEX, INDEX_MAGIC, INDEX_SIZE, check_entry
+from dledger.commitlog.errors import CorruptStoreError
+from dledger.commitlog.fileops import FileOps
+from dledger.commitlog.meta import Base, read_base
+from dledger.commitlog.segment import DATA_DIR, INDEX_DIR, NAME_DIGITS, Segment
+
+__all__ = ["SCAN_CHUNK", "TAIL_RECORDS", "TAIL_VERIFY_BYTES", "RecoveryReport", "list_segments", "recover"]
+
+log = logging.getLogger(__name__)
+
+TAIL_RECORDS = 1024  # index records read back at the tail
+TAIL_VERIFY_BYTES = 1 << 20  # data re-checked at the tail (at least the last entry)
+SCAN_CHUNK = 8 << 20  # read size when scanning data forward
+_NAME = re.compile(rf"^\d{{{NAME_DIGITS}}}$")
+_SIZE = struct.Struct("<I")
+
+
+@dataclass(slots=True)
+class RecoveryReport:
+    """What opening found and changed. `problems` lists human-readable notes of every cut or repair."""
+
+    entries_checked: int = 0
+    index_records_rebuilt: int = 0
+    data_bytes_cut: int = 0
+    segments_deleted: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def note(self, message: str) -> None:
+        self.problems.append(message)
+        log.warning("commitlog recovery: %s", message)
+
+
+def list_segments(directory: str) -> list[int]:
+    """Sorted start positions of the data segments in `directory` (other names are ignored)."""
+    data_dir = os.path.join(directory, DATA_DIR)
+    return sorted(int(n) for n in os.listdir(data_dir) if _NAME.match(n))
+
+
+@dataclass(slots=True)
+class _Scan:
+    count: int
+    end: int  # file offset just past the last valid entry
+    chain: int
+    term: int
+    records: bytearray
+    reason: str | None
+
+
+def _scan(seg: Segment, ops: FileOps, dfd: int, off: int, index: int, chain: int, term: int, stop: int) -> _Scan:
+    """Check entries from file offset `off` up to `stop`, building their index records; stop at the first bad one."""
+    records = bytearray()
+    buf = b""
+    buf_off = off
+    count = 0
+    reason: str | None = None
+    while off < stop:
+        rel = off - buf_off
+        if rel + HEADER_SIZE > len(buf):
+            buf, buf_off, rel = ops.pread(dfd, min(SCAN_CHUNK, stop - off), off), off, 0
+        if len(buf) - rel >= HEADER_SIZE:
+            (size,) = _SIZE.unpack_from(buf, rel + 4)
+            if rel + size > len(buf) and off + size <= stop:
+                buf, buf_off, rel = ops.pread(dfd, max(SCAN_CHUNK, size), off), off, 0
+        try:
+            size, t, _kind, chain, _bcrc, _ln = check_entry(
+                buf, rel, len(buf) - rel, index=index, pos=seg.start + off, prev_chain=chain
+            )
+            if t < term:
+                raise ValueError(f"term {t} below the previous {term}")
+        except ValueError as exc:
+            reason = f"entry {index} at byte {off}: {exc}"
+            break
+        records += INDEX.pack(INDEX_MAGIC, seg.start + off, size, index, t)
+        term = t
+        count += 1
+        index += 1
+        off += size
+    return _Scan(count, off, chain, term, records, reason)
+
+
+def _check_closed(seg: Segment, ops: FileOps, data_len: int) -> bool:
+    """Cheap check of an older segment: its last index record and that entry's header agree with the files."""
+    assert seg.data_fd is not None and seg.index_fd is not None
+    isize = ops.size(seg.index_fd)
+    n = isize // INDEX_SIZE
+    if isize % INDEX_SIZE or n == 0:
+        return False
+    magic, pos, size, idx, term = INDEX.unpack(ops.pread(seg.index_fd, INDEX_SIZE, (n - 1) * INDEX_SIZE))
+    if magic != INDEX_MAGIC or idx != seg.first_index + n - 1 or pos + size != seg.start + data_len:
+        return False
+    if not seg.start <= pos or size < HEADER_SIZE:
+        return False
+    hmagic, hsize, hidx, hterm, hpos, _kind, hchain, _bcrc, _ln = seg.read_header(ops, seg.data_fd, pos)
+    if (hmagic, hsize, hidx, hterm, hpos) != (DATA_MAGIC, size, idx, term, pos):
+        return False
+    seg.count, seg.data_len, seg.last_term, seg.last_chain = n, data_len, term, hchain
+    return True
+
+
+def _recover_tail(seg: Segment, ops: FileOps, chain0: int, term0: int, report: RecoveryReport) -> None:
+    """The tail procedure (module docstring) on `seg`, seeded with the chain and term before its first entry."""
+    assert seg.data_fd is not None and seg.index_fd is not None
+    file_len = ops.size(seg.data_fd)
+    isize = ops.size(seg.index_fd)
+    n = isize // INDEX_SIZE
+    while True:  # find the trusted prefix `m` of the last index records
+        k0 = max(0, n - TAIL_RECORDS)
+        raw = ops.pread(seg.index_fd, (n - k0) * INDEX_SIZE, k0 * INDEX_SIZE)
+        recs = list(INDEX.iter_unpack(raw[: len(raw) - len(raw) % INDEX_SIZE]))
+        m = k0
+        prev_end = -1
+        prev_term = -1
+        for j, (magic, pos, size, idx, term) in enumerate(recs):
+            k = k0 + j
+            if magic != INDEX_MAGIC or idx != seg.first_index + k or size < HEADER_SIZE:
+                break
+            if pos < seg.start or pos - seg.start + size > file_len or (k == 0 and pos != seg.start):
+                break
+            if (j > 0 and pos != prev_end) or term < prev_term:
+                break
+            prev_end, prev_term, m = pos + size, term, k + 1
+        if m > k0 or k0 == 0:
+            break
+        n = k0  # the whole window is bad: trust less
+    count, end, chain, term = 0, 0, chain0, term0
+    if m > 0:
+        wrecs = recs[: m - k0]
+        last_end = wrecs[-1][1] + wrecs[-1][2]
+        v = len(wrecs) - 1
+        while v > 0 and last_end - wrecs[v][1] < TAIL_VERIFY_BYTES:
+            v -= 1
+        vk = k0 + v  # first entry re-checked
+        seed: int | None = chain0
+        if vk > 0:  # seed with the predecessor's stored chain CRC and term, when its header is sane
+            seed, term = None, 0
+            _m, ppos, _s, pidx, _pterm = INDEX.unpack(ops.pread(seg.index_fd, INDEX_SIZE, (vk - 1) * INDEX_SIZE))
+            if seg.start <= ppos and ppos - seg.start + HEADER_SIZE <= file_len:
+                hdr = seg.read_header(ops, seg.data_fd, ppos)
+                if hdr[0] == DATA_MAGIC and hdr[2] == pidx == seg.first_index + vk - 1 and hdr[4] == ppos:
+                    seed, term = hdr[6], hdr[3]
+        data_off = wrecs[v][1] - seg.start
+        raw = ops.pread(seg.data_fd, last_end - wrecs[v][1], data_off)
+        count, end, chain = vk, data_off, seed if seed is not None else 0
+        rel = 0
+        for _magic, pos, size, idx, rterm in wrecs[v:]:
+            try:
+                esize, eterm, _k, echain, _b, _l = check_entry(
+                    raw, rel, len(raw) - rel, index=idx, pos=pos, prev_chain=seed
+                )
+                if esize != size or eterm != rterm:
+                    raise ValueError(f"header (size {esize}, term {eterm}) disagrees with its index record")
+                if eterm < term:
+                    raise ValueError(f"term {eterm} below the previous {term}")
+            except ValueError as exc:
+                report.note(f"{seg.data_path}: entry {idx} at byte {pos - seg.start}: {exc}; cut here")
+                break
+            report.entries_checked += 1
+            seed = chain = echain
+            term = eterm
+            count += 1
+            end += esize
+            rel += esize
+    scan = _scan(seg, ops, seg.data_fd, end, seg.first_index + count, chain, term, file_len)
+    report.entries_checked += scan.count
+    if scan.reason is not None:
+        report.note(f"{seg.data_path}: {scan.reason}; cut at byte {scan.end}")
+    if scan.count:
+        report.index_records_rebuilt += scan.count
+    new_count = count + scan.count
+    changed = False
+    if isize != new_count * INDEX_SIZE or scan.count:
+        ops.truncate(seg.index_fd, count * INDEX_SIZE)
+        if scan.records:
+            ops.pwrite(seg.index_fd, scan.records, count * INDEX_SIZE)
+        changed = True
+    if file_len != scan.end:
+        report.data_bytes_cut += file_len - scan.end
+        ops.truncate(seg.data_fd, scan.end)
+        changed = True
+    if changed:
+        ops.datasync(seg.data_fd)
+        ops.datasync(seg.index_fd)
+    seg.count, seg.data_len, seg.last_chain, seg.last_term = new_count, scan.end, scan.chain, scan.term
+
+
+def recover(directory: str, ops: FileOps) -> tuple[Base, list[Segment], RecoveryReport]:
+    """Open (creating if needed) the store in `directory`: its base and its segments, with open file handles."""
+    report = RecoveryReport()
+    for sub in (DATA_DIR, INDEX_DIR):
+        os.makedirs(os.path.join(directory, sub), exist_ok=True)
+    base = read_base(directory)
+    starts = list_segments(directory)
+    dir_changed = False
+    for name in os.listdir(os.path.join(directory, INDEX_DIR)):
+        if _NAME.match(name) and int(name) not in starts:
+            ops.remove(os.path.join(directory, INDEX_DIR, name))  # an orphan index: its data is gone
+            dir_changed = True
+    while starts and starts[0] < base.pos:  # compacted, but deleted only after the meta write
+        seg = Segment(directory, starts.pop(0), 0)
+        seg.remove_files(ops)
+        report.segments_deleted.append(seg.name)
+        dir_changed = True
+    if starts and starts[0] != base.pos:
+        raise CorruptStoreError(
+            f"{directory}: the first segment starts at byte {starts[0]} but the log's base ends at {base.pos}"
+        )
+    segs: list[Segment] = []
+    seeds: list[tuple[int, int]] = []
+    chain, term, index = base.chain, base.term, base.index
+    try:
+        for k, start in enumerate(starts):
+            seg = Segment(directory, start, index + 1)
+            seg.open_fds(ops, create=True)
+            segs.append(seg)
+            seeds.append((chain, term))
+            assert seg.data_fd is not None
+            seg.mtime = os.fstat(seg.data_fd).st_mtime
+            if k < len(starts) - 1 and not _check_closed(seg, ops, starts[k + 1] - start):
+                scan = _scan(seg, ops, seg.data_fd, 0, seg.first_index, chain, term, ops.size(seg.data_fd))
+                if scan.end != starts[k + 1] - start:
+                    raise CorruptStoreError(
+                        f"{seg.data_path}: an older segment is invalid before its end"
+                        f" ({scan.reason or 'it is longer than the next segment allows'});"
+                        " run `dledger log verify` and repair by hand"
+                    )
+                assert seg.index_fd is not None
+                ops.truncate(seg.index_fd, 0)
+                ops.pwrite(seg.index_fd, scan.records, 0)
+                ops.datasync(seg.index_fd)
+                report.index_records_rebuilt += scan.count
+                report.note(f"{seg.index_path}: index rebuilt from data ({scan.count} entries)")
+                seg.count, seg.data_len, seg.last_chain, seg.last_term = scan.count, scan.end, scan.chain, scan.term
+            if k < len(starts) - 1:
+                chain, term, index = seg.last_chain, seg.last_term, seg.last_index
+        while segs:
+            seg = segs[-1]
+            _recover_tail(seg, ops, seeds[-1][0], seeds[-1][1], report)
+            if seg.count:
+                break
+            segs.pop()
+            seeds.pop()
+            seg.remove_files(ops)
+            report.segments_deleted.append(seg.name)
+            dir_changed = True
+    except BaseException:
+        for seg in segs:
+            seg.close_fds(ops)
+        raise
+    for seg in segs:
+        seg.flushed_data, seg.flushed_index = seg.data_len, seg.count
+    if dir_changed:
+        for sub in (DATA_DIR, INDEX_DIR):
+            ops.fsync_dir(os.path.join(directory, sub))
+    return base, segs, report

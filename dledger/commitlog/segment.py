@@ -1,0 +1,164 @@
+"""One data segment and its index file: names, file handles, and the positional reads and writes on them.
+
+A segment is the pair `data/<pos>` and `index/<pos>`, where `<pos>` is the global byte position of its first
+entry, zero-padded to 20 digits (RocketMQ's naming). Entry `first_index + k` is described by index record `k`.
+
+Invariants (kept by the log, relied on here):
+- `data_len` bytes of the data file and `count` index records are valid and published; bytes past them may
+  exist only transiently during an append, or after a crash (recovery cuts them).
+- the data file holds entries at global positions `start .. start + data_len`; the next segment starts at
+  exactly `start + data_len`.
+- `flushed_data <= data_len` and `flushed_index <= count`: what is known fsynced.
+- file handles may be closed (`fds_open` false) for old segments; readers then open their own read-only
+  handles for the duration of one call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from typing import Final
+
+from dledger.commitlog.codec import HEADER, HEADER_SIZE, INDEX, INDEX_MAGIC, INDEX_SIZE
+from dledger.commitlog.errors import CorruptEntryError
+from dledger.commitlog.fileops import FileOps
+
+__all__ = ["DATA_DIR", "INDEX_DIR", "NAME_DIGITS", "Segment", "segment_name"]
+
+DATA_DIR: Final = "data"
+INDEX_DIR: Final = "index"
+NAME_DIGITS: Final = 20
+
+
+def segment_name(pos: int) -> str:
+    """The file name of the segment whose first entry is at global byte `pos`."""
+    return f"{pos:0{NAME_DIGITS}d}"
+
+
+class Segment:
+    """A data file plus its index file. Mutated only by the appending thread (or under the log's write lock)."""
+
+    __slots__ = (
+        "count",
+        "data_fd",
+        "data_len",
+        "data_path",
+        "first_index",
+        "flushed_data",
+        "flushed_index",
+        "index_fd",
+        "index_path",
+        "last_chain",
+        "last_term",
+        "mtime",
+        "name",
+        "start",
+    )
+
+    def __init__(self, directory: str, start: int, first_index: int) -> None:
+        self.name = segment_name(start)
+        self.start = start
+        self.first_index = first_index
+        self.data_path = os.path.join(directory, DATA_DIR, self.name)
+        self.index_path = os.path.join(directory, INDEX_DIR, self.name)
+        self.count = 0
+        self.data_len = 0
+        self.last_term = 0
+        self.last_chain = 0
+        self.flushed_data = 0
+        self.flushed_index = 0
+        self.mtime = time.time()
+        self.data_fd: int | None = None
+        self.index_fd: int | None = None
+
+    @property
+    def last_index(self) -> int:
+        return self.first_index + self.count - 1
+
+    @property
+    def end(self) -> int:
+        """The global byte position just past this segment's published entries."""
+        return self.start + self.data_len
+
+    @property
+    def fds_open(self) -> bool:
+        return self.data_fd is not None
+
+    def open_fds(self, ops: FileOps, *, create: bool = False) -> None:
+        if self.data_fd is None:
+            self.data_fd = ops.open(self.data_path, create=create)
+        if self.index_fd is None:
+            self.index_fd = ops.open(self.index_path, create=create)
+
+    def close_fds(self, ops: FileOps) -> None:
+        for fd in (self.data_fd, self.index_fd):
+            if fd is not None:
+                ops.close(fd)
+        self.data_fd = self.index_fd = None
+
+    def reader_fds(self, ops: FileOps) -> tuple[int, int, bool]:
+        """`(data_fd, index_fd, owned)`: the open handles, or fresh read-only ones the caller must close."""
+        if self.data_fd is not None and self.index_fd is not None:
+            return self.data_fd, self.index_fd, False
+        dfd = ops.open_readonly(self.data_path)
+        try:
+            ifd = ops.open_readonly(self.index_path)
+        except BaseException:
+            ops.close(dfd)
+            raise
+        return dfd, ifd, True
+
+    def index_record(self, ops: FileOps, ifd: int, index: int) -> tuple[int, int, int]:
+        """`(pos, size, term)` of entry `index` from its index record, checked for magic and index."""
+        k = index - self.first_index
+        raw = ops.pread(ifd, INDEX_SIZE, k * INDEX_SIZE)
+        if len(raw) < INDEX_SIZE:
+            raise CorruptEntryError(self.index_path, k * INDEX_SIZE, index, "index record is missing")
+        magic, pos, size, idx, term = INDEX.unpack(raw)
+        if magic != INDEX_MAGIC or idx != index or size < HEADER_SIZE or not self.start <= pos < self.end:
+            raise CorruptEntryError(
+                self.index_path, k * INDEX_SIZE, index, f"bad index record (magic {magic:#x}, index {idx}, pos {pos})"
+            )
+        return pos, size, term
+
+    def read_header(self, ops: FileOps, dfd: int, pos: int) -> tuple[int, ...]:
+        """The raw header fields of the entry at global byte `pos` (unchecked)."""
+        raw = ops.pread(dfd, HEADER_SIZE, pos - self.start)
+        if len(raw) < HEADER_SIZE:
+            raise CorruptEntryError(self.data_path, pos - self.start, None, "header runs past the end of the file")
+        return HEADER.unpack(raw)
+
+    def write(self, ops: FileOps, data: bytes | bytearray | memoryview, index: bytes | bytearray | memoryview) -> None:
+        """Write `data` and `index` bytes right after the published ones (does not publish them)."""
+        assert self.data_fd is not None and self.index_fd is not None
+        ops.pwrite(self.data_fd, data, self.data_len)
+        ops.pwrite(self.index_fd, index, self.count * INDEX_SIZE)
+
+    def cut(self, ops: FileOps, count: int, data_len: int) -> None:
+        """Shrink both files to `count` entries / `data_len` bytes (the caller fixes the in-memory fields)."""
+        assert self.data_fd is not None and self.index_fd is not None
+        ops.truncate(self.index_fd, count * INDEX_SIZE)
+        ops.truncate(self.data_fd, data_len)
+
+    def sync(self, ops: FileOps) -> tuple[int, int]:
+        """fdatasync data then index (so the data an index record points to is durable first).
+
+        Returns the `(data_len, count)` that were published when the sync started: what is now durable.
+        """
+        data_len, count = self.data_len, self.count
+        assert self.data_fd is not None and self.index_fd is not None
+        if data_len > self.flushed_data:
+            ops.datasync(self.data_fd)
+        if count > self.flushed_index:
+            ops.datasync(self.index_fd)
+        return data_len, count
+
+    def remove_files(self, ops: FileOps) -> None:
+        self.close_fds(ops)
+        for path in (self.index_path, self.data_path):
+            with contextlib.suppress(FileNotFoundError):
+                ops.remove(path)
+
+    def __repr__(self) -> str:
+        return f"Segment({self.name}, {self.first_index}..{self.last_index}, {self.data_len} B)"
