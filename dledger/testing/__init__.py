@@ -1,8 +1,9 @@
-"""Test helpers that users may use too: in-memory storage fakes (and, with the raft core, a cluster harness).
+"""Test helpers that users may use too: in-memory storage fakes and a deterministic cluster harness.
 
 Invariant: nothing in this package touches disk, sockets or clocks.
 """
 
+from dledger.testing.cluster import Cluster, SimNode
 from dledger.testing.memory_log import MemoryHardStateStore, MemoryLog
 
-__all__ = ["MemoryHardStateStore", "MemoryLog"]
+__all__ = ["Cluster", "MemoryHardStateStore", "MemoryLog", "SimNode"]

@@ -1,0 +1,68 @@
+"""`Config`: the static settings of one core, validated on construction.
+
+Invariants (checked in `__post_init__`, a bad config raises `ValueError`): `id` is one of `peers`, peers are
+unique and non-empty strings, `0 < heartbeat_tick < election_tick`, every limit is positive, lease reads
+require check-quorum, and a preferred leader is one of the peers.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = ["Config", "ReadOnlyOption"]
+
+
+class ReadOnlyOption(enum.Enum):
+    """How the leader serves linearizable reads (thesis 6.4)."""
+
+    READ_INDEX = "read_index"  # confirm leadership with a quorum round for every read (safe, default)
+    LEASE = "lease"  # answer at once while a quorum acknowledged us < one election timeout ago
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Settings of one Raft core. Times are in ticks; sizes are payload bytes (`len(entry.data)`)."""
+
+    id: str
+    peers: tuple[str, ...]  # the voters, including `id`
+    election_tick: int = 10  # T: the election timeout is drawn from [T, 2T)
+    heartbeat_tick: int = 1
+    pre_vote: bool = True
+    check_quorum: bool = True
+    read_only: ReadOnlyOption = ReadOnlyOption.READ_INDEX
+    max_inflight_msgs: int = 256  # AppendEntries in flight per follower (replicate state)
+    max_inflight_bytes: int = 32 << 20  # payload bytes in flight per follower
+    max_append_bytes: int = 1 << 20  # payload bytes per AppendEntries (at least one entry is sent)
+    max_uncommitted_bytes: int = 64 << 20  # the leader refuses proposals beyond this many uncommitted bytes
+    max_committed_bytes: int = 4 << 20  # committed entries handed out per Ready (at least one)
+    preferred_leader: str | None = None  # DLedger's preferredLeaderIds: leadership goes back to it
+    group: str = "default"
+    applied: int = 0  # the last index the state machine applied before this start
+
+    def __post_init__(self) -> None:
+        peers = tuple(self.peers)
+        object.__setattr__(self, "peers", peers)
+        if not peers or any(not isinstance(p, str) or not p for p in peers):
+            raise ValueError(f"peers must be non-empty strings, got {peers!r}")
+        if len(set(peers)) != len(peers):
+            raise ValueError(f"peers must be unique, got {peers!r}")
+        if self.id not in peers:
+            raise ValueError(f"id {self.id!r} is not one of the peers {peers!r}")
+        if not 0 < self.heartbeat_tick < self.election_tick:
+            raise ValueError("need 0 < heartbeat_tick < election_tick")
+        for name in (
+            "max_inflight_msgs",
+            "max_inflight_bytes",
+            "max_append_bytes",
+            "max_uncommitted_bytes",
+            "max_committed_bytes",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.applied < 0:
+            raise ValueError("applied must be >= 0")
+        if self.read_only is ReadOnlyOption.LEASE and not self.check_quorum:
+            raise ValueError("lease reads require check_quorum")
+        if self.preferred_leader is not None and self.preferred_leader not in peers:
+            raise ValueError(f"preferred leader {self.preferred_leader!r} is not a peer")

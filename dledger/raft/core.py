@@ -1,0 +1,769 @@
+"""`RaftCore`: the deterministic, sans-I/O Raft state machine (etcd's raft.go + rawnode.go, our own code).
+
+Inputs: `step(message)`, `tick()`, `propose(data)` / `propose_batch(datas)`, `read_index(context)`,
+`transfer_leadership(to)`. Output: `ready()` -> `Ready`, acknowledged by `advance(ready)` (the persist
+contract is in `ready.py`: the driver, never the core, writes LogStorage and the hard state).
+
+Rules of the state machine:
+- `step` validates the envelope (group, addressee, known sender), handles the term once (§5.1: a higher
+  term makes us a follower, except pre-vote traffic and vote requests ignored under a leader lease), then
+  dispatches to `_step_leader` / `_step_candidate` / `_step_follower`. Only `_become_*` changes the role.
+- `_send` / `_send_after_persist` only queue; nothing leaves before the driver takes a Ready.
+- Anything from outside that is malformed, stale or misaddressed is dropped and counted in `dropped`;
+  a broken internal invariant raises `RaftInvariantError`.
+- Elections: randomized timeout in [T, 2T); pre-vote (thesis 9.6); a no-op opens every term; a node that
+  heard from a leader less than T ticks ago (or started less than T ticks ago) ignores vote requests
+  unless they carry the transfer flag; with check-quorum a leader also ignores them, and steps down when
+  it has not heard from a quorum within T ticks.
+- Replication: the leader sends before its own write persists (thesis 10.2.1) and counts itself only up
+  to its stable index; commit needs a quorum of match indexes and an entry of the current term (§5.4.2).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from dledger.raft.config import Config, ReadOnlyOption
+from dledger.raft.errors import NotLeaderError, ProposalDroppedError, RaftInvariantError
+from dledger.raft.log import RaftLog, payload_size
+from dledger.raft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    InstallSnapshot,
+    Message,
+    RequestVote,
+    RequestVoteResponse,
+    TimeoutNow,
+)
+from dledger.raft.progress import Progress, ProgressState
+from dledger.raft.quorum import VoteResult, committed_index, majority, vote_result
+from dledger.raft.read_only import ReadOnly, decode_round
+from dledger.raft.ready import ReadState, Ready, SoftState
+from dledger.storage_api import Entry, EntryKind, HardState, LogStorage
+
+__all__ = ["Proposed", "RaftCore", "RandomSource", "Role"]
+
+_REPLICATE = ProgressState.REPLICATE
+_PROBE = ProgressState.PROBE
+
+
+class RandomSource(Protocol):
+    """What the core needs of `random.Random` (injected, seeded by the caller)."""
+
+    def randrange(self, start: int, stop: int, /) -> int: ...
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre_candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+@dataclass(frozen=True, slots=True)
+class Proposed:
+    """Where a proposal went: entries `first_index..last_index`, all in `term`."""
+
+    first_index: int
+    last_index: int
+    term: int
+
+
+class RaftCore:
+    """One Raft replica's protocol state. Not thread-safe: one caller drives it."""
+
+    def __init__(self, config: Config, log: LogStorage, hard_state: HardState, rng: RandomSource) -> None:
+        self.config = config
+        self.id = config.id
+        self.peers = config.peers
+        self.group = config.group
+        self._others = tuple(p for p in config.peers if p != config.id)
+        self._rng = rng
+        self.log = RaftLog(log, hard_state.commit_index, config.applied)
+        self.current_term = hard_state.current_term
+        self.voted_for = hard_state.voted_for
+        self.role = Role.FOLLOWER
+        self.leader_id: str | None = None
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = config.election_tick
+        self.now = 0  # ticks since this core started
+        self.dropped: Counter[str] = Counter()
+        self.progress: dict[str, Progress] = {}
+        self.votes: dict[str, bool] = {}
+        self.lead_transferee: str | None = None
+        self.read_only = ReadOnly()
+        self._msgs: list[Message] = []
+        self._persisted_msgs: list[Message] = []
+        self._read_states: list[ReadState] = []
+        self._uncommitted: deque[tuple[int, int]] = deque()  # (last index, bytes) per proposal batch
+        self.uncommitted_bytes = 0
+        self._committed_in_term = False
+        self._commit_dirty = False
+        self._lease_disabled = False
+        self._boot_guard = True  # like having heard a leader at start: no votes for T ticks
+        self._ready_out = False
+        self._prev_hard_state = HardState(self.current_term, self.voted_for, self.log.commit_index)
+        self._prev_soft_state = SoftState(None, Role.FOLLOWER.value)
+        self._become_follower(self.current_term, None)
+
+    def __repr__(self) -> str:
+        return f"RaftCore({self.id}, {self.role.value}, term={self.current_term}, leader={self.leader_id}, {self.log})"
+
+    # ---- read-only views ----
+
+    @property
+    def commit_index(self) -> int:
+        return self.log.commit_index
+
+    @property
+    def applied(self) -> int:
+        return self.log.applied
+
+    @property
+    def last_index(self) -> int:
+        return self.log.last_index()
+
+    @property
+    def hard_state(self) -> HardState:
+        return HardState(self.current_term, self.voted_for, self.log.commit_index)
+
+    # ---- inputs ----
+
+    def tick(self) -> None:
+        self.now += 1
+        if self.role is Role.LEADER:
+            self._tick_leader()
+        else:
+            self._tick_election()
+
+    def propose(self, data: bytes) -> Proposed:
+        return self.propose_batch((data,))
+
+    def propose_batch(self, datas: Sequence[bytes]) -> Proposed:
+        """Append `datas` as NORMAL entries (leader only); raises NotLeaderError / ProposalDroppedError."""
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.leader_id)
+        if not datas:
+            raise ValueError("propose_batch needs at least one entry")
+        if self.lead_transferee is not None:
+            raise ProposalDroppedError("transferring")
+        size = sum(map(len, datas))
+        if self.uncommitted_bytes > 0 and self.uncommitted_bytes + size > self.config.max_uncommitted_bytes:
+            raise ProposalDroppedError("busy")
+        term = self.current_term
+        first = self.log.last_index() + 1
+        entries = list(map(Entry, range(first, first + len(datas)), [term] * len(datas), datas))
+        last = self.log.append(entries)
+        self._uncommitted.append((last, size))
+        self.uncommitted_bytes += size
+        self._broadcast_append()
+        return Proposed(first, last, term)
+
+    def read_index(self, context: bytes) -> None:
+        """Ask for a linearizable read; a `ReadState(index, context)` comes in a later Ready."""
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.leader_id)
+        if not self._committed_in_term:
+            self.read_only.waiting.append(context)  # thesis 6.4 step 1: wait for the term's no-op
+            return
+        self._start_read(context)
+
+    def transfer_leadership(self, to: str) -> None:
+        """Thesis 3.10: bring `to` up to date, then send it TimeoutNow; aborts after T ticks."""
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.leader_id)
+        if to not in self.peers:
+            raise ValueError(f"{to!r} is not a peer")
+        if to == self.id:
+            self.lead_transferee = None
+            return
+        if self.lead_transferee == to:
+            return
+        self.lead_transferee = to
+        self.election_elapsed = 0
+        pr = self.progress[to]
+        if pr.match_index == self.log.last_index():
+            self._send_timeout_now(to)
+        else:
+            self._send_appends(to, pr)
+
+    def step(self, m: Message) -> None:
+        if m.group != self.group:
+            self.dropped["wrong_group"] += 1
+            return
+        if m.to_id != self.id:
+            self.dropped["misaddressed"] += 1
+            return
+        if m.from_id not in self._others:
+            self.dropped["unknown_peer"] += 1
+            return
+        term = m.term
+        if term < 0:
+            self.dropped["bad_term"] += 1
+            return
+        if term > self.current_term:
+            if isinstance(m, RequestVote):
+                if not m.transfer and self._in_lease():
+                    self.dropped["in_lease"] += 1
+                    return
+                if not m.pre_vote:
+                    self._become_follower(term, None)
+            elif isinstance(m, RequestVoteResponse) and m.pre_vote and m.vote_granted:
+                pass  # a granted pre-vote answers with the term we asked about: not a newer term
+            elif isinstance(m, AppendEntries | InstallSnapshot):
+                self._become_follower(term, m.from_id)
+            else:
+                self._become_follower(term, None)
+        elif term < self.current_term:
+            self.dropped["stale_term"] += 1
+            if isinstance(m, AppendEntries):
+                # tell a stale leader (maybe partitioned away and back) that its term is over
+                self._send(
+                    AppendEntriesResponse(
+                        term=self.current_term,
+                        from_id=self.id,
+                        to_id=m.from_id,
+                        group=self.group,
+                        last_log_index=self.log.last_index(),
+                    )
+                )
+            elif isinstance(m, RequestVote) and m.pre_vote:
+                self._send(
+                    RequestVoteResponse(
+                        term=self.current_term, from_id=self.id, to_id=m.from_id, group=self.group, pre_vote=True
+                    )
+                )
+            return
+        if isinstance(m, RequestVote):
+            self._handle_request_vote(m)
+        elif self.role is Role.LEADER:
+            self._step_leader(m)
+        elif self.role is Role.FOLLOWER:
+            self._step_follower(m)
+        else:
+            self._step_candidate(m)
+
+    # ---- outputs ----
+
+    def has_ready(self) -> bool:
+        if self._ready_out:
+            return False
+        return bool(
+            self._msgs
+            or self._persisted_msgs
+            or self._read_states
+            or self.log.unstable
+            or self._commit_dirty
+            or self.log.has_next_committed()
+            or self.hard_state != self._prev_hard_state
+            or SoftState(self.leader_id, self.role.value) != self._prev_soft_state
+        )
+
+    def ready(self) -> Ready:
+        if self._ready_out:
+            raise RaftInvariantError("ready() called again before advance()")
+        if self._commit_dirty:
+            self._notify_commit()
+        hs = self.hard_state
+        soft = SoftState(self.leader_id, self.role.value)
+        rd = Ready(
+            hard_state=hs if hs != self._prev_hard_state else None,
+            entries=list(self.log.unstable),
+            messages=self._msgs,
+            persisted_messages=self._persisted_msgs,
+            committed_entries=self.log.next_committed(self.config.max_committed_bytes),
+            read_states=self._read_states,
+            soft_state=soft if soft != self._prev_soft_state else None,
+        )
+        self._msgs = []
+        self._persisted_msgs = []
+        self._read_states = []
+        self._prev_hard_state = hs
+        self._prev_soft_state = soft
+        self._ready_out = True
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """The driver persisted `rd.entries` and `rd.hard_state` and applied `rd.committed_entries`."""
+        if not self._ready_out:
+            raise RaftInvariantError("advance() without an outstanding ready()")
+        self._ready_out = False
+        if rd.entries:
+            last = rd.entries[-1]
+            self.log.stable_to(last.index, last.term)
+        if rd.committed_entries:
+            self.log.applied_to(rd.committed_entries[-1].index)
+        if self.role is Role.LEADER and self.progress[self.id].maybe_update(self.log.stable_last_index()):
+            self._maybe_commit()
+
+    # ---- sending ----
+
+    def _send(self, m: Message) -> None:
+        self._msgs.append(m)
+
+    def _send_after_persist(self, m: Message) -> None:
+        self._persisted_msgs.append(m)
+
+    # ---- roles ----
+
+    def _reset(self, term: int) -> None:
+        if term != self.current_term:
+            self.current_term = term
+            self.voted_for = None
+        self.leader_id = None
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = self._rng.randrange(self.config.election_tick, 2 * self.config.election_tick)
+        self.lead_transferee = None
+        self.votes = {}
+        self.progress = {}
+        self.read_only = ReadOnly()
+        self._uncommitted.clear()
+        self.uncommitted_bytes = 0
+        self._committed_in_term = False
+        self._commit_dirty = False
+        self._lease_disabled = False
+
+    def _become_follower(self, term: int, leader_id: str | None) -> None:
+        self._reset(term)
+        self.role = Role.FOLLOWER
+        self.leader_id = leader_id
+
+    def _become_pre_candidate(self) -> None:
+        # thesis 9.6: no term change, no vote recorded; just ask whether we could win
+        self.role = Role.PRE_CANDIDATE
+        self.leader_id = None
+        self.votes = {self.id: True}
+        self._boot_guard = False
+        term = self.current_term + 1
+        last_index, last_term = self.log.last_index(), self.log.last_term()
+        for p in self._others:
+            self._send(
+                RequestVote(
+                    term=term,
+                    from_id=self.id,
+                    to_id=p,
+                    group=self.group,
+                    last_log_index=last_index,
+                    last_log_term=last_term,
+                    pre_vote=True,
+                )
+            )
+        self._check_votes()
+
+    def _become_candidate(self, transfer: bool = False) -> None:
+        self._reset(self.current_term + 1)
+        self.role = Role.CANDIDATE
+        self.voted_for = self.id
+        self.votes = {self.id: True}
+        self._boot_guard = False
+        last_index, last_term = self.log.last_index(), self.log.last_term()
+        for p in self._others:
+            # our own vote must be durable before anyone can count on the election it starts
+            self._send_after_persist(
+                RequestVote(
+                    term=self.current_term,
+                    from_id=self.id,
+                    to_id=p,
+                    group=self.group,
+                    last_log_index=last_index,
+                    last_log_term=last_term,
+                    transfer=transfer,
+                )
+            )
+        self._check_votes()
+
+    def _become_leader(self) -> None:
+        if self.role is Role.FOLLOWER:
+            raise RaftInvariantError("a follower cannot become leader without an election")
+        self._reset(self.current_term)
+        self.role = Role.LEADER
+        self.leader_id = self.id
+        last = self.log.last_index()
+        cfg = self.config
+        self.progress = {p: Progress(last + 1, cfg.max_inflight_msgs, cfg.max_inflight_bytes) for p in self.peers}
+        me = self.progress[self.id]
+        me.maybe_update(self.log.stable_last_index())
+        me.become_replicate()
+        me.recent_active = True
+        self.read_only.new_round(self.now)
+        self.log.append([Entry(last + 1, self.current_term, b"", EntryKind.NOOP)])  # §8: a no-op opens the term
+        self._broadcast_append()
+
+    def _campaign(self, transfer: bool = False) -> None:
+        if self.config.pre_vote and not transfer:
+            self._become_pre_candidate()
+        else:
+            self._become_candidate(transfer)
+
+    def _check_votes(self) -> None:
+        result = vote_result(self.peers, self.votes)
+        if result is VoteResult.WON:
+            if self.role is Role.PRE_CANDIDATE:
+                self._become_candidate()
+            else:
+                self._become_leader()
+        elif result is VoteResult.LOST:
+            self._become_follower(self.current_term, None)
+
+    def _in_lease(self) -> bool:
+        """Leader stickiness (thesis 4.2.3): ignore a disruptive vote request."""
+        if self.role is Role.LEADER:
+            return self.config.check_quorum
+        heard = self.leader_id is not None or self._boot_guard
+        return heard and self.election_elapsed < self.config.election_tick
+
+    # ---- ticks ----
+
+    def _tick_election(self) -> None:
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.config.election_tick:
+            self._boot_guard = False
+        if self.election_elapsed >= self.randomized_election_timeout:
+            self.election_elapsed = 0
+            self._campaign()
+
+    def _tick_leader(self) -> None:
+        cfg = self.config
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= cfg.election_tick:
+            self.election_elapsed = 0
+            if cfg.check_quorum:
+                active = sum(1 for pr in self.progress.values() if pr.recent_active)
+                if active < majority(len(self.peers)):
+                    self._become_follower(self.current_term, None)
+                    return
+                for p in self._others:
+                    self.progress[p].recent_active = False
+            self.lead_transferee = None  # a transfer not done within T ticks is abandoned
+        if self.heartbeat_elapsed >= cfg.heartbeat_tick:
+            self.heartbeat_elapsed = 0
+            self._broadcast_heartbeat()
+            self._maybe_transfer_to_preferred()
+
+    # ---- per-role message handling ----
+
+    def _handle_request_vote(self, m: RequestVote) -> None:
+        can_vote = (
+            self.voted_for == m.from_id
+            or (self.voted_for is None and self.leader_id is None)
+            or (m.pre_vote and m.term > self.current_term)
+        )
+        if can_vote and self.log.is_up_to_date(m.last_log_index, m.last_log_term):
+            if m.pre_vote:
+                self._send(
+                    RequestVoteResponse(
+                        term=m.term,
+                        from_id=self.id,
+                        to_id=m.from_id,
+                        group=self.group,
+                        vote_granted=True,
+                        pre_vote=True,
+                    )
+                )
+                return
+            self.election_elapsed = 0
+            self.voted_for = m.from_id
+            self._send_after_persist(
+                RequestVoteResponse(
+                    term=self.current_term, from_id=self.id, to_id=m.from_id, group=self.group, vote_granted=True
+                )
+            )
+            return
+        reply = RequestVoteResponse(
+            term=self.current_term, from_id=self.id, to_id=m.from_id, group=self.group, pre_vote=m.pre_vote
+        )
+        if m.pre_vote:
+            self._send(reply)
+        else:
+            self._send_after_persist(reply)
+
+    def _step_follower(self, m: Message) -> None:
+        if isinstance(m, AppendEntries):
+            self.election_elapsed = 0
+            self.leader_id = m.from_id
+            self._handle_append(m)
+        elif isinstance(m, TimeoutNow):
+            self._campaign(transfer=True)
+        else:
+            self.dropped["unexpected"] += 1
+
+    def _step_candidate(self, m: Message) -> None:
+        if isinstance(m, AppendEntries):
+            self._become_follower(m.term, m.from_id)  # §5.2: a leader of our term exists
+            self._handle_append(m)
+        elif isinstance(m, RequestVoteResponse):
+            pre = self.role is Role.PRE_CANDIDATE
+            expected = self.current_term + 1 if pre else self.current_term
+            if m.pre_vote != pre or (m.vote_granted and m.term != expected):
+                self.dropped["unexpected"] += 1
+                return
+            self.votes.setdefault(m.from_id, m.vote_granted)
+            self._check_votes()
+        else:
+            self.dropped["unexpected"] += 1
+
+    def _step_leader(self, m: Message) -> None:
+        if isinstance(m, AppendEntriesResponse):
+            self._handle_append_response(m)
+        else:
+            self.dropped["unexpected"] += 1
+
+    # ---- follower: AppendEntries (§5.3) ----
+
+    def _handle_append(self, m: AppendEntries) -> None:
+        prev, prev_term, entries = m.prev_log_index, m.prev_log_term, m.entries
+        if prev < 0 or prev_term < 0 or m.leader_commit < 0 or prev_term > m.term:
+            self.dropped["bad_index"] += 1
+            return
+        if entries and not _well_formed(entries, prev, prev_term, m.term):
+            self.dropped["bad_index"] += 1
+            return
+        log = self.log
+        commit = log.commit_index
+        if prev < commit:
+            # entries up to our commit index are in every later leader's log (§5.4): skip them
+            if prev + len(entries) <= commit:
+                self._reply_append(m, commit)
+                return
+            entries = entries[commit - prev :]
+            prev, prev_term = commit, log.term(commit)
+        last_new = log.maybe_append(prev, prev_term, entries)
+        if last_new is None:
+            hint = log.find_conflict_by_term(min(prev, log.last_index()), prev_term)
+            self._send_after_persist(
+                AppendEntriesResponse(
+                    term=self.current_term,
+                    from_id=self.id,
+                    to_id=m.from_id,
+                    group=self.group,
+                    reject_index=m.prev_log_index,
+                    conflict_index=hint,
+                    conflict_term=log.term_or_none(hint) or 0,
+                    last_log_index=log.last_index(),
+                    read_context=m.read_context,
+                )
+            )
+            return
+        # dledger #316: never commit past what we know matches the leader
+        log.commit_to(min(m.leader_commit, last_new))
+        self._reply_append(m, last_new)
+
+    def _reply_append(self, m: AppendEntries, match_index: int) -> None:
+        self._send_after_persist(
+            AppendEntriesResponse(
+                term=self.current_term,
+                from_id=self.id,
+                to_id=m.from_id,
+                group=self.group,
+                success=True,
+                match_index=match_index,
+                last_log_index=self.log.last_index(),
+                read_context=m.read_context,
+            )
+        )
+
+    # ---- leader: replication ----
+
+    def _send_appends(self, to: str, pr: Progress) -> None:
+        """Send what `to` is missing, as far as the inflight limits allow."""
+        log = self.log
+        last = log.last_index()
+        max_bytes = self.config.max_append_bytes
+        while not pr.is_paused():
+            nxt = pr.next_index
+            if nxt > last and pr.state is _REPLICATE:
+                return
+            prev = nxt - 1
+            prev_term = log.term_or_none(prev)
+            if prev_term is None:
+                pr.become_snapshot()  # the entries are compacted away: needs a snapshot (not implemented)
+                return
+            entries = log.entries(nxt, last + 1, max_bytes) if nxt <= last else []
+            commit = log.commit_index
+            end = prev + len(entries)
+            if commit > end:
+                commit = end
+            self._send(
+                AppendEntries(
+                    term=self.current_term,
+                    from_id=self.id,
+                    to_id=to,
+                    group=self.group,
+                    prev_log_index=prev,
+                    prev_log_term=prev_term,
+                    leader_commit=log.commit_index,
+                    entries=tuple(entries),
+                    read_context=self.read_only.context,
+                )
+            )
+            if commit > pr.sent_commit:
+                pr.sent_commit = commit
+            if entries:
+                pr.sent_entries(end, payload_size(entries))
+            else:
+                pr.probe_sent = True
+            if pr.state is not _REPLICATE:
+                return
+
+    def _broadcast_append(self) -> None:
+        progress = self.progress
+        for p in self._others:
+            self._send_appends(p, progress[p])
+        if len(self.peers) == 1:
+            self._maybe_commit()
+
+    def _send_heartbeat(self, to: str, pr: Progress) -> None:
+        match = pr.match_index
+        term = self.log.term_or_none(match)
+        if term is None:
+            match, term = 0, 0
+        commit = min(match, self.log.commit_index)
+        if commit > pr.sent_commit:
+            pr.sent_commit = commit
+        self._send(
+            AppendEntries(
+                term=self.current_term,
+                from_id=self.id,
+                to_id=to,
+                group=self.group,
+                prev_log_index=match,
+                prev_log_term=term,
+                leader_commit=commit,
+                read_context=self.read_only.context,
+            )
+        )
+
+    def _broadcast_heartbeat(self) -> None:
+        self.read_only.new_round(self.now)
+        for p in self._others:
+            self._send_heartbeat(p, self.progress[p])
+        if len(self.peers) == 1:
+            self._confirm_reads()
+
+    def _notify_commit(self) -> None:
+        """Tell followers about a new commit index, once per Ready (coalesced), if nothing else did."""
+        self._commit_dirty = False
+        commit = self.log.commit_index
+        for p in self._others:
+            pr = self.progress[p]
+            if min(pr.match_index, commit) > pr.sent_commit:
+                self._send_heartbeat(p, pr)
+
+    def _handle_append_response(self, m: AppendEntriesResponse) -> None:
+        pr = self.progress[m.from_id]
+        pr.recent_active = True
+        log = self.log
+        last = log.last_index()
+        round_ = decode_round(m.read_context)
+        if round_ is not None and pr.acked_round < round_ <= self.read_only.round:
+            pr.acked_round = round_
+            if self.read_only.pending or self.config.read_only is ReadOnlyOption.LEASE:
+                self._confirm_reads()
+        if m.success:
+            if m.match_index > last:
+                self.dropped["bad_index"] += 1
+                return
+            if pr.maybe_update(m.match_index):
+                if pr.state is _REPLICATE:
+                    pr.inflights.free_le(m.match_index)
+                elif pr.state is _PROBE:
+                    pr.become_replicate()
+                self._maybe_commit()
+                if m.from_id == self.lead_transferee and pr.match_index == log.last_index():
+                    self._send_timeout_now(m.from_id)
+            self._send_appends(m.from_id, pr)
+            return
+        if m.reject_index > last or m.conflict_index > m.reject_index or m.conflict_index < 0:
+            self.dropped["bad_index"] += 1
+            return
+        hint = m.conflict_index
+        if m.conflict_term > 0:
+            hint = log.find_conflict_by_term(hint, m.conflict_term)
+        if pr.maybe_decrease_to(m.reject_index, hint):
+            if pr.state is _REPLICATE:
+                pr.become_probe()
+            self._send_appends(m.from_id, pr)
+
+    def _maybe_commit(self) -> None:
+        log = self.log
+        q = committed_index(pr.match_index for pr in self.progress.values())
+        if q <= log.commit_index or log.term(q) != self.current_term:
+            return  # §5.4.2: never commit a previous term's entry by counting replicas
+        log.commit_to(q)
+        self._commit_dirty = True
+        unc = self._uncommitted
+        while unc and unc[0][0] <= q:
+            self.uncommitted_bytes -= unc.popleft()[1]
+        if not self._committed_in_term:
+            self._committed_in_term = True
+            waiting, self.read_only.waiting = self.read_only.waiting, []
+            for ctx in waiting:
+                self._start_read(ctx)
+
+    def _send_timeout_now(self, to: str) -> None:
+        self._lease_disabled = True  # the target may win at any time from now on: no more lease reads
+        self._send(TimeoutNow(term=self.current_term, from_id=self.id, to_id=to, group=self.group))
+
+    def _maybe_transfer_to_preferred(self) -> None:
+        p = self.config.preferred_leader
+        if p is None or p == self.id or self.lead_transferee is not None or not self._committed_in_term:
+            return
+        pr = self.progress[p]
+        if pr.recent_active and pr.state is _REPLICATE and pr.match_index >= self.log.commit_index:
+            self.transfer_leadership(p)
+
+    # ---- leader: reads (thesis 6.4) ----
+
+    def _lease_valid(self) -> bool:
+        start = self.read_only.lease_start
+        return (
+            not self._lease_disabled
+            and self.lead_transferee is None
+            and start is not None
+            and self.now - start < self.config.election_tick - 1
+        )
+
+    def _start_read(self, context: bytes) -> None:
+        commit = self.log.commit_index
+        if self.config.read_only is ReadOnlyOption.LEASE and self._lease_valid():
+            self._read_states.append(ReadState(commit, context))
+            return
+        ro = self.read_only
+        ro.new_round(self.now)
+        ro.add_request(commit, context)
+        if len(self.peers) == 1:
+            self._confirm_reads()
+            return
+        for p in self._others:
+            self._send_heartbeat(p, self.progress[p])
+
+    def _confirm_reads(self) -> None:
+        ro = self.read_only
+        rounds = [ro.round if p == self.id else pr.acked_round for p, pr in self.progress.items()]
+        states = ro.confirm(committed_index(rounds))
+        if states:
+            self._read_states.extend(states)
+
+
+def _well_formed(entries: Sequence[Entry], prev: int, prev_term: int, term: int) -> bool:
+    """Contiguous indexes from prev + 1, terms non-decreasing within [prev_term, term] (C-level checks)."""
+    n = len(entries)
+    if entries[0].index != prev + 1 or entries[-1].index != prev + n:
+        return False
+    if entries[0].term < prev_term or entries[-1].term > term:
+        return False
+    if n > 2:
+        indexes = [e.index for e in entries]
+        if indexes != list(range(prev + 1, prev + n + 1)):
+            return False
+        terms = [e.term for e in entries]
+        if terms != sorted(terms):
+            return False
+    return True

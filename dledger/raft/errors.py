@@ -1,0 +1,33 @@
+"""Errors the core raises to its caller.
+
+Invariant: these signal a refused *request* (a proposal, a read, a transfer); nothing was appended or
+changed. Errors inside the core (a broken invariant) raise `RaftInvariantError` and mean a bug.
+"""
+
+from __future__ import annotations
+
+__all__ = ["NotLeaderError", "ProposalDroppedError", "RaftError", "RaftInvariantError"]
+
+
+class RaftError(Exception):
+    """Base class of the core's request errors."""
+
+
+class NotLeaderError(RaftError):
+    """This node is not the leader; `leader_id` is the leader it knows of, or None."""
+
+    def __init__(self, leader_id: str | None) -> None:
+        super().__init__(f"not the leader (leader: {leader_id or 'unknown'})")
+        self.leader_id = leader_id
+
+
+class ProposalDroppedError(RaftError):
+    """The leader refused a proposal: `reason` is "busy" (back-pressure) or "transferring"."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"proposal dropped: {reason}")
+        self.reason = reason
+
+
+class RaftInvariantError(AssertionError):
+    """An internal invariant broke: a bug in the core (never caused by a message from outside)."""

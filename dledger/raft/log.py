@@ -1,0 +1,233 @@
+"""`RaftLog`: the core's view of the log, stable entries in `LogStorage` plus unstable ones in memory.
+
+Like etcd's raftLog + unstable: entries the core accepted but the driver has not yet persisted live in
+`unstable` (a list starting at index `offset`); everything below `offset` is read from storage. The core
+never writes to storage: the driver persists `Ready.entries` and `advance` calls `stable_to`.
+
+Invariants:
+- `applied <= commit_index <= last_index()`;
+- `offset - 1` is the last stable index (what the core knows the driver persisted);
+  `last_index() == offset + len(unstable) - 1`;
+- storage is read only below `offset`; entries at or above `offset` come from `unstable` only, so the
+  driver may write storage between `Ready` and `advance` without the core seeing a half-written state;
+- terms never decrease along the log (Log Matching); conflicts are found by binary search using it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from operator import attrgetter
+
+from dledger.raft.errors import RaftInvariantError
+from dledger.storage_api import CompactedError, Entry, LogStorage, UnavailableError
+
+__all__ = ["RaftLog", "payload_size"]
+
+_data = attrgetter("data")
+
+
+def payload_size(entries: Sequence[Entry]) -> int:
+    """Total `len(data)` of `entries`, computed in C (no per-entry Python loop)."""
+    return sum(map(len, map(_data, entries)))
+
+
+def _limit(entries: list[Entry], max_bytes: int) -> list[Entry]:
+    """The longest prefix within `max_bytes` (at least one entry)."""
+    if payload_size(entries) <= max_bytes:
+        return entries
+    total = 0
+    for n, e in enumerate(entries):
+        total += len(e.data)
+        if total > max_bytes:
+            return entries[: max(n, 1)]
+    return entries
+
+
+class RaftLog:
+    """Stable (storage) + unstable (memory) entries, with `commit_index` and `applied`."""
+
+    __slots__ = ("applied", "commit_index", "offset", "storage", "unstable")
+
+    def __init__(self, storage: LogStorage, commit_index: int, applied: int) -> None:
+        self.storage = storage
+        self.unstable: list[Entry] = []
+        self.offset = storage.last_index + 1
+        last = self.offset - 1
+        if applied > last:
+            raise ValueError(f"applied {applied} is past the last index {last}")
+        # the state machine only applies committed entries, so applied also proves a commit
+        commit_index = max(commit_index, applied)
+        if commit_index > last:
+            raise ValueError(f"commit index {commit_index} is past the last index {last}")
+        self.commit_index = commit_index
+        self.applied = applied
+
+    def __repr__(self) -> str:
+        return (
+            f"RaftLog(first={self.first_index()}, stable_last={self.offset - 1}, last={self.last_index()}, "
+            f"commit={self.commit_index}, applied={self.applied})"
+        )
+
+    # ---- reading ----
+
+    def first_index(self) -> int:
+        return self.storage.first_index
+
+    def last_index(self) -> int:
+        return self.offset + len(self.unstable) - 1
+
+    def stable_last_index(self) -> int:
+        return self.offset - 1
+
+    def last_term(self) -> int:
+        return self.term(self.last_index())
+
+    def term(self, index: int) -> int:
+        """Term of `index`; raises CompactedError / UnavailableError outside the known range."""
+        k = index - self.offset
+        if k >= 0:
+            if k < len(self.unstable):
+                return self.unstable[k].term
+            raise UnavailableError(f"index {index} is past the last index {self.last_index()}")
+        return self.storage.term_at(index)
+
+    def term_or_none(self, index: int) -> int | None:
+        try:
+            return self.term(index)
+        except (CompactedError, UnavailableError):
+            return None
+
+    def match_term(self, index: int, term: int) -> bool:
+        return self.term_or_none(index) == term
+
+    def entries(self, lo: int, hi: int, max_bytes: int) -> list[Entry]:
+        """Entries in [lo, hi), at most `max_bytes` of payload but at least one when lo < hi."""
+        if lo >= hi:
+            return []
+        off = self.offset
+        if lo >= off:
+            return _limit(self.unstable[lo - off : hi - off], max_bytes)
+        stable = self.storage.read(lo, min(hi, off), max_bytes)
+        if hi <= off or stable[-1].index < off - 1:
+            return stable
+        rest = max_bytes - payload_size(stable)
+        if rest <= 0:
+            return stable
+        more = self.unstable[: hi - off]
+        if payload_size(more) > rest:
+            more = _limit(more, rest) if more and len(more[0].data) <= rest else []
+        return stable + more
+
+    def is_up_to_date(self, last_log_index: int, last_log_term: int) -> bool:
+        """§5.4.1: is a candidate's log (last index, last term) at least as up-to-date as ours?"""
+        our_term = self.last_term()
+        return last_log_term > our_term or (last_log_term == our_term and last_log_index >= self.last_index())
+
+    def find_conflict_by_term(self, index: int, term: int) -> int:
+        """The largest i <= index whose term is <= `term` (binary search; terms never decrease)."""
+        hi = min(index, self.last_index())
+        lo = self.first_index() - 1
+        if hi < lo:
+            return hi
+        t = self.term_or_none(hi)
+        if t is None or t <= term:
+            return hi
+        # invariant: term(lo) <= term (or lo is the floor), term(hi) > term
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            t = self.term_or_none(mid)
+            if t is not None and t <= term:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    # ---- changing ----
+
+    def append(self, entries: Sequence[Entry]) -> int:
+        """Leader append at the end; returns the new last index."""
+        if entries and entries[0].index != self.last_index() + 1:
+            raise RaftInvariantError(f"append at {entries[0].index} after last index {self.last_index()}")
+        self.unstable.extend(entries)
+        return self.last_index()
+
+    def maybe_append(self, prev_log_index: int, prev_log_term: int, entries: Sequence[Entry]) -> int | None:
+        """Follower append (§5.3): None when (prev_log_index, prev_log_term) does not match; otherwise
+        writes the entries past the first conflict and returns the last index known to match the leader."""
+        if not self.match_term(prev_log_index, prev_log_term):
+            return None
+        last_new = prev_log_index + len(entries)
+        if not entries:
+            return last_new
+        k = self._first_conflict(entries)
+        if k < len(entries):
+            start = entries[k].index
+            if start <= self.commit_index:
+                raise RaftInvariantError(f"entry {start} conflicts with a committed entry (commit {self.commit_index})")
+            self._truncate_and_append(entries[k:] if k else entries)
+        return last_new
+
+    def _first_conflict(self, entries: Sequence[Entry]) -> int:
+        """Position in `entries` of the first entry not already in our log (len(entries) if none)."""
+        first = entries[0].index
+        overlap = min(len(entries), self.last_index() - first + 1)
+        if overlap <= 0:
+            return 0
+        last = entries[overlap - 1]
+        if self.term_or_none(last.index) == last.term:
+            return overlap  # Log Matching: everything before matches too
+        lo, hi = 0, overlap - 1  # entries[hi] conflicts; find the first conflicting position
+        while lo < hi:
+            mid = (lo + hi) // 2
+            e = entries[mid]
+            if self.term_or_none(e.index) == e.term:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def _truncate_and_append(self, entries: Sequence[Entry]) -> None:
+        first = entries[0].index
+        off = self.offset
+        end = off + len(self.unstable)
+        if first == end:
+            self.unstable.extend(entries)
+        elif first <= off:
+            self.offset = first
+            self.unstable = list(entries)
+        elif first < end:
+            del self.unstable[first - off :]
+            self.unstable.extend(entries)
+        else:
+            raise RaftInvariantError(f"gap: appending {first} after {end - 1}")
+
+    def stable_to(self, index: int, term: int) -> None:
+        """The driver persisted the entries up to (index, term); ignore if they were replaced since."""
+        k = index - self.offset
+        if 0 <= k < len(self.unstable) and self.unstable[k].term == term:
+            del self.unstable[: k + 1]
+            self.offset = index + 1
+
+    def commit_to(self, index: int) -> bool:
+        if index <= self.commit_index:
+            return False
+        if index > self.last_index():
+            raise RaftInvariantError(f"commit {index} past the last index {self.last_index()}")
+        self.commit_index = index
+        return True
+
+    def applied_to(self, index: int) -> None:
+        if index < self.applied or index > self.commit_index:
+            raise RaftInvariantError(f"applied {index} outside [{self.applied}, {self.commit_index}]")
+        self.applied = index
+
+    def next_committed(self, max_bytes: int) -> list[Entry]:
+        """Committed, persisted, not-yet-applied entries (bounded by `max_bytes`, at least one)."""
+        hi = min(self.commit_index, self.offset - 1) + 1
+        lo = self.applied + 1
+        if lo >= hi:
+            return []
+        return self.storage.read(lo, hi, max_bytes)
+
+    def has_next_committed(self) -> bool:
+        return min(self.commit_index, self.offset - 1) > self.applied
