@@ -7,10 +7,134 @@ Exit codes: 0 ok, 1 the command ran and found a problem (e.g. a corrupt entry), 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from dledger import __version__
+
+
+def _index_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an index: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"an index cannot be negative: {value}")
+    return value
+
+
+def _store_problem(directory: str) -> str | None:
+    """Why `directory` cannot be inspected as a commit log store, or None."""
+    if not os.path.exists(directory):
+        return f"{directory}: no such directory"
+    if not os.path.isdir(directory):
+        return f"{directory}: not a directory"
+    if not os.path.isdir(os.path.join(directory, "data")):
+        return f"{directory}: not a commit log store (no data/ directory)"
+    if not os.access(directory, os.R_OK | os.X_OK) or not os.access(os.path.join(directory, "data"), os.R_OK):
+        return f"{directory}: not readable"
+    return None
+
+
+def _log_verify(args: argparse.Namespace) -> int:
+    from dledger.commitlog.errors import CorruptStoreError
+    from dledger.commitlog.verify import verify_store
+
+    problem = _store_problem(args.dir)
+    if problem:
+        print(f"dledger log verify: {problem}", file=sys.stderr)
+        return 2
+    try:
+        report = verify_store(args.dir)
+    except CorruptStoreError as exc:
+        print(f"dledger log verify: {exc}", file=sys.stderr)
+        return 1
+    except PermissionError as exc:
+        print(f"dledger log verify: {exc}", file=sys.stderr)
+        return 2
+    for p in report.problems:
+        print(f"BAD {p}")
+    span = f"{report.first_index}..{report.last_index}"
+    verdict = "clean" if report.clean else f"{len(report.problems)} problem(s)"
+    print(f"{args.dir}: {report.segments} segment(s), {report.entries} entries ({span}): {verdict}")
+    return 0 if report.clean else 1
+
+
+def _preview(data: bytes, limit: int | None) -> str:
+    shown = data if limit is None else data[:limit]
+    text = repr(shown)[2:-1]
+    return text + ("..." if limit is not None and len(data) > limit else "")
+
+
+def _log_dump(args: argparse.Namespace) -> int:
+    from dledger.commitlog.errors import CorruptStoreError
+    from dledger.commitlog.verify import Problem, dump_entries
+
+    if args.to is not None and args.to < args.from_:
+        print(f"dledger log dump: --to {args.to} is below --from {args.from_}", file=sys.stderr)
+        return 2
+    problem = _store_problem(args.dir)
+    if problem:
+        print(f"dledger log dump: {problem}", file=sys.stderr)
+        return 2
+    bad = 0
+    try:
+        for item in dump_entries(args.dir, args.from_, None if args.to is None else args.to + 1):
+            if isinstance(item, Problem):
+                bad += 1
+                print(f"BAD {item}")
+            else:
+                data = _preview(item.data, None if args.full else 64)
+                print(f"{item.index}\t{item.term}\t{item.kind.name}\t{len(item.data)}\t{data}")
+    except (CorruptStoreError, PermissionError) as exc:
+        print(f"dledger log dump: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, CorruptStoreError) else 2
+    return 1 if bad else 0
+
+
+def add_log_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`dledger log verify DIR` and `dledger log dump DIR --from I --to J` (read-only; the store is not repaired)."""
+    log = sub.add_parser("log", help="inspect a commit log store")
+    log_sub = log.add_subparsers(dest="log_command", metavar="SUBCOMMAND")
+    log_sub.required = True
+    verify = log_sub.add_parser("verify", help="check every entry; exit 1 if anything is corrupt")
+    verify.add_argument("dir", help="the store directory (holding data/ and index/)")
+    verify.set_defaults(func=_log_verify)
+    dump = log_sub.add_parser("dump", help="print entries I..J (inclusive): index, term, kind, length, data")
+    dump.add_argument("dir", help="the store directory (holding data/ and index/)")
+    dump.add_argument(
+        "--from", dest="from_", type=_index_arg, default=0, metavar="I", help="first index (default: the first)"
+    )
+    dump.add_argument("--to", type=_index_arg, default=None, metavar="J", help="last index, inclusive (default: last)")
+    dump.add_argument("--full", action="store_true", help="print whole bodies, not the first 64 bytes")
+    dump.set_defaults(func=_log_dump)
+
+
+def _bench_storage(args: argparse.Namespace) -> int:
+    try:
+        module = importlib.import_module("bench.storage")
+    except ImportError:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        if not os.path.exists(os.path.join(root, "bench", "storage.py")):
+            print("dledger bench storage: the benchmark ships with the source tree (bench/storage.py)", file=sys.stderr)
+            return 2
+        sys.path.insert(0, root)
+        module = importlib.import_module("bench.storage")
+    return int(module.run(quick=args.quick, json_path=args.json, directory=args.dir))
+
+
+def add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`dledger bench storage [--quick] [--json PATH] [--dir DIR]`."""
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench_command", metavar="SUBCOMMAND")
+    bench_sub.required = True
+    storage = bench_sub.add_parser("storage", help="commit log append/read/reopen throughput vs plain os.write")
+    storage.add_argument("--quick", action="store_true", help="a smaller run (< 30 s)")
+    storage.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    storage.add_argument("--dir", metavar="DIR", help="scratch directory (default: a temp dir, removed after)")
+    storage.set_defaults(func=_bench_storage)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     # each feature module adds its commands here
+    add_log_commands(sub)
+    add_bench_commands(sub)
     return parser
 
 

@@ -190,12 +190,21 @@ def check_entry(
 
 
 def decode_run(
-    raw: bytes, *, first_index: int, count: int, first_pos: int, first_term: int, segment: str, file_offset: int
+    raw: bytes,
+    *,
+    first_index: int,
+    count: int,
+    first_pos: int,
+    prev_term: int,
+    prev_chain: int | None,
+    segment: str,
+    file_offset: int,
 ) -> list[Entry]:
     """Decode `count` consecutive entries from `raw` (read from `segment` at `file_offset`), checking each.
 
-    Checks magic, size, index, position, kind, non-decreasing terms (the first against `first_term`, the term
-    its index record gives), the body CRC, and the chain CRC from the second entry on.
+    Checks magic, size, index, position, kind, non-decreasing terms (the first against `prev_term`), the body
+    CRC, and the chain CRC (the first entry's against `prev_chain`, the predecessor's stored chain CRC, when
+    it is known: then every header field of every returned entry is covered).
     Raises `CorruptEntryError` at the first bad entry: nothing corrupt is returned.
     """
     out: list[Entry] = []
@@ -209,8 +218,8 @@ def decode_run(
     off = 0
     index = first_index
     pos = first_pos
-    term = first_term
-    chain: int | None = None
+    term = prev_term
+    chain = prev_chain
     for _ in range(count):
         if off + HEADER_SIZE > end:
             raise CorruptEntryError(segment, file_offset + off, index, "entry runs past the end of the data file")

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 
-from dledger.commitlog.codec import INDEX_SIZE, MAX_ENTRY_BYTES, decode_run, encode_batch
+from dledger.commitlog.codec import DATA_MAGIC, INDEX_SIZE, MAX_ENTRY_BYTES, decode_run, encode_batch
 from dledger.commitlog.errors import CorruptEntryError, DiskFullError, LogClosedError
 from dledger.commitlog.fileops import FileOps
 from dledger.commitlog.flusher import Flusher
@@ -218,7 +218,8 @@ class SegmentedLog:
             k = bisect.bisect_right(self._firsts, lo) - 1
             while lo < hi:
                 seg = segs[k]
-                part = self._read_segment(seg, lo, min(hi, seg.first_index + seg.count), budget, not out)
+                prev_chain = segs[k - 1].last_chain if k else self._base.chain
+                part = self._read_segment(seg, lo, min(hi, seg.first_index + seg.count), budget, not out, prev_chain)
                 out += part
                 lo += len(part)
                 if budget is not None:
@@ -230,23 +231,34 @@ class SegmentedLog:
         finally:
             self._rw.release_read()
 
-    def _read_segment(self, seg: Segment, lo: int, hi: int, budget: int | None, need_one: bool) -> list[Entry]:
+    def _read_segment(
+        self, seg: Segment, lo: int, hi: int, budget: int | None, need_one: bool, prev_chain: int
+    ) -> list[Entry]:
+        """Entries `lo .. hi-1` of `seg` (fewer if `budget` runs out), with one data read; `prev_chain` is
+        the chain CRC before the segment's first entry."""
         ops = self._ops
         dfd, ifd, owned = seg.reader_fds(ops)
         try:
             pos, _size, term = seg.index_record(ops, ifd, lo)
+            prev_term = 0
+            if lo > seg.first_index:  # the predecessor's stored chain CRC and term cover lo's header too
+                ppos, _psize, prev_term = seg.index_record(ops, ifd, lo - 1)
+                hdr = seg.read_header(ops, dfd, ppos)
+                if hdr[0] != DATA_MAGIC or hdr[2] != lo - 1 or hdr[4] != ppos:
+                    raise CorruptEntryError(seg.data_path, ppos - seg.start, lo - 1, "bad header")
+                prev_chain = hdr[6]
             n = hi - lo
             if budget is not None:
                 n = self._fit(seg, ifd, lo, n, pos, budget, 1 if need_one else 0)
                 if n == 0:
                     return []
-            lpos, lsize, lterm = seg.index_record(ops, ifd, lo + n - 1)
+            lpos, lsize, lterm = seg.index_record(ops, ifd, lo + n - 1) if n > 1 else (pos, _size, term)
             if lpos < pos:
                 raise CorruptEntryError(seg.index_path, (lo + n - 1 - seg.first_index) * INDEX_SIZE, lo + n - 1,
                                         "index record points before an earlier one")  # fmt: skip
             raw = ops.pread(dfd, lpos + lsize - pos, pos - seg.start)
-            entries = decode_run(raw, first_index=lo, count=n, first_pos=pos, first_term=term,
-                                 segment=seg.data_path, file_offset=pos - seg.start)  # fmt: skip
+            entries = decode_run(raw, first_index=lo, count=n, first_pos=pos, prev_term=prev_term,
+                                 prev_chain=prev_chain, segment=seg.data_path, file_offset=pos - seg.start)  # fmt: skip
             if entries[0].term != term or entries[-1].term != lterm:
                 bad = lo if entries[0].term != term else lo + n - 1
                 raise CorruptEntryError(seg.index_path, (bad - seg.first_index) * INDEX_SIZE, bad,

@@ -1,0 +1,205 @@
+"""`SegmentedLog` behaviour beyond the protocol: files, rollover, limits, reopen, durability, lifetime."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import threading
+import time
+
+import pytest
+
+from dledger.commitlog import Entry, EntryTooLargeError, LogClosedError, SegmentedLog
+from dledger.commitlog.codec import HEADER_SIZE, INDEX_SIZE
+from dledger.commitlog.log import OPEN_WINDOW
+from tests.commitlog.conftest import data_files, entries, index_files
+
+
+def wait_for(predicate: object, timeout: float = 10.0) -> bool:
+    """Poll `predicate()` until true or the deadline passes (no fixed sleeps)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def test_segments_are_named_by_the_byte_position_of_their_first_entry(tmp_path: pathlib.Path) -> None:
+    with SegmentedLog.open(tmp_path, segment_bytes=300) as log:
+        log.append(entries(1, 40, size=52))  # 100-byte entries: 3 per segment
+        infos = log.segments()
+    names = [p.name for p in data_files(tmp_path)]
+    assert names == [f"{100 * (3 * k):020d}" for k in range(13)]
+    assert [p.name for p in index_files(tmp_path)] == names
+    assert [(s.first_index, s.last_index, s.bytes) for s in infos][:2] == [(1, 3, 300), (4, 6, 300)]
+    assert all(len(n) == 20 for n in names)
+    for p in data_files(tmp_path)[:-1]:
+        assert p.stat().st_size == 300
+    assert (tmp_path / "index" / names[0]).stat().st_size == 3 * INDEX_SIZE
+
+
+def test_reopen_returns_exactly_what_was_appended(tmp_path: pathlib.Path) -> None:
+    want = entries(1, 200, term=1) + entries(200, 300, term=4)
+    with SegmentedLog.open(tmp_path, segment_bytes=1000, flush="sync") as log:
+        for k in range(0, len(want), 17):
+            log.append(want[k : k + 17])
+    with SegmentedLog.open(tmp_path, segment_bytes=1000) as log:
+        assert (log.first_index, log.last_index) == (1, 299)
+        assert log.read(1, 300) == want
+        assert log.term_at(299) == 4 and log.term_at(199) == 1
+        assert log.recovery.problems == []
+        log.append(entries(300, 310, term=5))
+    with SegmentedLog.open(tmp_path, segment_bytes=1000) as log:
+        assert log.read(295, 310) == want[294:] + entries(300, 310, term=5)
+
+
+def test_segment_size_can_change_between_opens(tmp_path: pathlib.Path) -> None:
+    with SegmentedLog.open(tmp_path, segment_bytes=500) as log:
+        log.append(entries(1, 50))
+    with SegmentedLog.open(tmp_path, segment_bytes=5000) as log:
+        log.append(entries(50, 100))
+        assert log.read(1, 100) == entries(1, 100)
+
+
+def test_entry_larger_than_the_maximum_is_refused_and_nothing_is_written(tmp_path: pathlib.Path) -> None:
+    with SegmentedLog.open(tmp_path, max_entry_bytes=1024, segment_bytes=4096) as log:
+        log.append(entries(1, 3))
+        with pytest.raises(EntryTooLargeError, match="1024"):
+            log.append([*entries(3, 5), Entry(5, 1, bytes(1024 - HEADER_SIZE + 1))])
+        assert log.last_index == 2
+        log.append([Entry(3, 1, bytes(1024 - HEADER_SIZE))])  # exactly the limit fits
+        assert len(log.read(3, 4)[0].data) == 1024 - HEADER_SIZE
+
+
+def test_entry_larger_than_a_segment_is_refused(tmp_path: pathlib.Path) -> None:
+    with SegmentedLog.open(tmp_path, segment_bytes=256) as log:
+        with pytest.raises(EntryTooLargeError, match="segment"):
+            log.append([Entry(1, 1, bytes(256))])
+        assert log.last_index == 0
+        assert data_files(tmp_path) == []
+
+
+def test_default_maximum_entry_is_4_mib(tmp_path: pathlib.Path) -> None:
+    with SegmentedLog.open(tmp_path) as log, pytest.raises(EntryTooLargeError):
+        log.append([Entry(1, 1, bytes(4 * 1024 * 1024))])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"flush": "never"}, {"segment_bytes": 10}, {"flush_interval_ms": 0}, {"max_entry_bytes": 1}],
+)
+def test_bad_open_arguments_are_refused(tmp_path: pathlib.Path, kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        SegmentedLog.open(tmp_path, **kwargs)  # type: ignore[arg-type]
+
+
+def test_sync_mode_is_durable_when_append_returns(tmp_path: pathlib.Path) -> None:
+    with SegmentedLog.open(tmp_path, flush="sync", segment_bytes=400) as log:
+        log.append(entries(1, 20))
+        assert log.durable_index == 19
+        lengths = log.durable_lengths()
+        assert sum(d for d, _i in lengths.values()) == sum(s.bytes for s in log.segments())
+
+
+def test_async_mode_flushes_on_sync_and_in_the_background(tmp_path: pathlib.Path) -> None:
+    with SegmentedLog.open(tmp_path, flush="async", flush_interval_ms=10_000) as log:
+        log.append(entries(1, 10))
+        assert log.durable_index == 0
+        log.sync()
+        assert log.durable_index == 9
+        assert log.durable_lengths()[log.segments()[0].name] == (log.segments()[0].bytes, 9 * INDEX_SIZE)
+    with SegmentedLog.open(tmp_path, flush="async", flush_interval_ms=5) as log:
+        log.append(entries(10, 20))
+        assert wait_for(lambda: log.durable_index == 19)
+
+
+def test_segments_report_last_write_time(tmp_path: pathlib.Path) -> None:
+    before = time.time()
+    with SegmentedLog.open(tmp_path, segment_bytes=300) as log:
+        log.append(entries(1, 10, size=52))
+        assert all(before - 1 <= s.last_write <= time.time() + 1 for s in log.segments())
+    with SegmentedLog.open(tmp_path, segment_bytes=300) as log:
+        first = log.segments()[0]
+        assert first.last_write == pytest.approx(os.stat(tmp_path / "data" / first.name).st_mtime)
+
+
+def test_many_segments_beyond_the_open_window_stay_readable(tmp_path: pathlib.Path) -> None:
+    n = OPEN_WINDOW * 3
+    want = entries(1, 3 * n + 1, size=52)
+    with SegmentedLog.open(tmp_path, segment_bytes=300) as log:
+        for e in want:
+            log.append([e])
+        assert len(log.segments()) == n
+        assert log.read(1, len(want) + 1) == want
+        assert log.term_at(2) == 1
+        log.truncate_after(5)  # truncating into a segment whose handles were closed
+        assert log.read(1, 6) == want[:5]
+    with SegmentedLog.open(tmp_path, segment_bytes=300) as log:
+        assert log.read(1, 6) == want[:5]
+
+
+def test_a_batch_spanning_many_segments(tmp_path: pathlib.Path) -> None:
+    want = entries(1, 100, size=52)
+    with SegmentedLog.open(tmp_path, segment_bytes=250, flush="sync") as log:
+        log.append(want[:1])
+        log.append(want[1:])
+        assert len(log.segments()) == 50
+        assert log.read(1, 100) == want
+    with SegmentedLog.open(tmp_path, segment_bytes=250) as log:
+        assert log.read(1, 100) == want
+
+
+def test_closed_log_refuses_calls_and_close_is_idempotent(tmp_path: pathlib.Path) -> None:
+    log = SegmentedLog.open(tmp_path)
+    log.append(entries(1, 3))
+    log.close()
+    log.close()
+    for call in (lambda: log.read(1, 2), lambda: log.term_at(1), lambda: log.append(entries(3, 4)), log.sync):
+        with pytest.raises(LogClosedError):
+            call()
+
+
+def test_compaction_deletes_whole_old_segments_only(tmp_path: pathlib.Path) -> None:
+    with SegmentedLog.open(tmp_path, segment_bytes=300) as log:
+        log.append(entries(1, 31, size=52))  # segments of 3 entries
+        log.compact_before(8)
+        assert log.first_index == 7  # 7 and 8 share a segment with 9: kept
+        assert data_files(tmp_path)[0].name == f"{600:020d}"
+        assert log.term_at(6) == 1
+    with SegmentedLog.open(tmp_path, segment_bytes=300) as log:
+        assert (log.first_index, log.last_index, log.term_at(6)) == (7, 30, 1)
+        assert log.read(7, 31) == entries(7, 31, size=52)
+
+
+def test_readers_see_a_consistent_prefix_while_one_thread_appends(tmp_path: pathlib.Path) -> None:
+    want = [Entry(i, 1 + i // 50, f"entry-{i}".encode() * (i % 7 + 1)) for i in range(1, 3001)]
+    errors: list[BaseException] = []
+    reads = 0
+    with SegmentedLog.open(tmp_path, segment_bytes=4096) as log:
+        done = threading.Event()
+
+        def reader() -> None:
+            nonlocal reads
+            try:
+                while not done.is_set():
+                    last = log.last_index
+                    if last:
+                        lo = max(1, last - 40)
+                        got = log.read(lo, last + 1)
+                        assert got == want[lo - 1 : last]
+                        assert log.term_at(last) == want[last - 1].term
+                        reads += 1
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=reader) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for k in range(0, len(want), 7):
+            log.append(want[k : k + 7])
+        assert wait_for(lambda: reads >= 20 or bool(errors))
+        done.set()
+        for t in threads:
+            t.join()
+    assert errors == []
