@@ -66,6 +66,26 @@ assert HEADER_SIZE == 48 and INDEX_SIZE == 32 and CHAIN_FIELDS.size == 44
 _KINDS: dict[int, EntryKind] = {int(k): k for k in EntryKind}
 _crc32 = zlib.crc32
 
+# Building an Entry through its frozen-dataclass __init__ costs about twice as much as setting its slots
+# directly; reads build one per entry, so they use `_make_entry`, checked against __init__ right here.
+_new = object.__new__
+_set_index = Entry.__dict__["index"].__set__
+_set_term = Entry.__dict__["term"].__set__
+_set_data = Entry.__dict__["data"].__set__
+_set_kind = Entry.__dict__["kind"].__set__
+
+
+def _make_entry(index: int, term: int, data: bytes, kind: EntryKind) -> Entry:
+    e: Entry = _new(Entry)
+    _set_index(e, index)
+    _set_term(e, term)
+    _set_data(e, data)
+    _set_kind(e, kind)
+    return e
+
+
+assert _make_entry(3, 2, b"x", EntryKind.NOOP) == Entry(3, 2, b"x", EntryKind.NOOP)
+
 
 def chain_crc(prev: int, magic: int, size: int, index: int, term: int, pos: int, kind: int, bcrc: int, n: int) -> int:
     """The chain CRC of an entry with these header fields, seeded with the previous entry's chain CRC."""
@@ -81,7 +101,7 @@ class Batch:
     `last_term` and `end_pos` describe the state after the batch.
     """
 
-    data: bytearray
+    data: bytes
     index: bytearray
     splits: list[tuple[int, int, int]]
     last_chain: int
@@ -107,20 +127,17 @@ def encode_batch(
     an unknown kind, or is too large.
     """
     limit = min(max_entry_bytes, segment_bytes)
-    total = 0
-    for e in entries:
-        total += len(e.data)
     n = len(entries)
-    total += HEADER_SIZE * n
-    data = bytearray(total)
+    parts: list[bytes] = []  # header, body, header, body, ...: joined once (cheaper than slice copies)
+    add = parts.append
     index = bytearray(INDEX_SIZE * n)
     splits: list[tuple[int, int, int]] = []
-    pack_hdr = HEADER.pack_into
+    pack_hdr = HEADER.pack
     pack_chain = CHAIN_FIELDS.pack
     pack_idx = INDEX.pack_into
     kinds = _KINDS
     crc32 = _crc32
-    off = 0
+    start = pos
     ioff = 0
     chain = prev_chain
     term = prev_term
@@ -129,34 +146,41 @@ def encode_batch(
         body = e.data
         ln = len(body)
         size = HEADER_SIZE + ln
-        if e.index != expected:
-            raise ValueError(f"append expected index {expected}, got {e.index}")
         t = e.term
-        if t < term:
-            raise ValueError(f"entry {expected} has term {t} below the previous {term}")
-        if size > limit:
-            raise EntryTooLargeError(
-                f"entry {expected} is {size} bytes with its header; the limit is {limit} bytes"
-                f" (max entry {max_entry_bytes}, segment {segment_bytes})"
-            )
         kind = e.kind
-        if kind not in kinds:
-            raise ValueError(f"entry {expected} has an unknown kind {kind!r}")
+        if e.index != expected or t < term or size > limit or kind not in kinds or type(body) is not bytes:
+            _refuse(e, expected, term, size, limit, max_entry_bytes, segment_bytes)
         if size > room:
-            splits.append((k, off, chain))
+            splits.append((k, pos - start, chain))
             room = segment_bytes
         room -= size
         bcrc = crc32(body)
         chain = crc32(pack_chain(DATA_MAGIC, size, expected, t, pos, kind, bcrc, ln), chain)
-        pack_hdr(data, off, DATA_MAGIC, size, expected, t, pos, kind, chain, bcrc, ln)
-        data[off + HEADER_SIZE : off + size] = body
+        add(pack_hdr(DATA_MAGIC, size, expected, t, pos, kind, chain, bcrc, ln))
+        add(body)
         pack_idx(index, ioff, INDEX_MAGIC, pos, size, expected, t)
-        off += size
         ioff += INDEX_SIZE
         pos += size
         term = t
         expected += 1
+    data = b"".join(parts)
     return Batch(data, index, splits, chain, term, pos)
+
+
+def _refuse(e: Entry, expected: int, term: int, size: int, limit: int, max_entry: int, segment: int) -> None:
+    """Raise the error that explains why `e` cannot be appended as entry `expected` (after term `term`)."""
+    if e.index != expected:
+        raise ValueError(f"append expected index {expected}, got {e.index}")
+    if e.term < term:
+        raise ValueError(f"entry {expected} has term {e.term} below the previous {term}")
+    if size > limit:
+        raise EntryTooLargeError(
+            f"entry {expected} is {size} bytes with its header; the limit is {limit} bytes"
+            f" (max entry {max_entry}, segment {segment})"
+        )
+    if e.kind not in _KINDS:
+        raise ValueError(f"entry {expected} has an unknown kind {e.kind!r}")
+    raise TypeError(f"entry {expected} data must be bytes, not {type(e.data).__name__}")
 
 
 def check_entry(
@@ -213,7 +237,7 @@ def decode_run(
     pack_chain = CHAIN_FIELDS.pack
     crc32 = _crc32
     kinds = _KINDS
-    mv = memoryview(raw)
+    make = _make_entry
     end = len(raw)
     off = 0
     index = first_index
@@ -225,6 +249,7 @@ def decode_run(
             raise CorruptEntryError(segment, file_offset + off, index, "entry runs past the end of the data file")
         magic, size, idx, t, epos, kind, c, bcrc, ln = unpack(raw, off)
         stop = off + size
+        body = raw[off + HEADER_SIZE : stop]
         if (
             magic != DATA_MAGIC
             or idx != index
@@ -233,7 +258,7 @@ def decode_run(
             or stop > end
             or t < term
             or kind not in kinds
-            or crc32(mv[off + HEADER_SIZE : stop]) != bcrc
+            or crc32(body) != bcrc
             or (chain is not None and crc32(pack_chain(magic, size, idx, t, epos, kind, bcrc, ln), chain) != c)
         ):
             try:
@@ -242,7 +267,7 @@ def decode_run(
             except ValueError as exc:
                 reason = str(exc)
             raise CorruptEntryError(segment, file_offset + off, index, reason)
-        append(Entry(index, t, raw[off + HEADER_SIZE : stop], kinds[kind]))
+        append(make(index, t, body, kinds[kind]))
         chain = c
         term = t
         off = stop
