@@ -607,6 +607,7 @@ class RaftCore:
                 pr.sent_commit = commit
             if entries:
                 pr.sent_entries(end, payload_size(entries))
+                pr.sent_round = self.read_only.round
             else:
                 pr.probe_sent = True
             if pr.state is not _REPLICATE:
@@ -678,6 +679,15 @@ class RaftCore:
                 self._maybe_commit()
                 if m.from_id == self.lead_transferee and pr.match_index == log.last_index():
                     self._send_timeout_now(m.from_id)
+            if (
+                pr.state is _REPLICATE
+                and pr.match_index < pr.next_index - 1
+                and round_ is not None
+                and round_ > pr.sent_round
+            ):
+                # the peer answered a message sent after our last entries, yet has not acknowledged them:
+                # they (or their acknowledgements) were lost. Probe again from the match index.
+                pr.become_probe()
             self._send_appends(m.from_id, pr)
             return
         if m.reject_index > last or m.conflict_index > m.reject_index or m.conflict_index < 0:

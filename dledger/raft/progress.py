@@ -69,6 +69,7 @@ class Progress:
         "probe_sent",
         "recent_active",
         "sent_commit",
+        "sent_round",
         "state",
     )
 
@@ -81,6 +82,7 @@ class Progress:
         self.recent_active = False  # heard from since the last check-quorum round
         self.acked_round = 0  # highest leadership-confirmation round this peer echoed
         self.sent_commit = 0  # highest commit index this peer can have learned from us
+        self.sent_round = 0  # confirmation round in which we last sent this peer entries
 
     def __repr__(self) -> str:
         return (

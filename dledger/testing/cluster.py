@@ -40,6 +40,10 @@ from dledger.testing.memory_log import MemoryHardStateStore, MemoryLog
 __all__ = ["Cluster", "SimNode"]
 
 
+class _NotQuiet(AssertionError):
+    pass
+
+
 @dataclass
 class SimNode:
     """One simulated replica: durable storage, durable state machine, and (while up) a core."""
@@ -83,6 +87,7 @@ class Cluster:
         self.stats: Counter[str] = Counter()
         self.on_apply: Callable[[str, Entry], None] | None = None
         self.on_read: Callable[[str, ReadState], None] | None = None
+        self.on_persist: Callable[[str, Ready], None] | None = None
         self.nodes: dict[str, SimNode] = {}
         for i in self.ids:
             cfg = Config(id=i, peers=tuple(self.ids), **config)
@@ -164,6 +169,8 @@ class Cluster:
         if rd is None or core is None:
             return False
         persist_ready(rd, node.log, node.store)
+        if self.on_persist is not None:
+            self.on_persist(node_id, rd)
         self._send(rd.persisted_messages)
         for e in rd.committed_entries:
             if e.index != len(node.applied) + 1:
@@ -260,6 +267,14 @@ class Cluster:
             n.pending is None and not n.must_core().has_ready() for n in self.nodes.values() if n.alive
         )
 
+    def run(self, max_rounds: int) -> bool:
+        """Like `stabilize` but gives up quietly after `max_rounds`; returns whether it went quiet."""
+        try:
+            self.stabilize(max_rounds)
+        except _NotQuiet:
+            return False
+        return True
+
     def stabilize(self, max_rounds: int = 10_000) -> int:
         """Process every Ready and deliver every message until nothing is in flight; returns rounds."""
         for rounds in range(max_rounds):
@@ -273,7 +288,7 @@ class Cluster:
                 busy = True
             if not busy:
                 return rounds
-        raise AssertionError(f"no quiescence after {max_rounds} rounds\n{self.describe()}")
+        raise _NotQuiet(f"no quiescence after {max_rounds} rounds\n{self.describe()}")
 
     def leader(self) -> str | None:
         """The live leader of the highest term, if any."""

@@ -1,0 +1,276 @@
+"""Randomized simulation: a hypothesis RuleBasedStateMachine over the Cluster harness (3 and 5 nodes).
+
+Rules: ticks, Ready processing and persisting, deliveries in any order, drops, duplicates, partitions,
+crashes, restarts, proposals, reads and leadership transfers. After every step `SafetyChecker.check()`
+asserts the safety properties (see dledger/testing/invariants.py); the teardown heals everything and
+asserts that a leader emerges and every acknowledged proposal is applied on every node.
+
+CI runs derandomized (reproducible, no example database). Set DLEDGER_SIM_EXAMPLES to run more examples,
+or run `pytest -m slow` for the x100 run with a random seed; failures print the minimal rule sequence,
+the harness seed and a `@reproduce_failure` blob.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import ClassVar
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from dledger.raft import NotLeaderError, ProposalDroppedError, RaftCore, ReadOnlyOption, Role
+from dledger.testing import Cluster
+from dledger.testing.invariants import SafetyChecker
+
+CI_EXAMPLES = int(os.environ.get("DLEDGER_SIM_EXAMPLES", "60"))
+STEPS = 60
+STEP_COUNTER: dict[str, int] = {}
+OUTCOMES: dict[str, int] = {}  # what the runs reached: acked proposals, answered reads, terms, crashes
+
+
+class RaftMachine(RuleBasedStateMachine):
+    N: ClassVar[int] = 3
+    CONFIG: ClassVar[dict[str, object]] = {}
+    NAME: ClassVar[str] = "raft3"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cluster: Cluster | None = None
+        self.checker: SafetyChecker | None = None
+        self.serial = 0
+
+    @property
+    def c(self) -> Cluster:
+        assert self.cluster is not None
+        return self.cluster
+
+    def _count(self) -> None:
+        STEP_COUNTER[self.NAME] = STEP_COUNTER.get(self.NAME, 0) + 1
+
+    def _node(self, k: int) -> str:
+        return self.c.ids[k % self.N]
+
+    def _core(self, k: int) -> RaftCore | None:
+        return self.c.nodes[self._node(k)].core
+
+    @initialize(seed=st.integers(0, 2**32 - 1), warm=st.booleans())
+    def setup(self, seed: int, warm: bool) -> None:
+        self.cluster = Cluster(self.N, seed=seed, election_tick=6, heartbeat_tick=2, **self.CONFIG)  # type: ignore[arg-type]
+        self.checker = SafetyChecker(self.cluster)
+        print(f"harness seed: {seed}")
+        if warm:  # start half of the runs from an elected leader, so they go deeper
+            self.cluster.run_until_leader()
+            self.checker.check()
+
+    @rule(times=st.integers(1, 4))
+    def tick(self, times: int) -> None:
+        self._count()
+        self.c.tick(times=times)
+
+    @rule(times=st.integers(1, 3), rounds=st.integers(1, 30))
+    def tick_and_run(self, times: int, rounds: int) -> None:
+        self._count()
+        self.c.tick(times=times)
+        self.c.run(rounds)
+
+    @rule(rounds=st.integers(1, 20))
+    def run(self, rounds: int) -> None:
+        self._count()
+        self.c.run(rounds)
+
+    @rule(kind=st.sampled_from(["process", "persist", "handle_ready"]), k=st.integers(0, 4))
+    def node_io(self, kind: str, k: int) -> None:
+        self._count()
+        node = self._node(k)
+        if kind == "process":
+            self.c.process(node)
+        elif kind == "persist":
+            self.c.persist(node)
+        else:
+            self.c.handle_ready(node)
+
+    @rule(
+        kind=st.sampled_from(["deliver", "deliver", "drop", "duplicate", "deliver_all"]),
+        k=st.integers(0, 1000),
+        n=st.integers(1, 8),
+    )
+    def network(self, kind: str, k: int, n: int) -> None:
+        self._count()
+        c = self.c
+        for j in range(n):
+            if kind == "deliver":
+                c.deliver(k + j)
+            elif kind == "drop":
+                c.drop(k + j)
+            elif kind == "duplicate":
+                c.duplicate(k + j)
+            else:
+                c.deliver_all()
+
+    @rule(
+        kind=st.sampled_from(["partition", "heal", "crash", "restart"]),
+        k=st.integers(0, 4),
+        members=st.sets(st.integers(0, 4), max_size=3),
+    )
+    def fault(self, kind: str, k: int, members: set[int]) -> None:
+        self._count()
+        c = self.c
+        if kind == "partition":
+            group = {self._node(j) for j in members}
+            c.heal()
+            c.partition(group, [i for i in c.ids if i not in group])
+        elif kind == "heal":
+            c.heal()
+        elif kind == "crash":
+            if self._core(k) is not None:
+                c.crash(self._node(k))
+        else:
+            c.restart(self._node(k))
+
+    def _propose(self, core: RaftCore | None, n: int) -> None:
+        if core is None:
+            return
+        datas = []
+        for _ in range(n):
+            self.serial += 1
+            datas.append(b"v%d" % self.serial)
+        try:
+            p = core.propose_batch(datas)
+        except (NotLeaderError, ProposalDroppedError):
+            return
+        assert self.checker is not None
+        for j, data in enumerate(datas):
+            self.checker.record_proposal(core.id, p.first_index + j, p.term, data)
+
+    @rule(k=st.integers(0, 4), n=st.integers(1, 3))
+    def propose(self, k: int, n: int) -> None:
+        self._count()
+        self._propose(self._core(k), n)
+
+    @rule(n=st.integers(1, 3))
+    def propose_at_leader(self, n: int) -> None:
+        self._count()
+        lead = self.c.leader()
+        self._propose(self.c.core(lead) if lead else None, n)
+
+    def _read(self, core: RaftCore | None) -> None:
+        if core is None:
+            return
+        self.serial += 1
+        ctx = b"r%d" % self.serial
+        assert self.checker is not None
+        self.checker.record_read(core.id, ctx)
+        try:
+            core.read_index(ctx)
+        except NotLeaderError:
+            self.checker.reads.pop((core.id, ctx))
+
+    @rule(k=st.integers(0, 4))
+    def read(self, k: int) -> None:
+        self._count()
+        self._read(self._core(k))
+
+    @rule()
+    def read_at_leader(self) -> None:
+        self._count()
+        lead = self.c.leader()
+        self._read(self.c.core(lead) if lead else None)
+
+    @precondition(lambda self: self.cluster is not None and self.c.leader() is not None)
+    @rule(to=st.integers(0, 4))
+    def transfer(self, to: int) -> None:
+        self._count()
+        lead = self.c.leader()
+        assert lead is not None
+        self.c.core(lead).transfer_leadership(self._node(to))
+
+    @invariant()
+    def safe(self) -> None:
+        if self.checker is not None:
+            self.checker.check()
+
+    def teardown(self) -> None:
+        if self.cluster is None or self.checker is None:
+            return
+        c = self.c
+        c.heal()
+        for i in c.ids:
+            if not c.nodes[i].alive:
+                c.restart(i)
+        for _ in range(200):
+            c.stabilize()
+            self.checker.check()
+            lead = c.leader()
+            if lead is not None and all(len(c.nodes[i].applied) >= c.core(lead).commit_index for i in c.ids):
+                core = c.core(lead)
+                if core.log.term(core.commit_index) == core.current_term:
+                    break
+            c.tick()
+        else:
+            raise AssertionError(f"no leader or no progress after healing (seed {c.seed})\n{c.describe()}")
+        assert sum(1 for i in c.ids if c.core(i).role is Role.LEADER) == 1
+        self.checker.assert_all_acked_applied()
+        for key, value in (
+            ("acked", len(self.checker.acked)),
+            ("reads", self.checker.answered_reads),
+            ("terms", len(self.checker.leaders)),
+            ("crashes", c.stats["crashes"]),
+            ("timeout_now", c.stats["sent.TimeoutNow"]),
+            ("examples", 1),
+        ):
+            OUTCOMES[key] = OUTCOMES.get(key, 0) + value
+
+
+class Raft5Machine(RaftMachine):
+    N = 5
+    NAME = "raft5"
+
+
+class RaftLeaseMachine(RaftMachine):
+    """Lease reads, with every node ticking together (leases assume bounded clock drift)."""
+
+    CONFIG: ClassVar[dict[str, object]] = {"read_only": ReadOnlyOption.LEASE}
+    NAME = "raft3-lease"
+
+
+class RaftNoPreVoteMachine(RaftMachine):
+    CONFIG: ClassVar[dict[str, object]] = {"pre_vote": False, "check_quorum": False}
+    NAME = "raft3-plain"
+
+
+def _settings(examples: int, derandomize: bool) -> settings:
+    return settings(
+        max_examples=examples,
+        stateful_step_count=STEPS,
+        derandomize=derandomize,
+        database=None,
+        deadline=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+
+
+MACHINES = [RaftMachine, Raft5Machine, RaftLeaseMachine, RaftNoPreVoteMachine]
+
+
+@pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.NAME)
+def test_simulation(machine: type[RaftMachine]) -> None:
+    STEP_COUNTER.pop(machine.NAME, None)
+    examples = CI_EXAMPLES if machine.N == 3 else CI_EXAMPLES // 2
+    machine.TestCase.settings = _settings(examples, derandomize=True)
+    machine.TestCase().runTest()
+    steps = STEP_COUNTER.get(machine.NAME, 0)
+    print(f"{machine.NAME}: {steps} steps explored; reached {OUTCOMES}")
+    OUTCOMES.clear()
+    assert steps >= examples * 10, f"the simulation explored only {steps} steps"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.NAME)
+def test_simulation_long(machine: type[RaftMachine]) -> None:
+    STEP_COUNTER.pop(machine.NAME, None)
+    machine.TestCase.settings = _settings(CI_EXAMPLES * 100, derandomize=False)
+    machine.TestCase().runTest()
+    print(f"{machine.NAME}: {STEP_COUNTER.get(machine.NAME, 0)} steps explored")
