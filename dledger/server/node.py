@@ -1,0 +1,445 @@
+"""`RaftNode`: the driver. One asyncio task feeds the core and carries out each `Ready` (see raft/ready.py).
+
+Order of work for every Ready, never changed: send `messages`; persist entries and hard state (in the I/O
+thread: the loop keeps receiving meanwhile); only then send `persisted_messages`; apply committed entries
+to every state machine in index order; settle client futures; `advance`. Invariants:
+- a client hears "ok" only after its entries are committed (on a quorum, each of which persisted them per
+  its flush mode) and applied here; "not written" only when that is certain (refused before proposing,
+  or another entry was committed at the proposal's first index); anything else is "outcome unknown";
+- a storage error fences the node: it stops taking part in Raft (sends nothing more, so the others elect a
+  new leader), fails its waiters as unknown, and reports itself unhealthy; it never acknowledges again;
+- term and vote are saved durably before any message that depends on them leaves; the commit index is
+  saved at most every `COMMIT_SAVE_INTERVAL` seconds (it only speeds up a restart: it is not needed for
+  safety), so that an async-flush node does not fsync on every Ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import struct
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from dledger._proto import dledger_pb2 as pb
+from dledger.commitlog import HardStateStore, SegmentedLog
+from dledger.raft import Config, NotLeaderError, ProposalDroppedError, RaftCore, ReadOnlyOption, Ready, Role
+from dledger.raft.messages import Message
+from dledger.server.codec import CodecError, from_pb, to_pb
+from dledger.server.config import NodeConfig
+from dledger.server.services import BusyError, LeaderHint, NodeNotLeaderError, NodeStoppedError, OutcomeUnknown
+from dledger.server.state_machine import StateMachine
+from dledger.server.transport import PeerTransport
+from dledger.storage_api import Entry, HardState, UnavailableError
+
+__all__ = ["COMMIT_SAVE_INTERVAL", "RaftNode", "RoleCallback"]
+
+log = logging.getLogger(__name__)
+
+COMMIT_SAVE_INTERVAL = 0.2
+RoleCallback = Callable[[str, int, str | None], None]  # (role, term, leader id)
+
+
+@dataclass(slots=True)
+class _Waiter:
+    first: int
+    last: int
+    term: int
+    future: asyncio.Future[tuple[int, int]]
+    first_ok: bool = False
+
+
+@dataclass(slots=True)
+class _Stats:
+    decode_errors: int = 0
+    fenced: str = ""
+    role_changes: int = 0
+    readies: int = 0
+    entries_persisted: int = 0
+
+
+class RaftNode:
+    """Drives one `RaftCore` over a `SegmentedLog`, an LMDB hard state and the peer transport."""
+
+    def __init__(self, config: NodeConfig, state_machines: Sequence[StateMachine] = (), *, seed: int | None = None):
+        self.config = config
+        self.group = config.group
+        self.max_entry_bytes = config.max_entry_bytes
+        self.state_machines = list(state_machines)
+        self.stats = _Stats()
+        self._seed = seed if seed is not None else int.from_bytes(os.urandom(8), "little")
+        self._role_callbacks: list[RoleCallback] = []
+        self._inbox: list[pb.PeerMessage] = []
+        self._proposals: list[tuple[list[bytes], asyncio.Future[tuple[int, int]]]] = []
+        self._read_requests: list[asyncio.Future[int]] = []
+        self._reads: dict[bytes, asyncio.Future[int]] = {}
+        self._reads_ready: list[tuple[int, asyncio.Future[int]]] = []
+        self._waiters: deque[_Waiter] = deque()
+        self._read_seq = 0
+        self._sm_applied: list[int] = []
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._io = ThreadPoolExecutor(1, thread_name_prefix=f"dledger-io-{config.self_id}")
+        self._stopping = False
+        self._fenced: BaseException | None = None
+        self._saved = HardState()
+        self._commit_saved_at = 0.0
+        self.log: SegmentedLog | None = None
+        self.hard_state_store: HardStateStore | None = None
+        self.core: RaftCore | None = None
+        self.transport: PeerTransport | None = None
+
+    # ---- lifecycle ----
+    def open_storage(self) -> None:
+        """Recover the log and hard state and build the core (blocking: call before `start`)."""
+        cfg = self.config
+        self.log = SegmentedLog.open(
+            cfg.store_dir / "log",
+            segment_bytes=cfg.segment_bytes,
+            flush=cfg.flush,
+            flush_interval_ms=cfg.flush_interval_ms,
+            max_entry_bytes=max(cfg.max_entry_bytes + 48, 4096),
+        )
+        self.hard_state_store = HardStateStore.open(cfg.store_dir / "state")
+        saved = self.hard_state_store.load()
+        self._sm_applied = [sm.last_applied() for sm in self.state_machines]
+        last = self.log.last_index
+        applied = min(self._sm_applied, default=0)
+        # whatever a state machine applied was committed; the log may be shorter after losing unsynced writes
+        commit = min(max(saved.commit_index, applied), last)
+        if applied > last:
+            log.warning("state machines applied up to %d but the log ends at %d (lost unsynced writes?)", applied, last)
+        applied = min(applied, commit)
+        self._saved = HardState(saved.current_term, saved.voted_for, commit)
+        self.core = RaftCore(
+            Config(
+                id=cfg.self_id,
+                peers=tuple(cfg.peers),
+                election_tick=cfg.election_tick,
+                heartbeat_tick=cfg.heartbeat_tick,
+                pre_vote=cfg.pre_vote,
+                check_quorum=cfg.check_quorum,
+                read_only=ReadOnlyOption.LEASE if cfg.lease_read else ReadOnlyOption.READ_INDEX,
+                max_append_bytes=min(1 << 20, cfg.max_message_bytes // 4),
+                max_uncommitted_bytes=max(64 << 20, 4 * cfg.max_entry_bytes),
+                preferred_leader=cfg.preferred_leader,
+                group=cfg.group,
+                applied=applied,
+            ),
+            self.log,
+            self._saved,
+            random.Random(self._seed),
+        )
+
+    def start(self) -> None:
+        """Start the driver task on the running loop (storage must be open)."""
+        if self.core is None:
+            raise RuntimeError("open_storage() first")
+        self._wake = asyncio.Event()
+        self.transport = PeerTransport(
+            self.config.self_id, self.config.peers, max_message_bytes=self.config.max_message_bytes
+        )
+        self.transport.start()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"raft-{self.config.self_id}")
+
+    async def stop(self) -> None:
+        """Stop driving: pending requests fail with a clear status, files are closed."""
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._fail_all(NodeStoppedError("the node is stopping"), OutcomeUnknown("the node stopped before commit"))
+        if self.transport is not None:
+            await self.transport.close()
+        await asyncio.get_running_loop().run_in_executor(self._io, self._close_storage)
+        self._io.shutdown(wait=True)
+
+    def _close_storage(self) -> None:
+        if self.core is not None and self.hard_state_store is not None and self._fenced is None:
+            try:
+                self._save_hard_state(self.core.hard_state, force=True)
+            except Exception:
+                log.exception("saving the hard state at stop failed")
+        if self.log is not None:
+            self.log.close()
+        if self.hard_state_store is not None:
+            self.hard_state_store.close()
+
+    # ---- inputs (called on the loop thread) ----
+    def on_role_change(self, callback: RoleCallback) -> None:
+        self._role_callbacks.append(callback)
+
+    def deliver(self, messages: Sequence[pb.PeerMessage]) -> None:
+        """The transport's callback for validated peer messages."""
+        self._inbox.extend(messages)
+        self._poke()
+
+    async def append(self, items: Sequence[bytes]) -> tuple[int, int]:
+        self._check_running()
+        future: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        self._proposals.append((list(items), future))
+        self._poke()
+        return await future
+
+    async def read_index(self) -> int:
+        self._check_running()
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._read_requests.append(future)
+        self._poke()
+        return await future
+
+    async def get(self, index: int) -> Entry:
+        self._check_running()
+        core, store = self.core, self.log
+        assert core is not None and store is not None
+        if index > core.commit_index:
+            raise UnavailableError(f"index {index} is not committed here (commit index {core.commit_index})")
+        return store.read(index, index + 1)[0]
+
+    async def transfer_leadership(self, to_id: str) -> None:
+        self._check_running()
+        core = self.core
+        assert core is not None
+        try:
+            core.transfer_leadership(to_id)
+        except NotLeaderError as exc:
+            raise NodeNotLeaderError(self._hint(exc.leader_id)) from None
+        self._poke()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 3 * self.config.election_timeout_ms / 1000
+        while core.leader_id != to_id or (core.role is Role.LEADER and to_id != self.config.self_id):
+            if loop.time() > deadline:
+                raise OutcomeUnknown(f"leadership did not move to {to_id} in time (leader: {core.leader_id})")
+            await asyncio.sleep(self.config.tick_ms / 1000)
+
+    def leader_hint(self) -> LeaderHint:
+        return self._hint(self.core.leader_id if self.core else None)
+
+    def node_status(self) -> pb.NodeStatus:
+        core, store = self.core, self.log
+        if core is None or store is None:
+            return pb.NodeStatus(id=self.config.self_id, address=self.config.address, healthy=False, error="not open")
+        return pb.NodeStatus(
+            id=self.config.self_id,
+            address=self.config.address,
+            role=core.role.value,
+            term=core.current_term,
+            leader_id=core.leader_id or "",
+            first_index=store.first_index,
+            last_index=core.last_index,
+            commit_index=core.commit_index,
+            applied_index=core.applied,
+            healthy=self._fenced is None and not self._stopping and core.leader_id is not None,
+            error=self.stats.fenced,
+        )
+
+    @property
+    def role(self) -> str:
+        return self.core.role.value if self.core else "stopped"
+
+    # ---- the loop ----
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def _check_running(self) -> None:
+        if self._fenced is not None:
+            raise NodeStoppedError(f"the node is fenced after a storage error: {self._fenced}")
+        if self._stopping or self._task is None:
+            raise NodeStoppedError("the node is not running")
+
+    def _hint(self, leader_id: str | None) -> LeaderHint:
+        if not leader_id:
+            return LeaderHint()
+        return LeaderHint(leader_id, self.config.peers.get(leader_id, ""))
+
+    async def _run(self) -> None:
+        core, wake = self.core, self._wake
+        assert core is not None and wake is not None
+        loop = asyncio.get_running_loop()
+        interval = self.config.tick_ms / 1000
+        next_tick = loop.time() + interval
+        try:
+            while not self._stopping:
+                if not (self._inbox or self._proposals or self._read_requests or core.has_ready()):
+                    delay = next_tick - loop.time()
+                    if delay > 0:
+                        wake.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(wake.wait(), delay)
+                self._feed(core)  # messages first, so a stalled loop does not look like silent peers
+                now = loop.time()
+                if now >= next_tick:
+                    behind = min(int((now - next_tick) / interval) + 1, core.config.heartbeat_tick)
+                    for _ in range(behind):
+                        core.tick()
+                    next_tick = max(next_tick + behind * interval, now)
+                while core.has_ready() and not self._stopping:
+                    await self._handle_ready(core, core.ready())
+        except Exception as exc:  # storage or an invariant: fence, never go on half-broken
+            self._fence(exc)
+
+    def _feed(self, core: RaftCore) -> None:
+        inbox, self._inbox = self._inbox, []
+        for raw in inbox:
+            try:
+                core.step(from_pb(raw))
+            except CodecError as exc:
+                self.stats.decode_errors += 1
+                log.warning("dropping a peer message: %s", exc)
+        proposals, self._proposals = self._proposals, []
+        for items, future in proposals:
+            if future.done():
+                continue
+            try:
+                p = core.propose_batch(items)
+            except NotLeaderError as exc:
+                future.set_exception(NodeNotLeaderError(self._hint(exc.leader_id)))
+            except ProposalDroppedError as exc:
+                future.set_exception(BusyError(str(exc)))
+            else:
+                self._waiters.append(_Waiter(p.first_index, p.last_index, p.term, future))
+        requests, self._read_requests = self._read_requests, []
+        for read in requests:
+            self._read_seq += 1
+            context = struct.pack(">Q", self._read_seq)
+            try:
+                core.read_index(context)
+            except NotLeaderError as exc:
+                read.set_exception(NodeNotLeaderError(self._hint(exc.leader_id)))
+            else:
+                self._reads[context] = read
+
+    async def _handle_ready(self, core: RaftCore, rd: Ready) -> None:
+        self.stats.readies += 1
+        if rd.soft_state is not None:
+            self._on_soft_state(core)
+        self._send(rd.messages)
+        if rd.must_sync:
+            await asyncio.get_running_loop().run_in_executor(self._io, self._persist, rd)
+            self.stats.entries_persisted += len(rd.entries)
+        self._send(rd.persisted_messages)
+        if rd.committed_entries:
+            self._apply(rd.committed_entries)
+        for rs in rd.read_states:
+            future = self._reads.pop(rs.context, None)
+            if future is not None:
+                self._reads_ready.append((rs.index, future))
+        core.advance(rd)
+        if self._reads_ready:
+            applied = core.applied
+            still = []
+            for index, future in self._reads_ready:
+                if index <= applied:
+                    if not future.done():
+                        future.set_result(index)
+                else:
+                    still.append((index, future))
+            self._reads_ready = still
+
+    def _persist(self, rd: Ready) -> None:
+        store = self.log
+        assert store is not None
+        if rd.entries:
+            first = rd.entries[0].index
+            if first <= store.last_index:
+                store.truncate_after(first - 1)
+            store.append(rd.entries)
+        if rd.hard_state is not None:
+            self._save_hard_state(rd.hard_state)
+
+    def _save_hard_state(self, hs: HardState, *, force: bool = False) -> None:
+        store = self.hard_state_store
+        assert store is not None
+        saved = self._saved
+        vote_changed = hs.current_term != saved.current_term or hs.voted_for != saved.voted_for
+        now = time.monotonic()
+        commit_due = hs.commit_index != saved.commit_index and now - self._commit_saved_at >= COMMIT_SAVE_INTERVAL
+        if vote_changed or commit_due or (force and hs != saved):
+            store.save(hs)
+            self._saved = hs
+            self._commit_saved_at = now
+
+    def _send(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+        transport = self.transport
+        assert transport is not None
+        by_peer: dict[str, list[pb.PeerMessage]] = defaultdict(list)
+        for m in messages:
+            by_peer[m.to_id].append(to_pb(m))
+        for to_id, batch in by_peer.items():
+            transport.send(to_id, batch)
+
+    def _apply(self, entries: Sequence[Entry]) -> None:
+        for k, sm in enumerate(self.state_machines):
+            done = self._sm_applied[k]
+            for entry in entries:
+                if entry.index > done:
+                    sm.apply(entry)
+            self._sm_applied[k] = max(done, entries[-1].index)
+        waiters = self._waiters
+        if not waiters:
+            return
+        for entry in entries:
+            while waiters and waiters[0].last < entry.index:  # cannot happen: indexes are contiguous
+                waiters.popleft().future.set_exception(OutcomeUnknown("lost track of the proposal"))
+            if not waiters:
+                break
+            w = waiters[0]
+            if entry.index == w.first:
+                w.first_ok = entry.term == w.term
+            if entry.index == w.last:
+                waiters.popleft()
+                if w.future.done():
+                    continue
+                if entry.term == w.term:
+                    w.future.set_result((w.first, w.term))
+                elif w.first_ok:
+                    w.future.set_exception(OutcomeUnknown("only part of the batch was committed"))
+                else:
+                    w.future.set_exception(NodeNotLeaderError(self.leader_hint(), "overwritten by a new leader"))
+
+    def _on_soft_state(self, core: RaftCore) -> None:
+        self.stats.role_changes += 1
+        role, term, leader = core.role.value, core.current_term, core.leader_id
+        log.info("node %s is %s in term %d (leader %s)", self.config.self_id, role, term, leader)
+        if core.role is not Role.LEADER:
+            for future in self._reads.values():
+                if not future.done():
+                    future.set_exception(NodeNotLeaderError(self._hint(leader), "leadership lost"))
+            self._reads.clear()
+        for callback in self._role_callbacks:
+            try:
+                callback(role, term, leader)
+            except Exception:
+                log.exception("role-change callback failed")
+
+    def _fence(self, exc: BaseException) -> None:
+        self._fenced = exc
+        self.stats.fenced = f"{type(exc).__name__}: {exc}"
+        log.error("node %s fenced after an error; it takes no further part: %s", self.config.self_id, exc)
+        self._fail_all(NodeStoppedError(f"storage error: {exc}"), OutcomeUnknown(f"storage error: {exc}"))
+
+    def _fail_all(self, refused: Exception, unknown: Exception) -> None:
+        for _, future in self._proposals:
+            if not future.done():
+                future.set_exception(refused)
+        self._proposals.clear()
+        for read in [*self._read_requests, *self._reads.values(), *(f for _, f in self._reads_ready)]:
+            if not read.done():
+                read.set_exception(refused)
+        self._read_requests.clear()
+        self._reads.clear()
+        self._reads_ready.clear()
+        while self._waiters:
+            future = self._waiters.popleft().future
+            if not future.done():
+                future.set_exception(unknown)

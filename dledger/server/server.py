@@ -1,0 +1,158 @@
+"""`DLedgerServer`: the embedding API. One node: its storage, its Raft driver and its gRPC endpoint.
+
+asyncio: `await server.start()` / `await server.stop()`. Anywhere else: `SyncDLedgerServer`, which runs the
+same server on an event loop in a background thread. Invariants: `start` returns once storage is recovered
+and the endpoint listens (a port already in use or a bad store raises, with nothing left running); `stop`
+fails in-flight requests with a clear status, stops the endpoint, then closes the files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
+
+import grpc.aio
+
+from dledger._proto import dledger_pb2 as pb
+from dledger._proto import dledger_pb2_grpc as pb_grpc
+from dledger.server.config import NodeConfig, parse_address
+from dledger.server.node import RaftNode, RoleCallback
+from dledger.server.services import ClientServicer
+from dledger.server.state_machine import StateMachine
+from dledger.server.transport import PeerServicer, server_options
+from dledger.storage_api import Entry
+
+__all__ = ["DLedgerServer", "SyncDLedgerServer"]
+
+T = TypeVar("T")
+
+
+class DLedgerServer:
+    """One dledger node, embedded in an asyncio program."""
+
+    def __init__(
+        self, config: NodeConfig, state_machines: Sequence[StateMachine] = (), *, seed: int | None = None
+    ) -> None:
+        self.config = config
+        self.node = RaftNode(config, state_machines, seed=seed)
+        self._grpc: grpc.aio.Server | None = None
+        self.peer_servicer = PeerServicer(config.group, config.self_id, list(config.peers), self.node.deliver)
+
+    def on_role_change(self, callback: RoleCallback) -> None:
+        """`callback(role, term, leader_id)` runs on the event loop whenever the role or leader changes."""
+        self.node.on_role_change(callback)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.node.open_storage)
+        server = grpc.aio.server(options=server_options(self.config.max_message_bytes))
+        pb_grpc.add_RaftPeerServicer_to_server(self.peer_servicer, server)
+        pb_grpc.add_DLedgerClientServiceServicer_to_server(ClientServicer(self.node), server)
+        host, port = parse_address(self.config.address)
+        bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            server.add_insecure_port(bind)
+        except RuntimeError as exc:
+            await loop.run_in_executor(None, self.node._close_storage)
+            raise OSError(f"cannot listen on {self.config.address}: {exc}") from None
+        await server.start()
+        self._grpc = server
+        self.node.start()
+
+    async def stop(self, grace: float = 1.0) -> None:
+        if self._grpc is not None:
+            await self.node.stop()  # fails waiters first, so in-flight RPCs answer before the endpoint closes
+            await self._grpc.stop(grace)
+            self._grpc = None
+
+    async def wait_for_leader(self, timeout: float = 10.0) -> str:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            status = self.node.node_status()
+            if status.leader_id:
+                return status.leader_id
+            if loop.time() > deadline:
+                raise TimeoutError(f"no leader known to {self.config.self_id} within {timeout} s")
+            await asyncio.sleep(self.config.tick_ms / 1000)
+
+    # in-process shortcuts for an embedding broker (the same rules as the gRPC service)
+    async def append(self, items: Sequence[bytes]) -> tuple[int, int]:
+        return await self.node.append(items)
+
+    async def read_index(self) -> int:
+        return await self.node.read_index()
+
+    async def get(self, index: int) -> Entry:
+        return await self.node.get(index)
+
+    def status(self) -> pb.NodeStatus:
+        return self.node.node_status()
+
+
+class SyncDLedgerServer:
+    """`DLedgerServer` for code without an event loop: the loop runs in a daemon thread."""
+
+    def __init__(
+        self, config: NodeConfig, state_machines: Sequence[StateMachine] = (), *, seed: int | None = None
+    ) -> None:
+        self.server = DLedgerServer(config, state_machines, seed=seed)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="dledger-loop", daemon=True)
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return future.result(timeout)
+
+    def start(self) -> None:
+        self._thread.start()
+        try:
+            self._call(self.server.start())
+        except BaseException:
+            self._shutdown_loop()
+            raise
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            try:
+                self._call(self.server.stop())
+            finally:
+                self._shutdown_loop()
+
+    def _shutdown_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def on_role_change(self, callback: RoleCallback) -> None:
+        self.server.on_role_change(callback)
+
+    def append(self, items: Sequence[bytes], timeout: float = 10.0) -> tuple[int, int]:
+        return self._call(self.server.append(items), timeout)
+
+    def read_index(self, timeout: float = 10.0) -> int:
+        return self._call(self.server.read_index(), timeout)
+
+    def get(self, index: int) -> Entry:
+        return self._call(self.server.get(index))
+
+    def status(self) -> pb.NodeStatus:
+        result: pb.NodeStatus = self._call(_value(self.server.status))
+        return result
+
+    def wait_for_leader(self, timeout: float = 10.0) -> str:
+        return self._call(self.server.wait_for_leader(timeout))
+
+    def __enter__(self) -> SyncDLedgerServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def _value(func: Any) -> Any:
+    return func()

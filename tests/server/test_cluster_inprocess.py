@@ -1,0 +1,105 @@
+"""A 3-node group of DLedgerServers in one process over real gRPC on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from dledger.server.aio_client import AsyncDLedgerClient
+from dledger.server.client_policy import EntryNotFoundError, InvalidRequestError
+from dledger.storage_api import EntryKind
+from tests.server.cluster_util import LocalGroup, peers_for
+
+IDS = ("n0", "n1", "n2")
+
+
+def run_group(tmp_path: pathlib.Path, body: Callable[[LocalGroup], Awaitable[None]], **overrides: object) -> None:
+    async def main() -> None:
+        group = LocalGroup(tmp_path, peers_for(IDS), dict(overrides))
+        await group.start_all()
+        try:
+            await body(group)
+        finally:
+            await group.stop_all()
+
+    asyncio.run(main())
+
+
+def normal_data(group: LocalGroup, node_id: str) -> list[bytes]:
+    return [e.data for e in group.machines[node_id].applied if e.kind == EntryKind.NORMAL]
+
+
+def test_elects_a_leader_and_replicates_to_every_state_machine(tmp_path: pathlib.Path) -> None:
+    async def body(group: LocalGroup) -> None:
+        leader = await group.wait_for_leader()
+        async with AsyncDLedgerClient(group.peers, group="t") as client:
+            results = [await client.append(f"v{k}".encode()) for k in range(20)]
+            batch = await client.append_batch([b"b1", b"b2", b"b3"])
+            assert client.leader == leader
+            assert [r.index for r in results] == sorted({r.index for r in results})
+            assert [r.index for r in batch] == [batch[0].index + k for k in range(3)]
+            expected = [f"v{k}".encode() for k in range(20)] + [b"b1", b"b2", b"b3"]
+            for node_id in IDS:
+                await group.wait_for(lambda n=node_id: normal_data(group, n) == expected, what=f"{node_id} applied")
+            entry = await client.get(batch[2].index)
+            assert entry.data == b"b3" and entry.term == batch[2].term
+            assert await client.read_index() >= batch[2].index
+            with pytest.raises(EntryNotFoundError):
+                await client.get(10_000)
+            status = {s.id: s for s in await client.status()}
+            assert {s.role for s in status.values()} == {"leader", "follower"}
+            assert all(s.leader_id == leader and s.healthy for s in status.values())
+            # every index applied exactly once, in order, on every node
+            for node_id in IDS:
+                indexes = [e.index for e in group.machines[node_id].applied]
+                assert indexes == list(range(1, len(indexes) + 1))
+
+    run_group(tmp_path, body)
+
+
+def test_follower_restart_catches_up_and_resumes_applying(tmp_path: pathlib.Path) -> None:
+    async def body(group: LocalGroup) -> None:
+        leader = await group.wait_for_leader()
+        follower = next(i for i in IDS if i != leader)
+        async with AsyncDLedgerClient(group.peers, group="t") as client:
+            await client.append_batch([b"a", b"b"])
+            await group.wait_for(lambda: len(normal_data(group, follower)) == 2, what="follower applied")
+            applied_before = group.machines[follower].applied[-1].index
+            await group.stop(follower)
+            for k in range(30):
+                await client.append(f"while-down-{k}".encode())
+            # restart: the state machine says it applied everything up to applied_before
+            await group.start(follower, resume_at=applied_before)
+            await group.wait_for(lambda: len(normal_data(group, follower)) == 30, what="restarted follower caught up")
+            assert group.machines[follower].applied[0].index == applied_before + 1
+
+    run_group(tmp_path, body)
+
+
+def test_leader_stop_elects_a_new_leader_without_losing_acknowledged_entries(tmp_path: pathlib.Path) -> None:
+    async def body(group: LocalGroup) -> None:
+        old = await group.wait_for_leader()
+        async with AsyncDLedgerClient(group.peers, group="t") as client:
+            acked = [(await client.append(f"x{k}".encode())).index for k in range(10)]
+            await group.stop(old)
+            new = await group.wait_for_leader()
+            assert new != old
+            more = await client.append(b"after")
+            assert more.index > acked[-1]
+            for index, k in zip(acked, range(10), strict=True):
+                assert (await client.get(index)).data == f"x{k}".encode()
+
+    run_group(tmp_path, body)
+
+
+def test_oversized_entry_is_refused(tmp_path: pathlib.Path) -> None:
+    async def body(group: LocalGroup) -> None:
+        await group.wait_for_leader()
+        async with AsyncDLedgerClient(group.peers, group="t") as client:
+            with pytest.raises(InvalidRequestError):
+                await client.append(b"x" * 70_000)
+
+    run_group(tmp_path, body, max_entry_bytes=65_536)
