@@ -143,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     # each feature module adds its commands here
+    from dledger.server.cli_client import add_client_commands
+    from dledger.server.cli_node import add_node_commands
+
+    add_node_commands(sub)
+    add_client_commands(sub)
     add_log_commands(sub)
     add_bench_commands(sub)
     return parser

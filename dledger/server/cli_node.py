@@ -1,0 +1,94 @@
+"""`dledger node`: run one node in the foreground until SIGTERM or SIGINT, then stop gracefully.
+
+Settings come from `--config broker.conf` (RocketMQ keys) and/or flags; a flag given wins over the file.
+A bad setting prints one line naming it and exits 2; a store or port problem exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from dledger.server.config import ConfigError, NodeConfig, parse_peers
+from dledger.server.server import DLedgerServer
+
+__all__ = ["add_node_commands", "config_from_args"]
+
+log = logging.getLogger("dledger.node")
+
+
+def config_from_args(args: argparse.Namespace) -> NodeConfig:
+    overrides: dict[str, Any] = {
+        "group": args.group,
+        "self_id": args.id,
+        "peers": parse_peers(args.peers, key="--peers") if args.peers else None,
+        "store_dir": args.store_dir,
+        "flush": args.flush,
+        "preferred_leader": args.preferred_leader,
+    }
+    if args.config:
+        return NodeConfig.from_file(args.config, overrides=overrides)
+    missing = [
+        flag
+        for flag, key in (("--id", "self_id"), ("--peers", "peers"), ("--store-dir", "store_dir"))
+        if overrides[key] is None
+    ]
+    if missing:
+        raise ConfigError(f"missing {', '.join(missing)} (or give --config broker.conf)")
+    return NodeConfig(**{k: v for k, v in overrides.items() if v is not None})
+
+
+async def _serve(config: NodeConfig) -> None:
+    server = DLedgerServer(config)
+    await server.start()
+    log.info(
+        "node %s of group %s serving on %s (store %s, flush %s)",
+        config.self_id,
+        config.group,
+        config.address,
+        config.store_dir,
+        config.flush,
+    )
+    print(f"dledger node {config.self_id} ready on {config.address}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("node %s stopping", config.self_id)
+    await server.stop()
+
+
+def _cmd_node(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(f"dledger node: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(config))
+    except OSError as exc:
+        print(f"dledger node: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_node_commands(sub: Any) -> None:
+    p = sub.add_parser("node", help="run one node of a group in the foreground")
+    p.add_argument("--config", help="a RocketMQ-style broker.conf (dLegerGroup, dLegerPeers, dLegerSelfId, ...)")
+    p.add_argument("--group", help="the group name (dLegerGroup; default 'default')")
+    p.add_argument("--id", help="this node's id (dLegerSelfId)")
+    p.add_argument("--peers", help="every node: n0-host:port;n1-host:port;... (dLegerPeers)")
+    p.add_argument("--store-dir", help="where this node keeps its log and state (storePathRootDir)")
+    p.add_argument("--flush", choices=("sync", "async"), help="sync: fsync before acknowledging (default async)")
+    p.add_argument("--preferred-leader", help="a node that should lead whenever it is healthy")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=_cmd_node)

@@ -1,0 +1,105 @@
+"""Real `dledger node` processes on loopback: failover under SIGKILL, sync-flush durability, config errors."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from dledger.server.client_policy import NotWrittenError, OutcomeUnknownError
+from tests.server.procs import ROOT, ProcessGroup, wait_until
+
+
+@pytest.fixture
+def group(tmp_path: pathlib.Path) -> Iterator[ProcessGroup]:
+    g = ProcessGroup(tmp_path)
+    yield g
+    g.stop_all()
+
+
+def test_leader_sigkill_keeps_every_acknowledged_append(group: ProcessGroup) -> None:
+    group.start_all()
+    old = group.wait_for_leader()
+    acked: dict[int, bytes] = {}
+    with group.client(timeout=10) as client:
+        for k in range(50):
+            data = f"before-{k}".encode()
+            acked[client.append(data).index] = data
+        group.kill(old)
+        new = group.wait_for_leader()
+        assert new != old
+        for k in range(50):
+            data = f"after-{k}".encode()
+            try:
+                acked[client.append(data).index] = data
+            except (OutcomeUnknownError, NotWrittenError):
+                pass  # allowed around the failover; only acknowledged appends must survive
+        assert len(acked) >= 90
+        for index, data in acked.items():
+            assert client.get(index).data == data
+        group.start(old)  # the old leader rejoins as a follower and catches up
+        last = max(acked)
+        wait_until(lambda: group.statuses()[old].applied_index >= last, what="old leader caught up")
+        assert group.statuses()[old].role == "follower"
+
+
+def test_sync_flush_survives_sigkill_of_every_node(tmp_path: pathlib.Path) -> None:
+    group = ProcessGroup(tmp_path, flush="sync")
+    try:
+        group.start_all()
+        group.wait_for_leader()
+        acked: dict[int, bytes] = {}
+        with group.client(timeout=10) as client:
+            for k in range(40):
+                data = f"durable-{k}".encode()
+                acked[client.append(data).index] = data
+        for node_id in list(group.procs):  # right after the acknowledgements
+            group.kill(node_id)
+        group.start_all()
+        group.wait_for_leader()
+        with group.client(timeout=10) as client:
+            for index, data in acked.items():
+                assert client.get(index).data == data
+    finally:
+        group.stop_all()
+
+
+def test_sigterm_stops_gracefully(group: ProcessGroup) -> None:
+    group.start("n0")
+    wait_until(lambda: "ready on" in group.log_text("n0"), what="n0 ready")
+    assert group.kill("n0", sig=15) == 0
+    assert "Traceback" not in group.log_text("n0")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--id", "n0", "--store-dir", "x"], "--peers"),
+        (["--id", "n9", "--peers", "n0-127.0.0.1:1", "--store-dir", "x"], "self_id: 'n9'"),
+        (["--id", "n0", "--peers", "n0-127.0.0.1:99999", "--store-dir", "x"], "host:port"),
+    ],
+)
+def test_config_errors_exit_2_with_a_clear_message(args: list[str], message: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "dledger", "node", *args], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60)  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_port_in_use_exits_1(tmp_path: pathlib.Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, "-m", "dledger", "node", "--id", "n0", "--peers", f"n0-127.0.0.1:{port}",
+             "--store-dir", str(tmp_path / "s")],
+            capture_output=True, text=True, cwd=ROOT, timeout=60,
+        )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    assert "cannot listen" in out.stderr
