@@ -12,7 +12,7 @@ Rules of the state machine:
 - Anything from outside that is malformed, stale or misaddressed is dropped and counted in `dropped`;
   a broken internal invariant raises `RaftInvariantError`.
 - Elections: randomized timeout in [T, 2T); pre-vote (thesis 9.6); a no-op opens every term; a node that
-  heard from a leader less than T ticks ago (or started less than T ticks ago) ignores vote requests
+  heard from a leader less than T ticks ago (with lease reads: or started less than T ticks ago) ignores vote requests
   unless they carry the transfer flag; with check-quorum a leader also ignores them, and steps down when
   it has not heard from a quorum within T ticks.
 - Replication: the leader sends before its own write persists (thesis 10.2.1) and counts itself only up
@@ -105,7 +105,9 @@ class RaftCore:
         self._committed_in_term = False
         self._commit_dirty = False
         self._lease_disabled = False
-        self._boot_guard = True  # like having heard a leader at start: no votes for T ticks
+        # with lease reads, a (re)started node behaves as if it heard a leader at start: no votes for T
+        # ticks, so a lease that counted on this node before it crashed stays valid
+        self._boot_guard = config.read_only is ReadOnlyOption.LEASE
         self._ready_out = False
         self._prev_hard_state = HardState(self.current_term, self.voted_for, self.log.commit_index)
         self._prev_soft_state = SoftState(None, Role.FOLLOWER.value)

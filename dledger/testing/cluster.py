@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dledger.raft import (
+    AppendEntriesResponse,
     Config,
     Message,
     NotLeaderError,
@@ -34,7 +35,7 @@ from dledger.raft import (
     Role,
     persist_ready,
 )
-from dledger.storage_api import Entry
+from dledger.storage_api import Entry, HardState
 from dledger.testing.memory_log import MemoryHardStateStore, MemoryLog
 
 __all__ = ["Cluster", "SimNode"]
@@ -69,7 +70,10 @@ class SimNode:
 
 
 class Cluster:
-    """N replicas and the network between them. Node ids are "n0", "n1", ... unless `ids` is given."""
+    """N replicas and the network between them. Node ids are "n0", "n1", ... unless `ids` is given.
+
+    Every node starts from `entries` (or `logs[id]`) and `hard_states[id]`; `config` goes to every Config.
+    """
 
     def __init__(
         self,
@@ -78,6 +82,8 @@ class Cluster:
         seed: int = 0,
         ids: Sequence[str] | None = None,
         entries: Sequence[Entry] = (),
+        logs: Mapping[str, Sequence[Entry]] | None = None,
+        hard_states: Mapping[str, HardState] | None = None,
         **config: Any,
     ) -> None:
         self.seed = seed
@@ -91,7 +97,9 @@ class Cluster:
         self.nodes: dict[str, SimNode] = {}
         for i in self.ids:
             cfg = Config(id=i, peers=tuple(self.ids), **config)
-            self.nodes[i] = SimNode(i, cfg, log=MemoryLog(entries))
+            log = MemoryLog(logs[i] if logs is not None and i in logs else entries)
+            store = MemoryHardStateStore(hard_states.get(i) if hard_states is not None else None)
+            self.nodes[i] = SimNode(i, cfg, log=log, store=store)
             self.start(i)
 
     def __repr__(self) -> str:
@@ -200,6 +208,8 @@ class Cluster:
         for m in msgs:
             self.stats["sent"] += 1
             self.stats[f"sent.{type(m).__name__}"] += 1
+            if isinstance(m, AppendEntriesResponse) and not m.success:
+                self.stats["rejects"] += 1
             if (m.from_id, m.to_id) in self.cut:
                 self.stats["lost"] += 1
             else:

@@ -240,6 +240,16 @@ class RaftNoPreVoteMachine(RaftMachine):
     NAME = "raft3-plain"
 
 
+def _report(line: str) -> None:
+    """Print a summary; also append it to $DLEDGER_SIM_REPORT (xdist hides prints)."""
+    print(line)
+    OUTCOMES.clear()
+    path = os.environ.get("DLEDGER_SIM_REPORT")
+    if path:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+
+
 def _settings(examples: int, derandomize: bool) -> settings:
     return settings(
         max_examples=examples,
@@ -262,8 +272,7 @@ def test_simulation(machine: type[RaftMachine]) -> None:
     machine.TestCase.settings = _settings(examples, derandomize=True)
     machine.TestCase().runTest()
     steps = STEP_COUNTER.get(machine.NAME, 0)
-    print(f"{machine.NAME}: {steps} steps explored; reached {OUTCOMES}")
-    OUTCOMES.clear()
+    _report(f"{machine.NAME}: {examples} examples, {steps} steps explored; reached {OUTCOMES}")
     assert steps >= examples * 10, f"the simulation explored only {steps} steps"
 
 
@@ -273,4 +282,5 @@ def test_simulation_long(machine: type[RaftMachine]) -> None:
     STEP_COUNTER.pop(machine.NAME, None)
     machine.TestCase.settings = _settings(CI_EXAMPLES * 100, derandomize=False)
     machine.TestCase().runTest()
-    print(f"{machine.NAME}: {STEP_COUNTER.get(machine.NAME, 0)} steps explored")
+    steps = STEP_COUNTER.get(machine.NAME, 0)
+    _report(f"{machine.NAME} (long, random): {CI_EXAMPLES * 100} examples, {steps} steps; reached {OUTCOMES}")
