@@ -15,7 +15,10 @@ index never points at data that is not durable. The index file is fsynced by the
 both modes) and by `sync()`; a lagging index costs recovery a forward scan of the un-indexed tail only.
 `flush="async"` writes data and index and returns; the flusher fdatasyncs data, then index, every
 `flush_interval_ms` (default 200 ms: RocketMQ's flushIntervalCommitLog is 500 ms; we take less loss).
-`durable_index` is the last index whose data is known fsynced.
+`durable_index` is the last index whose data is known fsynced. In both modes a segment is fsynced (data,
+then index) when an append rolls over to the next one, and new files are made durable in their directory
+before they get data, so only the last segment can ever hold un-fsynced bytes: after a crash, recovery
+needs to repair the last segment only.
 
 Invariants: `first_index == base.index + 1`; segments are contiguous in index and byte position, each
 holds >= 1 entry, the first starts at `base.pos`; `compact_before` never drops the last segment, so
@@ -35,7 +38,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 
-from dledger.commitlog.codec import DATA_MAGIC, INDEX_SIZE, MAX_ENTRY_BYTES, decode_run, encode_batch
+from dledger.commitlog.codec import INDEX_SIZE, MAX_ENTRY_BYTES, encode_batch
 from dledger.commitlog.errors import CorruptEntryError, DiskFullError, LogClosedError
 from dledger.commitlog.fileops import FileOps
 from dledger.commitlog.flusher import Flusher
@@ -219,7 +222,7 @@ class SegmentedLog:
             while lo < hi:
                 seg = segs[k]
                 prev_chain = segs[k - 1].last_chain if k else self._base.chain
-                part = self._read_segment(seg, lo, min(hi, seg.first_index + seg.count), budget, not out, prev_chain)
+                part = seg.read_run(self._ops, lo, min(hi, seg.first_index + seg.count), budget, not out, prev_chain)
                 out += part
                 lo += len(part)
                 if budget is not None:
@@ -230,62 +233,6 @@ class SegmentedLog:
             return out
         finally:
             self._rw.release_read()
-
-    def _read_segment(
-        self, seg: Segment, lo: int, hi: int, budget: int | None, need_one: bool, prev_chain: int
-    ) -> list[Entry]:
-        """Entries `lo .. hi-1` of `seg` (fewer if `budget` runs out), with one data read; `prev_chain` is
-        the chain CRC before the segment's first entry."""
-        ops = self._ops
-        dfd, ifd, owned = seg.reader_fds(ops)
-        try:
-            pos, _size, term = seg.index_record(ops, ifd, lo)
-            prev_term = 0
-            if lo > seg.first_index:  # the predecessor's stored chain CRC and term cover lo's header too
-                ppos, _psize, prev_term = seg.index_record(ops, ifd, lo - 1)
-                hdr = seg.read_header(ops, dfd, ppos)
-                if hdr[0] != DATA_MAGIC or hdr[2] != lo - 1 or hdr[4] != ppos:
-                    raise CorruptEntryError(seg.data_path, ppos - seg.start, lo - 1, "bad header")
-                prev_chain = hdr[6]
-            n = hi - lo
-            if budget is not None:
-                n = self._fit(seg, ifd, lo, n, pos, budget, 1 if need_one else 0)
-                if n == 0:
-                    return []
-            lpos, lsize, lterm = seg.index_record(ops, ifd, lo + n - 1) if n > 1 else (pos, _size, term)
-            if lpos < pos:
-                raise CorruptEntryError(seg.index_path, (lo + n - 1 - seg.first_index) * INDEX_SIZE, lo + n - 1,
-                                        "index record points before an earlier one")  # fmt: skip
-            raw = ops.pread(dfd, lpos + lsize - pos, pos - seg.start)
-            entries = decode_run(raw, first_index=lo, count=n, first_pos=pos, prev_term=prev_term,
-                                 prev_chain=prev_chain, segment=seg.data_path, file_offset=pos - seg.start)  # fmt: skip
-            if entries[0].term != term or entries[-1].term != lterm:
-                bad = lo if entries[0].term != term else lo + n - 1
-                raise CorruptEntryError(seg.index_path, (bad - seg.first_index) * INDEX_SIZE, bad,
-                                        "index record term disagrees with the data")  # fmt: skip
-            return entries
-        finally:
-            if owned:
-                ops.close(dfd)
-                ops.close(ifd)
-
-    def _fit(self, seg: Segment, ifd: int, lo: int, n: int, pos: int, budget: int, least: int) -> int:
-        """The largest count `c <= n` of entries from `lo` whose bodies total <= budget (at least `least`)."""
-
-        def body_bytes(c: int) -> int:  # entries lo .. lo+c-1; positions are contiguous inside a segment
-            p, s, _t = seg.index_record(self._ops, ifd, lo + c - 1)
-            return p + s - pos - 48 * c
-
-        if body_bytes(n) <= budget:
-            return n
-        good, bad = 0, n  # body_bytes(good) <= budget < body_bytes(bad)
-        while bad - good > 1:
-            mid = (good + bad) // 2
-            if body_bytes(mid) <= budget:
-                good = mid
-            else:
-                bad = mid
-        return max(good, least)
 
     # --- writes ------------------------------------------------------------------------------------------
 
@@ -311,26 +258,26 @@ class SegmentedLog:
             created: list[Segment] = []
             ops = self._ops
             data, index = memoryview(batch.data), memoryview(batch.index)
+            fresh_start = bool(batch.splits) and batch.splits[0][0] == 0
             try:
                 for j, ((k0, d0), (k1, d1)) in enumerate(itertools.pairwise(bounds)):
-                    if j == 0 and active is not None and not (batch.splits and batch.splits[0][0] == 0):
+                    if j == 0 and active is not None and not fresh_start:
                         seg = active
-                    else:
+                    else:  # a closed segment is durable before any later segment holds data
+                        if chunks:
+                            self._sync_fds(chunks[-1][0])
+                        elif active is not None:
+                            self._sync_segment(active)
                         seg = Segment(self._dir, self._next_pos + d0, last + 1 + k0)
                         created.append(seg)
                         seg.open_fds(ops, create=True)
+                        for sub in (DATA_DIR, INDEX_DIR):
+                            ops.fsync_dir(os.path.join(self._dir, sub))
                     chunks.append((seg, k0, k1, d0, d1, chains[j]))
-                    assert seg.data_fd is not None
+                    assert seg.data_fd is not None and seg.index_fd is not None
                     ops.pwrite(seg.data_fd, data[d0:d1], seg.data_len)
-                if created:
-                    for sub in (DATA_DIR, INDEX_DIR):
-                        ops.fsync_dir(os.path.join(self._dir, sub))
-                if self._sync_mode:  # data durable before any index record points at it
-                    for seg, *_ in chunks:
-                        assert seg.data_fd is not None
+                    if self._sync_mode:  # data durable before any index record points at it
                         ops.datasync(seg.data_fd)
-                for seg, k0, k1, *_ in chunks:
-                    assert seg.index_fd is not None
                     ops.pwrite(seg.index_fd, index[k0 * INDEX_SIZE : k1 * INDEX_SIZE], seg.count * INDEX_SIZE)
             except OSError as exc:
                 self._roll_back([c[0] for c in chunks if c[0] not in created], created)
@@ -365,6 +312,8 @@ class SegmentedLog:
             seg.mtime = now
             if self._sync_mode:
                 seg.flushed_data = seg.data_len
+        for seg, *_ in chunks[:-1]:  # synced at rollover
+            seg.flushed_data, seg.flushed_index = seg.data_len, seg.count
         if created:
             self._set_segments([*self._segs, *created])
         self._chain, self._next_pos = chunks[-1][5], chunks[-1][0].end
@@ -384,6 +333,12 @@ class SegmentedLog:
                     seg.close_fds(self._ops)
         finally:
             self._rw.release_write()
+
+    def _sync_fds(self, seg: Segment) -> None:
+        """fdatasync a segment's data, then index, whatever is published (used at rollover, in `append`)."""
+        assert seg.data_fd is not None and seg.index_fd is not None
+        self._ops.datasync(seg.data_fd)
+        self._ops.datasync(seg.index_fd)
 
     def _sync_segment(self, seg: Segment) -> None:
         data_len, count = seg.sync(self._ops)

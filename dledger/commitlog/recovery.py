@@ -14,8 +14,9 @@ What the tail procedure does, on the last segment:
    lagged behind, and cut the data at the first torn or invalid entry;
 4. if the segment ends up empty it is deleted and the previous segment gets the same treatment.
 
-Older segments: a missing or inconsistent index is rebuilt by scanning that segment's data; if the data of
-an older (closed) segment is itself invalid before its end, opening fails with `CorruptStoreError` rather
+Older segments: a missing or inconsistent index is rebuilt by scanning that segment's data. A segment is
+fsynced when the log rolls over to the next one, so a closed segment never loses bytes in a crash; if its
+data is invalid before its end that is real corruption, and opening fails with `CorruptStoreError` rather
 than silently dropping every later segment. Corruption further back than the tail window is not looked for
 here: reads detect it (`CorruptEntryError`) and `dledger log verify` reports it.
 """

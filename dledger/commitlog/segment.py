@@ -1,5 +1,9 @@
 """One data segment and its index file: names, file handles, and the positional reads and writes on them.
 
+`read_run` is the read hot path: two or three 32/48-byte preads (the run's first and last index records,
+the predecessor's header for its chain CRC), then one pread of the run's data, decoded and checked by
+`codec.decode_run`; with a byte budget, a binary search over index records picks the run's length.
+
 A segment is the pair `data/<pos>` and `index/<pos>`, where `<pos>` is the global byte position of its first
 entry, zero-padded to 20 digits (RocketMQ's naming). Entry `first_index + k` is described by index record `k`.
 
@@ -20,9 +24,10 @@ import os
 import time
 from typing import Final
 
-from dledger.commitlog.codec import HEADER, HEADER_SIZE, INDEX, INDEX_MAGIC, INDEX_SIZE
+from dledger.commitlog.codec import DATA_MAGIC, HEADER, HEADER_SIZE, INDEX, INDEX_MAGIC, INDEX_SIZE, decode_run
 from dledger.commitlog.errors import CorruptEntryError
 from dledger.commitlog.fileops import FileOps
+from dledger.storage_api import Entry
 
 __all__ = ["DATA_DIR", "INDEX_DIR", "NAME_DIGITS", "Segment", "segment_name"]
 
@@ -128,6 +133,62 @@ class Segment:
         if len(raw) < HEADER_SIZE:
             raise CorruptEntryError(self.data_path, pos - self.start, None, "header runs past the end of the file")
         return HEADER.unpack(raw)
+
+    def read_run(
+        self, ops: FileOps, lo: int, hi: int, budget: int | None, need_one: bool, prev_chain: int
+    ) -> list[Entry]:
+        """Entries `lo .. hi-1` (fewer if their bodies exceed `budget`, but one if `need_one`), checked, with one
+        data read. `prev_chain` is the chain CRC before this segment's first entry."""
+        seg = self
+        dfd, ifd, owned = seg.reader_fds(ops)
+        try:
+            pos, _size, term = seg.index_record(ops, ifd, lo)
+            prev_term = 0
+            if lo > seg.first_index:  # the predecessor's stored chain CRC and term cover lo's header too
+                ppos, _psize, prev_term = seg.index_record(ops, ifd, lo - 1)
+                hdr = seg.read_header(ops, dfd, ppos)
+                if hdr[0] != DATA_MAGIC or hdr[2] != lo - 1 or hdr[4] != ppos:
+                    raise CorruptEntryError(seg.data_path, ppos - seg.start, lo - 1, "bad header")
+                prev_chain = hdr[6]
+            n = hi - lo
+            if budget is not None:
+                n = self._fit(ops, ifd, lo, n, pos, budget, 1 if need_one else 0)
+                if n == 0:
+                    return []
+            lpos, lsize, lterm = seg.index_record(ops, ifd, lo + n - 1) if n > 1 else (pos, _size, term)
+            if lpos < pos:
+                raise CorruptEntryError(seg.index_path, (lo + n - 1 - seg.first_index) * INDEX_SIZE, lo + n - 1,
+                                        "index record points before an earlier one")  # fmt: skip
+            raw = ops.pread(dfd, lpos + lsize - pos, pos - seg.start)
+            entries = decode_run(raw, first_index=lo, count=n, first_pos=pos, prev_term=prev_term,
+                                 prev_chain=prev_chain, segment=seg.data_path, file_offset=pos - seg.start)  # fmt: skip
+            if entries[0].term != term or entries[-1].term != lterm:
+                bad = lo if entries[0].term != term else lo + n - 1
+                raise CorruptEntryError(seg.index_path, (bad - seg.first_index) * INDEX_SIZE, bad,
+                                        "index record term disagrees with the data")  # fmt: skip
+            return entries
+        finally:
+            if owned:
+                ops.close(dfd)
+                ops.close(ifd)
+
+    def _fit(self, ops: FileOps, ifd: int, lo: int, n: int, pos: int, budget: int, least: int) -> int:
+        """The largest count `c <= n` of entries from `lo` whose bodies total <= budget (at least `least`)."""
+
+        def body_bytes(c: int) -> int:  # entries lo .. lo+c-1; positions are contiguous inside a segment
+            p, s, _t = self.index_record(ops, ifd, lo + c - 1)
+            return p + s - pos - HEADER_SIZE * c
+
+        if body_bytes(n) <= budget:
+            return n
+        good, bad = 0, n  # body_bytes(good) <= budget < body_bytes(bad)
+        while bad - good > 1:
+            mid = (good + bad) // 2
+            if body_bytes(mid) <= budget:
+                good = mid
+            else:
+                bad = mid
+        return max(good, least)
 
     def write(self, ops: FileOps, data: bytes | bytearray | memoryview, index: bytes | bytearray | memoryview) -> None:
         """Write `data` and `index` bytes right after the published ones (does not publish them)."""
