@@ -229,7 +229,7 @@ class RaftNode:
         return pb.NodeStatus(
             id=self.config.self_id,
             address=self.config.address,
-            role=core.role.value,
+            role=self.role,
             term=core.current_term,
             leader_id=core.leader_id or "",
             first_index=store.first_index,
@@ -242,6 +242,9 @@ class RaftNode:
 
     @property
     def role(self) -> str:
+        """The core's role, or "fenced" after a storage error, or "stopped" before start."""
+        if self._fenced is not None:
+            return "fenced"
         return self.core.role.value if self.core else "stopped"
 
     # ---- the loop ----
