@@ -16,7 +16,33 @@ from dledger.storage_api import (
 
 __version__ = "0.1.0"
 
+# the runtime pulls in grpc: load it only when one of its names is used (PEP 562)
+_LAZY = {
+    "AppendResult": "dledger.server.client",
+    "AsyncDLedgerClient": "dledger.server.aio_client",
+    "DLedgerClient": "dledger.server.client",
+    "DLedgerError": "dledger.server.client_policy",
+    "DLedgerServer": "dledger.server.server",
+    "NodeConfig": "dledger.server.config",
+    "NodeInfo": "dledger.server.client",
+    "NotWrittenError": "dledger.server.client_policy",
+    "OutcomeUnknownError": "dledger.server.client_policy",
+    "StateMachine": "dledger.server.state_machine",
+    "SyncDLedgerServer": "dledger.server.server",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dledger' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
 __all__ = [
+    *_LAZY,
     "CompactedError",
     "Entry",
     "EntryKind",

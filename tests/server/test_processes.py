@@ -103,3 +103,39 @@ def test_port_in_use_exits_1(tmp_path: pathlib.Path) -> None:
         )  # fmt: skip
     assert out.returncode == 1, out.stderr
     assert "cannot listen" in out.stderr
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dledger", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=60)  # fmt: skip
+
+
+def test_cli_client_commands_against_a_group(group: ProcessGroup) -> None:
+    import json
+
+    from dledger.server.config import format_peers
+
+    group.start_all()
+    leader = group.wait_for_leader()
+    peers = ["--peers", format_peers(group.peers), "--group", "t"]
+    out = _cli("append", *peers, "hello", "world")
+    assert out.returncode == 0, out.stderr
+    first_index = int(out.stdout.split()[0])
+    got = _cli("get", *peers, str(first_index + 1))
+    assert got.returncode == 0 and json.loads(got.stdout)["data"] == "world"
+    status = _cli("status", *peers, "--json")
+    nodes = json.loads(status.stdout)
+    assert status.returncode == 0 and {n["role"] for n in nodes} == {"leader", "follower"}
+    table = _cli("status", *peers)
+    assert table.stdout.splitlines()[0].split()[:3] == ["ID", "ADDRESS", "ROLE"]
+    target = next(i for i in group.peers if i != leader)
+    assert _cli("transfer-leader", *peers, "--to", target).returncode == 0
+    assert group.wait_for_leader() == target
+    missing = _cli("get", *peers, "999999")
+    assert missing.returncode == 1 and "999999" in missing.stderr
+    assert _cli("status").returncode == 2
+
+
+def test_public_names_import_lazily() -> None:
+    code = "import sys, dledger.raft; assert 'grpc' not in sys.modules; import dledger; dledger.DLedgerServer"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60).returncode == 0
