@@ -208,6 +208,9 @@ class RaftCore:
         if term < 0:
             self.dropped["bad_term"] += 1
             return
+        if isinstance(m, AppendEntries) and not _well_formed(m):
+            self.dropped["bad_index"] += 1
+            return
         if term > self.current_term:
             if isinstance(m, RequestVote):
                 if not m.transfer and self._in_lease():
@@ -521,12 +524,6 @@ class RaftCore:
 
     def _handle_append(self, m: AppendEntries) -> None:
         prev, prev_term, entries = m.prev_log_index, m.prev_log_term, m.entries
-        if prev < 0 or prev_term < 0 or m.leader_commit < 0 or prev_term > m.term:
-            self.dropped["bad_index"] += 1
-            return
-        if entries and not _well_formed(entries, prev, prev_term, m.term):
-            self.dropped["bad_index"] += 1
-            return
         log = self.log
         commit = log.commit_index
         if prev < commit:
@@ -764,16 +761,22 @@ class RaftCore:
             self._read_states.extend(states)
 
 
-def _well_formed(entries: Sequence[Entry], prev: int, prev_term: int, term: int) -> bool:
-    """Contiguous indexes from prev + 1, terms non-decreasing within [prev_term, term] (C-level checks)."""
+def _well_formed(m: AppendEntries) -> bool:
+    """Indexes and terms make sense: entries contiguous from prev + 1, terms non-decreasing within
+    [prev_log_term, term] (list comparisons run in C: no per-entry Python branching)."""
+    prev, prev_term, term = m.prev_log_index, m.prev_log_term, m.term
+    if prev < 0 or prev_term < 0 or m.leader_commit < 0 or prev_term > term:
+        return False
+    entries = m.entries
     n = len(entries)
+    if n == 0:
+        return True
     if entries[0].index != prev + 1 or entries[-1].index != prev + n:
         return False
     if entries[0].term < prev_term or entries[-1].term > term:
         return False
     if n > 2:
-        indexes = [e.index for e in entries]
-        if indexes != list(range(prev + 1, prev + n + 1)):
+        if [e.index for e in entries] != list(range(prev + 1, prev + n + 1)):
             return False
         terms = [e.term for e in entries]
         if terms != sorted(terms):
