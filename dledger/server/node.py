@@ -219,6 +219,16 @@ class RaftNode:
                 raise OutcomeUnknown(f"leadership did not move to {to_id} in time (leader: {core.leader_id})")
             await asyncio.sleep(self.config.tick_ms / 1000)
 
+    async def compact(self, before_index: int) -> int:
+        """Drop whole log segments below `before_index` (never past what is applied here); returns the
+        new first index. Runs in the I/O thread, so it never races an append."""
+        self._check_running()
+        core, store = self.core, self.log
+        assert core is not None and store is not None
+        limit = min(before_index, core.applied + 1)
+        await asyncio.get_running_loop().run_in_executor(self._io, store.compact_before, limit)
+        return store.first_index
+
     def leader_hint(self) -> LeaderHint:
         return self._hint(self.core.leader_id if self.core else None)
 

@@ -18,6 +18,7 @@ import grpc.aio
 
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
+from dledger.commitlog import SegmentInfo
 from dledger.server.config import NodeConfig, parse_address
 from dledger.server.node import RaftNode, RoleCallback
 from dledger.server.services import ClientServicer
@@ -91,6 +92,33 @@ class DLedgerServer:
 
     def status(self) -> pb.NodeStatus:
         return self.node.node_status()
+
+    @property
+    def is_leader(self) -> bool:
+        return self.node.role == "leader"
+
+    @property
+    def leader_id(self) -> str | None:
+        core = self.node.core
+        return core.leader_id if core is not None else None
+
+    @property
+    def commit_index(self) -> int:
+        core = self.node.core
+        return core.commit_index if core is not None else 0
+
+    @property
+    def applied_index(self) -> int:
+        core = self.node.core
+        return core.applied if core is not None else 0
+
+    def segments(self) -> list[SegmentInfo]:
+        """The log's segments, oldest first, for a retention policy."""
+        return self.node.log.segments() if self.node.log is not None else []
+
+    async def compact(self, before_index: int) -> int:
+        """Drop whole segments below `before_index`, never past the applied index; returns the first index."""
+        return await self.node.compact(before_index)
 
 
 class SyncDLedgerServer:

@@ -157,3 +157,25 @@ def test_sync_facade_single_node(tmp_path: pathlib.Path) -> None:
     with SyncDLedgerServer(config) as server:  # reopens the same store
         server.wait_for_leader()
         assert server.get(index).data == b"a"
+
+
+def test_compaction_never_passes_the_applied_index(tmp_path: pathlib.Path) -> None:
+    config = NodeConfig(self_id="solo", peers=peers_for(["solo"]), store_dir=tmp_path / "solo", segment_bytes=4096)
+
+    async def main() -> None:
+        server = DLedgerServer(config)
+        await server.start()
+        try:
+            await server.wait_for_leader()
+            for k in range(40):
+                await server.append([bytes([k]) * 300])
+            assert len(server.segments()) > 3
+            first = await server.compact(10**9)
+            assert 1 < first <= server.applied_index
+            assert server.segments()[0].first_index == first
+            index, _ = await server.append([b"after"])
+            assert (await server.get(index)).data == b"after"
+        finally:
+            await server.stop()
+
+    asyncio.run(main())
