@@ -10,6 +10,7 @@ from dledger.commitlog.errors import (
     DiskFullError,
     EntryTooLargeError,
     LogClosedError,
+    StoreInUseError,
 )
 from dledger.commitlog.fileops import FileOps
 from dledger.commitlog.hardstate import HardStateStore
@@ -32,5 +33,6 @@ __all__ = [
     "RecoveryReport",
     "SegmentInfo",
     "SegmentedLog",
+    "StoreInUseError",
     "UnavailableError",
 ]

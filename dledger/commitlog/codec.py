@@ -102,7 +102,7 @@ class Batch:
     """
 
     data: bytes
-    index: bytearray
+    index: bytes
     splits: list[tuple[int, int, int]]
     last_chain: int
     last_term: int
@@ -127,43 +127,42 @@ def encode_batch(
     an unknown kind, or is too large.
     """
     limit = min(max_entry_bytes, segment_bytes)
-    n = len(entries)
     parts: list[bytes] = []  # header, body, header, body, ...: joined once (cheaper than slice copies)
     add = parts.append
-    index = bytearray(INDEX_SIZE * n)
+    records: list[bytes] = []
+    add_record = records.append
     splits: list[tuple[int, int, int]] = []
     pack_hdr = HEADER.pack
     pack_chain = CHAIN_FIELDS.pack
-    pack_idx = INDEX.pack_into
+    pack_idx = INDEX.pack
     kinds = _KINDS
     crc32 = _crc32
     start = pos
-    ioff = 0
     chain = prev_chain
     term = prev_term
     expected = next_index
-    for k, e in enumerate(entries):
+    for e in entries:
         body = e.data
         ln = len(body)
         size = HEADER_SIZE + ln
         t = e.term
         kind = e.kind
-        if e.index != expected or t < term or size > limit or kind not in kinds or type(body) is not bytes:
+        if e.index != expected or t < term or size > limit or kind not in kinds:
             _refuse(e, expected, term, size, limit, max_entry_bytes, segment_bytes)
         if size > room:
-            splits.append((k, pos - start, chain))
+            splits.append((expected - next_index, pos - start, chain))
             room = segment_bytes
         room -= size
         bcrc = crc32(body)
         chain = crc32(pack_chain(DATA_MAGIC, size, expected, t, pos, kind, bcrc, ln), chain)
         add(pack_hdr(DATA_MAGIC, size, expected, t, pos, kind, chain, bcrc, ln))
         add(body)
-        pack_idx(index, ioff, INDEX_MAGIC, pos, size, expected, t)
-        ioff += INDEX_SIZE
+        add_record(pack_idx(INDEX_MAGIC, pos, size, expected, t))
         pos += size
         term = t
         expected += 1
     data = b"".join(parts)
+    index = b"".join(records)
     return Batch(data, index, splits, chain, term, pos)
 
 
@@ -178,9 +177,7 @@ def _refuse(e: Entry, expected: int, term: int, size: int, limit: int, max_entry
             f"entry {expected} is {size} bytes with its header; the limit is {limit} bytes"
             f" (max entry {max_entry}, segment {segment})"
         )
-    if e.kind not in _KINDS:
-        raise ValueError(f"entry {expected} has an unknown kind {e.kind!r}")
-    raise TypeError(f"entry {expected} data must be bytes, not {type(e.data).__name__}")
+    raise ValueError(f"entry {expected} has an unknown kind {e.kind!r}")
 
 
 def check_entry(

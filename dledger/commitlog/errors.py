@@ -14,6 +14,7 @@ __all__ = [
     "DiskFullError",
     "EntryTooLargeError",
     "LogClosedError",
+    "StoreInUseError",
 ]
 
 
@@ -50,3 +51,7 @@ class DiskFullError(OSError):
 
 class LogClosedError(RuntimeError):
     """The log was closed (or a failed rollback poisoned it: reopen to recover)."""
+
+
+class StoreInUseError(RuntimeError):
+    """The store is already open for writing (its LOCK file is held), by this process or another one."""

@@ -1,7 +1,8 @@
 """`SegmentedLog`: the durable `LogStorage` over segment and index files.
 
 Layout of a store directory: `data/<pos>` and `index/<pos>` segment pairs (see `segment.py`, codec in
-`codec.py`) and an optional `meta` file holding the base, the entry before the first (see `meta.py`).
+`codec.py`), an optional `meta` file holding the base, the entry before the first (see `meta.py`), and a
+`LOCK` file that an open log holds an exclusive flock on (a second open raises `StoreInUseError`).
 
 Threads: one owner thread at a time calls `append`, `truncate_after`, `compact_before`, `close` (a mutex
 enforces it); any thread may call `read`, `term_at`, `first_index`, `last_index`, `segments`, `sync`
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import fcntl
 import itertools
 import os
 import threading
@@ -39,7 +41,7 @@ from types import TracebackType
 from typing import Literal
 
 from dledger.commitlog.codec import INDEX_SIZE, MAX_ENTRY_BYTES, encode_batch
-from dledger.commitlog.errors import CorruptEntryError, DiskFullError, LogClosedError
+from dledger.commitlog.errors import CorruptEntryError, DiskFullError, LogClosedError, StoreInUseError
 from dledger.commitlog.fileops import FileOps
 from dledger.commitlog.flusher import Flusher
 from dledger.commitlog.locks import RWLock
@@ -52,8 +54,20 @@ __all__ = ["DEFAULT_FLUSH_INTERVAL_MS", "MIN_SEGMENT_BYTES", "OPEN_WINDOW", "Seg
 
 DEFAULT_FLUSH_INTERVAL_MS = 200
 MIN_SEGMENT_BYTES = 64
+LOCK_NAME = "LOCK"
 OPEN_WINDOW = 16  # the newest segments keep their file handles open; older ones are opened per read
 _FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def _lock_store(path: str) -> int:
+    """Take the store's exclusive lock (`LOCK` file, flock): one writer per store, across processes."""
+    fd = os.open(os.path.join(path, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreInUseError(f"{path} is already open (by this or another process)") from None
+    return fd
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +102,7 @@ class SegmentedLog:
         self._flush_lock = threading.Lock()
         self._rw = RWLock()
         self._closed = False
+        self._lock_fd: int | None = None
         self._broken: BaseException | None = None
         self._set_segments(segs)
         self._set_tail_from_segments()
@@ -120,13 +135,20 @@ class SegmentedLog:
         path = os.fspath(directory)
         os.makedirs(path, exist_ok=True)
         ops = file_ops or FileOps()
-        base, segs, report = recover(path, ops)
-        for seg in segs[:-OPEN_WINDOW]:
-            seg.close_fds(ops)
-        return cls(
-            path, base, segs, report, ops, segment_bytes=segment_bytes, sync_mode=flush == "sync",
-            flush_interval_ms=flush_interval_ms, max_entry_bytes=max_entry_bytes,
-        )  # fmt: skip
+        lock_fd = _lock_store(path)
+        try:
+            base, segs, report = recover(path, ops)
+            for seg in segs[:-OPEN_WINDOW]:
+                seg.close_fds(ops)
+            log = cls(
+                path, base, segs, report, ops, segment_bytes=segment_bytes, sync_mode=flush == "sync",
+                flush_interval_ms=flush_interval_ms, max_entry_bytes=max_entry_bytes,
+            )  # fmt: skip
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        log._lock_fd = lock_fd
+        return log
 
     # --- published state ---------------------------------------------------------------------------------
 
@@ -268,6 +290,7 @@ class SegmentedLog:
                             self._sync_fds(chunks[-1][0])
                         elif active is not None:
                             self._sync_segment(active)
+                            self._durable_index = max(self._durable_index, active.last_index)
                         seg = Segment(self._dir, self._next_pos + d0, last + 1 + k0)
                         created.append(seg)
                         seg.open_fds(ops, create=True)
@@ -314,6 +337,7 @@ class SegmentedLog:
                 seg.flushed_data = seg.data_len
         for seg, *_ in chunks[:-1]:  # synced at rollover
             seg.flushed_data, seg.flushed_index = seg.data_len, seg.count
+            self._durable_index = max(self._durable_index, seg.last_index)
         if created:
             self._set_segments([*self._segs, *created])
         self._chain, self._next_pos = chunks[-1][5], chunks[-1][0].end
@@ -446,6 +470,9 @@ class SegmentedLog:
                     self._closed = True
                     for seg in self._segs:
                         seg.close_fds(self._ops)
+                    if self._lock_fd is not None:
+                        os.close(self._lock_fd)  # releases the store lock
+                        self._lock_fd = None
                 finally:
                     self._rw.release_write()
 

@@ -1,0 +1,103 @@
+"""Durability bookkeeping and failures: rollover syncs, lost un-fsynced bytes, failed fsyncs, the store lock."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pathlib
+import shutil
+import time
+
+import pytest
+
+from dledger.commitlog import FileOps, LogClosedError, SegmentedLog, StoreInUseError
+from dledger.commitlog.verify import verify_store
+from tests.commitlog.conftest import entries
+
+
+class FailingSync(FileOps):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_sync = False
+
+    def datasync(self, fd: int) -> None:
+        if self.fail_sync:
+            raise OSError(errno.EIO, "injected fsync failure")
+        super().datasync(fd)
+
+
+def test_rollover_makes_the_closed_segment_durable(tmp_path: pathlib.Path) -> None:
+    with SegmentedLog.open(tmp_path, segment_bytes=300, flush="async", flush_interval_ms=60_000) as log:
+        log.append(entries(1, 20, size=52))  # 100-byte entries, 3 per segment
+        lengths = log.durable_lengths()
+        infos = log.segments()
+        for info in infos[:-1]:
+            assert lengths[info.name] == (info.bytes, 3 * 32)
+        assert lengths[infos[-1].name][0] <= infos[-1].bytes
+
+
+@pytest.mark.parametrize("flush", ["async", "sync"])
+def test_losing_every_unsynced_byte_keeps_at_least_the_durable_prefix(tmp_path: pathlib.Path, flush: str) -> None:
+    """Simulate a power cut: copy the store with each file cut to its fsynced length, then reopen the copy."""
+    want = entries(1, 200, size=30)
+    crash = tmp_path / "crash"
+    with SegmentedLog.open(tmp_path / "s", segment_bytes=1000, flush=flush, flush_interval_ms=60_000) as log:  # type: ignore[arg-type]
+        for k in range(0, 147, 7):
+            log.append(want[k : k + 7])
+        log.sync()
+        log.append(want[147:199])  # not synced in async mode
+        durable = log.durable_index
+        closed = log.segments()[-2].last_index  # fsynced when the log rolled over past it
+        shutil.copytree(tmp_path / "s", crash)
+        for name, (data_len, index_len) in log.durable_lengths().items():
+            for sub, keep in (("data", data_len), ("index", index_len)):
+                with open(crash / sub / name, "r+b") as f:
+                    f.truncate(keep)
+    assert durable == (199 if flush == "sync" else closed) and closed > 147
+    with SegmentedLog.open(crash, segment_bytes=1000) as log:
+        assert log.last_index >= durable
+        assert log.read(1, log.last_index + 1) == want[: log.last_index]
+    assert verify_store(str(crash)).clean
+
+
+def test_a_failed_background_fsync_refuses_further_writes(tmp_path: pathlib.Path) -> None:
+    ops = FailingSync()
+    log = SegmentedLog.open(tmp_path, flush="async", flush_interval_ms=5, file_ops=ops)
+    log.append(entries(1, 5))
+    ops.fail_sync = True
+    log.append(entries(5, 6))
+    deadline = time.monotonic() + 10
+    while log._flusher.error is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    with pytest.raises(LogClosedError, match="reopen"):
+        log.append(entries(6, 7))
+    with pytest.raises(LogClosedError):
+        log.sync()
+    log.close()
+    ops.fail_sync = False
+    with SegmentedLog.open(tmp_path) as again:
+        assert again.read(1, again.last_index + 1) == entries(1, again.last_index + 1)
+        assert again.last_index >= 4
+
+
+def test_a_failed_fsync_in_sync_mode_fails_the_append_and_publishes_nothing(tmp_path: pathlib.Path) -> None:
+    ops = FailingSync()
+    with SegmentedLog.open(tmp_path, flush="sync", file_ops=ops) as log:
+        log.append(entries(1, 5))
+        ops.fail_sync = True
+        with pytest.raises(OSError, match="injected"):
+            log.append(entries(5, 9))
+        assert log.last_index == 4 and log.durable_index == 4
+        ops.fail_sync = False
+        log.append(entries(5, 9))
+        assert log.read(1, 9) == entries(1, 9)
+
+
+def test_a_store_opens_for_one_writer_at_a_time(tmp_path: pathlib.Path) -> None:
+    with SegmentedLog.open(tmp_path):
+        with pytest.raises(StoreInUseError, match="already open"):
+            SegmentedLog.open(tmp_path)
+        assert verify_store(str(tmp_path)).clean  # readers (verify, dump) need no lock
+    with SegmentedLog.open(tmp_path) as log:  # released on close
+        assert log.last_index == 0
+    assert (tmp_path / "LOCK").exists() and os.path.isdir(tmp_path / "data")
