@@ -42,8 +42,8 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
     return NodeConfig(**{k: v for k, v in overrides.items() if v is not None})
 
 
-async def _serve(config: NodeConfig) -> None:
-    server = DLedgerServer(config)
+async def _serve(config: NodeConfig, durable_report_ms: int | None = None) -> None:
+    server = DLedgerServer(config, durable_report_ms=durable_report_ms)
     await server.start()
     log.info(
         "node %s of group %s serving on %s (store %s, flush %s)",
@@ -74,7 +74,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
         print(f"dledger node: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_serve(config))
+        asyncio.run(_serve(config, args.report_durable_ms))
     except OSError as exc:
         print(f"dledger node: {exc}", file=sys.stderr)
         return 1
@@ -91,4 +91,10 @@ def add_node_commands(sub: Any) -> None:
     p.add_argument("--flush", choices=("sync", "async"), help="sync: fsync before acknowledging (default async)")
     p.add_argument("--preferred-leader", help="a node that should lead whenever it is healthy")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument(
+        "--report-durable-ms",
+        type=int,
+        metavar="MS",
+        help="for fault tests: write <store-dir>/log/DURABLE (fsynced lengths) every MS ms",
+    )
     p.set_defaults(func=_cmd_node)

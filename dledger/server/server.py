@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
+import os
+import pathlib
 import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
@@ -35,11 +38,20 @@ class DLedgerServer:
     """One dledger node, embedded in an asyncio program."""
 
     def __init__(
-        self, config: NodeConfig, state_machines: Sequence[StateMachine] = (), *, seed: int | None = None
+        self,
+        config: NodeConfig,
+        state_machines: Sequence[StateMachine] = (),
+        *,
+        seed: int | None = None,
+        durable_report_ms: int | None = None,
     ) -> None:
+        """`durable_report_ms` (for fault-injection tools): every so often, write `<store>/log/DURABLE`,
+        JSON {segment name: [fsynced data bytes, fsynced index bytes]}; it never claims more than is durable."""
         self.config = config
         self.node = RaftNode(config, state_machines, seed=seed)
         self._grpc: grpc.aio.Server | None = None
+        self._durable_report_ms = durable_report_ms
+        self._reporter: asyncio.Task[None] | None = None
         self.peer_servicer = PeerServicer(config.group, config.self_id, list(config.peers), self.node.deliver)
 
     def on_role_change(self, callback: RoleCallback) -> None:
@@ -62,8 +74,25 @@ class DLedgerServer:
         await server.start()
         self._grpc = server
         self.node.start()
+        if self._durable_report_ms:
+            self._reporter = loop.create_task(self._report_durable(self._durable_report_ms / 1000))
+
+    async def _report_durable(self, interval: float) -> None:
+        store = self.node.log
+        assert store is not None
+        path = pathlib.Path(store.directory) / "DURABLE"
+        tmp = path.with_suffix(".tmp")
+        while True:
+            lengths = store.durable_lengths()  # read before writing: the report may lag, never lead
+            tmp.write_text(json.dumps({name: list(v) for name, v in lengths.items()}))
+            os.replace(tmp, path)
+            await asyncio.sleep(interval)
 
     async def stop(self, grace: float = 1.0) -> None:
+        if self._reporter is not None:
+            self._reporter.cancel()
+            await asyncio.gather(self._reporter, return_exceptions=True)
+            self._reporter = None
         if self._grpc is not None:
             await self.node.stop()  # fails waiters first, so in-flight RPCs answer before the endpoint closes
             await self._grpc.stop(grace)

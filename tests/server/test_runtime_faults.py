@@ -179,3 +179,35 @@ def test_compaction_never_passes_the_applied_index(tmp_path: pathlib.Path) -> No
             await server.stop()
 
     asyncio.run(main())
+
+
+def test_durable_report_never_claims_more_than_the_files_hold(tmp_path: pathlib.Path) -> None:
+    import json
+
+    config = NodeConfig(self_id="solo", peers=peers_for(["solo"]), store_dir=tmp_path / "solo", flush="sync")
+    log_dir = tmp_path / "solo" / "log"
+
+    async def main() -> None:
+        server = DLedgerServer(config, durable_report_ms=10)
+        await server.start()
+        try:
+            await server.wait_for_leader()
+            for k in range(20):
+                await server.append([bytes([k]) * 100])
+            written = {s.name: s.bytes for s in server.segments()}
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while True:  # sync flush: everything appended was fsynced, so the report reaches the end
+                report = json.loads((log_dir / "DURABLE").read_text()) if (log_dir / "DURABLE").exists() else {}
+                if {name: v[0] for name, v in report.items()} == written:
+                    break
+                assert loop.time() < deadline, f"report {report} never reached {written}"
+                await asyncio.sleep(0.01)
+            for name, (data_bytes, index_bytes) in report.items():
+                assert data_bytes <= (log_dir / "data" / name).stat().st_size
+                assert index_bytes <= (log_dir / "index" / name).stat().st_size
+            assert sum(written.values()) == 20 * (48 + 100) + 48  # the entries and the leader's no-op
+        finally:
+            await server.stop()
+
+    asyncio.run(main())
