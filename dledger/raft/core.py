@@ -25,11 +25,13 @@ import enum
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import attrgetter
 from typing import Protocol
 
 from dledger.raft.config import Config, ReadOnlyOption
 from dledger.raft.errors import NotLeaderError, ProposalDroppedError, RaftInvariantError
-from dledger.raft.log import RaftLog, payload_size
+from dledger.raft.log import RaftLog
 from dledger.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -159,8 +161,7 @@ class RaftCore:
             raise ProposalDroppedError("busy")
         term = self.current_term
         first = self.log.last_index() + 1
-        entries = list(map(Entry, range(first, first + len(datas)), [term] * len(datas), datas))
-        last = self.log.append(entries)
+        last = self.log.append(_make_entries(first, term, datas))
         self._uncommitted.append((last, size))
         self.uncommitted_bytes += size
         self._broadcast_append()
@@ -584,7 +585,7 @@ class RaftCore:
             if prev_term is None:
                 pr.become_snapshot()  # the entries are compacted away: needs a snapshot (not implemented)
                 return
-            entries = log.entries(nxt, last + 1, max_bytes) if nxt <= last else []
+            entries, size = log.entries_sized(nxt, last + 1, max_bytes) if nxt <= last else ([], 0)
             commit = log.commit_index
             end = prev + len(entries)
             if commit > end:
@@ -605,7 +606,7 @@ class RaftCore:
             if commit > pr.sent_commit:
                 pr.sent_commit = commit
             if entries:
-                pr.sent_entries(end, payload_size(entries))
+                pr.sent_entries(end, size)
                 pr.sent_round = self.read_only.round
             else:
                 pr.probe_sent = True
@@ -761,6 +762,26 @@ class RaftCore:
             self._read_states.extend(states)
 
 
+_new_object = object.__new__
+_set_index = Entry.__dict__["index"].__set__
+_set_term = Entry.__dict__["term"].__set__
+_set_data = Entry.__dict__["data"].__set__
+_set_kind = Entry.__dict__["kind"].__set__
+_get_index = attrgetter("index")
+_get_term = attrgetter("term")
+
+
+def _make_entries(first: int, term: int, datas: Sequence[bytes]) -> list[Entry]:
+    """NORMAL entries first.., built by setting their slots from C-level maps (twice as fast as __init__)."""
+    n = len(datas)
+    entries: list[Entry] = list(map(_new_object, repeat(Entry, n)))
+    deque(map(_set_index, entries, range(first, first + n)), maxlen=0)
+    deque(map(_set_term, entries, repeat(term, n)), maxlen=0)
+    deque(map(_set_data, entries, datas), maxlen=0)
+    deque(map(_set_kind, entries, repeat(EntryKind.NORMAL, n)), maxlen=0)
+    return entries
+
+
 def _well_formed(m: AppendEntries) -> bool:
     """Indexes and terms make sense: entries contiguous from prev + 1, terms non-decreasing within
     [prev_log_term, term] (list comparisons run in C: no per-entry Python branching)."""
@@ -776,9 +797,9 @@ def _well_formed(m: AppendEntries) -> bool:
     if entries[0].term < prev_term or entries[-1].term > term:
         return False
     if n > 2:
-        if [e.index for e in entries] != list(range(prev + 1, prev + n + 1)):
+        if list(map(_get_index, entries)) != list(range(prev + 1, prev + n + 1)):
             return False
-        terms = [e.term for e in entries]
-        if terms != sorted(terms):
+        terms = list(map(_get_term, entries))
+        if terms.count(terms[0]) != n and terms != sorted(terms):  # all equal is the common case
             return False
     return True

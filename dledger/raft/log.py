@@ -4,8 +4,12 @@ Like etcd's raftLog + unstable: entries the core accepted but the driver has not
 `unstable` (a list starting at index `offset`); everything below `offset` is read from storage. The core
 never writes to storage: the driver persists `Ready.entries` and `advance` calls `stable_to`.
 
+A small cache keeps the newest stable entries (`cache`, ending exactly at `offset`), so that committed
+entries are applied and recent entries are sent to followers without reading them back from storage.
+
 Invariants:
 - `applied <= commit_index <= last_index()`;
+- `cache` holds the stable entries `cache_offset .. offset - 1`, equal to what storage holds there;
 - `offset - 1` is the last stable index (what the core knows the driver persisted);
   `last_index() == offset + len(unstable) - 1`;
 - storage is read only below `offset`; entries at or above `offset` come from `unstable` only, so the
@@ -24,6 +28,7 @@ from dledger.storage_api import CompactedError, Entry, LogStorage, UnavailableEr
 __all__ = ["RaftLog", "payload_size"]
 
 _data = attrgetter("data")
+_CACHE_ENTRIES = 8192  # newest stable entries kept in memory (trimmed to this once twice as long)
 
 
 def payload_size(entries: Sequence[Entry]) -> int:
@@ -33,25 +38,33 @@ def payload_size(entries: Sequence[Entry]) -> int:
 
 def _limit(entries: list[Entry], max_bytes: int) -> list[Entry]:
     """The longest prefix within `max_bytes` (at least one entry)."""
-    if payload_size(entries) <= max_bytes:
-        return entries
+    return _limit_sized(entries, max_bytes)[0]
+
+
+def _limit_sized(entries: list[Entry], max_bytes: int) -> tuple[list[Entry], int]:
+    """`_limit`, and the payload size of what it returns."""
+    size = payload_size(entries)
+    if size <= max_bytes:
+        return entries, size
     total = 0
     for n, e in enumerate(entries):
+        if total + len(e.data) > max_bytes and n > 0:
+            return entries[:n], total
         total += len(e.data)
-        if total > max_bytes:
-            return entries[: max(n, 1)]
-    return entries
+    return entries, total
 
 
 class RaftLog:
     """Stable (storage) + unstable (memory) entries, with `commit_index` and `applied`."""
 
-    __slots__ = ("applied", "commit_index", "offset", "storage", "unstable")
+    __slots__ = ("applied", "cache", "cache_offset", "commit_index", "offset", "storage", "unstable")
 
     def __init__(self, storage: LogStorage, commit_index: int, applied: int) -> None:
         self.storage = storage
         self.unstable: list[Entry] = []
         self.offset = storage.last_index + 1
+        self.cache: list[Entry] = []
+        self.cache_offset = self.offset
         last = self.offset - 1
         if applied > last:
             raise ValueError(f"applied {applied} is past the last index {last}")
@@ -89,6 +102,9 @@ class RaftLog:
             if k < len(self.unstable):
                 return self.unstable[k].term
             raise UnavailableError(f"index {index} is past the last index {self.last_index()}")
+        k = index - self.cache_offset
+        if k >= 0:
+            return self.cache[k].term
         return self.storage.term_at(index)
 
     def term_or_none(self, index: int) -> int | None:
@@ -100,6 +116,19 @@ class RaftLog:
     def match_term(self, index: int, term: int) -> bool:
         return self.term_or_none(index) == term
 
+    def entries_sized(self, lo: int, hi: int, max_bytes: int) -> tuple[list[Entry], int]:
+        """`entries`, and their payload size (the hot path: entries from memory, sized once)."""
+        off = self.offset
+        if lo >= off:
+            return _limit_sized(self.unstable[lo - off : hi - off], max_bytes)
+        coff = self.cache_offset
+        if lo >= coff:
+            if hi <= off:
+                return _limit_sized(self.cache[lo - coff : hi - coff], max_bytes)
+            return _limit_sized(self.cache[lo - coff :] + self.unstable[: hi - off], max_bytes)
+        out = self.entries(lo, hi, max_bytes)
+        return out, payload_size(out)
+
     def entries(self, lo: int, hi: int, max_bytes: int) -> list[Entry]:
         """Entries in [lo, hi), at most `max_bytes` of payload but at least one when lo < hi."""
         if lo >= hi:
@@ -107,16 +136,19 @@ class RaftLog:
         off = self.offset
         if lo >= off:
             return _limit(self.unstable[lo - off : hi - off], max_bytes)
-        stable = self.storage.read(lo, min(hi, off), max_bytes)
-        if hi <= off or stable[-1].index < off - 1:
+        coff = self.cache_offset
+        if lo >= coff:
+            if hi <= off:
+                return _limit(self.cache[lo - coff : hi - coff], max_bytes)
+            return _limit(self.cache[lo - coff :] + self.unstable[: hi - off], max_bytes)
+        stable = self.storage.read(lo, min(hi, coff), max_bytes)
+        if hi <= coff or stable[-1].index < coff - 1:
             return stable
         rest = max_bytes - payload_size(stable)
-        if rest <= 0:
+        more = self.cache[: hi - coff] + self.unstable[: max(0, hi - off)]
+        if rest <= 0 or not more or len(more[0].data) > rest:
             return stable
-        more = self.unstable[: hi - off]
-        if payload_size(more) > rest:
-            more = _limit(more, rest) if more and len(more[0].data) <= rest else []
-        return stable + more
+        return stable + _limit(more, rest)
 
     def is_up_to_date(self, last_log_index: int, last_log_term: int) -> bool:
         """§5.4.1: is a candidate's log (last index, last term) at least as up-to-date as ours?"""
@@ -195,6 +227,11 @@ class RaftLog:
         elif first <= off:
             self.offset = first
             self.unstable = list(entries)
+            if first > self.cache_offset:
+                del self.cache[first - self.cache_offset :]
+            else:
+                self.cache = []
+                self.cache_offset = first
         elif first < end:
             del self.unstable[first - off :]
             self.unstable.extend(entries)
@@ -205,8 +242,14 @@ class RaftLog:
         """The driver persisted the entries up to (index, term); ignore if they were replaced since."""
         k = index - self.offset
         if 0 <= k < len(self.unstable) and self.unstable[k].term == term:
+            cache = self.cache
+            cache += self.unstable[: k + 1]
             del self.unstable[: k + 1]
             self.offset = index + 1
+            if len(cache) > 2 * _CACHE_ENTRIES:
+                drop = len(cache) - _CACHE_ENTRIES
+                del cache[:drop]
+                self.cache_offset += drop
 
     def commit_to(self, index: int) -> bool:
         if index <= self.commit_index:
@@ -227,7 +270,10 @@ class RaftLog:
         lo = self.applied + 1
         if lo >= hi:
             return []
-        return self.storage.read(lo, hi, max_bytes)
+        coff = self.cache_offset
+        if lo >= coff:
+            return _limit(self.cache[lo - coff : hi - coff], max_bytes)
+        return self.storage.read(lo, min(hi, coff), max_bytes)
 
     def has_next_committed(self) -> bool:
         return min(self.commit_index, self.offset - 1) > self.applied
