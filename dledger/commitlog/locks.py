@@ -1,14 +1,35 @@
-"""A small readers-writer lock: many concurrent readers, or one writer; waiting writers go first.
+"""Locks: a small readers-writer lock inside a process, and the store's exclusive lock across processes.
 
-Used by the log so that readers (and the background flusher) never use a file handle that a truncation,
-compaction or close is about to close. Appends do not take it: they only add bytes past the published end.
+`RWLock`: many concurrent readers, or one writer; waiting writers go first. The log uses it so that readers
+(and the background flusher) never use a file handle that a truncation, compaction or close is about to
+close. Appends do not take it: they only add bytes past the published end.
+
+`lock_store`: an exclusive, non-blocking flock on the store's `LOCK` file, held while a log is open, so
+that two writers never share a store (the read-only `verify` / `dump` tools do not take it).
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 
-__all__ = ["RWLock"]
+from dledger.commitlog.errors import StoreInUseError
+
+__all__ = ["LOCK_NAME", "RWLock", "lock_store"]
+
+LOCK_NAME = "LOCK"
+
+
+def lock_store(path: str) -> int:
+    """Take the store's exclusive lock; returns the fd to close to release it."""
+    fd = os.open(os.path.join(path, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreInUseError(f"{path} is already open (by this or another process)") from None
+    return fd
 
 
 class RWLock:

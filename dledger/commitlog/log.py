@@ -30,56 +30,30 @@ from __future__ import annotations
 
 import bisect
 import errno
-import fcntl
 import itertools
 import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 
 from dledger.commitlog.codec import INDEX_SIZE, MAX_ENTRY_BYTES, encode_batch
-from dledger.commitlog.errors import CorruptEntryError, DiskFullError, LogClosedError, StoreInUseError
+from dledger.commitlog.errors import DiskFullError, LogClosedError
 from dledger.commitlog.fileops import FileOps
 from dledger.commitlog.flusher import Flusher
-from dledger.commitlog.locks import RWLock
+from dledger.commitlog.locks import RWLock, lock_store
 from dledger.commitlog.meta import Base, write_base
 from dledger.commitlog.recovery import RecoveryReport, recover
-from dledger.commitlog.segment import DATA_DIR, INDEX_DIR, Segment
+from dledger.commitlog.segment import DATA_DIR, INDEX_DIR, Segment, SegmentInfo
 from dledger.storage_api import CompactedError, Entry, UnavailableError
 
 __all__ = ["DEFAULT_FLUSH_INTERVAL_MS", "MIN_SEGMENT_BYTES", "OPEN_WINDOW", "SegmentInfo", "SegmentedLog"]
 
 DEFAULT_FLUSH_INTERVAL_MS = 200
 MIN_SEGMENT_BYTES = 64
-LOCK_NAME = "LOCK"
 OPEN_WINDOW = 16  # the newest segments keep their file handles open; older ones are opened per read
 _FULL = {errno.ENOSPC, errno.EDQUOT}
-
-
-def _lock_store(path: str) -> int:
-    """Take the store's exclusive lock (`LOCK` file, flock): one writer per store, across processes."""
-    fd = os.open(os.path.join(path, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StoreInUseError(f"{path} is already open (by this or another process)") from None
-    return fd
-
-
-@dataclass(frozen=True, slots=True)
-class SegmentInfo:
-    """One segment, for retention policies: its indexes, size, last write time (epoch seconds), fsynced bytes."""
-
-    name: str
-    first_index: int
-    last_index: int
-    bytes: int
-    last_write: float
-    durable_bytes: int
 
 
 class SegmentedLog:
@@ -135,7 +109,7 @@ class SegmentedLog:
         path = os.fspath(directory)
         os.makedirs(path, exist_ok=True)
         ops = file_ops or FileOps()
-        lock_fd = _lock_store(path)
+        lock_fd = lock_store(path)
         try:
             base, segs, report = recover(path, ops)
             for seg in segs[:-OPEN_WINDOW]:
@@ -188,9 +162,7 @@ class SegmentedLog:
 
     def segments(self) -> list[SegmentInfo]:
         """Every segment, oldest first (a snapshot), so that a retention policy can choose what to compact."""
-        return [
-            SegmentInfo(s.name, s.first_index, s.last_index, s.data_len, s.mtime, s.flushed_data) for s in self._segs
-        ]
+        return [s.info() for s in self._segs]
 
     def _check_usable(self) -> None:
         if self._closed:
@@ -380,35 +352,20 @@ class SegmentedLog:
             self._rw.acquire_write()
             try:
                 segs = list(self._segs)
-                keep_seg = segs[bisect.bisect_right(self._firsts, index) - 1] if index > base.index else None
-                cut: tuple[int, int, int] | None = None
-                if keep_seg is not None:  # read what the new last entry is before changing anything
-                    if not keep_seg.fds_open:
-                        keep_seg.open_fds(self._ops)
-                    assert keep_seg.data_fd is not None and keep_seg.index_fd is not None
-                    pos, size, term = keep_seg.index_record(self._ops, keep_seg.index_fd, index)
-                    hdr = keep_seg.read_header(self._ops, keep_seg.data_fd, pos)
-                    if hdr[2] != index or hdr[4] != pos or hdr[3] != term:
-                        raise CorruptEntryError(keep_seg.data_path, pos - keep_seg.start, index,
-                                                "header disagrees with its index record")  # fmt: skip
-                    cut = (pos + size - keep_seg.start, term, hdr[6])
+                keep = segs[bisect.bisect_right(self._firsts, index) - 1] if index > base.index else None
+                new_end = keep.locate_end(self._ops, index) if keep is not None else None  # before any change
                 removed = False
-                while segs and segs[-1] is not keep_seg:
+                while segs and segs[-1] is not keep:
                     segs.pop().remove_files(self._ops)
                     removed = True
                 if removed:
                     for sub in (DATA_DIR, INDEX_DIR):
                         self._ops.fsync_dir(os.path.join(self._dir, sub))
-                if keep_seg is not None and cut is not None:
-                    count = index - keep_seg.first_index + 1
-                    keep_seg.cut(self._ops, count, cut[0])
-                    keep_seg.count, keep_seg.data_len, keep_seg.last_term, keep_seg.last_chain = count, *cut
-                    self._sync_segment(keep_seg)  # truncation is rare: make it durable now
-                    keep_seg.flushed_data = min(keep_seg.flushed_data, keep_seg.data_len)
-                    keep_seg.flushed_index = min(keep_seg.flushed_index, count)
+                if keep is not None and new_end is not None:
+                    keep.cut_after(self._ops, index, *new_end)  # durable: truncation is rare
                 self._set_segments(segs)
                 self._set_tail_from_segments()
-                self._durable_index = min(self._durable_index, index)
+                self._durable_index = index  # closed segments were synced at rollover, `keep` just now
             finally:
                 self._rw.release_write()
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from dataclasses import dataclass
 from typing import Final
 
 from dledger.commitlog.codec import DATA_MAGIC, HEADER, HEADER_SIZE, INDEX, INDEX_MAGIC, INDEX_SIZE, decode_run
@@ -29,7 +30,7 @@ from dledger.commitlog.errors import CorruptEntryError
 from dledger.commitlog.fileops import FileOps
 from dledger.storage_api import Entry
 
-__all__ = ["DATA_DIR", "INDEX_DIR", "NAME_DIGITS", "Segment", "segment_name"]
+__all__ = ["DATA_DIR", "INDEX_DIR", "NAME_DIGITS", "Segment", "SegmentInfo", "segment_name"]
 
 DATA_DIR: Final = "data"
 INDEX_DIR: Final = "index"
@@ -39,6 +40,18 @@ NAME_DIGITS: Final = 20
 def segment_name(pos: int) -> str:
     """The file name of the segment whose first entry is at global byte `pos`."""
     return f"{pos:0{NAME_DIGITS}d}"
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentInfo:
+    """One segment, for retention policies: its indexes, size, last write time (epoch seconds), fsynced bytes."""
+
+    name: str
+    first_index: int
+    last_index: int
+    bytes: int
+    last_write: float
+    durable_bytes: int
 
 
 class Segment:
@@ -214,6 +227,30 @@ class Segment:
         if count > self.flushed_index:
             ops.datasync(self.index_fd)
         return data_len, count
+
+    def info(self) -> SegmentInfo:
+        return SegmentInfo(self.name, self.first_index, self.last_index, self.data_len, self.mtime, self.flushed_data)
+
+    def locate_end(self, ops: FileOps, index: int) -> tuple[int, int, int]:
+        """For entry `index` of this segment: `(file offset past it, its term, its chain CRC)`, checked."""
+        if not self.fds_open:
+            self.open_fds(ops)
+        assert self.data_fd is not None and self.index_fd is not None
+        pos, size, term = self.index_record(ops, self.index_fd, index)
+        hdr = self.read_header(ops, self.data_fd, pos)
+        if hdr[0] != DATA_MAGIC or hdr[2] != index or hdr[4] != pos or hdr[3] != term or hdr[1] != size:
+            raise CorruptEntryError(self.data_path, pos - self.start, index, "header disagrees with its index record")
+        return pos + size - self.start, term, hdr[6]
+
+    def cut_after(self, ops: FileOps, index: int, end: int, term: int, chain: int) -> None:
+        """Durably drop the entries after `index` (which `locate_end` described as `end, term, chain`)."""
+        count = index - self.first_index + 1
+        self.cut(ops, count, end)
+        assert self.data_fd is not None and self.index_fd is not None
+        ops.datasync(self.data_fd)
+        ops.datasync(self.index_fd)
+        self.count, self.data_len, self.last_term, self.last_chain = count, end, term, chain
+        self.flushed_data, self.flushed_index = end, count
 
     def remove_files(self, ops: FileOps) -> None:
         self.close_fds(ops)

@@ -48,11 +48,7 @@ def test_losing_every_unsynced_byte_keeps_at_least_the_durable_prefix(tmp_path: 
         log.append(want[147:199])  # not synced in async mode
         durable = log.durable_index
         closed = log.segments()[-2].last_index  # fsynced when the log rolled over past it
-        shutil.copytree(tmp_path / "s", crash)
-        for name, (data_len, index_len) in log.durable_lengths().items():
-            for sub, keep in (("data", data_len), ("index", index_len)):
-                with open(crash / sub / name, "r+b") as f:
-                    f.truncate(keep)
+        power_cut_copy(log, tmp_path / "s", crash)
     assert durable == (199 if flush == "sync" else closed) and closed > 147
     with SegmentedLog.open(crash, segment_bytes=1000) as log:
         assert log.last_index >= durable
@@ -101,3 +97,27 @@ def test_a_store_opens_for_one_writer_at_a_time(tmp_path: pathlib.Path) -> None:
     with SegmentedLog.open(tmp_path) as log:  # released on close
         assert log.last_index == 0
     assert (tmp_path / "LOCK").exists() and os.path.isdir(tmp_path / "data")
+
+
+def power_cut_copy(log: SegmentedLog, src: pathlib.Path, dst: pathlib.Path) -> None:
+    """Copy the store as a power cut would leave it: every file cut to its fsynced length."""
+    shutil.copytree(src, dst)
+    for name, (data_len, index_len) in log.durable_lengths().items():
+        for sub, keep in (("data", data_len), ("index", index_len)):
+            with open(dst / sub / name, "r+b") as f:
+                f.truncate(keep)
+
+
+def test_a_truncation_is_durable_before_the_entries_that_replace_it(tmp_path: pathlib.Path) -> None:
+    old = entries(1, 60, term=1, size=30)
+    new = entries(31, 45, term=2, size=30)
+    with SegmentedLog.open(tmp_path / "s", segment_bytes=1000, flush_interval_ms=60_000) as log:
+        log.append(old)
+        log.sync()
+        log.truncate_after(30)
+        assert log.durable_index == 30
+        log.append(new)  # async, not synced: lost in the cut
+        power_cut_copy(log, tmp_path / "s", tmp_path / "crash")
+    with SegmentedLog.open(tmp_path / "crash", segment_bytes=1000) as log:
+        assert 30 <= log.last_index <= 44
+        assert log.read(1, log.last_index + 1) == (old[:30] + new)[: log.last_index]  # never an old entry > 30
