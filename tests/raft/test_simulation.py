@@ -24,7 +24,7 @@ from dledger.raft import NotLeaderError, ProposalDroppedError, RaftCore, ReadOnl
 from dledger.testing import Cluster
 from dledger.testing.invariants import SafetyChecker
 
-CI_EXAMPLES = int(os.environ.get("DLEDGER_SIM_EXAMPLES", "60"))
+CI_EXAMPLES = int(os.environ.get("DLEDGER_SIM_EXAMPLES", "400"))
 STEPS = 60
 STEP_COUNTER: dict[str, int] = {}
 OUTCOMES: dict[str, int] = {}  # what the runs reached: acked proposals, answered reads, terms, crashes

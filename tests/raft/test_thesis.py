@@ -395,3 +395,46 @@ def test_ready_twice_without_advance_is_a_bug() -> None:
     n.core.ready()
     with pytest.raises(RaftInvariantError):
         n.core.ready()
+
+
+# ---- regressions found by the simulation ----
+
+
+def test_regression_lost_append_in_replicate_state_is_resent() -> None:
+    """Found by the simulation (seed 0, CI run): in REPLICATE state the leader moved next_index past an
+    AppendEntries that was lost; with no new proposals nothing ever re-sent it and the follower stayed
+    behind forever. Now a response to a later message (a heartbeat) that still lacks the entries sends
+    the follower back to PROBE from its match index."""
+    c = Cluster(3, seed=0)
+    lead = c.run_until_leader()
+    lagging = next(i for i in c.ids if i != lead)
+    p = c.propose(lead, b"x")
+    c.handle_ready(lead)
+    lost = [m for m in c.network if m.to_id == lagging and isinstance(m, AppendEntries) and m.entries]
+    assert lost
+    c.network = [m for m in c.network if m not in lost]
+    c.stabilize()
+    assert c.nodes[lagging].log.last_index < p.last_index
+    for _ in range(2 * c.core(lead).config.heartbeat_tick):
+        c.tick()
+        c.stabilize()
+    assert c.nodes[lagging].log.last_index == p.last_index
+    assert data_entries(c.nodes[lagging].applied) == [b"x"]
+
+
+def test_regression_lost_append_response_is_recovered() -> None:
+    """The same for a lost acknowledgement: the leader's match index for the follower catches up."""
+    c = Cluster(3, seed=0)
+    lead = c.run_until_leader()
+    follower = next(i for i in c.ids if i != lead)
+    p = c.propose(lead, b"x")
+    c.handle_ready(lead)
+    c.deliver_all()
+    c.handle_ready(follower)
+    c.network = [m for m in c.network if not (m.from_id == follower and isinstance(m, AppendEntriesResponse))]
+    c.stabilize()
+    assert c.core(lead).progress[follower].match_index < p.last_index
+    for _ in range(2 * c.core(lead).config.heartbeat_tick):
+        c.tick()
+        c.stabilize()
+    assert c.core(lead).progress[follower].match_index == p.last_index
