@@ -89,8 +89,11 @@ class _Walk:
     term: int
 
 
-def _walk_segment(directory: str, start: int, w: _Walk, problems: list[Problem]) -> Iterator[Entry | Problem]:
-    """Check one segment from its start; yields entries and problems; updates `w` to the state after it."""
+def _walk_segment(
+    directory: str, start: int, w: _Walk, problems: list[Problem], skip: int = 0
+) -> Iterator[Entry | Problem]:
+    """Check one segment from its start (or from its `skip`-th entry, found by its index record, when that
+    record is sane); yields entries and problems; updates `w` to the state after the segment."""
     name = segment_name(start)
     data = _Chunks(os.path.join(directory, DATA_DIR, name))
     index_path = os.path.join(directory, INDEX_DIR, name)
@@ -104,6 +107,12 @@ def _walk_segment(directory: str, start: int, w: _Walk, problems: list[Problem])
             yield _note(problems, data.path, 0, w.index, f"segment starts at byte {start}, expected {w.pos}")
             w.pos, w.chain = start, None
         off, k = 0, 0
+        if skip > 0 and idx is not None and (skip + 1) * INDEX_SIZE <= idx.size:
+            buf, rel = idx.get(skip * INDEX_SIZE, INDEX_SIZE)
+            magic, pos, _size, index, _term = INDEX.unpack_from(buf, rel)
+            if magic == INDEX_MAGIC and index == w.index + skip and start <= pos < start + data.size:
+                off, k = pos - start, skip
+                w.index, w.pos, w.chain, w.term = index, pos, None, 0
         while off < data.size:
             rec = None
             if idx is not None and (k + 1) * INDEX_SIZE <= idx.size:
@@ -178,7 +187,8 @@ def verify_store(directory: str) -> VerifyReport:
 def dump_entries(directory: str, lo: int, hi: int | None) -> Iterator[Entry | Problem]:
     """Entries with `lo <= index < hi` (to the end when `hi` is None), and problems found on the way, in order.
 
-    Starts at the segment that holds `lo` (by its index file's first record) and checks what it yields.
+    Starts at the segment that holds `lo` (by its index file's first record), at `lo` itself (by its index
+    record), and checks what it yields.
     """
     base, starts = _open_store(directory)
     w = _Walk(base.index + 1, base.pos, base.chain, base.term)
@@ -193,8 +203,8 @@ def dump_entries(directory: str, lo: int, hi: int | None) -> Iterator[Entry | Pr
         if first[0] != INDEX_MAGIC or first[3] > lo or first[1] != start:
             break
         k0, w = k, _Walk(first[3], start, None, 0)
-    for start in starts[k0:]:
-        for item in _walk_segment(directory, start, w, []):
+    for j, start in enumerate(starts[k0:]):
+        for item in _walk_segment(directory, start, w, [], max(0, lo - w.index) if j == 0 else 0):
             if isinstance(item, Entry):
                 if hi is not None and item.index >= hi:
                     return
