@@ -144,9 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     # each feature module adds its commands here
     from dledger.server.cli_client import add_client_commands
+    from dledger.server.cli_cluster import add_cluster_commands
     from dledger.server.cli_node import add_node_commands
+    from dledger.server.demo import add_demo_command
 
+    add_demo_command(sub)
     add_node_commands(sub)
+    add_cluster_commands(sub)
     add_client_commands(sub)
     add_log_commands(sub)
     add_bench_commands(sub)

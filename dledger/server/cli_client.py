@@ -23,6 +23,11 @@ EXIT_UNKNOWN = 3
 
 
 def _peers_of(args: argparse.Namespace) -> tuple[str, str]:
+    if getattr(args, "cluster", None):
+        from dledger.server.launcher import load_state
+
+        group, peers_map, _ = load_state(args.cluster)
+        return format_peers(peers_map), args.group or group
     if args.peers:
         peers = args.peers
         group = args.group or "default"
@@ -33,7 +38,7 @@ def _peers_of(args: argparse.Namespace) -> tuple[str, str]:
         peers = props["dLegerPeers"]
         group = args.group or props.get("dLegerGroup", "default")
     else:
-        raise ConfigError("give --peers ID-host:port;... or --config broker.conf")
+        raise ConfigError("give --peers ID-host:port;..., --config broker.conf or --cluster DIR")
     return format_peers(parse_peers(peers, key="--peers")), group
 
 
@@ -45,6 +50,7 @@ def _client(args: argparse.Namespace) -> DLedgerClient:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peers", help="the group's peers: n0-host:port;n1-host:port;...")
     p.add_argument("--config", help="a broker.conf with dLegerPeers (and dLegerGroup)")
+    p.add_argument("--cluster", metavar="DIR", help="a local group started by `dledger cluster --store-dir DIR`")
     p.add_argument("--group", help="the group name (default: from --config, else 'default')")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds for the whole request (default 5)")
 

@@ -1,0 +1,186 @@
+"""Start and stop a local group of `dledger node` processes (for `dledger cluster`, `dledger demo`, tests).
+
+A launched group has a state file `<root>/cluster.json` (group, peers, flush, pids) so that another command
+can find it (`dledger cluster stop DIR`, `dledger status --cluster DIR`). Invariants: every node keeps its
+store in `<root>/<id>` and writes its log to `<root>/<id>.log`; `stop` only signals processes whose command
+line is a dledger node of this root (a stale pid that was reused by another program is left alone).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from dledger.server.config import ConfigError, format_peers, parse_peers
+
+__all__ = ["STATE_FILE", "LocalProcessGroup", "free_ports", "load_state"]
+
+STATE_FILE = "cluster.json"
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """`n` distinct ports the kernel just handed out (held open together while chosen)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class LocalProcessGroup:
+    root: pathlib.Path
+    peers: dict[str, str]
+    group: str = "default"
+    flush: str = "async"
+    extra_args: Sequence[str] = ()
+    detached: bool = False  # own session: the nodes outlive the launching command and its Ctrl-C
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls,
+        root: str | os.PathLike[str],
+        nodes: int = 3,
+        *,
+        base_port: int | None = None,
+        group: str = "default",
+        flush: str = "async",
+        host: str = "127.0.0.1",
+    ) -> LocalProcessGroup:
+        if not 1 <= nodes <= 9:
+            raise ConfigError(f"--nodes: {nodes} must be between 1 and 9")
+        ports = list(range(base_port, base_port + nodes)) if base_port else free_ports(nodes, host)
+        if base_port and not 1 <= base_port <= 65535 - nodes:
+            raise ConfigError(f"--base-port: {base_port} leaves no room for {nodes} ports")
+        peers = {f"n{k}": f"{host}:{p}" for k, p in enumerate(ports)}
+        root_path = pathlib.Path(root).resolve()
+        root_path.mkdir(parents=True, exist_ok=True)
+        return cls(root_path, peers, group, flush)
+
+    # ---- processes ----
+    def command(self, node_id: str) -> list[str]:
+        return [sys.executable, "-m", "dledger", "node", "--group", self.group, "--id", node_id,
+                "--peers", format_peers(self.peers), "--store-dir", str(self.root / node_id),
+                "--flush", self.flush, *self.extra_args]  # fmt: skip
+
+    def start(self, node_id: str) -> None:
+        with open(self.root / f"{node_id}.log", "ab") as log:
+            self.procs[node_id] = subprocess.Popen(
+                self.command(node_id),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=self.detached,
+            )
+        self.save_state()
+
+    def start_all(self) -> None:
+        for node_id in self.peers:
+            self.start(node_id)
+
+    def kill(self, node_id: str, sig: int = signal.SIGKILL, timeout: float = 10.0) -> int | None:
+        proc = self.procs.pop(node_id, None)
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        self.save_state()
+        return code
+
+    def stop_all(self, timeout: float = 10.0) -> None:
+        """SIGTERM every node (graceful), then SIGKILL any that did not stop within `timeout`."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for node_id in list(self.procs):
+            proc = self.procs.pop(node_id)
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.save_state()
+
+    def alive(self, node_id: str) -> bool:
+        proc = self.procs.get(node_id)
+        return proc is not None and proc.poll() is None
+
+    # ---- the state file ----
+    def save_state(self) -> None:
+        state = {
+            "group": self.group,
+            "peers": format_peers(self.peers),
+            "flush": self.flush,
+            "pids": {i: p.pid for i, p in self.procs.items() if p.poll() is None},
+        }
+        tmp = self.root / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, self.root / STATE_FILE)
+
+
+def load_state(root: str | os.PathLike[str]) -> tuple[str, dict[str, str], dict[str, int]]:
+    """(group, peers, pids) of a group launched in `root`; ConfigError when there is none."""
+    path = pathlib.Path(root) / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+        group, peers, pids = state["group"], parse_peers(state["peers"], key=str(path)), state["pids"]
+    except FileNotFoundError:
+        raise ConfigError(f"{root}: no local cluster here (no {STATE_FILE})") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: not a cluster state file ({exc})") from None
+    if not isinstance(group, str) or not isinstance(pids, dict):
+        raise ConfigError(f"{path}: not a cluster state file")
+    return group, peers, {str(k): int(v) for k, v in pids.items()}
+
+
+def is_our_node(pid: int, root: pathlib.Path) -> bool:
+    """True when `pid` runs `dledger node` with a store under `root` (Linux /proc; elsewhere: trust it)."""
+    try:
+        cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    args = [a.decode(errors="replace") for a in cmdline]
+    return "dledger" in args and "node" in args and any(a.startswith(str(root)) for a in args)
+
+
+def stop_detached(root: str | os.PathLike[str], timeout: float = 10.0) -> list[str]:
+    """SIGTERM the nodes of a detached group, wait for them, and remove its state file; returns stopped ids."""
+    root_path = pathlib.Path(root).resolve()
+    _, _, pids = load_state(root_path)
+    stopped = []
+    for node_id, pid in pids.items():
+        if is_our_node(pid, root_path):
+            try:
+                os.kill(pid, signal.SIGTERM)
+                stopped.append(node_id)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + timeout
+    for node_id in stopped:
+        pid = pids[node_id]
+        while is_our_node(pid, root_path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if is_our_node(pid, root_path):
+            os.kill(pid, signal.SIGKILL)
+    (root_path / STATE_FILE).unlink(missing_ok=True)
+    return stopped

@@ -1,0 +1,71 @@
+"""`dledger cluster` (detached, status --cluster, stop), `dledger demo`, and the launcher's safety checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from dledger.server.config import ConfigError
+from dledger.server.launcher import STATE_FILE, is_our_node, load_state, stop_detached
+from tests.server.procs import ROOT, wait_until
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dledger", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout)  # fmt: skip
+
+
+def test_detached_cluster_status_and_stop(tmp_path: pathlib.Path) -> None:
+    root = tmp_path / "c"
+    out = cli("cluster", "--nodes", "3", "--store-dir", str(root), "--detach", "--group", "g1")
+    assert out.returncode == 0, out.stderr
+    group, peers, pids = load_state(root)
+    assert group == "g1" and list(peers) == ["n0", "n1", "n2"] and len(pids) == 3
+    try:
+        assert all(is_our_node(pid, root.resolve()) for pid in pids.values())
+
+        def one_leader() -> bool:
+            status = cli("status", "--cluster", str(root), "--json")
+            nodes = json.loads(status.stdout) if status.returncode == 0 else []
+            return sorted(n["role"] for n in nodes) == ["follower", "follower", "leader"]
+
+        wait_until(one_leader, 30, "a leader in the detached cluster", poll=0.2)
+        appended = cli("append", "--cluster", str(root), "x")
+        assert appended.returncode == 0, appended.stderr
+    finally:
+        stopped = cli("cluster", "stop", str(root))
+    assert stopped.returncode == 0 and "n0" in stopped.stdout
+    assert not (root / STATE_FILE).exists()
+    wait_until(lambda: not any(is_our_node(pid, root.resolve()) for pid in pids.values()), 15, "nodes gone")
+
+
+def test_stop_leaves_foreign_pids_alone(tmp_path: pathlib.Path) -> None:
+    state = {"group": "g", "peers": "n0-127.0.0.1:1", "pids": {"n0": os.getpid()}}
+    (tmp_path / STATE_FILE).write_text(json.dumps(state))
+    assert stop_detached(tmp_path) == []  # our own pytest process is not a dledger node of that root
+
+
+@pytest.mark.parametrize("content", ["not json", json.dumps({"group": "g"}), json.dumps([1, 2])])
+def test_bad_state_file_is_a_clear_error(tmp_path: pathlib.Path, content: str) -> None:
+    (tmp_path / STATE_FILE).write_text(content)
+    with pytest.raises(ConfigError, match="cluster state file"):
+        load_state(tmp_path)
+    out = cli("status", "--cluster", str(tmp_path))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+def test_cluster_stop_without_a_cluster(tmp_path: pathlib.Path) -> None:
+    out = cli("cluster", "stop", str(tmp_path))
+    assert out.returncode == 2 and "no local cluster" in out.stderr
+
+
+def test_demo_runs_end_to_end(tmp_path: pathlib.Path) -> None:
+    out = cli("demo", "--entries", "300", "--keep", str(tmp_path / "demo"), timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "no acknowledged entry lost" in out.stdout
+    assert "replicas hold the same" in out.stdout
