@@ -66,8 +66,7 @@ class SegmentedLog:
         self._dir = directory
         self._ops = ops
         self._base = base
-        self._segs: tuple[Segment, ...] = ()
-        self._firsts: list[int] = []
+        self._view: tuple[tuple[Segment, ...], list[int]] = ((), [])
         self._segment_bytes = segment_bytes
         self._max_entry = max_entry_bytes
         self._sync_mode = sync_mode
@@ -127,8 +126,16 @@ class SegmentedLog:
     # --- published state ---------------------------------------------------------------------------------
 
     def _set_segments(self, segs: Sequence[Segment]) -> None:
-        self._firsts = [s.first_index for s in segs]
-        self._segs = tuple(segs)
+        self._view = (tuple(segs), [s.first_index for s in segs])  # one assignment: readers see both or neither
+
+    @property
+    def _segs(self) -> tuple[Segment, ...]:
+        return self._view[0]
+
+    def _find(self, index: int) -> tuple[int, tuple[Segment, ...]]:
+        """The position of the segment holding `index` (which must exist), in a consistent snapshot."""
+        segs, firsts = self._view
+        return bisect.bisect_right(firsts, index) - 1, segs
 
     def _set_tail_from_segments(self) -> None:
         if self._segs:
@@ -174,10 +181,10 @@ class SegmentedLog:
     # --- reads -------------------------------------------------------------------------------------------
 
     def term_at(self, index: int) -> int:
-        last, last_term = self._tail
         self._rw.acquire_read()
         try:
             self._check_usable()
+            last, last_term = self._tail  # under the read lock: only appends can move it, forward
             base = self._base
             if index < base.index:
                 raise CompactedError(f"index {index} is compacted (first index {base.index + 1})")
@@ -187,7 +194,8 @@ class SegmentedLog:
                 return last_term
             if index == base.index:
                 return base.term
-            seg = self._segs[bisect.bisect_right(self._firsts, index) - 1]
+            k, segs = self._find(index)
+            seg = segs[k]
             dfd, ifd, owned = seg.reader_fds(self._ops)
             try:
                 return seg.index_record(self._ops, ifd, index)[2]
@@ -201,18 +209,17 @@ class SegmentedLog:
     def read(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
         if lo > hi:
             raise ValueError(f"read range [{lo}, {hi}) is inverted")
-        last = self._tail[0]
         self._rw.acquire_read()
         try:
             self._check_usable()
+            last = self._tail[0]  # under the read lock: only appends can move it, forward
             if lo <= self._base.index:
                 raise CompactedError(f"index {lo} is compacted (first index {self._base.index + 1})")
             if hi > last + 1:
                 raise UnavailableError(f"index {hi - 1} is past the last index {last}")
             out: list[Entry] = []
             budget = max_bytes
-            segs = self._segs
-            k = bisect.bisect_right(self._firsts, lo) - 1
+            k, segs = self._find(lo)
             while lo < hi:
                 seg = segs[k]
                 prev_chain = segs[k - 1].last_chain if k else self._base.chain
@@ -351,8 +358,9 @@ class SegmentedLog:
                 return
             self._rw.acquire_write()
             try:
-                segs = list(self._segs)
-                keep = segs[bisect.bisect_right(self._firsts, index) - 1] if index > base.index else None
+                k, view = self._find(index)
+                segs = list(view)
+                keep = segs[k] if index > base.index else None
                 new_end = keep.locate_end(self._ops, index) if keep is not None else None  # before any change
                 removed = False
                 while segs and segs[-1] is not keep:

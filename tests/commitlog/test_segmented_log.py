@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import pathlib
 import threading
@@ -9,7 +10,14 @@ import time
 
 import pytest
 
-from dledger.commitlog import Entry, EntryTooLargeError, LogClosedError, SegmentedLog
+from dledger.commitlog import (
+    CompactedError,
+    Entry,
+    EntryTooLargeError,
+    LogClosedError,
+    SegmentedLog,
+    UnavailableError,
+)
 from dledger.commitlog.codec import HEADER_SIZE, INDEX_SIZE
 from dledger.commitlog.log import OPEN_WINDOW
 from tests.commitlog.conftest import data_files, entries, index_files
@@ -199,6 +207,53 @@ def test_readers_see_a_consistent_prefix_while_one_thread_appends(tmp_path: path
         for k in range(0, len(want), 7):
             log.append(want[k : k + 7])
         assert wait_for(lambda: reads >= 20 or bool(errors))
+        done.set()
+        for t in threads:
+            t.join()
+    assert errors == []
+
+
+def test_readers_during_truncation_and_compaction_see_whole_states(tmp_path: pathlib.Path) -> None:
+    """The owner truncates, re-appends and compacts; readers only ever see entries some state held."""
+
+    def body(i: int, term: int) -> bytes:
+        return f"{i}@{term}".encode() * 3
+
+    errors: list[BaseException] = []
+    reads = 0
+    done = threading.Event()
+    with SegmentedLog.open(tmp_path, segment_bytes=512) as log:
+        log.append([Entry(i, 1, body(i, 1)) for i in range(1, 40)])
+
+        def reader() -> None:
+            nonlocal reads
+            try:
+                while not done.is_set():
+                    first, last = log.first_index, log.last_index
+                    try:
+                        got = log.read(max(first, last - 30), last + 1)
+                        log.term_at(last)
+                    except (UnavailableError, CompactedError):
+                        continue  # the state moved between the two snapshots above: fine
+                    assert [e.index for e in got] == list(range(got[0].index, got[0].index + len(got)))
+                    assert all(e.data == body(e.index, e.term) for e in got)
+                    assert all(a.term <= b.term for a, b in itertools.pairwise(got))
+                    reads += 1
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=reader) for _ in range(2)]
+        for t in threads:
+            t.start()
+        term = 1
+        for round_ in range(60):
+            term += 1
+            cut = max(log.first_index - 1, log.last_index - 7)
+            log.truncate_after(cut)
+            log.append([Entry(i, term, body(i, term)) for i in range(cut + 1, cut + 12)])
+            if round_ % 10 == 9:
+                log.compact_before(log.last_index - 30)
+        assert wait_for(lambda: reads >= 50 or bool(errors))
         done.set()
         for t in threads:
             t.join()
