@@ -29,6 +29,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         "store_dir": args.store_dir,
         "flush": args.flush,
         "preferred_leader": args.preferred_leader,
+        "metrics_port": args.metrics_port,
     }
     if args.config:
         return NodeConfig.from_file(args.config, overrides=overrides)
@@ -42,9 +43,30 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
     return NodeConfig(**{k: v for k, v in overrides.items() if v is not None})
 
 
+class NodeLogFilter(logging.Filter):
+    """Puts the node id and its current term into every log record (`%(node)s`, `%(term)s`)."""
+
+    def __init__(self, server: DLedgerServer) -> None:
+        super().__init__()
+        self.server = server
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        core = self.server.node.core
+        record.node = self.server.config.self_id
+        record.term = core.current_term if core is not None else 0
+        return True
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(node)s t%(term)s] %(name)s: %(message)s"
+
+
 async def _serve(config: NodeConfig, durable_report_ms: int | None = None) -> None:
     server = DLedgerServer(config, durable_report_ms=durable_report_ms)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(NodeLogFilter(server))
     await server.start()
+    if server.metrics_port is not None:
+        log.info("metrics on http://%s:%d/metrics", config.metrics_host, server.metrics_port)
     log.info(
         "node %s of group %s serving on %s (store %s, flush %s)",
         config.self_id,
@@ -64,10 +86,7 @@ async def _serve(config: NodeConfig, durable_report_ms: int | None = None) -> No
 
 
 def _cmd_node(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format=LOG_FORMAT)
     try:
         config = config_from_args(args)
     except ConfigError as exc:
@@ -91,6 +110,7 @@ def add_node_commands(sub: Any) -> None:
     p.add_argument("--flush", choices=("sync", "async"), help="sync: fsync before acknowledging (default async)")
     p.add_argument("--preferred-leader", help="a node that should lead whenever it is healthy")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (dledgerMetricsPort)")
     p.add_argument(
         "--report-durable-ms",
         type=int,

@@ -101,6 +101,8 @@ class NodeConfig:
     pre_vote: bool = True
     check_quorum: bool = True
     lease_read: bool = False
+    metrics_port: int | None = None  # Prometheus /metrics on this port (0: any free port); None: off
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "peers", dict(self.peers))
@@ -131,6 +133,8 @@ class NodeConfig:
         _check_range("heartbeat_ms", self.heartbeat_ms, self.tick_ms, self.election_timeout_ms - 1)
         _check_range("rpc_timeout_ms", self.rpc_timeout_ms, 1, 600_000)
         _check_range("max_message_bytes", self.max_message_bytes, self.max_entry_bytes + 4096, 1 << 31)
+        if self.metrics_port is not None:
+            _check_range("metrics_port", self.metrics_port, 0, 65535)
         if self.lease_read and not self.check_quorum:
             raise ConfigError("lease_read: a lease read requires check_quorum")
 
@@ -262,6 +266,8 @@ PROPERTY_KEYS: dict[str, tuple[str, Converter]] = {
     "dledgerPreVote": ("pre_vote", _bool),
     "dledgerCheckQuorum": ("check_quorum", _bool),
     "dledgerLeaseRead": ("lease_read", _bool),
+    "dledgerMetricsPort": ("metrics_port", _int),
+    "dledgerMetricsHost": ("metrics_host", _text),
 }
 
 

@@ -18,11 +18,13 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
 from dledger.commitlog import SegmentInfo
 from dledger.server.config import NodeConfig, parse_address
+from dledger.server.metrics import NodeMetrics
 from dledger.server.node import RaftNode, RoleCallback
 from dledger.server.services import ClientServicer
 from dledger.server.state_machine import StateMachine
@@ -52,6 +54,10 @@ class DLedgerServer:
         self._grpc: grpc.aio.Server | None = None
         self._durable_report_ms = durable_report_ms
         self._reporter: asyncio.Task[None] | None = None
+        self._health_task: asyncio.Task[None] | None = None
+        self.health = health.aio.HealthServicer()
+        self.metrics = NodeMetrics(self.node)
+        self.metrics_port: int | None = None
         self.peer_servicer = PeerServicer(config.group, config.self_id, list(config.peers), self.node.deliver)
 
     def on_role_change(self, callback: RoleCallback) -> None:
@@ -63,7 +69,8 @@ class DLedgerServer:
         await loop.run_in_executor(None, self.node.open_storage)
         server = grpc.aio.server(options=server_options(self.config.max_message_bytes))
         pb_grpc.add_RaftPeerServicer_to_server(self.peer_servicer, server)
-        pb_grpc.add_DLedgerClientServiceServicer_to_server(ClientServicer(self.node), server)
+        pb_grpc.add_DLedgerClientServiceServicer_to_server(ClientServicer(self.node, self.metrics), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         host, port = parse_address(self.config.address)
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
@@ -74,6 +81,9 @@ class DLedgerServer:
         await server.start()
         self._grpc = server
         self.node.start()
+        self._health_task = loop.create_task(self._track_health())
+        if self.config.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(self.config.metrics_port, self.config.metrics_host)
         if self._durable_report_ms:
             self._reporter = loop.create_task(self._report_durable(self._durable_report_ms / 1000))
 
@@ -88,11 +98,25 @@ class DLedgerServer:
             os.replace(tmp, path)
             await asyncio.sleep(interval)
 
+    async def _track_health(self) -> None:
+        """The standard gRPC health service says SERVING only while this node knows a leader and can write."""
+        serving = None
+        while True:
+            now = self.node.node_status().healthy
+            if now != serving:
+                status = health_pb2.HealthCheckResponse.SERVING if now else health_pb2.HealthCheckResponse.NOT_SERVING
+                for service in ("", "dledger.v1.DLedgerClientService"):
+                    await self.health.set(service, status)
+                serving = now
+            await asyncio.sleep(self.config.tick_ms / 1000)
+
     async def stop(self, grace: float = 1.0) -> None:
-        if self._reporter is not None:
-            self._reporter.cancel()
-            await asyncio.gather(self._reporter, return_exceptions=True)
-            self._reporter = None
+        for task in (self._reporter, self._health_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._reporter = self._health_task = None
+        self.metrics.close()
         if self._grpc is not None:
             await self.node.stop()  # fails waiters first, so in-flight RPCs answer before the endpoint closes
             await self._grpc.stop(grace)

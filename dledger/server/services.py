@@ -9,6 +9,7 @@ No exception escapes to gRPC (that would become UNKNOWN, which a client could no
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
@@ -27,6 +28,7 @@ __all__ = [
     "NodeNotLeaderError",
     "NodeStoppedError",
     "OutcomeUnknown",
+    "RequestMetrics",
 ]
 
 log = logging.getLogger(__name__)
@@ -84,16 +86,44 @@ class NodeAPI(Protocol):
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
+class RequestMetrics(Protocol):
+    """Where the service reports request latencies (`NodeMetrics` implements it)."""
+
+    append_latency: Any
+    read_index_latency: Any
+    appended_entries: Any
+
+
+def _outcome(status: int) -> str:
+    return pb.Status.Name(status).removeprefix("STATUS_").lower()
+
+
 class ClientServicer(pb_grpc.DLedgerClientServiceServicer):  # type: ignore[misc]  # generated base is untyped
-    def __init__(self, node: NodeAPI) -> None:
+    def __init__(self, node: NodeAPI, metrics: RequestMetrics | None = None) -> None:
         self.node = node
+        self.metrics = metrics
+
+    async def Append(self, request: pb.AppendRequest, context: Context) -> pb.AppendResponse:
+        started = time.perf_counter()
+        response = await self._append(request)
+        if self.metrics is not None:
+            self.metrics.append_latency.labels(_outcome(response.status)).observe(time.perf_counter() - started)
+            self.metrics.appended_entries.observe(len(request.data))
+        return response
+
+    async def ReadIndex(self, request: pb.ReadIndexRequest, context: Context) -> pb.ReadIndexResponse:
+        started = time.perf_counter()
+        response = await self._read_index(request)
+        if self.metrics is not None:
+            self.metrics.read_index_latency.labels(_outcome(response.status)).observe(time.perf_counter() - started)
+        return response
 
     def _wrong_group(self, group: str) -> str | None:
         if group != self.node.group:
             return f"this node serves group {self.node.group!r}, not {group!r}"
         return None
 
-    async def Append(self, request: pb.AppendRequest, context: Context) -> pb.AppendResponse:
+    async def _append(self, request: pb.AppendRequest) -> pb.AppendResponse:
         if (problem := self._wrong_group(request.group)) is not None:
             return pb.AppendResponse(status=pb.STATUS_WRONG_GROUP, message=problem)
         items = list(request.data)
@@ -149,7 +179,7 @@ class ClientServicer(pb_grpc.DLedgerClientServiceServicer):  # type: ignore[misc
         msg = pb.Entry(index=entry.index, term=entry.term, kind=int(entry.kind), data=entry.data)  # type: ignore[arg-type]
         return pb.GetResponse(status=pb.STATUS_OK, entry=msg)
 
-    async def ReadIndex(self, request: pb.ReadIndexRequest, context: Context) -> pb.ReadIndexResponse:
+    async def _read_index(self, request: pb.ReadIndexRequest) -> pb.ReadIndexResponse:
         if (problem := self._wrong_group(request.group)) is not None:
             return pb.ReadIndexResponse(status=pb.STATUS_WRONG_GROUP, message=problem)
         try:
