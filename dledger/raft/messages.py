@@ -14,6 +14,7 @@ Invariants:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 
 from dledger.storage_api import Entry
 
@@ -26,6 +27,7 @@ __all__ = [
     "RequestVote",
     "RequestVoteResponse",
     "TimeoutNow",
+    "well_formed",
 ]
 
 
@@ -142,3 +144,30 @@ Message = (
     | InstallSnapshotResponse
     | TimeoutNow
 )
+
+
+_get_index = attrgetter("index")
+_get_term = attrgetter("term")
+
+
+def well_formed(m: AppendEntries) -> bool:
+    """Indexes and terms make sense: entries contiguous from prev + 1, terms non-decreasing within
+    [prev_log_term, term] (list comparisons run in C: no per-entry Python branching)."""
+    prev, prev_term, term = m.prev_log_index, m.prev_log_term, m.term
+    if prev < 0 or prev_term < 0 or m.leader_commit < 0 or prev_term > term:
+        return False
+    entries = m.entries
+    n = len(entries)
+    if n == 0:
+        return True
+    if entries[0].index != prev + 1 or entries[-1].index != prev + n:
+        return False
+    if entries[0].term < prev_term or entries[-1].term > term:
+        return False
+    if n > 2:
+        if list(map(_get_index, entries)) != list(range(prev + 1, prev + n + 1)):
+            return False
+        terms = list(map(_get_term, entries))
+        if terms.count(terms[0]) != n and terms != sorted(terms):  # all equal is the common case
+            return False
+    return True
