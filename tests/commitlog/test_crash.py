@@ -229,3 +229,24 @@ def test_an_empty_last_segment_from_a_crash_at_rollover_is_dropped(tmp_path: pat
     with reopen_and_check_multi as log:
         assert log.read(1, 121) == WANT
         assert f"{end:020d}" in log.recovery.segments_deleted
+
+
+def test_a_spliced_segment_breaks_the_chain(tmp_path: pathlib.Path) -> None:
+    """Replace a middle segment by the same-shaped segment of another log: verify and boundary reads catch it."""
+    other = [Entry(e.index, e.term, bytes(len(e.data))) for e in WANT]  # same sizes, different bodies
+    build(tmp_path / "a", WANT, segment_bytes=600)
+    build(tmp_path / "b", other, segment_bytes=600)
+    middle, after = (p.name for p in data_files(tmp_path / "a")[2:4])
+    for sub in ("data", "index"):
+        shutil.copy(tmp_path / "b" / sub / middle, tmp_path / "a" / sub / middle)
+    report = verify_store(str(tmp_path / "a"))
+    # the chain breaks where the foreign segment starts and where the log's own segments resume
+    assert [(p.file, p.position) for p in report.problems] == [
+        (str(tmp_path / "a" / "data" / middle), 0),
+        (str(tmp_path / "a" / "data" / after), 0),
+    ]
+    assert all("chain CRC" in p.reason for p in report.problems)
+    with SegmentedLog.open(tmp_path / "a", segment_bytes=600) as log:
+        first = next(s.first_index for s in log.segments() if s.name == middle)
+        with pytest.raises(CorruptEntryError, match="chain"):
+            log.read(first - 1, first + 1)

@@ -258,3 +258,18 @@ def test_readers_during_truncation_and_compaction_see_whole_states(tmp_path: pat
         for t in threads:
             t.join()
     assert errors == []
+
+
+def test_an_empty_but_offset_log_survives_reopen(tmp_path: pathlib.Path) -> None:
+    with SegmentedLog.open(tmp_path, segment_bytes=300) as log:
+        log.append([Entry(i, i, bytes(52)) for i in range(1, 31)])
+        log.compact_before(20)
+        first = log.first_index
+        log.truncate_after(first - 1)
+        assert (log.first_index, log.last_index) == (first, first - 1)
+    assert first > 1 and data_files(tmp_path) == []
+    with SegmentedLog.open(tmp_path, segment_bytes=300) as log:
+        assert (log.first_index, log.last_index, log.term_at(first - 1)) == (first, first - 1, first - 1)
+        log.append([Entry(first, 99, b"again")])
+    with SegmentedLog.open(tmp_path, segment_bytes=300) as log:
+        assert log.read(first, first + 1) == [Entry(first, 99, b"again")]
