@@ -1,0 +1,227 @@
+"""The applier: turns committed command entries into LMDB state, deterministically.
+
+Rules (every replica must derive identical tables from the same log):
+- nothing here reads a clock, randomness or local configuration: time is `log_time`, the running maximum
+  of the `now` stamped into commands by the leader (so it never goes backwards, even across leaders);
+- one LMDB write transaction per entry, which also stores `meta[applied] = entry.index`; if anything fails
+  the transaction aborts, the in-memory caches are dropped and the error propagates (the node fences);
+- a malformed or foreign entry changes nothing but `applied`;
+- queue offsets are assigned here, in log order: `cqmax[topic, queue]` is the next offset;
+- delayed messages wait in `timers` and are enqueued (given their offset) by the first entry whose
+  `log_time` reaches their delivery time; prepared transactional messages wait in `half` until an
+  END_TRANSACTION commits (enqueue) or rolls back (drop) them.
+Outcomes for the proposing process are handed over by `nonce` in `outcomes` (only for wanted nonces).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dledger.broker_adapter import commands as c
+from dledger.broker_adapter import pop
+from dledger.broker_adapter.message import MessageFormatError, MessageType, decode_message, tag_hash
+from dledger.broker_adapter.results import TopicConfig
+from dledger.broker_adapter.tables import CQ, I64, KEYLOC, LOC, PENDING, U64, Tables, qkey
+from dledger.storage_api import Entry, EntryKind
+
+__all__ = ["Applier", "PutOutcome", "dlq_topic"]
+
+struct_ii = struct.Struct(">Ii")
+
+log = logging.getLogger(__name__)
+
+
+def dlq_topic(group: str) -> str:
+    return f"%DLQ%{group}"
+
+
+@dataclass(frozen=True, slots=True)
+class PutOutcome:
+    """Per message: (queue id, queue offset or -1 if waiting, accepted); plus the batch's store time."""
+
+    placed: list[tuple[int, int, bool]]
+    store_ts: int
+
+
+class Applier:
+    """Applies entries to `Tables`; runs on the node's event loop thread only."""
+
+    def __init__(self, tables: Tables) -> None:
+        self.t = tables
+        self.db = tables.db
+        self.wanted: set[int] = set()
+        self.outcomes: dict[int, Any] = {}
+        self.on_noop: Callable[[Entry], None] | None = None
+        self.skipped = 0
+        self._reset_caches()
+
+    def _reset_caches(self) -> None:
+        self.topics: dict[str, TopicConfig | None] = {}
+        self.cqmax: dict[bytes, int] = {}
+        self._dirty: set[bytes] = set()
+        with self.t.env.begin() as txn:
+            raw = txn.get(b"log_time", db=self.db["meta"])
+            self.log_time = I64.unpack(raw)[0] if raw else 0
+
+    # ---- reads shared with pop ----
+    def topic(self, txn: Any, name: str) -> TopicConfig | None:
+        if name not in self.topics:
+            raw = txn.get(name.encode(), db=self.db["topics"])
+            if raw is None:
+                return None
+            count, kind = struct_ii.unpack(raw)
+            self.topics[name] = TopicConfig(name, count, MessageType(kind))
+        return self.topics[name]
+
+    def next_offset(self, txn: Any, qk: bytes) -> int:
+        value = self.cqmax.get(qk)
+        if value is None:
+            raw = txn.get(qk, db=self.db["cqmax"])
+            value = self.cqmax[qk] = U64.unpack(raw)[0] if raw else 0
+        return value
+
+    def enqueue(self, txn: Any, topic: str, queue: int, rec: tuple[int, int, int, int, int]) -> int:
+        """Append (index, pos, size, tag hash, group hash) to a consume queue at `log_time`; returns the offset."""
+        qk = topic.encode() + b"\0" + queue.to_bytes(4, "big")
+        offset = self.next_offset(txn, qk)
+        txn.put(qk + U64.pack(offset), CQ.pack(*rec, self.log_time), db=self.db["cq"])
+        self.cqmax[qk] = offset + 1
+        self._dirty.add(qk)
+        return offset
+
+    def ensure_topic(self, txn: Any, name: str, queue_count: int, kind: MessageType) -> TopicConfig:
+        current = self.topic(txn, name)
+        if current is not None and current.queue_count >= queue_count:
+            return current
+        cfg = TopicConfig(name, queue_count, current.message_type if current else kind)
+        txn.put(name.encode(), struct_ii.pack(cfg.queue_count, cfg.message_type), db=self.db["topics"])
+        self.topics[name] = cfg
+        return cfg
+
+    # ---- apply ----
+    def apply(self, entry: Entry) -> None:
+        try:
+            with self.t.env.begin(write=True) as txn:
+                if entry.kind == EntryKind.NORMAL and c.is_command(entry.data):
+                    self._apply_command(txn, entry)
+                else:
+                    self.skipped += entry.kind == EntryKind.NORMAL
+                for qk in self._dirty:
+                    txn.put(qk, U64.pack(self.cqmax[qk]), db=self.db["cqmax"])
+                self._dirty.clear()
+                txn.put(b"applied", U64.pack(entry.index), db=self.db["meta"])
+        except BaseException:
+            self._reset_caches()
+            raise
+        if entry.kind == EntryKind.NOOP and self.on_noop is not None:
+            self.on_noop(entry)
+
+    def _apply_command(self, txn: Any, entry: Entry) -> None:
+        try:
+            cmd = c.decode_command(entry.data)
+        except c.CommandError as exc:
+            self.skipped += 1
+            log.warning("entry %d: skipping a malformed adapter command: %s", entry.index, exc)
+            return
+        if cmd.now > self.log_time:
+            self.log_time = cmd.now
+            txn.put(b"log_time", I64.pack(self.log_time), db=self.db["meta"])
+            self._release_timers(txn)
+        outcome: Any = None
+        if isinstance(cmd, c.Put):
+            outcome = self._put(txn, entry)
+        elif isinstance(cmd, c.CreateTopic):
+            kind = MessageType(cmd.message_type) if cmd.message_type in MessageType._value2member_map_ else None
+            if kind is not None and 1 <= cmd.queue_count <= 1024 and cmd.topic:
+                outcome = self.ensure_topic(txn, cmd.topic, cmd.queue_count, kind)
+        elif isinstance(cmd, c.CommitOffset):
+            if cmd.offset >= 0 and cmd.queue_id >= 0:
+                key = qkey(cmd.group, cmd.topic) + cmd.queue_id.to_bytes(4, "big")
+                txn.put(key, U64.pack(cmd.offset), db=self.db["offsets"])
+                outcome = True
+        elif isinstance(cmd, c.PopReceive):
+            outcome = pop.receive(self, txn, cmd, entry.index)
+        elif isinstance(cmd, c.Ack):
+            outcome = [pop.ack(self, txn, cmd.group, handle) for handle in cmd.handles]
+        elif isinstance(cmd, c.ChangeInvisible):
+            outcome = pop.change_invisible(self, txn, cmd, entry.index)
+        elif isinstance(cmd, c.EndTransaction):
+            outcome = self._end_transaction(txn, cmd)
+        if cmd.nonce in self.wanted:
+            self.outcomes[cmd.nonce] = outcome
+
+    def _put(self, txn: Any, entry: Entry) -> PutOutcome:
+        data, index, now = entry.data, entry.index, self.log_time
+        placed: list[tuple[int, int, bool]] = []
+        put, ids, keys = txn.put, self.db["ids"], self.db["keys"]
+        for pos, size in c.put_positions(data):
+            try:
+                msg = decode_message(data[pos : pos + size])
+            except MessageFormatError:
+                placed.append((-1, -1, False))
+                continue
+            cfg = self.topic(txn, msg.topic)
+            if cfg is None or not 0 <= msg.queue_id < cfg.queue_count or not msg.msg_id:
+                placed.append((msg.queue_id, -1, False))
+                continue
+            th, gh = tag_hash(msg.tags), tag_hash(msg.message_group)
+            offset = -1
+            pending = b""
+            if msg.transaction or msg.delivery_timestamp > now:
+                pending = PENDING.pack(index, pos, size, msg.queue_id, th, gh) + qkey(msg.topic) + msg.msg_id.encode()
+            if msg.transaction:
+                put(msg.msg_id.encode(), pending, db=self.db["half"])
+            elif msg.delivery_timestamp > now:
+                put(
+                    U64.pack(msg.delivery_timestamp) + U64.pack(index) + pos.to_bytes(4, "big"),
+                    pending,
+                    db=self.db["timers"],
+                )
+            else:
+                offset = self.enqueue(txn, msg.topic, msg.queue_id, (index, pos, size, th, gh))
+            put(msg.msg_id.encode(), LOC.pack(index, pos, size, msg.queue_id, offset, now), db=ids)
+            for key in msg.keys:
+                if key:
+                    put(qkey(msg.topic) + key.encode(), KEYLOC.pack(index, pos, size), db=keys)
+            placed.append((msg.queue_id, offset, True))
+        return PutOutcome(placed, now)
+
+    def _enqueue_pending(self, txn: Any, raw: bytes) -> int:
+        """Enqueue a delayed or prepared message now, and record its offset under its id."""
+        index, pos, size, queue, th, gh = PENDING.unpack_from(raw)
+        topic, _, msg_id = raw[PENDING.size :].partition(b"\0")
+        offset = self.enqueue(txn, topic.decode(), queue, (index, pos, size, th, gh))
+        self._set_offset(txn, msg_id, offset)
+        return offset
+
+    def _set_offset(self, txn: Any, msg_id: bytes, offset: int) -> None:
+        raw = txn.get(msg_id, db=self.db["ids"])
+        if raw is not None:
+            index, pos, size, queue, _, _ = LOC.unpack(raw)
+            txn.put(msg_id, LOC.pack(index, pos, size, queue, offset, self.log_time), db=self.db["ids"])
+
+    def _release_timers(self, txn: Any) -> None:
+        cursor = txn.cursor(db=self.db["timers"])
+        due: list[tuple[bytes, bytes]] = []
+        if cursor.first():
+            for key, raw in cursor:
+                if U64.unpack_from(key)[0] > self.log_time:
+                    break
+                due.append((key, raw))
+        for key, raw in due:
+            txn.delete(key, db=self.db["timers"])
+            self._enqueue_pending(txn, raw)
+
+    def _end_transaction(self, txn: Any, cmd: c.EndTransaction) -> bool:
+        key = cmd.msg_id.encode()
+        raw = txn.get(key, db=self.db["half"])
+        if raw is None:
+            return False
+        txn.delete(key, db=self.db["half"])
+        if cmd.commit:
+            self._enqueue_pending(txn, raw)
+        return True

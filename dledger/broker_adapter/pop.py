@@ -1,0 +1,246 @@
+"""Pop consumption (RocketMQ 5 SimpleConsumer) applied from replicated commands: receive, ack, change-invisible.
+
+State per (group, topic, queue): `popcur` (every offset below it was delivered at least once; it starts at the
+group's committed offset, else 0) and `inflight` records (delivered, not yet acknowledged), indexed by expiry
+in `popexp`. All decisions use the command's replicated time `applier.log_time`, so every replica agrees.
+
+Rules:
+- a receive first redelivers expired in-flight messages (attempt + 1), then delivers new ones from `popcur`;
+- an expired message that already had `max_attempts` deliveries moves to the group's dead-letter topic
+  `%DLQ%<group>` (a consume queue record pointing at the same log bytes) instead of being redelivered;
+- a receipt handle is `topic:queue:offset:seq`, where `seq` is the log index of the command that issued it;
+  an ack or change-invisible with a stale `seq` (the message was redelivered since) is refused;
+- FIFO topics: at most one message of a message group is in flight; new messages are delivered in queue order
+  and delivery stops at the first one whose group is blocked (head-of-line, never out of order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from dledger.broker_adapter import commands as c
+from dledger.broker_adapter.message import MessageType
+from dledger.broker_adapter.tables import CQ, U64, Inflight, qkey
+
+if TYPE_CHECKING:
+    from dledger.broker_adapter.apply import Applier
+
+__all__ = ["Delivery", "format_handle", "parse_handle"]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One popped message: where it is and its new receipt handle."""
+
+    topic: str
+    queue_id: int
+    queue_offset: int
+    index: int
+    pos: int
+    size: int
+    store_ts: int
+    handle: str
+    attempt: int
+    invisible_until: int
+
+
+def format_handle(topic: str, queue: int, offset: int, seq: int) -> str:
+    return f"{topic}:{queue}:{offset}:{seq}"
+
+
+def parse_handle(handle: str) -> tuple[str, int, int, int] | None:
+    parts = handle.rsplit(":", 3)
+    if len(parts) != 4 or not parts[0]:
+        return None
+    try:
+        queue, offset, seq = int(parts[1]), int(parts[2]), int(parts[3])
+    except ValueError:
+        return None
+    if queue < 0 or offset < 0 or seq < 0 or queue >= 1 << 32:
+        return None
+    return parts[0], queue, offset, seq
+
+
+def _keys(group: str, topic: str, queue: int) -> bytes:
+    return qkey(group, topic) + queue.to_bytes(4, "big")
+
+
+def _set_inflight(a: Applier, txn: Any, qk: bytes, offset: int, old: Inflight | None, new: Inflight) -> None:
+    db = a.db
+    if old is not None:
+        txn.delete(qk + U64.pack(old.until) + U64.pack(offset), db=db["popexp"])
+    txn.put(qk + U64.pack(offset), new.pack(), db=db["inflight"])
+    txn.put(qk + U64.pack(new.until) + U64.pack(offset), b"", db=db["popexp"])
+
+
+def _drop_inflight(a: Applier, txn: Any, qk: bytes, offset: int, rec: Inflight) -> None:
+    txn.delete(qk + U64.pack(offset), db=a.db["inflight"])
+    txn.delete(qk + U64.pack(rec.until) + U64.pack(offset), db=a.db["popexp"])
+
+
+def _to_dlq(a: Applier, txn: Any, group: str, rec: Inflight) -> None:
+    dlq = f"%DLQ%{group}"
+    a.ensure_topic(txn, dlq, 1, MessageType.NORMAL)
+    a.enqueue(txn, dlq, 0, (rec.index, rec.pos, rec.size, rec.tag_hash, rec.group_hash))
+
+
+class _Receive:
+    def __init__(self, a: Applier, txn: Any, cmd: c.PopReceive, seq: int) -> None:
+        self.a, self.txn, self.cmd, self.seq = a, txn, cmd, seq
+        self.now = a.log_time
+        self.until = self.now + max(cmd.invisible_ms, 0)
+        self.out: list[Delivery] = []
+
+    @property
+    def budget(self) -> int:
+        return self.cmd.max_count - len(self.out)
+
+    def deliver(self, queue: int, offset: int, old: Inflight | None, loc: tuple[int, int, int, int, int, int]) -> None:
+        index, pos, size, th, gh, ts = loc
+        attempt = old.attempts + 1 if old is not None else 1
+        rec = Inflight(self.until, attempt, self.seq, index, pos, size, th, gh, ts)
+        _set_inflight(self.a, self.txn, _keys(self.cmd.group, self.cmd.topic, queue), offset, old, rec)
+        handle = format_handle(self.cmd.topic, queue, offset, self.seq)
+        self.out.append(Delivery(self.cmd.topic, queue, offset, index, pos, size, ts, handle, attempt, self.until))
+
+    def inflight(self, queue: int) -> list[tuple[int, Inflight]]:
+        """In-flight records of the queue, in offset order."""
+        qk = _keys(self.cmd.group, self.cmd.topic, queue)
+        cursor = self.txn.cursor(db=self.a.db["inflight"])
+        out = []
+        if cursor.set_range(qk):
+            for key, raw in cursor:
+                if not key.startswith(qk) or len(key) != len(qk) + 8:
+                    break
+                out.append((U64.unpack_from(key, len(qk))[0], Inflight.unpack(raw)))
+        return out
+
+    def expired(self, queue: int) -> list[tuple[int, Inflight]]:
+        """In-flight records whose invisibility has passed, oldest expiry first."""
+        qk = _keys(self.cmd.group, self.cmd.topic, queue)
+        cursor = self.txn.cursor(db=self.a.db["popexp"])
+        offsets = []
+        if cursor.set_range(qk):
+            for key in cursor.iternext(keys=True, values=False):
+                if not key.startswith(qk) or U64.unpack_from(key, len(qk))[0] > self.now:
+                    break
+                offsets.append(U64.unpack_from(key, len(qk) + 8)[0])
+        out = []
+        for offset in offsets:
+            raw = self.txn.get(qk + U64.pack(offset), db=self.a.db["inflight"])
+            if raw is not None:
+                out.append((offset, Inflight.unpack(raw)))
+        return out
+
+    def start_offset(self, queue: int) -> int:
+        qk = _keys(self.cmd.group, self.cmd.topic, queue)
+        raw = self.txn.get(qk, db=self.a.db["popcur"]) or self.txn.get(qk, db=self.a.db["offsets"])
+        return U64.unpack(raw)[0] if raw else 0
+
+    def new_messages(self, queue: int, blocked: set[int] | None) -> None:
+        qk = _keys(self.cmd.group, self.cmd.topic, queue)
+        offset = self.start_offset(queue)
+        end = self.a.next_offset(self.txn, self.cmd.topic.encode() + b"\0" + queue.to_bytes(4, "big"))
+        cqk = self.cmd.topic.encode() + b"\0" + queue.to_bytes(4, "big")
+        start = offset
+        while offset < end and self.budget > 0:
+            raw = self.txn.get(cqk + U64.pack(offset), db=self.a.db["cq"])
+            if raw is None:  # cannot happen: consume queues are dense
+                offset += 1
+                continue
+            loc = CQ.unpack(raw)
+            if blocked is not None:
+                if loc[4] in blocked:
+                    break
+                blocked.add(loc[4])
+            self.deliver(queue, offset, None, loc)
+            offset += 1
+        if offset != start:
+            self.txn.put(qk, U64.pack(offset), db=self.a.db["popcur"])
+
+    def retry(self, queue: int, offset: int, rec: Inflight) -> bool:
+        """Redeliver an expired record, or dead-letter it; True if it was redelivered."""
+        if rec.attempts >= self.cmd.max_attempts:
+            _drop_inflight(self.a, self.txn, _keys(self.cmd.group, self.cmd.topic, queue), offset, rec)
+            _to_dlq(self.a, self.txn, self.cmd.group, rec)
+            return False
+        loc = (rec.index, rec.pos, rec.size, rec.tag_hash, rec.group_hash, rec.store_ts)
+        self.deliver(queue, offset, rec, loc)
+        return True
+
+    def normal(self, queue: int) -> None:
+        for offset, rec in self.expired(queue):
+            if self.budget <= 0:
+                break
+            self.retry(queue, offset, rec)
+        self.new_messages(queue, None)
+
+    def fifo(self, queue: int) -> None:
+        blocked: set[int] = set()
+        for offset, rec in self.inflight(queue):
+            if rec.until > self.now or rec.group_hash in blocked:
+                blocked.add(rec.group_hash)
+                continue
+            if self.budget <= 0 or self.retry(queue, offset, rec):
+                blocked.add(rec.group_hash)
+        self.new_messages(queue, blocked)
+
+
+def receive(a: Applier, txn: Any, cmd: c.PopReceive, seq: int) -> list[Delivery] | None:
+    """Apply a POP_RECEIVE; None if the topic does not exist."""
+    cfg = a.topic(txn, cmd.topic)
+    if cfg is None or cmd.max_count <= 0 or cmd.max_attempts <= 0:
+        return None
+    n = cfg.queue_count
+    if cmd.queue_id >= 0:
+        queues = [cmd.queue_id] if cmd.queue_id < n else []
+    else:
+        queues = [(cmd.start_queue + k) % n for k in range(n)]
+    r = _Receive(a, txn, cmd, seq)
+    for queue in queues:
+        if r.budget <= 0:
+            break
+        if cfg.message_type == MessageType.FIFO:
+            r.fifo(queue)
+        else:
+            r.normal(queue)
+    return r.out
+
+
+def _find(a: Applier, txn: Any, group: str, handle: str) -> tuple[bytes, int, Inflight] | None:
+    parsed = parse_handle(handle)
+    if parsed is None:
+        return None
+    topic, queue, offset, seq = parsed
+    qk = _keys(group, topic, queue)
+    raw = txn.get(qk + U64.pack(offset), db=a.db["inflight"])
+    if raw is None:
+        return None
+    rec = Inflight.unpack(raw)
+    return (qk, offset, rec) if rec.seq == seq else None
+
+
+def ack(a: Applier, txn: Any, group: str, handle: str) -> bool:
+    found = _find(a, txn, group, handle)
+    if found is None:
+        return False
+    _drop_inflight(a, txn, *found)
+    return True
+
+
+def change_invisible(a: Applier, txn: Any, cmd: c.ChangeInvisible, seq: int) -> tuple[str, int] | None:
+    """A new (handle, invisible_until), or None for a stale or unknown handle."""
+    found = _find(a, txn, cmd.group, cmd.handle)
+    if found is None:
+        return None
+    qk, offset, rec = found
+    new = Inflight(a.log_time + max(cmd.invisible_ms, 0), rec.attempts, seq, *_tail(rec))
+    _set_inflight(a, txn, qk, offset, rec, new)
+    parsed = parse_handle(cmd.handle)
+    assert parsed is not None
+    return format_handle(parsed[0], parsed[1], offset, seq), new.until
+
+
+def _tail(rec: Inflight) -> tuple[int, int, int, int, int, int]:
+    return rec.index, rec.pos, rec.size, rec.tag_hash, rec.group_hash, rec.store_ts

@@ -1,0 +1,155 @@
+"""The Pop consumption API of `MessageStore` (what a RocketMQ 5 ReceiveMessage / AckMessage /
+ChangeInvisibleDuration handler calls). The state and its rules are in `pop.py`.
+
+Invariants: receive, ack and change-invisible are replicated commands carrying the master's clock, so
+redelivery, attempt counts and dead-lettering are decided identically on every replica; a receive that
+finds nothing to deliver on the master's applied state is answered NO_NEW_MSG without writing to the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from dledger.broker_adapter import commands as c
+from dledger.broker_adapter.pop import Delivery
+from dledger.broker_adapter.results import (
+    AckResult,
+    AckStatus,
+    PopResult,
+    PopStatus,
+    PutStatus,
+    ReceivedMessage,
+    StoredMessage,
+    StoreError,
+    check_name,
+)
+from dledger.broker_adapter.tables import U64, qkey
+
+if TYPE_CHECKING:
+    from dledger.broker_adapter.apply import Applier
+    from dledger.broker_adapter.options import StoreOptions
+    from dledger.broker_adapter.reader import Reader
+    from dledger.broker_adapter.tables import Tables
+
+__all__ = ["PopMixin"]
+
+
+def _pop_status(exc: StoreError) -> PopStatus:
+    if exc.status is PutStatus.NOT_LEADER:
+        return PopStatus.NOT_LEADER
+    if exc.status is PutStatus.MESSAGE_ILLEGAL:
+        return PopStatus.ILLEGAL
+    return PopStatus.SERVICE_NOT_AVAILABLE
+
+
+def _ack_status(exc: StoreError) -> AckStatus:
+    return AckStatus.NOT_LEADER if exc.status is PutStatus.NOT_LEADER else AckStatus.SERVICE_NOT_AVAILABLE
+
+
+class PopMixin:
+    options: StoreOptions
+    tables: Tables
+    applier: Applier
+
+    if TYPE_CHECKING:
+
+        async def _command(self, make: Callable[[int, int], c.Command]) -> Any: ...
+
+        def _rd(self) -> Reader: ...
+
+        def _check_master(self) -> None: ...
+
+    _pop_rr = 0
+
+    async def pop_messages(
+        self,
+        group: str,
+        topic: str,
+        max_count: int = 32,
+        invisible_ms: int = 30_000,
+        queue_id: int = -1,
+        max_attempts: int | None = None,
+    ) -> PopResult:
+        """Receive up to `max_count` messages, invisible to the group for `invisible_ms` unless acknowledged.
+
+        `queue_id = -1` takes from any queue (round robin). A message delivered `max_attempts` times
+        (default `options.max_delivery_attempts`) and not acknowledged goes to `%DLQ%<group>`.
+        """
+        try:
+            check_name("group", group)
+            check_name("topic", topic)
+            if max_count < 1 or invisible_ms < 0:
+                raise StoreError(PutStatus.MESSAGE_ILLEGAL, "max_count must be >= 1 and invisible_ms >= 0")
+            cfg = self._rd().topic(topic)
+            if cfg is None:
+                return PopResult(PopStatus.TOPIC_NOT_FOUND, reason=f"topic {topic!r} does not exist")
+            if queue_id >= cfg.queue_count:
+                raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"queue {queue_id} does not exist")
+            if not self._may_deliver(group, topic, queue_id, cfg.queue_count):
+                self._check_master()  # even an answer without a write must come from the master
+                return PopResult(PopStatus.NO_NEW_MSG)
+            self._pop_rr += 1
+            attempts = max_attempts or self.options.max_delivery_attempts
+            start = self._pop_rr % cfg.queue_count
+            out: list[Delivery] | None = await self._command(
+                lambda n, now: c.PopReceive(n, now, group, topic, queue_id, start, max_count, invisible_ms, attempts)
+            )
+        except StoreError as exc:
+            return PopResult(_pop_status(exc), leader_address=exc.leader_address, reason=exc.reason)
+        if out is None:
+            return PopResult(PopStatus.TOPIC_NOT_FOUND)
+        received = []
+        for d in out:
+            msg = await self._rd().body(d.index, d.pos, d.size)
+            if msg is None:  # compacted meanwhile: the handle stays valid, the body is gone
+                continue
+            stored = StoredMessage(msg, d.topic, d.queue_id, d.queue_offset, d.index, d.store_ts)
+            received.append(ReceivedMessage(stored, d.handle, d.attempt, d.invisible_until))
+        return PopResult(PopStatus.FOUND if received else PopStatus.NO_NEW_MSG, received)
+
+    def _may_deliver(self, group: str, topic: str, queue_id: int, queue_count: int) -> bool:
+        """A cheap check on applied state: does any queue have new messages or expired in-flight ones?"""
+        now = self.options.clock()
+        db = self.tables.db
+        queues = [queue_id] if queue_id >= 0 else range(queue_count)
+        with self.tables.env.begin() as txn:
+            for queue in queues:
+                qk = qkey(group, topic) + queue.to_bytes(4, "big")
+                cur = txn.get(qk, db=db["popcur"]) or txn.get(qk, db=db["offsets"])
+                end = txn.get(topic.encode() + b"\0" + queue.to_bytes(4, "big"), db=db["cqmax"])
+                if (U64.unpack(end)[0] if end else 0) > (U64.unpack(cur)[0] if cur else 0):
+                    return True
+                cursor = txn.cursor(db=db["popexp"])
+                found = cursor.set_range(qk) and cursor.key().startswith(qk)
+                if found and U64.unpack_from(cursor.key(), len(qk))[0] <= now:
+                    return True
+        return False
+
+    async def ack_message(self, group: str, receipt_handle: str) -> AckResult:
+        return (await self.ack_messages(group, [receipt_handle]))[0]
+
+    async def ack_messages(self, group: str, receipt_handles: Sequence[str]) -> list[AckResult]:
+        """Acknowledge popped messages (one log entry); a stale or unknown handle gets INVALID_HANDLE."""
+        handles = tuple(receipt_handles)
+        try:
+            check_name("group", group)
+            oks: list[bool] = await self._command(lambda n, now: c.Ack(n, now, group, handles))
+        except StoreError as exc:
+            return [AckResult(_ack_status(exc), leader_address=exc.leader_address, reason=exc.reason)] * len(handles)
+        return [
+            AckResult(AckStatus.OK if ok else AckStatus.INVALID_HANDLE, h) for ok, h in zip(oks, handles, strict=True)
+        ]
+
+    async def change_invisible_duration(self, group: str, receipt_handle: str, invisible_ms: int) -> AckResult:
+        """Make an in-flight message invisible for `invisible_ms` from now; returns its new receipt handle."""
+        try:
+            check_name("group", group)
+            out: tuple[str, int] | None = await self._command(
+                lambda n, now: c.ChangeInvisible(n, now, group, receipt_handle, max(invisible_ms, 0))
+            )
+        except StoreError as exc:
+            return AckResult(_ack_status(exc), leader_address=exc.leader_address, reason=exc.reason)
+        if out is None:
+            return AckResult(AckStatus.INVALID_HANDLE, receipt_handle)
+        return AckResult(AckStatus.OK, out[0], out[1])

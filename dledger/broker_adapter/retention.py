@@ -1,0 +1,101 @@
+"""Retention: compact whole old log segments by age (`fileReservedTime`) or disk use (`diskMaxUsedSpaceRatio`).
+
+Invariants: a segment is dropped only if (1) it is not the last one, (2) every entry in it is applied by this
+store AND by every replica of the group (their `applied_index`, asked over the client service; if any replica
+does not answer, nothing is dropped: without snapshots a lagging replica could never catch up), and
+(3) it is older than the reserved time, or the disk is over `disk_max_used_ratio` (then the oldest eligible
+segment goes even if young). Segments are dropped oldest first, never leaving a hole. The decision is local
+to each replica (each drops its own files); it never changes replicated state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from dledger.server.aio_client import AsyncDLedgerClient
+from dledger.server.server import DLedgerServer
+
+if TYPE_CHECKING:
+    from dledger.broker_adapter.store import MessageStore
+
+__all__ = ["Retention", "RetentionReport", "compactable_before"]
+
+
+class SegmentInfo(Protocol):
+    """What retention reads of `DLedgerServer.segments()` items."""
+
+    @property
+    def first_index(self) -> int: ...
+
+    @property
+    def last_index(self) -> int: ...
+
+    @property
+    def last_write(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionReport:
+    first_index: int  # the log's first index after the pass
+    dropped_before: int  # the index compaction was asked for (0: nothing dropped)
+    safe_index: int  # every replica has applied up to here
+    disk_ratio: float
+    reason: str
+
+
+def compactable_before(segments: Sequence[SegmentInfo], safe_index: int, expire_before: float, over_ratio: bool) -> int:
+    """The index to compact before (0 for none): the longest prefix of droppable segments (a pure rule)."""
+    before = 0
+    young_taken = False
+    for seg in segments[:-1]:
+        if seg.last_index > safe_index:
+            break
+        if seg.last_write > expire_before:
+            if not over_ratio or young_taken:
+                break
+            young_taken = True
+        before = seg.last_index + 1
+    return before
+
+
+class Retention:
+    def __init__(self, store: MessageStore, server: DLedgerServer) -> None:
+        self.store = store
+        self.server = server
+        self._client: AsyncDLedgerClient | None = None
+
+    async def replicas_applied(self) -> tuple[int, str]:
+        """min(applied index) over every replica, or (0, why) if one does not answer."""
+        cfg = self.server.config
+        if len(cfg.peers) == 1:
+            return self.server.applied_index, ""
+        if self._client is None:
+            self._client = AsyncDLedgerClient(cfg.peers, group=cfg.group, rpc_timeout=1.0)
+        infos = await self._client.status()
+        missing = [i.id for i in infos if not i.reachable]
+        if missing:
+            return 0, f"replicas {missing} did not answer"
+        return min(i.applied_index for i in infos), ""
+
+    async def run(self) -> RetentionReport:
+        opts = self.store.options
+        ratio = opts.disk_usage(self.store.store_dir)
+        hours = opts.file_reserved_hours or self.server.config.file_reserved_hours
+        replicas, why = await self.replicas_applied()
+        safe = min(self.store.last_applied(), replicas)
+        segments = self.server.segments()
+        first = segments[0].first_index if segments else 1
+        before = compactable_before(segments, safe, time.time() - hours * 3600, ratio > opts.disk_max_used_ratio)
+        if before <= first:
+            return RetentionReport(first, 0, safe, ratio, why or "nothing to drop")
+        first = await self.server.compact(before)
+        self.store.tables.sync()
+        return RetentionReport(first, before, safe, ratio, "dropped")
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

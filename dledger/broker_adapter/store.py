@@ -1,0 +1,410 @@
+"""`MessageStore`: a RocketMQ-style message store on a `DLedgerServer`'s replicated log.
+
+It is the node's state machine (`last_applied` / `apply`, see `apply.py`) and the broker's API. Writes
+(put, topics, offsets, pop receive / ack / change-invisible, end transaction) are commands proposed on the
+leader once it is *master*; reads (get, queries, offsets) are served by any replica from LMDB plus the log.
+
+Invariants:
+- master means: this node leads AND it has applied the no-op entry of its own term, so everything
+  committed before its term is applied (RocketMQ's DLedgerRoleChangeHandler waits the same way);
+- a result says `PUT_OK` / `OK` only after the command is committed on a quorum and applied here;
+- every value that apply needs from the proposer (time, queue choice, message id, attempts limit) is in the
+  command, so replicas agree whatever their clocks and options;
+- the store never writes half a batch: a batch is one log entry, refused whole or applied whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from dledger.broker_adapter import commands as c
+from dledger.broker_adapter.apply import Applier, PutOutcome
+from dledger.broker_adapter.message import Message, MessageFormatError, MessageType, encode_message, tag_hash
+from dledger.broker_adapter.options import StoreOptions
+from dledger.broker_adapter.popapi import PopMixin
+from dledger.broker_adapter.reader import Reader, parse_tag_filter
+from dledger.broker_adapter.results import (
+    GetResult,
+    PutResult,
+    PutStatus,
+    StoredMessage,
+    StoreError,
+    TopicConfig,
+    check_name,
+)
+from dledger.broker_adapter.tables import Tables
+from dledger.server.config import NodeConfig
+from dledger.server.server import DLedgerServer
+from dledger.server.services import BusyError, NodeNotLeaderError, NodeStoppedError, OutcomeUnknown
+from dledger.storage_api import Entry
+
+__all__ = ["MessageStore"]
+
+log = logging.getLogger(__name__)
+
+
+class MessageStore(PopMixin):
+    """One replica's message store. Register it as a state machine of its `DLedgerServer` (or use `create`)."""
+
+    def __init__(self, store_dir: Path | str, options: StoreOptions | None = None) -> None:
+        self.options = options or StoreOptions()
+        self.store_dir = Path(store_dir)
+        self.tables = Tables(self.store_dir / "broker", map_size=self.options.map_size)
+        self.applier = Applier(self.tables)
+        self.applier.on_noop = self._on_noop
+        self.server: DLedgerServer | None = None
+        self.reader: Reader | None = None
+        self._own_server = False
+        self._master = False
+        self._role: str | None = None
+        self._term = 0
+        self._on_master: list[Callable[[], None]] = []
+        self._on_slave: list[Callable[[], None]] = []
+        self._nonces = itertools.count(int.from_bytes(os.urandom(7), "big") << 8)
+        self._id_prefix = os.urandom(6).hex().upper()
+        self._ids = itertools.count(1)
+        self._round_robin = itertools.count()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.retention: Any = None
+
+    # ---- wiring ----
+    @classmethod
+    def create(
+        cls, config: NodeConfig, options: StoreOptions | None = None, *, seed: int | None = None
+    ) -> MessageStore:
+        """A store on `config.store_dir` with its own `DLedgerServer`; `await start()` starts both."""
+        if options is None:
+            options = StoreOptions(file_reserved_hours=config.file_reserved_hours)
+        store = cls(config.store_dir, options)
+        store.bind(DLedgerServer(config, [store], seed=seed))
+        store._own_server = True
+        return store
+
+    def bind(self, server: DLedgerServer) -> None:
+        """Attach to the server this store is registered on (before `server.start()`)."""
+        from dledger.broker_adapter.retention import Retention
+
+        self.server = server
+        self.reader = Reader(self.tables, server.get, lambda: int(server.status().first_index) or 1)
+        self.retention = Retention(self, server)
+        server.on_role_change(self._on_role_change)
+
+    async def start(self) -> None:
+        srv = self._srv()
+        if self._own_server:
+            await srv.start()
+        self._tasks.append(asyncio.get_running_loop().create_task(self._timer_loop()))
+        if self.options.retention_interval_s > 0:
+            self._tasks.append(asyncio.get_running_loop().create_task(self._retention_loop()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self.retention is not None:
+            await self.retention.close()
+        if self._own_server and self.server is not None:
+            await self.server.stop()
+        self.close()
+
+    def close(self) -> None:
+        if self.tables.env is not None:
+            self.tables.sync()
+            self.tables.close()
+
+    def on_master(self, callback: Callable[[], None]) -> None:
+        """`callback()` when this replica becomes master (leads and has applied everything committed)."""
+        self._on_master.append(callback)
+
+    def on_slave(self, callback: Callable[[], None]) -> None:
+        """`callback()` when this replica stops being master (or first learns it is a follower)."""
+        self._on_slave.append(callback)
+
+    @property
+    def is_master(self) -> bool:
+        return self._master
+
+    # ---- StateMachine ----
+    def last_applied(self) -> int:
+        return self.tables.applied()
+
+    def apply(self, entry: Entry) -> None:
+        self.applier.apply(entry)
+
+    # ---- roles ----
+    def _on_role_change(self, role: str, term: int, leader_id: str | None) -> None:
+        self._term = term
+        was = self._role
+        self._role = "leader" if role == "leader" else "slave"
+        if role != "leader" and (self._master or was is None):
+            self._master = False
+            self._fire(self._on_slave)
+
+    def _on_noop(self, entry: Entry) -> None:
+        if self._role == "leader" and entry.term == self._term and not self._master:
+            self._master = True
+            self._fire(self._on_master)
+
+    def _fire(self, callbacks: Iterable[Callable[[], None]]) -> None:
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("role callback failed")
+
+    # ---- proposing ----
+    def _srv(self) -> DLedgerServer:
+        if self.server is None:
+            raise RuntimeError("bind(server) first")
+        return self.server
+
+    def _rd(self) -> Reader:
+        if self.reader is None:
+            raise RuntimeError("bind(server) first")
+        return self.reader
+
+    def leader_address(self) -> str:
+        srv = self._srv()
+        leader = srv.leader_id
+        return srv.config.peers.get(leader, "") if leader else ""
+
+    def _check_master(self) -> None:
+        if self._master:
+            return
+        srv = self._srv()
+        if srv.is_leader:
+            raise StoreError(PutStatus.SERVICE_NOT_AVAILABLE, "the leader is still applying the log (not master yet)")
+        raise StoreError(PutStatus.NOT_LEADER, f"not the master; the leader is {srv.leader_id}", self.leader_address())
+
+    async def _propose(self, items: Sequence[bytes], nonce: int) -> tuple[int, Any]:
+        """Append, wait for apply here; (first index, the applier's outcome for `nonce`)."""
+        srv = self._srv()
+        self.applier.wanted.add(nonce)
+        try:
+            first, _ = await asyncio.wait_for(srv.append(items), self.options.put_timeout_s)
+            return first, self.applier.outcomes.pop(nonce, None)
+        except NodeNotLeaderError as exc:
+            raise StoreError(PutStatus.NOT_LEADER, str(exc), exc.hint.leader_address) from None
+        except BusyError as exc:
+            raise StoreError(PutStatus.SERVICE_NOT_AVAILABLE, f"busy: {exc}") from None
+        except NodeStoppedError as exc:
+            raise StoreError(PutStatus.SERVICE_NOT_AVAILABLE, str(exc)) from None
+        except (OutcomeUnknown, TimeoutError) as exc:
+            raise StoreError(PutStatus.FLUSH_OR_REPLICA_TIMEOUT, f"outcome unknown: {exc!r}") from None
+        finally:
+            self.applier.wanted.discard(nonce)
+            self.applier.outcomes.pop(nonce, None)
+
+    async def _command(self, make: Callable[[int, int], c.Command]) -> Any:
+        self._check_master()
+        nonce = next(self._nonces)
+        _, outcome = await self._propose([c.encode_command(make(nonce, self.options.clock()))], nonce)
+        return outcome
+
+    # ---- topics and offsets ----
+    async def create_topic(
+        self, topic: str, queue_count: int = 8, message_type: MessageType = MessageType.NORMAL
+    ) -> TopicConfig:
+        """Create a topic, or grow its queue count (never shrinks; the type is fixed at creation)."""
+        check_name("topic", topic)
+        if not 1 <= queue_count <= 1024:
+            raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"queue count {queue_count} is not in 1..1024")
+        cfg: TopicConfig = await self._command(lambda n, now: c.CreateTopic(n, now, topic, queue_count, message_type))
+        return cfg
+
+    def topic(self, name: str) -> TopicConfig | None:
+        return self._rd().topic(name)
+
+    def topics(self) -> list[TopicConfig]:
+        return self._rd().topics()
+
+    async def commit_offset(self, group: str, topic: str, queue_id: int, offset: int) -> None:
+        """Replicate a consumer group's offset (survives failover)."""
+        check_name("group", group)
+        check_name("topic", topic)
+        if queue_id < 0 or offset < 0:
+            raise StoreError(PutStatus.MESSAGE_ILLEGAL, "queue id and offset must be >= 0")
+        await self._command(lambda n, now: c.CommitOffset(n, now, group, topic, queue_id, offset))
+
+    def committed_offset(self, group: str, topic: str, queue_id: int) -> int:
+        """The group's committed offset, or -1 if it never committed one."""
+        return self._rd().committed_offset(group, topic, queue_id)
+
+    async def end_transaction(self, msg_id: str, commit: bool) -> bool:
+        """Commit (make visible) or roll back a prepared message; False if no such prepared message."""
+        found: bool = await self._command(lambda n, now: c.EndTransaction(n, now, msg_id, commit))
+        return found
+
+    # ---- put ----
+    async def put_message(self, msg: Message) -> PutResult:
+        return await self.put_messages([msg])
+
+    async def put_messages(self, batch: Sequence[Message]) -> PutResult:
+        """Append a batch atomically (one log entry); see `PutStatus` for what each status promises."""
+        try:
+            self._check_master()
+            ratio = self.options.disk_usage(self.store_dir)
+            if ratio > self.options.disk_hard_ratio:
+                raise StoreError(
+                    PutStatus.DISK_FULL,
+                    f"disk {ratio:.0%} used, over the hard limit {self.options.disk_hard_ratio:.0%}: writes refused",
+                )
+            now = self.options.clock()
+            creates, blobs, ids = self._prepare(batch, now)
+            nonce = next(self._nonces)
+            items = [c.encode_command(cmd) for cmd in creates]
+            items.append(c.encode_put_parts(nonce, now, blobs))
+            limit = self._srv().config.max_entry_bytes
+            if len(items[-1]) > limit:
+                raise StoreError(
+                    PutStatus.MESSAGE_ILLEGAL, f"the batch is {len(items[-1])} bytes; the limit is {limit}"
+                )
+            first, outcome = await self._propose(items, nonce)
+        except StoreError as exc:
+            return PutResult(exc.status, leader_address=exc.leader_address, reason=exc.reason)
+        assert isinstance(outcome, PutOutcome)
+        placed = outcome.placed
+        rejected = sum(not ok for _, _, ok in placed)
+        return PutResult(
+            PutStatus.PUT_OK,
+            msg_ids=tuple(ids),
+            queue_id=placed[0][0],
+            queue_offset=placed[0][1],
+            queue_offsets=tuple(o for _, o, _ in placed),
+            log_index=first + len(items) - 1,
+            store_timestamp=outcome.store_ts,
+            reason=f"{rejected} messages rejected at apply (offset -1)" if rejected else "",
+        )
+
+    def _prepare(self, batch: Sequence[Message], now: int) -> tuple[list[c.CreateTopic], list[bytes], list[str]]:
+        """Validate, choose queues and ids, stamp times; raises StoreError(MESSAGE_ILLEGAL / TOPIC_NOT_FOUND)."""
+        if not batch:
+            raise StoreError(PutStatus.MESSAGE_ILLEGAL, "an empty batch")
+        opts, rd = self.options, self._rd()
+        creates: dict[str, c.CreateTopic] = {}
+        blobs, ids = [], []
+        for k, msg in enumerate(batch):
+            if not msg.topic:
+                raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"message {k}: the topic is empty")
+            check_name("topic", msg.topic)
+            if not msg.body:
+                raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"message {k}: the body is empty")
+            if len(msg.body) > opts.max_message_bytes:
+                raise StoreError(
+                    PutStatus.MESSAGE_ILLEGAL,
+                    f"message {k}: the body is {len(msg.body)} bytes; maxMessageSize is {opts.max_message_bytes}",
+                )
+            cfg = rd.topic(msg.topic)
+            if cfg is None and msg.topic in creates:
+                cfg = TopicConfig(
+                    msg.topic, creates[msg.topic].queue_count, MessageType(creates[msg.topic].message_type)
+                )
+            if cfg is None:
+                if not opts.auto_create_topic:
+                    raise StoreError(PutStatus.TOPIC_NOT_FOUND, f"topic {msg.topic!r} does not exist")
+                kind = _inferred_type(msg)
+                creates[msg.topic] = c.CreateTopic(0, now, msg.topic, opts.default_queue_count, kind)
+                cfg = TopicConfig(msg.topic, opts.default_queue_count, kind)
+            queue = msg.queue_id
+            if queue == -1:
+                if msg.message_group:
+                    queue = tag_hash(msg.message_group) % cfg.queue_count
+                else:
+                    queue = next(self._round_robin) % cfg.queue_count
+            elif not 0 <= queue < cfg.queue_count:
+                raise StoreError(
+                    PutStatus.MESSAGE_ILLEGAL,
+                    f"message {k}: queue {queue} does not exist (topic {msg.topic!r} has {cfg.queue_count})",
+                )
+            msg_id = msg.msg_id or f"{self._id_prefix}{next(self._ids):020X}"
+            stamped = msg.replace(
+                queue_id=queue, msg_id=msg_id, store_timestamp=now, born_timestamp=msg.born_timestamp or now
+            )
+            try:
+                blobs.append(encode_message(stamped))
+            except MessageFormatError as exc:
+                raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"message {k}: {exc}") from None
+            ids.append(msg_id)
+        return list(creates.values()), blobs, ids
+
+    # ---- reads (any replica) ----
+    async def get_messages(
+        self,
+        group: str,
+        topic: str,
+        queue_id: int,
+        offset: int,
+        max_count: int = 32,
+        max_bytes: int = 4 << 20,
+        tag_filter: str | Iterable[str] | None = None,
+    ) -> GetResult:
+        """Messages of one queue from `offset` (RocketMQ's getMessage); `group` is for the caller's bookkeeping."""
+        return await self._rd().get_messages(
+            topic, queue_id, offset, max_count, max_bytes, parse_tag_filter(tag_filter)
+        )
+
+    def min_offset(self, topic: str, queue_id: int) -> int:
+        return self._rd().min_offset(topic, queue_id)
+
+    def max_offset(self, topic: str, queue_id: int) -> int:
+        return self._rd().max_offset(topic, queue_id)
+
+    def offset_for_timestamp(self, topic: str, queue_id: int, timestamp_ms: int) -> int:
+        return self._rd().offset_for_timestamp(topic, queue_id, timestamp_ms)
+
+    async def query_by_id(self, msg_id: str) -> StoredMessage | None:
+        return await self._rd().query_by_id(msg_id)
+
+    async def query_by_key(
+        self, topic: str, key: str, max_count: int = 32, begin_ms: int = 0, end_ms: int = 1 << 62
+    ) -> list[StoredMessage]:
+        return await self._rd().query_by_key(topic, key, max_count, begin_ms, end_ms)
+
+    # ---- background ----
+    async def _timer_loop(self) -> None:
+        """On the master: propose a TICK when a delayed message is due, so replicas release it together."""
+        while True:
+            await asyncio.sleep(self.options.timer_interval_s)
+            if not self._master:
+                continue
+            due = self._next_timer()
+            if due is not None and due <= self.options.clock():
+                with contextlib.suppress(StoreError):
+                    await self._command(lambda n, now: c.Tick(n, now))
+
+    def _next_timer(self) -> int | None:
+        with self.tables.env.begin() as txn:
+            cursor = txn.cursor(db=self.tables.db["timers"])
+            return int.from_bytes(cursor.key()[:8], "big") if cursor.first() else None
+
+    async def _retention_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.retention_interval_s)
+            try:
+                await self.retention.run()
+            except Exception:
+                log.exception("retention pass failed")
+
+    async def run_retention(self) -> Any:
+        """One retention pass now (see `retention.py`); returns its report."""
+        return await self.retention.run()
+
+
+def _inferred_type(msg: Message) -> MessageType:
+    if msg.transaction:
+        return MessageType.TRANSACTION
+    if msg.message_group:
+        return MessageType.FIFO
+    if msg.delivery_timestamp:
+        return MessageType.DELAY
+    return MessageType.NORMAL

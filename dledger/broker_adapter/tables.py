@@ -1,0 +1,129 @@
+"""The adapter's LMDB environment (`<store_dir>/broker`): named databases, key builders and record layouts.
+
+Every database is derived state: the applier writes all of them, plus `meta[applied]`, in one write
+transaction per applied entry, so after any crash LMDB holds exactly the effect of entries `1..applied`
+and the node replays the log from `applied + 1`. A missing, unreadable or other-layout environment is
+wiped and rebuilt by replaying the log from index 1.
+
+Keys: names are UTF-8 joined by NUL (names never contain NUL: the store validates them); numbers are
+big-endian, so LMDB's byte order is numeric order.
+
+| db | key | value |
+| --- | --- | --- |
+| meta | `applied`, `log_time`, `layout` | u64 / i64 / u32 |
+| topics | topic | `>Ii` queue count, message type |
+| cqmax | topic NUL u32 queue | u64 next queue offset |
+| cq | topic NUL u32 queue u64 offset | `CQ` record: log index, pos, size, tag hash, group hash, store ts |
+| ids | msg id | `LOC` record: log index, pos, size, queue, queue offset (-1 until enqueued), store ts |
+| keys (dupsort) | topic NUL key | `>QII` log index, pos, size |
+| offsets | group NUL topic NUL u32 queue | u64 committed offset |
+| timers | u64 deliver ts, u64 log index, u32 pos | `PENDING` record + topic (delayed messages) |
+| half | msg id | `PENDING` record + topic (prepared transactional messages) |
+| popcur | group NUL topic NUL u32 queue | u64 next offset never popped by the group |
+| inflight | group NUL topic NUL u32 queue u64 offset | `INFLIGHT` record |
+| popexp | group NUL topic NUL u32 queue u64 invisible-until u64 offset | empty (expiry order) |
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import lmdb
+
+__all__ = ["CQ", "INFLIGHT", "LAYOUT", "LOC", "PENDING", "Tables", "qkey"]
+
+LAYOUT = 1
+CQ = struct.Struct(">QIIIIq")  # log index, pos, size, tag hash, group hash, store ts
+LOC = struct.Struct(">QIIiqq")  # log index, pos, size, queue id, queue offset, store ts
+KEYLOC = struct.Struct(">QII")
+PENDING = struct.Struct(">QIIiII")  # log index, pos, size, queue id, tag hash, group hash; then topic bytes
+INFLIGHT = struct.Struct(">qIqQIIIIq")  # until, attempts, handle seq, index, pos, size, tag hash, group hash, ts
+U64 = struct.Struct(">Q")
+I64 = struct.Struct(">q")
+U32 = struct.Struct(">I")
+_DBS = ("meta", "topics", "cqmax", "cq", "ids", "offsets", "timers", "half", "popcur", "inflight", "popexp")
+
+
+def qkey(*names: str) -> bytes:
+    """`a NUL b NUL ` for the name parts of a key (each part followed by NUL)."""
+    return b"".join(n.encode() + b"\0" for n in names)
+
+
+@dataclass(frozen=True, slots=True)
+class Inflight:
+    until: int
+    attempts: int
+    seq: int
+    index: int
+    pos: int
+    size: int
+    tag_hash: int
+    group_hash: int
+    store_ts: int
+
+    def pack(self) -> bytes:
+        return INFLIGHT.pack(
+            self.until,
+            self.attempts,
+            self.seq,
+            self.index,
+            self.pos,
+            self.size,
+            self.tag_hash,
+            self.group_hash,
+            self.store_ts,
+        )
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Inflight:
+        return cls(*INFLIGHT.unpack(raw))
+
+
+class Tables:
+    """The open environment and its database handles. Not thread-safe for writes: the applier writes."""
+
+    def __init__(self, path: pathlib.Path, *, map_size: int = 1 << 32) -> None:
+        self.path = path
+        self.map_size = map_size
+        self.rebuilt = False
+        try:
+            self._open()
+            with self.env.begin() as txn:
+                layout = txn.get(b"layout", db=self.db["meta"])
+            if layout is not None and U32.unpack(layout)[0] != LAYOUT:
+                raise lmdb.Error(f"layout {U32.unpack(layout)[0]} is not {LAYOUT}")
+        except lmdb.Error:
+            self.close()
+            shutil.rmtree(path, ignore_errors=True)
+            self.rebuilt = True
+            self._open()
+        with self.env.begin(write=True) as txn:
+            txn.put(b"layout", U32.pack(LAYOUT), db=self.db["meta"])
+
+    def _open(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        # sync=False: a process crash keeps every committed transaction (the OS has the pages); after an
+        # OS crash a torn environment fails to open or lags, and is rebuilt or replayed from the log.
+        self.env: Any = lmdb.open(str(self.path), map_size=self.map_size, max_dbs=len(_DBS) + 1, sync=False)
+        self.db: dict[str, Any] = {}
+        for name in _DBS:
+            self.db[name] = self.env.open_db(name.encode(), dupsort=False)
+        self.db["keys"] = self.env.open_db(b"keys", dupsort=True)
+
+    def applied(self) -> int:
+        with self.env.begin() as txn:
+            raw = txn.get(b"applied", db=self.db["meta"])
+        return U64.unpack(raw)[0] if raw else 0
+
+    def sync(self) -> None:
+        self.env.sync(True)
+
+    def close(self) -> None:
+        env = getattr(self, "env", None)
+        if env is not None:
+            env.close()
+            self.env = None

@@ -1,0 +1,102 @@
+"""An in-process 3-replica group of MessageStores (each with its own DLedgerServer) for adapter tests."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dledger.broker_adapter import MessageStore, StoreOptions
+from dledger.server.config import NodeConfig
+from tests.server.cluster_util import peers_for
+
+IDS = ("n0", "n1", "n2")
+
+
+class FakeClock:
+    """Leader-side epoch milliseconds that tests move by hand (apply never reads it)."""
+
+    def __init__(self, start: int = 1_700_000_000_000) -> None:
+        self.now = start
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance(self, ms: int) -> None:
+        self.now += ms
+
+
+@dataclass
+class BrokerGroup:
+    root: pathlib.Path
+    peers: dict[str, str]
+    options: StoreOptions
+    overrides: dict[str, Any] = field(default_factory=dict)
+    stores: dict[str, MessageStore] = field(default_factory=dict)
+
+    def config(self, node_id: str) -> NodeConfig:
+        return NodeConfig(
+            self_id=node_id, peers=self.peers, store_dir=self.root / node_id, group="b", **self.overrides
+        )
+
+    async def start(self, node_id: str) -> MessageStore:
+        store = MessageStore.create(self.config(node_id), self.options, seed=hash(node_id) & 0xFFFF)
+        await store.start()
+        self.stores[node_id] = store
+        return store
+
+    async def start_all(self) -> None:
+        for node_id in self.peers:
+            await self.start(node_id)
+
+    async def stop(self, node_id: str) -> None:
+        await self.stores.pop(node_id).stop()
+
+    async def stop_all(self) -> None:
+        for node_id in list(self.stores):
+            await self.stop(node_id)
+
+    def master(self) -> str | None:
+        masters = [i for i, s in self.stores.items() if s.is_master]
+        return masters[0] if len(masters) == 1 else None
+
+    async def wait_for(self, cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            value = cond()
+            if value:
+                return value
+            if loop.time() > deadline:
+                raise AssertionError(f"{what} not reached within {timeout} s")
+            await asyncio.sleep(0.01)
+
+    async def wait_for_master(self, timeout: float = 10.0) -> MessageStore:
+        node_id: str = await self.wait_for(self.master, timeout, "a single master")
+        return self.stores[node_id]
+
+    async def wait_applied(self, index: int, timeout: float = 10.0) -> None:
+        """Every running replica's store has applied `index`."""
+        await self.wait_for(
+            lambda: all(s.last_applied() >= index for s in self.stores.values()), timeout, f"all applied {index}"
+        )
+
+
+def run_group(
+    tmp_path: pathlib.Path,
+    body: Callable[[BrokerGroup], Awaitable[None]],
+    options: StoreOptions | None = None,
+    **overrides: Any,
+) -> None:
+    async def main() -> None:
+        opts = options or StoreOptions(retention_interval_s=0)
+        group = BrokerGroup(tmp_path, peers_for(IDS), opts, dict(overrides))
+        await group.start_all()
+        try:
+            await body(group)
+        finally:
+            await group.stop_all()
+
+    asyncio.run(main())
