@@ -1,0 +1,81 @@
+"""`python -m jepsen_like run | campaign | check REPORT_DIR | cleanup`.
+
+Exit codes: 0 valid (or cleanup done), 1 an anomaly was found (or the run could not complete), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, help="replay a run: the schedule and workload come from this seed")
+    p.add_argument("--nodes", type=int, default=3, choices=(3, 5))
+    p.add_argument("--nemesis", default="kill,pause,partition",
+                   help="comma-separated nemeses or groups (kill, pause, partition, all); '' for none")  # fmt: skip
+    p.add_argument("--clients", type=int, default=3, help="client processes")
+    p.add_argument("--threads", type=int, default=2, help="workers per client process")
+    p.add_argument("--flush", choices=("sync", "async"), default="sync")
+    p.add_argument("--lease-read", action="store_true", help="run the nodes with lease reads (for clock-skew)")
+    p.add_argument("--read-fraction", type=float, default=0.25)
+    p.add_argument("--recovery", type=float, default=5.0, help="seconds of workload after healing")
+    p.add_argument("--net", choices=("auto", "netns", "proxy"), default="auto")
+    p.add_argument("--no-plots", action="store_true")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jepsen_like", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="one run: faults for --duration seconds, then heal and check")
+    _add_run_args(run_p)
+    run_p.add_argument("--duration", type=float, default=60.0)
+    run_p.add_argument("--out", help="report directory (default /tmp/jepsen_like/reports/<time>-<seed>)")
+    camp = sub.add_parser("campaign", help="many runs, every nemesis, until --minutes are used")
+    camp.add_argument("--minutes", type=float, default=30.0)
+    camp.add_argument("--seed", type=int, help="the campaign's seed (each run's seed is drawn from it)")
+    camp.add_argument("--short", action="store_true", help="the CI campaign: 3 runs (kill, pause, partition)")
+    camp.add_argument("--run-seconds", type=float, default=60.0, help="fault phase of each run")
+    camp.add_argument("--net", choices=("auto", "netns", "proxy"), default="auto")
+    camp.add_argument("--out", help="campaign directory (default /tmp/jepsen_like/campaigns/<time>)")
+    chk = sub.add_parser("check", help="re-check a report directory (exit 0 iff valid)")
+    chk.add_argument("report")
+    chk.add_argument("--no-plots", action="store_true")
+    sub.add_parser("cleanup", help="remove namespaces, links and processes left by interrupted runs")
+    args = parser.parse_args(argv)
+
+    if args.command == "cleanup":
+        from jepsen_like.netns import cleanup_all
+
+        done = cleanup_all()
+        print("\n".join(done) if done else "nothing to clean up")
+        return 0
+    if args.command == "check":
+        from jepsen_like.runner import check_report
+
+        report = pathlib.Path(args.report)
+        if not (report / "history").is_dir():
+            print(f"jepsen_like check: {report} is not a report directory (no history/)", file=sys.stderr)
+            return 2
+        return 0 if check_report(report, plots=not args.no_plots).valid else 1
+    if args.command == "run":
+        from jepsen_like.runner import RunOptions, run
+
+        opts = RunOptions(seed=args.seed, nodes=args.nodes, duration=args.duration,
+                          nemeses=[n for n in args.nemesis.split(",") if n], clients=args.clients,
+                          threads=args.threads, flush=args.flush, lease_read=args.lease_read,
+                          read_fraction=args.read_fraction, recovery=args.recovery, net=args.net, out=args.out,
+                          plots=not args.no_plots)  # fmt: skip
+        return run(opts)
+    from jepsen_like.campaign import campaign
+
+    return campaign(minutes=args.minutes, seed=args.seed, short=args.short, run_seconds=args.run_seconds,
+                    net=args.net, out=args.out)  # fmt: skip
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,131 @@
+"""Campaigns: many runs over every nemesis, with one summary.
+
+`--short` (CI): three runs of `run_seconds` each, nemeses kill, pause, partition, sync flush, 3 nodes.
+Otherwise runs cycle through `LONG_PLAN` (every nemesis, 3 and 5 nodes, sync and async flush, lease reads
+with clock skew) until `minutes` are used; a run is not started if it could not end in time.
+Invariants: each run's seed is drawn from the campaign's `random.Random(seed)`, so a campaign replays
+from its seed and each run from its own printed seed; the exit code is 0 only if every run was valid.
+The summary (`campaign.json`, `summary.md`) lists per run: its nemeses, seed, operations, faults injected,
+anomalies and report directory.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from jepsen_like.runner import RunOptions, replay_command, run
+
+__all__ = ["LONG_PLAN", "SHORT_PLAN", "campaign"]
+
+DEFAULT_CAMPAIGNS = pathlib.Path("/tmp/jepsen_like/campaigns")
+RUN_OVERHEAD = 40.0  # seconds a run takes beyond its fault phase (start, recovery, converge, check), roughly
+
+
+@dataclass(frozen=True)
+class Plan:
+    nemeses: list[str]
+    nodes: int = 3
+    flush: str = "sync"
+    lease_read: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+SHORT_PLAN = [Plan(["kill"]), Plan(["pause"]), Plan(["partition"])]
+LONG_PLAN = [
+    Plan(["kill"]),
+    Plan(["partition"], nodes=5),
+    Plan(["pause"]),
+    Plan(["lost-writes"], flush="async"),
+    Plan(["restart", "kill-leader"], flush="async"),
+    Plan(["clock-skew", "partition-leader"], lease_read=True),
+    Plan(["transfer-storm", "partition-halves", "kill-random"]),
+    Plan(["lost-writes"], flush="sync"),
+    Plan(["all"], nodes=5),
+    Plan(["partition-ring", "partition-bridge", "pause-leader"], nodes=5, flush="async"),
+]
+
+
+def campaign(*, minutes: float, seed: int | None, short: bool, run_seconds: float, net: str,
+             out: str | None) -> int:  # fmt: skip
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+    rng = random.Random(seed)
+    root = pathlib.Path(out) if out else DEFAULT_CAMPAIGNS / f"{time.strftime('%Y%m%d-%H%M%S')}-{seed}"
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"[jepsen_like] campaign seed {seed}; replay with: python -m jepsen_like campaign --seed {seed} "
+          f"{'--short ' if short else f'--minutes {minutes:g} '}--run-seconds {run_seconds:g}", flush=True)  # fmt: skip
+    deadline = time.monotonic() + minutes * 60
+    results: list[dict[str, Any]] = []
+    plans = SHORT_PLAN if short else LONG_PLAN
+    k = 0
+    while True:
+        if short and k >= len(plans):
+            break
+        if not short and time.monotonic() + run_seconds + RUN_OVERHEAD > deadline:
+            break
+        plan = plans[k % len(plans)]
+        opts = RunOptions(seed=rng.randrange(2**31), nodes=plan.nodes, duration=run_seconds,
+                          nemeses=list(plan.nemeses), flush=plan.flush, lease_read=plan.lease_read, net=net,
+                          out=str(root / f"run{k:02d}-{'+'.join(plan.nemeses)}"))  # fmt: skip
+        started = time.monotonic()
+        try:
+            code = run(opts)
+        except Exception as exc:  # a run that could not complete is a failed run, not the end of the campaign
+            print(f"[jepsen_like] run {k} failed: {type(exc).__name__}: {exc}", flush=True)
+            code = 1
+        results.append(_summarise(k, opts, code, time.monotonic() - started))
+        (root / "campaign.json").write_text(json.dumps({"seed": seed, "runs": results}, indent=1))
+        k += 1
+    _write_markdown(root, seed, results)
+    valid = all(r["valid"] for r in results)
+    totals = _totals(results)
+    print(f"[jepsen_like] campaign {'VALID' if valid else 'INVALID'}: {json.dumps(totals)}", flush=True)
+    print(f"[jepsen_like] summary: {root / 'summary.md'}", flush=True)
+    return 0 if valid and results else 1
+
+
+def _summarise(k: int, opts: RunOptions, code: int, seconds: float) -> dict[str, Any]:
+    report = pathlib.Path(str(opts.out))
+    verdict: dict[str, Any] = {}
+    if (report / "verdict.json").exists():
+        verdict = json.loads((report / "verdict.json").read_text())
+    stats = verdict.get("stats", {})
+    return {"run": k, "nemeses": opts.nemeses, "nodes": opts.nodes, "flush": opts.flush, "lease_read": opts.lease_read,
+            "seed": opts.seed, "valid": code == 0 and bool(verdict.get("valid")), "seconds": round(seconds, 1),
+            "ops": stats.get("ops", 0), "appends_ok": stats.get("appends_ok", 0),
+            "appends_info": stats.get("appends_info", 0), "reads_ok": stats.get("reads_ok", 0),
+            "faults": verdict.get("faults", {}), "anomalies": verdict.get("counts", {"no verdict": 1}),
+            "report": str(report), "replay": replay_command(opts)}  # fmt: skip
+
+
+def _totals(results: list[dict[str, Any]]) -> dict[str, Any]:
+    faults: dict[str, int] = {}
+    anomalies: dict[str, int] = {}
+    for r in results:
+        for name, n in r["faults"].items():
+            faults[name] = faults.get(name, 0) + n
+        for name, n in r["anomalies"].items():
+            anomalies[name] = anomalies.get(name, 0) + n
+    return {"runs": len(results), "valid_runs": sum(r["valid"] for r in results),
+            "ops": sum(r["ops"] for r in results), "appends_ok": sum(r["appends_ok"] for r in results),
+            "reads_ok": sum(r["reads_ok"] for r in results), "faults": faults, "anomalies": anomalies}  # fmt: skip
+
+
+def _write_markdown(root: pathlib.Path, seed: int, results: list[dict[str, Any]]) -> None:
+    totals = _totals(results)
+    lines = [f"# jepsen_like campaign (seed {seed})", "",
+             "| run | nemeses | nodes | flush | seed | ops | appends ok | faults | anomalies | valid |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for r in results:
+        faults = ", ".join(f"{k} {v}" for k, v in r["faults"].items())
+        anomalies = ", ".join(f"{k} {v}" for k, v in r["anomalies"].items()) or "none"
+        flush = r["flush"] + (" +lease" if r["lease_read"] else "")
+        lines.append(f"| {r['run']} | {'+'.join(r['nemeses'])} | {r['nodes']} | {flush} | {r['seed']} | {r['ops']} | "
+                     f"{r['appends_ok']} | {faults} | {anomalies} | {'yes' if r['valid'] else 'NO'} |")  # fmt: skip
+    lines += ["", f"Totals: {json.dumps(totals)}", ""]
+    (root / "summary.md").write_text("\n".join(lines))

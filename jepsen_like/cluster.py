@@ -1,0 +1,210 @@
+"""`Cluster`: the real `dledger node` processes of one run, their network, and their fault primitives.
+
+Each node runs as `python -m dledger node` (in its own network namespace as root, else on loopback behind
+the link proxies of `proxy.py`), with its store under `<root>/stores/<id>` and its output in
+`<root>/logs/<id>.log`. Primitives: start (optionally under libfaketime at a clock rate), SIGKILL,
+SIGSTOP / SIGCONT, SIGTERM, partition / heal, status.
+
+Invariants: every node pid is recorded in the run state before anything else can fail (so `cleanup` finds
+it); a paused node is resumed before it is killed or stopped; `close()` stops every node and removes the
+network, and is safe to call twice.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from typing import IO, Literal
+
+from dledger.server.client import DLedgerClient, NodeInfo
+from dledger.server.config import format_peers
+from jepsen_like.netns import NetnsNetwork
+from jepsen_like.procutil import RunState
+from jepsen_like.proxy import LinkProxies, free_ports
+
+__all__ = ["FAKETIME_LIB", "GROUP", "Cluster", "NetMode"]
+
+GROUP = "jl"
+NODE_PORT = 20911
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+NetMode = Literal["netns", "proxy"]
+
+
+class Cluster:
+    """`n` nodes named n0..n{n-1}."""
+
+    def __init__(self, root: pathlib.Path, n: int, *, flush: str, net: NetMode, state: RunState,
+                 lease_read: bool = False, durable_report_ms: int = 50) -> None:  # fmt: skip
+        self.root = root
+        self.ids = [f"n{k}" for k in range(n)]
+        self.flush = flush
+        self.net_mode = net
+        self.state = state
+        self.lease_read = lease_read
+        self.durable_report_ms = durable_report_ms
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.paused: set[str] = set()
+        self.clock: dict[str, float] = {}
+        self.netns: NetnsNetwork | None = None
+        self.proxies: LinkProxies | None = None
+        if net == "netns":
+            self.netns = NetnsNetwork(self.ids, state)
+            self.addresses = {i: f"{self.netns.ip(i)}:{NODE_PORT}" for i in self.ids}
+        else:
+            self.addresses = {i: f"127.0.0.1:{p}" for i, p in zip(self.ids, free_ports(n), strict=True)}
+            self.proxies = LinkProxies(self.addresses)
+        (root / "logs").mkdir(parents=True, exist_ok=True)
+        (root / "stores").mkdir(parents=True, exist_ok=True)
+        self._logs: dict[str, IO[bytes]] = {}
+
+    # ---- setup ----
+    def setup_network(self) -> None:
+        if self.netns is not None:
+            self.netns.setup()
+        if self.proxies is not None:
+            self.proxies.start()
+
+    def store_dir(self, node_id: str) -> pathlib.Path:
+        return self.root / "stores" / node_id
+
+    def log_dir(self, node_id: str) -> pathlib.Path:
+        """The node's commit log store (what `dledger log verify` takes)."""
+        return self.store_dir(node_id) / "log"
+
+    def peers_string(self) -> str:
+        return format_peers(self.addresses)
+
+    def _node_peers(self, node_id: str) -> str:
+        return format_peers(self.proxies.peers_for(node_id) if self.proxies else self.addresses)
+
+    def start(self, node_id: str, clock_rate: float | None = None) -> None:
+        """Start `node_id` (which must not be running); `clock_rate` runs it under libfaketime."""
+        assert node_id not in self.procs, f"{node_id} is already running"
+        conf = self.root / f"{node_id}.conf"
+        conf.write_text(f"dledgerLeaseRead={'true' if self.lease_read else 'false'}\n")
+        cmd = [sys.executable, "-m", "dledger", "node", "--config", str(conf), "--group", GROUP, "--id", node_id,
+               "--peers", self._node_peers(node_id), "--store-dir", str(self.store_dir(node_id)),
+               "--flush", self.flush, "--log-level", "warning"]  # fmt: skip
+        if self.durable_report_ms:
+            cmd += ["--report-durable-ms", str(self.durable_report_ms)]
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+        if clock_rate is not None and clock_rate != 1.0:
+            env.update(LD_PRELOAD=FAKETIME_LIB, FAKETIME=f"+0 x{clock_rate}", FAKETIME_DONT_RESET="1")
+            self.clock[node_id] = clock_rate
+        else:
+            self.clock.pop(node_id, None)
+        if self.netns is not None:
+            cmd = [*self.netns.exec_prefix(node_id), *cmd]
+        log = self._logs.get(node_id)
+        if log is None:
+            log = self._logs[node_id] = open(self.root / "logs" / f"{node_id}.log", "ab")  # noqa: SIM115
+        log.write(f"=== start {node_id} at {time.monotonic_ns()} clock={clock_rate}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env,
+                                start_new_session=True)  # fmt: skip
+        self.state.add("pids", proc.pid)
+        self.procs[node_id] = proc
+
+    def start_all(self) -> None:
+        for node_id in self.ids:
+            self.start(node_id)
+
+    # ---- faults ----
+    def running(self, node_id: str) -> bool:
+        proc = self.procs.get(node_id)
+        return proc is not None and proc.poll() is None
+
+    def send(self, node_id: str, sig: int) -> None:
+        proc = self.procs.get(node_id)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+
+    def kill(self, node_id: str, sig: int = signal.SIGKILL, timeout: float = 20.0) -> int | None:
+        """Send `sig` (SIGKILL by default; resumes a paused node first) and reap the process."""
+        proc = self.procs.pop(node_id, None)
+        if proc is None:
+            return None
+        if node_id in self.paused:
+            proc.send_signal(signal.SIGCONT)
+            self.paused.discard(node_id)
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait(timeout)
+        self.state.remove_pid(proc.pid)
+        return code
+
+    def pause(self, node_id: str) -> None:
+        self.send(node_id, signal.SIGSTOP)
+        self.paused.add(node_id)
+
+    def resume(self, node_id: str) -> None:
+        self.send(node_id, signal.SIGCONT)
+        self.paused.discard(node_id)
+
+    def partition(self, cuts: Iterable[frozenset[str]]) -> None:
+        if self.netns is not None:
+            self.netns.partition(cuts)
+        elif self.proxies is not None:
+            self.proxies.partition(cuts)
+
+    def heal_network(self) -> None:
+        self.partition(())
+
+    # ---- observation ----
+    def client(self, **kwargs: float) -> DLedgerClient:
+        return DLedgerClient(self.addresses, group=GROUP, **kwargs)  # type: ignore[arg-type]
+
+    def statuses(self, timeout: float = 0.5) -> dict[str, NodeInfo]:
+        with self.client() as c:
+            return {s.id: s for s in c.status(timeout=timeout)}
+
+    def leader(self) -> str | None:
+        """The one node that reports itself leader in the highest term seen, if exactly one does."""
+        infos = [s for s in self.statuses().values() if s.reachable and s.id in self.procs and s.id not in self.paused]
+        leaders = [s for s in infos if s.role == "leader"]
+        if not leaders:
+            return None
+        top = max(s.term for s in leaders)
+        best = [s.id for s in leaders if s.term == top]
+        return best[0] if len(best) == 1 else None
+
+    def wait_for_leader(self, timeout: float = 30.0) -> str | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leader = self.leader()
+            if leader is not None:
+                return leader
+            time.sleep(0.1)
+        return None
+
+    # ---- teardown ----
+    def stop_all(self, timeout: float = 20.0) -> dict[str, int | None]:
+        """SIGTERM every node (resuming paused ones first) and wait; SIGKILL what does not stop in time."""
+        for node_id in list(self.paused):
+            self.resume(node_id)
+        for node_id in list(self.procs):
+            self.send(node_id, signal.SIGTERM)
+        return {node_id: self.kill(node_id, signal.SIGTERM, timeout) for node_id in list(self.procs)}
+
+    def close(self) -> None:
+        try:
+            for node_id in list(self.procs):
+                self.kill(node_id)
+        finally:
+            if self.proxies is not None:
+                self.proxies.stop()
+            if self.netns is not None:
+                self.netns.teardown()
+            for log in self._logs.values():
+                log.close()
+            self._logs.clear()

@@ -1,0 +1,271 @@
+"""One run: cluster up, clients and the nemesis schedule for `duration`, heal, converge, stop, check, report.
+
+Phases and their invariants:
+1. setup: network (netns as root, loopback proxies otherwise), nodes, a leader; every created resource is
+   in the run state file, and `finally` tears everything down (also on Ctrl-C or an error);
+2. faults: the client processes run the workload while the schedule (drawn from the seed) starts and stops
+   nemeses; every start and stop goes to `nemesis.jsonl`;
+3. heal: `heal_everything`, then the clients keep going for `recovery` seconds (operations after healing
+   must succeed again), then stop;
+4. converge: wait until every node answers with the same commit index == applied index and one leader;
+   stop the nodes with SIGTERM; `replicas.final_state` compares their committed logs;
+5. check and report: `checker.check` on the merged history and the final state, written with plots to the
+   report directory. The exit code is 0 only when the verdict is valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import random
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from jepsen_like import nemesis as nem
+from jepsen_like.checker import Verdict, check
+from jepsen_like.cluster import REPO_ROOT, Cluster, NetMode
+from jepsen_like.history import load_events, pair_ops
+from jepsen_like.netns import netns_supported
+from jepsen_like.procutil import RunState
+from jepsen_like.replicas import final_state
+
+__all__ = ["RunOptions", "check_report", "replay_command", "run"]
+
+DEFAULT_REPORTS = pathlib.Path("/tmp/jepsen_like/reports")
+
+
+@dataclass
+class RunOptions:
+    seed: int | None = None
+    nodes: int = 3
+    duration: float = 60.0
+    nemeses: list[str] = field(default_factory=lambda: ["kill", "pause", "partition"])
+    clients: int = 3
+    threads: int = 2
+    flush: str = "sync"
+    lease_read: bool = False
+    read_fraction: float = 0.25
+    recovery: float = 5.0
+    net: str = "auto"  # auto | netns | proxy
+    out: str | None = None
+    plots: bool = True
+
+
+def replay_command(o: RunOptions) -> str:
+    args = ["python", "-m", "jepsen_like", "run", "--seed", str(o.seed), "--nodes", str(o.nodes),
+            "--duration", f"{o.duration:g}", "--nemesis", ",".join(o.nemeses), "--clients", str(o.clients),
+            "--threads", str(o.threads), "--flush", o.flush, "--read-fraction", f"{o.read_fraction:g}"]  # fmt: skip
+    if o.lease_read:
+        args.append("--lease-read")
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def _say(msg: str) -> None:
+    print(f"[jepsen_like {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class _Timeline:
+    def __init__(self, path: pathlib.Path) -> None:
+        self.f = open(path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def write(self, kind: str, name: str, detail: dict[str, Any]) -> None:
+        self.f.write(json.dumps({"t": time.monotonic_ns(), "type": kind, "nemesis": name, "detail": detail},
+                                default=str) + "\n")  # fmt: skip
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _net_mode(requested: str) -> NetMode:
+    if requested == "proxy":
+        return "proxy"
+    why = netns_supported()
+    if why is None:
+        return "netns"
+    if requested == "netns":
+        raise SystemExit(f"jepsen_like: --net netns is not possible here: {why}")
+    _say(f"network namespaces unavailable ({why}): falling back to a loopback TCP proxy per link")
+    return "proxy"
+
+
+def run(o: RunOptions) -> int:
+    if o.seed is None:
+        o.seed = random.SystemRandom().randrange(2**31)
+    o.nemeses = nem.expand(o.nemeses) if o.nemeses else []
+    rng = random.Random(o.seed)
+    report = pathlib.Path(o.out) if o.out else DEFAULT_REPORTS / f"{time.strftime('%Y%m%d-%H%M%S')}-{o.seed}"
+    report.mkdir(parents=True, exist_ok=True)
+    _say(f"seed {o.seed}; replay with: {replay_command(o)}")
+    _say(f"report directory: {report}")
+    (report / "options.json").write_text(json.dumps({**dataclasses.asdict(o), "replay": replay_command(o)}, indent=1))
+    schedule = nem.make_schedule(rng, o.nemeses, o.duration)
+    (report / "schedule.json").write_text(json.dumps([dataclasses.asdict(s) for s in schedule], indent=1))
+    state = RunState(f"{random.SystemRandom().randrange(16**4):04x}")
+    mode = _net_mode(o.net)
+    cluster = Cluster(report / "work", o.nodes, flush=o.flush, net=mode, state=state, lease_read=o.lease_read)
+    timeline = _Timeline(report / "nemesis.jsonl")
+    clients: list[subprocess.Popen[bytes]] = []
+    history_dir = report / "history"
+    history_dir.mkdir(exist_ok=True)
+    final: dict[str, Any] | None = None
+    counts: dict[str, int] = {}
+    try:
+        cluster.setup_network()
+        _say(f"network: {mode}; nodes: {cluster.peers_string()}")
+        cluster.start_all()
+        leader = cluster.wait_for_leader(60)
+        if leader is None:
+            raise RuntimeError("no leader was elected within 60 s of start")
+        _say(f"leader {leader}; starting {o.clients} client processes x {o.threads} workers")
+        stop_file = report / "work" / "STOP"
+        total = o.duration + o.recovery + 30
+        for k in range(o.clients):
+            cmd = [sys.executable, "-m", "jepsen_like.workload", "--peers", cluster.peers_string(), "--client",
+                   f"c{k}", "--threads", str(o.threads), "--seed", str(o.seed), "--duration", str(total),
+                   "--out", str(history_dir / f"c{k}.jsonl"), "--read-fraction", str(o.read_fraction),
+                   "--stop-file", str(stop_file)]  # fmt: skip
+            proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                                    stderr=open(report / "work" / f"c{k}.err", "ab"))  # fmt: skip  # noqa: SIM115
+            state.add("pids", proc.pid)
+            clients.append(proc)
+        t0 = time.monotonic()
+        timeline.write("phase", "faults", {"duration": o.duration})
+        for step in schedule:
+            _sleep_until(t0 + step.at)
+            n = nem.NEMESES[step.nemesis]
+            step_rng = random.Random(step.seed)
+            try:
+                detail = n.start(cluster, step_rng)
+            except Exception as exc:
+                detail = {"error": f"{type(exc).__name__}: {exc}"}
+            timeline.write("start", n.name, detail)
+            _say(f"+{step.at:6.1f}s start {n.name} {_short(detail)}")
+            if "skipped" in detail:
+                continue
+            counts[n.name] = counts.get(n.name, 0) + 1
+            _sleep_until(t0 + step.at + step.hold)
+            try:
+                result = n.stop(cluster, step_rng, detail)
+            except Exception as exc:
+                result = {"error": f"{type(exc).__name__}: {exc}"}
+            timeline.write("stop", n.name, result)
+            _say(f"+{time.monotonic() - t0:6.1f}s stop  {n.name} {_short(result)}")
+        _sleep_until(t0 + o.duration)
+        nem.heal_everything(cluster)
+        timeline.write("phase", "healed", {})
+        _say(f"healed; clients continue for {o.recovery:g} s")
+        time.sleep(o.recovery)
+        stop_file.touch()
+        for proc in clients:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+            state.remove_pid(proc.pid)
+        timeline.write("phase", "clients-stopped", {})
+        healed, commit, problems = _converge(cluster)
+        exits = cluster.stop_all()
+        for node_id, code in exits.items():
+            if code not in (0, None):
+                problems.append(f"{node_id} exited {code} on SIGTERM")
+        for node_id in cluster.ids:
+            text = (report / "work" / "logs" / f"{node_id}.log").read_text(errors="replace")
+            if "Traceback" in text:
+                problems.append(f"{node_id}'s log has a Traceback (see work/logs/{node_id}.log)")
+        final = final_state({n: cluster.log_dir(n) for n in cluster.ids}, commit, healed, problems)
+        final["node_problems"] = problems
+    finally:
+        for proc in clients:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        nem.stop_storms()
+        cluster.close()
+        timeline.close()
+        state.discard()
+    (report / "final.json").write_text(json.dumps(final, indent=1))
+    verdict = check_report(report, plots=o.plots, faults=counts)
+    return 0 if verdict.valid else 1
+
+
+def _short(detail: dict[str, Any]) -> str:
+    text = json.dumps({k: v for k, v in detail.items() if k != "durable"}, default=str)
+    return text if len(text) < 160 else text[:157] + "..."
+
+
+def _sleep_until(t: float) -> None:
+    delay = t - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def _converge(cluster: Cluster, timeout: float = 60.0) -> tuple[bool, dict[str, int], list[str]]:
+    """Wait until every node reports the same commit index, applied == commit, and a leader in that term."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        infos = cluster.statuses(timeout=1.0)
+        last = {n: (s.role, s.term, s.commit_index, s.applied_index, s.last_index, s.reachable)
+                for n, s in infos.items()}  # fmt: skip
+        if all(s.reachable for s in infos.values()):
+            commits = {s.commit_index for s in infos.values()}
+            leaders = [s for s in infos.values() if s.role == "leader"]
+            # the leader has committed its whole log (its term's no-op included): nothing is pending
+            if (len(commits) == 1 and all(s.applied_index == s.commit_index for s in infos.values())
+                    and len(leaders) == 1 and all(s.leader_id == leaders[0].id for s in infos.values())
+                    and leaders[0].last_index == leaders[0].commit_index):  # fmt: skip
+                return True, {n: s.commit_index for n, s in infos.items()}, []
+        time.sleep(0.2)
+    commit = {n: int(v[2]) for n, v in last.items() if v[5]}
+    return False, commit, [f"no convergence within {timeout:g} s: {last}"]
+
+
+def check_report(report: pathlib.Path, *, plots: bool = True, faults: dict[str, int] | None = None) -> Verdict:
+    """(Re)check a report directory: merge the history, check it, write verdict.json, summary and plots."""
+    events = load_events(sorted((report / "history").glob("*.jsonl")))
+    ops = pair_ops(events)
+    with open(report / "history.jsonl", "w", encoding="utf-8") as f:
+        for e in events:
+            f.write(e.to_json() + "\n")
+    final_path = report / "final.json"
+    final = json.loads(final_path.read_text()) if final_path.exists() else None
+    verdict = check(ops, final)
+    if faults is None:
+        faults = _fault_counts(report)
+    out = verdict.to_dict()
+    out["faults"] = faults
+    (report / "verdict.json").write_text(json.dumps(out, indent=1))
+    if plots:
+        try:
+            from jepsen_like.plots import plot_report
+
+            plot_report(report, ops)
+        except ImportError as exc:
+            _say(f"plots skipped: {exc} (pip install matplotlib)")
+    lines = [f"valid: {verdict.valid}", f"stats: {json.dumps(verdict.stats)}", f"faults: {json.dumps(faults)}",
+             f"anomalies: {json.dumps(verdict.counts)}"]  # fmt: skip
+    for a in verdict.anomalies[:20]:
+        lines.append(f"  {a.kind}: {a.message}")
+    (report / "summary.txt").write_text("\n".join(lines) + "\n")
+    for line in lines:
+        _say(line)
+    return verdict
+
+
+def _fault_counts(report: pathlib.Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    path = report / "nemesis.jsonl"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            e = json.loads(line)
+            if e["type"] == "start" and "skipped" not in e["detail"]:
+                counts[e["nemesis"]] = counts.get(e["nemesis"], 0) + 1
+    return counts

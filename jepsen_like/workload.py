@@ -1,0 +1,187 @@
+"""The client workload, run as separate OS processes: `python -m jepsen_like.workload --client c0 ...`.
+
+Each client process runs `threads` workers; each worker is one Jepsen "process" at a time and records every
+operation in the history (`history.py`) through `DLedgerClient`:
+- append: a unique value `<client>.<worker>-<seq>`; `ok` with its index and term; `fail` only on
+  `NotWrittenError` (definitely not written); `info` on `OutcomeUnknownError` or anything unexpected, after
+  which the worker continues under a new process name (`<client>.<worker>.<generation>`);
+- read (linearizable): `read_index()` on the leader, then `get(i)` of the entries the worker has not seen
+  yet (up to `MAX_NEW_PER_READ`) and a few random earlier ones again, each from a random node (falling back
+  to the leader when that node has not committed it yet). `ok` carries `read_index` and the entries seen
+  (index -> [term, kind, data]); a failed `read_index` is `fail` (a read changes nothing).
+Invariants: the sequence of operations and values of a worker depends only on the seed (timing does not);
+a worker has one operation in flight; the history line of a completion is written before the next invoke.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from dledger.server.client import DLedgerClient
+from dledger.server.client_policy import DLedgerError, EntryNotFoundError, NotWrittenError, OutcomeUnknownError
+from dledger.server.config import parse_peers
+from jepsen_like.history import HistoryWriter
+
+__all__ = ["Worker", "main"]
+
+MAX_NEW_PER_READ = 24
+REREADS_PER_READ = 3
+
+
+def _err(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+class Worker:
+    def __init__(self, client_id: str, worker: int, peers: dict[str, str], group: str, seed: int,
+                 history: HistoryWriter, read_fraction: float, think_ms: float, stop: threading.Event,
+                 timeout: float = 3.0, rpc_timeout: float = 1.0) -> None:  # fmt: skip
+        self.name = f"{client_id}.{worker}"
+        self.rng = random.Random(f"{seed}/{client_id}/{worker}")
+        self.peers, self.group = peers, group
+        self.history = history
+        self.read_fraction = read_fraction
+        self.think_ms = think_ms
+        self.stop = stop
+        self.generation = 0
+        self.seq = 0
+        self.last_seen = 0
+        self.client = DLedgerClient(peers, group=group, timeout=timeout, rpc_timeout=rpc_timeout)
+        self.node_clients = {n: DLedgerClient({n: a}, group=group, timeout=0.5, rpc_timeout=0.5)
+                             for n, a in peers.items()}  # fmt: skip
+
+    @property
+    def process(self) -> str:
+        return f"{self.name}.{self.generation}"
+
+    def run(self, deadline: float) -> None:
+        try:
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                if self.rng.random() < self.read_fraction:
+                    self.read()
+                else:
+                    self.append()
+                if self.think_ms:
+                    self.stop.wait(self.rng.uniform(0, self.think_ms) / 1000)
+        finally:
+            self.client.close()
+            for c in self.node_clients.values():
+                c.close()
+
+    def append(self) -> None:
+        self.seq += 1
+        value = f"{self.name}-{self.seq}"
+        process = self.process
+        self.history.write(process, "invoke", "append", value)
+        try:
+            result = self.client.append(value.encode())
+        except NotWrittenError as exc:
+            self.history.write(process, "fail", "append", value, error=_err(exc))
+        except OutcomeUnknownError as exc:
+            self.history.write(process, "info", "append", value, error=_err(exc))
+            self.generation += 1
+        except Exception as exc:  # anything else: the outcome is unknown
+            self.history.write(process, "info", "append", value, error=_err(exc))
+            self.generation += 1
+        else:
+            self.history.write(process, "ok", "append", value, index=result.index, term=result.term)
+
+    def read(self) -> None:
+        process = self.process
+        self.history.write(process, "invoke", "read", None)
+        try:
+            read_index = self.client.read_index()
+        except DLedgerError as exc:
+            self.history.write(process, "fail", "read", None, error=_err(exc))
+            return
+        except Exception as exc:
+            self.history.write(process, "fail", "read", None, error=_err(exc))
+            return
+        leader = self.client.leader
+        wanted = list(range(self.last_seen + 1, min(read_index, self.last_seen + MAX_NEW_PER_READ) + 1))
+        if self.last_seen > 0:
+            wanted += [self.rng.randint(1, self.last_seen) for _ in range(REREADS_PER_READ)]
+        entries: dict[str, list[Any]] = {}
+        missing: list[int] = []
+        node: str | None = self.rng.choice(list(self.node_clients))  # one node serves this read's gets
+        for index in wanted:
+            entry, node = self._get(index, node)
+            if entry is None:
+                missing.append(index)
+                continue
+            entries[str(index)] = [entry.term, int(entry.kind), entry.data.decode("utf-8", "backslashreplace")]
+        contiguous = self.last_seen
+        while str(contiguous + 1) in entries:
+            contiguous += 1
+        self.last_seen = contiguous
+        extra: dict[str, Any] = {"read_index": read_index, "node": leader or "", "entries": entries}
+        if missing:
+            extra["missing"] = missing
+        self.history.write(process, "ok", "read", None, **extra)
+
+    def _get(self, index: int, node: str | None) -> tuple[Any, str | None]:
+        """Entry `index` from `node` (committed entries are the same everywhere), else from the leader; a node
+        that does not answer is not asked again in this read (returned as None)."""
+        if node is not None:
+            try:
+                return self.node_clients[node].get(index), node
+            except EntryNotFoundError:
+                pass  # not committed there yet: ask the leader
+            except Exception:
+                node = None
+        try:
+            return self.client.get(index, timeout=1.0), node
+        except Exception:
+            return None, node
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m jepsen_like.workload")
+    p.add_argument("--peers", required=True)
+    p.add_argument("--group", default="jl")
+    p.add_argument("--client", required=True)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--duration", type=float, required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--read-fraction", type=float, default=0.25)
+    p.add_argument("--think-ms", type=float, default=10.0)
+    p.add_argument("--stop-file", default="")
+    args = p.parse_args(argv)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    history = HistoryWriter(args.out)
+    peers = parse_peers(args.peers)
+    deadline = time.monotonic() + args.duration
+    workers = [Worker(args.client, k, peers, args.group, args.seed, history, args.read_fraction, args.think_ms, stop)
+               for k in range(args.threads)]  # fmt: skip
+    threads = [threading.Thread(target=w.run, args=(deadline,), name=w.name) for w in workers]
+    for t in threads:
+        t.start()
+    try:
+        while any(t.is_alive() for t in threads):
+            if args.stop_file and _exists(args.stop_file):
+                stop.set()
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        history.close()
+    return 0
+
+
+def _exists(path: str) -> bool:
+    import os
+
+    return os.path.exists(path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
