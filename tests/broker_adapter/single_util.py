@@ -1,0 +1,47 @@
+"""A one-replica MessageStore (its own single-node group) with a fake leader clock, for API tests."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from dledger.broker_adapter import MessageStore, StoreOptions
+from dledger.server.config import NodeConfig
+from tests.broker_adapter.group_util import FakeClock
+from tests.server.cluster_util import peers_for
+
+
+async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        await asyncio.sleep(0.005)
+
+
+def run_single(
+    tmp_path: pathlib.Path,
+    body: Callable[[MessageStore, FakeClock], Awaitable[None]],
+    **options: Any,
+) -> None:
+    """Run `body(store, clock)` on a started one-node store that is already master."""
+    clock = FakeClock()
+    opts = StoreOptions(clock=clock, retention_interval_s=0, timer_interval_s=0.005, **options)
+    config = NodeConfig(self_id="s0", peers=peers_for(["s0"]), store_dir=tmp_path / "s0", group="b")
+
+    async def main() -> None:
+        store = MessageStore.create(config, opts, seed=1)
+        await store.start()
+        try:
+            await wait_for(lambda: store.is_master, what="master")
+            await body(store, clock)
+        finally:
+            await store.stop()
+
+    asyncio.run(main())

@@ -1,0 +1,131 @@
+"""Pop consumption on a one-replica store with a fake master clock: invisibility, ack, redelivery, change of
+invisible time, dead letters, FIFO order per message group, delay, and a start at the committed offset."""
+
+from __future__ import annotations
+
+import pathlib
+
+from dledger.broker_adapter import AckStatus, Message, MessageStore, MessageType, PopStatus
+from tests.broker_adapter.group_util import FakeClock
+from tests.broker_adapter.single_util import run_single, wait_for
+
+
+def bodies(result: object) -> list[bytes]:
+    return [m.stored.message.body for m in result.messages]  # type: ignore[attr-defined]
+
+
+def test_popped_messages_are_invisible_until_acked_or_expired(tmp_path: pathlib.Path) -> None:
+    async def body(store: MessageStore, clock: FakeClock) -> None:
+        await store.create_topic("T", 2)
+        await store.put_messages([Message("T", f"m{k}".encode(), queue_id=k % 2) for k in range(4)])
+        first = await store.pop_messages("G", "T", max_count=3, invisible_ms=1000)
+        assert first.status is PopStatus.FOUND and len(first.messages) == 3
+        assert all(m.delivery_attempt == 1 and m.invisible_until == clock.now + 1000 for m in first.messages)
+        rest = await store.pop_messages("G", "T", max_count=10, invisible_ms=1000)
+        assert len(rest.messages) == 1
+        seen = bodies(first) + bodies(rest)
+        assert sorted(seen) == [b"m0", b"m1", b"m2", b"m3"]
+        applied = store.last_applied()
+        nothing = await store.pop_messages("G", "T", max_count=10, invisible_ms=1000)
+        assert nothing.status is PopStatus.NO_NEW_MSG and store.last_applied() == applied  # no log write
+        acks = await store.ack_messages("G", [m.receipt_handle for m in first.messages])
+        assert [a.status for a in acks] == [AckStatus.OK] * 3
+        assert (await store.ack_message("G", first.messages[0].receipt_handle)).status is AckStatus.INVALID_HANDLE
+        clock.advance(999)
+        assert (await store.pop_messages("G", "T", invisible_ms=1000)).status is PopStatus.NO_NEW_MSG
+        clock.advance(1)
+        again = await store.pop_messages("G", "T", invisible_ms=1000)
+        assert bodies(again) == bodies(rest) and again.messages[0].delivery_attempt == 2
+        # the handle of the first delivery is stale now; the new one works
+        stale = await store.ack_message("G", rest.messages[0].receipt_handle)
+        assert stale.status is AckStatus.INVALID_HANDLE
+        assert (await store.ack_message("G", again.messages[0].receipt_handle)).status is AckStatus.OK
+        # another group sees everything independently
+        other = await store.pop_messages("G2", "T", max_count=10)
+        assert sorted(bodies(other)) == [b"m0", b"m1", b"m2", b"m3"]
+        assert (await store.ack_message("G", "garbage")).status is AckStatus.INVALID_HANDLE
+
+    run_single(tmp_path, body)
+
+
+def test_change_invisible_duration_extends_and_renews_the_handle(tmp_path: pathlib.Path) -> None:
+    async def body(store: MessageStore, clock: FakeClock) -> None:
+        await store.put_message(Message("T", b"slow"))
+        got = await store.pop_messages("G", "T", invisible_ms=1000)
+        handle = got.messages[0].receipt_handle
+        changed = await store.change_invisible_duration("G", handle, 10_000)
+        assert changed.status is AckStatus.OK and changed.receipt_handle != handle
+        assert changed.invisible_until == clock.now + 10_000
+        clock.advance(5000)
+        assert (await store.pop_messages("G", "T")).status is PopStatus.NO_NEW_MSG
+        assert (await store.ack_message("G", handle)).status is AckStatus.INVALID_HANDLE
+        bad = await store.change_invisible_duration("G", handle, 1000)
+        assert bad.status is AckStatus.INVALID_HANDLE
+        clock.advance(5000)
+        back = await store.pop_messages("G", "T")
+        assert bodies(back) == [b"slow"] and back.messages[0].delivery_attempt == 2
+
+    run_single(tmp_path, body, default_queue_count=1)
+
+
+def test_dead_letter_after_max_attempts(tmp_path: pathlib.Path) -> None:
+    async def body(store: MessageStore, clock: FakeClock) -> None:
+        await store.put_messages([Message("T", b"poison", tags="p"), Message("T", b"fine")])
+        for attempt in (1, 2):
+            got = await store.pop_messages("G", "T", max_count=10, invisible_ms=100)
+            assert [m.delivery_attempt for m in got.messages if m.stored.message.body == b"poison"] == [attempt]
+            for m in got.messages:
+                if m.stored.message.body == b"fine":
+                    await store.ack_message("G", m.receipt_handle)
+            clock.advance(100)
+        assert (await store.pop_messages("G", "T", max_count=10)).status is PopStatus.NO_NEW_MSG
+        dlq = store.topic("%DLQ%G")
+        assert dlq is not None and store.max_offset("%DLQ%G", 0) == 1
+        dead = await store.get_messages("G", "%DLQ%G", 0, 0)
+        assert [m.message.body for m in dead.messages] == [b"poison"]
+        assert dead.messages[0].topic == "%DLQ%G" and dead.messages[0].message.topic == "T"
+        # the dead-letter topic can be popped like any other
+        assert bodies(await store.pop_messages("ops", "%DLQ%G")) == [b"poison"]
+
+    run_single(tmp_path, body, default_queue_count=1, max_delivery_attempts=2)
+
+
+def test_fifo_delivers_each_message_group_in_order_one_at_a_time(tmp_path: pathlib.Path) -> None:
+    async def body(store: MessageStore, clock: FakeClock) -> None:
+        await store.create_topic("F", 1, MessageType.FIFO)
+        order = [("A", "a1"), ("B", "b1"), ("A", "a2"), ("B", "b2"), ("A", "a3")]
+        for group, text in order:
+            assert (await store.put_message(Message("F", text.encode(), message_group=group))).ok
+        one = await store.pop_messages("G", "F", max_count=10, invisible_ms=1000)
+        assert bodies(one) == [b"a1", b"b1"]
+        assert (await store.pop_messages("G", "F", max_count=10)).status is PopStatus.NO_NEW_MSG
+        handles = {m.stored.message.body: m.receipt_handle for m in one.messages}
+        await store.ack_message("G", handles[b"a1"])
+        two = await store.pop_messages("G", "F", max_count=10, invisible_ms=1000)
+        assert bodies(two) == [b"a2"]  # b2 waits behind b1 (still in flight)
+        clock.advance(1000)  # b1 and a2 expire: redelivered first, in queue order
+        three = await store.pop_messages("G", "F", max_count=10, invisible_ms=1000)
+        assert bodies(three) == [b"b1", b"a2"] and [m.delivery_attempt for m in three.messages] == [2, 2]
+        await store.ack_messages("G", [m.receipt_handle for m in three.messages])
+        four = await store.pop_messages("G", "F", max_count=10, invisible_ms=1000)
+        assert bodies(four) == [b"b2", b"a3"]
+
+    run_single(tmp_path, body)
+
+
+def test_pop_starts_at_the_committed_offset_and_waits_for_delayed_messages(tmp_path: pathlib.Path) -> None:
+    async def body(store: MessageStore, clock: FakeClock) -> None:
+        await store.create_topic("T", 1)
+        await store.put_messages([Message("T", f"m{k}".encode()) for k in range(4)])
+        await store.commit_offset("G", "T", 0, 3)
+        assert store.committed_offset("G", "T", 0) == 3 and store.committed_offset("H", "T", 0) == -1
+        assert bodies(await store.pop_messages("G", "T", max_count=10)) == [b"m3"]
+        await store.put_message(Message("T", b"later", delivery_timestamp=clock.now + 500))
+        assert (await store.pop_messages("G", "T", max_count=10)).status is PopStatus.NO_NEW_MSG
+        clock.advance(500)
+        await wait_for(lambda: store.max_offset("T", 0) == 5, what="delayed message released")
+        assert bodies(await store.pop_messages("G", "T", max_count=10)) == [b"later"]
+        assert (await store.pop_messages("G", "nope")).status is PopStatus.TOPIC_NOT_FOUND
+        assert (await store.pop_messages("G", "T", queue_id=3)).status is PopStatus.ILLEGAL
+
+    run_single(tmp_path, body)
