@@ -77,6 +77,7 @@ class PopMixin:
         (default `options.max_delivery_attempts`) and not acknowledged goes to `%DLQ%<group>`.
         """
         try:
+            self._check_master()
             check_name("group", group)
             check_name("topic", topic)
             if max_count < 1 or invisible_ms < 0:
@@ -87,7 +88,6 @@ class PopMixin:
             if queue_id >= cfg.queue_count:
                 raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"queue {queue_id} does not exist")
             if not self._may_deliver(group, topic, queue_id, cfg.queue_count):
-                self._check_master()  # even an answer without a write must come from the master
                 return PopResult(PopStatus.NO_NEW_MSG)
             self._pop_rr += 1
             attempts = max_attempts or self.options.max_delivery_attempts

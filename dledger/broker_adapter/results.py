@@ -103,7 +103,8 @@ class PutResult:
     msg_ids: tuple[str, ...] = ()
     queue_id: int = -1  # of the first message
     queue_offset: int = -1  # of the first message; -1 for delayed or transactional (prepared) messages
-    queue_offsets: tuple[int, ...] = ()
+    queue_offsets: tuple[int, ...] = ()  # per message, like queue_ids
+    queue_ids: tuple[int, ...] = ()
     log_index: int = 0
     store_timestamp: int = 0
     leader_address: str = ""

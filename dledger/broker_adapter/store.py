@@ -67,7 +67,7 @@ class MessageStore(PopMixin):
         self._term = 0
         self._on_master: list[Callable[[], None]] = []
         self._on_slave: list[Callable[[], None]] = []
-        self._nonces = itertools.count(int.from_bytes(os.urandom(7), "big") << 8)
+        self._nonces = itertools.count(int.from_bytes(os.urandom(6), "big") << 8)
         self._id_prefix = os.urandom(6).hex().upper()
         self._ids = itertools.count(1)
         self._round_robin = itertools.count()
@@ -281,6 +281,7 @@ class MessageStore(PopMixin):
             queue_id=placed[0][0],
             queue_offset=placed[0][1],
             queue_offsets=tuple(o for _, o, _ in placed),
+            queue_ids=tuple(q for q, _, _ in placed),
             log_index=first + len(items) - 1,
             store_timestamp=outcome.store_ts,
             reason=f"{rejected} messages rejected at apply (offset -1)" if rejected else "",

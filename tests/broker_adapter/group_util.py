@@ -35,6 +35,7 @@ class BrokerGroup:
     options: StoreOptions
     overrides: dict[str, Any] = field(default_factory=dict)
     stores: dict[str, MessageStore] = field(default_factory=dict)
+    events: dict[str, list[tuple[str, int, int]]] = field(default_factory=dict)  # (role, applied, term)
 
     def config(self, node_id: str) -> NodeConfig:
         return NodeConfig(
@@ -43,6 +44,13 @@ class BrokerGroup:
 
     async def start(self, node_id: str) -> MessageStore:
         store = MessageStore.create(self.config(node_id), self.options, seed=hash(node_id) & 0xFFFF)
+        events = self.events.setdefault(node_id, [])
+
+        def record(role: str) -> None:
+            events.append((role, store.last_applied(), int(store._srv().status().term)))
+
+        store.on_master(lambda: record("master"))
+        store.on_slave(lambda: record("slave"))
         await store.start()
         self.stores[node_id] = store
         return store
@@ -100,3 +108,12 @@ def run_group(
             await group.stop_all()
 
     asyncio.run(main())
+
+
+def dump(store: MessageStore) -> dict[str, list[tuple[bytes, bytes]]]:
+    """Every record of every table of the store's LMDB (for comparing replicas)."""
+    out: dict[str, list[tuple[bytes, bytes]]] = {}
+    with store.tables.env.begin() as txn:
+        for name, db in store.tables.db.items():
+            out[name] = [(bytes(k), bytes(v)) for k, v in txn.cursor(db=db).iternext()]
+    return out
