@@ -177,7 +177,8 @@ class DLedgerClient:
         return self._route.leader
 
     def close(self) -> None:
-        for channel in self._channels.values():
+        for node_id, channel in self._channels.items():
+            channel.unsubscribe(self._states[node_id].update)
             channel.close()
         self._channels.clear()
         self._stubs.clear()

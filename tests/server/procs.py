@@ -1,18 +1,15 @@
-"""Run `dledger node` as real OS processes for tests: start, SIGKILL, restart, and wait on conditions."""
+"""Real `dledger node` processes for tests, on top of the launcher that `dledger cluster` uses."""
 
 from __future__ import annotations
 
-import os
 import pathlib
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from dledger.server.client import DLedgerClient, NodeInfo
-from dledger.server.config import format_peers
+from dledger.server.launcher import LocalProcessGroup
 from tests.server.cluster_util import peers_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -30,45 +27,17 @@ def wait_until(cond: Callable[[], T], timeout: float = 15.0, what: str = "condit
         time.sleep(poll)
 
 
-class ProcessGroup:
-    """A group of `python -m dledger node` processes with stores under `root`."""
+class ProcessGroup(LocalProcessGroup):
+    """A `LocalProcessGroup` of group "t" with client and status helpers for assertions."""
 
     def __init__(self, root: pathlib.Path, ids: Sequence[str] = ("n0", "n1", "n2"), flush: str = "async") -> None:
-        self.root = root
-        self.peers = peers_for(ids)
-        self.flush = flush
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        super().__init__(root, peers_for(ids), group="t", flush=flush)
 
-    def start(self, node_id: str, *extra: str) -> None:
-        log = open(self.root / f"{node_id}.log", "ab")  # noqa: SIM115 - owned by the process
-        cmd = [sys.executable, "-m", "dledger", "node", "--group", "t", "--id", node_id,
-               "--peers", format_peers(self.peers), "--store-dir", str(self.root / node_id),
-               "--flush", self.flush, *extra]  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.procs[node_id] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-
-    def start_all(self) -> None:
-        for node_id in self.peers:
-            self.start(node_id)
-
-    def kill(self, node_id: str, sig: int = signal.SIGKILL) -> int:
-        proc = self.procs.pop(node_id)
-        proc.send_signal(sig)
-        return proc.wait(timeout=15)
-
-    def stop_all(self) -> None:
-        for node_id in list(self.procs):
-            proc = self.procs[node_id]
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for node_id in list(self.procs):
-            try:
-                self.procs.pop(node_id).wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
+    def kill(self, node_id: str, sig: int = signal.SIGKILL, timeout: float = 15.0) -> int | None:
+        return super().kill(node_id, sig, timeout)
 
     def client(self, **kwargs: Any) -> DLedgerClient:
-        return DLedgerClient(self.peers, group="t", **kwargs)
+        return DLedgerClient(self.peers, group=self.group, **kwargs)
 
     def statuses(self) -> dict[str, NodeInfo]:
         with self.client() as client:
@@ -76,12 +45,12 @@ class ProcessGroup:
 
     def leader(self, among: Sequence[str] | None = None) -> str | None:
         live = set(among or self.procs)
-        infos = [s for s in self.statuses().values() if s.reachable and s.id in live]
-        leaders = {s.id for s in infos if s.role == "leader"}
+        leaders = {s.id for s in self.statuses().values() if s.reachable and s.role == "leader" and s.id in live}
         return next(iter(leaders)) if len(leaders) == 1 else None
 
     def wait_for_leader(self, timeout: float = 20.0) -> str:
         return wait_until(self.leader, timeout, "a single leader", poll=0.05)
 
     def log_text(self, node_id: str) -> str:
-        return (self.root / f"{node_id}.log").read_text(errors="replace")
+        path = self.root / f"{node_id}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
