@@ -53,3 +53,14 @@ class FaultyOps(FileOps):
             super().pwrite(fd, half, offset)
             raise OSError(self.err, os.strerror(self.err))
         super().pwrite(fd, data, offset)
+
+
+class NoSyncOps(FileOps):
+    """FileOps that count fsyncs without doing them: for tests of logic (their "crashes" edit files after close)
+    on a machine whose disk is shared with other test runs."""
+
+    def datasync(self, fd: int) -> None:
+        self.syncs += 1
+
+    def fsync_dir(self, path: str) -> None:
+        self.syncs += 1

@@ -9,6 +9,8 @@ from __future__ import annotations
 import pathlib
 import shutil
 import struct
+import tempfile
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,17 +21,34 @@ from dledger.commitlog import CorruptEntryError, CorruptStoreError, Entry, Segme
 from dledger.commitlog import recovery as recovery_mod
 from dledger.commitlog.codec import HEADER_SIZE
 from dledger.commitlog.verify import verify_store
-from tests.commitlog.conftest import data_files, entries, index_files
+from tests.commitlog.conftest import NoSyncOps, data_files, entries, index_files
 
 WANT = entries(1, 61, term=1) + entries(61, 121, term=2)  # 120 entries of 5..44 bytes
 CRASH = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
+_TEMPLATES: dict[tuple[tuple[Entry, ...], int], pathlib.Path] = {}
+
+
 def build(path: pathlib.Path, want: list[Entry] = WANT, segment_bytes: int = 1 << 20) -> None:
+    """A closed store at `path` holding `want` (copied from a template built once per shape: no fsyncs)."""
     shutil.rmtree(path, ignore_errors=True)
-    with SegmentedLog.open(path, segment_bytes=segment_bytes) as log:
-        for k in range(0, len(want), 9):
-            log.append(want[k : k + 9])
+    key = (tuple(want), segment_bytes)
+    if key not in _TEMPLATES or not _TEMPLATES[key].exists():
+        template = pathlib.Path(tempfile.mkdtemp(prefix="dledger-crash-template-"))
+        with SegmentedLog.open(template, segment_bytes=segment_bytes, file_ops=NoSyncOps()) as log:
+            for k in range(0, len(want), 9):
+                log.append(want[k : k + 9])
+        _TEMPLATES[key] = template
+    shutil.copytree(_TEMPLATES[key], path)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_templates() -> Iterator[None]:
+    yield
+    for template in _TEMPLATES.values():
+        shutil.rmtree(template, ignore_errors=True)
+    _TEMPLATES.clear()
 
 
 def ends(want: list[Entry]) -> list[int]:
