@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 import grpc.aio
 
@@ -135,68 +135,35 @@ class ClientServicer(pb_grpc.DLedgerClientServiceServicer):  # type: ignore[misc
                 status=pb.STATUS_INVALID,
                 message=f"entry {too_big} has {len(items[too_big])} bytes; the limit is {self.node.max_entry_bytes}",
             )
-        try:
+
+        async def work() -> pb.AppendResponse:
             first_index, term = await self.node.append(items)
-        except NodeNotLeaderError as exc:
-            return pb.AppendResponse(
-                status=pb.STATUS_NOT_LEADER,
-                message=str(exc),
-                leader_id=exc.hint.leader_id,
-                leader_address=exc.hint.leader_address,
-            )
-        except BusyError as exc:
-            return pb.AppendResponse(status=pb.STATUS_BUSY, message=str(exc))
-        except NodeStoppedError as exc:
-            return pb.AppendResponse(status=pb.STATUS_NOT_LEADER, message=str(exc))
-        except OutcomeUnknown as exc:
-            return pb.AppendResponse(status=pb.STATUS_UNAVAILABLE, message=str(exc))
-        except Exception as exc:  # after proposing, any failure leaves the outcome unknown
-            log.exception("append failed")
-            return pb.AppendResponse(status=pb.STATUS_UNAVAILABLE, message=f"internal error: {exc}")
-        return pb.AppendResponse(status=pb.STATUS_OK, first_index=first_index, term=term)
+            return pb.AppendResponse(status=pb.STATUS_OK, first_index=first_index, term=term)
+
+        # after proposing, an unexpected failure leaves the outcome unknown: UNAVAILABLE
+        return await _guard(pb.AppendResponse, "append", work, _APPEND_ERRORS, pb.STATUS_UNAVAILABLE)
 
     async def Get(self, request: pb.GetRequest, context: Context) -> pb.GetResponse:
         if (problem := self._wrong_group(request.group)) is not None:
             return pb.GetResponse(status=pb.STATUS_WRONG_GROUP, message=problem)
         if request.index < 1:
             return pb.GetResponse(status=pb.STATUS_INVALID, message="indexes start at 1")
-        try:
-            entry = await self.node.get(request.index)
-        except NodeNotLeaderError as exc:
-            return pb.GetResponse(
-                status=pb.STATUS_NOT_LEADER,
-                message=str(exc),
-                leader_id=exc.hint.leader_id,
-                leader_address=exc.hint.leader_address,
-            )
-        except CompactedError as exc:
-            return pb.GetResponse(status=pb.STATUS_COMPACTED, message=str(exc))
-        except UnavailableError as exc:
-            return pb.GetResponse(status=pb.STATUS_NOT_FOUND, message=str(exc))
-        except Exception as exc:
-            log.exception("get failed")
-            return pb.GetResponse(status=pb.STATUS_STORAGE_ERROR, message=str(exc))
-        msg = pb.Entry(index=entry.index, term=entry.term, kind=int(entry.kind), data=entry.data)  # type: ignore[arg-type]
-        return pb.GetResponse(status=pb.STATUS_OK, entry=msg)
+
+        async def work() -> pb.GetResponse:
+            e = await self.node.get(request.index)
+            entry = pb.Entry(index=e.index, term=e.term, kind=int(e.kind), data=e.data)  # type: ignore[arg-type]
+            return pb.GetResponse(status=pb.STATUS_OK, entry=entry)
+
+        return await _guard(pb.GetResponse, "get", work, _GET_ERRORS, pb.STATUS_STORAGE_ERROR)
 
     async def _read_index(self, request: pb.ReadIndexRequest) -> pb.ReadIndexResponse:
         if (problem := self._wrong_group(request.group)) is not None:
             return pb.ReadIndexResponse(status=pb.STATUS_WRONG_GROUP, message=problem)
-        try:
-            index = await self.node.read_index()
-        except NodeNotLeaderError as exc:
-            return pb.ReadIndexResponse(
-                status=pb.STATUS_NOT_LEADER,
-                message=str(exc),
-                leader_id=exc.hint.leader_id,
-                leader_address=exc.hint.leader_address,
-            )
-        except (BusyError, OutcomeUnknown, NodeStoppedError) as exc:
-            return pb.ReadIndexResponse(status=pb.STATUS_UNAVAILABLE, message=str(exc))
-        except Exception as exc:
-            log.exception("read_index failed")
-            return pb.ReadIndexResponse(status=pb.STATUS_UNAVAILABLE, message=f"internal error: {exc}")
-        return pb.ReadIndexResponse(status=pb.STATUS_OK, read_index=index)
+
+        async def work() -> pb.ReadIndexResponse:
+            return pb.ReadIndexResponse(status=pb.STATUS_OK, read_index=await self.node.read_index())
+
+        return await _guard(pb.ReadIndexResponse, "read_index", work, _READ_ERRORS, pb.STATUS_UNAVAILABLE)
 
     async def Status(self, request: pb.StatusRequest, context: Context) -> pb.StatusResponse:
         if self._wrong_group(request.group) is not None:
@@ -208,23 +175,55 @@ class ClientServicer(pb_grpc.DLedgerClientServiceServicer):  # type: ignore[misc
     ) -> pb.TransferLeadershipResponse:
         if (problem := self._wrong_group(request.group)) is not None:
             return pb.TransferLeadershipResponse(status=pb.STATUS_WRONG_GROUP, message=problem)
-        try:
+
+        async def work() -> pb.TransferLeadershipResponse:
             await self.node.transfer_leadership(request.to_id)
-        except NodeNotLeaderError as exc:
+            hint = self.node.leader_hint()
             return pb.TransferLeadershipResponse(
-                status=pb.STATUS_NOT_LEADER,
-                message=str(exc),
-                leader_id=exc.hint.leader_id,
-                leader_address=exc.hint.leader_address,
+                status=pb.STATUS_OK, leader_id=hint.leader_id, leader_address=hint.leader_address
             )
-        except ValueError as exc:
-            return pb.TransferLeadershipResponse(status=pb.STATUS_INVALID, message=str(exc))
-        except (BusyError, OutcomeUnknown, NodeStoppedError) as exc:
-            return pb.TransferLeadershipResponse(status=pb.STATUS_UNAVAILABLE, message=str(exc))
-        except Exception as exc:
-            log.exception("transfer_leadership failed")
-            return pb.TransferLeadershipResponse(status=pb.STATUS_UNAVAILABLE, message=f"internal error: {exc}")
-        hint = self.node.leader_hint()
-        return pb.TransferLeadershipResponse(
-            status=pb.STATUS_OK, leader_id=hint.leader_id, leader_address=hint.leader_address
+
+        return await _guard(
+            pb.TransferLeadershipResponse, "transfer_leadership", work, _TRANSFER_ERRORS, pb.STATUS_UNAVAILABLE
         )
+
+
+ErrorTable = tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int], ...]
+_REFUSED = (BusyError, OutcomeUnknown, NodeStoppedError)
+# exception -> status, first match wins; NodeStoppedError on append is "not leader": nothing was proposed
+_APPEND_ERRORS: ErrorTable = (
+    (NodeNotLeaderError, pb.STATUS_NOT_LEADER),
+    (BusyError, pb.STATUS_BUSY),
+    (NodeStoppedError, pb.STATUS_NOT_LEADER),
+    (OutcomeUnknown, pb.STATUS_UNAVAILABLE),
+)
+_GET_ERRORS: ErrorTable = (
+    (NodeNotLeaderError, pb.STATUS_NOT_LEADER),
+    (CompactedError, pb.STATUS_COMPACTED),
+    (UnavailableError, pb.STATUS_NOT_FOUND),
+)
+_READ_ERRORS: ErrorTable = ((NodeNotLeaderError, pb.STATUS_NOT_LEADER), (_REFUSED, pb.STATUS_UNAVAILABLE))
+_TRANSFER_ERRORS: ErrorTable = (
+    (NodeNotLeaderError, pb.STATUS_NOT_LEADER),
+    (ValueError, pb.STATUS_INVALID),
+    (_REFUSED, pb.STATUS_UNAVAILABLE),
+)
+
+R = TypeVar("R")
+
+
+async def _guard(
+    response: Callable[..., R], what: str, work: Callable[[], Awaitable[R]], errors: ErrorTable, fallback: int
+) -> R:
+    """Run `work`; map a known exception to its status (with the leader hint), anything else to `fallback`."""
+    try:
+        return await work()
+    except Exception as exc:
+        for types, status in errors:
+            if isinstance(exc, types):
+                hint = exc.hint if isinstance(exc, NodeNotLeaderError) else LeaderHint()
+                return response(
+                    status=status, message=str(exc), leader_id=hint.leader_id, leader_address=hint.leader_address
+                )
+        log.exception("%s failed", what)
+        return response(status=fallback, message=f"internal error: {exc}")
