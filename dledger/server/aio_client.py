@@ -7,8 +7,7 @@ used by many tasks of one event loop at once.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -17,38 +16,24 @@ import grpc.aio
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
 from dledger.server.client import (
-    CHANNEL_OPTIONS,
     REFUSED_CODES,
     AppendResult,
+    ClientBase,
     NodeInfo,
-    _peers,
     classify_rpc_error,
-    entry_from_pb,
     node_info_from_pb,
 )
-from dledger.server.client_policy import Call, EntryNotFoundError, Route, RpcOutcome, Sleep, run_request
+from dledger.server.client_policy import Call, RpcOutcome, Sleep
 from dledger.storage_api import Entry
 
 __all__ = ["AsyncDLedgerClient"]
 
 
-class AsyncDLedgerClient:
+class AsyncDLedgerClient(ClientBase):
     """asyncio client; `peers` is a `dLegerPeers` string or a mapping. Use `async with` or `await close()`."""
 
-    def __init__(
-        self,
-        peers: str | Mapping[str, str],
-        *,
-        group: str = "default",
-        timeout: float = 5.0,
-        rpc_timeout: float = 1.0,
-        channel_options: Sequence[tuple[str, Any]] = (),
-    ) -> None:
-        self.group = group
-        self.timeout = timeout
-        self.rpc_timeout = rpc_timeout
-        self._route = Route(_peers(peers))
-        self._options = [*CHANNEL_OPTIONS, *channel_options]
+    def __init__(self, peers: str | Mapping[str, str], **kwargs: Any) -> None:
+        super().__init__(peers, **kwargs)
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, pb_grpc.DLedgerClientServiceStub] = {}
 
@@ -58,14 +43,12 @@ class AsyncDLedgerClient:
     async def append_batch(self, items: Sequence[bytes], *, timeout: float | None = None) -> list[AppendResult]:
         if not items:
             return []
-        reply = await self._request("Append", pb.AppendRequest(group=self.group, data=list(items)), True, timeout)
-        return [AppendResult(reply.first_index + k, reply.term) for k in range(len(items))]
+        reply = await self._request("Append", self._append_request(items), True, timeout)
+        return self._append_results(reply, len(items))
 
     async def get(self, index: int, *, timeout: float | None = None) -> Entry:
-        reply = await self._request("Get", pb.GetRequest(group=self.group, index=index), False, timeout)
-        if reply.status != pb.STATUS_OK:
-            raise EntryNotFoundError(f"entry {index}: {reply.message or pb.Status.Name(reply.status)}")
-        return entry_from_pb(reply.entry)
+        request = pb.GetRequest(group=self.group, index=index)
+        return self._entry(index, await self._request("Get", request, False, timeout))
 
     async def read_index(self, *, timeout: float | None = None) -> int:
         reply = await self._request("ReadIndex", pb.ReadIndexRequest(group=self.group), False, timeout)
@@ -87,10 +70,6 @@ class AsyncDLedgerClient:
 
         return list(await asyncio.gather(*(one(i, a) for i, a in list(self._route.peers.items()))))
 
-    @property
-    def leader(self) -> str | None:
-        return self._route.leader
-
     async def close(self) -> None:
         channels = list(self._channels.values())
         self._channels.clear()
@@ -105,15 +84,7 @@ class AsyncDLedgerClient:
         await self.close()
 
     async def _request(self, method: str, request: Any, write: bool, timeout: float | None) -> Any:
-        gen: Generator[Call | Sleep, Any, Any] = run_request(
-            self._route,
-            method,
-            request,
-            write=write,
-            timeout=self.timeout if timeout is None else timeout,
-            rpc_timeout=self.rpc_timeout,
-            now=time.monotonic,
-        )
+        gen = self._policy(method, request, write, timeout)
         try:
             effect = next(gen)
             while True:

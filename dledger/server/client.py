@@ -31,6 +31,7 @@ from dledger.storage_api import Entry, EntryKind
 
 __all__ = [
     "AppendResult",
+    "ClientBase",
     "DLedgerClient",
     "DLedgerError",
     "NodeInfo",
@@ -113,8 +114,9 @@ def _peers(peers: str | Mapping[str, str]) -> dict[str, str]:
     return parse_peers(peers, key="peers") if isinstance(peers, str) else dict(peers)
 
 
-class DLedgerClient:
-    """Blocking client. `peers` is a `dLegerPeers` string (`n0-host:port;n1-host:port`) or a mapping."""
+class ClientBase:
+    """What the blocking and asyncio clients share: peers, group, timeouts, the leader guess, and the
+    translation between calls and protobuf messages. Subclasses add the I/O."""
 
     def __init__(
         self,
@@ -130,6 +132,42 @@ class DLedgerClient:
         self.rpc_timeout = rpc_timeout
         self._route = Route(_peers(peers))
         self._options = [*CHANNEL_OPTIONS, *channel_options]
+
+    @property
+    def leader(self) -> str | None:
+        """The node this client believes leads (learned from replies), if any."""
+        return self._route.leader
+
+    def _policy(self, method: str, request: Any, write: bool, timeout: float | None) -> Generator[Any, Any, Any]:
+        return run_request(
+            self._route,
+            method,
+            request,
+            write=write,
+            timeout=self.timeout if timeout is None else timeout,
+            rpc_timeout=self.rpc_timeout,
+            now=time.monotonic,
+        )
+
+    def _append_request(self, items: Sequence[bytes]) -> pb.AppendRequest:
+        return pb.AppendRequest(group=self.group, data=list(items))
+
+    @staticmethod
+    def _append_results(reply: pb.AppendResponse, count: int) -> list[AppendResult]:
+        return [AppendResult(reply.first_index + k, reply.term) for k in range(count)]
+
+    @staticmethod
+    def _entry(index: int, reply: pb.GetResponse) -> Entry:
+        if reply.status != pb.STATUS_OK:
+            raise EntryNotFoundError(f"entry {index}: {reply.message or pb.Status.Name(reply.status)}")
+        return entry_from_pb(reply.entry)
+
+
+class DLedgerClient(ClientBase):
+    """Blocking client. `peers` is a `dLegerPeers` string (`n0-host:port;n1-host:port`) or a mapping."""
+
+    def __init__(self, peers: str | Mapping[str, str], **kwargs: Any) -> None:
+        super().__init__(peers, **kwargs)
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[str, pb_grpc.DLedgerClientServiceStub] = {}
         self._states: dict[str, _ChannelState] = {}
@@ -141,18 +179,14 @@ class DLedgerClient:
     def append_batch(self, items: Sequence[bytes], *, timeout: float | None = None) -> list[AppendResult]:
         if not items:
             return []
-        reply = self._request("Append", pb.AppendRequest(group=self.group, data=list(items)), True, timeout)
-        return [AppendResult(reply.first_index + k, reply.term) for k in range(len(items))]
+        reply = self._request("Append", self._append_request(items), True, timeout)
+        return self._append_results(reply, len(items))
 
     def get(self, index: int, *, timeout: float | None = None) -> Entry:
-        reply = self._request("Get", pb.GetRequest(group=self.group, index=index), False, timeout)
-        if reply.status != pb.STATUS_OK:
-            raise EntryNotFoundError(f"entry {index}: {reply.message or pb.Status.Name(reply.status)}")
-        return entry_from_pb(reply.entry)
+        return self._entry(index, self._request("Get", pb.GetRequest(group=self.group, index=index), False, timeout))
 
     def read_index(self, *, timeout: float | None = None) -> int:
-        reply = self._request("ReadIndex", pb.ReadIndexRequest(group=self.group), False, timeout)
-        return int(reply.read_index)
+        return int(self._request("ReadIndex", pb.ReadIndexRequest(group=self.group), False, timeout).read_index)
 
     def transfer_leadership(self, to: str, *, timeout: float | None = None) -> None:
         request = pb.TransferLeadershipRequest(group=self.group, to_id=to)
@@ -171,11 +205,6 @@ class DLedgerClient:
                 out.append(NodeInfo(node_id, address, reachable=False, error=str(exc.code())))
         return out
 
-    @property
-    def leader(self) -> str | None:
-        """The node this client believes leads (learned from replies), if any."""
-        return self._route.leader
-
     def close(self) -> None:
         for node_id, channel in self._channels.items():
             channel.unsubscribe(self._states[node_id].update)
@@ -191,16 +220,7 @@ class DLedgerClient:
 
     # ---- the shell around client_policy ----
     def _request(self, method: str, request: Any, write: bool, timeout: float | None) -> Any:
-        gen = run_request(
-            self._route,
-            method,
-            request,
-            write=write,
-            timeout=self.timeout if timeout is None else timeout,
-            rpc_timeout=self.rpc_timeout,
-            now=time.monotonic,
-        )
-        return _drive(gen, self._call)
+        return _drive(self._policy(method, request, write, timeout), self._call)
 
     def _call(self, call: Call) -> Any:
         if call.must_connect and not self._connected(call.node_id, call.timeout):

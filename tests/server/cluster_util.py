@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
-import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from dledger.server.config import NodeConfig
+from dledger.server.launcher import free_ports
 from dledger.server.server import DLedgerServer
 from dledger.storage_api import Entry
-
-
-def free_ports(n: int) -> list[int]:
-    """Ports the kernel just handed out (held open together, so they are distinct)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def peers_for(ids: Sequence[str]) -> dict[str, str]:
