@@ -57,7 +57,11 @@ class FileOps:
 
     def pwrite(self, fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
         self.writes += 1
-        view = memoryview(data)
+        n = os.pwrite(fd, data, offset)
+        if n == len(data):
+            return
+        view = memoryview(data)[n:]  # a short write: finish it (the next call reports the error, if any)
+        offset += n
         while view:
             n = os.pwrite(fd, view, offset)
             view = view[n:]

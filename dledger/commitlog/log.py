@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Literal
 
-from dledger.commitlog.codec import INDEX_SIZE, MAX_ENTRY_BYTES, encode_batch
+from dledger.commitlog.codec import INDEX_SIZE, MAX_ENTRY_BYTES, Batch, encode_batch
 from dledger.commitlog.errors import DiskFullError, LogClosedError
 from dledger.commitlog.fileops import FileOps
 from dledger.commitlog.flusher import Flusher
@@ -54,6 +54,9 @@ DEFAULT_FLUSH_INTERVAL_MS = 200
 MIN_SEGMENT_BYTES = 64
 OPEN_WINDOW = 16  # the newest segments keep their file handles open; older ones are opened per read
 _FULL = {errno.ENOSPC, errno.EDQUOT}
+# the part of a batch written to one segment: (segment, first entry ordinal, end ordinal, data start, data end,
+# chain CRC of its last entry)
+_Chunk = tuple[Segment, int, int, int, int, int]
 
 
 class SegmentedLog:
@@ -249,47 +252,68 @@ class SegmentedLog:
                 room=self._segment_bytes - active.data_len if active else 0,
                 segment_bytes=self._segment_bytes, max_entry_bytes=self._max_entry,
             )  # fmt: skip
-            # chunks: (segment, first entry ordinal, end ordinal, data start, data end, chain of its last entry)
-            bounds = [(k, d) for k, d, _c in batch.splits]
-            if not bounds or bounds[0][0] != 0:
-                bounds.insert(0, (0, 0))
-            bounds.append((len(entries), len(batch.data)))
-            chains = [c for _k, _d, c in batch.splits if _k != 0] + [batch.last_chain]
-            chunks: list[tuple[Segment, int, int, int, int, int]] = []
-            created: list[Segment] = []
-            ops = self._ops
-            data, index = memoryview(batch.data), memoryview(batch.index)
-            fresh_start = bool(batch.splits) and batch.splits[0][0] == 0
-            try:
-                for j, ((k0, d0), (k1, d1)) in enumerate(itertools.pairwise(bounds)):
-                    if j == 0 and active is not None and not fresh_start:
-                        seg = active
-                    else:  # a closed segment is durable before any later segment holds data
-                        if chunks:
-                            self._sync_fds(chunks[-1][0])
-                        elif active is not None:
-                            self._sync_segment(active)
-                            self._durable_index = max(self._durable_index, active.last_index)
-                        seg = Segment(self._dir, self._next_pos + d0, last + 1 + k0)
-                        created.append(seg)
-                        seg.open_fds(ops, create=True)
-                        for sub in (DATA_DIR, INDEX_DIR):
-                            ops.fsync_dir(os.path.join(self._dir, sub))
-                    chunks.append((seg, k0, k1, d0, d1, chains[j]))
-                    assert seg.data_fd is not None and seg.index_fd is not None
-                    ops.pwrite(seg.data_fd, data[d0:d1], seg.data_len)
-                    if self._sync_mode:  # data durable before any index record points at it
-                        ops.datasync(seg.data_fd)
-                    ops.pwrite(seg.index_fd, index[k0 * INDEX_SIZE : k1 * INDEX_SIZE], seg.count * INDEX_SIZE)
-            except OSError as exc:
-                self._roll_back([c[0] for c in chunks if c[0] not in created], created)
-                what = f"entries {last + 1}..{last + len(entries)}"
-                if exc.errno in _FULL:
-                    raise DiskFullError(
-                        f"disk full while appending {what} to {self._dir}: nothing was appended"
-                    ) from exc
-                raise
-            self._publish(chunks, created, entries, batch.last_term)
+            if active is not None and not batch.splits:  # the common case: all of it fits the active segment
+                chunks = [(active, 0, len(entries), 0, len(batch.data), batch.last_chain)]
+                self._write(chunks, [], batch.data, batch.index, last)
+                self._publish(chunks, [], entries, batch.last_term)
+            else:
+                self._write_rolling(active, entries, batch, last)
+
+    def _write(
+        self, chunks: list[_Chunk], created: list[Segment], data: bytes | memoryview, index: bytes | memoryview,
+        last: int,
+    ) -> None:  # fmt: skip
+        """Write the last chunk's data and index bytes (sync mode: data fsynced first); on error roll back
+        every chunk of the batch (the caller publishes on success)."""
+        seg = chunks[-1][0]
+        ops = self._ops
+        assert seg.data_fd is not None and seg.index_fd is not None
+        try:
+            ops.pwrite(seg.data_fd, data, seg.data_len)
+            if self._sync_mode:  # data durable before any index record points at it
+                ops.datasync(seg.data_fd)
+            ops.pwrite(seg.index_fd, index, seg.count * INDEX_SIZE)
+        except OSError as exc:
+            self._roll_back([c[0] for c in chunks if c[0] not in created], created)
+            if exc.errno in _FULL:
+                raise DiskFullError(
+                    f"disk full while appending from entry {last + 1} to {self._dir}: nothing was appended"
+                ) from exc
+            raise
+
+    def _write_rolling(self, active: Segment | None, entries: Sequence[Entry], batch: Batch, last: int) -> None:
+        """A batch that opens one or more new segments: each closed segment is made durable before the next
+        one gets data (so that only the last segment ever holds un-fsynced bytes)."""
+        bounds = [(k, d) for k, d, _c in batch.splits]
+        if not bounds or bounds[0][0] != 0:
+            bounds.insert(0, (0, 0))
+        bounds.append((len(entries), len(batch.data)))
+        chains = [c for k, _d, c in batch.splits if k != 0] + [batch.last_chain]
+        fresh_start = batch.splits[0][0] == 0
+        chunks: list[_Chunk] = []
+        created: list[Segment] = []
+        data, index = memoryview(batch.data), memoryview(batch.index)
+        for j, ((k0, d0), (k1, d1)) in enumerate(itertools.pairwise(bounds)):
+            if j == 0 and active is not None and not fresh_start:
+                seg = active
+            else:
+                try:
+                    if chunks:
+                        self._sync_fds(chunks[-1][0])
+                    elif active is not None:
+                        self._sync_segment(active)
+                        self._durable_index = max(self._durable_index, active.last_index)
+                    seg = Segment(self._dir, self._next_pos + d0, last + 1 + k0)
+                    created.append(seg)
+                    seg.open_fds(self._ops, create=True)
+                    for sub in (DATA_DIR, INDEX_DIR):
+                        self._ops.fsync_dir(os.path.join(self._dir, sub))
+                except OSError:
+                    self._roll_back([c[0] for c in chunks if c[0] not in created], created)
+                    raise
+            chunks.append((seg, k0, k1, d0, d1, chains[j]))
+            self._write(chunks, created, data[d0:d1], index[k0 * INDEX_SIZE : k1 * INDEX_SIZE], last)
+        self._publish(chunks, created, entries, batch.last_term)
 
     def _roll_back(self, touched: list[Segment], created: list[Segment]) -> None:
         """Undo a failed append: shrink touched segments to their published size, delete created ones."""
@@ -302,7 +326,7 @@ class SegmentedLog:
             self._broken = exc
 
     def _publish(
-        self, chunks: list[tuple[Segment, int, int, int, int, int]], created: list[Segment],
+        self, chunks: list[_Chunk], created: list[Segment],
         entries: Sequence[Entry], term: int,
     ) -> None:  # fmt: skip
         now = time.time()
