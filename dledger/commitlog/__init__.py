@@ -2,6 +2,11 @@
 
 Public API: `SegmentedLog` (a `LogStorage`), `HardStateStore` (the LMDB implementation of the
 `storage_api.HardStateStore` protocol), the shared `Entry`, `EntryKind`, `HardState`, and the errors.
+
+Modules, one job each: `codec` (the byte layout and CRCs), `segment` (one data + index file pair),
+`recovery` (opening: tail validation and repair), `log` (`SegmentedLog`), `meta` (the base record kept
+across compaction), `flusher` (background fsync), `locks`, `fileops` (the I/O seam), `verify` (read-only
+`log verify` / `log dump`), `hardstate` (LMDB), `errors`.
 """
 
 from dledger.commitlog.errors import (

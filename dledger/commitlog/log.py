@@ -7,8 +7,11 @@ Layout of a store directory: `data/<pos>` and `index/<pos>` segment pairs (see `
 Threads: one owner thread at a time calls `append`, `truncate_after`, `compact_before`, `close` (a mutex
 enforces it); any thread may call `read`, `term_at`, `first_index`, `last_index`, `segments`, `sync`
 concurrently. Readers see a consistent prefix: an append writes data and index bytes first and publishes
-`last_index` last, and readers snapshot `last_index` before anything else. Truncation, compaction and close
-take the write side of a readers-writer lock, so no reader uses a file handle they close.
+`last_index` last, and readers take the read side of a readers-writer lock, then snapshot `last_index`
+before anything else (only appends, which do not take the lock, can move it meanwhile: forward).
+Truncation, compaction and close take the write side, so no reader sees half of one or uses a file handle
+they close. Truncation is made durable at once (fsync), so entries it dropped never come back after a crash
+behind entries that replaced them.
 
 Durability (`durable_index`, `durable_lengths()`): `flush="sync"` writes the batch's data, fdatasyncs it,
 then writes its index records, before `append` returns: one fsync per batch per segment touched, and the
