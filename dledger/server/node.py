@@ -1,8 +1,12 @@
 """`RaftNode`: the driver. One asyncio task feeds the core and carries out each `Ready` (see raft/ready.py).
 
 Order of work for every Ready, never changed: send `messages`; persist entries and hard state (in the I/O
-thread: the loop keeps receiving meanwhile); only then send `persisted_messages`; apply committed entries
-to every state machine in index order; settle client futures; `advance`. Invariants:
+thread: the loop keeps receiving meanwhile; a small async-flush append with no fsync and no hard-state write
+due runs on the loop thread instead, because the thread switches would cost more than the `pwrite`); only
+then send `persisted_messages`; apply committed entries to every state machine in index order; settle
+client futures; `advance`. Proposals pending when the loop takes its inputs go to the core as one batch
+(group commit: one AppendEntries per follower and one write per Ready), each client keeping its own range.
+Invariants:
 - a client hears "ok" only after its entries are committed (on a quorum, each of which persisted them per
   its flush mode) and applied here; "not written" only when that is certain (refused before proposing,
   or another entry was committed at the proposal's first index); anything else is "outcome unknown";
@@ -16,7 +20,6 @@ to every state machine in index order; settle client futures; `advance`. Invaria
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from dledger._proto import dledger_pb2 as pb
 from dledger.commitlog import HardStateStore, SegmentedLog
 from dledger.raft import Config, NotLeaderError, ProposalDroppedError, RaftCore, ReadOnlyOption, Ready, Role
+from dledger.raft.log import payload_size
 from dledger.raft.messages import Message
 from dledger.server.codec import CodecError, from_pb, to_pb
 from dledger.server.config import NodeConfig
@@ -43,7 +47,10 @@ __all__ = ["COMMIT_SAVE_INTERVAL", "RaftNode", "RoleCallback"]
 log = logging.getLogger(__name__)
 
 COMMIT_SAVE_INTERVAL = 0.2
+INLINE_MAX_BYTES = 256 << 10  # async-flush persists up to this size run on the loop thread (see _persist_inline_ok)
+INLINE_MAX_ENTRIES = 1024
 RoleCallback = Callable[[str, int, str | None], None]  # (role, term, leader id)
+_Future = asyncio.Future[tuple[int, int]]
 
 
 @dataclass(slots=True)
@@ -84,6 +91,8 @@ class RaftNode:
         self._read_seq = 0
         self._sm_applied: list[int] = []
         self._wake: asyncio.Event | None = None
+        self._sleeper: asyncio.Future[None] | None = None  # the driver's idle wait, resolved by `_poke`
+        self._io_jobs = 0  # I/O-thread jobs other than persists (compaction) in progress
         self._task: asyncio.Task[None] | None = None
         self._io = ThreadPoolExecutor(1, thread_name_prefix=f"dledger-io-{config.self_id}")
         self._stopping = False
@@ -151,8 +160,7 @@ class RaftNode:
     async def stop(self) -> None:
         """Stop driving: pending requests fail with a clear status, files are closed."""
         self._stopping = True
-        if self._wake is not None:
-            self._wake.set()
+        self._poke()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
         self._fail_all(NodeStoppedError("the node is stopping"), OutcomeUnknown("the node stopped before commit"))
@@ -226,7 +234,11 @@ class RaftNode:
         core, store = self.core, self.log
         assert core is not None and store is not None
         limit = min(before_index, core.applied + 1)
-        await asyncio.get_running_loop().run_in_executor(self._io, store.compact_before, limit)
+        self._io_jobs += 1
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._io, store.compact_before, limit)
+        finally:
+            self._io_jobs -= 1
         return store.first_index
 
     def leader_hint(self) -> LeaderHint:
@@ -261,6 +273,9 @@ class RaftNode:
     def _poke(self) -> None:
         if self._wake is not None:
             self._wake.set()
+        sleeper = self._sleeper
+        if sleeper is not None and not sleeper.done():
+            sleeper.set_result(None)
 
     def _check_running(self) -> None:
         if self._fenced is not None:
@@ -285,8 +300,15 @@ class RaftNode:
                     delay = next_tick - loop.time()
                     if delay > 0:
                         wake.clear()
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(wake.wait(), delay)
+                        sleeper = loop.create_future()
+                        self._sleeper = sleeper
+                        timer = loop.call_later(delay, _wake_up, sleeper)
+                        await sleeper
+                        timer.cancel()
+                        self._sleeper = None
+                        # let the callbacks that are ready too (more requests, peer batches) run first, so
+                        # that one Ready carries them all
+                        await asyncio.sleep(0)
                 self._feed(core)  # messages first, so a stalled loop does not look like silent peers
                 now = loop.time()
                 if now >= next_tick:
@@ -308,9 +330,10 @@ class RaftNode:
                 self.stats.decode_errors += 1
                 log.warning("dropping a peer message: %s", exc)
         proposals, self._proposals = self._proposals, []
-        for items, future in proposals:
-            if future.done():
-                continue
+        live = [(items, future) for items, future in proposals if not future.done()]
+        if len(live) > 1 and self._propose_together(core, live):
+            live = []
+        for items, future in live:
             try:
                 p = core.propose_batch(items)
             except NotLeaderError as exc:
@@ -330,13 +353,36 @@ class RaftNode:
             else:
                 self._reads[context] = read
 
+    def _propose_together(self, core: RaftCore, proposals: list[tuple[list[bytes], _Future]]) -> bool:
+        """Group commit: every pending proposal as one contiguous batch (one AppendEntries per follower, one
+        write), each waiter keeping its own sub-range. False (nothing proposed) when the whole does not fit
+        the back-pressure limit, so that the caller proposes them one by one and only the excess is refused."""
+        merged = [data for items, _ in proposals for data in items]
+        try:
+            p = core.propose_batch(merged)
+        except NotLeaderError as exc:
+            for _, future in proposals:
+                future.set_exception(NodeNotLeaderError(self._hint(exc.leader_id)))
+            return True
+        except ProposalDroppedError:
+            return False
+        first, waiters = p.first_index, self._waiters
+        for items, future in proposals:
+            last = first + len(items) - 1
+            waiters.append(_Waiter(first, last, p.term, future))
+            first = last + 1
+        return True
+
     async def _handle_ready(self, core: RaftCore, rd: Ready) -> None:
         self.stats.readies += 1
         if rd.soft_state is not None:
             self._on_soft_state(core)
         self._send(rd.messages)
         if rd.must_sync:
-            await asyncio.get_running_loop().run_in_executor(self._io, self._persist, rd)
+            if self._persist_inline_ok(rd):
+                self._persist(rd)
+            else:
+                await asyncio.get_running_loop().run_in_executor(self._io, self._persist, rd)
             self.stats.entries_persisted += len(rd.entries)
         self._send(rd.persisted_messages)
         if rd.committed_entries:
@@ -357,6 +403,29 @@ class RaftNode:
                     still.append((index, future))
             self._reads_ready = still
 
+    def _persist_inline_ok(self, rd: Ready) -> bool:
+        """Whether this Ready's persist is cheap enough to run on the loop thread: async flush (no fsync),
+        a plain append of a few entries (no truncation), no hard-state write due, no other I/O job running.
+        The order of work is the same either way; this only saves the two thread switches of the I/O pool,
+        which cost more than such a write (a `pwrite` into the page cache)."""
+        store = self.log
+        if self.config.flush != "async" or self._io_jobs or store is None:
+            return False
+        entries = rd.entries
+        if entries and (
+            entries[0].index <= store.last_index
+            or len(entries) > INLINE_MAX_ENTRIES
+            or payload_size(entries) > INLINE_MAX_BYTES
+        ):
+            return False
+        return rd.hard_state is None or not self._hard_state_write_due(rd.hard_state, time.monotonic())
+
+    def _hard_state_write_due(self, hs: HardState, now: float) -> bool:
+        saved = self._saved
+        if hs.current_term != saved.current_term or hs.voted_for != saved.voted_for:
+            return True
+        return hs.commit_index != saved.commit_index and now - self._commit_saved_at >= COMMIT_SAVE_INTERVAL
+
     def _persist(self, rd: Ready) -> None:
         store = self.log
         assert store is not None
@@ -371,11 +440,8 @@ class RaftNode:
     def _save_hard_state(self, hs: HardState, *, force: bool = False) -> None:
         store = self.hard_state_store
         assert store is not None
-        saved = self._saved
-        vote_changed = hs.current_term != saved.current_term or hs.voted_for != saved.voted_for
         now = time.monotonic()
-        commit_due = hs.commit_index != saved.commit_index and now - self._commit_saved_at >= COMMIT_SAVE_INTERVAL
-        if vote_changed or commit_due or (force and hs != saved):
+        if self._hard_state_write_due(hs, now) or (force and hs != self._saved):
             store.save(hs)
             self._saved = hs
             self._commit_saved_at = now
@@ -456,3 +522,8 @@ class RaftNode:
             future = self._waiters.popleft().future
             if not future.done():
                 future.set_exception(unknown)
+
+
+def _wake_up(sleeper: asyncio.Future[None]) -> None:
+    if not sleeper.done():
+        sleeper.set_result(None)
