@@ -110,7 +110,12 @@ class AsyncDLedgerClient(ClientBase):
     def _stub(self, node_id: str) -> pb_grpc.DLedgerClientServiceStub:
         stub = self._stubs.get(node_id)
         if stub is None:
-            channel = grpc.aio.insecure_channel(self._route.peers[node_id], options=self._options)
+            address = self._route.peers[node_id]
+            channel = (
+                grpc.aio.insecure_channel(address, options=self._options)
+                if self._credentials is None
+                else grpc.aio.secure_channel(address, self._credentials, options=self._options)
+            )
             self._channels[node_id] = channel
             stub = self._stubs[node_id] = pb_grpc.DLedgerClientServiceStub(channel)
         return stub

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import sys
 from dataclasses import asdict
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from dledger.server.client import DLedgerClient, NodeInfo
 from dledger.server.client_policy import DLedgerError, OutcomeUnknownError
 from dledger.server.config import ConfigError, format_peers, load_properties, parse_peers
+from dledger.server.tls import TlsConfig
 
 __all__ = ["add_client_commands", "format_status_table"]
 
@@ -42,9 +44,23 @@ def _peers_of(args: argparse.Namespace) -> tuple[str, str]:
     return format_peers(parse_peers(peers, key="--peers")), group
 
 
+def _tls_of(args: argparse.Namespace) -> TlsConfig | None:
+    ca, cert, key = args.tls_ca, args.tls_cert, args.tls_key
+    if args.config and ca is None:
+        props = load_properties(args.config)
+        ca, cert, key = props.get("dledgerTlsCa"), props.get("dledgerTlsCert"), props.get("dledgerTlsKey")
+    if ca is None:
+        if cert or key:
+            raise ConfigError("--tls-cert and --tls-key need --tls-ca")
+        return None
+    return TlsConfig(
+        ca=pathlib.Path(ca), cert=pathlib.Path(cert) if cert else None, key=pathlib.Path(key) if key else None
+    )
+
+
 def _client(args: argparse.Namespace) -> DLedgerClient:
     peers, group = _peers_of(args)
-    return DLedgerClient(peers, group=group, timeout=args.timeout)
+    return DLedgerClient(peers, group=group, timeout=args.timeout, tls=_tls_of(args))
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -53,6 +69,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster", metavar="DIR", help="a local group started by `dledger cluster --store-dir DIR`")
     p.add_argument("--group", help="the group name (default: from --config, else 'default')")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds for the whole request (default 5)")
+    p.add_argument("--tls-ca", help="PEM CA that signed the nodes' certificates")
+    p.add_argument("--tls-cert", help="PEM client certificate (for mutual TLS)")
+    p.add_argument("--tls-key", help="PEM client key (for mutual TLS)")
 
 
 def _run(func: Any) -> Any:

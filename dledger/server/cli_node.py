@@ -16,9 +16,15 @@ from typing import Any
 from dledger.server.config import ConfigError, NodeConfig, parse_peers
 from dledger.server.server import DLedgerServer
 
-__all__ = ["add_node_commands", "config_from_args"]
+__all__ = ["add_node_commands", "add_tls_flags", "config_from_args"]
 
 log = logging.getLogger("dledger.node")
+
+
+def add_tls_flags(p: argparse.ArgumentParser, whose: str) -> None:
+    p.add_argument("--tls-ca", help="PEM CA that signs every node and client (enables mutual TLS)")
+    p.add_argument("--tls-cert", help=f"PEM certificate: {whose}")
+    p.add_argument("--tls-key", help=f"PEM private key: {whose}")
 
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
@@ -30,6 +36,9 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         "flush": args.flush,
         "preferred_leader": args.preferred_leader,
         "metrics_port": args.metrics_port,
+        "tls_ca": args.tls_ca,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
     }
     if args.config:
         return NodeConfig.from_file(args.config, overrides=overrides)
@@ -111,6 +120,7 @@ def add_node_commands(sub: Any) -> None:
     p.add_argument("--preferred-leader", help="a node that should lead whenever it is healthy")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (dledgerMetricsPort)")
+    add_tls_flags(p, "this node's")
     p.add_argument(
         "--report-durable-ms",
         type=int,

@@ -27,6 +27,7 @@ from dledger.server.client_policy import (
     run_request,
 )
 from dledger.server.config import parse_peers
+from dledger.server.tls import TlsConfig
 from dledger.storage_api import Entry, EntryKind
 
 __all__ = [
@@ -126,12 +127,14 @@ class ClientBase:
         timeout: float = 5.0,
         rpc_timeout: float = 1.0,
         channel_options: Sequence[tuple[str, Any]] = (),
+        tls: TlsConfig | None = None,
     ) -> None:
         self.group = group
         self.timeout = timeout
         self.rpc_timeout = rpc_timeout
         self._route = Route(_peers(peers))
         self._options = [*CHANNEL_OPTIONS, *channel_options]
+        self._credentials = tls.channel_credentials() if tls is not None else None
 
     @property
     def leader(self) -> str | None:
@@ -235,7 +238,12 @@ class DLedgerClient(ClientBase):
     def _stub(self, node_id: str) -> pb_grpc.DLedgerClientServiceStub:
         stub = self._stubs.get(node_id)
         if stub is None:
-            channel = grpc.insecure_channel(self._route.peers[node_id], options=self._options)
+            address = self._route.peers[node_id]
+            channel = (
+                grpc.insecure_channel(address, options=self._options)
+                if self._credentials is None
+                else grpc.secure_channel(address, self._credentials, options=self._options)
+            )
             state = _ChannelState()
             channel.subscribe(state.update, try_to_connect=True)
             self._channels[node_id], self._states[node_id] = channel, state

@@ -16,7 +16,10 @@ import pathlib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from dledger.server.tls import TlsConfig
 
 __all__ = [
     "PROPERTY_KEYS",
@@ -103,6 +106,9 @@ class NodeConfig:
     lease_read: bool = False
     metrics_port: int | None = None  # Prometheus /metrics on this port (0: any free port); None: off
     metrics_host: str = "127.0.0.1"
+    tls_ca: pathlib.Path | None = None  # with tls_cert and tls_key: TLS everywhere, peers and clients need
+    tls_cert: pathlib.Path | None = None  # a certificate signed by tls_ca (mutual TLS)
+    tls_key: pathlib.Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "peers", dict(self.peers))
@@ -135,6 +141,9 @@ class NodeConfig:
         _check_range("max_message_bytes", self.max_message_bytes, self.max_entry_bytes + 4096, 1 << 31)
         if self.metrics_port is not None:
             _check_range("metrics_port", self.metrics_port, 0, 65535)
+        tls = (self.tls_ca, self.tls_cert, self.tls_key)
+        if any(t is not None for t in tls) and any(t is None for t in tls):
+            raise ConfigError("tls: give tls_ca, tls_cert and tls_key together (dledgerTlsCa/Cert/Key)")
         if self.lease_read and not self.check_quorum:
             raise ConfigError("lease_read: a lease read requires check_quorum")
 
@@ -142,6 +151,15 @@ class NodeConfig:
     def address(self) -> str:
         """This node's own listen address."""
         return self.peers[self.self_id]
+
+    @property
+    def tls(self) -> TlsConfig | None:
+        """The node's TLS settings (mutual TLS), or None for plaintext."""
+        if self.tls_ca is None:
+            return None
+        from dledger.server.tls import TlsConfig
+
+        return TlsConfig(ca=pathlib.Path(self.tls_ca), cert=_opt_path(self.tls_cert), key=_opt_path(self.tls_key))
 
     @property
     def election_tick(self) -> int:
@@ -190,6 +208,10 @@ class NodeConfig:
         cls, path: str | pathlib.Path, *, overrides: Mapping[str, Any] | None = None, other_keys: Iterable[str] = ()
     ) -> NodeConfig:
         return cls.from_properties(load_properties(path), overrides=overrides, other_keys=other_keys)
+
+
+def _opt_path(value: pathlib.Path | str | None) -> pathlib.Path | None:
+    return None if value is None else pathlib.Path(value)
 
 
 def _check_range(key: str, value: float, low: float, high: float, *, exclusive_low: bool = False) -> None:
@@ -268,6 +290,9 @@ PROPERTY_KEYS: dict[str, tuple[str, Converter]] = {
     "dledgerLeaseRead": ("lease_read", _bool),
     "dledgerMetricsPort": ("metrics_port", _int),
     "dledgerMetricsHost": ("metrics_host", _text),
+    "dledgerTlsCa": ("tls_ca", _path),
+    "dledgerTlsCert": ("tls_cert", _path),
+    "dledgerTlsKey": ("tls_key", _path),
 }
 
 

@@ -74,7 +74,11 @@ class DLedgerServer:
         host, port = parse_address(self.config.address)
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            server.add_insecure_port(bind)
+            tls = self.config.tls
+            if tls is None:
+                server.add_insecure_port(bind)
+            else:
+                server.add_secure_port(bind, tls.server_credentials())
         except RuntimeError as exc:
             await loop.run_in_executor(None, self.node._close_storage)
             raise OSError(f"cannot listen on {self.config.address}: {exc}") from None
