@@ -204,7 +204,7 @@ class SegmentedLog:
             seg = segs[k]
             dfd, ifd, owned = seg.reader_fds(self._ops)
             try:
-                return seg.index_record(self._ops, ifd, index)[2]
+                return seg.term_of(self._ops, dfd, ifd, index)
             finally:
                 if owned:
                     self._ops.close(dfd)

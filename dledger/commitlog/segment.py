@@ -140,6 +140,15 @@ class Segment:
             )
         return pos, size, term
 
+    def term_of(self, ops: FileOps, dfd: int, ifd: int, index: int) -> int:
+        """The term of entry `index`, from its index record cross-checked with its data header (so that one
+        damaged copy is reported, not returned)."""
+        pos, size, term = self.index_record(ops, ifd, index)
+        hdr = self.read_header(ops, dfd, pos)
+        if hdr[0] != DATA_MAGIC or hdr[1] != size or hdr[2] != index or hdr[3] != term or hdr[4] != pos:
+            raise CorruptEntryError(self.data_path, pos - self.start, index, "header disagrees with its index record")
+        return term
+
     def read_header(self, ops: FileOps, dfd: int, pos: int) -> tuple[int, ...]:
         """The raw header fields of the entry at global byte `pos` (unchecked)."""
         raw = ops.pread(dfd, HEADER_SIZE, pos - self.start)

@@ -269,3 +269,20 @@ def test_a_spliced_segment_breaks_the_chain(tmp_path: pathlib.Path) -> None:
         first = next(s.first_index for s in log.segments() if s.name == middle)
         with pytest.raises(CorruptEntryError, match="chain"):
             log.read(first - 1, first + 1)
+
+
+@pytest.mark.usefixtures("small_tail")
+@pytest.mark.parametrize("where", ["index", "data"])
+def test_term_at_reports_a_damaged_term_instead_of_returning_it(tmp_path: pathlib.Path, where: str) -> None:
+    build(tmp_path)
+    at = 10  # entry 11: its index record's term (offset 24) or its data header's term (offset 16)
+    path, off = (
+        (index_files(tmp_path)[0], 32 * at + 24)
+        if where == "index"
+        else (data_files(tmp_path)[0], ends(WANT)[at - 1] + 16)
+    )
+    raw = bytearray(path.read_bytes())
+    raw[off] ^= 0x04
+    path.write_bytes(raw)
+    with SegmentedLog.open(tmp_path) as log, pytest.raises(CorruptEntryError, match="disagrees"):
+        log.term_at(11)
