@@ -162,7 +162,7 @@ class Cluster:
 
     # ---- observation ----
     def client(self, **kwargs: float) -> DLedgerClient:
-        return DLedgerClient(self.addresses, group=GROUP, **kwargs)  # type: ignore[arg-type]
+        return DLedgerClient(self.addresses, group=GROUP, **kwargs)
 
     def statuses(self, timeout: float = 0.5) -> dict[str, NodeInfo]:
         with self.client() as c:

@@ -174,25 +174,37 @@ def _lost_writes_start(cluster: Cluster, rng: random.Random) -> Detail:
 
 # ---- clock skew (libfaketime; matters for lease reads) ----
 def _clock_start(cluster: Cluster, rng: random.Random) -> Detail:
-    node = _target(cluster, rng, rng.random() < 0.7)
-    if node is None:
-        return {"skipped": "no running node"}
-    if not os.path.exists(cluster_faketime()):
-        return {"skipped": "libfaketime is not installed (apt-get install libfaketime)"}
-    rate = rng.choice([0.5, 0.7, 1.5, 2.0])
-    cluster.kill(node, signal.SIGKILL)
-    cluster.start(node, clock_rate=rate)
-    return {"node": node, "rate": rate, "lease_read": cluster.lease_read}
-
-
-def cluster_faketime() -> str:
+    """Restart a node with its clock running at `rate` (libfaketime), make it the leader, then isolate it:
+    a leader whose clock runs slow keeps believing in its lease after the others have elected a new leader,
+    which is exactly when a lease read would be stale."""
     from jepsen_like.cluster import FAKETIME_LIB
 
-    return FAKETIME_LIB
+    node = _target(cluster, rng, False)
+    if node is None:
+        return {"skipped": "no running node"}
+    if not os.path.exists(FAKETIME_LIB):
+        return {"skipped": "libfaketime is not installed (apt-get install libfaketime)"}
+    rate = rng.choice([0.5, 0.5, 0.7, 1.5, 2.0])
+    cluster.kill(node, signal.SIGKILL)
+    cluster.start(node, clock_rate=rate)
+    detail: Detail = {"node": node, "rate": rate, "lease_read": cluster.lease_read}
+    deadline = time.monotonic() + 10.0
+    with cluster.client(timeout=2.0, rpc_timeout=0.5) as client:
+        while time.monotonic() < deadline and cluster.leader() != node:
+            try:
+                client.transfer_leadership(node)
+            except Exception:
+                time.sleep(0.2)
+    detail["became_leader"] = cluster.leader() == node
+    time.sleep(rng.uniform(0.2, 1.0))
+    cluster.partition({frozenset((node, o)) for o in cluster.ids if o != node})
+    detail["isolated"] = True
+    return detail
 
 
 def _clock_stop(cluster: Cluster, rng: random.Random, detail: Detail) -> Detail:
     node = detail.get("node")
+    cluster.heal_network()
     if node and node in cluster.clock:
         cluster.kill(node, signal.SIGKILL)
         cluster.start(node)

@@ -74,9 +74,10 @@ class _Timeline:
     def __init__(self, path: pathlib.Path) -> None:
         self.f = open(path, "a", encoding="utf-8")  # noqa: SIM115
 
-    def write(self, kind: str, name: str, detail: dict[str, Any]) -> None:
-        self.f.write(json.dumps({"t": time.monotonic_ns(), "type": kind, "nemesis": name, "detail": detail},
-                                default=str) + "\n")  # fmt: skip
+    def write(self, kind: str, name: str, detail: dict[str, Any], t: int | None = None) -> None:
+        """`t`: when the action began (default now); a start is written once it is done, with its begin time."""
+        event = {"t": t or time.monotonic_ns(), "type": kind, "nemesis": name, "detail": detail}
+        self.f.write(json.dumps(event, default=str) + "\n")
         self.f.flush()
 
     def close(self) -> None:
@@ -141,11 +142,12 @@ def run(o: RunOptions) -> int:
             _sleep_until(t0 + step.at)
             n = nem.NEMESES[step.nemesis]
             step_rng = random.Random(step.seed)
+            began = time.monotonic_ns()
             try:
                 detail = n.start(cluster, step_rng)
             except Exception as exc:
                 detail = {"error": f"{type(exc).__name__}: {exc}"}
-            timeline.write("start", n.name, detail)
+            timeline.write("start", n.name, detail, began)
             _say(f"+{step.at:6.1f}s start {n.name} {_short(detail)}")
             if "skipped" in detail:
                 continue

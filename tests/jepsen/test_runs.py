@@ -1,0 +1,55 @@
+"""Short real runs: `dledger node` processes, client processes, nemeses, checker (each well under 60 s)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from jepsen_like.netns import netns_supported
+from jepsen_like.runner import RunOptions, run
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
+
+
+def _short_run(out: pathlib.Path, net: str, seed: int) -> int:
+    opts = RunOptions(seed=seed, duration=8, nemeses=["partition-leader", "kill-leader"], clients=2, threads=1,
+                      recovery=2, net=net, out=str(out), plots=HAVE_MPL)  # fmt: skip
+    return run(opts)
+
+
+def _assert_valid_report(out: pathlib.Path) -> None:
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert verdict["valid"], verdict["anomalies"]
+    assert verdict["stats"]["appends_ok"] > 10 and verdict["stats"]["reads_ok"] > 0
+    final = json.loads((out / "final.json").read_text())
+    assert final["healed"] and final["common_index"] >= verdict["stats"]["appends_ok"]
+    assert len({r["digest"] for r in final["replicas"].values()}) == 1
+    starts = [json.loads(line) for line in (out / "nemesis.jsonl").read_text().splitlines()]
+    assert any(e["type"] == "start" for e in starts)
+    assert (out / "history.jsonl").stat().st_size > 0
+    if HAVE_MPL:
+        assert (out / "latency-raw.png").exists() and (out / "rate.png").exists()
+    again = subprocess.run([sys.executable, "-m", "jepsen_like", "check", str(out), "--no-plots"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_short_run_over_loopback_proxies(tmp_path: pathlib.Path) -> None:
+    assert _short_run(tmp_path / "report", "proxy", seed=11) == 0
+    _assert_valid_report(tmp_path / "report")
+
+
+@pytest.mark.root
+@pytest.mark.skipif(netns_supported() is not None, reason=f"network namespaces: {netns_supported()}")
+def test_short_run_in_network_namespaces_leaves_nothing_behind(tmp_path: pathlib.Path) -> None:
+    before = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert _short_run(tmp_path / "report", "netns", seed=12) == 0
+    _assert_valid_report(tmp_path / "report")
+    after = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert after == before
