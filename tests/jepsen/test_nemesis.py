@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import pathlib
 import random
@@ -43,7 +44,7 @@ def test_schedule_is_a_function_of_the_seed() -> None:
     assert a == make_schedule(random.Random(42), names, 60)
     assert a != make_schedule(random.Random(43), names, 60)
     assert all(s.nemesis in names and 0 < s.at < 60 for s in a)
-    assert all(x.at + x.hold < y.at for x, y in zip(a, a[1:], strict=False))  # one fault at a time
+    assert all(x.at + x.hold < y.at for x, y in itertools.pairwise(a))  # one fault at a time
 
 
 def test_expand_rejects_unknown_names() -> None:
