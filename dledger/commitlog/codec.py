@@ -234,7 +234,7 @@ def decode_run(
     pack_chain = CHAIN_FIELDS.pack
     crc32 = _crc32
     kinds = _KINDS
-    make = _make_entry
+    new, set_index, set_term, set_data, set_kind = _new, _set_index, _set_term, _set_data, _set_kind
     end = len(raw)
     off = 0
     index = first_index
@@ -264,7 +264,12 @@ def decode_run(
             except ValueError as exc:
                 reason = str(exc)
             raise CorruptEntryError(segment, file_offset + off, index, reason)
-        append(make(index, t, body, kinds[kind]))
+        e = new(Entry)  # = Entry(index, t, body, kind), without the frozen __init__'s cost
+        set_index(e, index)
+        set_term(e, t)
+        set_data(e, body)
+        set_kind(e, kinds[kind])
+        append(e)
         chain = c
         term = t
         off = stop
