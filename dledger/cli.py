@@ -133,7 +133,7 @@ def add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     storage = bench_sub.add_parser("storage", help="commit log append/read/reopen throughput vs plain os.write")
     storage.add_argument("--quick", action="store_true", help="a smaller run (< 30 s)")
     storage.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    storage.add_argument("--dir", metavar="DIR", help="scratch directory (default: a temp dir, removed after)")
+    storage.add_argument("--dir", metavar="DIR", help="where to make the scratch dir (default /tmp)")
     storage.set_defaults(func=_bench_storage)
 
 
