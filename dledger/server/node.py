@@ -35,7 +35,7 @@ from dledger.commitlog import HardStateStore, SegmentedLog
 from dledger.raft import Config, NotLeaderError, ProposalDroppedError, RaftCore, ReadOnlyOption, Ready, Role
 from dledger.raft.log import payload_size
 from dledger.raft.messages import Message
-from dledger.server.codec import CodecError, from_pb, to_pb
+from dledger.server.codec import CodecError, EntriesCache, from_pb, to_pb
 from dledger.server.config import NodeConfig
 from dledger.server.services import BusyError, LeaderHint, NodeNotLeaderError, NodeStoppedError, OutcomeUnknown
 from dledger.server.state_machine import StateMachine
@@ -452,8 +452,9 @@ class RaftNode:
         transport = self.transport
         assert transport is not None
         by_peer: dict[str, list[pb.PeerMessage]] = defaultdict(list)
+        cache: EntriesCache = {}
         for m in messages:
-            by_peer[m.to_id].append(to_pb(m))
+            by_peer[m.to_id].append(to_pb(m, cache))
         for to_id, batch in by_peer.items():
             transport.send(to_id, batch)
 
