@@ -24,15 +24,17 @@ from dledger.raft import NotLeaderError, ProposalDroppedError, RaftCore, ReadOnl
 from dledger.testing import Cluster
 from dledger.testing.invariants import SafetyChecker
 
-CI_EXAMPLES = int(os.environ.get("DLEDGER_SIM_EXAMPLES", "400"))
-STEPS = 60
+CI_EXAMPLES = int(os.environ.get("DLEDGER_SIM_EXAMPLES", "300"))
+STEPS = 80
 STEP_COUNTER: dict[str, int] = {}
 OUTCOMES: dict[str, int] = {}  # what the runs reached: acked proposals, answered reads, terms, crashes
 
 
 class RaftMachine(RuleBasedStateMachine):
+    """3 nodes; one entry per AppendEntries and at most 3 in flight, so pipelining and flow control matter."""
+
     N: ClassVar[int] = 3
-    CONFIG: ClassVar[dict[str, object]] = {}
+    CONFIG: ClassVar[dict[str, object]] = {"max_append_bytes": 1, "max_inflight_msgs": 3}
     NAME: ClassVar[str] = "raft3"
 
     def __init__(self) -> None:
@@ -75,6 +77,14 @@ class RaftMachine(RuleBasedStateMachine):
         self.c.tick(times=times)
         self.c.run(rounds)
 
+    @rule(rounds=st.integers(0, 4))
+    def elapse(self, rounds: int) -> None:
+        """An election timeout's worth of ticks, with some message passing in between."""
+        self._count()
+        for _ in range(6):
+            self.c.tick()
+            self.c.run(rounds)
+
     @rule(rounds=st.integers(1, 20))
     def run(self, rounds: int) -> None:
         self._count()
@@ -110,14 +120,19 @@ class RaftMachine(RuleBasedStateMachine):
                 c.deliver_all()
 
     @rule(
-        kind=st.sampled_from(["partition", "heal", "crash", "restart"]),
+        kind=st.sampled_from(["partition", "heal", "crash", "restart", "isolate_leader", "crash_leader"]),
         k=st.integers(0, 4),
         members=st.sets(st.integers(0, 4), max_size=3),
     )
     def fault(self, kind: str, k: int, members: set[int]) -> None:
         self._count()
         c = self.c
-        if kind == "partition":
+        lead = c.leader()
+        if kind == "isolate_leader" and lead is not None:
+            c.isolate(lead)
+        elif kind == "crash_leader" and lead is not None:
+            c.crash(lead)
+        elif kind == "partition":
             group = {self._node(j) for j in members}
             c.heal()
             c.partition(group, [i for i in c.ids if i not in group])
@@ -149,11 +164,15 @@ class RaftMachine(RuleBasedStateMachine):
         self._count()
         self._propose(self._core(k), n)
 
-    @rule(n=st.integers(1, 3))
-    def propose_at_leader(self, n: int) -> None:
+    def _any_leader(self, k: int) -> RaftCore | None:
+        """The k-th node that believes it leads (stale leaders of older terms included)."""
+        leaders = [n.core for n in self.c.nodes.values() if n.core is not None and n.core.role is Role.LEADER]
+        return leaders[k % len(leaders)] if leaders else None
+
+    @rule(k=st.integers(0, 4), n=st.integers(1, 3))
+    def propose_at_leader(self, k: int, n: int) -> None:
         self._count()
-        lead = self.c.leader()
-        self._propose(self.c.core(lead) if lead else None, n)
+        self._propose(self._any_leader(k), n)
 
     def _read(self, core: RaftCore | None) -> None:
         if core is None:
@@ -172,11 +191,10 @@ class RaftMachine(RuleBasedStateMachine):
         self._count()
         self._read(self._core(k))
 
-    @rule()
-    def read_at_leader(self) -> None:
+    @rule(k=st.integers(0, 4))
+    def read_at_leader(self, k: int) -> None:
         self._count()
-        lead = self.c.leader()
-        self._read(self.c.core(lead) if lead else None)
+        self._read(self._any_leader(k))
 
     @precondition(lambda self: self.cluster is not None and self.c.leader() is not None)
     @rule(to=st.integers(0, 4))
@@ -231,12 +249,12 @@ class Raft5Machine(RaftMachine):
 class RaftLeaseMachine(RaftMachine):
     """Lease reads, with every node ticking together (leases assume bounded clock drift)."""
 
-    CONFIG: ClassVar[dict[str, object]] = {"read_only": ReadOnlyOption.LEASE}
+    CONFIG: ClassVar[dict[str, object]] = {"read_only": ReadOnlyOption.LEASE, "max_append_bytes": 4}
     NAME = "raft3-lease"
 
 
 class RaftNoPreVoteMachine(RaftMachine):
-    CONFIG: ClassVar[dict[str, object]] = {"pre_vote": False, "check_quorum": False}
+    CONFIG: ClassVar[dict[str, object]] = {"pre_vote": False, "check_quorum": False, "max_append_bytes": 2}
     NAME = "raft3-plain"
 
 
