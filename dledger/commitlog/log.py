@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Literal
 
+from dledger.commitlog.checkpoint import Checkpoint, CheckpointFile
 from dledger.commitlog.codec import INDEX_SIZE, MAX_ENTRY_BYTES, Batch, encode_batch
 from dledger.commitlog.errors import DiskFullError, LogClosedError
 from dledger.commitlog.fileops import FileOps
@@ -86,6 +87,11 @@ class SegmentedLog:
         self._set_segments(segs)
         self._set_tail_from_segments()
         self._durable_index = self._tail[0]
+        self._ckpt_lock = threading.Lock()
+        self._ckpt = CheckpointFile(directory)
+        self._ckpt_start = -1  # the segment the checkpoint file describes
+        last = segs[-1] if segs else None
+        self._checkpoint(Checkpoint(last.start, last.data_len, last.count) if last else Checkpoint(base.pos, 0, 0))
         self._flusher = Flusher(self._flush, flush_interval_ms / 1000.0, f"commitlog-flush {directory}")
 
     @classmethod
@@ -311,6 +317,7 @@ class SegmentedLog:
                     seg.open_fds(self._ops, create=True)
                     for sub in (DATA_DIR, INDEX_DIR):
                         self._ops.fsync_dir(os.path.join(self._dir, sub))
+                    self._checkpoint(Checkpoint(seg.start, 0, 0))  # nothing of it is durable yet
                 except OSError:
                     self._roll_back([c[0] for c in chunks if c[0] not in created], created)
                     raise
@@ -364,16 +371,27 @@ class SegmentedLog:
         finally:
             self._rw.release_write()
 
+    def _checkpoint(self, cp: Checkpoint, *, only_if_current: bool = False) -> None:
+        """Record what of the last segment is fsynced (see `checkpoint.py`). The flusher passes
+        `only_if_current`, so that it never moves the checkpoint back to a segment the log rolled past."""
+        with self._ckpt_lock:
+            if only_if_current and cp.start != self._ckpt_start:
+                return
+            self._ckpt.write(cp)
+            self._ckpt_start = cp.start
+
     def _sync_fds(self, seg: Segment) -> None:
         """fdatasync a segment's data, then index, whatever is published (used at rollover, in `append`)."""
         assert seg.data_fd is not None and seg.index_fd is not None
         self._ops.datasync(seg.data_fd)
         self._ops.datasync(seg.index_fd)
 
-    def _sync_segment(self, seg: Segment) -> None:
+    def _sync_segment(self, seg: Segment) -> tuple[int, int]:
+        """fdatasync `seg`; returns the `(data_len, count)` now durable (a consistent pair)."""
         data_len, count = seg.sync(self._ops)
         seg.flushed_data = max(seg.flushed_data, data_len)
         seg.flushed_index = max(seg.flushed_index, count)
+        return data_len, count
 
     def truncate_after(self, index: int) -> None:
         with self._mutex:
@@ -398,6 +416,9 @@ class SegmentedLog:
                         self._ops.fsync_dir(os.path.join(self._dir, sub))
                 if keep is not None and new_end is not None:
                     keep.cut_after(self._ops, index, *new_end)  # durable: truncation is rare
+                    self._checkpoint(Checkpoint(keep.start, keep.data_len, keep.count))
+                else:
+                    self._checkpoint(Checkpoint(base.pos, 0, 0))
                 self._set_segments(segs)
                 self._set_tail_from_segments()
                 self._durable_index = index  # closed segments were synced at rollover, `keep` just now
@@ -440,9 +461,12 @@ class SegmentedLog:
                 if self._closed:
                     return
                 last = self._tail[0]
-                for seg in self._segs:
+                segs = self._segs
+                for seg in segs:
                     if seg.fds_open and (seg.data_len > seg.flushed_data or seg.count > seg.flushed_index):
-                        self._sync_segment(seg)
+                        data_len, count = self._sync_segment(seg)
+                        if seg is segs[-1]:
+                            self._checkpoint(Checkpoint(seg.start, data_len, count), only_if_current=True)
                 self._durable_index = max(self._durable_index, last)
             finally:
                 self._rw.release_read()
@@ -462,6 +486,7 @@ class SegmentedLog:
                     self._closed = True
                     for seg in self._segs:
                         seg.close_fds(self._ops)
+                    self._ckpt.close()
                     if self._lock_fd is not None:
                         os.close(self._lock_fd)  # releases the store lock
                         self._lock_fd = None

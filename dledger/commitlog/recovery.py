@@ -14,6 +14,11 @@ What the tail procedure does, on the last segment:
    lagged behind, and cut the data at the first torn or invalid entry;
 4. if the segment ends up empty it is deleted and the previous segment gets the same treatment.
 
+When the flush checkpoint (`checkpoint.py`) says that less of the last segment is known fsynced than the
+window of step 2 covers, steps 2-3 start at the checkpoint instead: every entry written after the last
+flush is checked, so a hole a crash left in un-fsynced data is cut wherever it is (this costs a scan of
+what was written since the last flush; after a clean close the checkpoint is at the end and costs nothing).
+
 Older segments: a missing or inconsistent index is rebuilt by scanning that segment's data. A segment is
 fsynced when the log rolls over to the next one, so a closed segment never loses bytes in a crash; if its
 data is invalid before its end that is real corruption, and opening fails with `CorruptStoreError` rather
@@ -29,6 +34,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 
+from dledger.commitlog.checkpoint import Checkpoint, read_checkpoint
 from dledger.commitlog.codec import DATA_MAGIC, HEADER_SIZE, INDEX, INDEX_MAGIC, INDEX_SIZE, check_entry
 from dledger.commitlog.errors import CorruptStoreError
 from dledger.commitlog.fileops import FileOps
@@ -51,6 +57,7 @@ class RecoveryReport:
     """What opening found and changed. `problems` lists human-readable notes of every cut or repair."""
 
     entries_checked: int = 0
+    bytes_after_checkpoint: int = 0  # un-flushed bytes of the last segment that were checked
     index_records_rebuilt: int = 0
     data_bytes_cut: int = 0
     segments_deleted: list[str] = field(default_factory=list)
@@ -128,7 +135,31 @@ def _check_closed(seg: Segment, ops: FileOps, data_len: int) -> bool:
     return True
 
 
-def _recover_tail(seg: Segment, ops: FileOps, chain0: int, term0: int, report: RecoveryReport) -> None:
+def _checkpoint_seed(
+    seg: Segment, ops: FileOps, ckpt: Checkpoint | None, before: int, file_len: int, chain0: int, term0: int
+) -> tuple[int, int, int, int] | None:
+    """`(count, end, chain, term)` at the checkpoint, if it is for `seg`, lies before entry `before` and agrees
+    with the files; else None (the checkpoint is only a hint)."""
+    if ckpt is None or ckpt.start != seg.start or ckpt.count >= before or ckpt.data_len > file_len:
+        return None
+    if ckpt.count == 0:
+        return (0, 0, chain0, term0) if ckpt.data_len == 0 else None
+    assert seg.data_fd is not None and seg.index_fd is not None
+    raw = ops.pread(seg.index_fd, INDEX_SIZE, (ckpt.count - 1) * INDEX_SIZE)
+    if len(raw) < INDEX_SIZE:
+        return None
+    magic, pos, size, idx, _term = INDEX.unpack(raw)
+    if magic != INDEX_MAGIC or idx != seg.first_index + ckpt.count - 1 or pos + size != seg.start + ckpt.data_len:
+        return None
+    hdr = seg.read_header(ops, seg.data_fd, pos)
+    if hdr[0] != DATA_MAGIC or hdr[1] != size or hdr[2] != idx or hdr[4] != pos:
+        return None
+    return ckpt.count, ckpt.data_len, hdr[6], hdr[3]
+
+
+def _recover_tail(
+    seg: Segment, ops: FileOps, chain0: int, term0: int, report: RecoveryReport, ckpt: Checkpoint | None
+) -> None:
     """The tail procedure (module docstring) on `seg`, seeded with the chain and term before its first entry."""
     assert seg.data_fd is not None and seg.index_fd is not None
     file_len = ops.size(seg.data_fd)
@@ -154,12 +185,17 @@ def _recover_tail(seg: Segment, ops: FileOps, chain0: int, term0: int, report: R
             break
         n = k0  # the whole window is bad: trust less
     count, end, chain, term = 0, 0, chain0, term0
+    wrecs = recs[: m - k0]
+    v = len(wrecs) - 1
     if m > 0:
-        wrecs = recs[: m - k0]
         last_end = wrecs[-1][1] + wrecs[-1][2]
-        v = len(wrecs) - 1
         while v > 0 and last_end - wrecs[v][1] < TAIL_VERIFY_BYTES:
             v -= 1
+    from_ckpt = _checkpoint_seed(seg, ops, ckpt, min(m, k0 + v), file_len, chain0, term0)
+    if from_ckpt is not None:  # un-fsynced data reaches further back than the window: check all of it
+        count, end, chain, term = from_ckpt
+        report.bytes_after_checkpoint = file_len - end
+    elif m > 0:
         vk = k0 + v  # first entry re-checked
         seed: int | None = chain0
         if vk > 0:  # seed with the predecessor's stored chain CRC and term, when its header is sane
@@ -220,6 +256,7 @@ def recover(directory: str, ops: FileOps) -> tuple[Base, list[Segment], Recovery
     for sub in (DATA_DIR, INDEX_DIR):
         os.makedirs(os.path.join(directory, sub), exist_ok=True)
     base = read_base(directory)
+    ckpt = read_checkpoint(directory)
     starts = list_segments(directory)
     dir_changed = False
     for name in os.listdir(os.path.join(directory, INDEX_DIR)):
@@ -265,7 +302,7 @@ def recover(directory: str, ops: FileOps) -> tuple[Base, list[Segment], Recovery
                 chain, term, index = seg.last_chain, seg.last_term, seg.last_index
         while segs:
             seg = segs[-1]
-            _recover_tail(seg, ops, seeds[-1][0], seeds[-1][1], report)
+            _recover_tail(seg, ops, seeds[-1][0], seeds[-1][1], report, ckpt)
             if seg.count:
                 break
             segs.pop()

@@ -12,7 +12,7 @@ import pytest
 
 from dledger.commitlog import FileOps, LogClosedError, SegmentedLog, StoreInUseError
 from dledger.commitlog.verify import verify_store
-from tests.commitlog.conftest import entries
+from tests.commitlog.conftest import data_files, entries
 
 
 class FailingSync(FileOps):
@@ -121,3 +121,31 @@ def test_a_truncation_is_durable_before_the_entries_that_replace_it(tmp_path: pa
     with SegmentedLog.open(tmp_path / "crash", segment_bytes=1000) as log:
         assert 30 <= log.last_index <= 44
         assert log.read(1, log.last_index + 1) == (old[:30] + new)[: log.last_index]  # never an old entry > 30
+
+
+def test_a_hole_deep_in_unflushed_data_is_cut_at_recovery(tmp_path: pathlib.Path) -> None:
+    """A power cut can lose any page written after the last fsync, far before the end: the checkpoint lets
+    recovery check everything written since the last flush, not just the last megabyte."""
+    size = 4000
+    want = entries(1, 1001, size=size)  # ~4 MB, more than the tail window
+    with SegmentedLog.open(tmp_path, flush_interval_ms=60_000) as log:
+        log.append(want[:100])
+        log.sync()  # entries 1..100 durable; 101..1000 only in the page cache
+        for k in range(100, 1000, 50):
+            log.append(want[k : k + 50])
+    # the checkpoint file was rewritten at close; put back the one from before (as a crash would leave it)
+    with SegmentedLog.open(tmp_path / "again", flush_interval_ms=60_000) as other:
+        other.append(want[:100])
+        other.sync()
+        stale = (tmp_path / "again" / "checkpoint").read_bytes()
+    (tmp_path / "checkpoint").write_bytes(stale)
+    data = data_files(tmp_path)[0]
+    raw = bytearray(data.read_bytes())
+    hole = 200 * (size + 48) + 10  # inside entry 201: a lost page of zeros, 3 MB before the end
+    raw[hole : hole + 4096] = bytes(4096)
+    data.write_bytes(raw)
+    with SegmentedLog.open(tmp_path) as log:
+        assert log.last_index == 200
+        assert log.read(1, 201) == want[:200]
+        assert log.recovery.bytes_after_checkpoint > 3_000_000
+    assert verify_store(str(tmp_path)).clean
