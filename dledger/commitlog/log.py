@@ -1,8 +1,8 @@
 """`SegmentedLog`: the durable `LogStorage` over segment and index files.
 
 Layout of a store directory: `data/<pos>` and `index/<pos>` segment pairs (see `segment.py`, codec in
-`codec.py`), an optional `meta` file holding the base, the entry before the first (see `meta.py`), and a
-`LOCK` file that an open log holds an exclusive flock on (a second open raises `StoreInUseError`).
+`codec.py`), an optional `meta` file holding the base, the entry before the first (see `meta.py`), the
+flush `checkpoint` (see `checkpoint.py`), and a `LOCK` file that an open log holds an exclusive flock on (a second open raises `StoreInUseError`).
 
 Threads: one owner thread at a time calls `append`, `truncate_after`, `compact_before`, `close` (a mutex
 enforces it); any thread may call `read`, `term_at`, `first_index`, `last_index`, `segments`, `sync`
@@ -22,7 +22,8 @@ both modes) and by `sync()`; a lagging index costs recovery a forward scan of th
 `durable_index` is the last index whose data is known fsynced. In both modes a segment is fsynced (data,
 then index) when an append rolls over to the next one, and new files are made durable in their directory
 before they get data, so only the last segment can ever hold un-fsynced bytes: after a crash, recovery
-needs to repair the last segment only.
+needs to repair the last segment only, and the flush checkpoint (`checkpoint.py`, rewritten after each
+flush) tells it where the un-fsynced part of that segment starts.
 
 Invariants: `first_index == base.index + 1`; segments are contiguous in index and byte position, each
 holds >= 1 entry, the first starts at `base.pos`; `compact_before` never drops the last segment, so
