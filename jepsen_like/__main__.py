@@ -45,13 +45,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     chk = sub.add_parser("check", help="re-check a report directory (exit 0 iff valid)")
     chk.add_argument("report")
     chk.add_argument("--no-plots", action="store_true")
-    sub.add_parser("cleanup", help="remove namespaces, links and processes left by interrupted runs")
+    clean = sub.add_parser("cleanup", help="remove namespaces, links and processes left by interrupted runs")
+    clean.add_argument("--force", action="store_true", help="also those of runs that are still going")
     args = parser.parse_args(argv)
 
     if args.command == "cleanup":
         from jepsen_like.netns import cleanup_all
 
-        done = cleanup_all()
+        done = cleanup_all(force=args.force)
         print("\n".join(done) if done else "nothing to clean up")
         return 0
     if args.command == "check":

@@ -21,7 +21,7 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from jepsen_like.procutil import STATE_DIR, RunState, kill_pid_if_ours
+from jepsen_like.procutil import STATE_DIR, RunState, kill_pid_if_ours, owner_alive
 
 __all__ = ["NetnsNetwork", "cleanup_all", "is_root", "netns_supported", "teardown_state"]
 
@@ -136,7 +136,7 @@ class NetnsNetwork:
         self.partition(())
 
 
-def teardown_state(created: dict[str, list[Any]]) -> None:
+def teardown_state(created: dict[str, Any]) -> None:
     """Kill the recorded processes (if still ours), then delete namespaces and links."""
     for pid in created.get("pids", []):
         kill_pid_if_ours(int(pid))
@@ -146,8 +146,9 @@ def teardown_state(created: dict[str, list[Any]]) -> None:
         _run("ip", "link", "del", link, check=False)
 
 
-def cleanup_all() -> list[str]:
-    """Remove every namespace, link and process recorded by any run's state file; returns what was done."""
+def cleanup_all(force: bool = False) -> list[str]:
+    """Remove every namespace, link and process recorded by the state file of a run whose controller is gone
+    (with `force`, also of running ones); returns what was done."""
     done: list[str] = []
     if not STATE_DIR.exists():
         return done
@@ -156,6 +157,9 @@ def cleanup_all() -> list[str]:
             created = json.loads(path.read_text())
         except (OSError, ValueError):
             created = {}
+        if owner_alive(created) and not force:
+            done.append(f"{path.name}: skipped, its run is still going (pid {created.get('owner')}; --force)")
+            continue
         if (created.get("netns") or created.get("links")) and not is_root():
             done.append(f"{path.name}: needs root to remove {created}")
             continue

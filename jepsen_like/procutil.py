@@ -13,7 +13,7 @@ import pathlib
 import signal
 from typing import Any
 
-__all__ = ["STATE_DIR", "RunState", "kill_pid_if_ours", "pid_is_ours"]
+__all__ = ["STATE_DIR", "RunState", "kill_pid_if_ours", "owner_alive", "pid_is_ours"]
 
 STATE_DIR = pathlib.Path(os.environ.get("JEPSEN_LIKE_STATE", "/tmp/jepsen_like/state"))
 
@@ -24,6 +24,18 @@ def pid_is_ours(pid: int) -> bool:
     except OSError:
         return False
     return b"dledger" in cmdline and (b" node " in cmdline or b"jepsen_like" in cmdline)
+
+
+def owner_alive(data: dict[str, Any]) -> bool:
+    """Whether the controller that wrote a state file still runs (then its resources are in use)."""
+    owner = data.get("owner")
+    if not isinstance(owner, int) or owner == os.getpid():
+        return False
+    try:
+        cmdline = pathlib.Path(f"/proc/{owner}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"jepsen_like" in cmdline or b"pytest" in cmdline
 
 
 def kill_pid_if_ours(pid: int) -> bool:
@@ -43,7 +55,7 @@ class RunState:
     def __init__(self, tag: str) -> None:
         self.tag = tag
         self.path = STATE_DIR / f"{tag}.json"
-        self.data: dict[str, list[Any]] = {"netns": [], "links": [], "pids": []}
+        self.data: dict[str, Any] = {"netns": [], "links": [], "pids": [], "owner": os.getpid()}
 
     def add(self, key: str, value: Any) -> None:
         self.data[key].append(value)
