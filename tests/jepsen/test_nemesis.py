@@ -102,3 +102,14 @@ def test_lost_writes_cuts_segments_back_to_the_durable_lengths(tmp_path: pathlib
     sizes = {(p.parent.name, p.name): p.stat().st_size for p in tmp_path.glob("*/0*")}
     assert sizes == {("data", first): 1000, ("index", first): 256, ("data", second): 200, ("index", second): 32}
     assert detail["cut_bytes"] == {first: [0, 64], second: [300, 64]}
+
+
+def test_lost_writes_under_sync_flush_cuts_only_index_files(tmp_path: pathlib.Path) -> None:
+    first = "00000000000000000000"
+    _store(tmp_path, {first: (1000, 320)})
+    (tmp_path / "DURABLE").write_text(json.dumps({first: [600, 128]}))
+    fake: Any = FakeCluster(tmp_path)
+    fake.flush = "sync"
+    detail = nemesis.NEMESES["lost-writes"].start(fake, random.Random(1))
+    assert (tmp_path / "data" / first).stat().st_size == 1000 and (tmp_path / "index" / first).stat().st_size == 128
+    assert detail["cut_bytes"] == {first: [0, 192]}
