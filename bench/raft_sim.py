@@ -4,6 +4,7 @@ The leader proposes batches of 64 entries of 1 KiB; every node runs the driver l
 `dledger.raft.ready` (Ready -> send -> persist to MemoryLog -> send after persist -> apply -> advance) and
 messages go straight into the addressee's inbox. What is measured is everything but real I/O: the three
 cores, the in-memory storage and the message passing, so it bounds the core's share of a real node's CPU.
+Throughput is computed from the process's CPU time (the machine is shared; wall time is printed too).
 
     python -m bench.raft_sim            # ~1.3M entries
     python -m bench.raft_sim --quick    # a few seconds
@@ -80,6 +81,7 @@ def run(total_entries: int, window_batches: int) -> dict[str, float]:
     proposed = 0
     messages = 0
     start = time.perf_counter()
+    cpu_start = time.process_time()
     while True:
         core = lead.core
         while proposed < total_entries and core.uncommitted_bytes + BATCH * ENTRY_BYTES <= window_bytes:
@@ -93,8 +95,10 @@ def run(total_entries: int, window_batches: int) -> dict[str, float]:
         pump()
         if proposed >= total_entries and all(n.applied >= base + total_entries for n in nodes.values()):
             break
-    elapsed = time.perf_counter() - start
+    wall = time.perf_counter() - start
+    elapsed = time.process_time() - cpu_start  # CPU time: the machine is shared, wall time is noisy
     return {
+        "wall_seconds": wall,
         "entries": float(total_entries),
         "seconds": elapsed,
         "entries_per_s": total_entries / elapsed,
@@ -122,8 +126,11 @@ def main(argv: list[str] | None = None) -> None:
         run(min(total, 64_000), args.window)  # warm-up
         res = run(total, args.window)
     print(f"raft core simulation: 3 nodes, batches of {BATCH} x {ENTRY_BYTES} B, window {args.window} batches")
-    print(f"  entries committed and applied on all nodes: {int(res['entries']):,} in {res['seconds']:.2f} s")
-    print(f"  throughput:       {res['entries_per_s']:,.0f} entries/s  (goal >= 400,000)")
+    print(
+        f"  entries committed and applied on all nodes: {int(res['entries']):,} "
+        f"in {res['seconds']:.2f} s CPU ({res['wall_seconds']:.2f} s wall)"
+    )
+    print(f"  throughput:       {res['entries_per_s']:,.0f} entries per CPU second  (goal >= 400,000)")
     print(f"  cost per entry:   {res['us_per_entry']:.2f} us (whole cluster: 3 cores + memory storage)")
     per_msg = res["entries_per_message"]
     print(f"  messages:         {int(res['messages']):,}  ({per_msg:.1f} entries replicated per message)")

@@ -4,8 +4,9 @@ Like etcd's raftLog + unstable: entries the core accepted but the driver has not
 `unstable` (a list starting at index `offset`); everything below `offset` is read from storage. The core
 never writes to storage: the driver persists `Ready.entries` and `advance` calls `stable_to`.
 
-A small cache keeps the newest stable entries (`cache`, ending exactly at `offset`), so that committed
-entries are applied and recent entries are sent to followers without reading them back from storage.
+A small cache keeps the stable entries not yet applied (`cache`, ending exactly at `offset`), so that
+committed entries are applied and recent entries are sent to followers without reading them back from
+storage; applied entries leave it (its size is bounded by the uncommitted and unapplied backlog).
 
 Invariants:
 - `applied <= commit_index <= last_index()`;
@@ -30,7 +31,7 @@ from dledger.storage_api import CompactedError, Entry, EntryKind, LogStorage, Un
 __all__ = ["RaftLog", "make_entries", "payload_size"]
 
 _data = attrgetter("data")
-_CACHE_ENTRIES = 8192  # newest stable entries kept in memory (trimmed to this once twice as long)
+_CACHE_ENTRIES = 8192  # at most 2x this many stable, unapplied entries are kept in memory
 
 
 def payload_size(entries: Sequence[Entry]) -> int:
@@ -243,10 +244,15 @@ class RaftLog:
     def stable_to(self, index: int, term: int) -> None:
         """The driver persisted the entries up to (index, term); ignore if they were replaced since."""
         k = index - self.offset
-        if 0 <= k < len(self.unstable) and self.unstable[k].term == term:
+        unstable = self.unstable
+        if 0 <= k < len(unstable) and unstable[k].term == term:
             cache = self.cache
-            cache += self.unstable[: k + 1]
-            del self.unstable[: k + 1]
+            if k + 1 == len(unstable):
+                cache += unstable
+                self.unstable = []
+            else:
+                cache += unstable[: k + 1]
+                del unstable[: k + 1]
             self.offset = index + 1
             if len(cache) > 2 * _CACHE_ENTRIES:
                 drop = len(cache) - _CACHE_ENTRIES
@@ -265,6 +271,10 @@ class RaftLog:
         if index < self.applied or index > self.commit_index:
             raise RaftInvariantError(f"applied {index} outside [{self.applied}, {self.commit_index}]")
         self.applied = index
+        drop = index - self.cache_offset + 1  # applied entries leave the cache (storage still has them)
+        if drop > 0:
+            del self.cache[:drop]
+            self.cache_offset += drop
 
     def next_committed(self, max_bytes: int) -> list[Entry]:
         """Committed, persisted, not-yet-applied entries (bounded by `max_bytes`, at least one)."""

@@ -14,7 +14,7 @@ Invariants:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from operator import attrgetter
+from operator import attrgetter, sub
 
 from dledger.storage_api import Entry
 
@@ -165,7 +165,7 @@ def well_formed(m: AppendEntries) -> bool:
     if entries[0].term < prev_term or entries[-1].term > term:
         return False
     if n > 2:
-        if list(map(_get_index, entries)) != list(range(prev + 1, prev + n + 1)):
+        if any(map(sub, map(_get_index, entries), range(prev + 1, prev + n + 1))):
             return False
         terms = list(map(_get_term, entries))
         if terms.count(terms[0]) != n and terms != sorted(terms):  # all equal is the common case
