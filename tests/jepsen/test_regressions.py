@@ -7,13 +7,26 @@ marker must be removed.
 
 from __future__ import annotations
 
+import os
+import pathlib
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
 import pytest
 
+from dledger.server.client import DLedgerClient
+from dledger.server.client_policy import DLedgerError
 from dledger.storage_api import HardState
-from dledger.testing import Cluster
+from dledger.testing import Cluster as SimCluster
+from jepsen_like.cluster import GROUP, Cluster
+from jepsen_like.procutil import RunState
+
+T = TypeVar("T")
 
 
-def _lose_unsynced_tail(c: Cluster, node_id: str, keep: int) -> None:
+def _lose_unsynced_tail(c: SimCluster, node_id: str, keep: int) -> None:
     """Power cut on an async-flush node: crash it and cut its log back to `keep` entries (what was fsynced),
     as `dledger node` recovers it: the commit index is clamped to the log, the state machine restarts below."""
     c.crash(node_id)
@@ -31,7 +44,7 @@ def _lose_unsynced_tail(c: Cluster, node_id: str, keep: int) -> None:
     "leader keeps its old match index and drops every reject below it as stale (Progress.maybe_decrease_to)",
 )
 def test_follower_that_lost_its_unsynced_tail_catches_up() -> None:
-    c = Cluster(3, seed=7)
+    c = SimCluster(3, seed=7)
     leader = c.run_until_leader()
     for k in range(10):
         c.propose(leader, f"a-{k}".encode())
@@ -48,3 +61,71 @@ def test_follower_that_lost_its_unsynced_tail_catches_up() -> None:
         c.run(200)
     assert c.core(follower).last_index == c.core(leader).last_index, c.describe()
     assert c.core(follower).commit_index == c.core(leader).commit_index
+
+
+# ---- found with real processes: lease reads after a process pause ----
+
+
+def _wait(cond: Callable[[], T | None], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        time.sleep(0.05)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: with lease reads, a leader resumed after a pause (SIGSTOP, GC, a stalled loop) answers a read "
+    "from its old lease: the driver feeds requests before it accounts for the elapsed time and then adds at "
+    "most heartbeat_tick ticks (RaftNode._run), so the lease clock loses the pause; a new leader has "
+    "meanwhile committed writes, and the read is stale",
+)
+def test_a_paused_then_isolated_lease_leader_does_not_serve_stale_reads(tmp_path: pathlib.Path) -> None:
+    state = RunState(f"r{os.getpid() % 4096:03x}")
+    cluster = Cluster(tmp_path, 3, flush="sync", net="proxy", state=state, lease_read=True, durable_report_ms=0)
+    try:
+        cluster.setup_network()
+        cluster.start_all()
+        old = _wait(cluster.leader, 30, "a leader")
+        with cluster.client(timeout=10) as client:
+            client.append(b"before")
+        cluster.pause(old)
+        others = [n for n in cluster.ids if n != old]
+        new = _wait(lambda: (lambda lead: lead if lead in others else None)(cluster.leader()), 30, "a new leader")
+        with cluster.client(timeout=10) as client:
+            written = _wait(lambda: _try_append(client, b"after"), 30, "a write through the new leader")
+        cluster.partition({frozenset((old, o)) for o in others})  # the old leader cannot hear of the new term
+        answers: list[tuple[int, str | None]] = []
+        with DLedgerClient({old: cluster.addresses[old]}, group=GROUP, timeout=3, rpc_timeout=3) as stale:
+            reader = threading.Thread(target=lambda: answers.append(_try_read(stale, old)))
+            reader.start()  # the request waits in the paused node's socket
+            cluster.resume(old)
+            reader.join(10)
+        assert answers, "the read did not finish"
+        read_index, answered_by = answers[0]
+        assert answered_by != old or read_index >= written, (
+            f"{old} answered read index {read_index} from its old lease, but {new} had committed index {written}"
+        )
+    finally:
+        cluster.close()
+        state.discard()
+
+
+def _try_append(client: DLedgerClient, data: bytes) -> int | None:
+    try:
+        return client.append(data).index
+    except DLedgerError:
+        return None
+
+
+def _try_read(client: DLedgerClient, asked: str) -> tuple[int, str | None]:
+    """(read index, who answered): the node asked, unless it redirected the client to another leader."""
+    try:
+        index = client.read_index()
+    except DLedgerError:
+        return -1, None
+    return index, client.leader or asked
