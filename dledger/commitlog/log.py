@@ -2,7 +2,8 @@
 
 Layout of a store directory: `data/<pos>` and `index/<pos>` segment pairs (see `segment.py`, codec in
 `codec.py`), an optional `meta` file holding the base, the entry before the first (see `meta.py`), the
-flush `checkpoint` (see `checkpoint.py`), and a `LOCK` file that an open log holds an exclusive flock on (a second open raises `StoreInUseError`).
+flush `checkpoint` (see `checkpoint.py`), and a `LOCK` file that an open log holds an exclusive flock
+on (a second open raises `StoreInUseError`).
 
 Threads: one owner thread at a time calls `append`, `truncate_after`, `compact_before`, `close` (a mutex
 enforces it); any thread may call `read`, `term_at`, `first_index`, `last_index`, `segments`, `sync`
