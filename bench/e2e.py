@@ -53,7 +53,8 @@ class Profile:
     failovers: int
     catchup_bytes: int
     soak_seconds: float  # full-load run in which leader changes are counted (0: skip)
-    max_bytes_per_run: int = 768 * MiB  # payload bytes per throughput run at most (disk and PySyncObj RAM)
+    max_bytes_per_run: int = 256 * MiB  # payload bytes per throughput run at most (disk and PySyncObj RAM)
+    group_per_payload: bool = False  # one group for both batch sizes of a payload (quick: saves start-ups)
 
 
 QUICK = Profile(
@@ -65,6 +66,7 @@ QUICK = Profile(
     failovers=2,
     catchup_bytes=64 * MiB,
     soak_seconds=0,
+    group_per_payload=True,
 )
 FULL = Profile(
     seconds=5.0,
@@ -126,6 +128,7 @@ class Bench:
         self.figures: dict[str, Figure] = {}
         self.rss: dict[str, dict[str, float]] = {"dledger": {}, "pysyncobj": {}}
         self.elections: dict[str, dict[str, int]] = {"dledger": {}, "pysyncobj": {}}
+        self.cpu: dict[str, dict[str, dict[str, float]]] = {"dledger": {}, "pysyncobj": {}}
         self._n = 0
 
     def _dir(self, name: str) -> pathlib.Path:
@@ -150,7 +153,8 @@ class Bench:
             finally:
                 rss = self.rss[system]
                 for node, mb in g.rss_mb.items():
-                    rss[f"{flush}/{profile}/{node}"] = mb
+                    key = f"{flush}/{profile}/{node}"
+                    rss[key] = max(rss.get(key, 0.0), mb)
                 shutil.rmtree(d, ignore_errors=True)
 
     def record(self, key: str, unit: str, system: str, value: float | None, higher: bool = True) -> None:
@@ -169,22 +173,30 @@ class Bench:
     def throughput(self, system: str, flush: str) -> None:
         payloads = self.p.payloads if flush == "async" else self.p.sync_payloads
         for payload in payloads:
-            with self.group(system, flush) as g:
-                for batch in BATCHES:
-                    for run in range(self.p.runs):
-                        inflight = _inflight(payload, batch)
-                        max_ops = max(1, self.p.max_bytes_per_run // (payload * batch))
-                        term0 = g.term()
-                        r = g.load(payload, batch, inflight, self.p.seconds, max_ops, self.clients)
-                        elections = g.term() - term0
-                        rate = r["entries"] / r["seconds"] if r["seconds"] > 0 else 0.0
-                        key = f"throughput {flush} {_size(payload)} x{batch}"
-                        self.record(key, "entries/s", system, rate)
-                        self.elections[system][f"{key} run {run}"] = elections
-                        _progress(
-                            f"{system:9s} {key}: {rate:,.0f} entries/s ({rate * payload / MiB:,.1f} MB/s), "
-                            f"{r['errors']} errors, {elections} elections, inflight {inflight}"
-                        )
+            # a fresh group per case (full profile): PySyncObj keeps its whole log, and the list, in memory
+            cases = [BATCHES] if self.p.group_per_payload else [(b,) for b in BATCHES]
+            for batches in cases:
+                with self.group(system, flush) as g:
+                    for batch in batches:
+                        for run in range(self.p.runs):
+                            inflight = _inflight(payload, batch)
+                            max_ops = max(1, self.p.max_bytes_per_run // (payload * batch))
+                            term0 = g.term()
+                            r = g.load(payload, batch, inflight, self.p.seconds, max_ops, self.clients)
+                            elections = g.term() - term0
+                            rate = r["entries"] / r["seconds"] if r["seconds"] > 0 else 0.0
+                            key = f"throughput {flush} {_size(payload)} x{batch}"
+                            self.record(key, "entries/s", system, rate)
+                            self.elections[system][f"{key} run {run}"] = elections
+                            cpu = r["cpu_s"]
+                            n = max(1, r["entries"])
+                            us = {k: v * 1e6 / n for k, v in cpu.items()}
+                            self.cpu[system][f"{key} run {run}"] = us
+                            _progress(
+                                f"{system:9s} {key}: {rate:,.0f} entries/s ({rate * payload / MiB:,.1f} MB/s), "
+                                f"{r['errors']} errors, {elections} elections, inflight {inflight}; CPU us/entry "
+                                f"leader {us['leader']:.1f} followers {us['followers']:.1f} clients {us['clients']:.1f}"
+                            )
 
     def latency(self, system: str) -> None:
         profile = "latency" if system == "pysyncobj" else "throughput"
@@ -217,7 +229,9 @@ class Bench:
     def _dledger_failover(self, g: DledgerGroup, lead: str) -> float | None:
         from dledger.server.client import DLedgerClient
 
-        with DLedgerClient(g.peers, group="bench", timeout=0.2, rpc_timeout=0.1) as c:
+        # short per-call deadlines, so that the client's retry backoff (which doubles up to 200 ms within a
+        # call) does not hide when the new leader starts answering; PySyncObj's probe polls every 5 ms
+        with DLedgerClient(g.peers, group="bench", timeout=0.05, rpc_timeout=0.05) as c:
             c.append(b"warm", timeout=5.0)
             g.kill(lead)
             t0 = time.monotonic()
@@ -227,7 +241,7 @@ class Bench:
                     c.append(b"probe")
                     return time.monotonic() - t0
                 except Exception:
-                    continue
+                    time.sleep(0.002)
         return None
 
     def _pso_failover(self, g: PysyncobjGroup, lead: str) -> float | None:
@@ -374,6 +388,7 @@ def run(
     profile = QUICK if quick else FULL
     scratch = pathlib.Path(tempfile.mkdtemp(prefix="dledger-e2e-"))
     started = time.monotonic()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     bench = Bench(profile, nodes, scratch, clients)
     _progress(
         f"e2e benchmark: {nodes} nodes, {'quick' if quick else 'full'} profile, scratch {scratch}, "
@@ -391,11 +406,12 @@ def run(
         "nodes": nodes,
         "clients": clients,
         "seconds": round(time.monotonic() - started, 1),
-        "machine": machine(),
+        "machine": {**machine(), "loadavg_at_start": load_at_start},
         "pysyncobj_settings": {"common": COMMON, "profiles": PROFILES},
         "figures": [{**asdict(f), "ratio": f.ratio} for f in figures],
         "rss_mb": bench.rss,
         "elections": bench.elections,
+        "cpu_us_per_entry": bench.cpu,
     }
     out = RESULTS / f"e2e-{stamp}.json"
     out.write_text(json.dumps(result, indent=1))

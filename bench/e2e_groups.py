@@ -61,6 +61,16 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _env() -> dict[str, str]:
     path = os.environ.get("PYTHONPATH", "")
     return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT)}
@@ -187,6 +197,7 @@ class DledgerGroup:
         """Run `clients` client processes at once; merge their reports."""
         start_at = time.monotonic() + 1.5  # time for the clients to import, connect and find the leader
         per = max(1, inflight // clients)
+        cpu0 = {i: cpu_seconds(p.pid) for i, p in self.procs.items()}
         procs = [
             subprocess.Popen(
                 self.load_cmd(payload, batch, per, seconds, max(1, max_ops // clients), start_at),
@@ -206,7 +217,14 @@ class DledgerGroup:
                 reports.append(json.loads(out.decode().strip().splitlines()[-1]))
         finally:
             _reap(procs)
+        leader = self.leader()
+        cpu = {i: cpu_seconds(p.pid) - cpu0.get(i, 0.0) for i, p in self.procs.items()}
         return {
+            "cpu_s": {
+                "leader": cpu.get(leader or "", 0.0),
+                "followers": sum(v for i, v in cpu.items() if i != leader),
+                "clients": sum(r.get("cpu_s", 0.0) for r in reports),
+            },
             "entries": sum(r["entries"] for r in reports),
             "errors": sum(r["errors"] for r in reports),
             "error_kinds": [r["error_kinds"] for r in reports],
@@ -351,10 +369,17 @@ class PysyncobjGroup:
             "seconds": seconds,
             "max_ops": max_ops,
         }
+        cpu0 = {a: cpu_seconds(p.proc.pid) for a, p in self.peers.items()}
         r = self.peers[lead].ask(req, timeout=seconds + 60)
         if "error" in r:
             raise RuntimeError(f"PySyncObj load failed: {r['error']}")
+        cpu = {a: cpu_seconds(p.proc.pid) - cpu0.get(a, 0.0) for a, p in self.peers.items()}
         return {
+            "cpu_s": {
+                "leader": cpu.get(lead, 0.0),
+                "followers": sum(v for a, v in cpu.items() if a != lead),
+                "clients": 0.0,
+            },
             "entries": r["entries"],
             "errors": r["errors"],
             "error_kinds": [],

@@ -42,6 +42,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.start_at:
             await asyncio.sleep(max(0.0, args.start_at - time.monotonic()))
         start = time.perf_counter()
+        cpu0 = time.process_time()
         deadline = start + args.seconds
 
         async def worker() -> None:
@@ -72,6 +73,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "errors": counts["err"],
         "error_kinds": errors,
         "seconds": seconds,
+        "cpu_s": time.process_time() - cpu0,
         "lat_ms": lats,
     }
 
