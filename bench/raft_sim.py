@@ -25,6 +25,7 @@ from dledger.testing import MemoryHardStateStore, MemoryLog
 
 BATCH = 64
 ENTRY_BYTES = 1024
+COMPACT_EVERY = 16_384  # entries
 
 
 class SimNode:
@@ -65,6 +66,8 @@ def run(total_entries: int, window_batches: int) -> dict[str, float]:
                 messages += len(rd.messages) + len(rd.persisted_messages)
                 if rd.committed_entries:
                     node.applied = rd.committed_entries[-1].index
+                    if node.applied - node.log.first_index > COMPACT_EVERY:
+                        node.log.compact_before(node.applied)  # like a real log's retention: memory stays flat
                 core.advance(rd)
         return busy
 

@@ -107,6 +107,7 @@ class RaftCore(LeaderMixin):
         self.uncommitted_bytes = 0
         self._committed_in_term = False
         self._commit_dirty = False
+        self._append_dirty = False
         self._lease_disabled = False
         # with lease reads, a (re)started node behaves as if it heard a leader at start: no votes for T
         # ticks, so a lease that counted on this node before it crashed stays valid
@@ -165,7 +166,7 @@ class RaftCore(LeaderMixin):
         last = self.log.append(make_entries(first, term, datas))
         self._uncommitted.append((last, size))
         self.uncommitted_bytes += size
-        self._broadcast_append()
+        self._append_dirty = True  # sent at the next ready(): proposals until then share AppendEntries
         return Proposed(first, last, term)
 
     def read_index(self, context: bytes) -> None:
@@ -255,6 +256,9 @@ class RaftCore(LeaderMixin):
     def ready(self) -> Ready:
         if self._ready_out:
             raise RaftInvariantError("ready() called again before advance()")
+        if self._append_dirty:
+            self._append_dirty = False
+            self._broadcast_append()
         if self._commit_dirty:
             self._notify_commit()
         hs = self.hard_state
@@ -307,6 +311,7 @@ class RaftCore(LeaderMixin):
         self.uncommitted_bytes = 0
         self._committed_in_term = False
         self._commit_dirty = False
+        self._append_dirty = False
         self._lease_disabled = False
 
     def _become_follower(self, term: int, leader_id: str | None) -> None:

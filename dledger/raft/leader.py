@@ -58,6 +58,7 @@ class LeaderMixin:
     _read_states: list[ReadState]
     _committed_in_term: bool
     _commit_dirty: bool
+    _append_dirty: bool
     _lease_disabled: bool
 
     # ---- sending ----
