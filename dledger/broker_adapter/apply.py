@@ -5,7 +5,8 @@ Rules (every replica must derive identical tables from the same log):
   of the `now` stamped into commands by the leader (so it never goes backwards, even across leaders);
 - one LMDB write transaction per entry, which also stores `meta[applied] = entry.index`; if anything fails
   the transaction aborts, the in-memory caches are dropped and the error propagates (the node fences);
-- a malformed or foreign entry changes nothing but `applied`;
+- a malformed command changes nothing but `applied`; no-op, config and foreign (non-adapter) entries
+  change nothing at all and open no transaction;
 - queue offsets are assigned here, in log order: `cqmax[topic, queue]` is the next offset;
 - delayed messages wait in `timers` and are enqueued (given their offset) by the first entry whose
   `log_time` reaches their delivery time; prepared transactional messages wait in `half` until an
@@ -23,7 +24,7 @@ from typing import Any
 
 from dledger.broker_adapter import commands as c
 from dledger.broker_adapter import pop
-from dledger.broker_adapter.message import MessageFormatError, MessageType, decode_message, tag_hash
+from dledger.broker_adapter.message import MessageFormatError, MessageType, scan_header
 from dledger.broker_adapter.results import TopicConfig
 from dledger.broker_adapter.tables import CQ, I64, KEYLOC, LOC, PENDING, U64, Tables, qkey
 from dledger.storage_api import Entry, EntryKind
@@ -104,12 +105,16 @@ class Applier:
 
     # ---- apply ----
     def apply(self, entry: Entry) -> None:
+        if entry.kind != EntryKind.NORMAL or not c.is_command(entry.data):
+            # no-ops, config and foreign entries change nothing: no transaction (`applied` may lag behind
+            # them; replaying them after a restart changes nothing either)
+            self.skipped += entry.kind == EntryKind.NORMAL
+            if entry.kind == EntryKind.NOOP and self.on_noop is not None:
+                self.on_noop(entry)
+            return
         try:
             with self.t.env.begin(write=True) as txn:
-                if entry.kind == EntryKind.NORMAL and c.is_command(entry.data):
-                    self._apply_command(txn, entry)
-                else:
-                    self.skipped += entry.kind == EntryKind.NORMAL
+                self._apply_command(txn, entry)
                 for qk in self._dirty:
                     txn.put(qk, U64.pack(self.cqmax[qk]), db=self.db["cqmax"])
                 self._dirty.clear()
@@ -117,12 +122,10 @@ class Applier:
         except BaseException:
             self._reset_caches()
             raise
-        if entry.kind == EntryKind.NOOP and self.on_noop is not None:
-            self.on_noop(entry)
 
     def _apply_command(self, txn: Any, entry: Entry) -> None:
         try:
-            cmd = c.decode_command(entry.data)
+            cmd = c.decode_command(entry.data) if entry.data[3] != c.Tag.PUT else c.put_head(entry.data)
         except c.CommandError as exc:
             self.skipped += 1
             log.warning("entry %d: skipping a malformed adapter command: %s", entry.index, exc)
@@ -132,8 +135,12 @@ class Applier:
             txn.put(b"log_time", I64.pack(self.log_time), db=self.db["meta"])
             self._release_timers(txn)
         outcome: Any = None
-        if isinstance(cmd, c.Put):
-            outcome = self._put(txn, entry)
+        if isinstance(cmd, c.PutHead):
+            try:
+                outcome = self._put(txn, entry)
+            except c.CommandError as exc:
+                self.skipped += 1
+                log.warning("entry %d: skipping a malformed PUT: %s", entry.index, exc)
         elif isinstance(cmd, c.CreateTopic):
             kind = MessageType(cmd.message_type) if cmd.message_type in MessageType._value2member_map_ else None
             if kind is not None and 1 <= cmd.queue_count <= 1024 and cmd.topic:
@@ -155,40 +162,61 @@ class Applier:
             self.outcomes[cmd.nonce] = outcome
 
     def _put(self, txn: Any, entry: Entry) -> PutOutcome:
+        """Enqueue a PUT's messages using the leader's table (`commands.PUT_META`); the keys alone are parsed."""
         data, index, now = entry.data, entry.index, self.log_time
+        topics, metas, pos = c.put_view(data)
         placed: list[tuple[int, int, bool]] = []
-        put, ids, keys = txn.put, self.db["ids"], self.db["keys"]
-        for pos, size in c.put_positions(data):
-            try:
-                msg = decode_message(data[pos : pos + size])
-            except MessageFormatError:
-                placed.append((-1, -1, False))
+        cq_items: list[tuple[bytes, bytes]] = []
+        id_items: list[tuple[bytes, bytes]] = []
+        queues: dict[tuple[int, int], list[Any]] = {}  # (topic index, queue) -> [queue key, next offset]
+        configs = [self.topic(txn, topic) for topic in topics]
+        counts = [cfg.queue_count if cfg is not None else 0 for cfg in configs]
+        cq_pack, loc_pack, u64 = CQ.pack, LOC.pack, U64.pack
+        for size, ti, queue, th, gh, delivery, flags, id_off, id_len, key_count in metas:
+            at = pos
+            pos += size
+            if not 0 <= queue < counts[ti] or not id_len:
+                placed.append((queue, -1, False))
                 continue
-            cfg = self.topic(txn, msg.topic)
-            if cfg is None or not 0 <= msg.queue_id < cfg.queue_count or not msg.msg_id:
-                placed.append((msg.queue_id, -1, False))
-                continue
-            th, gh = tag_hash(msg.tags), tag_hash(msg.message_group)
-            offset = -1
-            pending = b""
-            if msg.transaction or msg.delivery_timestamp > now:
-                pending = PENDING.pack(index, pos, size, msg.queue_id, th, gh) + qkey(msg.topic) + msg.msg_id.encode()
-            if msg.transaction:
-                put(msg.msg_id.encode(), pending, db=self.db["half"])
-            elif msg.delivery_timestamp > now:
-                put(
-                    U64.pack(msg.delivery_timestamp) + U64.pack(index) + pos.to_bytes(4, "big"),
-                    pending,
-                    db=self.db["timers"],
-                )
+            msg_id = data[at + id_off : at + id_off + id_len]
+            if flags or delivery > now:
+                offset = -1
+                pending = PENDING.pack(index, at, size, queue, th, gh) + qkey(topics[ti]) + msg_id
+                if flags:
+                    txn.put(msg_id, pending, db=self.db["half"])
+                else:
+                    timer_key = u64(delivery) + u64(index) + at.to_bytes(4, "big")
+                    txn.put(timer_key, pending, db=self.db["timers"])
             else:
-                offset = self.enqueue(txn, msg.topic, msg.queue_id, (index, pos, size, th, gh))
-            put(msg.msg_id.encode(), LOC.pack(index, pos, size, msg.queue_id, offset, now), db=ids)
-            for key in msg.keys:
-                if key:
-                    put(qkey(msg.topic) + key.encode(), KEYLOC.pack(index, pos, size), db=keys)
-            placed.append((msg.queue_id, offset, True))
+                slot = queues.get((ti, queue))
+                if slot is None:
+                    qk = topics[ti].encode() + b"\0" + queue.to_bytes(4, "big")
+                    slot = queues[ti, queue] = [qk, self.next_offset(txn, qk)]
+                offset = slot[1]
+                slot[1] = offset + 1
+                cq_items.append((slot[0] + u64(offset), cq_pack(index, at, size, th, gh, now)))
+            id_items.append((msg_id, loc_pack(index, at, size, queue, offset, now)))
+            if key_count:
+                self._index_keys(txn, data, at, size, topics[ti], index)
+            placed.append((queue, offset, True))
+        for qk, next_offset in queues.values():
+            self.cqmax[qk] = next_offset
+            self._dirty.add(qk)
+        if cq_items:
+            txn.cursor(db=self.db["cq"]).putmulti(cq_items)
+        if id_items:
+            txn.cursor(db=self.db["ids"]).putmulti(id_items)
         return PutOutcome(placed, now)
+
+    def _index_keys(self, txn: Any, data: bytes, at: int, size: int, topic: str, index: int) -> None:
+        try:
+            keys = scan_header(data, at)[7]
+        except MessageFormatError:
+            return
+        prefix = qkey(topic)
+        for key in keys:
+            if key:
+                txn.put(prefix + key.encode(), KEYLOC.pack(index, at, size), db=self.db["keys"])
 
     def _enqueue_pending(self, txn: Any, raw: bytes) -> int:
         """Enqueue a delayed or prepared message now, and record its offset under its id."""

@@ -1,14 +1,16 @@
 """Log entry commands: what the broker adapter writes to the replicated log.
 
 Every entry the adapter proposes is one command: `MAGIC (2 bytes) | u8 version=1 | u8 tag | fields`.
-Integers are big-endian; `str` is a u16 length plus UTF-8; `blob` a u32 length plus bytes. Entries that do not
+Integers are big-endian; `str` is a u16 length plus UTF-8. Entries that do not
 start with `MAGIC` (written by someone else on the same log) are ignored by the adapter.
 
 Invariants: the leader stamps every time-dependent value (`now`, epoch ms) into the command before proposing,
 so applying a command reads no clock, randomness or local config; `nonce` only lets the proposing process
 find its result and never changes replicated state; `decode_command(encode_command(c)) == c`.
-A PUT carries encoded messages back to back (each a `blob`), so a message is `data[pos:pos+size]` of its
-entry and consume queue records can point into the entry without copying the body.
+A PUT carries a table of per-message metadata (queue, hashes, message id position, ...) that the leader
+computes, then the encoded messages back to back, so a message is `data[pos:pos+size]` of its entry, consume
+queue records point into the entry without copying the body, and apply never parses message bytes (except
+for keys); the table is checked against the entry's size (a mismatch makes the whole entry malformed).
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ __all__ = [
     "EndTransaction",
     "PopReceive",
     "Put",
+    "PutHead",
     "Tick",
     "decode_command",
     "encode_command",
-    "put_positions",
+    "encode_put",
+    "put_head",
+    "put_view",
 ]
 
 MAGIC = b"\xd1\xb7"
@@ -61,11 +66,23 @@ class Tag(enum.IntEnum):
     END_TRANSACTION = 8
 
 
+#: per message of a PUT, written by the leader so that apply never parses message bytes:
+#: size, topic index, queue id, tag hash, group hash, delivery ts, flags (bit 0: transaction),
+#: offset of the message id inside the message, its length, key count
+PUT_META = struct.Struct(">IHiIIqBHHH")
+PutMeta = tuple[int, int, int, int, int, int, int, int, int, int]
+
+
 @dataclass(frozen=True, slots=True)
 class Put:
+    """A batch of encoded messages. Layout after the common head: u16 topic count, `str` each; u32 message
+    count; `PUT_META` per message; then the encoded messages back to back (sizes in their metas)."""
+
     nonce: int
     now: int
-    messages: tuple[bytes, ...]  # encoded messages
+    topics: tuple[str, ...]
+    metas: tuple[PutMeta, ...]
+    blobs: tuple[bytes, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,9 +150,8 @@ class EndTransaction:
 
 Command = Put | CreateTopic | CommitOffset | PopReceive | Ack | ChangeInvisible | Tick | EndTransaction
 
-# field kinds per command, after the common (nonce, now): q=i64, i=i32, s=str, B=bool, L=list[str], M=list[blob]
+# field kinds per command, after the common (nonce, now): q=i64, i=i32, s=str, B=bool, L=list[str]
 _FIELDS: dict[type, tuple[Tag, str]] = {
-    Put: (Tag.PUT, "M"),
     CreateTopic: (Tag.CREATE_TOPIC, "sii"),
     CommitOffset: (Tag.COMMIT_OFFSET, "ssiq"),
     PopReceive: (Tag.POP_RECEIVE, "ssiiiqi"),
@@ -155,6 +171,8 @@ def _put_str(out: list[bytes], text: str) -> None:
 
 
 def encode_command(cmd: Command) -> bytes:
+    if isinstance(cmd, Put):
+        return encode_put(cmd.nonce, cmd.now, cmd.topics, cmd.metas, cmd.blobs)
     tag, kinds = _FIELDS[type(cmd)]
     out = [_HEAD.pack(MAGIC, VERSION, tag), _Q.pack(cmd.nonce), _Q.pack(cmd.now)]
     values = [getattr(cmd, name) for name in cmd.__dataclass_fields__][2:]
@@ -168,14 +186,10 @@ def encode_command(cmd: Command) -> bytes:
                 out.append(b"\x01" if value else b"\x00")
             elif kind == "s":
                 _put_str(out, value)
-            elif kind == "L":
+            else:  # "L"
                 out.append(_U32.pack(len(value)))
                 for text in value:
                     _put_str(out, text)
-            else:  # "M"
-                out.append(_U32.pack(len(value)))
-                for blob in value:
-                    out += (_U32.pack(len(blob)), blob)
     except struct.error as exc:
         raise CommandError(f"a numeric field is out of range: {exc}") from None
     return b"".join(out)
@@ -197,6 +211,14 @@ def _decode(data: bytes) -> Command:
     magic, version, tag = _HEAD.unpack_from(data, 0)
     if magic != MAGIC or version != VERSION:
         raise CommandError(f"not a version-{VERSION} adapter command")
+    if tag == Tag.PUT:
+        nonce, now = _Q.unpack_from(data, _HEAD.size)[0], _Q.unpack_from(data, _HEAD.size + 8)[0]
+        topics, metas, start = put_view(data)
+        blobs = []
+        for meta in metas:
+            blobs.append(data[start : start + meta[0]])
+            start += meta[0]
+        return Put(nonce, now, tuple(topics), tuple(metas), tuple(blobs))
     if tag not in _BY_TAG:
         raise CommandError(f"unknown command tag {tag}")
     cls, kinds = _BY_TAG[tag]
@@ -226,44 +248,67 @@ def _decode(data: bytes) -> Command:
             pos += 1
         elif kind == "s":
             values.append(text())
-        elif kind == "L":
+        else:  # "L"
             count = _U32.unpack_from(data, pos)[0]
             pos += 4
             values.append(tuple(text() for _ in range(count)))
-        else:
-            blobs = []
-            for size_pos, size in put_positions(data, pos):
-                blobs.append(data[size_pos : size_pos + size])
-            values.append(tuple(blobs))
-            pos = len(data)
     if pos != len(data):
         raise CommandError(f"{len(data) - pos} trailing bytes after the command")
     return cls(*values)  # type: ignore[no-any-return]
 
 
-PUT_BODY_START = _HEAD.size + 16
+@dataclass(frozen=True, slots=True)
+class PutHead:
+    """Just the common head of a PUT (apply reads the rest with `put_view`)."""
+
+    nonce: int
+    now: int
 
 
-def put_positions(data: bytes, pos: int = PUT_BODY_START) -> list[tuple[int, int]]:
-    """(position, size) of each message blob of a PUT entry, without copying them."""
-    count = _U32.unpack_from(data, pos)[0]
-    pos += 4
-    out = []
-    for _ in range(count):
-        size = _U32.unpack_from(data, pos)[0]
+def put_head(data: bytes) -> PutHead:
+    if len(data) < _HEAD.size + 16:
+        raise CommandError("truncated PUT")
+    return PutHead(_Q.unpack_from(data, _HEAD.size)[0], _Q.unpack_from(data, _HEAD.size + 8)[0])
+
+
+def put_view(data: bytes) -> tuple[list[str], list[PutMeta], int]:
+    """(topics, metas, position of the first message) of a PUT entry, without copying the messages.
+    Raises `CommandError` unless the metas' sizes cover the rest of the entry exactly."""
+    try:
+        pos = _HEAD.size + 16
+        (count,) = _U16.unpack_from(data, pos)
+        pos += 2
+        topics = []
+        for _ in range(count):
+            (n,) = _U16.unpack_from(data, pos)
+            if pos + 2 + n > len(data):
+                raise CommandError("truncated topic")
+            topics.append(data[pos + 2 : pos + 2 + n].decode())
+            pos += 2 + n
+        (count,) = _U32.unpack_from(data, pos)
         pos += 4
-        if pos + size > len(data):
-            raise CommandError("truncated message in a PUT")
-        out.append((pos, size))
-        pos += size
-    if pos != len(data):
-        raise CommandError("trailing bytes after a PUT")
-    return out
+        end = pos + count * PUT_META.size
+        if end > len(data):
+            raise CommandError("truncated message table")
+        metas: list[PutMeta] = list(PUT_META.iter_unpack(data[pos:end]))
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise CommandError(f"malformed PUT: {exc}") from None
+    if end + sum(m[0] for m in metas) != len(data):
+        raise CommandError("the message sizes do not match the PUT entry")
+    if any(m[1] >= len(topics) for m in metas):
+        raise CommandError("a message names a topic the PUT does not list")
+    return topics, metas, end
 
 
-def encode_put_parts(nonce: int, now: int, messages: Sequence[bytes]) -> bytes:
-    """`encode_command(Put(nonce, now, messages))` without building the dataclass (the hot path)."""
-    out = [_HEAD.pack(MAGIC, VERSION, Tag.PUT), _Q.pack(nonce), _Q.pack(now), _U32.pack(len(messages))]
-    for blob in messages:
-        out += (_U32.pack(len(blob)), blob)
+def encode_put(nonce: int, now: int, topics: Sequence[str], metas: Sequence[PutMeta], blobs: Sequence[bytes]) -> bytes:
+    """The PUT entry (the hot path: no dataclass)."""
+    out = [_HEAD.pack(MAGIC, VERSION, Tag.PUT), _Q.pack(nonce), _Q.pack(now), _U16.pack(len(topics))]
+    for topic in topics:
+        _put_str(out, topic)
+    out.append(_U32.pack(len(metas)))
+    try:
+        out += [PUT_META.pack(*meta) for meta in metas]
+    except struct.error as exc:
+        raise CommandError(f"a numeric field is out of range: {exc}") from None
+    out += blobs
     return b"".join(out)

@@ -24,8 +24,11 @@ __all__ = [
     "Message",
     "MessageFormatError",
     "MessageType",
+    "StampEncoder",
     "decode_message",
     "encode_message",
+    "encode_stamped",
+    "scan_header",
     "tag_hash",
 ]
 
@@ -88,83 +91,163 @@ def _str(out: list[bytes], text: str) -> None:
 
 def encode_message(msg: Message) -> bytes:
     """The version-1 encoding of `msg`; raises `MessageFormatError` if a field cannot be represented."""
+    return encode_stamped(msg, msg.queue_id, msg.msg_id, msg.born_timestamp, msg.store_timestamp)[0]
+
+
+def encode_stamped(msg: Message, queue_id: int, msg_id: str, born: int, stored: int) -> tuple[bytes, int, int]:
+    """`msg` encoded with the fields the leader stamps replaced; also (offset, length) of the id bytes."""
+    topic, tags, ident, group = msg.topic.encode(), msg.tags.encode(), msg_id.encode(), msg.message_group.encode()
+    if max(len(topic), len(tags), len(ident), len(group)) > MAX_STR:
+        raise MessageFormatError(f"a string field is longer than {MAX_STR} bytes")
     try:
-        head = _HEAD.pack(
-            MESSAGE_VERSION,
-            _FLAG_TRANSACTION if msg.transaction else 0,
-            msg.queue_id,
-            msg.born_timestamp,
-            msg.store_timestamp,
-            msg.delivery_timestamp,
-        )
+        out = [
+            _HEAD.pack(
+                MESSAGE_VERSION,
+                _FLAG_TRANSACTION if msg.transaction else 0,
+                queue_id,
+                born,
+                stored,
+                msg.delivery_timestamp,
+            ),
+            _U16.pack(len(topic)),
+            topic,
+            _U16.pack(len(tags)),
+            tags,
+            _U16.pack(len(ident)),
+            ident,
+            _U16.pack(len(group)),
+            group,
+        ]
     except struct.error as exc:
         raise MessageFormatError(f"a numeric field is out of range: {exc}") from None
-    out = [head]
-    for text in (msg.topic, msg.tags, msg.msg_id, msg.message_group):
-        _str(out, text)
-    if len(msg.keys) > MAX_STR or len(msg.properties) > MAX_STR:
-        raise MessageFormatError("too many keys or properties")
-    out.append(_U16.pack(len(msg.keys)))
-    for key in msg.keys:
-        _str(out, key)
-    out.append(_U16.pack(len(msg.properties)))
-    for name, value in msg.properties.items():
-        _str(out, name)
-        _str(out, value)
-    out.append(_U32.pack(len(msg.body)))
-    out.append(bytes(msg.body))
-    return b"".join(out)
+    if msg.keys or msg.properties:
+        if len(msg.keys) > MAX_STR or len(msg.properties) > MAX_STR:
+            raise MessageFormatError("too many keys or properties")
+        out.append(_U16.pack(len(msg.keys)))
+        for key in msg.keys:
+            _str(out, key)
+        out.append(_U16.pack(len(msg.properties)))
+        for name, value in msg.properties.items():
+            _str(out, name)
+            _str(out, value)
+    else:
+        out.append(b"\0\0\0\0")
+    out += (_U32.pack(len(msg.body)), bytes(msg.body))
+    return b"".join(out), _HEAD.size + 6 + len(topic) + len(tags), len(ident)
 
 
-class _Reader:
-    __slots__ = ("data", "pos")
+class StampEncoder:
+    """`encode_stamped` for a batch: the encoded topic / tags / group parts (and their hashes) are built once
+    per distinct (topic, tags, group), which is what makes the leader's per-message cost small."""
 
-    def __init__(self, data: bytes, pos: int) -> None:
-        self.data = data
-        self.pos = pos
+    __slots__ = ("_parts",)
 
-    def take(self, n: int) -> bytes:
-        end = self.pos + n
-        if end > len(self.data):
-            raise MessageFormatError("truncated message")
-        chunk = self.data[self.pos : end]
-        self.pos = end
-        return chunk
+    def __init__(self) -> None:
+        self._parts: dict[tuple[str, str, str], tuple[bytes, bytes, int, int]] = {}
 
-    def u16(self) -> int:
-        value: int = _U16.unpack(self.take(2))[0]
-        return value
+    def hashes(self, msg: Message) -> tuple[int, int]:
+        """(tag hash, group hash) of `msg` (after `encode` of a message with the same shape: cached)."""
+        parts = self._shape(msg)
+        return parts[2], parts[3]
 
-    def text(self) -> str:
+    def _shape(self, msg: Message) -> tuple[bytes, bytes, int, int]:
+        key = (msg.topic, msg.tags, msg.message_group)
+        parts = self._parts.get(key)
+        if parts is None:
+            topic, tags, group = (x.encode() for x in key)
+            if max(len(topic), len(tags), len(group)) > MAX_STR:
+                raise MessageFormatError(f"a string field is longer than {MAX_STR} bytes")
+            parts = (
+                _U16.pack(len(topic)) + topic + _U16.pack(len(tags)) + tags,
+                _U16.pack(len(group)) + group,
+                tag_hash(msg.tags),
+                tag_hash(msg.message_group),
+            )
+            self._parts[key] = parts
+        return parts
+
+    def encode(self, msg: Message, queue_id: int, msg_id: str, born: int, stored: int) -> tuple[bytes, int, int]:
+        mid1, mid2, _, _ = self._shape(msg)
+        ident = msg_id.encode()
+        if len(ident) > MAX_STR or msg.keys or msg.properties:
+            return encode_stamped(msg, queue_id, msg_id, born, stored)
         try:
-            return self.take(self.u16()).decode()
-        except UnicodeDecodeError:
-            raise MessageFormatError("a string field is not UTF-8") from None
+            head = _HEAD.pack(
+                MESSAGE_VERSION, _FLAG_TRANSACTION if msg.transaction else 0, queue_id, born, stored,
+                msg.delivery_timestamp,
+            )  # fmt: skip
+        except struct.error as exc:
+            raise MessageFormatError(f"a numeric field is out of range: {exc}") from None
+        body = msg.body
+        blob = b"".join((head, mid1, _U16.pack(len(ident)), ident, mid2, b"\0\0\0\0", _U32.pack(len(body)), body))
+        return blob, _HEAD.size + len(mid1) + 2, len(ident)
+
+
+def _text(data: bytes, pos: int) -> tuple[str, int]:
+    (n,) = _U16.unpack_from(data, pos)
+    pos += 2
+    end = pos + n
+    if end > len(data):
+        raise MessageFormatError("truncated message")
+    return data[pos:end].decode(), end
+
+
+def scan_header(data: bytes, pos: int) -> tuple[int, int, bool, str, str, str, str, list[str]]:
+    """(queue_id, delivery_ts, transaction, topic, tags, msg_id, message_group, keys) of the message encoded
+    at `data[pos:]`, without copying its body or properties (the applier's hot path)."""
+    try:
+        version, flags, queue_id, _, _, delivery = _HEAD.unpack_from(data, pos)
+        if version != MESSAGE_VERSION:
+            raise MessageFormatError(f"unknown message version {version}")
+        topic, p = _text(data, pos + _HEAD.size)
+        tags, p = _text(data, p)
+        msg_id, p = _text(data, p)
+        group, p = _text(data, p)
+        (count,) = _U16.unpack_from(data, p)
+        p += 2
+        keys = []
+        for _ in range(count):
+            key, p = _text(data, p)
+            keys.append(key)
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise MessageFormatError(f"malformed message: {exc}") from None
+    return queue_id, delivery, bool(flags & _FLAG_TRANSACTION), topic, tags, msg_id, group, keys
 
 
 def decode_message(data: bytes) -> Message:
     """The inverse of `encode_message`."""
-    if len(data) < _HEAD.size:
-        raise MessageFormatError("truncated message header")
-    version, flags, queue_id, born, stored, delivery = _HEAD.unpack_from(data, 0)
-    if version != MESSAGE_VERSION:
-        raise MessageFormatError(f"unknown message version {version}")
-    r = _Reader(data, _HEAD.size)
-    topic, tags, msg_id, group = r.text(), r.text(), r.text(), r.text()
-    keys = tuple(r.text() for _ in range(r.u16()))
-    properties = {}
-    for _ in range(r.u16()):
-        name = r.text()
-        properties[name] = r.text()
-    body = r.take(_U32.unpack(r.take(4))[0])
-    if r.pos != len(data):
-        raise MessageFormatError(f"{len(data) - r.pos} trailing bytes after the message")
+    try:
+        version, flags, queue_id, born, stored, delivery = _HEAD.unpack_from(data, 0)
+        if version != MESSAGE_VERSION:
+            raise MessageFormatError(f"unknown message version {version}")
+        topic, p = _text(data, _HEAD.size)
+        tags, p = _text(data, p)
+        msg_id, p = _text(data, p)
+        group, p = _text(data, p)
+        (count,) = _U16.unpack_from(data, p)
+        p += 2
+        keys = []
+        for _ in range(count):
+            key, p = _text(data, p)
+            keys.append(key)
+        (count,) = _U16.unpack_from(data, p)
+        p += 2
+        properties = {}
+        for _ in range(count):
+            name, p = _text(data, p)
+            properties[name], p = _text(data, p)
+        (size,) = _U32.unpack_from(data, p)
+        p += 4
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise MessageFormatError(f"malformed message: {exc}") from None
+    if p + size != len(data):
+        raise MessageFormatError("truncated message" if p + size > len(data) else "trailing bytes after the message")
     return Message(
         topic=topic,
-        body=body,
+        body=data[p:],
         queue_id=queue_id,
         tags=tags,
-        keys=keys,
+        keys=tuple(keys),
         properties=properties,
         born_timestamp=born,
         store_timestamp=stored,

@@ -134,12 +134,16 @@ class Reader:
         if offset > hi:
             return GetResult(GetStatus.OFFSET_OVERFLOW_BADLY, lo if lo == 0 else hi, lo, hi)
         hashes = {tag_hash(t) for t in tags} if tags is not None else None
+        limit = max_count if tags is None else max(MAX_SCAN, max_count)
+        prefix = _cqk(topic, queue)
+        records: list[tuple[int, tuple[int, int, int, int, int, int]]] = []
         with self.t.env.begin() as txn:
-            records = []
-            for o in range(offset, min(hi, offset + max(MAX_SCAN, max_count))):
-                rec = self._record(txn, topic, queue, o)
-                if rec is not None:
-                    records.append((o, rec))
+            cursor = txn.cursor(db=self.db["cq"])
+            if cursor.set_key(prefix + U64.pack(offset)):
+                for key, raw in cursor:
+                    if len(records) >= limit or not key.startswith(prefix):
+                        break
+                    records.append((U64.unpack_from(key, len(prefix))[0], CQ.unpack(raw)))
         found: list[StoredMessage] = []
         size = 0
         next_offset = offset

@@ -72,13 +72,16 @@ class Retention:
         cfg = self.server.config
         if len(cfg.peers) == 1:
             return self.server.applied_index, ""
-        if self._client is None:
-            self._client = AsyncDLedgerClient(cfg.peers, group=cfg.group, rpc_timeout=1.0)
-        infos = await self._client.status()
-        missing = [i.id for i in infos if not i.reachable]
-        if missing:
-            return 0, f"replicas {missing} did not answer"
-        return min(i.applied_index for i in infos), ""
+        missing: list[str] = []
+        for _ in range(2):  # a second try on fresh channels: a restarted peer may sit in a reconnect backoff
+            if self._client is None:
+                self._client = AsyncDLedgerClient(cfg.peers, group=cfg.group, rpc_timeout=1.0)
+            infos = await self._client.status()
+            missing = [i.id for i in infos if not i.reachable]
+            if not missing:
+                return min(i.applied_index for i in infos), ""
+            await self.close()
+        return 0, f"replicas {missing} did not answer"
 
     async def run(self) -> RetentionReport:
         opts = self.store.options

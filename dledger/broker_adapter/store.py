@@ -26,7 +26,7 @@ from typing import Any
 
 from dledger.broker_adapter import commands as c
 from dledger.broker_adapter.apply import Applier, PutOutcome
-from dledger.broker_adapter.message import Message, MessageFormatError, MessageType, encode_message, tag_hash
+from dledger.broker_adapter.message import Message, MessageFormatError, MessageType, StampEncoder, tag_hash
 from dledger.broker_adapter.options import StoreOptions
 from dledger.broker_adapter.popapi import PopMixin
 from dledger.broker_adapter.reader import Reader, parse_tag_filter
@@ -63,6 +63,7 @@ class MessageStore(PopMixin):
         self.reader: Reader | None = None
         self._own_server = False
         self._master = False
+        self.master_index = 0  # the own-term no-op whose application made this store master
         self._role: str | None = None
         self._term = 0
         self._on_master: list[Callable[[], None]] = []
@@ -153,6 +154,7 @@ class MessageStore(PopMixin):
     def _on_noop(self, entry: Entry) -> None:
         if self._role == "leader" and entry.term == self._term and not self._master:
             self._master = True
+            self.master_index = entry.index
             self._fire(self._on_master)
 
     def _fire(self, callbacks: Iterable[Callable[[], None]]) -> None:
@@ -191,7 +193,8 @@ class MessageStore(PopMixin):
         srv = self._srv()
         self.applier.wanted.add(nonce)
         try:
-            first, _ = await asyncio.wait_for(srv.append(items), self.options.put_timeout_s)
+            async with asyncio.timeout(self.options.put_timeout_s):
+                first, _ = await srv.append(items)
             return first, self.applier.outcomes.pop(nonce, None)
         except NodeNotLeaderError as exc:
             raise StoreError(PutStatus.NOT_LEADER, str(exc), exc.hint.leader_address) from None
@@ -260,10 +263,10 @@ class MessageStore(PopMixin):
                     f"disk {ratio:.0%} used, over the hard limit {self.options.disk_hard_ratio:.0%}: writes refused",
                 )
             now = self.options.clock()
-            creates, blobs, ids = self._prepare(batch, now)
+            creates, put, ids = self._prepare(batch, now)
             nonce = next(self._nonces)
             items = [c.encode_command(cmd) for cmd in creates]
-            items.append(c.encode_put_parts(nonce, now, blobs))
+            items.append(c.encode_put(nonce, now, put.topics, put.metas, put.blobs))
             limit = self._srv().config.max_entry_bytes
             if len(items[-1]) > limit:
                 raise StoreError(
@@ -287,35 +290,26 @@ class MessageStore(PopMixin):
             reason=f"{rejected} messages rejected at apply (offset -1)" if rejected else "",
         )
 
-    def _prepare(self, batch: Sequence[Message], now: int) -> tuple[list[c.CreateTopic], list[bytes], list[str]]:
+    def _prepare(self, batch: Sequence[Message], now: int) -> tuple[list[c.CreateTopic], c.Put, list[str]]:
         """Validate, choose queues and ids, stamp times; raises StoreError(MESSAGE_ILLEGAL / TOPIC_NOT_FOUND)."""
         if not batch:
             raise StoreError(PutStatus.MESSAGE_ILLEGAL, "an empty batch")
-        opts, rd = self.options, self._rd()
+        opts = self.options  # (the hot path of put: keep it lean)
         creates: dict[str, c.CreateTopic] = {}
+        topics: dict[str, TopicConfig] = {}
         blobs, ids = [], []
+        metas: list[c.PutMeta] = []
+        topic_indexes: dict[str, int] = {}
+        encoder = StampEncoder()
+        prefix, counter, max_bytes = self._id_prefix, self._ids, opts.max_message_bytes
         for k, msg in enumerate(batch):
-            if not msg.topic:
-                raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"message {k}: the topic is empty")
-            check_name("topic", msg.topic)
-            if not msg.body:
-                raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"message {k}: the body is empty")
-            if len(msg.body) > opts.max_message_bytes:
-                raise StoreError(
-                    PutStatus.MESSAGE_ILLEGAL,
-                    f"message {k}: the body is {len(msg.body)} bytes; maxMessageSize is {opts.max_message_bytes}",
-                )
-            cfg = rd.topic(msg.topic)
-            if cfg is None and msg.topic in creates:
-                cfg = TopicConfig(
-                    msg.topic, creates[msg.topic].queue_count, MessageType(creates[msg.topic].message_type)
-                )
+            cfg = topics.get(msg.topic)
             if cfg is None:
-                if not opts.auto_create_topic:
-                    raise StoreError(PutStatus.TOPIC_NOT_FOUND, f"topic {msg.topic!r} does not exist")
-                kind = _inferred_type(msg)
-                creates[msg.topic] = c.CreateTopic(0, now, msg.topic, opts.default_queue_count, kind)
-                cfg = TopicConfig(msg.topic, opts.default_queue_count, kind)
+                cfg = topics[msg.topic] = self._topic_for_put(k, msg, now, creates)
+            size = len(msg.body)
+            if not 0 < size <= max_bytes:
+                why = "the body is empty" if not size else f"the body is {size} bytes; maxMessageSize is {max_bytes}"
+                raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"message {k}: {why}")
             queue = msg.queue_id
             if queue == -1:
                 if msg.message_group:
@@ -327,16 +321,36 @@ class MessageStore(PopMixin):
                     PutStatus.MESSAGE_ILLEGAL,
                     f"message {k}: queue {queue} does not exist (topic {msg.topic!r} has {cfg.queue_count})",
                 )
-            msg_id = msg.msg_id or f"{self._id_prefix}{next(self._ids):020X}"
-            stamped = msg.replace(
-                queue_id=queue, msg_id=msg_id, store_timestamp=now, born_timestamp=msg.born_timestamp or now
-            )
+            msg_id = msg.msg_id or f"{prefix}{next(counter):020X}"
             try:
-                blobs.append(encode_message(stamped))
+                blob, id_off, id_len = encoder.encode(msg, queue, msg_id, msg.born_timestamp or now, now)
             except MessageFormatError as exc:
                 raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"message {k}: {exc}") from None
+            topic_index = topic_indexes.setdefault(msg.topic, len(topic_indexes))
+            th, gh = encoder.hashes(msg)
+            metas.append(
+                (len(blob), topic_index, queue, th, gh, msg.delivery_timestamp, msg.transaction, id_off, id_len,
+                 len(msg.keys))
+            )  # fmt: skip
+            blobs.append(blob)
             ids.append(msg_id)
-        return list(creates.values()), blobs, ids
+        put = c.Put(0, now, tuple(topic_indexes), tuple(metas), tuple(blobs))
+        return list(creates.values()), put, ids
+
+    def _topic_for_put(self, k: int, msg: Message, now: int, creates: dict[str, c.CreateTopic]) -> TopicConfig:
+        """The topic's config, or one to auto-create (added to `creates`)."""
+        if not msg.topic:
+            raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"message {k}: the topic is empty")
+        check_name("topic", msg.topic)
+        cfg = self._rd().topic(msg.topic)
+        if cfg is not None:
+            return cfg
+        if not self.options.auto_create_topic:
+            raise StoreError(PutStatus.TOPIC_NOT_FOUND, f"topic {msg.topic!r} does not exist")
+        kind = _inferred_type(msg)
+        count = self.options.default_queue_count
+        creates[msg.topic] = c.CreateTopic(0, now, msg.topic, count, kind)
+        return TopicConfig(msg.topic, count, kind)
 
     # ---- reads (any replica) ----
     async def get_messages(

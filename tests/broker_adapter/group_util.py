@@ -35,19 +35,17 @@ class BrokerGroup:
     options: StoreOptions
     overrides: dict[str, Any] = field(default_factory=dict)
     stores: dict[str, MessageStore] = field(default_factory=dict)
-    events: dict[str, list[tuple[str, int, int]]] = field(default_factory=dict)  # (role, applied, term)
+    events: dict[str, list[tuple[str, int, int]]] = field(default_factory=dict)  # (role, master index, term)
 
     def config(self, node_id: str) -> NodeConfig:
-        return NodeConfig(
-            self_id=node_id, peers=self.peers, store_dir=self.root / node_id, group="b", **self.overrides
-        )
+        return NodeConfig(self_id=node_id, peers=self.peers, store_dir=self.root / node_id, group="b", **self.overrides)
 
     async def start(self, node_id: str) -> MessageStore:
         store = MessageStore.create(self.config(node_id), self.options, seed=hash(node_id) & 0xFFFF)
         events = self.events.setdefault(node_id, [])
 
         def record(role: str) -> None:
-            events.append((role, store.last_applied(), int(store._srv().status().term)))
+            events.append((role, store.master_index, int(store._srv().status().term)))
 
         store.on_master(lambda: record("master"))
         store.on_slave(lambda: record("slave"))

@@ -136,14 +136,15 @@ def test_master_only_after_applying_its_term_and_followers_serve_reads(tmp_path:
         master_id = group.master()
         assert master_id is not None
         await master.put_messages([Message("T", b"x", queue_id=0)] * 3)
-        role, applied, term = group.events[master_id][-1]
-        assert role == "master"
-        entry = await master._srv().get(applied)
+        role, index, term = group.events[master_id][-1]
+        assert role == "master" and index == master.master_index
+        entry = await master._srv().get(index)
         assert entry.kind == EntryKind.NOOP and entry.term == term  # its own term's no-op was applied
         for node_id, store in group.stores.items():
             if store is master:
                 continue
             assert group.events[node_id] and group.events[node_id][-1][0] == "slave"
+            await group.wait_for(lambda s=store: s._srv().leader_id == master_id, what="follower knows the leader")
             refused = await store.put_message(Message("T", b"y"))
             assert refused.status is PutStatus.NOT_LEADER
             assert refused.leader_address == group.peers[master_id]

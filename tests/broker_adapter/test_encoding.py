@@ -7,7 +7,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dledger.broker_adapter import commands as c
-from dledger.broker_adapter.message import Message, MessageFormatError, decode_message, encode_message
+from dledger.broker_adapter.message import (
+    Message,
+    MessageFormatError,
+    decode_message,
+    encode_message,
+    encode_stamped,
+    scan_header,
+    tag_hash,
+)
 from dledger.broker_adapter.pop import format_handle, parse_handle
 from dledger.broker_adapter.reader import parse_tag_filter
 from dledger.broker_adapter.retention import compactable_before
@@ -53,15 +61,31 @@ def test_unknown_message_version_and_oversized_fields_are_rejected() -> None:
     raw[0] = 2
     with pytest.raises(MessageFormatError, match="version"):
         decode_message(bytes(raw))
-    with pytest.raises(MessageFormatError, match="limit"):
+    with pytest.raises(MessageFormatError, match="longer than"):
         encode_message(Message("t" * 70_000, b"b"))
     with pytest.raises(MessageFormatError, match="range"):
         encode_message(Message("t", b"b", queue_id=1 << 40))
 
 
 small = st.integers(-(1 << 31), (1 << 31) - 1)
+u16 = st.integers(0, 0xFFFF)
+u32 = st.integers(0, 0xFFFFFFFF)
+
+
+@st.composite
+def puts(draw: st.DrawFn) -> c.Put:
+    topics = tuple(draw(st.lists(text, min_size=1, max_size=3)))
+    blobs = tuple(draw(st.lists(st.binary(max_size=50), max_size=5)))
+    metas = tuple(
+        (len(b), draw(st.integers(0, len(topics) - 1)), draw(small), draw(u32), draw(u32), draw(i64),
+         draw(st.integers(0, 1)), draw(u16), draw(u16), draw(u16))
+        for b in blobs
+    )  # fmt: skip
+    return c.Put(draw(i64), draw(i64), topics, metas, blobs)
+
+
 commands = st.one_of(
-    st.builds(c.Put, i64, i64, st.lists(st.binary(max_size=50), max_size=5).map(tuple)),
+    puts(),
     st.builds(c.CreateTopic, i64, i64, text, small, small),
     st.builds(c.CommitOffset, i64, i64, text, text, small, i64),
     st.builds(c.PopReceive, i64, i64, text, text, small, small, small, i64, small),
@@ -85,11 +109,24 @@ def test_command_round_trip_and_truncation(cmd: c.Command, data: st.DataObject) 
         c.decode_command(raw + b"\1")
 
 
-def test_put_fast_path_matches_the_generic_encoder() -> None:
-    blobs = (b"a", b"bc", b"")
-    raw = c.encode_put_parts(7, 9, blobs)
-    assert raw == c.encode_command(c.Put(7, 9, blobs))
-    assert [raw[p : p + n] for p, n in c.put_positions(raw)] == list(blobs)
+@settings(max_examples=100, deadline=None)
+@given(messages, st.integers(-(1 << 31), (1 << 31) - 1), text)
+def test_the_leaders_message_table_matches_the_message_bytes(msg: Message, queue: int, msg_id: str) -> None:
+    blob, id_off, id_len = encode_stamped(msg, queue, msg_id, 5, 6)
+    assert blob[id_off : id_off + id_len].decode() == msg_id
+    assert decode_message(blob) == msg.replace(queue_id=queue, msg_id=msg_id, born_timestamp=5, store_timestamp=6)
+    head = scan_header(blob, 0)
+    assert head == (queue, msg.delivery_timestamp, msg.transaction, msg.topic, msg.tags, msg_id,
+                    msg.message_group, list(msg.keys))  # fmt: skip
+    meta = (len(blob), 0, queue, tag_hash(msg.tags), 0, 0, 0, id_off, id_len, len(msg.keys))
+    raw = c.encode_put(1, 2, [msg.topic], [meta], [blob])
+    topics, metas, start = c.put_view(raw)
+    assert topics == [msg.topic] and metas == [meta] and raw[start:] == blob
+    with pytest.raises(c.CommandError, match="sizes"):
+        c.put_view(raw + b"x")
+    bad_topic = c.encode_put(1, 2, [msg.topic], [(len(blob), 1, *meta[2:])], [blob])
+    with pytest.raises(c.CommandError, match="topic"):
+        c.put_view(bad_topic)
 
 
 def test_foreign_entries_are_not_commands() -> None:

@@ -25,9 +25,9 @@ def test_popped_messages_are_invisible_until_acked_or_expired(tmp_path: pathlib.
         assert len(rest.messages) == 1
         seen = bodies(first) + bodies(rest)
         assert sorted(seen) == [b"m0", b"m1", b"m2", b"m3"]
-        applied = store.last_applied()
+        last = store._srv().status().last_index
         nothing = await store.pop_messages("G", "T", max_count=10, invisible_ms=1000)
-        assert nothing.status is PopStatus.NO_NEW_MSG and store.last_applied() == applied  # no log write
+        assert nothing.status is PopStatus.NO_NEW_MSG and store._srv().status().last_index == last  # no log write
         acks = await store.ack_messages("G", [m.receipt_handle for m in first.messages])
         assert [a.status for a in acks] == [AckStatus.OK] * 3
         assert (await store.ack_message("G", first.messages[0].receipt_handle)).status is AckStatus.INVALID_HANDLE

@@ -123,7 +123,7 @@ def test_query_by_key_and_id_and_timestamp(tmp_path: pathlib.Path) -> None:
 def test_bad_input_gets_a_clear_status_and_writes_nothing(tmp_path: pathlib.Path) -> None:
     async def body(store: MessageStore, clock: FakeClock) -> None:
         await store.create_topic("T", 2)
-        before = store.last_applied()
+        before = store._srv().status().last_index
         cases = [
             ([Message("", b"x")], PutStatus.MESSAGE_ILLEGAL, "topic is empty"),
             ([Message("bad topic!", b"x")], PutStatus.MESSAGE_ILLEGAL, "must be"),
@@ -136,7 +136,7 @@ def test_bad_input_gets_a_clear_status_and_writes_nothing(tmp_path: pathlib.Path
         for batch, status, reason in cases:
             result = await store.put_messages(batch)
             assert result.status is status and reason in result.reason, (batch, result)
-        assert store.last_applied() == before  # nothing reached the log
+        assert store._srv().status().last_index == before  # nothing reached the log
         assert store.max_offset("T", 0) == 0
 
     run_single(tmp_path, body, max_message_bytes=1000)
@@ -171,11 +171,11 @@ def test_disk_over_the_hard_limit_refuses_writes_whole(tmp_path: pathlib.Path) -
 
     async def body(store: MessageStore, clock: FakeClock) -> None:
         assert (await store.put_message(Message("T", b"before"))).ok
-        applied = store.last_applied()
+        last = store._srv().status().last_index
         ratio[0] = 0.95
         full = await store.put_messages([Message("T", b"x")] * 10)
         assert full.status is PutStatus.DISK_FULL and "hard limit" in full.reason
-        assert store.last_applied() == applied and store.max_offset("T", 0) + store.max_offset("T", 1) == 1
+        assert store._srv().status().last_index == last and store.max_offset("T", 0) + store.max_offset("T", 1) == 1
         ratio[0] = 0.89
         assert (await store.put_message(Message("T", b"after"))).ok
 

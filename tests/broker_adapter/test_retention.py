@@ -1,0 +1,66 @@
+"""Retention on tiny segments: old segments go only once every replica has applied them, reads then report
+the removed range, and a full disk refuses writes."""
+
+from __future__ import annotations
+
+import pathlib
+
+from dledger.broker_adapter import GetStatus, Message, StoreOptions
+from tests.broker_adapter.group_util import BrokerGroup, run_group
+
+
+def test_old_segments_are_compacted_once_every_replica_has_them(tmp_path: pathlib.Path) -> None:
+    async def body(group: BrokerGroup) -> None:
+        master = await group.wait_for_master()
+        await master.create_topic("T", 1)
+        ids = []
+        for k in range(40):
+            r = await master.put_message(Message("T", bytes([k]) * 400, keys=(f"k{k}",)))
+            ids.append(r.msg_id)
+        follower = next(i for i, s in group.stores.items() if s is not master)
+        await group.stop(follower)
+        held = await master.run_retention()
+        assert held.dropped_before == 0 and "did not answer" in held.reason
+        assert held.first_index == 1
+        await group.start(follower)
+        await group.wait_applied(master.last_applied())
+        for store in group.stores.values():
+            report = await store.run_retention()
+            assert report.dropped_before > 1 and report.first_index == store._srv().status().first_index
+            assert report.first_index > 1
+            low = store.min_offset("T", 0)
+            assert 0 < low < 40 and store.max_offset("T", 0) == 40
+            gone = await store.get_messages("G", "T", 0, 0)
+            assert gone.status is GetStatus.OFFSET_TOO_SMALL and gone.next_offset == low
+            kept = await store.get_messages("G", "T", 0, low, max_count=100)
+            assert [m.queue_offset for m in kept.messages] == list(range(low, 40))
+            assert kept.messages[0].message.body == bytes([low]) * 400
+            assert await store.query_by_id(ids[0]) is None
+            assert await store.query_by_key("T", "k0") == []
+            assert (await store.query_by_id(ids[39])) is not None
+        # writing goes on after compaction
+        assert (await master.put_message(Message("T", b"after"))).queue_offset == 40
+
+    opts = StoreOptions(retention_interval_s=0, file_reserved_hours=1e-9)
+    run_group(tmp_path, body, opts, segment_bytes=4096)
+
+
+def test_disk_ratio_compacts_young_segments_one_per_pass(tmp_path: pathlib.Path) -> None:
+    ratio = [0.5]
+
+    async def body(group: BrokerGroup) -> None:
+        master = await group.wait_for_master()
+        for k in range(30):
+            await master.put_message(Message("T", bytes([k]) * 400, queue_id=0))
+        await group.wait_applied(master.last_applied())
+        young = await master.run_retention()
+        assert young.dropped_before == 0  # nothing is old and the disk is fine
+        ratio[0] = 0.8  # over diskMaxUsedSpaceRatio (75%)
+        first = await master.run_retention()
+        second = await master.run_retention()
+        segments = master._srv().segments()
+        assert 1 < first.first_index < second.first_index == segments[0].first_index
+        assert first.disk_ratio == 0.8
+
+    opts = StoreOptions(retention_interval_s=0, disk_usage=lambda _: ratio[0], default_queue_count=1)
+    run_group(tmp_path, body, opts, segment_bytes=4096)
