@@ -42,7 +42,7 @@ LONG_PLAN = [
     Plan(["pause"]),
     Plan(["lost-writes"], flush="async"),
     Plan(["restart", "kill-leader"], flush="async"),
-    Plan(["clock-skew", "partition-leader"], lease_read=True),
+    Plan(["clock-skew", "pause-isolate-leader"], lease_read=True),
     Plan(["transfer-storm", "partition-halves", "kill-random"]),
     Plan(["lost-writes"], flush="sync"),
     Plan(["all"], nodes=5),

@@ -7,7 +7,7 @@ clock rate, and the network is whole. Invariant: `heal_everything` brings any cl
 whatever faults are active, so a run ends healed even after an error in a nemesis.
 
 Names: kill-random, kill-leader, pause-random, pause-leader, partition-leader, partition-halves,
-partition-ring, partition-bridge, restart, lost-writes, clock-skew, transfer-storm.
+partition-ring, partition-bridge, pause-isolate-leader, restart, lost-writes, clock-skew, transfer-storm.
 """
 
 from __future__ import annotations
@@ -116,6 +116,19 @@ def _resume(cluster: Cluster, rng: random.Random, detail: Detail) -> Detail:
     node = detail.get("node")
     if node:
         cluster.resume(node)
+    return {"node": node}
+
+
+def _pause_isolate_start(cluster: Cluster, rng: random.Random) -> Detail:
+    """Pause the leader long enough for the others to elect a new one, cut it off, then resume it: it wakes
+    up believing it still leads (the scenario of stale reads by a deposed leader)."""
+    node = _target(cluster, rng, True)
+    if node is None:
+        return {"skipped": "no running node"}
+    cluster.pause(node)
+    time.sleep(rng.uniform(1.0, 2.0))
+    cluster.partition({frozenset((node, o)) for o in cluster.ids if o != node})
+    cluster.resume(node)
     return {"node": node}
 
 
@@ -266,6 +279,7 @@ NEMESES: dict[str, Nemesis] = {
     "partition-halves": Nemesis("partition-halves", _partition("halves"), _heal),
     "partition-ring": Nemesis("partition-ring", _partition("ring"), _heal),
     "partition-bridge": Nemesis("partition-bridge", _partition("bridge"), _heal),
+    "pause-isolate-leader": Nemesis("pause-isolate-leader", _pause_isolate_start, _heal),
     "restart": Nemesis("restart", _restart_start, _restart_killed),
     "lost-writes": Nemesis("lost-writes", _lost_writes_start, _restart_killed),
     "clock-skew": Nemesis("clock-skew", _clock_start, _clock_stop),
@@ -274,7 +288,7 @@ NEMESES: dict[str, Nemesis] = {
 
 GROUPS = {
     "kill": ["kill-random", "kill-leader"],
-    "pause": ["pause-random", "pause-leader"],
+    "pause": ["pause-random", "pause-leader", "pause-isolate-leader"],
     "partition": ["partition-leader", "partition-halves", "partition-ring", "partition-bridge"],
     "all": list(NEMESES),
 }
