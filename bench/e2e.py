@@ -32,11 +32,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bench.e2e_groups import DledgerGroup, PysyncobjGroup, wait_until
-from bench.e2e_png import plot_throughput
-from bench.pysyncobj_peer import COMMON, PROFILES
+from bench.e2e_settings import COMMON, PROFILES
+
+if TYPE_CHECKING:  # the groups import grpc and the client: loaded by `run`, so that the CLI hook stays light
+    from bench.e2e_groups import DledgerGroup, PysyncobjGroup
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 KiB = 1024
@@ -139,6 +140,8 @@ class Bench:
 
     @contextmanager
     def group(self, system: str, flush: str, profile: str = "throughput") -> Iterator[Any]:
+        from bench.e2e_groups import DledgerGroup, PysyncobjGroup
+
         d = self._dir(f"{system}-{flush}-{profile}")
         g: Any = (
             DledgerGroup(d, self.nodes, flush) if system == "dledger" else PysyncobjGroup(d, self.nodes, flush, profile)
@@ -255,6 +258,8 @@ class Bench:
         return min(got) - t0 if got else None
 
     def catchup(self, system: str) -> None:
+        from bench.e2e_groups import wait_until
+
         payload, batch = 16 * KiB, 64
         with self.group(system, "async") as g:
             lead = g.wait_ready(30.0)
@@ -428,6 +433,8 @@ def run(
         for system, v in (("dledger", f.ours), ("pysyncobj", f.theirs)):
             if v:
                 series.setdefault(f"{system} {flush} {batch}", []).append((x, v * x / MiB))
+    from bench.e2e_png import plot_throughput
+
     plot_throughput(png, series)
     print(table(figures))
     print(f"\nmachine: {result['machine']}; {result['seconds']} s; JSON {out}; PNG {png}")

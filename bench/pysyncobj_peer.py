@@ -39,39 +39,7 @@ from typing import Any
 
 from pysyncobj import SyncObj, SyncObjConf, replicated
 
-PROFILES: dict[str, dict[str, Any]] = {
-    # many appends in flight: batching on, default election timeouts
-    "throughput": {
-        "appendEntriesUseBatch": True,
-        "raftMinTimeout": 0.4,
-        "raftMaxTimeout": 1.4,
-        "appendEntriesPeriod": 0.05,
-    },
-    # one synchronous client: batching off (PySyncObj: "improve single request speed")
-    "latency": {
-        "appendEntriesUseBatch": False,
-        "raftMinTimeout": 0.4,
-        "raftMaxTimeout": 1.4,
-        "appendEntriesPeriod": 0.05,
-    },
-    # failover: short election timeouts (shorter ones elect spuriously under load)
-    "failover": {
-        "appendEntriesUseBatch": False,
-        "raftMinTimeout": 0.2,
-        "raftMaxTimeout": 0.4,
-        "appendEntriesPeriod": 0.03,
-        "connectionTimeout": 0.6,
-    },
-}
-COMMON: dict[str, Any] = {
-    "dynamicMembershipChange": False,
-    "logCompactionMinEntries": 1 << 40,
-    "logCompactionMinTime": 1 << 30,
-    "commandsQueueSize": 1_000_000,
-    "connectionRetryTime": 0.2,
-    # the default; 256 KiB and 16 MiB (with 4 MiB socket buffers) were slower on this machine
-    "appendEntriesBatchSizeBytes": 1 << 16,
-}
+from bench.e2e_settings import COMMON, PROFILES
 
 
 class AppendLog(SyncObj):  # type: ignore[misc]  # untyped library
