@@ -25,6 +25,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--read-fraction", type=float, default=0.25)
     p.add_argument("--recovery", type=float, default=5.0, help="seconds of workload after healing")
     p.add_argument("--net", choices=("auto", "netns", "proxy"), default="auto")
+    p.add_argument("--overlap", action="store_true", help="let a process fault and a network fault overlap")
     p.add_argument("--no-plots", action="store_true")
 
 
@@ -70,8 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                           nemeses=[n for n in args.nemesis.split(",") if n], clients=args.clients,
                           threads=args.threads, flush=args.flush, lease_read=args.lease_read,
                           read_fraction=args.read_fraction, recovery=args.recovery, net=args.net, out=args.out,
-                          plots=not args.no_plots)  # fmt: skip
-        return run(opts)
+                          plots=not args.no_plots, overlap=args.overlap)  # fmt: skip
+        try:
+            return run(opts)
+        except Exception as exc:  # the run could not complete (e.g. no leader at start): say so, exit 1
+            print(f"jepsen_like run: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
     from jepsen_like.campaign import campaign
 
     return campaign(minutes=args.minutes, seed=args.seed, short=args.short, run_seconds=args.run_seconds,

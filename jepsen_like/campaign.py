@@ -45,7 +45,8 @@ LONG_PLAN = [
     Plan(["clock-skew", "pause-isolate-leader"], lease_read=True),
     Plan(["transfer-storm", "partition-halves", "kill-random"]),
     Plan(["lost-writes"], flush="sync"),
-    Plan(["all"], nodes=5),
+    Plan(["all"], nodes=5, extra={"overlap": True}),
+    Plan(["kill", "lost-writes", "partition"], flush="async", extra={"overlap": True}),
     Plan(["partition-ring", "partition-bridge", "pause-leader"], nodes=5, flush="async"),
 ]
 
@@ -71,7 +72,7 @@ def campaign(*, minutes: float, seed: int | None, short: bool, run_seconds: floa
         plan = plans[k % len(plans)]
         opts = RunOptions(seed=rng.randrange(2**31), nodes=plan.nodes, duration=run_seconds,
                           nemeses=list(plan.nemeses), flush=plan.flush, lease_read=plan.lease_read, net=net,
-                          out=str(root / f"run{k:02d}-{'+'.join(plan.nemeses)}"))  # fmt: skip
+                          out=str(root / f"run{k:02d}-{'+'.join(plan.nemeses)}"), **plan.extra)  # fmt: skip
         started = time.monotonic()
         try:
             code = run(opts)
@@ -95,7 +96,8 @@ def _summarise(k: int, opts: RunOptions, code: int, seconds: float) -> dict[str,
     if (report / "verdict.json").exists():
         verdict = json.loads((report / "verdict.json").read_text())
     stats = verdict.get("stats", {})
-    return {"run": k, "nemeses": opts.nemeses, "nodes": opts.nodes, "flush": opts.flush, "lease_read": opts.lease_read,
+    return {"run": k, "nemeses": opts.nemeses, "overlap": opts.overlap, "nodes": opts.nodes, "flush": opts.flush,
+            "lease_read": opts.lease_read,
             "seed": opts.seed, "valid": code == 0 and bool(verdict.get("valid")), "seconds": round(seconds, 1),
             "ops": stats.get("ops", 0), "appends_ok": stats.get("appends_ok", 0),
             "appends_info": stats.get("appends_info", 0), "reads_ok": stats.get("reads_ok", 0),
@@ -124,7 +126,7 @@ def _write_markdown(root: pathlib.Path, seed: int, results: list[dict[str, Any]]
     for r in results:
         faults = ", ".join(f"{k} {v}" for k, v in r["faults"].items())
         anomalies = ", ".join(f"{k} {v}" for k, v in r["anomalies"].items()) or "none"
-        flush = r["flush"] + (" +lease" if r["lease_read"] else "")
+        flush = r["flush"] + (" +lease" if r["lease_read"] else "") + (" +overlap" if r.get("overlap") else "")
         lines.append(f"| {r['run']} | {'+'.join(r['nemeses'])} | {r['nodes']} | {flush} | {r['seed']} | {r['ops']} | "
                      f"{r['appends_ok']} | {faults} | {anomalies} | {'yes' if r['valid'] else 'NO'} |")  # fmt: skip
     lines += ["", f"Totals: {json.dumps(totals)}", ""]

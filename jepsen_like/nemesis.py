@@ -316,9 +316,25 @@ class Step:
 Schedule = list[Step]
 
 
+PROCESS_FAULTS = frozenset({"kill-random", "kill-leader", "pause-random", "pause-leader", "restart", "lost-writes",
+                            "clock-skew"})  # fmt: skip
+
+
 def make_schedule(rng: random.Random, names: list[str], duration: float, quiet: tuple[float, float] = (2.0, 5.0),
-                  hold: tuple[float, float] = (3.0, 8.0)) -> Schedule:  # fmt: skip
-    """Faults one at a time: a quiet gap, then a fault held for a while, until `duration` is used up."""
+                  hold: tuple[float, float] = (3.0, 8.0), overlap: bool = False) -> Schedule:  # fmt: skip
+    """Faults one at a time: a quiet gap, then a fault held for a while, until `duration` is used up. With
+    `overlap`, process faults and the others (network, transfers) follow two such sequences of their own, so
+    that one of each may be active at once."""
+    if not overlap:
+        return _sequence(rng, names, duration, quiet, hold)
+    process = [n for n in names if n in PROCESS_FAULTS]
+    other = [n for n in names if n not in PROCESS_FAULTS]
+    steps = _sequence(rng, process, duration, quiet, hold) + _sequence(rng, other, duration, quiet, hold)
+    return sorted(steps, key=lambda s: s.at)
+
+
+def _sequence(rng: random.Random, names: list[str], duration: float, quiet: tuple[float, float],
+              hold: tuple[float, float]) -> Schedule:  # fmt: skip
     steps: Schedule = []
     t = rng.uniform(*quiet)
     while names and t < duration:

@@ -55,6 +55,7 @@ class RunOptions:
     net: str = "auto"  # auto | netns | proxy
     out: str | None = None
     plots: bool = True
+    overlap: bool = False  # a process fault and a network fault may be active at once
 
 
 def replay_command(o: RunOptions) -> str:
@@ -63,6 +64,8 @@ def replay_command(o: RunOptions) -> str:
             "--threads", str(o.threads), "--flush", o.flush, "--read-fraction", f"{o.read_fraction:g}"]  # fmt: skip
     if o.lease_read:
         args.append("--lease-read")
+    if o.overlap:
+        args.append("--overlap")
     return " ".join(shlex.quote(a) for a in args)
 
 
@@ -106,7 +109,7 @@ def run(o: RunOptions) -> int:
     _say(f"seed {o.seed}; replay with: {replay_command(o)}")
     _say(f"report directory: {report}")
     (report / "options.json").write_text(json.dumps({**dataclasses.asdict(o), "replay": replay_command(o)}, indent=1))
-    schedule = nem.make_schedule(rng, o.nemeses, o.duration)
+    schedule = nem.make_schedule(rng, o.nemeses, o.duration, overlap=o.overlap)
     (report / "schedule.json").write_text(json.dumps([dataclasses.asdict(s) for s in schedule], indent=1))
     state = RunState(f"{random.SystemRandom().randrange(16**4):04x}")
     mode = _net_mode(o.net)
@@ -138,27 +141,32 @@ def run(o: RunOptions) -> int:
             clients.append(proc)
         t0 = time.monotonic()
         timeline.write("phase", "faults", {"duration": o.duration})
-        for step in schedule:
-            _sleep_until(t0 + step.at)
-            n = nem.NEMESES[step.nemesis]
-            step_rng = random.Random(step.seed)
-            began = time.monotonic_ns()
-            try:
-                detail = n.start(cluster, step_rng)
-            except Exception as exc:
-                detail = {"error": f"{type(exc).__name__}: {exc}"}
-            timeline.write("start", n.name, detail, began)
-            _say(f"+{step.at:6.1f}s start {n.name} {_short(detail)}")
-            if "skipped" in detail:
-                continue
-            counts[n.name] = counts.get(n.name, 0) + 1
-            _sleep_until(t0 + step.at + step.hold)
-            try:
-                result = n.stop(cluster, step_rng, detail)
-            except Exception as exc:
-                result = {"error": f"{type(exc).__name__}: {exc}"}
-            timeline.write("stop", n.name, result)
-            _say(f"+{time.monotonic() - t0:6.1f}s stop  {n.name} {_short(result)}")
+        events = sorted([(s.at, 1, k) for k, s in enumerate(schedule)] +
+                        [(s.at + s.hold, 0, k) for k, s in enumerate(schedule)])  # fmt: skip
+        active: dict[int, tuple[random.Random, dict[str, Any]]] = {}
+        for at, is_start, k in events:
+            _sleep_until(t0 + at)
+            n = nem.NEMESES[schedule[k].nemesis]
+            if is_start:
+                step_rng = random.Random(schedule[k].seed)
+                began = time.monotonic_ns()
+                try:
+                    detail = n.start(cluster, step_rng)
+                except Exception as exc:
+                    detail = {"error": f"{type(exc).__name__}: {exc}"}
+                timeline.write("start", n.name, detail, began)
+                _say(f"+{at:6.1f}s start {n.name} {_short(detail)}")
+                if "skipped" not in detail:
+                    counts[n.name] = counts.get(n.name, 0) + 1
+                    active[k] = (step_rng, detail)
+            elif k in active:
+                step_rng, detail = active.pop(k)
+                try:
+                    result = n.stop(cluster, step_rng, detail)
+                except Exception as exc:
+                    result = {"error": f"{type(exc).__name__}: {exc}"}
+                timeline.write("stop", n.name, result)
+                _say(f"+{time.monotonic() - t0:6.1f}s stop  {n.name} {_short(result)}")
         _sleep_until(t0 + o.duration)
         nem.heal_everything(cluster)
         timeline.write("phase", "healed", {})

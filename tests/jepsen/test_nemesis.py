@@ -113,3 +113,12 @@ def test_lost_writes_under_sync_flush_cuts_only_index_files(tmp_path: pathlib.Pa
     detail = nemesis.NEMESES["lost-writes"].start(fake, random.Random(1))
     assert (tmp_path / "data" / first).stat().st_size == 1000 and (tmp_path / "index" / first).stat().st_size == 128
     assert detail["cut_bytes"] == {first: [0, 192]}
+
+
+def test_overlapping_schedule_runs_one_process_fault_and_one_other_fault_at_most() -> None:
+    names = nemesis.expand(["kill", "partition", "transfer-storm"])
+    steps = make_schedule(random.Random(5), names, 120, overlap=True)
+    for family in (nemesis.PROCESS_FAULTS, set(names) - nemesis.PROCESS_FAULTS):
+        mine = [s for s in steps if s.nemesis in family]
+        assert mine and all(x.at + x.hold < y.at for x, y in itertools.pairwise(mine))
+    assert any(x.at < y.at < x.at + x.hold for x, y in itertools.pairwise(steps))  # some do overlap
