@@ -40,9 +40,9 @@ class SimNode:
         self.applied = 0
 
 
-def run(total_entries: int, window_batches: int) -> dict[str, float]:
+def run(total_entries: int, window_batches: int, batch: int = BATCH) -> dict[str, float]:
     peers = ("n0", "n1", "n2")
-    window_bytes = window_batches * BATCH * ENTRY_BYTES
+    window_bytes = window_batches * batch * ENTRY_BYTES
     nodes = {p: SimNode(p, peers, window_bytes) for p in peers}
     messages = 0
 
@@ -80,21 +80,21 @@ def run(total_entries: int, window_batches: int) -> dict[str, float]:
     while pump():
         pass
     base = lead.core.last_index
-    payload = [bytes([k % 251]) * ENTRY_BYTES for k in range(BATCH)]
+    payload = [bytes([k % 251]) * ENTRY_BYTES for k in range(batch)]
     proposed = 0
     messages = 0
     start = time.perf_counter()
     cpu_start = time.process_time()
     while True:
         core = lead.core
-        while proposed < total_entries and core.uncommitted_bytes + BATCH * ENTRY_BYTES <= window_bytes:
+        while proposed < total_entries and core.uncommitted_bytes + batch * ENTRY_BYTES <= window_bytes:
             try:
                 core.propose_batch(payload)
             except ProposalDroppedError:
                 break  # back-pressure: the window is full
             except NotLeaderError as exc:  # pragma: no cover - no faults here
                 raise SystemExit(f"lost leadership: {exc}") from exc
-            proposed += BATCH
+            proposed += batch
         pump()
         if proposed >= total_entries and all(n.applied >= base + total_entries for n in nodes.values()):
             break
@@ -117,18 +117,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="a short run (a few seconds)")
     ap.add_argument("--entries", type=int, default=0, help="entries to push (default 1,280,000; quick: 128,000)")
     ap.add_argument("--window", type=int, default=8, help="uncommitted batches the leader may have in flight")
+    ap.add_argument("--batch", type=int, default=BATCH, help="entries per proposal (1 shows per-message costs)")
     ap.add_argument("--profile", action="store_true", help="print a cProfile of the run")
     args = ap.parse_args(argv)
     total = args.entries or (128_000 if args.quick else 1_280_000)
-    total -= total % BATCH
+    total -= total % args.batch
     if args.profile:
         prof = cProfile.Profile()
-        res = prof.runcall(run, total, args.window)
+        res = prof.runcall(run, total, args.window, args.batch)
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
     else:
-        run(min(total, 64_000), args.window)  # warm-up
-        res = run(total, args.window)
-    print(f"raft core simulation: 3 nodes, batches of {BATCH} x {ENTRY_BYTES} B, window {args.window} batches")
+        run(min(total, 64_000), args.window, args.batch)  # warm-up
+        res = run(total, args.window, args.batch)
+    print(f"raft core simulation: 3 nodes, batches of {args.batch} x {ENTRY_BYTES} B, window {args.window} batches")
     print(
         f"  entries committed and applied on all nodes: {int(res['entries']):,} "
         f"in {res['seconds']:.2f} s CPU ({res['wall_seconds']:.2f} s wall)"
