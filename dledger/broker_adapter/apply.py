@@ -3,8 +3,10 @@
 Rules (every replica must derive identical tables from the same log):
 - nothing here reads a clock, randomness or local configuration: time is `log_time`, the running maximum
   of the `now` stamped into commands by the leader (so it never goes backwards, even across leaders);
-- one LMDB write transaction per entry, which also stores `meta[applied] = entry.index`; if anything fails
-  the transaction aborts, the in-memory caches are dropped and the error propagates (the node fences);
+- one LMDB write transaction per applied batch (the entries the node applies in one go: the transaction is
+  committed by a `call_soon` callback, before any other task runs), which also stores `meta[applied]`; if
+  anything fails the transaction aborts, the in-memory caches are dropped and the error propagates (the
+  node fences), so LMDB always holds exactly the effect of entries `1..applied`;
 - a malformed command changes nothing but `applied`; no-op, config and foreign (non-adapter) entries
   change nothing at all and open no transaction;
 - queue offsets are assigned here, in log order: `cqmax[topic, queue]` is the next offset;
@@ -16,6 +18,8 @@ Outcomes for the proposing process are handed over by `nonce` in `outcomes` (onl
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import struct
 from collections.abc import Callable
@@ -32,6 +36,7 @@ from dledger.storage_api import Entry, EntryKind
 __all__ = ["Applier", "PutOutcome", "dlq_topic"]
 
 struct_ii = struct.Struct(">Ii")
+NO_TIMERS = 1 << 62
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +63,14 @@ class Applier:
         self.outcomes: dict[int, Any] = {}
         self.on_noop: Callable[[Entry], None] | None = None
         self.skipped = 0
+        self.failed: BaseException | None = None
+        self._txn: Any = None
+        self._applied = 0
+        self._flush_scheduled = False
         self._reset_caches()
 
     def _reset_caches(self) -> None:
+        self._timer_min: int | None = None  # earliest delayed delivery time; None: unknown
         self.topics: dict[str, TopicConfig | None] = {}
         self.cqmax: dict[bytes, int] = {}
         self._dirty: set[bytes] = set()
@@ -105,6 +115,8 @@ class Applier:
 
     # ---- apply ----
     def apply(self, entry: Entry) -> None:
+        if self.failed is not None:
+            raise RuntimeError(f"the broker tables failed earlier: {self.failed}")
         if entry.kind != EntryKind.NORMAL or not c.is_command(entry.data):
             # no-ops, config and foreign entries change nothing: no transaction (`applied` may lag behind
             # them; replaying them after a restart changes nothing either)
@@ -112,16 +124,52 @@ class Applier:
             if entry.kind == EntryKind.NOOP and self.on_noop is not None:
                 self.on_noop(entry)
             return
+        txn = self._txn
+        if txn is None:
+            txn = self._txn = self.t.env.begin(write=True)
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+                self._flush_scheduled = True
+            except RuntimeError:  # no event loop (direct use): commit per entry
+                self._flush_scheduled = False
         try:
-            with self.t.env.begin(write=True) as txn:
-                self._apply_command(txn, entry)
-                for qk in self._dirty:
-                    txn.put(qk, U64.pack(self.cqmax[qk]), db=self.db["cqmax"])
-                self._dirty.clear()
-                txn.put(b"applied", U64.pack(entry.index), db=self.db["meta"])
+            self._apply_command(txn, entry)
         except BaseException:
+            self._abort()
+            raise
+        self._applied = entry.index
+        if not self._flush_scheduled:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the open write transaction: every entry applied since the last flush, at once.
+
+        Scheduled with `call_soon` by the first apply of a burst, so it runs before any reader or waiting
+        put continues (they resume later in the same loop); on failure the store refuses to apply further
+        (the node fences) and LMDB still holds a consistent prefix (`applied` is in the same transaction)."""
+        txn, self._txn = self._txn, None
+        if txn is None:
+            return
+        try:
+            for qk in self._dirty:
+                txn.put(qk, U64.pack(self.cqmax[qk]), db=self.db["cqmax"])
+            self._dirty.clear()
+            txn.put(b"log_time", I64.pack(self.log_time), db=self.db["meta"])
+            txn.put(b"applied", U64.pack(self._applied), db=self.db["meta"])
+            txn.commit()
+        except BaseException as exc:
+            self.failed = exc
+            log.exception("committing the broker tables failed; the store stops applying")
+            with contextlib.suppress(Exception):
+                txn.abort()
             self._reset_caches()
             raise
+
+    def _abort(self) -> None:
+        txn, self._txn = self._txn, None
+        if txn is not None:
+            txn.abort()
+        self._reset_caches()
 
     def _apply_command(self, txn: Any, entry: Entry) -> None:
         try:
@@ -132,8 +180,8 @@ class Applier:
             return
         if cmd.now > self.log_time:
             self.log_time = cmd.now
-            txn.put(b"log_time", I64.pack(self.log_time), db=self.db["meta"])
-            self._release_timers(txn)
+            if self._timer_min is None or self._timer_min <= self.log_time:
+                self._release_timers(txn)
         outcome: Any = None
         if isinstance(cmd, c.PutHead):
             try:
@@ -187,6 +235,8 @@ class Applier:
                 else:
                     timer_key = u64(delivery) + u64(index) + at.to_bytes(4, "big")
                     txn.put(timer_key, pending, db=self.db["timers"])
+                    if self._timer_min is not None:
+                        self._timer_min = min(self._timer_min, delivery)
             else:
                 slot = queues.get((ti, queue))
                 if slot is None:
@@ -235,9 +285,12 @@ class Applier:
     def _release_timers(self, txn: Any) -> None:
         cursor = txn.cursor(db=self.db["timers"])
         due: list[tuple[bytes, bytes]] = []
+        self._timer_min = NO_TIMERS
         if cursor.first():
             for key, raw in cursor:
-                if U64.unpack_from(key)[0] > self.log_time:
+                when = U64.unpack_from(key)[0]
+                if when > self.log_time:
+                    self._timer_min = when
                     break
                 due.append((key, raw))
         for key, raw in due:

@@ -68,7 +68,10 @@ class Reader:
     # ---- tables ----
     def topic(self, name: str) -> TopicConfig | None:
         with self.t.env.begin() as txn:
-            raw = txn.get(name.encode(), db=self.db["topics"])
+            return self._topic(txn, name)
+
+    def _topic(self, txn: Any, name: str) -> TopicConfig | None:
+        raw = txn.get(name.encode(), db=self.db["topics"])
         if raw is None:
             return None
         count = int.from_bytes(raw[:4], "big")
@@ -77,39 +80,49 @@ class Reader:
     def topics(self) -> list[TopicConfig]:
         with self.t.env.begin() as txn:
             names = [bytes(k).decode() for k in txn.cursor(db=self.db["topics"]).iternext(values=False)]
-        return [cfg for cfg in map(self.topic, names) if cfg is not None]
+            return [cfg for cfg in (self._topic(txn, n) for n in names) if cfg is not None]
 
     def max_offset(self, topic: str, queue: int) -> int:
         with self.t.env.begin() as txn:
-            raw = txn.get(_cqk(topic, queue), db=self.db["cqmax"])
+            return self._max(txn, topic, queue)
+
+    def _max(self, txn: Any, topic: str, queue: int) -> int:
+        raw = txn.get(_cqk(topic, queue), db=self.db["cqmax"])
         return U64.unpack(raw)[0] if raw else 0
 
     def _record(self, txn: Any, topic: str, queue: int, offset: int) -> tuple[int, int, int, int, int, int] | None:
         raw = txn.get(_cqk(topic, queue) + U64.pack(offset), db=self.db["cq"])
         return CQ.unpack(raw) if raw is not None else None
 
-    def _search(self, topic: str, queue: int, hi: int, field: int, value: int) -> int:
-        """The first offset in [0, hi) whose record field (0: log index, 5: store ts) is >= value, else hi."""
-        lo = 0
-        with self.t.env.begin() as txn:
-            while lo < hi:
-                mid = (lo + hi) // 2
-                rec = self._record(txn, topic, queue, mid)
-                if rec is not None and rec[field] >= value:
-                    hi = mid
-                else:
-                    lo = mid + 1
+    def _search(self, txn: Any, topic: str, queue: int, lo: int, hi: int, field: int, value: int) -> int:
+        """The first offset in [lo, hi) whose record field (0: log index, 5: store ts) is >= value, else hi."""
+        while lo < hi:
+            mid = (lo + hi) // 2
+            rec = self._record(txn, topic, queue, mid)
+            if rec is not None and rec[field] >= value:
+                hi = mid
+            else:
+                lo = mid + 1
         return lo
 
+    def _min(self, txn: Any, topic: str, queue: int, hi: int) -> int:
+        """The first offset whose body is still in the log (consume queues are never trimmed themselves).
+        Exact while log indexes grow with offsets (not for released delayed messages or dead letters)."""
+        first = self._first_index()
+        if first <= 1:
+            return 0
+        return self._search(txn, topic, queue, 0, hi, 0, first)
+
     def min_offset(self, topic: str, queue: int) -> int:
-        """The first offset whose body is still in the log (consume queues are never trimmed themselves)."""
-        return self._search(topic, queue, self.max_offset(topic, queue), 0, self._first_index())
+        with self.t.env.begin() as txn:
+            return self._min(txn, topic, queue, self._max(txn, topic, queue))
 
     def offset_for_timestamp(self, topic: str, queue: int, timestamp_ms: int) -> int:
         """The first offset stored at or after `timestamp_ms` (max offset if none; store times never decrease)."""
-        lo = self.min_offset(topic, queue)
-        found = self._search(topic, queue, self.max_offset(topic, queue), 5, timestamp_ms)
-        return max(found, lo)
+        with self.t.env.begin() as txn:
+            hi = self._max(txn, topic, queue)
+            lo = self._min(txn, topic, queue, hi)
+            return self._search(txn, topic, queue, lo, hi, 5, timestamp_ms)
 
     def committed_offset(self, group: str, topic: str, queue: int) -> int:
         with self.t.env.begin() as txn:
@@ -120,30 +133,30 @@ class Reader:
     async def get_messages(
         self, topic: str, queue: int, offset: int, max_count: int, max_bytes: int, tags: frozenset[str] | None
     ) -> GetResult:
-        cfg = self.topic(topic)
-        if cfg is None or not 0 <= queue < cfg.queue_count:
-            return GetResult(GetStatus.NO_MATCHED_LOGIC_QUEUE, 0, 0, 0)
-        hi = self.max_offset(topic, queue)
-        lo = self.min_offset(topic, queue)
-        if hi == 0:
-            return GetResult(GetStatus.NO_MESSAGE_IN_QUEUE, 0, lo, hi)
-        if offset < lo:
-            return GetResult(GetStatus.OFFSET_TOO_SMALL, lo, lo, hi)
-        if offset == hi:
-            return GetResult(GetStatus.OFFSET_OVERFLOW_ONE, offset, lo, hi)
-        if offset > hi:
-            return GetResult(GetStatus.OFFSET_OVERFLOW_BADLY, lo if lo == 0 else hi, lo, hi)
-        hashes = {tag_hash(t) for t in tags} if tags is not None else None
         limit = max_count if tags is None else max(MAX_SCAN, max_count)
         prefix = _cqk(topic, queue)
         records: list[tuple[int, tuple[int, int, int, int, int, int]]] = []
         with self.t.env.begin() as txn:
+            cfg = self._topic(txn, topic)
+            if cfg is None or not 0 <= queue < cfg.queue_count:
+                return GetResult(GetStatus.NO_MATCHED_LOGIC_QUEUE, 0, 0, 0)
+            hi = self._max(txn, topic, queue)
+            lo = self._min(txn, topic, queue, hi)
+            if hi == 0:
+                return GetResult(GetStatus.NO_MESSAGE_IN_QUEUE, 0, lo, hi)
+            if offset < lo:
+                return GetResult(GetStatus.OFFSET_TOO_SMALL, lo, lo, hi)
+            if offset == hi:
+                return GetResult(GetStatus.OFFSET_OVERFLOW_ONE, offset, lo, hi)
+            if offset > hi:
+                return GetResult(GetStatus.OFFSET_OVERFLOW_BADLY, lo if lo == 0 else hi, lo, hi)
             cursor = txn.cursor(db=self.db["cq"])
             if cursor.set_key(prefix + U64.pack(offset)):
                 for key, raw in cursor:
                     if len(records) >= limit or not key.startswith(prefix):
                         break
                     records.append((U64.unpack_from(key, len(prefix))[0], CQ.unpack(raw)))
+        hashes = {tag_hash(t) for t in tags} if tags is not None else None
         found: list[StoredMessage] = []
         size = 0
         next_offset = offset

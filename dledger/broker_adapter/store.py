@@ -120,6 +120,8 @@ class MessageStore(PopMixin):
 
     def close(self) -> None:
         if self.tables.env is not None:
+            with contextlib.suppress(Exception):
+                self.applier.flush()
             self.tables.sync()
             self.tables.close()
 
