@@ -438,7 +438,7 @@ class SegmentedLog:
             base = Base(gone.last_index, gone.last_term, gone.end, gone.last_chain)
             self._rw.acquire_write()
             try:
-                write_base(self._dir, base)
+                write_base(self._dir, base, self._ops)
                 self._base = base
                 self._set_segments(self._segs[len(drop) :])
                 for seg in drop:

@@ -23,6 +23,7 @@ import zlib
 from dataclasses import dataclass
 
 from dledger.commitlog.errors import CorruptStoreError
+from dledger.commitlog.fileops import FileOps
 
 __all__ = ["META_NAME", "Base", "read_base", "write_base"]
 
@@ -64,7 +65,7 @@ def read_base(directory: str) -> Base:
     return Base(index, term, pos, chain)
 
 
-def write_base(directory: str, base: Base) -> None:
+def write_base(directory: str, base: Base, ops: FileOps) -> None:
     """Durably replace the stored base (atomic: readers see the old or the new record, never a mix)."""
     record = _RECORD.pack(META_MAGIC, META_VERSION, base.index, base.term, base.pos, base.chain)
     raw = record + _CRC.pack(zlib.crc32(record))
@@ -72,13 +73,9 @@ def write_base(directory: str, base: Base) -> None:
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
-        os.write(fd, raw)
-        os.fsync(fd)
+        ops.pwrite(fd, raw, 0)
+        ops.datasync(fd)  # the new file's data and size
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    ops.fsync_dir(directory)  # the rename
