@@ -1,9 +1,10 @@
 """Broker benchmark: `MessageStore.put_messages` against raw replicated appends on the same 3-node group.
 
-Run with `python -m bench.broker [--quick] [--json PATH] [--dir DIR] [--flush async|sync]`.
+Run with `python -m bench.broker [--quick] [--json PATH] [--dir DIR] [--flush async|sync] [--in-process]`.
 
-One in-process group of three replicas (real gRPC on loopback), each with a `MessageStore` registered as
-its state machine. In alternating rounds, `--producers` tasks on the master either
+One group of three replicas (real gRPC on loopback), each a process of its own as real brokers are
+(`--in-process`: all in this process, sharing one GIL), each with a `MessageStore` registered as its state
+machine. In alternating rounds, `--producers` tasks in the master's process either
 - put: `store.put_messages(batch)` with `--batch` messages of `--size` bytes (one log entry per batch; the
   store validates, stamps, encodes, and every replica applies it to LMDB consume queues and indexes), or
 - raw: `server.append(items)` with the same number of items of the same size (one entry per item; the
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import multiprocessing
 import pathlib
 import shutil
 import socket
@@ -26,6 +29,8 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
+from typing import Any
 
 from dledger.broker_adapter import GetStatus, Message, MessageStore, StoreOptions
 from dledger.server.config import NodeConfig
@@ -37,6 +42,7 @@ QUEUES = 8
 
 @dataclass
 class Report:
+    mode: str
     flush: str
     size: int
     batch: int
@@ -49,6 +55,7 @@ class Report:
     follower_get_msgs_per_s: float
     follower_get_mb_per_s: float
     messages_read: int
+    rounds_retried_after_leader_change: int
 
 
 def free_ports(n: int) -> list[int]:
@@ -78,69 +85,158 @@ async def _run_for(seconds: float, producers: int, one: object) -> int:
     return done
 
 
-async def bench(args: argparse.Namespace, root: pathlib.Path) -> Report:
-    peers = {i: f"127.0.0.1:{p}" for i, p in zip(IDS, free_ports(len(IDS)), strict=True)}
-    options = StoreOptions(retention_interval_s=0, default_queue_count=QUEUES)
-    stores = {}
-    for node_id in IDS:
-        config = NodeConfig(self_id=node_id, peers=peers, store_dir=root / node_id, group="bench", flush=args.flush)
-        stores[node_id] = MessageStore.create(config, options)
-        await stores[node_id].start()
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 15
-        while not any(s.is_master for s in stores.values()):
-            if loop.time() > deadline:
-                raise RuntimeError("no master elected")
-            await asyncio.sleep(0.01)
-        master = next(s for s in stores.values() if s.is_master)
-        server = master.server
+class Replica:
+    """One replica (a MessageStore on its own node) and the work the driver asks of it."""
+
+    def __init__(self, node_id: str, peers: dict[str, str], root: pathlib.Path, flush: str) -> None:
+        config = NodeConfig(self_id=node_id, peers=peers, store_dir=root / node_id, group="bench", flush=flush)
+        self.store = MessageStore.create(config, StoreOptions(retention_interval_s=0, default_queue_count=QUEUES))
+
+    async def call(self, op: str, *a: Any) -> Any:
+        store = self.store
+        if op == "start":
+            await store.start()
+            return None
+        if op == "stop":
+            await store.stop()
+            return None
+        if op == "master":
+            return store.is_master
+        if op == "applied":
+            return store.last_applied()
+        if op == "topic":
+            await store.create_topic(TOPIC, QUEUES)
+            return None
+        if op == "round":
+            return await self.round(*a)
+        if op == "read":
+            return await self.read_all()
+        raise ValueError(op)
+
+    async def round(self, kind: str, seconds: float, producers: int, size: int, batch_size: int) -> float:
+        store, server = self.store, self.store.server
         assert server is not None
-        await master.create_topic(TOPIC, QUEUES)
-        body = b"x" * args.size
-        batch = [Message(TOPIC, body, tags="TagA") for _ in range(args.batch)]
-        raw_items = [body] * args.batch
+        body = b"x" * size
+        batch = [Message(TOPIC, body, tags="TagA") for _ in range(batch_size)]
+        raw_items = [body] * batch_size
 
         async def put() -> None:
-            result = await master.put_messages(batch)
+            result = await store.put_messages(batch)
             if not result.ok:
                 raise RuntimeError(f"put failed: {result.status} {result.reason}")
 
         async def raw() -> None:
             await server.append(raw_items)
 
-        raw_rates, put_rates = [], []
-        await _run_for(min(args.seconds, 0.5), args.producers, put)  # warm up both paths
-        await _run_for(min(args.seconds, 0.5), args.producers, raw)
-        for _ in range(args.rounds):
-            start = time.perf_counter()
-            calls = await _run_for(args.seconds, args.producers, raw)
-            raw_rates.append(calls * args.batch / (time.perf_counter() - start))
-            start = time.perf_counter()
-            calls = await _run_for(args.seconds, args.producers, put)
-            put_rates.append(calls * args.batch / (time.perf_counter() - start))
-        raw_rate, put_rate = statistics.median(raw_rates), statistics.median(put_rates)
+        start = time.perf_counter()
+        calls = await _run_for(seconds, producers, put if kind == "put" else raw)
+        return calls * batch_size / (time.perf_counter() - start)
 
-        follower = next(s for s in stores.values() if s is not master)
-        target = master.last_applied()
-        deadline = loop.time() + 60
-        while follower.last_applied() < target:
-            if loop.time() > deadline:
-                raise RuntimeError("the follower did not catch up")
-            await asyncio.sleep(0.01)
+    async def read_all(self) -> tuple[int, int, float]:
         read = read_bytes = 0
         start = time.perf_counter()
         for queue in range(QUEUES):
             offset = 0
             while True:
-                got = await follower.get_messages("bench", TOPIC, queue, offset, max_count=32)
+                got = await self.store.get_messages("bench", TOPIC, queue, offset, max_count=32)
                 if got.status is not GetStatus.FOUND:
                     break
                 read += len(got.messages)
                 read_bytes += sum(len(m.message.body) for m in got.messages)
                 offset = got.next_offset
-        elapsed = time.perf_counter() - start
+        return read, read_bytes, time.perf_counter() - start
+
+
+def _serve(node_id: str, peers: dict[str, str], root: str, flush: str, conn: Connection) -> None:
+    """A child process: one replica, driven over `conn` with (op, args) -> result."""
+
+    async def main() -> None:
+        replica = Replica(node_id, peers, pathlib.Path(root), flush)
+        loop = asyncio.get_running_loop()
+        while True:
+            op, args = await loop.run_in_executor(None, conn.recv)
+            try:
+                conn.send(("ok", await replica.call(op, *args)))
+            except Exception as exc:
+                conn.send(("error", repr(exc)))
+            if op == "stop":
+                return
+
+    asyncio.run(main())
+
+
+class Remote:
+    def __init__(self, node_id: str, peers: dict[str, str], root: pathlib.Path, flush: str) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(node_id, peers, str(root), flush, child), daemon=True)
+        self.proc.start()
+
+    async def call(self, op: str, *a: Any) -> Any:
+        self.conn.send((op, a))
+        status, value = await asyncio.get_running_loop().run_in_executor(None, self.conn.recv)
+        if status != "ok":
+            raise RuntimeError(f"{op}: {value}")
+        return value
+
+
+async def bench(args: argparse.Namespace, root: pathlib.Path) -> Report:
+    peers = {i: f"127.0.0.1:{p}" for i, p in zip(IDS, free_ports(len(IDS)), strict=True)}
+    replicas: dict[str, Replica | Remote] = {}
+    for node_id in IDS:
+        if args.in_process:
+            replicas[node_id] = Replica(node_id, peers, root, args.flush)
+        else:
+            replicas[node_id] = Remote(node_id, peers, root, args.flush)
+    try:
+        for replica in replicas.values():
+            await replica.call("start")
+        loop = asyncio.get_running_loop()
+
+        async def find_master() -> Replica | Remote:
+            deadline = loop.time() + 20
+            while loop.time() < deadline:
+                await asyncio.sleep(0.05)
+                for replica in replicas.values():
+                    if await replica.call("master"):
+                        return replica
+            raise RuntimeError("no master elected")
+
+        master = await find_master()
+        await master.call("topic")
+        shape = (args.producers, args.size, args.batch)
+        retries = 0
+
+        async def round_(kind: str, seconds: float) -> float:
+            """One round on the current master; a round cut by a leader change is run again."""
+            nonlocal master, retries
+            while True:
+                try:
+                    rate: float = await master.call("round", kind, seconds, *shape)
+                    return rate
+                except RuntimeError as exc:
+                    retries += 1
+                    if ("NOT_LEADER" not in str(exc) and "not the master" not in str(exc)) or retries > 5:
+                        raise
+                    master = await find_master()
+
+        await round_("put", min(args.seconds, 0.5))  # warm up both paths
+        await round_("raw", min(args.seconds, 0.5))
+        raw_rates, put_rates = [], []
+        for _ in range(args.rounds):
+            raw_rates.append(await round_("raw", args.seconds))
+            put_rates.append(await round_("put", args.seconds))
+        raw_rate, put_rate = statistics.median(raw_rates), statistics.median(put_rates)
+        follower = next(r for r in replicas.values() if r is not master)
+        target = await master.call("applied")
+        deadline = loop.time() + 60
+        while await follower.call("applied") < target:
+            if loop.time() > deadline:
+                raise RuntimeError("the follower did not catch up")
+            await asyncio.sleep(0.05)
+        read, read_bytes, elapsed = await follower.call("read")
         return Report(
+            mode="in-process" if args.in_process else "process per replica",
             flush=args.flush,
             size=args.size,
             batch=args.batch,
@@ -153,10 +249,17 @@ async def bench(args: argparse.Namespace, root: pathlib.Path) -> Report:
             follower_get_msgs_per_s=round(read / elapsed),
             follower_get_mb_per_s=round(read_bytes / elapsed / 1e6, 2),
             messages_read=read,
+            rounds_retried_after_leader_change=retries,
         )
     finally:
-        for store in stores.values():
-            await store.stop()
+        for replica in replicas.values():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(replica.call("stop"), 10)
+        for replica in replicas.values():
+            if isinstance(replica, Remote):
+                replica.proc.join(5)
+                if replica.proc.is_alive():
+                    replica.proc.kill()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=32, help="messages per put / items per raw append")
     parser.add_argument("--producers", type=int, default=8, help="concurrent producer tasks")
     parser.add_argument("--flush", choices=("async", "sync"), default="async")
+    parser.add_argument("--in-process", action="store_true", help="all replicas in this process (one GIL)")
     parser.add_argument("--json", type=pathlib.Path, default=None, help="also write the report here")
     parser.add_argument("--dir", type=pathlib.Path, default=None, help="work directory (default: a temp dir)")
     args = parser.parse_args(argv)
