@@ -157,6 +157,9 @@ def _heal(cluster: Cluster, rng: random.Random, detail: Detail) -> Detail:
 
 
 # ---- lost un-fsynced writes ----
+FRESH_REPORT_WAIT = 2.0  # seconds to wait for the node to publish a fresh DURABLE report before the kill
+
+
 def _lost_writes_start(cluster: Cluster, rng: random.Random) -> Detail:
     """SIGKILL a node right after it published `<log>/DURABLE`, then cut its segment files back to those
     fsynced lengths: a power cut. The report can lag the truth by the time between its writing and the kill,
@@ -172,7 +175,7 @@ def _lost_writes_start(cluster: Cluster, rng: random.Random) -> Detail:
         return {"skipped": f"{report} does not exist: the node does not publish its durable lengths "
                            "(needs `dledger node --report-durable-ms`)"}  # fmt: skip
     before = report.stat().st_mtime_ns  # kill right after a fresh report, so that it lags as little as possible
-    deadline = time.monotonic() + 2.0
+    deadline = time.monotonic() + FRESH_REPORT_WAIT
     while time.monotonic() < deadline and report.stat().st_mtime_ns == before:
         time.sleep(0.002)
     cluster.kill(node, signal.SIGKILL)

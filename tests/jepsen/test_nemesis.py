@@ -53,6 +53,11 @@ def test_expand_rejects_unknown_names() -> None:
         nemesis.expand(["kill", "meteor"])
 
 
+@pytest.fixture(autouse=True)
+def no_fresh_report_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nemesis, "FRESH_REPORT_WAIT", 0.01)  # the fake node never publishes a new report
+
+
 class FakeCluster:
     """Just enough of `Cluster` for the lost-writes nemesis: one running node whose store is `root`."""
 
