@@ -20,7 +20,7 @@ from dledger.commitlog import (
 )
 from dledger.commitlog.codec import HEADER_SIZE, INDEX_SIZE
 from dledger.commitlog.log import OPEN_WINDOW
-from tests.commitlog.conftest import data_files, entries, index_files
+from tests.commitlog.conftest import NoSyncOps, data_files, entries, index_files
 
 
 def wait_for(predicate: object, timeout: float = 10.0) -> bool:
@@ -184,7 +184,7 @@ def test_readers_see_a_consistent_prefix_while_one_thread_appends(tmp_path: path
     want = [Entry(i, 1 + i // 50, f"entry-{i}".encode() * (i % 7 + 1)) for i in range(1, 3001)]
     errors: list[BaseException] = []
     reads = 0
-    with SegmentedLog.open(tmp_path, segment_bytes=4096) as log:
+    with SegmentedLog.open(tmp_path, segment_bytes=4096, file_ops=NoSyncOps()) as log:
         done = threading.Event()
 
         def reader() -> None:
@@ -222,7 +222,7 @@ def test_readers_during_truncation_and_compaction_see_whole_states(tmp_path: pat
     errors: list[BaseException] = []
     reads = 0
     done = threading.Event()
-    with SegmentedLog.open(tmp_path, segment_bytes=512) as log:
+    with SegmentedLog.open(tmp_path, segment_bytes=512, file_ops=NoSyncOps()) as log:
         log.append([Entry(i, 1, body(i, 1)) for i in range(1, 40)])
 
         def reader() -> None:
