@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import random
 import signal
 import threading
@@ -164,8 +165,9 @@ def _lost_writes_start(cluster: Cluster, rng: random.Random) -> Detail:
     """SIGKILL a node right after it published `<log>/DURABLE`, then cut its segment files back to those
     fsynced lengths: a power cut. The report can lag the truth by the time between its writing and the kill,
     so with flush=async this may cut a few bytes that were fsynced in that window (harsher than a power cut,
-    never milder). With flush=sync, data is fsynced before an append returns, so data files are left whole
-    and only index files (fsynced in the background in both modes) are cut."""
+    never milder); the log's own flush checkpoint, fresher and also never beyond what is durable, narrows
+    that window. With flush=sync, data is fsynced before an append returns, so data files are left whole and
+    only index files (fsynced in the background in both modes) are cut."""
     node = _target(cluster, rng, rng.random() < 0.5)
     if node is None:
         return {"skipped": "no running node"}
@@ -180,6 +182,9 @@ def _lost_writes_start(cluster: Cluster, rng: random.Random) -> Detail:
         time.sleep(0.002)
     cluster.kill(node, signal.SIGKILL)
     durable = json.loads(report.read_text())
+    checkpoint = _checkpoint(log_dir)  # the log's own flush hint: also never more than is durable, and fresher
+    if checkpoint is not None and checkpoint[0] in durable:
+        durable[checkpoint[0]][0] = max(int(durable[checkpoint[0]][0]), checkpoint[1])
     cut: dict[str, list[int]] = {}
     for sub, k in (("data", 0), ("index", 1)):
         for path in sorted((log_dir / sub).iterdir()):
@@ -193,6 +198,17 @@ def _lost_writes_start(cluster: Cluster, rng: random.Random) -> Detail:
                 os.truncate(path, keep)
                 cut.setdefault(path.name, [0, 0])[k] = size - keep
     return {"node": node, "flush": cluster.flush, "cut_bytes": cut, "durable": durable}
+
+
+def _checkpoint(log_dir: pathlib.Path) -> tuple[str, int] | None:
+    """(segment name, fsynced data bytes) from the log's flush checkpoint, if this dledger has one."""
+    try:
+        from dledger.commitlog.checkpoint import read_checkpoint
+        from dledger.commitlog.segment import segment_name
+    except ImportError:
+        return None
+    cp = read_checkpoint(str(log_dir))
+    return None if cp is None else (segment_name(cp.start), int(cp.data_len))
 
 
 # ---- clock skew (libfaketime; matters for lease reads) ----

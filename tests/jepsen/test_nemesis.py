@@ -127,3 +127,18 @@ def test_overlapping_schedule_runs_one_process_fault_and_one_other_fault_at_most
         mine = [s for s in steps if s.nemesis in family]
         assert mine and all(x.at + x.hold < y.at for x, y in itertools.pairwise(mine))
     assert any(x.at < y.at < x.at + x.hold for x, y in itertools.pairwise(steps))  # some do overlap
+
+
+def test_lost_writes_never_cuts_below_the_logs_flush_checkpoint(tmp_path: pathlib.Path) -> None:
+    from dledger.commitlog.checkpoint import Checkpoint, CheckpointFile
+
+    first = "00000000000000000000"
+    _store(tmp_path, {first: (1000, 320)})
+    (tmp_path / "DURABLE").write_text(json.dumps({first: [600, 128]}))  # an older report ...
+    cp = CheckpointFile(str(tmp_path))
+    cp.write(Checkpoint(0, 900, 9))  # ... than the flush checkpoint, which knows 900 bytes are fsynced
+    cp.close()
+    fake: Any = FakeCluster(tmp_path)
+    detail = nemesis.NEMESES["lost-writes"].start(fake, random.Random(1))
+    assert (tmp_path / "data" / first).stat().st_size == 900
+    assert detail["cut_bytes"] == {first: [100, 192]}
