@@ -53,3 +53,14 @@ def test_short_run_in_network_namespaces_leaves_nothing_behind(tmp_path: pathlib
     _assert_valid_report(tmp_path / "report")
     after = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert after == before
+
+
+def test_without_root_it_says_so_and_falls_back_to_proxies(monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    from jepsen_like import runner
+
+    monkeypatch.setattr(runner, "netns_supported", lambda: "not root")
+    assert runner._net_mode("auto") == "proxy"
+    assert "not root" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="not root"):
+        runner._net_mode("netns")
