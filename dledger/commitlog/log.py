@@ -124,9 +124,7 @@ class SegmentedLog:
         ops = file_ops or FileOps()
         lock_fd = lock_store(path)
         try:
-            base, segs, report = recover(path, ops)
-            for seg in segs[:-OPEN_WINDOW]:
-                seg.close_fds(ops)
+            base, segs, report = recover(path, ops, OPEN_WINDOW)
             log = cls(
                 path, base, segs, report, ops, segment_bytes=segment_bytes, sync_mode=flush == "sync",
                 flush_interval_ms=flush_interval_ms, max_entry_bytes=max_entry_bytes,

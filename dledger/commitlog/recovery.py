@@ -250,8 +250,9 @@ def _recover_tail(
     seg.count, seg.data_len, seg.last_chain, seg.last_term = new_count, scan.end, scan.chain, scan.term
 
 
-def recover(directory: str, ops: FileOps) -> tuple[Base, list[Segment], RecoveryReport]:
-    """Open (creating if needed) the store in `directory`: its base and its segments, with open file handles."""
+def recover(directory: str, ops: FileOps, keep_open: int) -> tuple[Base, list[Segment], RecoveryReport]:
+    """Open (creating if needed) the store in `directory`: its base and its segments, the last `keep_open` of
+    them with open file handles (older ones are closed as soon as they are checked: no fd per segment)."""
     report = RecoveryReport()
     for sub in (DATA_DIR, INDEX_DIR):
         os.makedirs(os.path.join(directory, sub), exist_ok=True)
@@ -300,8 +301,12 @@ def recover(directory: str, ops: FileOps) -> tuple[Base, list[Segment], Recovery
                 seg.count, seg.data_len, seg.last_chain, seg.last_term = scan.count, scan.end, scan.chain, scan.term
             if k < len(starts) - 1:
                 chain, term, index = seg.last_chain, seg.last_term, seg.last_index
+            if k < len(starts) - keep_open:
+                seg.close_fds(ops)
         while segs:
             seg = segs[-1]
+            if not seg.fds_open:
+                seg.open_fds(ops)
             _recover_tail(seg, ops, seeds[-1][0], seeds[-1][1], report, ckpt)
             if seg.count:
                 break

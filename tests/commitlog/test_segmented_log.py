@@ -145,6 +145,14 @@ def test_many_segments_beyond_the_open_window_stay_readable(tmp_path: pathlib.Pa
         assert log.read(1, 6) == want[:5]
     with SegmentedLog.open(tmp_path, segment_bytes=300) as log:
         assert log.read(1, 6) == want[:5]
+    with SegmentedLog.open(tmp_path / "many", segment_bytes=300, file_ops=NoSyncOps()) as log:
+        log.append(want)
+    before = len(os.listdir("/proc/self/fd"))
+    with SegmentedLog.open(tmp_path / "many", segment_bytes=300) as log:
+        assert len(log.segments()) == n
+        # file handles stay bounded: the open window's segments, the lock and the checkpoint
+        assert len(os.listdir("/proc/self/fd")) - before <= 2 * OPEN_WINDOW + 2
+        assert log.read(1, len(want) + 1) == want
 
 
 def test_a_batch_spanning_many_segments(tmp_path: pathlib.Path) -> None:
