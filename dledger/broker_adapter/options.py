@@ -75,7 +75,10 @@ class StoreOptions:
                 except ValueError:
                     raise ConfigError(f"{key}: {properties[key]!r} is not valid") from None
         values.update(overrides)
-        return cls(**values)
+        try:
+            return cls(**values)
+        except TypeError as exc:  # an override with a wrong name
+            raise ConfigError(str(exc)) from None
 
 
 def _bool(text: str) -> bool:

@@ -26,9 +26,10 @@ from typing import Any
 
 from dledger.broker_adapter import commands as c
 from dledger.broker_adapter.apply import Applier, PutOutcome
-from dledger.broker_adapter.message import Message, MessageFormatError, MessageType, StampEncoder, tag_hash
-from dledger.broker_adapter.options import StoreOptions
+from dledger.broker_adapter.message import Message, MessageType
+from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions
 from dledger.broker_adapter.popapi import PopMixin
+from dledger.broker_adapter.prepare import Preparer
 from dledger.broker_adapter.reader import Reader, parse_tag_filter
 from dledger.broker_adapter.results import (
     GetResult,
@@ -40,7 +41,7 @@ from dledger.broker_adapter.results import (
     check_name,
 )
 from dledger.broker_adapter.tables import Tables
-from dledger.server.config import NodeConfig
+from dledger.server.config import NodeConfig, load_properties
 from dledger.server.server import DLedgerServer
 from dledger.server.services import BusyError, NodeNotLeaderError, NodeStoppedError, OutcomeUnknown
 from dledger.storage_api import Entry
@@ -69,9 +70,6 @@ class MessageStore(PopMixin):
         self._on_master: list[Callable[[], None]] = []
         self._on_slave: list[Callable[[], None]] = []
         self._nonces = itertools.count(int.from_bytes(os.urandom(6), "big") << 8)
-        self._id_prefix = os.urandom(6).hex().upper()
-        self._ids = itertools.count(1)
-        self._round_robin = itertools.count()
         self._tasks: list[asyncio.Task[None]] = []
         self.retention: Any = None
 
@@ -88,19 +86,41 @@ class MessageStore(PopMixin):
         store._own_server = True
         return store
 
+    @classmethod
+    def from_file(cls, path: str | Path, *, seed: int | None = None, **overrides: Any) -> MessageStore:
+        """A store and its server from a RocketMQ broker.conf: the node keys (`dLegerPeers`, ...) and the
+        broker keys in `BROKER_KEYS` (`autoCreateTopicEnable`, `diskMaxUsedSpaceRatio`, ...)."""
+        props = load_properties(path)
+        config = NodeConfig.from_properties(props, other_keys=BROKER_KEYS)
+        overrides.setdefault("file_reserved_hours", config.file_reserved_hours)
+        return cls.create(config, StoreOptions.from_properties(props, **overrides), seed=seed)
+
     def bind(self, server: DLedgerServer) -> None:
         """Attach to the server this store is registered on (before `server.start()`)."""
         from dledger.broker_adapter.retention import Retention
 
         self.server = server
         self.reader = Reader(self.tables, server.get, lambda: int(server.status().first_index) or 1)
+        self._preparer = Preparer(self.options, self.reader.topic)
         self.retention = Retention(self, server)
         server.on_role_change(self._on_role_change)
 
     async def start(self) -> None:
+        """Start the server (if `create` made it) and the master's timer and the retention tasks.
+
+        Raises `RuntimeError` if the log was compacted past what these tables hold (e.g. the LMDB files were
+        lost after retention ran): rebuilding them would need a snapshot (not supported yet)."""
         srv = self._srv()
         if self._own_server:
             await srv.start()
+        first = int(srv.status().first_index)
+        if first > self.last_applied() + 1:
+            if self._own_server:
+                await srv.stop()
+            raise RuntimeError(
+                f"the broker tables hold entries up to {self.last_applied()} but the log starts at {first}: "
+                "they cannot be rebuilt from the log (copy the store from another replica)"
+            )
         self._tasks.append(asyncio.get_running_loop().create_task(self._timer_loop()))
         if self.options.retention_interval_s > 0:
             self._tasks.append(asyncio.get_running_loop().create_task(self._retention_loop()))
@@ -116,9 +136,10 @@ class MessageStore(PopMixin):
             await self.retention.close()
         if self._own_server and self.server is not None:
             await self.server.stop()
-        self.close()
+            self.close()
 
     def close(self) -> None:
+        """Commit and close the tables. With a server of your own (`bind`), call it after `server.stop()`."""
         if self.tables.env is not None:
             with contextlib.suppress(Exception):
                 self.applier.flush()
@@ -224,7 +245,9 @@ class MessageStore(PopMixin):
         check_name("topic", topic)
         if not 1 <= queue_count <= 1024:
             raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"queue count {queue_count} is not in 1..1024")
-        cfg: TopicConfig = await self._command(lambda n, now: c.CreateTopic(n, now, topic, queue_count, message_type))
+        cfg = await self._command(lambda n, now: c.CreateTopic(n, now, topic, queue_count, message_type))
+        if not isinstance(cfg, TopicConfig):
+            raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"topic {topic!r} was not created")
         return cfg
 
     def topic(self, name: str) -> TopicConfig | None:
@@ -265,7 +288,7 @@ class MessageStore(PopMixin):
                     f"disk {ratio:.0%} used, over the hard limit {self.options.disk_hard_ratio:.0%}: writes refused",
                 )
             now = self.options.clock()
-            creates, put, ids = self._prepare(batch, now)
+            creates, put, ids = self._preparer.prepare(batch, now)
             nonce = next(self._nonces)
             items = [c.encode_command(cmd) for cmd in creates]
             items.append(c.encode_put(nonce, now, put.topics, put.metas, put.blobs))
@@ -277,7 +300,8 @@ class MessageStore(PopMixin):
             first, outcome = await self._propose(items, nonce)
         except StoreError as exc:
             return PutResult(exc.status, leader_address=exc.leader_address, reason=exc.reason)
-        assert isinstance(outcome, PutOutcome)
+        if not isinstance(outcome, PutOutcome):  # committed, but the entry did not apply as a PUT here
+            return PutResult(PutStatus.FLUSH_OR_REPLICA_TIMEOUT, reason="committed without a put outcome")
         placed = outcome.placed
         rejected = sum(not ok for _, _, ok in placed)
         return PutResult(
@@ -291,68 +315,6 @@ class MessageStore(PopMixin):
             store_timestamp=outcome.store_ts,
             reason=f"{rejected} messages rejected at apply (offset -1)" if rejected else "",
         )
-
-    def _prepare(self, batch: Sequence[Message], now: int) -> tuple[list[c.CreateTopic], c.Put, list[str]]:
-        """Validate, choose queues and ids, stamp times; raises StoreError(MESSAGE_ILLEGAL / TOPIC_NOT_FOUND)."""
-        if not batch:
-            raise StoreError(PutStatus.MESSAGE_ILLEGAL, "an empty batch")
-        opts = self.options  # (the hot path of put: keep it lean)
-        creates: dict[str, c.CreateTopic] = {}
-        topics: dict[str, TopicConfig] = {}
-        blobs, ids = [], []
-        metas: list[c.PutMeta] = []
-        topic_indexes: dict[str, int] = {}
-        encoder = StampEncoder()
-        prefix, counter, max_bytes = self._id_prefix, self._ids, opts.max_message_bytes
-        for k, msg in enumerate(batch):
-            cfg = topics.get(msg.topic)
-            if cfg is None:
-                cfg = topics[msg.topic] = self._topic_for_put(k, msg, now, creates)
-            size = len(msg.body)
-            if not 0 < size <= max_bytes:
-                why = "the body is empty" if not size else f"the body is {size} bytes; maxMessageSize is {max_bytes}"
-                raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"message {k}: {why}")
-            queue = msg.queue_id
-            if queue == -1:
-                if msg.message_group:
-                    queue = tag_hash(msg.message_group) % cfg.queue_count
-                else:
-                    queue = next(self._round_robin) % cfg.queue_count
-            elif not 0 <= queue < cfg.queue_count:
-                raise StoreError(
-                    PutStatus.MESSAGE_ILLEGAL,
-                    f"message {k}: queue {queue} does not exist (topic {msg.topic!r} has {cfg.queue_count})",
-                )
-            msg_id = msg.msg_id or f"{prefix}{next(counter):020X}"
-            try:
-                blob, id_off, id_len = encoder.encode(msg, queue, msg_id, msg.born_timestamp or now, now)
-            except MessageFormatError as exc:
-                raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"message {k}: {exc}") from None
-            topic_index = topic_indexes.setdefault(msg.topic, len(topic_indexes))
-            th, gh = encoder.hashes(msg)
-            metas.append(
-                (len(blob), topic_index, queue, th, gh, msg.delivery_timestamp, msg.transaction, id_off, id_len,
-                 len(msg.keys))
-            )  # fmt: skip
-            blobs.append(blob)
-            ids.append(msg_id)
-        put = c.Put(0, now, tuple(topic_indexes), tuple(metas), tuple(blobs))
-        return list(creates.values()), put, ids
-
-    def _topic_for_put(self, k: int, msg: Message, now: int, creates: dict[str, c.CreateTopic]) -> TopicConfig:
-        """The topic's config, or one to auto-create (added to `creates`)."""
-        if not msg.topic:
-            raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"message {k}: the topic is empty")
-        check_name("topic", msg.topic)
-        cfg = self._rd().topic(msg.topic)
-        if cfg is not None:
-            return cfg
-        if not self.options.auto_create_topic:
-            raise StoreError(PutStatus.TOPIC_NOT_FOUND, f"topic {msg.topic!r} does not exist")
-        kind = _inferred_type(msg)
-        count = self.options.default_queue_count
-        creates[msg.topic] = c.CreateTopic(0, now, msg.topic, count, kind)
-        return TopicConfig(msg.topic, count, kind)
 
     # ---- reads (any replica) ----
     async def get_messages(
@@ -415,13 +377,3 @@ class MessageStore(PopMixin):
     async def run_retention(self) -> Any:
         """One retention pass now (see `retention.py`); returns its report."""
         return await self.retention.run()
-
-
-def _inferred_type(msg: Message) -> MessageType:
-    if msg.transaction:
-        return MessageType.TRANSACTION
-    if msg.message_group:
-        return MessageType.FIFO
-    if msg.delivery_timestamp:
-        return MessageType.DELAY
-    return MessageType.NORMAL

@@ -4,6 +4,9 @@ the removed range, and a full disk refuses writes."""
 from __future__ import annotations
 
 import pathlib
+import shutil
+
+import pytest
 
 from dledger.broker_adapter import GetStatus, Message, StoreOptions
 from tests.broker_adapter.group_util import BrokerGroup, run_group
@@ -63,4 +66,22 @@ def test_disk_ratio_compacts_young_segments_one_per_pass(tmp_path: pathlib.Path)
         assert first.disk_ratio == 0.8
 
     opts = StoreOptions(retention_interval_s=0, disk_usage=lambda _: ratio[0], default_queue_count=1)
+    run_group(tmp_path, body, opts, segment_bytes=4096)
+
+
+def test_tables_lost_after_compaction_are_refused_not_half_rebuilt(tmp_path: pathlib.Path) -> None:
+    async def body(group: BrokerGroup) -> None:
+        master = await group.wait_for_master()
+        for k in range(30):
+            await master.put_message(Message("T", bytes([k]) * 400, queue_id=0))
+        await group.wait_applied(master.last_applied())
+        follower = next(i for i, s in group.stores.items() if s is not master)
+        report = await group.stores[follower].run_retention()
+        assert report.first_index > 1
+        await group.stop(follower)
+        shutil.rmtree(tmp_path / follower / "broker")
+        with pytest.raises(RuntimeError, match="cannot be rebuilt from the log"):
+            await group.start(follower)
+
+    opts = StoreOptions(retention_interval_s=0, file_reserved_hours=1e-9, default_queue_count=1)
     run_group(tmp_path, body, opts, segment_bytes=4096)

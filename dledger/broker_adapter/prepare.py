@@ -1,0 +1,103 @@
+"""The leader's half of a put: validate a batch, choose queues and message ids, stamp times, encode.
+
+Everything decided here is written into the PUT entry (queue ids, message ids, store time, the per-message
+table), so replicas never repeat these decisions. Invariant: `prepare` raises `StoreError` (and nothing is
+proposed) for an empty batch, an invalid or empty topic, an empty or oversized body, an unknown queue, or an
+unknown topic when auto-creation is off; otherwise it returns the topics to auto-create first.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Sequence
+
+from dledger.broker_adapter import commands as c
+from dledger.broker_adapter.message import Message, MessageFormatError, MessageType, StampEncoder, tag_hash
+from dledger.broker_adapter.options import StoreOptions
+from dledger.broker_adapter.results import PutStatus, StoreError, TopicConfig, check_name
+
+__all__ = ["Preparer"]
+
+
+class Preparer:
+    """Per store: the id prefix (random per process start) and counters live here."""
+
+    def __init__(self, options: StoreOptions, topic_of: Callable[[str], TopicConfig | None]) -> None:
+        self.options = options
+        self.topic_of = topic_of
+        self.id_prefix = os.urandom(6).hex().upper()
+        self.ids = itertools.count(1)
+        self.round_robin = itertools.count()
+
+    def prepare(self, batch: Sequence[Message], now: int) -> tuple[list[c.CreateTopic], c.Put, list[str]]:
+        """Validate, choose queues and ids, stamp times; raises StoreError(MESSAGE_ILLEGAL / TOPIC_NOT_FOUND)."""
+        if not batch:
+            raise StoreError(PutStatus.MESSAGE_ILLEGAL, "an empty batch")
+        opts = self.options  # (the hot path of put: keep it lean)
+        creates: dict[str, c.CreateTopic] = {}
+        topics: dict[str, TopicConfig] = {}
+        blobs, ids = [], []
+        metas: list[c.PutMeta] = []
+        topic_indexes: dict[str, int] = {}
+        encoder = StampEncoder()
+        prefix, counter, max_bytes = self.id_prefix, self.ids, opts.max_message_bytes
+        for k, msg in enumerate(batch):
+            cfg = topics.get(msg.topic)
+            if cfg is None:
+                cfg = topics[msg.topic] = self._topic_for_put(k, msg, now, creates)
+            size = len(msg.body)
+            if not 0 < size <= max_bytes:
+                why = "the body is empty" if not size else f"the body is {size} bytes; maxMessageSize is {max_bytes}"
+                raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"message {k}: {why}")
+            queue = msg.queue_id
+            if queue == -1:
+                if msg.message_group:
+                    queue = tag_hash(msg.message_group) % cfg.queue_count
+                else:
+                    queue = next(self.round_robin) % cfg.queue_count
+            elif not 0 <= queue < cfg.queue_count:
+                raise StoreError(
+                    PutStatus.MESSAGE_ILLEGAL,
+                    f"message {k}: queue {queue} does not exist (topic {msg.topic!r} has {cfg.queue_count})",
+                )
+            msg_id = msg.msg_id or f"{prefix}{next(counter):020X}"
+            try:
+                blob, id_off, id_len = encoder.encode(msg, queue, msg_id, msg.born_timestamp or now, now)
+            except MessageFormatError as exc:
+                raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"message {k}: {exc}") from None
+            topic_index = topic_indexes.setdefault(msg.topic, len(topic_indexes))
+            th, gh = encoder.hashes(msg)
+            metas.append(
+                (len(blob), topic_index, queue, th, gh, msg.delivery_timestamp, msg.transaction, id_off, id_len,
+                 len(msg.keys))
+            )  # fmt: skip
+            blobs.append(blob)
+            ids.append(msg_id)
+        put = c.Put(0, now, tuple(topic_indexes), tuple(metas), tuple(blobs))
+        return list(creates.values()), put, ids
+
+    def _topic_for_put(self, k: int, msg: Message, now: int, creates: dict[str, c.CreateTopic]) -> TopicConfig:
+        """The topic's config, or one to auto-create (added to `creates`)."""
+        if not msg.topic:
+            raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"message {k}: the topic is empty")
+        check_name("topic", msg.topic)
+        cfg = self.topic_of(msg.topic)
+        if cfg is not None:
+            return cfg
+        if not self.options.auto_create_topic:
+            raise StoreError(PutStatus.TOPIC_NOT_FOUND, f"topic {msg.topic!r} does not exist")
+        kind = _inferred_type(msg)
+        count = self.options.default_queue_count
+        creates[msg.topic] = c.CreateTopic(0, now, msg.topic, count, kind)
+        return TopicConfig(msg.topic, count, kind)
+
+
+def _inferred_type(msg: Message) -> MessageType:
+    if msg.transaction:
+        return MessageType.TRANSACTION
+    if msg.message_group:
+        return MessageType.FIFO
+    if msg.delivery_timestamp:
+        return MessageType.DELAY
+    return MessageType.NORMAL
