@@ -180,10 +180,17 @@ def run(*, quick: bool = False, json_path: str | None = None, directory: str | N
     key = {(r.mode, r.size, r.batch): r for r in rows}
     async_1k = key[("async", 1024, 64)]
     sync_min = min(r.ratio for r in rows if r.mode == "sync")
+    sync_bound = min(r.ratio for r in rows if r.mode == "sync" and r.batch == 1)
+    print(
+        "notes: the async baseline writes into the page cache, at memory speed; the log also computes a body CRC,"
+        "\n  a chained header CRC and an index record per entry in Python. Sync batches of 1 are fsync-bound;"
+        "\n  with a fast fsync, batches of 64 are bound by that per-entry work too."
+    )
     goals = {
         "async 1 KiB x64 >= 60% of baseline MB/s": async_1k.ratio >= 0.60,
         "async 1 KiB x64 >= 150,000 entries/s": async_1k.entries_per_s >= 150_000,
-        "sync >= 80% of the baseline's fsync-bound rate (every case)": sync_min >= 0.80,
+        "sync >= 80% of the baseline, fsync-bound cases (batches of 1)": sync_bound >= 0.80,
+        "sync >= 80% of the baseline, every case": sync_min >= 0.80,
         "read back >= 300,000 entries/s": read_rate >= 300_000,
         "reopen < 0.2 s": reopen_max < 0.2,
     }
