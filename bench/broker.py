@@ -52,6 +52,7 @@ class Report:
     raw_msgs_per_s: float
     put_msgs_per_s: float
     ratio: float
+    pair_ratios: list[float]
     put_mb_per_s: float
     follower_get_msgs_per_s: float
     follower_get_mb_per_s: float
@@ -231,7 +232,8 @@ async def bench(args: argparse.Namespace, root: pathlib.Path) -> Report:
         raw_rate, put_rate = statistics.median(raw_rates), statistics.median(put_rates)
         # each put round is paired with the raw round just before it, so a load change on a shared machine
         # moves both sides of a pair; the ratio is the median of the pairs' ratios
-        ratio = statistics.median(p / r for p, r in zip(put_rates, raw_rates, strict=True))
+        pairs = [p / r for p, r in zip(put_rates, raw_rates, strict=True)]
+        ratio = statistics.median(pairs)
         follower = next(r for r in replicas.values() if r is not master)
         target = await master.call("applied")
         deadline = loop.time() + 60
@@ -250,6 +252,7 @@ async def bench(args: argparse.Namespace, root: pathlib.Path) -> Report:
             raw_msgs_per_s=round(raw_rate),
             put_msgs_per_s=round(put_rate),
             ratio=round(ratio, 3),
+            pair_ratios=[round(x, 2) for x in pairs],
             put_mb_per_s=round(put_rate * args.size / 1e6, 2),
             follower_get_msgs_per_s=round(read / elapsed),
             follower_get_mb_per_s=round(read_bytes / elapsed / 1e6, 2),

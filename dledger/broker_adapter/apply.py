@@ -185,7 +185,7 @@ class Applier:
         outcome: Any = None
         if isinstance(cmd, c.PutHead):
             try:
-                outcome = self._put(txn, entry)
+                outcome = self._put(txn, entry, cmd.nonce in self.wanted)
             except c.CommandError as exc:
                 self.skipped += 1
                 log.warning("entry %d: skipping a malformed PUT: %s", entry.index, exc)
@@ -209,8 +209,9 @@ class Applier:
         if cmd.nonce in self.wanted:
             self.outcomes[cmd.nonce] = outcome
 
-    def _put(self, txn: Any, entry: Entry) -> PutOutcome:
-        """Enqueue a PUT's messages using the leader's table (`commands.PUT_META`); the keys alone are parsed."""
+    def _put(self, txn: Any, entry: Entry, report: bool) -> PutOutcome:
+        """Enqueue a PUT's messages using the leader's table (`commands.PUT_META`); the keys alone are parsed.
+        The outcome lists each message's placement only if `report` (someone here waits for it)."""
         data, index, now = entry.data, entry.index, self.log_time
         topics, metas, pos = c.put_view(data)
         placed: list[tuple[int, int, bool]] = []
@@ -248,7 +249,8 @@ class Applier:
             id_items.append((msg_id, loc_pack(index, at, size, queue, offset, now)))
             if key_count:
                 self._index_keys(txn, data, at, size, topics[ti], index)
-            placed.append((queue, offset, True))
+            if report:
+                placed.append((queue, offset, True))
         for qk, next_offset in queues.values():
             self.cqmax[qk] = next_offset
             self._dirty.add(qk)

@@ -145,11 +145,6 @@ class StampEncoder:
     def __init__(self) -> None:
         self._parts: dict[tuple[str, str, str], tuple[bytes, bytes, int, int]] = {}
 
-    def hashes(self, msg: Message) -> tuple[int, int]:
-        """(tag hash, group hash) of `msg` (after `encode` of a message with the same shape: cached)."""
-        parts = self._shape(msg)
-        return parts[2], parts[3]
-
     def _shape(self, msg: Message) -> tuple[bytes, bytes, int, int]:
         key = (msg.topic, msg.tags, msg.message_group)
         parts = self._parts.get(key)
@@ -166,11 +161,14 @@ class StampEncoder:
             self._parts[key] = parts
         return parts
 
-    def encode(self, msg: Message, queue_id: int, msg_id: str, born: int, stored: int) -> tuple[bytes, int, int]:
-        mid1, mid2, _, _ = self._shape(msg)
+    def encode(
+        self, msg: Message, queue_id: int, msg_id: str, born: int, stored: int
+    ) -> tuple[bytes, int, int, int, int]:
+        """(encoded message, id offset, id length, tag hash, group hash)."""
+        mid1, mid2, th, gh = self._shape(msg)
         ident = msg_id.encode()
         if len(ident) > MAX_STR or msg.keys or msg.properties:
-            return encode_stamped(msg, queue_id, msg_id, born, stored)
+            return (*encode_stamped(msg, queue_id, msg_id, born, stored), th, gh)
         try:
             head = _HEAD.pack(
                 MESSAGE_VERSION, _FLAG_TRANSACTION if msg.transaction else 0, queue_id, born, stored,
@@ -180,7 +178,7 @@ class StampEncoder:
             raise MessageFormatError(f"a numeric field is out of range: {exc}") from None
         body = msg.body
         blob = b"".join((head, mid1, _U16.pack(len(ident)), ident, mid2, b"\0\0\0\0", _U32.pack(len(body)), body))
-        return blob, _HEAD.size + len(mid1) + 2, len(ident)
+        return blob, _HEAD.size + len(mid1) + 2, len(ident), th, gh
 
 
 def _text(data: bytes, pos: int) -> tuple[str, int]:

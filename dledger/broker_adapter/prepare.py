@@ -63,11 +63,10 @@ class Preparer:
                 )
             msg_id = msg.msg_id or f"{prefix}{next(counter):020X}"
             try:
-                blob, id_off, id_len = encoder.encode(msg, queue, msg_id, msg.born_timestamp or now, now)
+                blob, id_off, id_len, th, gh = encoder.encode(msg, queue, msg_id, msg.born_timestamp or now, now)
             except MessageFormatError as exc:
                 raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"message {k}: {exc}") from None
             topic_index = topic_indexes.setdefault(msg.topic, len(topic_indexes))
-            th, gh = encoder.hashes(msg)
             metas.append(
                 (len(blob), topic_index, queue, th, gh, msg.delivery_timestamp, msg.transaction, id_off, id_len,
                  len(msg.keys))
