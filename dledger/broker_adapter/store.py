@@ -40,6 +40,7 @@ from dledger.broker_adapter.results import (
     TopicConfig,
     check_name,
 )
+from dledger.broker_adapter.retention import Retention, RetentionReport
 from dledger.broker_adapter.tables import Tables
 from dledger.server.config import NodeConfig, load_properties
 from dledger.server.server import DLedgerServer
@@ -71,7 +72,7 @@ class MessageStore(PopMixin):
         self._on_slave: list[Callable[[], None]] = []
         self._nonces = itertools.count(int.from_bytes(os.urandom(6), "big") << 8)
         self._tasks: list[asyncio.Task[None]] = []
-        self.retention: Any = None
+        self.retention: Retention | None = None
 
     # ---- wiring ----
     @classmethod
@@ -97,8 +98,6 @@ class MessageStore(PopMixin):
 
     def bind(self, server: DLedgerServer) -> None:
         """Attach to the server this store is registered on (before `server.start()`)."""
-        from dledger.broker_adapter.retention import Retention
-
         self.server = server
         self.reader = Reader(self.tables, server.get, lambda: int(server.status().first_index) or 1)
         self._preparer = Preparer(self.options, self.reader.topic)
@@ -370,10 +369,15 @@ class MessageStore(PopMixin):
         while True:
             await asyncio.sleep(self.options.retention_interval_s)
             try:
-                await self.retention.run()
+                await self._ret().run()
             except Exception:
                 log.exception("retention pass failed")
 
-    async def run_retention(self) -> Any:
+    async def run_retention(self) -> RetentionReport:
         """One retention pass now (see `retention.py`); returns its report."""
-        return await self.retention.run()
+        return await self._ret().run()
+
+    def _ret(self) -> Retention:
+        if self.retention is None:
+            raise RuntimeError("bind(server) first")
+        return self.retention
