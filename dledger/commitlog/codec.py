@@ -141,26 +141,29 @@ def encode_batch(
     chain = prev_chain
     term = prev_term
     expected = next_index
-    for e in entries:
-        body = e.data
-        ln = len(body)
-        size = HEADER_SIZE + ln
-        t = e.term
-        kind = e.kind
-        if e.index != expected or t < term or size > limit or kind not in kinds:
-            _refuse(e, expected, term, size, limit, max_entry_bytes, segment_bytes)
-        if size > room:
-            splits.append((expected - next_index, pos - start, chain))
-            room = segment_bytes
-        room -= size
-        bcrc = crc32(body)
-        chain = crc32(pack_chain(DATA_MAGIC, size, expected, t, pos, kind, bcrc, ln), chain)
-        add(pack_hdr(DATA_MAGIC, size, expected, t, pos, kind, chain, bcrc, ln))
-        add(body)
-        add_record(pack_idx(INDEX_MAGIC, pos, size, expected, t))
-        pos += size
-        term = t
-        expected += 1
+    try:
+        for e in entries:
+            body = e.data
+            ln = len(body)
+            size = HEADER_SIZE + ln
+            t = e.term
+            kind = e.kind
+            if e.index != expected or t < term or size > limit or kind not in kinds:
+                _refuse(e, expected, term, size, limit, max_entry_bytes, segment_bytes)
+            if size > room:
+                splits.append((expected - next_index, pos - start, chain))
+                room = segment_bytes
+            room -= size
+            bcrc = crc32(body)
+            chain = crc32(pack_chain(DATA_MAGIC, size, expected, t, pos, kind, bcrc, ln), chain)
+            add(pack_hdr(DATA_MAGIC, size, expected, t, pos, kind, chain, bcrc, ln))
+            add(body)
+            add_record(pack_idx(INDEX_MAGIC, pos, size, expected, t))
+            pos += size
+            term = t
+            expected += 1
+    except struct.error as exc:  # a term or index beyond 64 bits
+        raise ValueError(f"entry {expected} cannot be stored: {exc}") from exc
     data = b"".join(parts)
     index = b"".join(records)
     return Batch(data, index, splits, chain, term, pos)

@@ -281,3 +281,13 @@ def test_an_empty_but_offset_log_survives_reopen(tmp_path: pathlib.Path) -> None
         log.append([Entry(first, 99, b"again")])
     with SegmentedLog.open(tmp_path, segment_bytes=300) as log:
         assert log.read(first, first + 1) == [Entry(first, 99, b"again")]
+
+
+@pytest.mark.parametrize("bad", [Entry(1, 2**64, b"x"), Entry(1, 1, "text")])  # type: ignore[arg-type]
+def test_unencodable_entries_are_refused_before_writing(tmp_path: pathlib.Path, bad: Entry) -> None:
+    with SegmentedLog.open(tmp_path) as log:
+        with pytest.raises((ValueError, TypeError)):
+            log.append([bad])
+        assert log.last_index == 0
+        log.append([Entry(1, 1, b"ok")])
+        assert log.read(1, 2) == [Entry(1, 1, b"ok")]
