@@ -39,8 +39,7 @@ def _store_problem(directory: str) -> str | None:
 
 
 def _log_verify(args: argparse.Namespace) -> int:
-    from dledger.commitlog.errors import CorruptStoreError
-    from dledger.commitlog.verify import verify_store
+    from dledger.commitlog import CorruptStoreError, verify_store
 
     problem = _store_problem(args.dir)
     if problem:
@@ -69,8 +68,7 @@ def _preview(data: bytes, limit: int | None) -> str:
 
 
 def _log_dump(args: argparse.Namespace) -> int:
-    from dledger.commitlog.errors import CorruptStoreError
-    from dledger.commitlog.verify import Problem, dump_entries
+    from dledger.commitlog import CorruptStoreError, Problem, dump_entries
 
     if args.to is not None and args.to < args.from_:
         print(f"dledger log dump: --to {args.to} is below --from {args.from_}", file=sys.stderr)

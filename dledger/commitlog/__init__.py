@@ -21,6 +21,7 @@ from dledger.commitlog.fileops import FileOps
 from dledger.commitlog.hardstate import HardStateStore
 from dledger.commitlog.log import SegmentedLog, SegmentInfo
 from dledger.commitlog.recovery import RecoveryReport
+from dledger.commitlog.verify import Problem, VerifyReport, dump_entries, verify_store
 from dledger.storage_api import CompactedError, Entry, EntryKind, HardState, UnavailableError
 
 __all__ = [
@@ -35,9 +36,13 @@ __all__ = [
     "HardState",
     "HardStateStore",
     "LogClosedError",
+    "Problem",
     "RecoveryReport",
     "SegmentInfo",
     "SegmentedLog",
     "StoreInUseError",
     "UnavailableError",
+    "VerifyReport",
+    "dump_entries",
+    "verify_store",
 ]
