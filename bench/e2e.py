@@ -184,11 +184,16 @@ class Bench:
                         for run in range(self.p.runs):
                             inflight = _inflight(payload, batch)
                             max_ops = max(1, self.p.max_bytes_per_run // (payload * batch))
+                            key = f"throughput {flush} {_size(payload)} x{batch}"
                             term0 = g.term()
-                            r = g.load(payload, batch, inflight, self.p.seconds, max_ops, self.clients)
+                            try:
+                                r = g.load(payload, batch, inflight, self.p.seconds, max_ops, self.clients)
+                            except Exception as exc:  # a failed run must not lose the other cases
+                                _progress(f"!! {system} {key} run {run} failed: {type(exc).__name__}: {exc!s:.300}")
+                                self.elections[system][f"{key} run {run}"] = g.term() - term0
+                                continue
                             elections = g.term() - term0
                             rate = r["entries"] / r["seconds"] if r["seconds"] > 0 else 0.0
-                            key = f"throughput {flush} {_size(payload)} x{batch}"
                             self.record(key, "entries/s", system, rate)
                             self.elections[system][f"{key} run {run}"] = elections
                             cpu = r["cpu_s"]

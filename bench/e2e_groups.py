@@ -211,7 +211,7 @@ class DledgerGroup:
         reports = []
         try:
             for proc in procs:
-                out, err = proc.communicate(timeout=seconds + 60)
+                out, err = proc.communicate(timeout=seconds + 30)
                 if proc.returncode != 0 or not out.strip():
                     raise RuntimeError(f"load client failed ({proc.returncode}): {err.decode()[-2000:]}")
                 reports.append(json.loads(out.decode().strip().splitlines()[-1]))
