@@ -13,10 +13,17 @@ from tests.broker_adapter.group_util import BrokerGroup, dump, run_group
 
 
 async def queue_contents(store: MessageStore, topic: str, queues: int) -> dict[int, list[str]]:
-    out = {}
+    """Every message id of every queue, in offset order (all of them: the reads must not come back short)."""
+    out: dict[int, list[str]] = {}
     for q in range(queues):
-        got = await store.get_messages("check", topic, q, 0, max_count=1000)
-        out[q] = [m.message.msg_id for m in got.messages]
+        ids = out[q] = []
+        offset = 0
+        while (got := await store.get_messages("check", topic, q, offset, max_count=500)).status is GetStatus.FOUND:
+            assert [m.queue_offset for m in got.messages] == list(range(offset, got.next_offset))
+            ids += [m.message.msg_id for m in got.messages]
+            offset = got.next_offset
+        assert got.status is GetStatus.OFFSET_OVERFLOW_ONE or (got.status is GetStatus.NO_MESSAGE_IN_QUEUE and not ids)
+        assert len(ids) == store.max_offset(topic, q)
     return out
 
 
