@@ -120,7 +120,9 @@ class RaftMachine(RuleBasedStateMachine):
                 c.deliver_all()
 
     @rule(
-        kind=st.sampled_from(["partition", "heal", "crash", "restart", "isolate_leader", "crash_leader"]),
+        kind=st.sampled_from(
+            ["partition", "heal", "crash", "restart", "isolate_leader", "crash_leader", "leader_in_minority"]
+        ),
         k=st.integers(0, 4),
         members=st.sets(st.integers(0, 4), max_size=3),
     )
@@ -130,6 +132,12 @@ class RaftMachine(RuleBasedStateMachine):
         lead = c.leader()
         if kind == "isolate_leader" and lead is not None:
             c.isolate(lead)
+        elif kind == "leader_in_minority" and lead is not None:
+            # the leader keeps a minority of followers: it may go on believing it leads
+            others = [i for i in c.ids if i != lead]
+            minority = [lead, *others[k % len(others) :][: self.N // 2 - 1]]
+            c.heal()
+            c.partition(minority, [i for i in c.ids if i not in minority])
         elif kind == "crash_leader" and lead is not None:
             c.crash(lead)
         elif kind == "partition":
@@ -143,6 +151,22 @@ class RaftMachine(RuleBasedStateMachine):
                 c.crash(self._node(k))
         else:
             c.restart(self._node(k))
+
+    @rule(k=st.integers(0, 4))
+    def depose_leader(self, k: int) -> None:
+        """A macro step to a deep state: cut the leader into a minority and let the majority elect and
+        commit under a new leader, while the old one may still believe it leads."""
+        self._count()
+        c = self.c
+        lead = c.leader()
+        if lead is None:
+            return
+        self.fault("leader_in_minority", k, set())
+        for _ in range(4 * 6):
+            c.tick()
+            c.run(30)
+        self._propose(self._any_leader(k + 1), 1)
+        c.run(30)
 
     def _propose(self, core: RaftCore | None, n: int) -> None:
         if core is None:
@@ -242,7 +266,11 @@ class RaftMachine(RuleBasedStateMachine):
 
 
 class Raft5Machine(RaftMachine):
+    """5 nodes without check-quorum: a leader cut into a minority keeps believing it leads (stale reads and
+    proposals at a deposed leader get exercised)."""
+
     N = 5
+    CONFIG: ClassVar[dict[str, object]] = {"check_quorum": False, "max_inflight_msgs": 2}
     NAME = "raft5"
 
 
