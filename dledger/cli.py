@@ -38,10 +38,21 @@ def _store_problem(directory: str) -> str | None:
     return None
 
 
+def _resolve_store(args: argparse.Namespace) -> str | None:
+    """Set `args.dir` from DIR or from a node's `--store-dir` (whose log lives in `log/`); the problem or None."""
+    if args.store_dir and args.dir:
+        return "give DIR or --store-dir, not both"
+    if args.store_dir:
+        args.dir = os.path.join(args.store_dir, "log")
+    if not args.dir:
+        return "give the log directory DIR, or a node's --store-dir"
+    return _store_problem(args.dir)
+
+
 def _log_verify(args: argparse.Namespace) -> int:
     from dledger.commitlog import CorruptStoreError, verify_store
 
-    problem = _store_problem(args.dir)
+    problem = _resolve_store(args)
     if problem:
         print(f"dledger log verify: {problem}", file=sys.stderr)
         return 2
@@ -73,7 +84,7 @@ def _log_dump(args: argparse.Namespace) -> int:
     if args.to is not None and args.to < args.from_:
         print(f"dledger log dump: --to {args.to} is below --from {args.from_}", file=sys.stderr)
         return 2
-    problem = _store_problem(args.dir)
+    problem = _resolve_store(args)
     if problem:
         print(f"dledger log dump: {problem}", file=sys.stderr)
         return 2
@@ -98,10 +109,12 @@ def add_log_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     log_sub = log.add_subparsers(dest="log_command", metavar="SUBCOMMAND")
     log_sub.required = True
     verify = log_sub.add_parser("verify", help="check every entry; exit 1 if anything is corrupt")
-    verify.add_argument("dir", help="the store directory (holding data/ and index/)")
+    verify.add_argument("dir", nargs="?", help="the log directory (holding data/ and index/)")
+    verify.add_argument("--store-dir", help="a node's --store-dir (its log is STORE_DIR/log)")
     verify.set_defaults(func=_log_verify)
     dump = log_sub.add_parser("dump", help="print entries I..J (inclusive): index, term, kind, length, data")
-    dump.add_argument("dir", help="the store directory (holding data/ and index/)")
+    dump.add_argument("dir", nargs="?", help="the log directory (holding data/ and index/)")
+    dump.add_argument("--store-dir", help="a node's --store-dir (its log is STORE_DIR/log)")
     dump.add_argument(
         "--from", dest="from_", type=_index_arg, default=0, metavar="I", help="first index (default: the first)"
     )

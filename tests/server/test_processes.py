@@ -139,3 +139,21 @@ def test_cli_client_commands_against_a_group(group: ProcessGroup) -> None:
 def test_public_names_import_lazily() -> None:
     code = "import sys, dledger.raft; assert 'grpc' not in sys.modules; import dledger; dledger.DLedgerServer"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60).returncode == 0
+
+
+def test_log_verify_and_dump_accept_a_nodes_store_dir(tmp_path: pathlib.Path) -> None:
+    solo = ProcessGroup(tmp_path, ids=("s0",))
+    try:
+        solo.start("s0")
+        solo.wait_for_leader()
+        with solo.client() as client:
+            client.append_batch([b"alpha", b"beta"])
+    finally:
+        solo.stop_all()
+    store = str(tmp_path / "s0")
+    verify = _cli("log", "verify", "--store-dir", store)
+    assert verify.returncode == 0 and "clean" in verify.stdout, verify.stderr
+    dump = _cli("log", "dump", "--store-dir", store, "--from", "2")
+    assert dump.returncode == 0 and "alpha" in dump.stdout and "beta" in dump.stdout
+    assert _cli("log", "verify").returncode == 2
+    assert _cli("log", "verify", store, "--store-dir", store).returncode == 2
