@@ -86,7 +86,7 @@ class Inflight:
 class Tables:
     """The open environment and its database handles. Not thread-safe for writes: the applier writes."""
 
-    def __init__(self, path: pathlib.Path, *, map_size: int = 1 << 32) -> None:
+    def __init__(self, path: pathlib.Path, *, map_size: int = 1 << 36) -> None:
         self.path = path
         self.map_size = map_size
         self.rebuilt = False
