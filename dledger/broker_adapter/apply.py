@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import lmdb
+
 from dledger.broker_adapter import commands as c
 from dledger.broker_adapter import pop
 from dledger.broker_adapter.message import MessageFormatError, MessageType, scan_header
@@ -65,6 +67,7 @@ class Applier:
         self.skipped = 0
         self.failed: BaseException | None = None
         self._txn: Any = None
+        self._batch: list[Entry] = []  # the entries in the open transaction
         self._applied = 0
         self._flush_scheduled = False
         self._reset_caches()
@@ -124,16 +127,19 @@ class Applier:
             if entry.kind == EntryKind.NOOP and self.on_noop is not None:
                 self.on_noop(entry)
             return
-        txn = self._txn
-        if txn is None:
-            txn = self._txn = self.t.env.begin(write=True)
+        if self._txn is None:
+            self._txn = self.t.env.begin(write=True)
+            self._batch = []
             try:
                 asyncio.get_running_loop().call_soon(self.flush)
                 self._flush_scheduled = True
             except RuntimeError:  # no event loop (direct use): commit per entry
                 self._flush_scheduled = False
+        self._batch.append(entry)
         try:
-            self._apply_command(txn, entry)
+            self._apply_command(self._txn, entry)
+        except lmdb.MapFullError:
+            self._regrow()
         except BaseException:
             self._abort()
             raise
@@ -147,23 +153,46 @@ class Applier:
         Scheduled with `call_soon` by the first apply of a burst, so it runs before any reader or waiting
         put continues (they resume later in the same loop); on failure the store refuses to apply further
         (the node fences) and LMDB still holds a consistent prefix (`applied` is in the same transaction)."""
-        txn, self._txn = self._txn, None
-        if txn is None:
+        if self._txn is None:
             return
         try:
-            for qk in self._dirty:
-                txn.put(qk, U64.pack(self.cqmax[qk]), db=self.db["cqmax"])
-            self._dirty.clear()
-            txn.put(b"log_time", I64.pack(self.log_time), db=self.db["meta"])
-            txn.put(b"applied", U64.pack(self._applied), db=self.db["meta"])
-            txn.commit()
+            while True:
+                try:
+                    for qk in self._dirty:
+                        self._txn.put(qk, U64.pack(self.cqmax[qk]), db=self.db["cqmax"])
+                    self._dirty.clear()
+                    self._txn.put(b"log_time", I64.pack(self.log_time), db=self.db["meta"])
+                    self._txn.put(b"applied", U64.pack(self._applied), db=self.db["meta"])
+                    self._txn.commit()
+                    break
+                except lmdb.MapFullError:
+                    self._regrow()
         except BaseException as exc:
             self.failed = exc
             log.exception("committing the broker tables failed; the store stops applying")
             with contextlib.suppress(Exception):
-                txn.abort()
+                self._txn.abort()
             self._reset_caches()
             raise
+        finally:
+            self._txn = None
+            self._batch = []
+
+    def _regrow(self) -> None:
+        """The LMDB map is full: abort, double the map, and apply the open batch again in a new transaction
+        (the same entries on the same committed state give the same result)."""
+        while True:
+            with contextlib.suppress(Exception):
+                self._txn.abort()
+            self._reset_caches()
+            self.t.grow()
+            self._txn = self.t.env.begin(write=True)
+            try:
+                for entry in self._batch:
+                    self._apply_command(self._txn, entry)
+                return
+            except lmdb.MapFullError:
+                continue
 
     def _abort(self) -> None:
         txn, self._txn = self._txn, None

@@ -43,7 +43,7 @@ class StoreOptions:
     retention_interval_s: float = 10.0  # how often the retention pass runs (0: never, call run_retention)
     timer_interval_s: float = 0.1  # how often the master releases due delayed messages
     put_timeout_s: float = 5.0  # then FLUSH_OR_REPLICA_TIMEOUT (outcome unknown)
-    map_size: int = 1 << 36  # LMDB map size: address space, not disk (a full map fences the node)
+    map_size: int = 1 << 36  # LMDB map size: address space, not disk (doubled when full)
     clock: Callable[[], int] = wall_clock_ms  # leader-side stamping only; tests inject a fake
     disk_usage: Callable[[Path], float] = disk_used_ratio
 

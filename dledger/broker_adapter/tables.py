@@ -37,6 +37,7 @@ import lmdb
 __all__ = ["CQ", "INFLIGHT", "LAYOUT", "LOC", "PENDING", "Tables", "qkey"]
 
 LAYOUT = 1
+MAX_MAP = 1 << 44
 CQ = struct.Struct(">QIIIIq")  # log index, pos, size, tag hash, group hash, store ts
 LOC = struct.Struct(">QIIiqq")  # log index, pos, size, queue id, queue offset, store ts
 KEYLOC = struct.Struct(">QII")
@@ -113,6 +114,13 @@ class Tables:
         for name in _DBS:
             self.db[name] = self.env.open_db(name.encode(), dupsort=False)
         self.db["keys"] = self.env.open_db(b"keys", dupsort=True)
+
+    def grow(self) -> None:
+        """Double the map size (no transaction of this process may be open)."""
+        if self.map_size >= MAX_MAP:
+            raise lmdb.MapFullError(f"the LMDB map is full at its limit of {self.map_size} bytes")
+        self.map_size *= 2
+        self.env.set_mapsize(self.map_size)
 
     def applied(self) -> int:
         with self.env.begin() as txn:

@@ -84,3 +84,21 @@ def test_broker_conf_keys(tmp_path: pathlib.Path) -> None:
         StoreOptions.from_properties({"diskMaxUsedSpaceRatio": "150"})
     assert NodeConfig.from_file(conf, other_keys=BROKER_KEYS).group == "g"
     assert TopicConfig("T", 1).queue_count == 1
+
+
+def test_a_full_lmdb_map_grows_and_the_batch_is_applied_again(tmp_path: pathlib.Path) -> None:
+    prep = Preparer(StoreOptions(default_queue_count=4), lambda name: None)
+    log = []
+    for k in range(60):
+        creates, put, _ = prep.prepare([Message("T", b"x" * 100, keys=(f"k{k}",)) for _ in range(16)], 1000 + k)
+        log += [c.encode_command(cmd) for cmd in creates] if k == 0 else []
+        log.append(c.encode_put(k, 1000 + k, put.topics, put.metas, put.blobs))
+    small = MessageStore(tmp_path / "small", StoreOptions(map_size=1 << 17))
+    big = MessageStore(tmp_path / "big")
+    for store in (small, big):
+        for i, data in enumerate(log):
+            store.apply(Entry(i + 1, 1, data))
+    assert small.tables.map_size > 1 << 17  # it grew (more than once: the tables need well over 128 KiB)
+    assert dump(small) == dump(big) and small.last_applied() == len(log)
+    small.close()
+    big.close()
