@@ -6,7 +6,8 @@ Rules (every replica must derive identical tables from the same log):
 - one LMDB write transaction per applied batch (the entries the node applies in one go: the transaction is
   committed by a `call_soon` callback, before any other task runs), which also stores `meta[applied]`; if
   anything fails the transaction aborts, the in-memory caches are dropped and the error propagates (the
-  node fences), so LMDB always holds exactly the effect of entries `1..applied`;
+  node fences), so LMDB always holds exactly the effect of entries `1..applied`; a full LMDB map is
+  doubled and the open batch applied again (same entries, same committed state: same result);
 - a malformed command changes nothing but `applied`; no-op, config and foreign (non-adapter) entries
   change nothing at all and open no transaction;
 - queue offsets are assigned here, in log order: `cqmax[topic, queue]` is the next offset;
