@@ -297,7 +297,7 @@ class Bench:
                     poll=0.02,
                 )
                 dt = time.monotonic() - t0
-                moved = target * payload * batch  # one PySyncObj log entry carries a batch of 64 items
+                moved = target * payload  # one PySyncObj log entry per item (a batch is 64 calls)
             rate = moved / MiB / dt if dt > 0 else None
             _progress(f"{system:9s} catch-up: {moved / MiB:,.0f} MiB in {dt:.2f} s = {rate or 0:,.1f} MB/s")
             self.record("follower catch-up", "MB/s", system, rate)
