@@ -5,10 +5,12 @@ operation in the history (`history.py`) through `DLedgerClient`:
 - append: a unique value `<client>.<worker>-<seq>`; `ok` with its index and term; `fail` only on
   `NotWrittenError` (definitely not written); `info` on `OutcomeUnknownError` or anything unexpected, after
   which the worker continues under a new process name (`<client>.<worker>.<generation>`);
-- read (linearizable): `read_index()` on the leader, then `get(i)` of the entries the worker has not seen
-  yet (up to `MAX_NEW_PER_READ`) and a few random earlier ones again, each from a random node (falling back
-  to the leader when that node has not committed it yet). `ok` carries `read_index` and the entries seen
-  (index -> [term, kind, data]); a failed `read_index` is `fail` (a read changes nothing).
+- read (linearizable): `read_index()` on the leader (for half of the reads, first on one random node, as a
+  Jepsen client bound to that node would ask: so a deposed leader that still believes it leads is asked
+  too), then `get(i)` of the entries the worker has not seen yet (up to `MAX_NEW_PER_READ`) and a few random
+  earlier ones again, all from one random node (falling back to the leader when that node has not committed
+  them yet). `ok` carries `read_index` and the entries seen (index -> [term, kind, data]); a failed
+  `read_index` is `fail` (a read changes nothing).
 Invariants: the sequence of operations and values of a worker depends only on the seed (timing does not);
 a worker has one operation in flight; the history line of a completion is written before the next invoke.
 """
@@ -24,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dledger.server.client import DLedgerClient
-from dledger.server.client_policy import DLedgerError, EntryNotFoundError, NotWrittenError, OutcomeUnknownError
+from dledger.server.client_policy import EntryNotFoundError, NotWrittenError, OutcomeUnknownError
 from dledger.server.config import parse_peers
 from jepsen_like.history import HistoryWriter
 
@@ -32,6 +34,8 @@ __all__ = ["Worker", "main"]
 
 MAX_NEW_PER_READ = 24
 REREADS_PER_READ = 3
+PINNED_READS = 0.5  # share of reads whose read_index goes first to one random node, not to the known leader
+PINNED_TIMEOUT = 4.0  # long enough to outlast a pause: the node answers when it wakes up, as it would in life
 
 
 def _err(exc: BaseException) -> str:
@@ -52,6 +56,7 @@ class Worker:
         self.generation = 0
         self.seq = 0
         self.last_seen = 0
+        self.timeout, self.rpc_timeout = timeout, rpc_timeout
         self.client = DLedgerClient(peers, group=group, timeout=timeout, rpc_timeout=rpc_timeout)
         self.node_clients = {n: DLedgerClient({n: a}, group=group, timeout=0.5, rpc_timeout=0.5)
                              for n, a in peers.items()}  # fmt: skip
@@ -95,15 +100,19 @@ class Worker:
     def read(self) -> None:
         process = self.process
         self.history.write(process, "invoke", "read", None)
+        via = self.rng.choice(list(self.peers)) if self.rng.random() < PINNED_READS else ""
         try:
-            read_index = self.client.read_index()
-        except DLedgerError as exc:
-            self.history.write(process, "fail", "read", None, error=_err(exc))
+            if via:  # ask one node, as a Jepsen client bound to it would (it redirects if it knows it is not leader)
+                with DLedgerClient({via: self.peers[via]}, group=self.group, timeout=PINNED_TIMEOUT,
+                                   rpc_timeout=PINNED_TIMEOUT) as pinned:  # fmt: skip
+                    read_index = pinned.read_index()
+                    leader = pinned.leader or via
+            else:
+                read_index = self.client.read_index()
+                leader = self.client.leader or ""
+        except Exception as exc:  # a read changes nothing: any failure is a plain fail
+            self.history.write(process, "fail", "read", None, error=_err(exc), via=via)
             return
-        except Exception as exc:
-            self.history.write(process, "fail", "read", None, error=_err(exc))
-            return
-        leader = self.client.leader
         wanted = list(range(self.last_seen + 1, min(read_index, self.last_seen + MAX_NEW_PER_READ) + 1))
         if self.last_seen > 0:
             wanted += [self.rng.randint(1, self.last_seen) for _ in range(REREADS_PER_READ)]
@@ -120,7 +129,7 @@ class Worker:
         while str(contiguous + 1) in entries:
             contiguous += 1
         self.last_seen = contiguous
-        extra: dict[str, Any] = {"read_index": read_index, "node": leader or "", "entries": entries}
+        extra: dict[str, Any] = {"read_index": read_index, "node": leader, "via": via, "entries": entries}
         if missing:
             extra["missing"] = missing
         self.history.write(process, "ok", "read", None, **extra)
