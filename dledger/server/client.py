@@ -209,9 +209,15 @@ class DLedgerClient(ClientBase):
         return out
 
     def close(self) -> None:
-        for node_id, channel in self._channels.items():
+        # gRPC's connectivity poller wakes every 0.2 s; once unsubscribed it stops at its next wake. Closing
+        # the channel under it makes it fail on a closed channel, so the channels close just after that.
+        channels = list(self._channels.items())
+        for node_id, channel in channels:
             channel.unsubscribe(self._states[node_id].update)
-            channel.close()
+        if channels:
+            closer = threading.Timer(0.25, lambda: [c.close() for _, c in channels])
+            closer.daemon = True
+            closer.start()
         self._channels.clear()
         self._stubs.clear()
 

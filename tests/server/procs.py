@@ -37,6 +37,8 @@ class ProcessGroup(LocalProcessGroup):
         return super().kill(node_id, sig, timeout)
 
     def client(self, **kwargs: Any) -> DLedgerClient:
+        """A client whose per-call deadline tolerates a loaded machine (a late ack is an unknown outcome)."""
+        kwargs.setdefault("rpc_timeout", 5.0)
         return DLedgerClient(self.peers, group=self.group, **kwargs)
 
     def statuses(self) -> dict[str, NodeInfo]:
