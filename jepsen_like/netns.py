@@ -66,7 +66,8 @@ class NetnsNetwork:
         self.state = state
         self.tag = state.tag
         used = _used_subnets()
-        self.subnet = next(s for s in range(1, 255) if s not in used)
+        start = int(self.tag, 16) % 254  # from the random tag, so that runs started together rarely collide
+        self.subnet = next(1 + (start + k) % 254 for k in range(254) if 1 + (start + k) % 254 not in used)
         self.bridge = f"jl{self.tag}br"
         self.cuts: set[frozenset[str]] = set()
 
