@@ -9,7 +9,7 @@ For each system it starts N replicas as separate processes on loopback (fresh st
   over gRPC; PySyncObj, which has no client protocol, by callbacks inside its leader's process;
 - latency of one synchronous client (1 KiB, async flush): p50 / p99 / max;
 - failover: SIGKILL of the leader -> first acknowledged append (median and max of several kills);
-- follower catch-up: a follower is killed, 1 GiB (64 MiB with --quick) is appended, the follower restarts,
+- follower catch-up: a follower is killed, 1 GiB (16 MiB with --quick) is appended, the follower restarts,
   and its MB/s until it holds everything is measured;
 - leader changes (term increases) during each run, and each node's peak RSS.
 Each figure is the median of several runs (one with --quick); the table prints ours beside PySyncObj's and
@@ -65,7 +65,7 @@ QUICK = Profile(
     sync_payloads=(1 * KiB,),
     latency_ops=300,
     failovers=2,
-    catchup_bytes=64 * MiB,
+    catchup_bytes=16 * MiB,
     soak_seconds=0,
     group_per_payload=True,
 )
