@@ -32,11 +32,6 @@ def test_concurrent_appends_share_readies_and_each_gets_its_own_contiguous_range
 
             leader.node._send = recording_send  # type: ignore[method-assign]
             results = await asyncio.gather(*(leader.append(items) for items in requests))
-            leader.node._send = send  # type: ignore[method-assign]
-            for follower in set(IDS) - {leader_id}:
-                appends = [m for m in sent if m.to_id == follower]
-                # proposals pending together went out together, not one AppendEntries per request
-                assert 0 < len(appends) < len(requests) // 4
             spans = sorted(
                 (first, first + len(items) - 1, k)
                 for k, ((first, _), items) in enumerate(zip(results, requests, strict=True))
@@ -53,6 +48,11 @@ def test_concurrent_appends_share_readies_and_each_gets_its_own_contiguous_range
                     got = [by_index[first + j] for j in range(len(items))]
                     assert [e.data for e in got] == items, f"request {k} on {node_id}"
                     assert all(e.term == term and e.kind == EntryKind.NORMAL for e in got)
+            leader.node._send = send  # type: ignore[method-assign]
+            for follower in set(IDS) - {leader_id}:
+                appends = [m for m in sent if m.to_id == follower]
+                # proposals pending together went out together, not one AppendEntries per request
+                assert 0 < len(appends) < len(requests) // 4
         finally:
             await group.stop_all()
 
