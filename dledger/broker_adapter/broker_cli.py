@@ -1,0 +1,253 @@
+"""`dledger broker --config broker.conf`: one replica = a dledger node + `MessageStore` + RocketMQ 5 endpoint.
+
+Also `LocalBrokerGroup` (for `dledger cluster --broker` and the tests): a local 3-replica broker group, one
+process per replica, each with its own generated broker.conf under the root directory. Until `dledger
+broker` is wired into `dledger.cli`, run a replica with `python -m dledger.broker_adapter.broker_cli
+--config broker.conf`. Exit codes: 2 for a bad setting, 1 for a store or port problem, 0 after SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc.aio
+from rocketmq.grpc_protocol import service_pb2_grpc as sg  # type: ignore[import-untyped]
+
+from dledger.broker_adapter.endpoint import MessagingEndpoint
+from dledger.broker_adapter.endpoint_config import ENDPOINT_KEYS, EndpointConfig
+from dledger.broker_adapter.endpoint_support import ApplyNotifier
+from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions
+from dledger.broker_adapter.store import MessageStore
+from dledger.server.config import ConfigError, NodeConfig, format_peers, load_properties
+from dledger.server.server import DLedgerServer
+
+__all__ = ["BrokerReplica", "LocalBrokerGroup", "add_broker_command", "main"]
+
+log = logging.getLogger("dledger.broker")
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """`n` distinct ports the kernel just handed out (held open together while chosen)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+class BrokerReplica:
+    """One replica in this process: `await start()`, then serve until `await stop()`."""
+
+    def __init__(self, props: dict[str, str], *, seed: int | None = None) -> None:
+        self.node_config = NodeConfig.from_properties(props, other_keys=[*BROKER_KEYS, *ENDPOINT_KEYS])
+        self.config = EndpointConfig.from_properties(props, self.node_config)
+        options = StoreOptions.from_properties(props, file_reserved_hours=self.node_config.file_reserved_hours)
+        self.store = MessageStore(self.node_config.store_dir, options)
+        self.notifier = ApplyNotifier(self.store.last_applied())
+        self.server = DLedgerServer(self.node_config, [self.store, self.notifier], seed=seed)
+        self.store.bind(self.server)
+        self.endpoint = MessagingEndpoint(self.store, self.config, self.notifier)
+        self._grpc: Any = None
+
+    @classmethod
+    def from_file(cls, path: str | pathlib.Path) -> BrokerReplica:
+        return cls(load_properties(path))
+
+    async def start(self) -> None:
+        await self.server.start()
+        try:
+            await self.store.start()
+            server = grpc.aio.server(
+                options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+            )
+            sg.add_MessagingServiceServicer_to_server(self.endpoint, server)
+            host, _, port = self.config.address.rpartition(":")
+            try:
+                server.add_insecure_port(f"{host}:{port}")
+            except RuntimeError as exc:
+                raise OSError(f"cannot listen on {self.config.address}: {exc}") from None
+            await server.start()
+            self._grpc = server
+        except BaseException:
+            await self.store.stop()
+            await self.server.stop()
+            self.store.close()
+            raise
+
+    async def stop(self) -> None:
+        if self._grpc is not None:
+            await self._grpc.stop(0.5)
+            self._grpc = None
+        await self.endpoint.close()
+        await self.store.stop()
+        await self.server.stop()
+        self.store.close()
+
+
+async def _serve(path: str) -> None:
+    replica = BrokerReplica.from_file(path)
+    await replica.start()
+    cfg = replica.config
+    print(f"dledger broker {cfg.self_id} ready: MessagingService on {cfg.address}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await replica.stop()
+
+
+def _cmd_broker(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        load_properties(args.config)
+        asyncio.run(_serve(args.config))
+    except ConfigError as exc:
+        print(f"dledger broker: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"dledger broker: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_broker_command(sub: Any) -> None:
+    """Register `dledger broker` on the CLI's subparsers."""
+    p = sub.add_parser("broker", help="run one broker replica: a node, its message store and a RocketMQ 5 endpoint")
+    p.add_argument("--config", required=True, help="broker.conf: dLeger* keys, broker keys, grpcServerPort, ...")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=_cmd_broker)
+
+
+@dataclass
+class LocalBrokerGroup:
+    """A local broker group: `create(root)`, `start_all()`, `endpoints` for the clients, `stop_all()`."""
+
+    root: pathlib.Path
+    peers: dict[str, str]
+    endpoints: dict[str, str]
+    group: str = "broker"
+    extra: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls, root: str | os.PathLike[str], nodes: int = 3, *, group: str = "broker", extra: dict[str, str] | None = None
+    ) -> LocalBrokerGroup:
+        ports = free_ports(2 * nodes)
+        peers = {f"n{k}": f"127.0.0.1:{ports[k]}" for k in range(nodes)}
+        endpoints = {f"n{k}": f"127.0.0.1:{ports[nodes + k]}" for k in range(nodes)}
+        path = pathlib.Path(root).resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(path, peers, endpoints, group, dict(extra or {}))
+
+    @property
+    def access_point(self) -> str:
+        """What a client's `ClientConfiguration(endpoints=...)` takes: every replica, `;`-separated."""
+        return ";".join(self.endpoints.values())
+
+    def conf_path(self, node_id: str) -> pathlib.Path:
+        return self.root / f"{node_id}.conf"
+
+    def write_conf(self, node_id: str) -> pathlib.Path:
+        keys = {
+            "brokerName": self.group,
+            "dLegerGroup": self.group,
+            "dLegerPeers": format_peers(self.peers),
+            "dLegerSelfId": node_id,
+            "storePathRootDir": str(self.root / node_id),
+            "grpcEndpoints": format_peers(self.endpoints),
+            "grpcServerPort": self.endpoints[node_id].rpartition(":")[2],
+            **self.extra,
+        }
+        path = self.conf_path(node_id)
+        path.write_text("".join(f"{k}={v}\n" for k, v in keys.items()))
+        return path
+
+    def command(self, node_id: str) -> list[str]:
+        return [sys.executable, "-m", "dledger.broker_adapter.broker_cli", "--config", str(self.conf_path(node_id))]
+
+    def start(self, node_id: str) -> None:
+        self.write_conf(node_id)
+        with open(self.root / f"{node_id}.log", "ab") as out:
+            self.procs[node_id] = subprocess.Popen(
+                self.command(node_id), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+
+    def start_all(self) -> None:
+        for node_id in self.peers:
+            self.start(node_id)
+
+    def kill(self, node_id: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.pop(node_id, None)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def alive(self, node_id: str) -> bool:
+        proc = self.procs.get(node_id)
+        return proc is not None and proc.poll() is None
+
+    def stop_all(self, timeout: float = 10.0) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for node_id in list(self.procs):
+            proc = self.procs.pop(node_id)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def run_local_group(root: str, nodes: int = 3, group: str = "broker") -> int:
+    """`dledger cluster --broker`: start a local broker group in the foreground until Ctrl-C."""
+    import time
+
+    g = LocalBrokerGroup.create(root, nodes, group=group)
+    g.start_all()
+    print(f"broker group {group!r}: {nodes} replicas; clients use endpoints={g.access_point!r}")
+    print(f"configs and logs in {g.root} (Ctrl-C stops every replica)", flush=True)
+    try:
+        while all(g.alive(i) for i in g.peers):
+            time.sleep(0.5)
+        print(f"a replica exited: see {g.root}/<id>.log", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        g.stop_all()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dledger broker")
+    sub = parser.add_subparsers(dest="command")
+    add_broker_command(sub)
+    args = parser.parse_args(["broker", *(argv if argv is not None else sys.argv[1:])])
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""The official Python client (`rocketmq-python-client`) against a 3-replica `dledger broker` group.
+
+Producer: normal (sync and async), FIFO, delay and transactional sends; SimpleConsumer: receive, ack,
+change invisible duration, redelivery; PushConsumer: a listener. Each test uses its own topic and group.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from rocketmq import FilterExpression, PushConsumer
+from rocketmq.grpc_protocol import TransactionResolution
+from rocketmq.v5.consumer.push.message_listener import ConsumeResult, MessageListener
+from rocketmq.v5.producer import TransactionChecker
+
+from dledger.broker_adapter.broker_cli import LocalBrokerGroup
+from tests.broker_endpoint.util import config, drain, eventually, message, producer, simple_consumer
+
+
+def test_every_acknowledged_send_is_received_once_acked(group: LocalBrokerGroup) -> None:
+    with producer(group, ("normal",)) as p:
+        sent = {p.send(message("normal", f"sync {i}".encode(), tag="a", keys=f"k{i}")).message_id for i in range(10)}
+        futures = [p.send_async(message("normal", f"async {i}".encode(), tag="a")) for i in range(40)]
+        sent |= {f.result(timeout=30).message_id for f in futures}
+    assert len(sent) == 50
+    with simple_consumer(group, "g-normal", "normal") as c:
+        got = drain(c, sent)
+        assert set(got) == sent
+        bodies = {m.body for m in got.values()}
+        assert b"sync 3" in bodies and b"async 39" in bodies
+        sample = next(m for m in got.values() if m.body == b"sync 3")
+        assert sample.tag == "a" and "k3" in sample.keys and sample.topic == "normal"
+        # acked messages are never delivered again to this group
+        assert c.receive(32, 20) == []
+
+
+def test_unacked_message_is_redelivered_after_invisible_duration(group: LocalBrokerGroup) -> None:
+    with producer(group, ("redeliver",)) as p:
+        mid = p.send(message("redeliver", b"x")).message_id
+    with simple_consumer(group, "g-redeliver", "redeliver") as c:
+        first = eventually("the first delivery", lambda: c.receive(1, 2))
+        assert [m.message_id for m in first] == [mid] and first[0].delivery_attempt == 1
+        # not acked: invisible for 2 s, then delivered again with the next attempt number
+        again = eventually("the redelivery", lambda: c.receive(1, 2), timeout=30)
+        assert again[0].message_id == mid and again[0].delivery_attempt == 2
+        assert again[0].receipt_handle != first[0].receipt_handle
+        c.change_invisible_duration(again[0], 1)  # a new handle, short invisibility
+        third = eventually("the delivery after change_invisible_duration", lambda: c.receive(1, 30), timeout=30)
+        assert third[0].message_id == mid and third[0].delivery_attempt == 3
+        c.ack(third[0])
+        assert c.receive(1, 2) == []
+
+
+def test_fifo_messages_of_a_group_arrive_in_order(group: LocalBrokerGroup) -> None:
+    with producer(group, ("fifo",)) as p:
+        for i in range(20):
+            p.send(message("fifo", f"{i % 2}:{i}".encode(), message_group=f"order-{i % 2}"))
+    seen: dict[str, list[int]] = {"0": [], "1": []}
+    with simple_consumer(group, "g-fifo", "fifo") as c:
+        deadline = time.monotonic() + 60
+        while sum(map(len, seen.values())) < 20:
+            assert time.monotonic() < deadline
+            for m in c.receive(32, 20):
+                key, n = m.body.decode().split(":")
+                assert m.message_group == f"order-{key}"
+                seen[key].append(int(n))
+                c.ack(m)
+    assert seen["0"] == list(range(0, 20, 2)) and seen["1"] == list(range(1, 20, 2))
+
+
+def test_delay_message_is_not_delivered_before_its_time(group: LocalBrokerGroup) -> None:
+    due = int(time.time()) + 3  # this client version sends delivery_timestamp as epoch *seconds*
+    with producer(group, ("delay",)) as p:
+        mid = p.send(message("delay", b"later", delivery_timestamp=due)).message_id
+    with simple_consumer(group, "g-delay", "delay") as c:
+        got = eventually("the delayed message", lambda: c.receive(1, 20), timeout=30)
+        assert got[0].message_id == mid
+        assert time.time() >= due - 0.05  # released by the master's clock, never early
+        assert got[0].delivery_timestamp == due * 1000
+        c.ack(got[0])
+
+
+class _Checker(TransactionChecker):
+    def __init__(self) -> None:
+        self.checked: list[str] = []
+
+    def check(self, message: object) -> TransactionResolution:
+        self.checked.append(message.message_id)  # type: ignore[attr-defined]
+        return TransactionResolution.COMMIT
+
+
+def test_transactions_commit_rollback_and_recovery_check(group: LocalBrokerGroup) -> None:
+    checker = _Checker()
+    with producer(group, ("tx",), checker=checker) as p:
+        committed = p.begin_transaction()
+        c_id = p.send(message("tx", b"commit me"), committed).message_id
+        rolled = p.begin_transaction()
+        r_id = p.send(message("tx", b"roll me back"), rolled).message_id
+        orphan = p.begin_transaction()
+        o_id = p.send(message("tx", b"orphan"), orphan).message_id
+        with simple_consumer(group, "g-tx", "tx") as c:
+            assert c.receive(8, 20) == []  # half messages are invisible
+            committed.commit()
+            rolled.rollback()
+            # the orphan is neither committed nor rolled back: the broker asks the producer's checker
+            got = drain(c, {c_id, o_id}, timeout=60)
+            assert o_id in checker.checked
+            assert r_id not in got
+            assert c.receive(8, 20) == []
+
+
+def test_tag_filter_delivers_only_matching_tags(group: LocalBrokerGroup) -> None:
+    with producer(group, ("tags",)) as p:
+        want = {p.send(message("tags", b"yes", tag="A")).message_id for _ in range(3)}
+        p.send(message("tags", b"no", tag="B"))
+    with simple_consumer(group, "g-tags", "tags", tags="A || C") as c:
+        got = drain(c, want)
+        assert {m.tag for m in got.values()} == {"A"}
+        assert c.receive(8, 20) == []
+
+
+def test_push_consumer_consumes_with_a_listener(group: LocalBrokerGroup) -> None:
+    with producer(group, ("push",)) as p:
+        sent = {p.send(message("push", f"p{i}".encode())).message_id for i in range(20)}
+    consumed: set[str] = set()
+    failed_once: set[str] = set()
+    lock = threading.Lock()
+
+    class Listener(MessageListener):
+        def consume(self, msg: object) -> ConsumeResult:
+            mid = msg.message_id  # type: ignore[attr-defined]
+            with lock:
+                if mid not in failed_once and len(failed_once) < 2:
+                    failed_once.add(mid)  # a failure: redelivered after the server's backoff (1 s)
+                    return ConsumeResult.FAILURE
+                consumed.add(mid)
+            return ConsumeResult.SUCCESS
+
+    c = PushConsumer(config(group), "g-push", Listener(), {"push": FilterExpression("*")})
+    c.startup()
+    try:
+        eventually("every message consumed", lambda: sent <= consumed, timeout=60, interval=0.1)
+    finally:
+        c.shutdown()
+    assert failed_once and failed_once <= consumed

@@ -1,0 +1,109 @@
+"""Helpers for the endpoint tests: a local broker group of real processes and the official Python client.
+
+Every wait has a deadline and polls a condition; nothing sleeps for a fixed time to "let things settle".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from rocketmq import ClientConfiguration, Credentials, FilterExpression, Message, Producer, SimpleConsumer
+
+from dledger.broker_adapter.broker_cli import LocalBrokerGroup
+from dledger.server.client import DLedgerClient
+
+T = TypeVar("T")
+
+
+def eventually(what: str, probe: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.05) -> T:
+    """`probe()`'s first truthy result; its exceptions count as "not yet". Fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while True:
+        try:
+            value = probe()
+            if value:
+                return value
+        except Exception as exc:
+            last = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
+        time.sleep(interval)
+
+
+def config(group: LocalBrokerGroup, ak: str = "", sk: str = "", request_timeout: int = 3) -> ClientConfiguration:
+    return ClientConfiguration(group.access_point, Credentials(ak, sk), request_timeout=request_timeout)
+
+
+def message(topic: str, body: bytes, **fields: Any) -> Message:
+    msg = Message()
+    msg.topic = topic
+    msg.body = body
+    for name, value in fields.items():
+        setattr(msg, name, value)
+    return msg
+
+
+@contextmanager
+def producer(group: LocalBrokerGroup, topics: tuple[str, ...] = (), **kw: Any) -> Iterator[Producer]:
+    p = Producer(config(group, kw.pop("ak", ""), kw.pop("sk", "")), topics, **kw)
+    p.startup()
+    try:
+        yield p
+    finally:
+        p.shutdown()
+
+
+@contextmanager
+def simple_consumer(
+    group: LocalBrokerGroup, consumer_group: str, topic: str, tags: str = "*", await_s: int = 1, **kw: Any
+) -> Iterator[SimpleConsumer]:
+    c = SimpleConsumer(
+        config(group, kw.pop("ak", ""), kw.pop("sk", "")),
+        consumer_group,
+        {topic: FilterExpression(tags)},
+        await_duration=await_s,
+    )
+    c.startup()
+    try:
+        yield c
+    finally:
+        c.shutdown()
+
+
+def send_eventually(p: Producer, msg: Message, timeout: float = 60.0) -> Any:
+    """Send, retrying while the group elects its first leader (the client retries 3 times by itself)."""
+    return eventually("a send to succeed", lambda: p.send(msg), timeout, interval=0.2)
+
+
+def leader_id(group: LocalBrokerGroup, timeout: float = 30.0) -> str:
+    live = {i: a for i, a in group.peers.items() if group.alive(i)}
+
+    def probe() -> str | None:
+        with DLedgerClient(live, group=group.group) as client:
+            leaders = [n.node_id for n in client.status(timeout=1.0) if n.reachable and n.role == "leader"]
+        return leaders[0] if leaders else None
+
+    return eventually("a leader", probe, timeout, interval=0.1)
+
+
+def drain(c: SimpleConsumer, want: set[str], timeout: float = 60.0, invisible_s: int = 20) -> dict[str, Any]:
+    """Receive and ack until every message id in `want` was received; returns id -> message."""
+    got: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout
+    while not want <= set(got):
+        assert time.monotonic() < deadline, f"missing {len(want - set(got))} of {len(want)} messages"
+        try:
+            batch = c.receive(32, invisible_s)
+        except Exception:
+            continue
+        for m in batch:
+            got.setdefault(m.message_id, m)
+            try:
+                c.ack(m)
+            except Exception:
+                pass  # redelivered later; still counted as received
+    return got
