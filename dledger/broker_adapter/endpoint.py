@@ -194,7 +194,8 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
         if not request.messages:
             return s.SendMessageResponse(status=_status(Code.BAD_REQUEST, "no messages"))
         try:
-            batch = [from_proto(m, max_body=self.store.options.max_message_bytes) for m in request.messages]
+            now, limit = self.store.options.clock(), self.store.options.max_message_bytes
+            batch = [from_proto(m, max_body=limit, now_ms=now) for m in request.messages]
         except ConvertError as exc:
             return s.SendMessageResponse(status=_status(exc.code, str(exc)))
         for msg in batch:

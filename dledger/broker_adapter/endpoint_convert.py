@@ -22,6 +22,7 @@ __all__ = ["ConvertError", "from_proto", "message_type", "store_name", "to_proto
 _BORN_HOST = "__dl.bornHost"
 _ENCODING = "__dl.encoding"
 RESERVED = "__dl."
+MAX_DELAY_MS = 3 * 24 * 3600 * 1000  # RocketMQ's timerMaxDelaySec
 
 
 class ConvertError(ValueError):
@@ -46,7 +47,7 @@ def _set_ms(ts: Any, ms: int) -> None:
     ts.seconds, ts.nanos = divmod(ms, 1000)[0], (ms % 1000) * 1_000_000
 
 
-def from_proto(pm: Any, *, max_body: int) -> Message:
+def from_proto(pm: Any, *, max_body: int, now_ms: int) -> Message:
     """A store `Message` from a `SendMessageRequest` message; raises `ConvertError` on a bad message."""
     sp = pm.system_properties
     topic = store_name(pm.topic)
@@ -74,6 +75,8 @@ def from_proto(pm: Any, *, max_body: int) -> Message:
         raise ConvertError(d.Code.ILLEGAL_MESSAGE_GROUP, "a FIFO message needs a message group")
     if mtype == d.MessageType.DELAY and delivery <= 0:
         raise ConvertError(d.Code.ILLEGAL_DELIVERY_TIME, "a DELAY message needs a delivery timestamp")
+    if delivery > now_ms + MAX_DELAY_MS:
+        raise ConvertError(d.Code.ILLEGAL_DELIVERY_TIME, "the delivery timestamp is more than 3 days ahead")
     if mtype == d.MessageType.TRANSACTION and (group or delivery):
         raise ConvertError(
             d.Code.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE, "a transactional message cannot have a group or a delivery time"

@@ -84,7 +84,7 @@ def leader_id(group: LocalBrokerGroup, timeout: float = 30.0) -> str:
 
     def probe() -> str | None:
         with DLedgerClient(live, group=group.group) as client:
-            leaders = [n.node_id for n in client.status(timeout=1.0) if n.reachable and n.role == "leader"]
+            leaders = [n.id for n in client.status(timeout=1.0) if n.reachable and n.role == "leader"]
         return leaders[0] if leaders else None
 
     return eventually("a leader", probe, timeout, interval=0.1)

@@ -1,0 +1,140 @@
+"""Malformed, unsupported and unauthorized requests get the protocol's status codes; followers forward.
+
+These call `MessagingService` directly with the stubs of the official client package, so each request can
+be exactly as malformed as the test needs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from rocketmq.grpc_protocol import definition_pb2 as d
+from rocketmq.grpc_protocol import service_pb2 as s
+from rocketmq.grpc_protocol import service_pb2_grpc as sg
+from rocketmq.v5.util import Signature
+
+from dledger.broker_adapter.broker_cli import LocalBrokerGroup
+from tests.broker_endpoint.util import config, eventually, leader_id, message, producer, send_eventually
+
+C = d.Code
+MD = [("x-mq-client-id", "test-client")]
+
+
+@pytest.fixture
+def stub(group: LocalBrokerGroup) -> Iterator[Any]:
+    with grpc.insecure_channel(group.endpoints["n0"]) as channel:
+        yield sg.MessagingServiceStub(channel)
+
+
+def _msg(topic: str, body: bytes, mid: str = "ID-1", **sp: Any) -> Any:
+    m = d.Message(body=body)
+    m.topic.name = topic
+    m.system_properties.message_id = mid
+    m.system_properties.message_type = sp.pop("message_type", d.MessageType.NORMAL)
+    for k, v in sp.items():
+        setattr(m.system_properties, k, v)
+    return m
+
+
+def _receive(stub: Any, **fields: Any) -> list[Any]:
+    req = s.ReceiveMessageRequest(batch_size=fields.pop("batch_size", 1), **fields)
+    req.group.name = req.group.name or "g-codes"
+    req.message_queue.topic.name = req.message_queue.topic.name or "codes"
+    return list(stub.ReceiveMessage(req, metadata=MD, timeout=10))
+
+
+def test_bad_requests_get_4xx_codes(stub: Any) -> None:
+    assert stub.QueryRoute(s.QueryRouteRequest(), metadata=MD, timeout=5).status.code == C.ILLEGAL_TOPIC
+    bad_name = s.QueryRouteRequest(topic=d.Resource(name="no spaces allowed"))
+    assert stub.QueryRoute(bad_name, metadata=MD, timeout=5).status.code == C.ILLEGAL_TOPIC
+    send = stub.SendMessage
+    assert send(s.SendMessageRequest(), metadata=MD, timeout=5).status.code == C.BAD_REQUEST
+    empty = s.SendMessageRequest(messages=[_msg("codes", b"")])
+    assert send(empty, metadata=MD, timeout=5).status.code == C.MESSAGE_BODY_EMPTY
+    no_id = s.SendMessageRequest(messages=[_msg("codes", b"x", mid="")])
+    assert send(no_id, metadata=MD, timeout=5).status.code == C.ILLEGAL_MESSAGE_ID
+    fifo = s.SendMessageRequest(messages=[_msg("codes", b"x", message_type=d.MessageType.FIFO)])
+    assert send(fifo, metadata=MD, timeout=5).status.code == C.ILLEGAL_MESSAGE_GROUP
+    big = s.SendMessageRequest(messages=[_msg("codes", b"x" * (4 << 20 | 1))])
+    assert send(big, metadata=MD, timeout=10).status.code == C.MESSAGE_BODY_TOO_LARGE
+    far = _msg("codes-delay", b"x", message_type=d.MessageType.DELAY)
+    far.system_properties.delivery_timestamp.seconds = int(time.time() * 1000)  # ms sent as seconds
+    assert send(s.SendMessageRequest(messages=[far]), metadata=MD, timeout=5).status.code == C.ILLEGAL_DELIVERY_TIME
+    assert _receive(stub, invisible_duration={"seconds": 0})[0].status.code == C.ILLEGAL_INVISIBLE_TIME
+    assert _receive(stub, invisible_duration={"seconds": 5}, batch_size=0)[0].status.code == C.BAD_REQUEST
+    sql = {"type": d.FilterType.SQL, "expression": "a > 1"}
+    assert _receive(stub, invisible_duration={"seconds": 5}, filter_expression=sql)[0].status.code == C.UNSUPPORTED
+    ack = s.AckMessageRequest(entries=[s.AckMessageEntry(message_id="x", receipt_handle="codes:0:99:1")])
+    ack.group.name = "g-codes"
+    assert stub.AckMessage(ack, metadata=MD, timeout=5).status.code == C.INVALID_RECEIPT_HANDLE
+    end = s.EndTransactionRequest(transaction_id="nope", resolution=d.TransactionResolution.COMMIT)
+    assert stub.EndTransaction(end, metadata=MD, timeout=5).status.code == C.INVALID_TRANSACTION_ID
+    assert stub.Heartbeat(s.HeartbeatRequest(client_type=1), timeout=5).status.code == C.CLIENT_ID_REQUIRED
+    assert stub.Heartbeat(s.HeartbeatRequest(), metadata=MD, timeout=5).status.code == C.UNRECOGNIZED_CLIENT_TYPE
+    assert stub.Heartbeat(s.HeartbeatRequest(client_type=1), metadata=MD, timeout=5).status.code == C.OK
+
+
+def test_unsupported_calls_answer_a_status_and_never_hang(stub: Any) -> None:
+    recall = stub.RecallMessage(s.RecallMessageRequest(recall_handle="x"), metadata=MD, timeout=5)
+    assert recall.status.code == C.UNSUPPORTED
+    lite = stub.SyncLiteSubscription(s.SyncLiteSubscriptionRequest(), metadata=MD, timeout=5)
+    assert lite.status.code == C.UNSUPPORTED
+
+
+def test_type_conflicts_with_the_topic_are_refused(group: LocalBrokerGroup, stub: Any) -> None:
+    with producer(group, ("typed",)) as p:
+        send_eventually(p, message("typed", b"normal"))
+    fifo = _msg("typed", b"x", message_type=d.MessageType.FIFO, message_group="g")
+    code = stub.SendMessage(s.SendMessageRequest(messages=[fifo]), metadata=MD, timeout=5).status.code
+    assert code == C.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE
+    route = stub.QueryRoute(s.QueryRouteRequest(topic=d.Resource(name="typed")), metadata=MD, timeout=5)
+    assert route.status.code == C.OK and len(route.message_queues) == 8
+    assert {tuple(q.accept_message_types) for q in route.message_queues} == {(d.MessageType.NORMAL,)}
+    assert len(route.message_queues[0].broker.endpoints.addresses) == 3  # every replica, one broker
+
+
+def test_any_replica_serves_writes_followers_forward_to_the_leader(group: LocalBrokerGroup) -> None:
+    leader = leader_id(group)
+    followers = [i for i in group.peers if i != leader]
+    with grpc.insecure_channel(group.endpoints[followers[0]]) as ch:
+        sent = sg.MessagingServiceStub(ch).SendMessage(
+            s.SendMessageRequest(messages=[_msg("fwd", b"via follower", mid="FWD-1")]), metadata=MD, timeout=10
+        )
+    assert sent.status.code == C.OK and sent.entries[0].message_id == "FWD-1"
+    with grpc.insecure_channel(group.endpoints[followers[1]]) as ch:
+        st = sg.MessagingServiceStub(ch)
+
+        def receive() -> list[Any]:
+            got = _receive(st, invisible_duration={"seconds": 30}, group=d.Resource(name="g-fwd"),
+                           message_queue=d.MessageQueue(topic=d.Resource(name="fwd")), batch_size=4)  # fmt: skip
+            return [r.message for r in got if r.HasField("message")]
+
+        msgs = eventually("the message via the other follower", receive, timeout=30)
+        assert [m.system_properties.message_id for m in msgs] == ["FWD-1"]
+        ack = s.AckMessageRequest(entries=[s.AckMessageEntry(receipt_handle=msgs[0].system_properties.receipt_handle)])
+        ack.group.name = "g-fwd"
+        assert st.AckMessage(ack, metadata=MD, timeout=10).status.code == C.OK
+        assert st.AckMessage(ack, metadata=MD, timeout=10).status.code == C.INVALID_RECEIPT_HANDLE
+
+
+def test_signatures_are_checked_when_credentials_are_configured(tmp_path: Any) -> None:
+    g = LocalBrokerGroup.create(tmp_path, nodes=1, extra={"accessKey": "ak1", "secretKey": "sk1"})
+    g.start_all()
+    try:
+        with producer(g, ("auth",), ak="ak1", sk="sk1") as p:
+            assert send_eventually(p, message("auth", b"signed")).message_id
+        req = s.QueryRouteRequest(topic=d.Resource(name="auth"))
+        with grpc.insecure_channel(g.endpoints["n0"]) as ch:
+            st = sg.MessagingServiceStub(ch)
+            for sk, code in (("sk1", C.OK), ("wrong", C.UNAUTHORIZED)):
+                signed = Signature.metadata(config(g, "ak1", sk), "test-client")  # the client's own signing
+                assert st.QueryRoute(req, metadata=signed, timeout=5).status.code == code
+            assert st.QueryRoute(req, metadata=MD, timeout=5).status.code == C.UNAUTHORIZED
+        with producer(g, ("auth",), ak="ak1", sk="wrong") as p, pytest.raises(Exception, match="route"):
+            p.send(message("auth", b"badly signed"))  # its route query is refused
+    finally:
+        g.stop_all()
