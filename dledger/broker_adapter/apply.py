@@ -33,15 +33,36 @@ from dledger.broker_adapter import commands as c
 from dledger.broker_adapter import pop
 from dledger.broker_adapter.message import MessageFormatError, MessageType, scan_header
 from dledger.broker_adapter.results import TopicConfig
-from dledger.broker_adapter.tables import CQ, I64, KEYLOC, LOC, PENDING, U64, Tables, qkey
+from dledger.broker_adapter.tables import (
+    CQ,
+    I64,
+    KEYLOC,
+    LOC,
+    MAX_GROUP_BYTES,
+    MAX_ID_BYTES,
+    MAX_MSG_KEY_BYTES,
+    MAX_TIME,
+    MAX_TOPIC_BYTES,
+    PENDING,
+    U64,
+    Tables,
+    qkey,
+    valid_name,
+)
 from dledger.storage_api import Entry, EntryKind
 
 __all__ = ["Applier", "PutOutcome", "dlq_topic"]
 
 struct_ii = struct.Struct(">Ii")
-NO_TIMERS = 1 << 62
+NO_TIMERS = MAX_TIME
+_FULL = "full"
+_POISON = "poison"
 
 log = logging.getLogger(__name__)
+
+
+def _nonce_of(data: bytes) -> int:
+    return int.from_bytes(data[4:12], "big", signed=True) if len(data) >= 12 else 0
 
 
 def dlq_topic(group: str) -> str:
@@ -69,6 +90,8 @@ class Applier:
         self.failed: BaseException | None = None
         self._txn: Any = None
         self._batch: list[Entry] = []  # the entries in the open transaction
+        self._poisoned: set[int] = set()  # entries of the batch whose command raised: applied as skipped
+        self.outcomes_staged: dict[int, Any] = {}  # outcomes of the open transaction (handed over on commit)
         self._applied = 0
         self._flush_scheduled = False
         self._reset_caches()
@@ -85,6 +108,8 @@ class Applier:
     # ---- reads shared with pop ----
     def topic(self, txn: Any, name: str) -> TopicConfig | None:
         if name not in self.topics:
+            if not valid_name(name, MAX_TOPIC_BYTES):
+                return None
             raw = txn.get(name.encode(), db=self.db["topics"])
             if raw is None:
                 return None
@@ -138,9 +163,9 @@ class Applier:
                 self._flush_scheduled = False
         self._batch.append(entry)
         try:
-            self._apply_command(self._txn, entry)
-        except lmdb.MapFullError:
-            self._regrow()
+            status = self._try(entry)
+            if status is not None:
+                self._replay(grow=status == _FULL)
         except BaseException:
             self._abort()
             raise
@@ -148,12 +173,60 @@ class Applier:
         if not self._flush_scheduled:
             self.flush()
 
+    def _try(self, entry: Entry) -> str | None:
+        """Apply one command in the open transaction: None if done, `_FULL` if the map is full, `_POISON` if it
+        raised anything but a storage error (it is then marked, and the batch must be applied again without
+        it, so the command is skipped whole). Storage errors (`lmdb.Error` other than a key or value size
+        error, which is an input error) propagate."""
+        try:
+            self._apply_command(self._txn, entry)
+            return None
+        except lmdb.MapFullError:
+            return _FULL
+        except lmdb.BadValsizeError:
+            pass
+        except lmdb.Error:
+            raise
+        except Exception:
+            pass
+        log.exception("entry %d: applying the command failed; it is skipped (on every replica alike)", entry.index)
+        self._poisoned.add(entry.index)
+        self.skipped += 1
+        self.outcomes_staged.pop(_nonce_of(entry.data), None)
+        return _POISON
+
+    def _replay(self, grow: bool) -> None:
+        """Abort the open transaction and apply the batch again in a new one, without the poisoned entries,
+        doubling the map first if `grow` (the same entries on the same committed state give the same result).
+        Any exception leaves the transaction to the caller's `_abort`."""
+        while True:
+            txn, self._txn = self._txn, None
+            if txn is not None:
+                with contextlib.suppress(Exception):
+                    txn.abort()
+            self._reset_caches()
+            if grow:
+                self.t.grow()
+                grow = False
+            self._txn = self.t.env.begin(write=True)
+            for entry in self._batch:
+                if entry.index in self._poisoned:
+                    continue
+                status = self._try(entry)
+                if status is not None:
+                    grow = status == _FULL
+                    break
+            else:
+                return
+
     def flush(self) -> None:
         """Commit the open write transaction: every entry applied since the last flush, at once.
 
         Scheduled with `call_soon` by the first apply of a burst, so it runs before any reader or waiting
-        put continues (they resume later in the same loop); on failure the store refuses to apply further
-        (the node fences) and LMDB still holds a consistent prefix (`applied` is in the same transaction)."""
+        put continues (they resume later in the same loop). Outcomes are handed to waiters only once the
+        commit succeeded; on failure the store refuses to apply (the next `apply` raises, so the node fences)
+        and to propose (`failed`), and LMDB still holds a consistent prefix (`applied` is in the same
+        transaction)."""
         if self._txn is None:
             return
         try:
@@ -167,49 +240,45 @@ class Applier:
                     self._txn.commit()
                     break
                 except lmdb.MapFullError:
-                    self._regrow()
+                    self._replay(grow=True)
         except BaseException as exc:
             self.failed = exc
             log.exception("committing the broker tables failed; the store stops applying")
-            with contextlib.suppress(Exception):
-                self._txn.abort()
-            self._reset_caches()
+            self._abort()
             raise
         finally:
             self._txn = None
             self._batch = []
-
-    def _regrow(self) -> None:
-        """The LMDB map is full: abort, double the map, and apply the open batch again in a new transaction
-        (the same entries on the same committed state give the same result)."""
-        while True:
-            with contextlib.suppress(Exception):
-                self._txn.abort()
-            self._reset_caches()
-            self.t.grow()
-            self._txn = self.t.env.begin(write=True)
-            try:
-                for entry in self._batch:
-                    self._apply_command(self._txn, entry)
-                return
-            except lmdb.MapFullError:
-                continue
+            self._poisoned.clear()
+        self.outcomes.update(self.outcomes_staged)
+        self.outcomes_staged.clear()
 
     def _abort(self) -> None:
         txn, self._txn = self._txn, None
         if txn is not None:
-            txn.abort()
+            with contextlib.suppress(Exception):
+                txn.abort()
+        self._batch = []
+        self._poisoned.clear()
+        self.outcomes_staged.clear()
         self._reset_caches()
 
     def _apply_command(self, txn: Any, entry: Entry) -> None:
+        """Apply one command. Malformed input (truncated bytes, names or ids that cannot be keys, numbers out of
+        their fields' range) is decided from the entry's bytes alone and changes nothing (or, inside a PUT,
+        rejects just that message); computed times are clamped below `MAX_TIME`."""
+        data = entry.data
         try:
-            cmd = c.decode_command(entry.data) if entry.data[3] != c.Tag.PUT else c.put_head(entry.data)
+            if len(data) < 4:
+                raise c.CommandError(f"a {len(data)}-byte entry")
+            cmd = c.decode_command(data) if data[3] != c.Tag.PUT else c.put_head(data)
         except c.CommandError as exc:
             self.skipped += 1
             log.warning("entry %d: skipping a malformed adapter command: %s", entry.index, exc)
             return
-        if cmd.now > self.log_time:
-            self.log_time = cmd.now
+        now = min(cmd.now, MAX_TIME)
+        if now > self.log_time:
+            self.log_time = now
             if self._timer_min is None or self._timer_min <= self.log_time:
                 self._release_timers(txn)
         outcome: Any = None
@@ -221,13 +290,16 @@ class Applier:
                 log.warning("entry %d: skipping a malformed PUT: %s", entry.index, exc)
         elif isinstance(cmd, c.CreateTopic):
             kind = MessageType(cmd.message_type) if cmd.message_type in MessageType._value2member_map_ else None
-            if kind is not None and 1 <= cmd.queue_count <= 1024 and cmd.topic:
+            if kind is not None and 1 <= cmd.queue_count <= 1024 and valid_name(cmd.topic, MAX_TOPIC_BYTES):
                 outcome = self.ensure_topic(txn, cmd.topic, cmd.queue_count, kind)
         elif isinstance(cmd, c.CommitOffset):
-            if cmd.offset >= 0 and cmd.queue_id >= 0:
+            names_ok = valid_name(cmd.group, MAX_GROUP_BYTES) and valid_name(cmd.topic, MAX_TOPIC_BYTES)
+            if cmd.offset >= 0 and cmd.queue_id >= 0 and names_ok:
                 key = qkey(cmd.group, cmd.topic) + cmd.queue_id.to_bytes(4, "big")
                 txn.put(key, U64.pack(cmd.offset), db=self.db["offsets"])
                 outcome = True
+        elif isinstance(cmd, c.PopReceive | c.Ack | c.ChangeInvisible) and not valid_name(cmd.group, MAX_GROUP_BYTES):
+            log.warning("entry %d: skipping a command with an invalid group name", entry.index)
         elif isinstance(cmd, c.PopReceive):
             outcome = pop.receive(self, txn, cmd, entry.index)
         elif isinstance(cmd, c.Ack):
@@ -237,7 +309,7 @@ class Applier:
         elif isinstance(cmd, c.EndTransaction):
             outcome = self._end_transaction(txn, cmd)
         if cmd.nonce in self.wanted:
-            self.outcomes[cmd.nonce] = outcome
+            self.outcomes_staged[cmd.nonce] = outcome
 
     def _put(self, txn: Any, entry: Entry, report: bool) -> PutOutcome:
         """Enqueue a PUT's messages using the leader's table (`commands.PUT_META`); the keys alone are parsed.
@@ -254,7 +326,7 @@ class Applier:
         for size, ti, queue, th, gh, delivery, flags, id_off, id_len, key_count in metas:
             at = pos
             pos += size
-            if not 0 <= queue < counts[ti] or not id_len:
+            if not 0 <= queue < counts[ti] or not 0 < id_len <= MAX_ID_BYTES or id_off + id_len > size:
                 placed.append((queue, -1, False))
                 continue
             msg_id = data[at + id_off : at + id_off + id_len]
@@ -297,7 +369,7 @@ class Applier:
             return
         prefix = qkey(topic)
         for key in keys:
-            if key:
+            if key and len(key.encode()) <= MAX_MSG_KEY_BYTES:
                 txn.put(prefix + key.encode(), KEYLOC.pack(index, at, size), db=self.db["keys"])
 
     def _enqueue_pending(self, txn: Any, raw: bytes) -> int:
@@ -331,6 +403,8 @@ class Applier:
 
     def _end_transaction(self, txn: Any, cmd: c.EndTransaction) -> bool:
         key = cmd.msg_id.encode()
+        if not 0 < len(key) <= MAX_ID_BYTES:
+            return False
         raw = txn.get(key, db=self.db["half"])
         if raw is None:
             return False

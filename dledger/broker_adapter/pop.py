@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from dledger.broker_adapter import commands as c
 from dledger.broker_adapter.message import MessageType
-from dledger.broker_adapter.tables import CQ, U64, Inflight, qkey
+from dledger.broker_adapter.tables import CQ, MAX_TIME, MAX_TOPIC_BYTES, U64, Inflight, qkey, valid_name
 
 if TYPE_CHECKING:
     from dledger.broker_adapter.apply import Applier
@@ -57,7 +57,9 @@ def parse_handle(handle: str) -> tuple[str, int, int, int] | None:
         queue, offset, seq = int(parts[1]), int(parts[2]), int(parts[3])
     except ValueError:
         return None
-    if queue < 0 or offset < 0 or seq < 0 or queue >= 1 << 32:
+    if not 0 <= queue < 1 << 31 or not 0 <= offset < 1 << 63 or not 0 <= seq < 1 << 63:
+        return None
+    if not valid_name(parts[0], MAX_TOPIC_BYTES):
         return None
     return parts[0], queue, offset, seq
 
@@ -89,7 +91,7 @@ class _Receive:
     def __init__(self, a: Applier, txn: Any, cmd: c.PopReceive, seq: int) -> None:
         self.a, self.txn, self.cmd, self.seq = a, txn, cmd, seq
         self.now = a.log_time
-        self.until = self.now + max(cmd.invisible_ms, 0)
+        self.until = min(self.now + max(cmd.invisible_ms, 0), MAX_TIME)
         self.out: list[Delivery] = []
 
     @property
@@ -235,7 +237,7 @@ def change_invisible(a: Applier, txn: Any, cmd: c.ChangeInvisible, seq: int) -> 
     if found is None:
         return None
     qk, offset, rec = found
-    new = Inflight(a.log_time + max(cmd.invisible_ms, 0), rec.attempts, seq, *_tail(rec))
+    new = Inflight(min(a.log_time + max(cmd.invisible_ms, 0), MAX_TIME), rec.attempts, seq, *_tail(rec))
     _set_inflight(a, txn, qk, offset, rec, new)
     parsed = parse_handle(cmd.handle)
     assert parsed is not None

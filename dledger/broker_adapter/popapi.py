@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from dledger.broker_adapter.reader import Reader
     from dledger.broker_adapter.tables import Tables
 
-__all__ = ["PopMixin"]
+__all__ = ["MAX_INVISIBLE_MS", "PopMixin"]
+
+MAX_INVISIBLE_MS = 1 << 40  # about 35 years: the leader refuses more (apply clamps the computed time anyway)
 
 
 def _pop_status(exc: StoreError) -> PopStatus:
@@ -44,6 +46,8 @@ def _pop_status(exc: StoreError) -> PopStatus:
 
 
 def _ack_status(exc: StoreError) -> AckStatus:
+    if exc.status is PutStatus.MESSAGE_ILLEGAL:
+        return AckStatus.INVALID_HANDLE
     return AckStatus.NOT_LEADER if exc.status is PutStatus.NOT_LEADER else AckStatus.SERVICE_NOT_AVAILABLE
 
 
@@ -80,8 +84,10 @@ class PopMixin:
             self._check_master()
             check_name("group", group)
             check_name("topic", topic)
-            if max_count < 1 or invisible_ms < 0:
-                raise StoreError(PutStatus.MESSAGE_ILLEGAL, "max_count must be >= 1 and invisible_ms >= 0")
+            if max_count < 1 or not 0 <= invisible_ms <= MAX_INVISIBLE_MS:
+                raise StoreError(
+                    PutStatus.MESSAGE_ILLEGAL, f"max_count must be >= 1 and invisible_ms in 0..{MAX_INVISIBLE_MS}"
+                )
             cfg = self._rd().topic(topic)
             if cfg is None:
                 return PopResult(PopStatus.TOPIC_NOT_FOUND, reason=f"topic {topic!r} does not exist")
@@ -145,6 +151,8 @@ class PopMixin:
         """Make an in-flight message invisible for `invisible_ms` from now; returns its new receipt handle."""
         try:
             check_name("group", group)
+            if invisible_ms > MAX_INVISIBLE_MS:
+                raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"invisible_ms is over {MAX_INVISIBLE_MS}")
             out: tuple[str, int] | None = await self._command(
                 lambda n, now: c.ChangeInvisible(n, now, group, receipt_handle, max(invisible_ms, 0))
             )

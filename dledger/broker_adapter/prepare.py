@@ -16,6 +16,7 @@ from dledger.broker_adapter import commands as c
 from dledger.broker_adapter.message import Message, MessageFormatError, MessageType, StampEncoder, tag_hash
 from dledger.broker_adapter.options import StoreOptions
 from dledger.broker_adapter.results import PutStatus, StoreError, TopicConfig, check_name
+from dledger.broker_adapter.tables import MAX_ID_BYTES, MAX_MSG_KEY_BYTES, MAX_TIME
 
 __all__ = ["Preparer"]
 
@@ -62,6 +63,7 @@ class Preparer:
                     f"message {k}: queue {queue} does not exist (topic {msg.topic!r} has {cfg.queue_count})",
                 )
             msg_id = msg.msg_id or f"{prefix}{next(counter):020X}"
+            _check_limits(k, msg, msg_id)
             try:
                 blob, id_off, id_len, th, gh = encoder.encode(msg, queue, msg_id, msg.born_timestamp or now, now)
             except MessageFormatError as exc:
@@ -90,6 +92,16 @@ class Preparer:
         count = self.options.default_queue_count
         creates[msg.topic] = c.CreateTopic(0, now, msg.topic, count, kind)
         return TopicConfig(msg.topic, count, kind)
+
+
+def _check_limits(k: int, msg: Message, msg_id: str) -> None:
+    """The limits that apply enforces too (it would reject the message: say so before proposing)."""
+    if len(msg_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"message {k}: the message id is over {MAX_ID_BYTES} bytes")
+    if any(len(key.encode("utf-8", "surrogatepass")) > MAX_MSG_KEY_BYTES for key in msg.keys):
+        raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"message {k}: a key is over {MAX_MSG_KEY_BYTES} bytes")
+    if not 0 <= msg.delivery_timestamp < MAX_TIME:
+        raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"message {k}: the delivery time is out of range")
 
 
 def _inferred_type(msg: Message) -> MessageType:

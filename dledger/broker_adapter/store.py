@@ -41,7 +41,7 @@ from dledger.broker_adapter.results import (
     check_name,
 )
 from dledger.broker_adapter.retention import Retention, RetentionReport
-from dledger.broker_adapter.tables import Tables
+from dledger.broker_adapter.tables import MAX_ID_BYTES, Tables
 from dledger.server.config import NodeConfig, load_properties
 from dledger.server.server import DLedgerServer
 from dledger.server.services import BusyError, NodeNotLeaderError, NodeStoppedError, OutcomeUnknown
@@ -203,6 +203,9 @@ class MessageStore(PopMixin):
         return srv.config.peers.get(leader, "") if leader else ""
 
     def _check_master(self) -> None:
+        if self.applier.failed is not None:
+            why = f"the broker tables failed (the store refuses work): {self.applier.failed}"
+            raise StoreError(PutStatus.SERVICE_NOT_AVAILABLE, why)
         if self._master:
             return
         srv = self._srv()
@@ -233,7 +236,11 @@ class MessageStore(PopMixin):
     async def _command(self, make: Callable[[int, int], c.Command]) -> Any:
         self._check_master()
         nonce = next(self._nonces)
-        _, outcome = await self._propose([c.encode_command(make(nonce, self.options.clock()))], nonce)
+        try:
+            item = c.encode_command(make(nonce, self.options.clock()))
+        except c.CommandError as exc:
+            raise StoreError(PutStatus.MESSAGE_ILLEGAL, str(exc)) from None
+        _, outcome = await self._propose([item], nonce)
         return outcome
 
     # ---- topics and offsets ----
@@ -269,6 +276,8 @@ class MessageStore(PopMixin):
 
     async def end_transaction(self, msg_id: str, commit: bool) -> bool:
         """Commit (make visible) or roll back a prepared message; False if no such prepared message."""
+        if not 0 < len(msg_id.encode("utf-8", "surrogatepass")) <= MAX_ID_BYTES:
+            raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"a message id is 1..{MAX_ID_BYTES} bytes")
         found: bool = await self._command(lambda n, now: c.EndTransaction(n, now, msg_id, commit))
         return found
 

@@ -34,10 +34,33 @@ from typing import Any
 
 import lmdb
 
-__all__ = ["CQ", "INFLIGHT", "LAYOUT", "LOC", "PENDING", "Tables", "qkey"]
+__all__ = [
+    "CQ",
+    "INFLIGHT",
+    "LAYOUT",
+    "LOC",
+    "MAX_GROUP_BYTES",
+    "MAX_ID_BYTES",
+    "MAX_MSG_KEY_BYTES",
+    "MAX_TIME",
+    "MAX_TOPIC_BYTES",
+    "PENDING",
+    "Tables",
+    "qkey",
+    "valid_name",
+]
 
 LAYOUT = 1
 MAX_MAP = 1 << 44
+# Input limits enforced at apply (an entry breaking them is skipped, identically on every replica) and, stricter,
+# on the leader. They keep every LMDB key within its 511-byte limit and every time inside its i64 / u64 field:
+# group NUL topic NUL u32 queue u64 until u64 offset <= 127 + 1 + 255 + 1 + 4 + 16 bytes.
+MAX_KEY_BYTES = 511  # LMDB's key size limit (and keys may not be empty)
+MAX_ID_BYTES = MAX_KEY_BYTES  # message ids (keys of `ids` and `half`)
+MAX_GROUP_BYTES = 127  # consumer group names (RocketMQ's limit)
+MAX_TOPIC_BYTES = 255  # topic names: RocketMQ's 127 plus room for `%DLQ%<group>`
+MAX_MSG_KEY_BYTES = MAX_KEY_BYTES - MAX_TOPIC_BYTES - 1  # message keys (`keys` is keyed by topic NUL key)
+MAX_TIME = 1 << 62  # log_time and every time computed from it stay below this
 CQ = struct.Struct(">QIIIIq")  # log index, pos, size, tag hash, group hash, store ts
 LOC = struct.Struct(">QIIiqq")  # log index, pos, size, queue id, queue offset, store ts
 KEYLOC = struct.Struct(">QII")
@@ -47,6 +70,12 @@ U64 = struct.Struct(">Q")
 I64 = struct.Struct(">q")
 U32 = struct.Struct(">I")
 _DBS = ("meta", "topics", "cqmax", "cq", "ids", "offsets", "timers", "half", "popcur", "inflight", "popexp")
+
+
+def valid_name(name: str, limit: int) -> bool:
+    """A topic or group name that can be part of a key: 1..limit UTF-8 bytes, no NUL."""
+    raw = name.encode("utf-8", "surrogatepass")
+    return 0 < len(raw) <= limit and b"\0" not in raw
 
 
 def qkey(*names: str) -> bytes:
