@@ -10,7 +10,10 @@ client's deadline) and then answers HA_NOT_AVAILABLE, which the official clients
 Invariants: every RPC answers a `Status` before the client's deadline, never hangs; SendMessage says OK only
 for a message committed on a quorum (`PutStatus.PUT_OK`); a receipt handle is the store's
 (`topic:queue:offset:seq`), valid on any replica that becomes master. The group appears as one broker
-(`brokerName`, id 0) whose endpoints are all replicas' endpoints.
+(`brokerName`, id 0) whose endpoints are the client's own access point (as RocketMQ's proxy answers), or
+all replicas' endpoints when the client sent none: a client configured with every replica
+(`host:p0;host:p1;host:p2`) gets one channel that fails over between them; a client configured with one
+replica (the Node.js client takes a single address) stays on it, and that replica forwards its writes.
 """
 
 from __future__ import annotations
@@ -137,19 +140,22 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
             return s.QueryRouteResponse(status=denied)
         if not request.topic.name or not NAME.match(store_name(request.topic)):
             return s.QueryRouteResponse(status=_status(Code.ILLEGAL_TOPIC, f"illegal topic {request.topic.name!r}"))
-        queues = self._queues(request.topic)
+        queues = self._queues(request.topic, None, request.endpoints)
         if queues is None:
             return s.QueryRouteResponse(status=_status(Code.TOPIC_NOT_FOUND, f"topic {request.topic.name!r}"))
         return s.QueryRouteResponse(status=_status(Code.OK), message_queues=queues)
 
-    def _queues(self, topic: Any, queue_id: int | None = None) -> list[Any] | None:
+    def _queues(self, topic: Any, queue_id: int | None, access_point: Any) -> list[Any] | None:
+        """The topic's queues on the one broker; its endpoints are the client's access point (what it used
+        to reach us, like RocketMQ's proxy), or every replica's endpoint when the client sent none."""
         cfg = self.store.topic(store_name(topic))
         opts = self.store.options
         if cfg is None and not opts.auto_create_topic:
             return None
         count = cfg.queue_count if cfg else opts.default_queue_count
         types = [_TYPES[cfg.message_type]] if cfg else list(_TYPES.values())
-        broker = d.Broker(name=self.config.broker_name, id=0, endpoints=self.route_endpoints)
+        endpoints = access_point if access_point.addresses else self.route_endpoints
+        broker = d.Broker(name=self.config.broker_name, id=0, endpoints=endpoints)
         ids = range(count) if queue_id is None else [queue_id]
         return [
             d.MessageQueue(
@@ -163,7 +169,7 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
             return s.QueryAssignmentResponse(status=denied)
         if not request.group.name or not NAME.match(store_name(request.group)):
             return s.QueryAssignmentResponse(status=_status(Code.ILLEGAL_CONSUMER_GROUP, "illegal consumer group"))
-        queues = self._queues(request.topic, -1)  # the whole broker: pop takes from every queue
+        queues = self._queues(request.topic, -1, request.endpoints)  # the whole broker: pop takes from every queue
         if queues is None:
             return s.QueryAssignmentResponse(status=_status(Code.TOPIC_NOT_FOUND, f"topic {request.topic.name!r}"))
         assignments = [d.Assignment(message_queue=q) for q in queues]

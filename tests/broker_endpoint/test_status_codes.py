@@ -94,7 +94,12 @@ def test_type_conflicts_with_the_topic_are_refused(group: LocalBrokerGroup, stub
     route = stub.QueryRoute(s.QueryRouteRequest(topic=d.Resource(name="typed")), metadata=MD, timeout=5)
     assert route.status.code == C.OK and len(route.message_queues) == 8
     assert {tuple(q.accept_message_types) for q in route.message_queues} == {(d.MessageType.NORMAL,)}
-    assert len(route.message_queues[0].broker.endpoints.addresses) == 3  # every replica, one broker
+    assert len(route.message_queues[0].broker.endpoints.addresses) == 3  # no access point sent: every replica
+    asked = s.QueryRouteRequest(
+        topic=d.Resource(name="typed"), endpoints=d.Endpoints(scheme=1, addresses=[{"host": "127.0.0.1", "port": 1}])
+    )
+    echoed = stub.QueryRoute(asked, metadata=MD, timeout=5).message_queues[0].broker.endpoints
+    assert [(a.host, a.port) for a in echoed.addresses] == [("127.0.0.1", 1)]  # the client's access point
 
 
 def test_any_replica_serves_writes_followers_forward_to_the_leader(group: LocalBrokerGroup) -> None:
