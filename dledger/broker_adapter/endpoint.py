@@ -82,7 +82,7 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
         self.notifier = notifier
         self.link = LeaderLink(config.endpoints, config.self_id)
         self.telemetry = Telemetry(self)
-        self.route_endpoints = _endpoints(config.endpoints.values())
+        self.route_endpoints = _endpoints(config.endpoints.values(), config.address)
 
     # ---- plumbing ----
     def _denied(self, context: Any) -> Any | None:
@@ -437,7 +437,7 @@ def _now_ts() -> Any:
     return ts
 
 
-def _endpoints(addresses: Any) -> Any:
+def _endpoints(addresses: Any, own: str) -> Any:
     """One `Endpoints` with every replica (IPv4 / IPv6), so the client's channel fails over between them."""
     import ipaddress
 
@@ -456,7 +456,8 @@ def _endpoints(addresses: Any) -> Any:
         eps.scheme = d.AddressScheme.IPv4
     elif versions == {6}:
         eps.scheme = d.AddressScheme.IPv6
-    else:  # a DNS name: the clients take one address only
-        eps.scheme = d.AddressScheme.DOMAIN_NAME
-        del eps.addresses[1:]
+    else:  # a DNS name: the clients take one address only, so this replica's
+        host, _, port = own.rpartition(":")
+        eps = d.Endpoints(scheme=d.AddressScheme.DOMAIN_NAME)
+        eps.addresses.add(host=host.strip("[]"), port=int(port))
     return eps

@@ -16,7 +16,7 @@ Invariant: the map always has an entry for this replica, and addresses are `host
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from dledger.server.config import ConfigError, NodeConfig, parse_address, parse_peers
 
@@ -44,7 +44,6 @@ class EndpointConfig:
     default_invisible_ms: int = 60_000
     tx_timeout_ms: int = 6_000
     tx_check_interval_ms: int = 30_000
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.self_id not in self.endpoints:
