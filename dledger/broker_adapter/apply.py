@@ -44,8 +44,11 @@ from dledger.broker_adapter.tables import (
     MAX_TIME,
     MAX_TOPIC_BYTES,
     PENDING,
+    PIN_HALF,
+    PIN_TIMER,
     U64,
     Tables,
+    pin_key,
     qkey,
     valid_name,
 )
@@ -59,6 +62,11 @@ _FULL = "full"
 _POISON = "poison"
 
 log = logging.getLogger(__name__)
+
+
+def _pending_pin(kind: bytes, pending: bytes) -> bytes:
+    """The `pins` key of a `timers` / `half` row: its log index and the message's position in the entry."""
+    return pin_key(int.from_bytes(pending[:8], "big"), kind, pending[8:12])
 
 
 def _nonce_of(data: bytes) -> int:
@@ -334,10 +342,15 @@ class Applier:
                 offset = -1
                 pending = PENDING.pack(index, at, size, queue, th, gh) + qkey(topics[ti]) + msg_id
                 if flags:
+                    old = txn.get(msg_id, db=self.db["half"])
+                    if old is not None:  # a prepared message with the same id: replaced
+                        txn.delete(_pending_pin(PIN_HALF, old), db=self.db["pins"])
                     txn.put(msg_id, pending, db=self.db["half"])
+                    txn.put(_pending_pin(PIN_HALF, pending), b"", db=self.db["pins"])
                 else:
                     timer_key = u64(delivery) + u64(index) + at.to_bytes(4, "big")
                     txn.put(timer_key, pending, db=self.db["timers"])
+                    txn.put(_pending_pin(PIN_TIMER, pending), b"", db=self.db["pins"])
                     if self._timer_min is not None:
                         self._timer_min = min(self._timer_min, delivery)
             else:
@@ -399,6 +412,7 @@ class Applier:
                 due.append((key, raw))
         for key, raw in due:
             txn.delete(key, db=self.db["timers"])
+            txn.delete(_pending_pin(PIN_TIMER, raw), db=self.db["pins"])
             self._enqueue_pending(txn, raw)
 
     def _end_transaction(self, txn: Any, cmd: c.EndTransaction) -> bool:
@@ -409,6 +423,7 @@ class Applier:
         if raw is None:
             return False
         txn.delete(key, db=self.db["half"])
+        txn.delete(_pending_pin(PIN_HALF, raw), db=self.db["pins"])
         if cmd.commit:
             self._enqueue_pending(txn, raw)
         return True

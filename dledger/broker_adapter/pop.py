@@ -21,7 +21,17 @@ from typing import TYPE_CHECKING, Any
 
 from dledger.broker_adapter import commands as c
 from dledger.broker_adapter.message import MessageType
-from dledger.broker_adapter.tables import CQ, MAX_TIME, MAX_TOPIC_BYTES, U64, Inflight, qkey, valid_name
+from dledger.broker_adapter.tables import (
+    CQ,
+    MAX_TIME,
+    MAX_TOPIC_BYTES,
+    PIN_INFLIGHT,
+    U64,
+    Inflight,
+    pin_key,
+    qkey,
+    valid_name,
+)
 
 if TYPE_CHECKING:
     from dledger.broker_adapter.apply import Applier
@@ -72,13 +82,17 @@ def _set_inflight(a: Applier, txn: Any, qk: bytes, offset: int, old: Inflight | 
     db = a.db
     if old is not None:
         txn.delete(qk + U64.pack(old.until) + U64.pack(offset), db=db["popexp"])
+        if old.index != new.index:
+            txn.delete(pin_key(old.index, PIN_INFLIGHT, qk + U64.pack(offset)), db=db["pins"])
     txn.put(qk + U64.pack(offset), new.pack(), db=db["inflight"])
+    txn.put(pin_key(new.index, PIN_INFLIGHT, qk + U64.pack(offset)), b"", db=db["pins"])
     txn.put(qk + U64.pack(new.until) + U64.pack(offset), b"", db=db["popexp"])
 
 
 def _drop_inflight(a: Applier, txn: Any, qk: bytes, offset: int, rec: Inflight) -> None:
     txn.delete(qk + U64.pack(offset), db=a.db["inflight"])
     txn.delete(qk + U64.pack(rec.until) + U64.pack(offset), db=a.db["popexp"])
+    txn.delete(pin_key(rec.index, PIN_INFLIGHT, qk + U64.pack(offset)), db=a.db["pins"])
 
 
 def _to_dlq(a: Applier, txn: Any, group: str, rec: Inflight) -> None:

@@ -4,7 +4,14 @@ Invariants: a segment is dropped only if (1) it is not the last one, (2) every e
 store AND by every replica of the group (their `applied_index`, asked over the client service; if any replica
 does not answer, nothing is dropped: without snapshots a lagging replica could never catch up), and
 (3) it is older than the reserved time, or the disk is over `disk_max_used_ratio` (then the oldest eligible
-segment goes even if young). Segments are dropped oldest first, never leaving a hole. The decision is local
+segment goes even if young), and (4) no entry in it is pinned: a delayed message not yet released
+(`timers`), a prepared transactional message not yet committed or rolled back (`half`), or a popped message
+not yet acknowledged (`inflight`) keeps its log entry, and so every later one, whatever its age or the disk
+ratio (the tables' `pins` index gives the oldest such entry; a pinned entry that blocks retention is named in
+the report's reason). Dead-letter records are NOT pins: like any consume queue record they live as long as the
+original message's entry (RocketMQ rewrites dead letters, so there they live a retention period longer).
+The tables are synced to disk before the safe point is read, so nothing is compacted that an OS crash could
+make the tables need again. Segments are dropped oldest first, never leaving a hole. The decision is local
 to each replica (each drops its own files); it never changes replicated state.
 """
 
@@ -41,7 +48,7 @@ class SegmentInfo(Protocol):
 class RetentionReport:
     first_index: int  # the log's first index after the pass
     dropped_before: int  # the index compaction was asked for (0: nothing dropped)
-    safe_index: int  # every replica has applied up to here
+    safe_index: int  # every replica has applied up to here, and no entry up to here is pinned
     disk_ratio: float
     reason: str
 
@@ -88,14 +95,18 @@ class Retention:
         ratio = opts.disk_usage(self.store.store_dir)
         hours = opts.file_reserved_hours or self.server.config.file_reserved_hours
         replicas, why = await self.replicas_applied()
+        self.store.tables.sync()  # (no await from here to the safe point: what it counts is on disk)
         safe = min(self.store.last_applied(), replicas)
+        pinned = self.store.tables.first_pinned()
+        if pinned is not None and pinned <= safe:
+            safe = pinned - 1
+            why = why or f"entry {pinned} is pinned by a pending, prepared or in-flight message"
         segments = self.server.segments()
         first = segments[0].first_index if segments else 1
         before = compactable_before(segments, safe, time.time() - hours * 3600, ratio > opts.disk_max_used_ratio)
         if before <= first:
             return RetentionReport(first, 0, safe, ratio, why or "nothing to drop")
         first = await self.server.compact(before)
-        self.store.tables.sync()
         return RetentionReport(first, before, safe, ratio, "dropped")
 
     async def close(self) -> None:

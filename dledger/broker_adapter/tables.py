@@ -22,6 +22,11 @@ big-endian, so LMDB's byte order is numeric order.
 | popcur | group NUL topic NUL u32 queue | u64 next offset never popped by the group |
 | inflight | group NUL topic NUL u32 queue u64 offset | `INFLIGHT` record |
 | popexp | group NUL topic NUL u32 queue u64 invisible-until u64 offset | empty (expiry order) |
+| pins | u64 log index, kind (`t` timer / `h` half / `i` in flight), reference | empty |
+
+`pins` has one record per row of `timers`, `half` and `inflight` (kept with them in the same transaction),
+keyed by the log index that row points into: its first key is the oldest log entry still needed by a message
+that is not in a consume queue yet or not yet acknowledged; retention never compacts it (see `retention.py`).
 """
 
 from __future__ import annotations
@@ -46,11 +51,12 @@ __all__ = [
     "MAX_TOPIC_BYTES",
     "PENDING",
     "Tables",
+    "pin_key",
     "qkey",
     "valid_name",
 ]
 
-LAYOUT = 1
+LAYOUT = 2  # 2: `pins`
 MAX_MAP = 1 << 44
 # Input limits enforced at apply (an entry breaking them is skipped, identically on every replica) and, stricter,
 # on the leader. They keep every LMDB key within its 511-byte limit and every time inside its i64 / u64 field:
@@ -69,7 +75,15 @@ INFLIGHT = struct.Struct(">qIqQIIIIq")  # until, attempts, handle seq, index, po
 U64 = struct.Struct(">Q")
 I64 = struct.Struct(">q")
 U32 = struct.Struct(">I")
-_DBS = ("meta", "topics", "cqmax", "cq", "ids", "offsets", "timers", "half", "popcur", "inflight", "popexp")
+_DBS = ("meta", "topics", "cqmax", "cq", "ids", "offsets", "timers", "half", "popcur", "inflight", "popexp", "pins")
+PIN_TIMER = b"t"
+PIN_HALF = b"h"
+PIN_INFLIGHT = b"i"
+
+
+def pin_key(index: int, kind: bytes, ref: bytes) -> bytes:
+    """The `pins` key of a row of `timers` / `half` / `inflight` that points into log entry `index`."""
+    return U64.pack(index) + kind + ref
 
 
 def valid_name(name: str, limit: int) -> bool:
@@ -155,6 +169,12 @@ class Tables:
         with self.env.begin() as txn:
             raw = txn.get(b"applied", db=self.db["meta"])
         return U64.unpack(raw)[0] if raw else 0
+
+    def first_pinned(self) -> int | None:
+        """The oldest log index a pending, prepared or in-flight message points into (None: none)."""
+        with self.env.begin() as txn:
+            cursor = txn.cursor(db=self.db["pins"])
+            return U64.unpack_from(cursor.key())[0] if cursor.first() else None
 
     def sync(self) -> None:
         self.env.sync(True)

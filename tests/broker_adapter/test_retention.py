@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from dledger.broker_adapter import GetStatus, Message, StoreOptions
-from tests.broker_adapter.group_util import BrokerGroup, run_group
+from dledger.broker_adapter import GetStatus, Message, PopStatus, StoreOptions
+from tests.broker_adapter.group_util import BrokerGroup, FakeClock, run_group
 
 
 def test_old_segments_are_compacted_once_every_replica_has_them(tmp_path: pathlib.Path) -> None:
@@ -84,4 +84,42 @@ def test_tables_lost_after_compaction_are_refused_not_half_rebuilt(tmp_path: pat
             await group.start(follower)
 
     opts = StoreOptions(retention_interval_s=0, file_reserved_hours=1e-9, default_queue_count=1)
+    run_group(tmp_path, body, opts, segment_bytes=4096)
+
+
+def test_pending_prepared_and_in_flight_messages_pin_their_log_entries(tmp_path: pathlib.Path) -> None:
+    """Review finding 2: retention dropped the entries of a delayed message not yet released, a prepared
+    message not yet committed and a popped message not yet acknowledged; now they (and everything after
+    them) stay until released, ended or acknowledged."""
+    clock = FakeClock()
+
+    async def body(group: BrokerGroup) -> None:
+        master = await group.wait_for_master()
+        await master.create_topic("T", 1)
+        await master.create_topic("P", 1)
+        assert (await master.put_message(Message("P", b"POPPED"))).ok
+        popped = await master.pop_messages("G", "P", invisible_ms=3_600_000)
+        assert popped.status is PopStatus.FOUND
+        delayed = await master.put_message(Message("T", b"DELAYED", delivery_timestamp=clock.now + 3_600_000))
+        prepared = await master.put_message(Message("T", b"PREPARED", transaction=True))
+        for k in range(40):
+            assert (await master.put_message(Message("T", bytes([65 + k % 26]) * 400))).ok
+        await group.wait_applied(master.last_applied())
+        pinned = (await master.run_retention()).first_index
+        first_put = popped.messages[0].stored.log_index
+        assert pinned <= first_put  # the popped message's entry (the oldest pin) is kept
+        assert await master.ack_message("G", popped.messages[0].receipt_handle)
+        assert (await master.run_retention()).first_index <= delayed.log_index
+        assert await master.end_transaction(prepared.msg_id, True)
+        clock.advance(3_600_000)
+        await group.wait_for(lambda: master.max_offset("T", 0) == 42, what="the delayed message released")
+        for msg_id, body in ((delayed.msg_id, b"DELAYED"), (prepared.msg_id, b"PREPARED")):
+            found = await master.query_by_id(msg_id)
+            assert found is not None and found.message.body == body
+        await group.wait_applied(master.last_applied())
+        assert master.tables.first_pinned() is None
+        released = await master.run_retention()
+        assert released.first_index > prepared.log_index  # nothing pins the old entries any more
+
+    opts = StoreOptions(clock=clock, retention_interval_s=0, timer_interval_s=0.005, file_reserved_hours=1e-9)
     run_group(tmp_path, body, opts, segment_bytes=4096)
