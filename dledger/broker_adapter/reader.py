@@ -43,6 +43,7 @@ class Reader:
         self._read_entry = read_entry
         self._first_index = first_index
         self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._low: dict[bytes, tuple[int, int]] = {}  # queue -> (first index, min offset): see `_min`
 
     async def entry_data(self, index: int) -> bytes | None:
         data = self._cache.get(index)
@@ -107,11 +108,31 @@ class Reader:
 
     def _min(self, txn: Any, topic: str, queue: int, hi: int) -> int:
         """The first offset whose body is still in the log (consume queues are never trimmed themselves).
-        Exact while log indexes grow with offsets (not for released delayed messages or dead letters)."""
+
+        Log indexes do NOT grow with offsets (a released delayed message, a committed transactional message or
+        a dead letter is enqueued after later entries), so this scans the records forward from a low-water
+        mark: every offset below the mark points before an earlier first index, hence before this one too
+        (the first index only grows). The mark lives in memory per queue, so each record is scanned at most
+        once per process; records above the result may still be removed (reads skip them)."""
         first = self._first_index()
         if first <= 1:
             return 0
-        return self._search(txn, topic, queue, 0, hi, 0, first)
+        prefix = _cqk(topic, queue)
+        seen_first, low = self._low.get(prefix, (0, 0))
+        if seen_first == first:
+            return min(low, hi)
+        cursor = txn.cursor(db=self.db["cq"])
+        offset = hi
+        if cursor.set_range(prefix + U64.pack(low)):
+            for key, raw in cursor:
+                if not key.startswith(prefix):
+                    break
+                if U64.unpack_from(raw)[0] >= first:  # CQ starts with the log index
+                    offset = U64.unpack_from(key, len(prefix))[0]
+                    break
+        offset = min(offset, hi)
+        self._low[prefix] = (first, offset)
+        return offset
 
     def min_offset(self, topic: str, queue: int) -> int:
         with self.t.env.begin() as txn:

@@ -123,3 +123,35 @@ def test_pending_prepared_and_in_flight_messages_pin_their_log_entries(tmp_path:
 
     opts = StoreOptions(clock=clock, retention_interval_s=0, timer_interval_s=0.005, file_reserved_hours=1e-9)
     run_group(tmp_path, body, opts, segment_bytes=4096)
+
+
+def test_min_offset_after_compaction_keeps_a_live_message_before_a_released_delayed_one(tmp_path: pathlib.Path) -> None:
+    """Review finding 3: a released delayed message gets a queue offset after messages of later log entries;
+    once its entry is compacted, min_offset must still start at the older offsets whose bodies are live."""
+    clock = FakeClock()
+
+    async def body(group: BrokerGroup) -> None:
+        master = await group.wait_for_master()
+        await master.create_topic("T", 2)
+        delayed = await master.put_message(Message("T", b"D", queue_id=0, delivery_timestamp=clock.now + 1000))
+        for k in range(40):  # filler on queue 1 rolls segments
+            assert (await master.put_message(Message("T", bytes([65 + k % 26]) * 400, queue_id=1))).ok
+        live = await master.put_message(Message("T", b"A-live", queue_id=0))
+        clock.advance(1000)
+        await group.wait_for(lambda: master.max_offset("T", 0) == 2, what="the delayed message released")
+        later = await master.put_message(Message("T", b"B-live", queue_id=0))
+        assert (live.queue_offset, later.queue_offset) == (0, 2)
+        await group.wait_applied(master.last_applied())
+        report = await master.run_retention()
+        assert delayed.log_index < report.first_index <= live.log_index  # D's body is gone, A's is not
+        assert master.min_offset("T", 0) == 0
+        got = await master.get_messages("G", "T", 0, 0, max_count=10)
+        assert got.status is GetStatus.FOUND
+        assert [m.message.body for m in got.messages] == [b"A-live", b"B-live"]
+        low = master.min_offset("T", 1)  # the filler's compacted head is still reported
+        assert low > 0 and (await master.get_messages("G", "T", 1, low - 1)).status is GetStatus.OFFSET_TOO_SMALL
+        head = await master.get_messages("G", "T", 1, low, max_count=1)
+        assert head.status is GetStatus.FOUND and head.messages[0].log_index >= report.first_index
+
+    opts = StoreOptions(clock=clock, retention_interval_s=0, timer_interval_s=0.005, file_reserved_hours=1e-9)
+    run_group(tmp_path, body, opts, segment_bytes=4096)
