@@ -157,6 +157,7 @@ def run_request(
             if reply is RpcOutcome.REFUSED:
                 raise InvalidRequestError(f"{method} to {node_id} was refused by gRPC (too large or not allowed)")
             if reply is RpcOutcome.FAILED_AFTER_SEND and write:
+                route.failed(node_id)  # the next request tries elsewhere (this node may be paused or cut off)
                 raise OutcomeUnknownError(f"{method} to {node_id}: no reply after sending; the outcome is unknown")
             last_problem = f"{node_id} {reply.value}"
             route.failed(node_id)
@@ -177,6 +178,7 @@ def run_request(
             elif status in (pb.STATUS_INVALID, pb.STATUS_WRONG_GROUP):
                 raise InvalidRequestError(f"{method} refused by {node_id}: {reply.message}")
             elif status in (pb.STATUS_UNAVAILABLE, pb.STATUS_STORAGE_ERROR) and write:
+                route.failed(node_id)
                 raise OutcomeUnknownError(f"{method} on {node_id}: {reply.message}; the outcome is unknown")
             else:  # BUSY, or a read that met UNAVAILABLE / STORAGE_ERROR: definitely nothing done, retry
                 last_problem = f"{node_id}: {pb.Status.Name(status)} {reply.message}"

@@ -29,6 +29,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from dledger._proto import dledger_pb2 as pb
 from dledger.commitlog import HardStateStore, SegmentedLog
@@ -309,13 +310,21 @@ class RaftNode:
                         # let the callbacks that are ready too (more requests, peer batches) run first, so
                         # that one Ready carries them all
                         await asyncio.sleep(0)
-                self._feed(core)  # messages first, so a stalled loop does not look like silent peers
+                # After a stall (a pause, GC, a slow disk) a leader sees every elapsed tick before it takes
+                # any input: otherwise it would serve lease reads from a lease that ran out while it stood
+                # still. Other roles take their input first and catch up at most a heartbeat's worth: a
+                # slow follower clock only delays its elections and extends its refusal to vote, which
+                # is the safe side for a leader's lease, and it spares a loaded machine needless elections.
                 now = loop.time()
-                if now >= next_tick:
-                    behind = min(int((now - next_tick) / interval) + 1, core.config.heartbeat_tick)
-                    for _ in range(behind):
+                elapsed = int((now - next_tick) / interval) + 1 if now >= next_tick else 0
+                next_tick += elapsed * interval
+                if elapsed and core.role is Role.LEADER:
+                    for _ in range(elapsed):
                         core.tick()
-                    next_tick = max(next_tick + behind * interval, now)
+                    elapsed = 0
+                self._feed(core)
+                for _ in range(min(elapsed, core.config.heartbeat_tick)):
+                    core.tick()
                 while core.has_ready() and not self._stopping:
                     await self._handle_ready(core, core.ready())
         except Exception as exc:  # storage or an invariant: fence, never go on half-broken
@@ -337,9 +346,9 @@ class RaftNode:
             try:
                 p = core.propose_batch(items)
             except NotLeaderError as exc:
-                future.set_exception(NodeNotLeaderError(self._hint(exc.leader_id)))
+                _fail(future, NodeNotLeaderError(self._hint(exc.leader_id)))
             except ProposalDroppedError as exc:
-                future.set_exception(BusyError(str(exc)))
+                _fail(future, BusyError(str(exc)))
             else:
                 self._waiters.append(_Waiter(p.first_index, p.last_index, p.term, future))
         requests, self._read_requests = self._read_requests, []
@@ -349,7 +358,7 @@ class RaftNode:
             try:
                 core.read_index(context)
             except NotLeaderError as exc:
-                read.set_exception(NodeNotLeaderError(self._hint(exc.leader_id)))
+                _fail(read, NodeNotLeaderError(self._hint(exc.leader_id)))
             else:
                 self._reads[context] = read
 
@@ -362,7 +371,7 @@ class RaftNode:
             p = core.propose_batch(merged)
         except NotLeaderError as exc:
             for _, future in proposals:
-                future.set_exception(NodeNotLeaderError(self._hint(exc.leader_id)))
+                _fail(future, NodeNotLeaderError(self._hint(exc.leader_id)))
             return True
         except ProposalDroppedError:
             return False
@@ -397,8 +406,7 @@ class RaftNode:
             still = []
             for index, future in self._reads_ready:
                 if index <= applied:
-                    if not future.done():
-                        future.set_result(index)
+                    _succeed(future, index)
                 else:
                     still.append((index, future))
             self._reads_ready = still
@@ -470,7 +478,7 @@ class RaftNode:
             return
         for entry in entries:
             while waiters and waiters[0].last < entry.index:  # cannot happen: indexes are contiguous
-                waiters.popleft().future.set_exception(OutcomeUnknown("lost track of the proposal"))
+                _fail(waiters.popleft().future, OutcomeUnknown("lost track of the proposal"))
             if not waiters:
                 break
             w = waiters[0]
@@ -478,14 +486,12 @@ class RaftNode:
                 w.first_ok = entry.term == w.term
             if entry.index == w.last:
                 waiters.popleft()
-                if w.future.done():
-                    continue
                 if entry.term == w.term:
-                    w.future.set_result((w.first, w.term))
+                    _succeed(w.future, (w.first, w.term))
                 elif w.first_ok:
-                    w.future.set_exception(OutcomeUnknown("only part of the batch was committed"))
+                    _fail(w.future, OutcomeUnknown("only part of the batch was committed"))
                 else:
-                    w.future.set_exception(NodeNotLeaderError(self.leader_hint(), "overwritten by a new leader"))
+                    _fail(w.future, NodeNotLeaderError(self.leader_hint(), "overwritten by a new leader"))
 
     def _on_soft_state(self, core: RaftCore) -> None:
         self.stats.role_changes += 1
@@ -493,8 +499,7 @@ class RaftNode:
         log.info("node %s is %s in term %d (leader %s)", self.config.self_id, role, term, leader)
         if core.role is not Role.LEADER:
             for future in self._reads.values():
-                if not future.done():
-                    future.set_exception(NodeNotLeaderError(self._hint(leader), "leadership lost"))
+                _fail(future, NodeNotLeaderError(self._hint(leader), "leadership lost"))
             self._reads.clear()
         for callback in self._role_callbacks:
             try:
@@ -510,21 +515,29 @@ class RaftNode:
 
     def _fail_all(self, refused: Exception, unknown: Exception) -> None:
         for _, future in self._proposals:
-            if not future.done():
-                future.set_exception(refused)
+            _fail(future, refused)
         self._proposals.clear()
         for read in [*self._read_requests, *self._reads.values(), *(f for _, f in self._reads_ready)]:
-            if not read.done():
-                read.set_exception(refused)
+            _fail(read, refused)
         self._read_requests.clear()
         self._reads.clear()
         self._reads_ready.clear()
         while self._waiters:
             future = self._waiters.popleft().future
-            if not future.done():
-                future.set_exception(unknown)
+            _fail(future, unknown)
 
 
 def _wake_up(sleeper: asyncio.Future[None]) -> None:
     if not sleeper.done():
         sleeper.set_result(None)
+
+
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    """Settle with an error unless the caller already gave up (a cancelled RPC cancels its future)."""
+    if not future.done():
+        future.set_exception(exc)
+
+
+def _succeed(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)

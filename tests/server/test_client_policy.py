@@ -159,3 +159,20 @@ def test_rpc_timeout_never_exceeds_the_remaining_deadline() -> None:
 def test_route_needs_peers() -> None:
     with pytest.raises(ValueError, match="at least one peer"):
         Route({})
+
+
+def test_after_an_unknown_outcome_the_next_request_tries_another_node() -> None:
+    """A paused node accepts the connection but never answers: the client must not stick to it."""
+    route = Route(PEERS)
+    with pytest.raises(OutcomeUnknownError):
+        drive(route, lambda c: RpcOutcome.FAILED_AFTER_SEND if c.node_id == "n0" else ok())
+    reply, calls = drive(route, lambda c: RpcOutcome.FAILED_AFTER_SEND if c.node_id == "n0" else ok(4))
+    assert reply.first_index == 4 and calls[0].node_id != "n0"
+
+
+def test_a_leader_that_answers_unavailable_is_not_asked_first_again() -> None:
+    route = Route(PEERS)
+    route.leader = "n1"
+    with pytest.raises(OutcomeUnknownError):
+        drive(route, lambda c: pb.AppendResponse(status=pb.STATUS_UNAVAILABLE, message="lost leadership"))
+    assert route.leader is None
