@@ -152,8 +152,12 @@ class RaftNode:
         if self.core is None:
             raise RuntimeError("open_storage() first")
         self._wake = asyncio.Event()
+        tls = self.config.tls
         self.transport = PeerTransport(
-            self.config.self_id, self.config.peers, max_message_bytes=self.config.max_message_bytes
+            self.config.self_id,
+            self.config.peers,
+            max_message_bytes=self.config.max_message_bytes,
+            credentials=tls.channel_credentials() if tls is not None else None,
         )
         self.transport.start()
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"raft-{self.config.self_id}")

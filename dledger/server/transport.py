@@ -109,14 +109,25 @@ class PeerServicer(pb_grpc.RaftPeerServicer):  # type: ignore[misc]  # generated
 class _PeerLink:
     """The outgoing side towards one peer: a bounded outbox and the task that streams it."""
 
-    def __init__(self, address: str, options: list[tuple[str, Any]], max_pending: int, stats: Counter[str]) -> None:
+    def __init__(
+        self,
+        address: str,
+        options: list[tuple[str, Any]],
+        max_pending: int,
+        stats: Counter[str],
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self.address = address
         self.outbox: deque[pb.PeerMessage] = deque()
         self.max_pending = max_pending
         self.wakeup = asyncio.Event()
         self.connected = False
         self.stats = stats
-        self._channel = grpc.aio.insecure_channel(address, options=options)
+        self._channel = (
+            grpc.aio.insecure_channel(address, options=options)
+            if credentials is None
+            else grpc.aio.secure_channel(address, credentials, options=options)
+        )
         self._stub = pb_grpc.RaftPeerStub(self._channel)
         self._task: asyncio.Task[None] | None = None
 
@@ -180,13 +191,20 @@ class PeerTransport:
     """The outgoing half: `send(to_id, messages)` queues; one `_PeerLink` per peer streams the queue."""
 
     def __init__(
-        self, self_id: str, peers: Mapping[str, str], *, max_message_bytes: int, max_pending: int = 8192
+        self,
+        self_id: str,
+        peers: Mapping[str, str],
+        *,
+        max_message_bytes: int,
+        max_pending: int = 8192,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
+        """`credentials`: TLS for every link (with a client certificate for mutual TLS); None: plaintext."""
         self.self_id = self_id
         self.stats: Counter[str] = Counter()
         options = channel_options(max_message_bytes)
         self._links = {
-            node_id: _PeerLink(address, options, max_pending, self.stats)
+            node_id: _PeerLink(address, options, max_pending, self.stats, credentials)
             for node_id, address in peers.items()
             if node_id != self_id
         }

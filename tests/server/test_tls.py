@@ -62,3 +62,40 @@ def test_tls_settings_are_validated(tmp_path: pathlib.Path) -> None:
         bad.tls.server_credentials()
     with pytest.raises(ConfigError, match="not a PEM"):
         TlsConfig(ca=tmp_path / "junk.pem").channel_credentials()
+
+
+def test_a_group_replicates_over_mutual_tls_and_refuses_a_foreign_node(tmp_path: pathlib.Path) -> None:
+    ca = Authority.create(tmp_path, "ca")
+    rogue_ca = Authority.create(tmp_path, "rogue")
+    peers = peers_for(["n0", "n1", "n2"])
+
+    def config(node_id: str, authority: Authority, trust: pathlib.Path) -> NodeConfig:
+        issued = authority.issue(tmp_path, f"{node_id}-{authority.name}")
+        return NodeConfig(self_id=node_id, peers=peers, store_dir=tmp_path / f"{node_id}-{authority.name}",
+                          tls_ca=trust, tls_cert=issued.cert, tls_key=issued.key)  # fmt: skip
+
+    async def main() -> None:
+        # n2 has a certificate from another CA: the others must refuse its connections (and it theirs)
+        servers = [DLedgerServer(config("n0", ca, ca.cert)), DLedgerServer(config("n1", ca, ca.cert)),
+                   DLedgerServer(config("n2", rogue_ca, rogue_ca.cert))]  # fmt: skip
+        for s in servers:
+            await s.start()
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while not any(s.is_leader for s in servers[:2]):
+                assert loop.time() < deadline, "n0 and n1 elected no leader over TLS"
+                await asyncio.sleep(0.02)
+            leader = next(s for s in servers[:2] if s.is_leader)
+            index, _ = await leader.append([b"over tls"])
+            follower = next(s for s in servers[:2] if s is not leader)
+            while follower.applied_index < index:
+                assert loop.time() < deadline, "the follower did not apply over TLS"
+                await asyncio.sleep(0.02)
+            assert servers[2].applied_index < index  # the foreign node never got the entry
+            assert servers[2].node.node_status().role != "leader"
+        finally:
+            for s in servers:
+                await s.stop(grace=0)
+
+    asyncio.run(main())
