@@ -2,7 +2,8 @@
 
 Rules (every replica must derive identical tables from the same log):
 - nothing here reads a clock, randomness or local configuration: time is `log_time`, the running maximum
-  of the `now` stamped into commands by the leader (so it never goes backwards, even across leaders);
+  of the `now` stamped into commands by the leader (so it never goes backwards, even across leaders), moved
+  at most `MAX_TIME_STEP` per command and kept below `MAX_TIME` (a wrong stamp cannot hold time hostage);
 - one LMDB write transaction per applied batch (the entries the node applies in one go: the transaction is
   committed by a `call_soon` callback, before any other task runs), which also stores `meta[applied]`; if
   anything fails the transaction aborts, the in-memory caches are dropped and the error propagates (the
@@ -58,6 +59,7 @@ __all__ = ["Applier", "PutOutcome", "dlq_topic"]
 
 struct_ii = struct.Struct(">Ii")
 NO_TIMERS = MAX_TIME
+MAX_TIME_STEP = 7 * 24 * 3_600_000  # log_time moves at most this far per command (a master's clock jump)
 _FULL = "full"
 _POISON = "poison"
 
@@ -285,6 +287,8 @@ class Applier:
             log.warning("entry %d: skipping a malformed adapter command: %s", entry.index, exc)
             return
         now = min(cmd.now, MAX_TIME)
+        if self.log_time:  # (the first command sets it)
+            now = min(now, self.log_time + MAX_TIME_STEP)
         if now > self.log_time:
             self.log_time = now
             if self._timer_min is None or self._timer_min <= self.log_time:

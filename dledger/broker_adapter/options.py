@@ -45,6 +45,8 @@ class StoreOptions:
     put_timeout_s: float = 5.0  # then FLUSH_OR_REPLICA_TIMEOUT (outcome unknown)
     map_size: int = 1 << 36  # LMDB map size: address space, not disk (doubled when full)
     clock: Callable[[], int] = wall_clock_ms  # leader-side stamping only; tests inject a fake
+    max_clock_ahead_ms: int = 3_600_000  # a master clock further ahead than its own elapsed time is a jump
+    clock_jump_accept_s: float = 600.0  # ... unless it stays ahead this long (then it was a correction)
     disk_usage: Callable[[Path], float] = disk_used_ratio
 
     def __post_init__(self) -> None:

@@ -64,6 +64,8 @@ class PopMixin:
 
         def _check_master(self) -> None: ...
 
+        def stamp_time(self) -> int: ...
+
     _pop_rr = 0
 
     async def pop_messages(
@@ -116,7 +118,7 @@ class PopMixin:
 
     def _may_deliver(self, group: str, topic: str, queue_id: int, queue_count: int) -> bool:
         """A cheap check on applied state: does any queue have new messages or expired in-flight ones?"""
-        now = self.options.clock()
+        now = self.stamp_time()
         db = self.tables.db
         queues = [queue_id] if queue_id >= 0 else range(queue_count)
         with self.tables.env.begin() as txn:

@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,8 @@ class MessageStore(PopMixin):
         self._nonces = itertools.count(int.from_bytes(os.urandom(6), "big") << 8)
         self._tasks: list[asyncio.Task[None]] = []
         self.retention: Retention | None = None
+        self._clock_anchor: tuple[int, float] | None = None  # (last stamp taken from the clock, monotonic s)
+        self._ahead_since: float | None = None  # monotonic s since the clock has been implausibly ahead
 
     # ---- wiring ----
     @classmethod
@@ -233,11 +236,32 @@ class MessageStore(PopMixin):
             self.applier.wanted.discard(nonce)
             self.applier.outcomes.pop(nonce, None)
 
+    def stamp_time(self) -> int:
+        """The epoch ms to stamp into a command: the clock, unless it jumped forward implausibly (more than
+        `max_clock_ahead_ms` beyond the last stamp plus the monotonic time since): then the last stamp plus
+        that elapsed time (a warning is logged), until the clock has stayed ahead for `clock_jump_accept_s`
+        (a correction, accepted). Replicas keep `log_time` as a running maximum of the stamps, so one wrong
+        stamp would otherwise hold redelivery and delayed messages back for as long as the jump."""
+        wall, mono = self.options.clock(), time.monotonic()
+        anchor = self._clock_anchor
+        expected = anchor[0] + int((mono - anchor[1]) * 1000) if anchor is not None else wall
+        if wall <= expected + self.options.max_clock_ahead_ms:
+            self._clock_anchor, self._ahead_since = (wall, mono), None
+            return wall
+        if self._ahead_since is None:
+            self._ahead_since = mono
+            log.warning("the clock jumped %d ms ahead; stamping %d instead until it settles", wall - expected, expected)
+        elif mono - self._ahead_since >= self.options.clock_jump_accept_s:
+            log.warning("the clock has stayed %d ms ahead: accepting it", wall - expected)
+            self._clock_anchor, self._ahead_since = (wall, mono), None
+            return wall
+        return max(expected, self.applier.log_time)
+
     async def _command(self, make: Callable[[int, int], c.Command]) -> Any:
         self._check_master()
         nonce = next(self._nonces)
         try:
-            item = c.encode_command(make(nonce, self.options.clock()))
+            item = c.encode_command(make(nonce, self.stamp_time()))
         except c.CommandError as exc:
             raise StoreError(PutStatus.MESSAGE_ILLEGAL, str(exc)) from None
         _, outcome = await self._propose([item], nonce)
@@ -295,7 +319,7 @@ class MessageStore(PopMixin):
                     PutStatus.DISK_FULL,
                     f"disk {ratio:.0%} used, over the hard limit {self.options.disk_hard_ratio:.0%}: writes refused",
                 )
-            now = self.options.clock()
+            now = self.stamp_time()
             creates, put, ids = self._preparer.prepare(batch, now)
             nonce = next(self._nonces)
             items = [c.encode_command(cmd) for cmd in creates]
