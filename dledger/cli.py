@@ -11,6 +11,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from dledger import __version__
 
@@ -123,16 +124,24 @@ def add_log_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     dump.set_defaults(func=_log_dump)
 
 
-def _bench_storage(args: argparse.Namespace) -> int:
+def _import_bench(name: str) -> Any:
+    """`bench.<name>` from the installed path or, for an editable install, from the source tree beside us;
+    None when the benchmarks are not there (they ship with the source tree, not the package)."""
     try:
-        module = importlib.import_module("bench.storage")
+        return importlib.import_module(f"bench.{name}")
     except ImportError:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        if not os.path.exists(os.path.join(root, "bench", "storage.py")):
-            print("dledger bench storage: the benchmark ships with the source tree (bench/storage.py)", file=sys.stderr)
-            return 2
+        if not os.path.exists(os.path.join(root, "bench", f"{name}.py")):
+            return None
         sys.path.insert(0, root)
-        module = importlib.import_module("bench.storage")
+        return importlib.import_module(f"bench.{name}")
+
+
+def _bench_storage(args: argparse.Namespace) -> int:
+    module = _import_bench("storage")
+    if module is None:
+        print("dledger bench storage: the benchmark ships with the source tree (bench/storage.py)", file=sys.stderr)
+        return 2
     return int(module.run(quick=args.quick, json_path=args.json, directory=args.dir))
 
 
@@ -146,6 +155,9 @@ def add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     storage.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     storage.add_argument("--dir", metavar="DIR", help="where to make the scratch dir (default /tmp)")
     storage.set_defaults(func=_bench_storage)
+    e2e = _import_bench("e2e")
+    if e2e is not None:  # a group of node processes beside PySyncObj (the `bench` extra)
+        e2e.add_e2e_bench_command(bench_sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
