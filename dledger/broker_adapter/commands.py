@@ -64,6 +64,7 @@ class Tag(enum.IntEnum):
     CHANGE_INVISIBLE = 6
     TICK = 7
     END_TRANSACTION = 8
+    POP_RECEIVE_FROM = 9  # POP_RECEIVE plus the leader's first log index
 
 
 #: per message of a PUT, written by the leader so that apply never parses message bytes:
@@ -115,6 +116,7 @@ class PopReceive:
     max_count: int
     invisible_ms: int
     max_attempts: int
+    first_index: int = 0  # the leader's first log index: records pointing before it are passed over, not popped
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,13 +156,14 @@ Command = Put | CreateTopic | CommitOffset | PopReceive | Ack | ChangeInvisible 
 _FIELDS: dict[type, tuple[Tag, str]] = {
     CreateTopic: (Tag.CREATE_TOPIC, "sii"),
     CommitOffset: (Tag.COMMIT_OFFSET, "ssiq"),
-    PopReceive: (Tag.POP_RECEIVE, "ssiiiqi"),
+    PopReceive: (Tag.POP_RECEIVE_FROM, "ssiiiqiq"),
     Ack: (Tag.ACK, "sL"),
     ChangeInvisible: (Tag.CHANGE_INVISIBLE, "ssq"),
     Tick: (Tag.TICK, ""),
     EndTransaction: (Tag.END_TRANSACTION, "sB"),
 }
 _BY_TAG = {tag: (cls, kinds) for cls, (tag, kinds) in _FIELDS.items()}
+_BY_TAG[Tag.POP_RECEIVE] = (PopReceive, "ssiiiqi")  # written before POP_RECEIVE_FROM: first_index 0
 
 
 def _put_str(out: list[bytes], text: str) -> None:

@@ -10,6 +10,8 @@ Rules:
   `%DLQ%<group>` (a consume queue record pointing at the same log bytes) instead of being redelivered;
 - a receipt handle is `topic:queue:offset:seq`, where `seq` is the log index of the command that issued it;
   an ack or change-invisible with a stale `seq` (the message was redelivered since) is refused;
+- a consume queue record whose log entry is before the leader's first index (`first_index` in the command:
+  its body was compacted) is passed over, never recorded as in flight;
 - FIFO topics: at most one message of a message group is in flight; new messages are delivered in queue order
   and delivery stops at the first one whose group is blocked (head-of-line, never out of order).
 """
@@ -166,6 +168,9 @@ class _Receive:
                 offset += 1
                 continue
             loc = CQ.unpack(raw)
+            if loc[0] < self.cmd.first_index:  # its entry was compacted on the leader: passed over
+                offset += 1
+                continue
             if blocked is not None:
                 if loc[4] in blocked:
                     break

@@ -100,8 +100,11 @@ class PopMixin:
             self._pop_rr += 1
             attempts = max_attempts or self.options.max_delivery_attempts
             start = self._pop_rr % cfg.queue_count
+            first = self._rd().first_index()
             out: list[Delivery] | None = await self._command(
-                lambda n, now: c.PopReceive(n, now, group, topic, queue_id, start, max_count, invisible_ms, attempts)
+                lambda n, now: c.PopReceive(
+                    n, now, group, topic, queue_id, start, max_count, invisible_ms, attempts, first
+                )
             )
         except StoreError as exc:
             return PopResult(_pop_status(exc), leader_address=exc.leader_address, reason=exc.reason)

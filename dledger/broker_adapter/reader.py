@@ -45,6 +45,10 @@ class Reader:
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._low: dict[bytes, tuple[int, int]] = {}  # queue -> (first index, min offset): see `_min`
 
+    def first_index(self) -> int:
+        """The first index still in this replica's log."""
+        return self._first_index()
+
     async def entry_data(self, index: int) -> bytes | None:
         data = self._cache.get(index)
         if data is None:

@@ -9,7 +9,9 @@ import shutil
 import pytest
 
 from dledger.broker_adapter import GetStatus, Message, PopStatus, StoreOptions
-from tests.broker_adapter.group_util import BrokerGroup, FakeClock, run_group
+from dledger.broker_adapter import commands as c
+from dledger.broker_adapter.tables import Inflight
+from tests.broker_adapter.group_util import BrokerGroup, FakeClock, dump, run_group
 
 
 def test_old_segments_are_compacted_once_every_replica_has_them(tmp_path: pathlib.Path) -> None:
@@ -155,3 +157,34 @@ def test_min_offset_after_compaction_keeps_a_live_message_before_a_released_dela
 
     opts = StoreOptions(clock=clock, retention_interval_s=0, timer_interval_s=0.005, file_reserved_hours=1e-9)
     run_group(tmp_path, body, opts, segment_bytes=4096)
+
+
+def test_a_new_pop_group_over_a_compacted_head_gets_live_messages_and_no_phantoms(tmp_path: pathlib.Path) -> None:
+    """Review finding 7: receives recorded compacted offsets as in flight and answered NO_NEW_MSG."""
+
+    async def body(group: BrokerGroup) -> None:
+        master = await group.wait_for_master()
+        await master.create_topic("T", 1)
+        for k in range(40):
+            assert (await master.put_message(Message("T", bytes([65 + k % 26]) * 400))).ok
+        await group.wait_applied(master.last_applied())
+        report = await master.run_retention()
+        low = master.min_offset("T", 0)
+        assert report.first_index > 1 and low > 0
+        got = await master.pop_messages("NEW", "T", max_count=4, invisible_ms=60_000)
+        assert got.status is PopStatus.FOUND
+        assert [m.stored.queue_offset for m in got.messages] == list(range(low, low + 4))
+        await group.wait_applied(master.last_applied())
+        for store in group.stores.values():
+            inflight = dump(store)["inflight"]
+            assert len(inflight) == 4  # the passed-over offsets are not in flight
+            assert all(Inflight.unpack(raw).index >= report.first_index for _, raw in inflight)
+
+    opts = StoreOptions(retention_interval_s=0, file_reserved_hours=1e-9)
+    run_group(tmp_path, body, opts, segment_bytes=4096)
+
+
+def test_pop_receive_written_before_first_index_existed_still_decodes() -> None:
+    new = c.encode_command(c.PopReceive(1, 2, "G", "T", -1, 0, 3, 4, 5, 77))
+    old = new[:3] + bytes([c.Tag.POP_RECEIVE]) + new[4:-8]
+    assert c.decode_command(old) == c.PopReceive(1, 2, "G", "T", -1, 0, 3, 4, 5, 0)
