@@ -259,20 +259,19 @@ def recover(directory: str, ops: FileOps, keep_open: int) -> tuple[Base, list[Se
     base = read_base(directory)
     ckpt = read_checkpoint(directory)
     starts = list_segments(directory)
-    dir_changed = False
     for name in os.listdir(os.path.join(directory, INDEX_DIR)):
         if _NAME.match(name) and int(name) not in starts:
             ops.remove(os.path.join(directory, INDEX_DIR, name))  # an orphan index: its data is gone
-            dir_changed = True
-    while starts and starts[0] < base.pos:  # compacted, but deleted only after the meta write
-        seg = Segment(directory, starts.pop(0), 0)
-        seg.remove_files(ops)
-        report.segments_deleted.append(seg.name)
-        dir_changed = True
-    if starts and starts[0] != base.pos:
+    below = [s for s in starts if s < base.pos]  # compacted, but deleted only after the meta write
+    starts = starts[len(below) :]
+    if starts and starts[0] != base.pos:  # validate before deleting anything
         raise CorruptStoreError(
             f"{directory}: the first segment starts at byte {starts[0]} but the log's base ends at {base.pos}"
         )
+    for start in below:
+        seg = Segment(directory, start, 0)
+        seg.remove_files(ops)
+        report.segments_deleted.append(seg.name)
     segs: list[Segment] = []
     seeds: list[tuple[int, int]] = []
     chain, term, index = base.chain, base.term, base.index
@@ -314,14 +313,26 @@ def recover(directory: str, ops: FileOps, keep_open: int) -> tuple[Base, list[Se
             seeds.pop()
             seg.remove_files(ops)
             report.segments_deleted.append(seg.name)
-            dir_changed = True
+    except BaseException:
+        for seg in segs:
+            seg.close_fds(ops)
+        raise
+    try:
+        # After a kill -9 the tail may sit in the page cache only: make it durable now (once per open, one
+        # segment: older ones were fsynced at rollover), and the directories that name the files, before
+        # `flushed_*` claim it. This also makes a brand-new store's data/ and index/ durable in the store dir.
+        if segs:
+            last = segs[-1]
+            assert last.data_fd is not None and last.index_fd is not None
+            ops.datasync(last.data_fd)
+            ops.datasync(last.index_fd)
+        for sub in (DATA_DIR, INDEX_DIR):
+            ops.fsync_dir(os.path.join(directory, sub))
+        ops.fsync_dir(directory)
     except BaseException:
         for seg in segs:
             seg.close_fds(ops)
         raise
     for seg in segs:
         seg.flushed_data, seg.flushed_index = seg.data_len, seg.count
-    if dir_changed:
-        for sub in (DATA_DIR, INDEX_DIR):
-            ops.fsync_dir(os.path.join(directory, sub))
     return base, segs, report

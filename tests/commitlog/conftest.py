@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import pathlib
+import shutil
 from collections.abc import Callable
 
 from dledger.commitlog import Entry, EntryKind, FileOps
@@ -64,3 +65,93 @@ class NoSyncOps(FileOps):
 
     def fsync_dir(self, path: str) -> None:
         self.syncs += 1
+
+
+class PowerLossOps(FileOps):
+    """FileOps that models strict power loss, independently of the log's own bookkeeping.
+
+    A file survives a power cut only with the content it had at its last fdatasync through these ops (a file
+    never synced survives empty); a directory keeps only the names it had at its last `fsync_dir` (a file
+    created or removed since then reverts). `crash_image(dst)` materializes exactly that. A sync counts only
+    when the underlying `FileOps` method really ran (its counter moved): a run with every fsync disabled
+    (the reviewer's `plug_nofsync`) therefore loses everything, as it would on real hardware.
+
+    Files in the store directory itself (meta, checkpoint) survive if the directory's last fsync named them,
+    with their current content: meta is written atomically
+    with its own fsyncs, the checkpoint is only a hint (a page-cache copy is the worst case for it).
+    `fail(kind, path)` may return an errno to inject a failure of `pwrite`, `datasync`, `fsync_dir` or
+    `truncate`.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        super().__init__()
+        self.root = os.path.realpath(root)
+        self.paths: dict[int, str] = {}
+        self.content: dict[str, bytes] = {}  # path -> bytes as of its last fdatasync
+        self.dirs: dict[str, set[str]] = {}  # directory -> names as of its last fsync_dir
+        self.fail: Callable[[str, str], int | None] = lambda kind, path: None
+
+    def _inject(self, kind: str, path: str) -> None:
+        err = self.fail(kind, path)
+        if err:
+            raise OSError(err, os.strerror(err))
+
+    def mark_all_durable(self) -> None:
+        """Declare the store's current files and directories durable (e.g. a store built before the test)."""
+        self.dirs[self.root] = set(os.listdir(self.root))
+        for sub in ("data", "index"):
+            d = os.path.join(self.root, sub)
+            self.dirs[d] = set(os.listdir(d))
+            for n in self.dirs[d]:
+                with open(os.path.join(d, n), "rb") as f:
+                    self.content[os.path.join(d, n)] = f.read()
+
+    def open(self, path: str, *, create: bool) -> int:
+        fd = super().open(path, create=create)
+        self.paths[fd] = os.path.realpath(path)
+        return fd
+
+    def close(self, fd: int) -> None:
+        self.paths.pop(fd, None)
+        super().close(fd)
+
+    def pwrite(self, fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+        self._inject("pwrite", self.paths.get(fd, ""))
+        super().pwrite(fd, data, offset)
+
+    def truncate(self, fd: int, length: int) -> None:
+        self._inject("truncate", self.paths.get(fd, ""))
+        super().truncate(fd, length)
+
+    def datasync(self, fd: int) -> None:
+        path = self.paths.get(fd) or os.readlink(f"/proc/self/fd/{fd}")
+        self._inject("datasync", path)
+        before = self.syncs
+        super().datasync(fd)
+        if self.syncs > before and path.startswith(self.root + os.sep):
+            self.content[path] = os.pread(fd, os.fstat(fd).st_size, 0) if os.fstat(fd).st_size else b""
+
+    def fsync_dir(self, path: str) -> None:
+        self._inject("fsync_dir", os.path.realpath(path))
+        before = self.syncs
+        super().fsync_dir(path)
+        if self.syncs > before:
+            self.dirs[os.path.realpath(path)] = set(os.listdir(path))
+
+    def crash_image(self, dst: str | os.PathLike[str]) -> None:
+        """Write to `dst` the store as a power cut right now would leave it."""
+        shutil.rmtree(dst, ignore_errors=True)
+        os.makedirs(dst)
+        names = self.dirs.get(self.root, set())  # the store directory's entries as of its last fsync
+        for name in names:
+            src = os.path.join(self.root, name)
+            if os.path.isfile(src) and name != "LOCK":
+                shutil.copy(src, os.path.join(dst, name))
+        for sub in ("data", "index"):
+            d = os.path.join(self.root, sub)
+            if sub not in names:
+                continue  # the directory itself was never made durable: everything in it is gone
+            os.makedirs(os.path.join(dst, sub))
+            for n in self.dirs.get(d, set()):
+                with open(os.path.join(dst, sub, n), "wb") as f:
+                    f.write(self.content.get(os.path.join(d, n), b""))

@@ -286,3 +286,18 @@ def test_term_at_reports_a_damaged_term_instead_of_returning_it(tmp_path: pathli
     path.write_bytes(raw)
     with SegmentedLog.open(tmp_path) as log, pytest.raises(CorruptEntryError, match="disagrees"):
         log.term_at(11)
+
+
+def test_a_refused_open_deletes_nothing(tmp_path: pathlib.Path) -> None:
+    """Review finding 10: recovery validates that a segment starts at the base before deleting those below it."""
+    build(tmp_path, segment_bytes=600)
+    with SegmentedLog.open(tmp_path, segment_bytes=600) as log:
+        log.compact_before(60)
+    names = [p.name for p in data_files(tmp_path)]
+    first = data_files(tmp_path)[0]
+    first.unlink()  # now nothing starts at the base
+    (tmp_path / "index" / first.name).unlink()
+    (tmp_path / "data" / f"{0:020d}").write_bytes(b"x")  # and a stale segment below the base
+    with pytest.raises(CorruptStoreError, match="starts at byte"):
+        SegmentedLog.open(tmp_path, segment_bytes=600)
+    assert [p.name for p in data_files(tmp_path)] == [f"{0:020d}", *names[1:]]

@@ -5,14 +5,13 @@ from __future__ import annotations
 import errno
 import os
 import pathlib
-import shutil
 import time
 
 import pytest
 
 from dledger.commitlog import FileOps, LogClosedError, SegmentedLog, StoreInUseError
 from dledger.commitlog.verify import verify_store
-from tests.commitlog.conftest import data_files, entries
+from tests.commitlog.conftest import NoSyncOps, PowerLossOps, data_files, entries
 
 
 class FailingSync(FileOps):
@@ -41,14 +40,17 @@ def test_losing_every_unsynced_byte_keeps_at_least_the_durable_prefix(tmp_path: 
     """Simulate a power cut: copy the store with each file cut to its fsynced length, then reopen the copy."""
     want = entries(1, 200, size=30)
     crash = tmp_path / "crash"
-    with SegmentedLog.open(tmp_path / "s", segment_bytes=1000, flush=flush, flush_interval_ms=60_000) as log:  # type: ignore[arg-type]
+    ops = PowerLossOps(tmp_path / "s")
+    with SegmentedLog.open(
+        tmp_path / "s", segment_bytes=1000, flush=flush, flush_interval_ms=60_000, file_ops=ops  # type: ignore[arg-type]
+    ) as log:
         for k in range(0, 147, 7):
             log.append(want[k : k + 7])
         log.sync()
         log.append(want[147:199])  # not synced in async mode
         durable = log.durable_index
         closed = log.segments()[-2].last_index  # fsynced when the log rolled over past it
-        power_cut_copy(log, tmp_path / "s", crash)
+        ops.crash_image(crash)
     assert durable == (199 if flush == "sync" else closed) and closed > 147
     with SegmentedLog.open(crash, segment_bytes=1000) as log:
         assert log.last_index >= durable
@@ -99,25 +101,17 @@ def test_a_store_opens_for_one_writer_at_a_time(tmp_path: pathlib.Path) -> None:
     assert (tmp_path / "LOCK").exists() and os.path.isdir(tmp_path / "data")
 
 
-def power_cut_copy(log: SegmentedLog, src: pathlib.Path, dst: pathlib.Path) -> None:
-    """Copy the store as a power cut would leave it: every file cut to its fsynced length."""
-    shutil.copytree(src, dst)
-    for name, (data_len, index_len) in log.durable_lengths().items():
-        for sub, keep in (("data", data_len), ("index", index_len)):
-            with open(dst / sub / name, "r+b") as f:
-                f.truncate(keep)
-
-
 def test_a_truncation_is_durable_before_the_entries_that_replace_it(tmp_path: pathlib.Path) -> None:
     old = entries(1, 60, term=1, size=30)
     new = entries(31, 45, term=2, size=30)
-    with SegmentedLog.open(tmp_path / "s", segment_bytes=1000, flush_interval_ms=60_000) as log:
+    ops = PowerLossOps(tmp_path / "s")
+    with SegmentedLog.open(tmp_path / "s", segment_bytes=1000, flush_interval_ms=60_000, file_ops=ops) as log:
         log.append(old)
         log.sync()
         log.truncate_after(30)
         assert log.durable_index == 30
         log.append(new)  # async, not synced: lost in the cut
-        power_cut_copy(log, tmp_path / "s", tmp_path / "crash")
+        ops.crash_image(tmp_path / "crash")
     with SegmentedLog.open(tmp_path / "crash", segment_bytes=1000) as log:
         assert 30 <= log.last_index <= 44
         assert log.read(1, log.last_index + 1) == (old[:30] + new)[: log.last_index]  # never an old entry > 30
@@ -149,3 +143,30 @@ def test_a_hole_deep_in_unflushed_data_is_cut_at_recovery(tmp_path: pathlib.Path
         assert log.read(1, 201) == want[:200]
         assert log.recovery.bytes_after_checkpoint > 3_000_000
     assert verify_store(str(tmp_path)).clean
+
+
+@pytest.mark.parametrize("flush", ["async", "sync"])
+def test_reopening_after_a_kill_makes_the_recovered_tail_durable(tmp_path: pathlib.Path, flush: str) -> None:
+    """Review finding 1: after kill -9 the recovered entries may be in the page cache only. Reopening must
+    make them durable before `durable_index` claims them (a restarted sync-mode follower acknowledges on it)."""
+    store = tmp_path / "s"
+    with SegmentedLog.open(store, file_ops=NoSyncOps()) as log:  # the killed process (one segment, so no
+        log.append(entries(1, 51, size=30))  # rollover fsync is skipped): its writes are in the page cache only
+    ops = PowerLossOps(store)  # a power cut now would lose every byte: nothing is durable yet
+    with SegmentedLog.open(store, flush=flush, file_ops=ops) as log:  # type: ignore[arg-type]
+        assert log.durable_index == 50
+        log.sync()
+        ops.crash_image(tmp_path / "crash")
+    with SegmentedLog.open(tmp_path / "crash") as log:
+        assert log.last_index == 50
+        assert log.read(1, 51) == entries(1, 51, size=30)
+
+
+def test_a_new_store_is_durable_in_its_directory(tmp_path: pathlib.Path) -> None:
+    """Review finding 11: data/ and index/ of a brand-new store are made durable in the store directory."""
+    ops = PowerLossOps(tmp_path / "s")
+    with SegmentedLog.open(tmp_path / "s", segment_bytes=1000, flush="sync", file_ops=ops) as log:
+        log.append(entries(1, 4))
+        ops.crash_image(tmp_path / "crash")
+    with SegmentedLog.open(tmp_path / "crash") as log:
+        assert log.read(1, 4) == entries(1, 4)
