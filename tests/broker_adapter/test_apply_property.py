@@ -3,6 +3,7 @@ reopened) in between, or on another replica, gives byte-identical tables; queue 
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 import tempfile
 
@@ -84,5 +85,39 @@ def test_restart_and_replicas_give_identical_tables(program: list[tuple[object, 
             prefix = key
             offsets = [k[len(prefix) :] for k, _ in tables["cq"] if k.startswith(prefix)]
             assert [int.from_bytes(o, "big") for o in offsets] == list(range(int.from_bytes(raw, "big")))
+        one.close()
+        two.close()
+
+
+@settings(max_examples=15, deadline=None)
+@given(ops, st.data())
+def test_batched_apply_on_an_event_loop_equals_one_entry_at_a_time(
+    program: list[tuple[object, ...]], data: st.DataObject
+) -> None:
+    """The node applies bursts of entries on its event loop: one LMDB transaction per burst, committed by a
+    `call_soon` flush (the path the per-entry tests above never take). Any split into bursts gives the same
+    tables as applying one entry at a time."""
+    log = build_log(program)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(log)), max_size=4)))
+    with tempfile.TemporaryDirectory() as tmp:
+        root = pathlib.Path(tmp)
+        one = MessageStore(root / "one")
+        for entry in log:
+            one.apply(entry)
+        two = MessageStore(root / "two")
+
+        async def main() -> None:
+            start = 0
+            for end in [*cuts, len(log)]:
+                for entry in log[start:end]:
+                    two.apply(entry)
+                assert two.last_applied() <= start  # nothing of the burst is committed before its flush
+                await asyncio.sleep(0)  # the burst's flush runs
+                assert two.applier._txn is None
+                start = end
+
+        asyncio.run(main())
+        assert dump(one) == dump(two)
+        assert two.last_applied() == one.last_applied()
         one.close()
         two.close()

@@ -37,7 +37,10 @@ async def wait_same_tables(group: BrokerGroup) -> None:
             assert tables[name] == reference[name], f"{node_id}: table {name} differs"
 
 
-def test_leader_kill_loses_no_acknowledged_message_and_every_replica_agrees(tmp_path: pathlib.Path) -> None:
+def test_leader_stop_mid_stream_loses_no_acknowledged_message_and_every_replica_agrees(tmp_path: pathlib.Path) -> None:
+    """The leader is stopped cleanly (in-process) while three producers write; a SIGKILL of a replica process
+    is in test_crash.py."""
+
     async def body(group: BrokerGroup) -> None:
         master = await group.wait_for_master()
         await master.create_topic("T", 4)
@@ -62,12 +65,12 @@ def test_leader_kill_loses_no_acknowledged_message_and_every_replica_agrees(tmp_
                 k += 1
 
         tasks = [asyncio.create_task(producer(f"p{n}")) for n in range(3)]
-        await group.wait_for(lambda: len(acked) >= 90, what="messages before the kill")
+        await group.wait_for(lambda: len(acked) >= 90, what="messages before the stop")
         old = group.master()
         assert old is not None
         await group.stop(old)
-        before_kill = len(acked)
-        await group.wait_for(lambda: len(acked) >= before_kill + 90, timeout=15, what="messages after the kill")
+        before_stop = len(acked)
+        await group.wait_for(lambda: len(acked) >= before_stop + 90, timeout=15, what="messages after the stop")
         stop.set()
         await asyncio.gather(*tasks)
         assert set(statuses) <= {
