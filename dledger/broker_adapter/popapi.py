@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dledger.broker_adapter import commands as c
+from dledger.broker_adapter.message import MessageType
 from dledger.broker_adapter.pop import Delivery
 from dledger.broker_adapter.results import (
     AckResult,
@@ -24,7 +25,7 @@ from dledger.broker_adapter.results import (
     StoreError,
     check_name,
 )
-from dledger.broker_adapter.tables import U64, qkey
+from dledger.broker_adapter.tables import CQ, U64, Inflight, qkey
 
 if TYPE_CHECKING:
     from dledger.broker_adapter.apply import Applier
@@ -95,7 +96,7 @@ class PopMixin:
                 return PopResult(PopStatus.TOPIC_NOT_FOUND, reason=f"topic {topic!r} does not exist")
             if queue_id >= cfg.queue_count:
                 raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"queue {queue_id} does not exist")
-            if not self._may_deliver(group, topic, queue_id, cfg.queue_count):
+            if not self._may_deliver(group, topic, queue_id, cfg.queue_count, cfg.message_type == MessageType.FIFO):
                 return PopResult(PopStatus.NO_NEW_MSG)
             self._pop_rr += 1
             attempts = max_attempts or self.options.max_delivery_attempts
@@ -119,8 +120,9 @@ class PopMixin:
             received.append(ReceivedMessage(stored, d.handle, d.attempt, d.invisible_until))
         return PopResult(PopStatus.FOUND if received else PopStatus.NO_NEW_MSG, received)
 
-    def _may_deliver(self, group: str, topic: str, queue_id: int, queue_count: int) -> bool:
-        """A cheap check on applied state: does any queue have new messages or expired in-flight ones?"""
+    def _may_deliver(self, group: str, topic: str, queue_id: int, queue_count: int, fifo: bool = False) -> bool:
+        """A cheap check on applied state: does any queue have new messages (on a FIFO topic: a next message
+        whose message group is not blocked by one in flight) or expired in-flight ones?"""
         now = self.stamp_time()
         db = self.tables.db
         queues = [queue_id] if queue_id >= 0 else range(queue_count)
@@ -129,11 +131,32 @@ class PopMixin:
                 qk = qkey(group, topic) + queue.to_bytes(4, "big")
                 cur = txn.get(qk, db=db["popcur"]) or txn.get(qk, db=db["offsets"])
                 end = txn.get(topic.encode() + b"\0" + queue.to_bytes(4, "big"), db=db["cqmax"])
-                if (U64.unpack(end)[0] if end else 0) > (U64.unpack(cur)[0] if cur else 0):
+                head = U64.unpack(cur)[0] if cur else 0
+                if (U64.unpack(end)[0] if end else 0) > head and not (
+                    fifo and self._fifo_blocked(txn, qk, topic, queue, head, now)
+                ):
                     return True
                 cursor = txn.cursor(db=db["popexp"])
                 found = cursor.set_range(qk) and cursor.key().startswith(qk)
                 if found and U64.unpack_from(cursor.key(), len(qk))[0] <= now:
+                    return True
+        return False
+
+    def _fifo_blocked(self, txn: Any, qk: bytes, topic: str, queue: int, head: int, now: int) -> bool:
+        """Is the queue's next new message (at `head`) held back by an in-flight, still invisible message of its
+        message group? (Then a receive could deliver nothing new from this queue: see `pop.py`.)"""
+        db = self.tables.db
+        raw = txn.get(topic.encode() + b"\0" + queue.to_bytes(4, "big") + U64.pack(head), db=db["cq"])
+        if raw is None:
+            return False
+        group_hash = CQ.unpack(raw)[4]
+        cursor = txn.cursor(db=db["inflight"])
+        if cursor.set_range(qk):
+            for key, value in cursor:
+                if not key.startswith(qk) or len(key) != len(qk) + 8:
+                    break
+                rec = Inflight.unpack(value)
+                if rec.group_hash == group_hash and rec.until > now:
                     return True
         return False
 

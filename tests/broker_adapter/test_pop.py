@@ -129,3 +129,26 @@ def test_pop_starts_at_the_committed_offset_and_waits_for_delayed_messages(tmp_p
         assert (await store.pop_messages("G", "T", queue_id=3)).status is PopStatus.ILLEGAL
 
     run_single(tmp_path, body)
+
+
+def test_empty_receives_on_a_blocked_fifo_queue_write_nothing_to_the_log(tmp_path: pathlib.Path) -> None:
+    """Review finding 9: every empty receive on a FIFO queue blocked behind an in-flight message appended a
+    POP_RECEIVE entry; the master now sees on its applied state that nothing could be delivered."""
+
+    async def body(store: MessageStore, clock: FakeClock) -> None:
+        await store.create_topic("F", 1, MessageType.FIFO)
+        for text in (b"a1", b"a2"):
+            assert (await store.put_message(Message("F", text, message_group="A"))).ok
+        assert bodies(await store.pop_messages("G", "F", max_count=10, invisible_ms=60_000)) == [b"a1"]
+        before = int(store._srv().status().last_index)
+        for _ in range(20):
+            assert (
+                await store.pop_messages("G", "F", max_count=10, invisible_ms=60_000)
+            ).status is PopStatus.NO_NEW_MSG
+        assert int(store._srv().status().last_index) == before
+        assert (await store.put_message(Message("F", b"b1", message_group="B"))).ok
+        assert bodies(await store.pop_messages("G", "F", max_count=10, invisible_ms=60_000)) == []  # b1 behind a2
+        clock.advance(60_000)  # a1 expires: redelivered
+        assert bodies(await store.pop_messages("G", "F", max_count=10, invisible_ms=60_000)) == [b"a1"]
+
+    run_single(tmp_path, body)
