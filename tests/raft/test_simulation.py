@@ -245,9 +245,14 @@ class RaftMachine(RuleBasedStateMachine):
             c.stabilize()
             self.checker.check()
             lead = c.leader()
-            if lead is not None and all(len(c.nodes[i].applied) >= c.core(lead).commit_index for i in c.ids):
+            # a leader every node follows in its term (not a stale leader of an old term, found by the long run)
+            if lead is not None and all(
+                c.core(i).current_term == c.core(lead).current_term and c.core(i).leader_id == lead for i in c.ids
+            ):
                 core = c.core(lead)
-                if core.log.term(core.commit_index) == core.current_term:
+                if core.log.term(core.commit_index) == core.current_term and all(
+                    len(c.nodes[i].applied) >= core.commit_index for i in c.ids
+                ):
                     break
             c.tick()
         else:

@@ -438,3 +438,27 @@ def test_regression_lost_append_response_is_recovered() -> None:
         c.tick()
         c.stabilize()
     assert c.core(lead).progress[follower].match_index == p.last_index
+
+
+def test_regression_stale_leader_of_an_old_term_is_not_taken_for_the_leader() -> None:
+    """Found by the long simulation run (raft3-plain, harness seed 442): without check-quorum a leader cut
+    off early stays leader of term 2 while the others moved to a much higher term. The simulation's
+    final check took it for the leader; the core itself is fine: once it hears the newer term it steps
+    down and a real leader brings every node up to date."""
+    c = Cluster(3, seed=442, election_tick=6, heartbeat_tick=2, pre_vote=False, check_quorum=False)
+    old = c.run_until_leader()
+    a, b = (i for i in c.ids if i != old)
+    c.partition([old], [a, b])
+    for _ in range(60):
+        c.tick()
+        c.stabilize()
+    new = next(i for i in (a, b) if c.core(i).role is Role.LEADER)
+    p = c.propose(new, b"acked")
+    c.stabilize()
+    c.heal()
+    assert c.core(old).role is Role.LEADER and c.core(old).current_term < c.core(new).current_term
+    for _ in range(5):
+        c.tick()
+        c.stabilize()
+    assert c.core(old).role is Role.FOLLOWER
+    assert c.nodes[old].applied[p.last_index - 1].data == b"acked"
