@@ -271,10 +271,20 @@ class MessageStore(PopMixin):
     async def create_topic(
         self, topic: str, queue_count: int = 8, message_type: MessageType = MessageType.NORMAL
     ) -> TopicConfig:
-        """Create a topic, or grow its queue count (never shrinks; the type is fixed at creation)."""
+        """Create a topic, or grow its queue count (never shrinks; the type is fixed at creation).
+
+        A FIFO topic's queue count cannot grow: message groups are mapped to queues by hash modulo the count,
+        so growth would move a group to another queue while its older messages wait in the old one, and the
+        group's order (one in flight at a time, in order) would break. Create a new topic instead."""
         check_name("topic", topic)
         if not 1 <= queue_count <= 1024:
             raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"queue count {queue_count} is not in 1..1024")
+        current = self.topic(topic)
+        if current is not None and current.message_type == MessageType.FIFO and queue_count > current.queue_count:
+            raise StoreError(
+                PutStatus.MESSAGE_ILLEGAL,
+                f"FIFO topic {topic!r} has {current.queue_count} queues; growing it would break message group order",
+            )
         cfg = await self._command(lambda n, now: c.CreateTopic(n, now, topic, queue_count, message_type))
         if not isinstance(cfg, TopicConfig):
             raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"topic {topic!r} was not created")

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pathlib
 
-from dledger.broker_adapter import AckStatus, Message, MessageStore, MessageType, PopStatus
+import pytest
+
+from dledger.broker_adapter import AckStatus, Message, MessageStore, MessageType, PopStatus, PutStatus
+from dledger.broker_adapter.results import StoreError
 from tests.broker_adapter.group_util import FakeClock
 from tests.broker_adapter.single_util import run_single, wait_for
 
@@ -150,5 +153,25 @@ def test_empty_receives_on_a_blocked_fifo_queue_write_nothing_to_the_log(tmp_pat
         assert bodies(await store.pop_messages("G", "F", max_count=10, invisible_ms=60_000)) == []  # b1 behind a2
         clock.advance(60_000)  # a1 expires: redelivered
         assert bodies(await store.pop_messages("G", "F", max_count=10, invisible_ms=60_000)) == [b"a1"]
+
+    run_single(tmp_path, body)
+
+
+def test_a_fifo_topic_does_not_grow_so_a_message_group_keeps_its_queue(tmp_path: pathlib.Path) -> None:
+    """Review finding 8: growing a FIFO topic remapped a message group to another queue, and two of its
+    messages were then in flight at once, the newer one possibly first."""
+
+    async def body(store: MessageStore, clock: FakeClock) -> None:
+        await store.create_topic("F", 1, MessageType.FIFO)
+        assert (await store.put_message(Message("F", b"a1", message_group="A"))).ok
+        with pytest.raises(StoreError) as refused:
+            await store.create_topic("F", 4, MessageType.FIFO)
+        assert refused.value.status is PutStatus.MESSAGE_ILLEGAL
+        assert (await store.create_topic("F", 1, MessageType.FIFO)).queue_count == 1  # (no growth: fine)
+        assert (await store.put_message(Message("F", b"a2", message_group="A"))).queue_id == 0
+        got = await store.pop_messages("G", "F", max_count=10, invisible_ms=60_000)
+        assert bodies(got) == [b"a1"]
+        await store.create_topic("N", 1)
+        assert (await store.create_topic("N", 4)).queue_count == 4  # other topics still grow
 
     run_single(tmp_path, body)
