@@ -34,12 +34,13 @@ holds >= 1 entry, the first starts at `base.pos`; `compact_before` never drops t
 from __future__ import annotations
 
 import bisect
+import contextlib
 import errno
 import itertools
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Literal
 
@@ -183,6 +184,16 @@ class SegmentedLog:
         """Every segment, oldest first (a snapshot), so that a retention policy can choose what to compact."""
         return [s.info() for s in self._segs]
 
+    @contextlib.contextmanager
+    def _fatal(self) -> Iterator[None]:
+        """Any error inside poisons the log (used around fsyncs: after a failed fsync the kernel may have
+        dropped the dirty pages and marked them clean, so a retry would report success for lost data)."""
+        try:
+            yield
+        except BaseException as exc:
+            self._broken = self._broken or exc
+            raise
+
     def _check_usable(self) -> None:
         if self._closed:
             raise LogClosedError(f"the log at {self._dir} is closed")
@@ -280,7 +291,8 @@ class SegmentedLog:
         try:
             ops.pwrite(seg.data_fd, data, seg.data_len)
             if self._sync_mode:  # data durable before any index record points at it
-                ops.datasync(seg.data_fd)
+                with self._fatal():
+                    ops.datasync(seg.data_fd)
             ops.pwrite(seg.index_fd, index, seg.count * INDEX_SIZE)
         except OSError as exc:
             self._roll_back([c[0] for c in chunks if c[0] not in created], created)
@@ -307,11 +319,12 @@ class SegmentedLog:
                 seg = active
             else:
                 try:
-                    if chunks:
-                        self._sync_fds(chunks[-1][0])
-                    elif active is not None:
-                        self._sync_segment(active)
-                        self._durable_index = max(self._durable_index, active.last_index)
+                    with self._fatal():
+                        if chunks:
+                            self._sync_fds(chunks[-1][0])
+                        elif active is not None:
+                            self._sync_segment(active)
+                            self._durable_index = max(self._durable_index, active.last_index)
                     seg = Segment(self._dir, self._next_pos + d0, last + 1 + k0)
                     created.append(seg)
                     seg.open_fds(self._ops, create=True)
@@ -326,13 +339,28 @@ class SegmentedLog:
         self._publish(chunks, created, entries, batch.last_term)
 
     def _roll_back(self, touched: list[Segment], created: list[Segment]) -> None:
-        """Undo a failed append: shrink touched segments to their published size, delete created ones."""
+        """Undo a failed append, durably: part of the batch may already be durable (a chunk fsynced at
+        rollover, a new segment's name), so shrink touched segments to their published size and fsync them,
+        delete created ones and fsync the directories, and point the checkpoint back at the last published
+        segment. If any of that fails, the files may not match memory: refuse service until reopened."""
         try:
             for seg in touched:
                 seg.cut(self._ops, seg.count, seg.data_len)
             for seg in created:
                 seg.remove_files(self._ops)
-        except BaseException as exc:  # the files may no longer match memory: refuse service until reopened
+            if created:
+                for sub in (DATA_DIR, INDEX_DIR):
+                    self._ops.fsync_dir(os.path.join(self._dir, sub))
+            last = self._segs[-1] if self._segs else None
+            for seg in dict.fromkeys([*touched, *([last] if created and last is not None else [])]):
+                if seg.fds_open:
+                    self._sync_fds(seg)
+                    seg.flushed_data, seg.flushed_index = seg.data_len, seg.count
+                    self._durable_index = max(self._durable_index, seg.last_index)
+            if created:  # the checkpoint named a created segment: restore it (else flushes never update it)
+                cp = Checkpoint(last.start, last.data_len, last.count) if last else Checkpoint(self._base.pos, 0, 0)
+                self._checkpoint(cp)
+        except BaseException as exc:
             self._broken = exc
 
     def _publish(
@@ -358,7 +386,10 @@ class SegmentedLog:
         if self._sync_mode:
             self._durable_index = entries[-1].index
         if created and len(self._segs) > OPEN_WINDOW:
-            self._close_old_handles()
+            try:
+                self._close_old_handles()
+            except BaseException as exc:  # the batch is published (and in sync mode durable): do not report
+                self._broken = exc  # it as failed; refuse the next call instead
 
     def _close_old_handles(self) -> None:
         """Close the handles of segments that fell out of the open window (flushing them first)."""
@@ -368,6 +399,9 @@ class SegmentedLog:
                 if seg.fds_open:
                     self._sync_segment(seg)
                     seg.close_fds(self._ops)
+        except BaseException as exc:
+            self._broken = self._broken or exc
+            raise
         finally:
             self._rw.release_write()
 
@@ -455,6 +489,13 @@ class SegmentedLog:
         self._check_usable()
 
     def _flush(self) -> None:
+        try:
+            self._flush_unguarded()
+        except BaseException as exc:  # a failed fsync may have dropped dirty pages (fsyncgate): never retry it
+            self._broken = self._broken or exc
+            raise
+
+    def _flush_unguarded(self) -> None:
         with self._flush_lock:
             self._rw.acquire_read()
             try:

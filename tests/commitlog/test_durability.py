@@ -6,10 +6,12 @@ import errno
 import os
 import pathlib
 import time
+from collections.abc import Callable
 
 import pytest
 
-from dledger.commitlog import FileOps, LogClosedError, SegmentedLog, StoreInUseError
+from dledger.commitlog import DiskFullError, FileOps, LogClosedError, SegmentedLog, StoreInUseError
+from dledger.commitlog.checkpoint import Checkpoint, read_checkpoint
 from dledger.commitlog.verify import verify_store
 from tests.commitlog.conftest import NoSyncOps, PowerLossOps, data_files, entries
 
@@ -42,7 +44,11 @@ def test_losing_every_unsynced_byte_keeps_at_least_the_durable_prefix(tmp_path: 
     crash = tmp_path / "crash"
     ops = PowerLossOps(tmp_path / "s")
     with SegmentedLog.open(
-        tmp_path / "s", segment_bytes=1000, flush=flush, flush_interval_ms=60_000, file_ops=ops  # type: ignore[arg-type]
+        tmp_path / "s",
+        segment_bytes=1000,
+        flush=flush,
+        flush_interval_ms=60_000,
+        file_ops=ops,  # type: ignore[arg-type]
     ) as log:
         for k in range(0, 147, 7):
             log.append(want[k : k + 7])
@@ -78,7 +84,9 @@ def test_a_failed_background_fsync_refuses_further_writes(tmp_path: pathlib.Path
         assert again.last_index >= 4
 
 
-def test_a_failed_fsync_in_sync_mode_fails_the_append_and_publishes_nothing(tmp_path: pathlib.Path) -> None:
+def test_a_failed_fsync_in_sync_mode_fails_the_append_and_poisons_the_log(tmp_path: pathlib.Path) -> None:
+    """After a failed fsync the kernel may have marked the lost pages clean (fsyncgate): a retry could succeed
+    without the data, so the log refuses service until it is reopened (and recovery re-checks the tail)."""
     ops = FailingSync()
     with SegmentedLog.open(tmp_path, flush="sync", file_ops=ops) as log:
         log.append(entries(1, 5))
@@ -87,8 +95,36 @@ def test_a_failed_fsync_in_sync_mode_fails_the_append_and_publishes_nothing(tmp_
             log.append(entries(5, 9))
         assert log.last_index == 4 and log.durable_index == 4
         ops.fail_sync = False
+        with pytest.raises(LogClosedError, match="reopen"):
+            log.append(entries(5, 9))
+    with SegmentedLog.open(tmp_path, flush="sync") as log:
+        assert log.last_index == 4
         log.append(entries(5, 9))
         assert log.read(1, 9) == entries(1, 9)
+
+
+@pytest.mark.parametrize("call", ["sync", "compact_before", "close"])
+def test_a_failed_fsync_anywhere_poisons_the_log(tmp_path: pathlib.Path, call: str) -> None:
+    """Review finding 3: sync(), compact_before and close treat a failed fsync as fatal, like the flusher."""
+    ops = FailingSync()
+    log = SegmentedLog.open(tmp_path, segment_bytes=300, flush_interval_ms=60_000, file_ops=ops)
+    log.append(entries(1, 20, size=52))  # several segments
+    log.append(entries(20, 21, size=52))  # un-fsynced bytes in the last one
+    ops.fail_sync = True
+    with pytest.raises(OSError, match="injected"):
+        getattr(log, call)(*([10] if call == "compact_before" else []))
+    ops.fail_sync = False
+    if call != "close":
+        with pytest.raises(LogClosedError, match="reopen"):
+            log.sync()  # a retry must not report success
+        with pytest.raises(LogClosedError, match="reopen"):
+            log.append(entries(21, 22))
+        assert log.durable_index < 20
+    log.close()
+    with SegmentedLog.open(tmp_path, segment_bytes=300) as again:
+        assert again.read(again.first_index, again.last_index + 1) == entries(
+            again.first_index, again.last_index + 1, size=52
+        )
 
 
 def test_a_store_opens_for_one_writer_at_a_time(tmp_path: pathlib.Path) -> None:
@@ -170,3 +206,51 @@ def test_a_new_store_is_durable_in_its_directory(tmp_path: pathlib.Path) -> None
         ops.crash_image(tmp_path / "crash")
     with SegmentedLog.open(tmp_path / "crash") as log:
         assert log.read(1, 4) == entries(1, 4)
+
+
+def _fail_from_segment(start: int) -> Callable[[str, str], int | None]:
+    """An injected ENOSPC for data writes into segments starting at or after byte `start`."""
+    return lambda kind, path: (
+        errno.ENOSPC if kind == "pwrite" and "/data/" in path and int(os.path.basename(path)) >= start else None
+    )
+
+
+@pytest.mark.parametrize("then_append", [False, True])
+def test_a_failed_rolling_append_is_rolled_back_durably(tmp_path: pathlib.Path, then_append: bool) -> None:
+    """Review finding 2: the failed batch's first chunk was fsynced at rollover and the new segment's name made
+    durable; the roll-back must be durable too, so a power cut neither resurrects entries of the failed call
+    nor leaves a removed segment behind a later acknowledged entry (a store that does not open)."""
+    store = tmp_path / "s"
+    ops = PowerLossOps(store)
+    with SegmentedLog.open(store, segment_bytes=300, flush="sync", file_ops=ops) as log:
+        log.append(entries(1, 8, size=52))  # 100-byte entries: [1-3] [4-6] [7]
+        ops.fail = _fail_from_segment(900)  # 8, 9 go to segment 600, then 900 fails
+        with pytest.raises(DiskFullError):
+            log.append(entries(8, 15, size=52))
+        ops.fail = lambda kind, path: None
+        assert log.last_index == 7
+        want = entries(1, 8, size=52)
+        if then_append:
+            want.append(entries(8, 9, term=2, size=52)[0])
+            log.append(want[-1:])  # sync mode: durable when append returns
+        ops.crash_image(tmp_path / "crash")
+    with SegmentedLog.open(tmp_path / "crash", segment_bytes=300) as log:
+        assert log.read(1, log.last_index + 1) == want
+    assert verify_store(str(tmp_path / "crash")).clean
+
+
+def test_a_rolled_back_rollover_restores_the_checkpoint(tmp_path: pathlib.Path) -> None:
+    """Review finding 4: after a failed append that had started a new segment, the checkpoint names the last
+    published segment again, so later flushes keep recording what of it is fsynced."""
+    ops = PowerLossOps(tmp_path)
+    with SegmentedLog.open(tmp_path, segment_bytes=1000, flush_interval_ms=60_000, file_ops=ops) as log:
+        log.append(entries(1, 10, size=52))  # 900 bytes in segment 0
+        log.sync()
+        ops.fail = _fail_from_segment(1000)
+        with pytest.raises(DiskFullError):
+            log.append(entries(10, 12, size=52))  # 10 fits, 11 opens segment 1000 and fails
+        ops.fail = lambda kind, path: None
+        assert read_checkpoint(str(tmp_path)) == Checkpoint(0, 900, 9)
+        log.append(entries(10, 11, size=52))
+        log.sync()
+        assert read_checkpoint(str(tmp_path)) == Checkpoint(0, 1000, 10)
