@@ -138,7 +138,9 @@ class Tables:
             self._open()
             with self.env.begin() as txn:
                 layout = txn.get(b"layout", db=self.db["meta"])
-            if layout is not None and U32.unpack(layout)[0] != LAYOUT:
+            if layout is not None and U32.unpack(layout)[0] == 1:
+                self._add_pins()
+            elif layout is not None and U32.unpack(layout)[0] != LAYOUT:
                 raise lmdb.Error(f"layout {U32.unpack(layout)[0]} is not {LAYOUT}")
         except lmdb.Error:
             self.close()
@@ -157,6 +159,17 @@ class Tables:
         for name in _DBS:
             self.db[name] = self.env.open_db(name.encode(), dupsort=False)
         self.db["keys"] = self.env.open_db(b"keys", dupsort=True)
+
+    def _add_pins(self) -> None:
+        """Layout 1 to 2: index the existing `timers`, `half` and `inflight` rows in `pins` (no rebuild, which
+        a compacted log could not serve)."""
+        with self.env.begin(write=True) as txn:
+            for kind, name in ((PIN_TIMER, "timers"), (PIN_HALF, "half")):
+                for _, raw in txn.cursor(db=self.db[name]).iternext():
+                    pin = pin_key(U64.unpack_from(raw)[0], kind, bytes(raw[8:12]))
+                    txn.put(pin, b"", db=self.db["pins"])
+            for key, raw in txn.cursor(db=self.db["inflight"]).iternext():
+                txn.put(pin_key(Inflight.unpack(raw).index, PIN_INFLIGHT, bytes(key)), b"", db=self.db["pins"])
 
     def grow(self) -> None:
         """Double the map size (no transaction of this process may be open)."""

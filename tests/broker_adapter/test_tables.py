@@ -102,3 +102,28 @@ def test_a_full_lmdb_map_grows_and_the_batch_is_applied_again(tmp_path: pathlib.
     assert dump(small) == dump(big) and small.last_applied() == len(log)
     small.close()
     big.close()
+
+
+def test_layout_1_tables_get_their_pins_in_place(tmp_path: pathlib.Path) -> None:
+    """Layout 2 added `pins`; tables of layout 1 are indexed in place, not wiped (a compacted log could not
+    rebuild them)."""
+    prep = Preparer(StoreOptions(default_queue_count=1), lambda name: None)
+    creates, put, _ = prep.prepare([Message("T", b"a"), Message("T", b"late", delivery_timestamp=9_000)], 1000)
+    _, half, _ = prep.prepare([Message("T", b"prepared", transaction=True)], 1001)
+    data = [c.encode_command(cmd) for cmd in creates]
+    data.append(c.encode_put(1, 1000, put.topics, put.metas, put.blobs))
+    data.append(c.encode_put(2, 1001, half.topics, half.metas, half.blobs))
+    data.append(c.encode_command(c.PopReceive(3, 1002, "G", "T", -1, 0, 10, 100, 3)))
+    store = MessageStore(tmp_path / "s")
+    for i, raw in enumerate(data):
+        store.apply(Entry(i + 1, 1, raw))
+    pins = dump(store)["pins"]
+    assert len(pins) == 3 and store.tables.first_pinned() == 2  # the timer, the prepared and the popped message
+    with store.tables.env.begin(write=True) as txn:  # make it look like layout 1
+        txn.drop(store.tables.db["pins"], delete=False)
+        txn.put(b"layout", U32.pack(1), db=store.tables.db["meta"])
+    store.close()
+    store = MessageStore(tmp_path / "s")
+    assert not store.tables.rebuilt and store.last_applied() == len(data)
+    assert dump(store)["pins"] == pins
+    store.close()
