@@ -157,6 +157,24 @@ def _checkpoint_seed(
     return ckpt.count, ckpt.data_len, hdr[6], hdr[3]
 
 
+def _sane_entry(seg: Segment, ops: FileOps, file_len: int, k: int) -> tuple[int, int, int] | None:
+    """`(global end, chain CRC, term)` of the segment's entry number `k` (0-based) when its index record and
+    data header agree (the body is not checked); else None."""
+    assert seg.data_fd is not None and seg.index_fd is not None
+    raw = ops.pread(seg.index_fd, INDEX_SIZE, k * INDEX_SIZE)
+    if len(raw) < INDEX_SIZE:
+        return None
+    magic, pos, size, idx, term = INDEX.unpack(raw)
+    if magic != INDEX_MAGIC or idx != seg.first_index + k or size < HEADER_SIZE:
+        return None
+    if not seg.start <= pos or pos - seg.start + size > file_len:
+        return None
+    hdr = seg.read_header(ops, seg.data_fd, pos)
+    if (hdr[0], hdr[1], hdr[2], hdr[3], hdr[4]) != (DATA_MAGIC, size, idx, term, pos):
+        return None
+    return pos + size, hdr[6], term
+
+
 def _recover_tail(
     seg: Segment, ops: FileOps, chain0: int, term0: int, report: RecoveryReport, ckpt: Checkpoint | None
 ) -> None:
@@ -197,36 +215,39 @@ def _recover_tail(
         report.bytes_after_checkpoint = file_len - end
     elif m > 0:
         vk = k0 + v  # first entry re-checked
-        seed: int | None = chain0
-        if vk > 0:  # seed with the predecessor's stored chain CRC and term, when its header is sane
-            seed, term = None, 0
-            _m, ppos, _s, pidx, _pterm = INDEX.unpack(ops.pread(seg.index_fd, INDEX_SIZE, (vk - 1) * INDEX_SIZE))
-            if seg.start <= ppos and ppos - seg.start + HEADER_SIZE <= file_len:
-                hdr = seg.read_header(ops, seg.data_fd, ppos)
-                if hdr[0] == DATA_MAGIC and hdr[2] == pidx == seg.first_index + vk - 1 and hdr[4] == ppos:
-                    seed, term = hdr[6], hdr[3]
-        data_off = wrecs[v][1] - seg.start
-        raw = ops.pread(seg.data_fd, last_end - wrecs[v][1], data_off)
-        count, end, chain = vk, data_off, seed if seed is not None else 0
-        rel = 0
-        for _magic, pos, size, idx, rterm in wrecs[v:]:
-            try:
-                esize, eterm, _k, echain, _b, _l = check_entry(
-                    raw, rel, len(raw) - rel, index=idx, pos=pos, prev_chain=seed
-                )
-                if esize != size or eterm != rterm:
-                    raise ValueError(f"header (size {esize}, term {eterm}) disagrees with its index record")
-                if eterm < term:
-                    raise ValueError(f"term {eterm} below the previous {term}")
-            except ValueError as exc:
-                report.note(f"{seg.data_path}: entry {idx} at byte {pos - seg.start}: {exc}; cut here")
-                break
-            report.entries_checked += 1
-            seed = chain = echain
-            term = eterm
-            count += 1
-            end += esize
-            rel += esize
+        seed = chain0
+        pred = _sane_entry(seg, ops, file_len, vk - 1) if vk > 0 else None
+        if vk > 0 and pred is None:  # the entry before the window is damaged: cut before the first damaged one
+            j = vk - 1  # (entries j .. vk-1 have damaged headers; j-1 is sane, or j is the segment's first)
+            while j > 0 and (pred := _sane_entry(seg, ops, file_len, j - 1)) is None:
+                j -= 1
+            count, end, chain, term = (j, pred[0] - seg.start, pred[1], pred[2]) if pred else (0, 0, chain0, term0)
+            report.note(f"{seg.data_path}: entry {seg.first_index + j} has a damaged header; scan from it")
+        else:
+            if pred is not None:  # seed with the predecessor's stored chain CRC and term
+                seed, term = pred[1], pred[2]
+            data_off = wrecs[v][1] - seg.start
+            raw = ops.pread(seg.data_fd, last_end - wrecs[v][1], data_off)
+            count, end, chain = vk, data_off, seed
+            rel = 0
+            for _magic, pos, size, idx, rterm in wrecs[v:]:
+                try:
+                    esize, eterm, _k, echain, _b, _l = check_entry(
+                        raw, rel, len(raw) - rel, index=idx, pos=pos, prev_chain=seed
+                    )
+                    if esize != size or eterm != rterm:
+                        raise ValueError(f"header (size {esize}, term {eterm}) disagrees with its index record")
+                    if eterm < term:
+                        raise ValueError(f"term {eterm} below the previous {term}")
+                except ValueError as exc:
+                    report.note(f"{seg.data_path}: entry {idx} at byte {pos - seg.start}: {exc}; cut here")
+                    break
+                report.entries_checked += 1
+                seed = chain = echain
+                term = eterm
+                count += 1
+                end += esize
+                rel += esize
     scan = _scan(seg, ops, seg.data_fd, end, seg.first_index + count, chain, term, file_len)
     report.entries_checked += scan.count
     if scan.reason is not None:

@@ -301,3 +301,25 @@ def test_a_refused_open_deletes_nothing(tmp_path: pathlib.Path) -> None:
     with pytest.raises(CorruptStoreError, match="starts at byte"):
         SegmentedLog.open(tmp_path, segment_bytes=600)
     assert [p.name for p in data_files(tmp_path)] == [f"{0:020d}", *names[1:]]
+
+
+@pytest.mark.usefixtures("small_tail")
+def test_a_damaged_entry_before_the_checked_window_is_cut_not_kept(tmp_path: pathlib.Path) -> None:
+    """Review finding 5: the headers of the entry before the re-checked window and of the window's first entry
+    are lost (a zeroed page), and there is no checkpoint: recovery cuts before the first damaged entry and never
+    keeps an entry with term or chain 0."""
+    want = entries(1, 41, term=5, size=40)  # 88-byte entries: the 64-byte window is the last entry
+    build(tmp_path, want)
+    (tmp_path / "checkpoint").unlink()
+    path = data_files(tmp_path)[0]
+    raw = bytearray(path.read_bytes())
+    at = ends(want)[37]  # entry 39 (before the window) and entry 40 (the window)
+    raw[at : at + 88 + HEADER_SIZE] = bytes(88 + HEADER_SIZE)
+    path.write_bytes(raw)
+    with SegmentedLog.open(tmp_path, file_ops=NoSyncOps()) as log:
+        assert log.last_index == 38
+        assert log.term_at(38) == 5
+        assert log.read(1, 39) == want[:38]
+        with pytest.raises(ValueError, match="below the previous"):
+            log.append([Entry(39, 1, b"a lower term")])
+    assert verify_store(str(tmp_path)).clean
