@@ -1,9 +1,11 @@
 """`dledger broker --config broker.conf`: one replica = a dledger node + `MessageStore` + RocketMQ 5 endpoint.
 
-Also `LocalBrokerGroup` (for `dledger cluster --broker` and the tests): a local 3-replica broker group, one
-process per replica, each with its own generated broker.conf under the root directory. Until `dledger
-broker` is wired into `dledger.cli`, run a replica with `python -m dledger.broker_adapter.broker_cli
---config broker.conf`. Exit codes: 2 for a bad setting, 1 for a store or port problem, 0 after SIGTERM.
+This module imports grpc and the RocketMQ stubs only when a replica is built, so `add_broker_command` can be
+registered by `dledger.cli` without the `dledger[rocketmq]` extra. `LocalBrokerGroup` (for `dledger cluster
+--broker` and the tests) is a local broker group, one process per replica, each with its own generated
+broker.conf under the root directory. Until `dledger broker` is wired into `dledger.cli`, run a replica with
+`python -m dledger.broker_adapter.broker_cli --config broker.conf`. Exit codes: 2 for a bad setting or a
+missing extra, 1 for a store or port problem, 0 after SIGTERM.
 """
 
 from __future__ import annotations
@@ -21,12 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc.aio
-from rocketmq.grpc_protocol import service_pb2_grpc as sg  # type: ignore[import-untyped]
-
-from dledger.broker_adapter.endpoint import MessagingEndpoint
 from dledger.broker_adapter.endpoint_config import ENDPOINT_KEYS, EndpointConfig
-from dledger.broker_adapter.endpoint_support import ApplyNotifier
 from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions
 from dledger.broker_adapter.store import MessageStore
 from dledger.server.config import ConfigError, NodeConfig, format_peers, load_properties
@@ -53,6 +50,9 @@ class BrokerReplica:
     """One replica in this process: `await start()`, then serve until `await stop()`."""
 
     def __init__(self, props: dict[str, str], *, seed: int | None = None) -> None:
+        from dledger.broker_adapter.endpoint import MessagingEndpoint  # needs the dledger[rocketmq] extra
+        from dledger.broker_adapter.endpoint_support import ApplyNotifier
+
         self.node_config = NodeConfig.from_properties(props, other_keys=[*BROKER_KEYS, *ENDPOINT_KEYS])
         self.config = EndpointConfig.from_properties(props, self.node_config)
         options = StoreOptions.from_properties(props, file_reserved_hours=self.node_config.file_reserved_hours)
@@ -68,6 +68,9 @@ class BrokerReplica:
         return cls(load_properties(path))
 
     async def start(self) -> None:
+        import grpc.aio
+        from rocketmq.grpc_protocol import service_pb2_grpc as sg  # type: ignore[import-untyped]
+
         await self.server.start()
         try:
             await self.store.start()
@@ -120,6 +123,9 @@ def _cmd_broker(args: argparse.Namespace) -> int:
         asyncio.run(_serve(args.config))
     except ConfigError as exc:
         print(f"dledger broker: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        print(f"dledger broker: {exc} (install the extra: pip install 'dledger[rocketmq]')", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"dledger broker: {exc}", file=sys.stderr)
