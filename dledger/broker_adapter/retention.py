@@ -4,12 +4,17 @@ Invariants: a segment is dropped only if (1) it is not the last one, (2) every e
 store AND by every replica of the group (their `applied_index`, asked over the client service; if any replica
 does not answer, nothing is dropped: without snapshots a lagging replica could never catch up), and
 (3) it is older than the reserved time, or the disk is over `disk_max_used_ratio` (then the oldest eligible
-segment goes even if young), and (4) no entry in it is pinned: a delayed message not yet released
-(`timers`), a prepared transactional message not yet committed or rolled back (`half`), or a popped message
-not yet acknowledged (`inflight`) keeps its log entry, and so every later one, whatever its age or the disk
-ratio (the tables' `pins` index gives the oldest such entry; a pinned entry that blocks retention is named in
-the report's reason). Dead-letter records are NOT pins: like any consume queue record they live as long as the
-original message's entry (RocketMQ rewrites dead letters, so there they live a retention period longer).
+segment goes even if young), and (4) unless the disk is over that ratio, no entry in it is pinned.
+
+Pins: a delayed message not yet released (`timers`), a prepared transactional message not yet committed or
+rolled back (`half`) and a popped message not yet acknowledged (`inflight`) keep their log entry, and so
+every later one, whatever its age; the tables' `pins` index gives the oldest such entry, and a pin that holds
+retention back is named in the report's reason. Pins do not hold against disk pressure (a warning is logged):
+RocketMQ too deletes by disk use whatever is pending, and an abandoned Pop group (its expired in-flight
+messages are redelivered or dead-lettered only by its own receives) must not fill the disk. Dead-letter
+records are not pins: like any consume queue record they live as long as the original message's entry
+(RocketMQ rewrites dead letters, so there they live one retention period longer).
+
 The tables are synced to disk before the safe point is read, so nothing is compacted that an OS crash could
 make the tables need again. Segments are dropped oldest first, never leaving a hole. The decision is local
 to each replica (each drops its own files); it never changes replicated state.
@@ -17,6 +22,7 @@ to each replica (each drops its own files); it never changes replicated state.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +35,8 @@ if TYPE_CHECKING:
     from dledger.broker_adapter.store import MessageStore
 
 __all__ = ["Retention", "RetentionReport", "compactable_before"]
+
+log = logging.getLogger(__name__)
 
 
 class SegmentInfo(Protocol):
@@ -97,13 +105,19 @@ class Retention:
         replicas, why = await self.replicas_applied()
         self.store.tables.sync()  # (no await from here to the safe point: what it counts is on disk)
         safe = min(self.store.last_applied(), replicas)
+        over_ratio = ratio > opts.disk_max_used_ratio
         pinned = self.store.tables.first_pinned()
         if pinned is not None and pinned <= safe:
-            safe = pinned - 1
-            why = why or f"entry {pinned} is pinned by a pending, prepared or in-flight message"
+            if over_ratio:
+                log.warning(
+                    "disk %.0f%% used: compacting past entry %d, pinned by a pending message", ratio * 100, pinned
+                )
+            else:
+                safe = pinned - 1
+                why = why or f"entry {pinned} is pinned by a pending, prepared or in-flight message"
         segments = self.server.segments()
         first = segments[0].first_index if segments else 1
-        before = compactable_before(segments, safe, time.time() - hours * 3600, ratio > opts.disk_max_used_ratio)
+        before = compactable_before(segments, safe, time.time() - hours * 3600, over_ratio)
         if before <= first:
             return RetentionReport(first, 0, safe, ratio, why or "nothing to drop")
         first = await self.server.compact(before)

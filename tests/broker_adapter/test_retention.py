@@ -188,3 +188,27 @@ def test_pop_receive_written_before_first_index_existed_still_decodes() -> None:
     new = c.encode_command(c.PopReceive(1, 2, "G", "T", -1, 0, 3, 4, 5, 77))
     old = new[:3] + bytes([c.Tag.POP_RECEIVE]) + new[4:-8]
     assert c.decode_command(old) == c.PopReceive(1, 2, "G", "T", -1, 0, 3, 4, 5, 0)
+
+
+def test_pins_do_not_hold_against_disk_pressure(tmp_path: pathlib.Path) -> None:
+    """An abandoned Pop group's in-flight message pins the log against age, not against a full disk."""
+    ratio = [0.5]
+
+    async def body(group: BrokerGroup) -> None:
+        master = await group.wait_for_master()
+        await master.create_topic("P", 1)
+        assert (await master.put_message(Message("P", b"POPPED"))).ok
+        popped = await master.pop_messages("abandoned", "P", invisible_ms=60_000)
+        pinned = popped.messages[0].stored.log_index
+        for k in range(30):
+            assert (await master.put_message(Message("T", bytes([k]) * 400, queue_id=0))).ok
+        await group.wait_applied(master.last_applied())
+        held = await master.run_retention()
+        assert held.first_index <= pinned and "pinned" in held.reason
+        ratio[0] = 0.8  # over diskMaxUsedSpaceRatio: one young segment per pass, pins or not
+        while (report := await master.run_retention()).first_index <= pinned:
+            assert report.dropped_before > 0  # each pass makes progress
+        assert master.tables.first_pinned() == pinned  # the record stays; only its body is gone
+
+    opts = StoreOptions(retention_interval_s=0, disk_usage=lambda _: ratio[0], default_queue_count=1)
+    run_group(tmp_path, body, opts, segment_bytes=4096)
