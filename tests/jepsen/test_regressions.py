@@ -1,8 +1,8 @@
 """Deterministic regression tests for bugs that the jepsen_like campaign found in dledger.
 
-Each one reproduces the bug on the in-memory simulation (`dledger.testing.Cluster`: no sockets, no clocks)
-and is marked `xfail(strict=True)` until the owners fix it: then it passes, the strict xfail fails, and the
-marker must be removed.
+Each one reproduces its bug deterministically (on the in-memory simulation, on in-process servers, or on
+real node processes with the fault set up step by step) and stays marked `xfail(strict=True)` until the
+owners fix the bug: then it passes, the strict xfail fails, and the marker is removed.
 """
 
 from __future__ import annotations
@@ -81,13 +81,8 @@ def _wait(cond: Callable[[], T | None], timeout: float, what: str) -> T:
         time.sleep(0.05)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with lease reads, a leader resumed after a pause (SIGSTOP, GC, a stalled loop) answers a read "
-    "from its old lease: the driver feeds requests before it accounts for the elapsed time and then adds at "
-    "most heartbeat_tick ticks (RaftNode._run), so the lease clock loses the pause; a new leader has "
-    "meanwhile committed writes, and the read is stale",
-)
+# Found by `python -m jepsen_like run --seed 22 --duration 60 --lease-read --nemesis pause-isolate-leader`
+# (stale-read + nonmonotonic-read); fixed in 53bbe86: the driver accounts every stalled tick before input.
 def test_a_paused_then_isolated_lease_leader_does_not_serve_stale_reads(tmp_path: pathlib.Path) -> None:
     state = RunState(f"r{os.getpid() % 4096:03x}")
     cluster = Cluster(tmp_path, 3, flush="sync", net="proxy", state=state, lease_read=True, durable_report_ms=0)
@@ -138,12 +133,8 @@ def _try_read(client: DLedgerClient, asked: str) -> tuple[int, str | None]:
 # ---- found with real processes: a node fences itself when a cancelled read meets "not leader" ----
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: RaftNode._feed calls set_exception on a read_index future that its RPC already cancelled "
-    "(client deadline while the node was paused or slow): InvalidStateError escapes _run and the node fences "
-    "itself for good ('invalid state'), as if its storage had failed",
-)
+# Found by `python -m jepsen_like run --seed 7 --duration 30 --lease-read --nemesis pause-isolate-leader`
+# (a node fenced with "invalid state", so the run never healed); fixed in 53bbe86.
 def test_a_cancelled_read_on_a_follower_does_not_fence_the_node(tmp_path: pathlib.Path) -> None:
     asyncio.run(_cancelled_read_on_follower(tmp_path))
 
