@@ -193,13 +193,13 @@ class Applier:
             return None
         except lmdb.MapFullError:
             return _FULL
-        except lmdb.BadValsizeError:
-            pass
+        except lmdb.BadValsizeError as exc:
+            error: Exception = exc
         except lmdb.Error:
             raise
-        except Exception:
-            pass
-        log.exception("entry %d: applying the command failed; it is skipped (on every replica alike)", entry.index)
+        except Exception as exc:
+            error = exc
+        log.error("entry %d: the command failed; skipped on every replica alike", entry.index, exc_info=error)
         self._poisoned.add(entry.index)
         self.skipped += 1
         self.outcomes_staged.pop(_nonce_of(entry.data), None)

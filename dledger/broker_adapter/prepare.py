@@ -100,7 +100,7 @@ def _check_limits(k: int, msg: Message, msg_id: str) -> None:
         raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"message {k}: the message id is over {MAX_ID_BYTES} bytes")
     if any(len(key.encode("utf-8", "surrogatepass")) > MAX_MSG_KEY_BYTES for key in msg.keys):
         raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"message {k}: a key is over {MAX_MSG_KEY_BYTES} bytes")
-    if not 0 <= msg.delivery_timestamp < MAX_TIME:
+    if msg.delivery_timestamp >= MAX_TIME:
         raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"message {k}: the delivery time is out of range")
 
 
