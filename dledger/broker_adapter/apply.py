@@ -5,12 +5,18 @@ Rules (every replica must derive identical tables from the same log):
   of the `now` stamped into commands by the leader (so it never goes backwards, even across leaders), moved
   at most `MAX_TIME_STEP` per command and kept below `MAX_TIME` (a wrong stamp cannot hold time hostage);
 - one LMDB write transaction per applied batch (the entries the node applies in one go: the transaction is
-  committed by a `call_soon` callback, before any other task runs), which also stores `meta[applied]`; if
-  anything fails the transaction aborts, the in-memory caches are dropped and the error propagates (the
-  node fences), so LMDB always holds exactly the effect of entries `1..applied`; a full LMDB map is
-  doubled and the open batch applied again (same entries, same committed state: same result);
-- a malformed command changes nothing but `applied`; no-op, config and foreign (non-adapter) entries
-  change nothing at all and open no transaction;
+  committed by a `call_soon` callback, before any other task runs), which also stores `meta[applied]`;
+  outcomes reach waiters only after that commit; a full LMDB map is doubled and the open batch applied again
+  (same entries, same committed state: same result);
+- malformed input is decided from the entry's bytes: a truncated or undecodable command, names or ids that
+  cannot be LMDB keys (empty, NUL, too long: see `tables.MAX_*`), numbers out of range change nothing but
+  `applied` (a PUT message with a bad id or queue is rejected alone); as a safety net, a command that raises
+  anything but a storage error is skipped whole (the batch is applied again without it: no partial effect),
+  identically on every replica, and logged;
+- a storage error (`lmdb.Error` other than a key / value size error) or a failed commit aborts the
+  transaction, drops the caches and propagates (the node fences; after a failed commit `failed` is set and
+  every later `apply` raises), so LMDB always holds exactly the effect of entries `1..applied`;
+- no-op, config and foreign (non-adapter) entries change nothing at all and open no transaction;
 - queue offsets are assigned here, in log order: `cqmax[topic, queue]` is the next offset;
 - delayed messages wait in `timers` and are enqueued (given their offset) by the first entry whose
   `log_time` reaches their delivery time; prepared transactional messages wait in `half` until an
