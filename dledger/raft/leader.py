@@ -215,7 +215,7 @@ class LeaderMixin:
         hint = m.conflict_index
         if m.conflict_term > 0:
             hint = log.find_conflict_by_term(hint, m.conflict_term)
-        if pr.maybe_decrease_to(m.reject_index, hint):
+        if pr.maybe_decrease_to(m.reject_index, hint, m.last_log_index):
             if pr.state is _REPLICATE:
                 pr.become_probe()
             self._send_appends(m.from_id, pr)

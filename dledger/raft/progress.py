@@ -133,12 +133,22 @@ class Progress:
             self.next_index = match_index + 1
         return True
 
-    def maybe_decrease_to(self, rejected: int, hint: int) -> bool:
+    def maybe_decrease_to(self, rejected: int, hint: int, last_log_index: int | None = None) -> bool:
         """The follower rejected `prev_log_index == rejected`; `hint` is the index to probe at next.
 
         Returns False (and changes nothing) for a stale reject: one about an index we already know matches
         (REPLICATE) or about a probe we are no longer waiting for (PROBE).
+
+        Exception: a follower whose log now ends below its match index lost entries it had acknowledged
+        (an un-fsynced tail cut by a power loss, with async flush). Its log up to its end is still a prefix of
+        what matched, so the match index comes down to it and probing starts there; without this the leader
+        would probe at match + 1 forever. Lowering a match never un-commits anything.
         """
+        if last_log_index is not None and last_log_index < self.match_index:
+            self.match_index = last_log_index
+            self.next_index = last_log_index + 1
+            self.probe_sent = False
+            return True
         if self.state is ProgressState.REPLICATE:
             if rejected <= self.match_index:
                 return False

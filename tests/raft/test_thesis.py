@@ -462,3 +462,21 @@ def test_regression_stale_leader_of_an_old_term_is_not_taken_for_the_leader() ->
         c.stabilize()
     assert c.core(old).role is Role.FOLLOWER
     assert c.nodes[old].applied[p.last_index - 1].data == b"acked"
+
+
+def test_progress_comes_down_when_a_follower_lost_acknowledged_entries() -> None:
+    """Async flush, power loss: a follower's log ends below the match index the leader holds for it. The
+    leader must probe from the follower's real end, not at match + 1 forever (found by jepsen_like)."""
+    from dledger.raft.progress import Progress, ProgressState
+
+    pr = Progress(next_index=1, max_inflight_msgs=8, max_inflight_bytes=1 << 20)
+    pr.maybe_update(20)
+    pr.become_replicate()
+    # a stale reject (about an index known to match) from a follower whose log is intact changes nothing
+    assert not pr.maybe_decrease_to(rejected=15, hint=15, last_log_index=25)
+    assert pr.match_index == 20
+    # the follower now ends at 14: it lost 15..20, which it had acknowledged
+    assert pr.maybe_decrease_to(rejected=22, hint=14, last_log_index=14)
+    assert (pr.match_index, pr.next_index) == (14, 15)
+    pr.become_probe()
+    assert pr.state is ProgressState.PROBE and pr.next_index == 15
