@@ -29,7 +29,7 @@ from dledger.broker_adapter.store import MessageStore
 from dledger.server.config import ConfigError, NodeConfig, format_peers, load_properties
 from dledger.server.server import DLedgerServer
 
-__all__ = ["BrokerReplica", "LocalBrokerGroup", "add_broker_command", "main"]
+__all__ = ["BrokerReplica", "LocalBrokerGroup", "add_broker_command", "main", "run_local_group"]
 
 log = logging.getLogger("dledger.broker")
 
@@ -154,9 +154,24 @@ class LocalBrokerGroup:
 
     @classmethod
     def create(
-        cls, root: str | os.PathLike[str], nodes: int = 3, *, group: str = "broker", extra: dict[str, str] | None = None
+        cls,
+        root: str | os.PathLike[str],
+        nodes: int = 3,
+        *,
+        group: str = "broker",
+        extra: dict[str, str] | None = None,
+        base_port: int | None = None,
     ) -> LocalBrokerGroup:
-        ports = free_ports(2 * nodes)
+        """`base_port`: endpoints on base_port, base_port + 1, ...; the replicas' dLedger ports 100 above
+        (default: free ports the system picks)."""
+        if not 1 <= nodes <= 9:
+            raise ConfigError(f"--nodes: {nodes} must be between 1 and 9")
+        if base_port is not None and not 1 <= base_port <= 65535 - 100 - nodes:
+            raise ConfigError(f"--base-port: {base_port} leaves no room for {nodes} replicas")
+        if base_port is None:
+            ports = free_ports(2 * nodes)
+        else:
+            ports = [base_port + 100 + k for k in range(nodes)] + [base_port + k for k in range(nodes)]
         peers = {f"n{k}": f"127.0.0.1:{ports[k]}" for k in range(nodes)}
         endpoints = {f"n{k}": f"127.0.0.1:{ports[nodes + k]}" for k in range(nodes)}
         path = pathlib.Path(root).resolve()
@@ -227,11 +242,18 @@ class LocalBrokerGroup:
                 proc.wait()
 
 
-def run_local_group(root: str, nodes: int = 3, group: str = "broker") -> int:
+def run_local_group(
+    root: str, nodes: int = 3, *, group: str = "broker", flush: str = "async", base_port: int | None = None
+) -> int:
     """`dledger cluster --broker`: start a local broker group in the foreground until Ctrl-C."""
     import time
 
-    g = LocalBrokerGroup.create(root, nodes, group=group)
+    extra = {"flushDiskType": "SYNC_FLUSH" if flush == "sync" else "ASYNC_FLUSH"}
+    try:
+        g = LocalBrokerGroup.create(root, nodes, group=group, extra=extra, base_port=base_port)
+    except ConfigError as exc:
+        print(f"dledger cluster: {exc}", file=sys.stderr)
+        return 2
     g.start_all()
     print(f"broker group {group!r}: {nodes} replicas; clients use endpoints={g.access_point!r}")
     print(f"configs and logs in {g.root} (Ctrl-C stops every replica)", flush=True)
