@@ -5,8 +5,10 @@ After every background flush (and at rollover, truncation and close) the log rec
 
     magic 4 (CHECKPOINT_MAGIC), segment start 8, data bytes 8, entries 8, CRC 4 (of the 28 bytes before)
 
-The file is rewritten in place and never fsynced: it is a hint. It is written only after the fsync it
-describes, so whatever survives a crash (the new value or an older one) never claims more than is durable;
+The file is rewritten in place and fsynced only at truncation (`CheckpointFile.sync`): it is a hint. It is
+written only after the fsync it describes, so whatever survives a crash (the new value or an older one) never
+claims more than is durable; an older one never predates the last truncation (which replaced the entries it
+described, so recovery would not check their un-fsynced successors);
 a torn or missing file fails its CRC and is ignored. Recovery scans the last segment's data from the
 checkpoint on (see `recovery.py`), so a hole that a crash left in un-fsynced data is cut, however far
 before the end it is; the scan costs what was written since the last flush.
@@ -18,6 +20,8 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass
+
+from dledger.commitlog.fileops import FileOps
 
 __all__ = ["CHECKPOINT_NAME", "Checkpoint", "CheckpointFile", "read_checkpoint"]
 
@@ -65,6 +69,11 @@ class CheckpointFile:
 
     def write(self, cp: Checkpoint) -> None:
         os.pwrite(self._fd, _encode(cp), 0)
+
+    def sync(self, ops: FileOps) -> None:
+        """Make the record durable (after a truncation: else a power cut could leave a record from before it,
+        describing entries that were replaced by newer, un-fsynced ones that recovery would then not check)."""
+        ops.datasync(self._fd)
 
     def close(self) -> None:
         os.close(self._fd)

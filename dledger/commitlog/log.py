@@ -405,14 +405,17 @@ class SegmentedLog:
         finally:
             self._rw.release_write()
 
-    def _checkpoint(self, cp: Checkpoint, *, only_if_current: bool = False) -> None:
+    def _checkpoint(self, cp: Checkpoint, *, only_if_current: bool = False, durable: bool = False) -> None:
         """Record what of the last segment is fsynced (see `checkpoint.py`). The flusher passes
-        `only_if_current`, so that it never moves the checkpoint back to a segment the log rolled past."""
+        `only_if_current`, so that it never moves the checkpoint back to a segment the log rolled past;
+        truncation passes `durable`."""
         with self._ckpt_lock:
             if only_if_current and cp.start != self._ckpt_start:
                 return
             self._ckpt.write(cp)
             self._ckpt_start = cp.start
+            if durable:
+                self._ckpt.sync(self._ops)
 
     def _sync_fds(self, seg: Segment) -> None:
         """fdatasync a segment's data, then index, whatever is published (used at rollover, in `append`)."""
@@ -450,9 +453,9 @@ class SegmentedLog:
                         self._ops.fsync_dir(os.path.join(self._dir, sub))
                 if keep is not None and new_end is not None:
                     keep.cut_after(self._ops, index, *new_end)  # durable: truncation is rare
-                    self._checkpoint(Checkpoint(keep.start, keep.data_len, keep.count))
+                    self._checkpoint(Checkpoint(keep.start, keep.data_len, keep.count), durable=True)
                 else:
-                    self._checkpoint(Checkpoint(base.pos, 0, 0))
+                    self._checkpoint(Checkpoint(base.pos, 0, 0), durable=True)
                 self._set_segments(segs)
                 self._set_tail_from_segments()
                 self._durable_index = index  # closed segments were synced at rollover, `keep` just now

@@ -34,7 +34,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 
-from dledger.commitlog.checkpoint import Checkpoint, read_checkpoint
+from dledger.commitlog.checkpoint import CHECKPOINT_NAME, Checkpoint, read_checkpoint
 from dledger.commitlog.codec import DATA_MAGIC, HEADER_SIZE, INDEX, INDEX_MAGIC, INDEX_SIZE, check_entry
 from dledger.commitlog.errors import CorruptStoreError
 from dledger.commitlog.fileops import FileOps
@@ -349,6 +349,8 @@ def recover(directory: str, ops: FileOps, keep_open: int) -> tuple[Base, list[Se
             ops.datasync(last.index_fd)
         for sub in (DATA_DIR, INDEX_DIR):
             ops.fsync_dir(os.path.join(directory, sub))
+        # the checkpoint file's name too (empty until the log writes it: ignored), so that fsyncing it counts
+        os.close(os.open(os.path.join(directory, CHECKPOINT_NAME), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
         ops.fsync_dir(directory)
     except BaseException:
         for seg in segs:

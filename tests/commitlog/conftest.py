@@ -76,9 +76,9 @@ class PowerLossOps(FileOps):
     when the underlying `FileOps` method really ran (its counter moved): a run with every fsync disabled
     (the reviewer's `plug_nofsync`) therefore loses everything, as it would on real hardware.
 
-    Files in the store directory itself (meta, checkpoint) survive if the directory's last fsync named them,
-    with their current content: meta is written atomically
-    with its own fsyncs, the checkpoint is only a hint (a page-cache copy is the worst case for it).
+    Files in the store directory itself (meta, checkpoint) survive if the directory's last fsync named them:
+    meta (written atomically with its own fsyncs) with its current content; the checkpoint, a hint rewritten in
+    place, with its content at its last fdatasync (the oldest a power cut can leave), or not at all.
     `fail(kind, path)` may return an errno to inject a failure of `pwrite`, `datasync`, `fsync_dir` or
     `truncate`.
     """
@@ -146,7 +146,12 @@ class PowerLossOps(FileOps):
         for name in names:
             src = os.path.join(self.root, name)
             if os.path.isfile(src) and name != "LOCK":
-                shutil.copy(src, os.path.join(dst, name))
+                if name == "checkpoint":  # rewritten in place, rarely fsynced: the worst case is its synced copy
+                    if src in self.content:
+                        with open(os.path.join(dst, name), "wb") as f:
+                            f.write(self.content[src])
+                else:
+                    shutil.copy(src, os.path.join(dst, name))
         for sub in ("data", "index"):
             d = os.path.join(self.root, sub)
             if sub not in names:
