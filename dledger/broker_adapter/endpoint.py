@@ -47,12 +47,13 @@ from dledger.broker_adapter.reader import parse_tag_filter
 from dledger.broker_adapter.results import NAME, AckStatus, PopStatus, PutStatus
 from dledger.broker_adapter.store import MessageStore
 
-__all__ = ["WRITE_WAIT_S", "MessagingEndpoint"]
+__all__ = ["FORWARDED_WAIT_S", "WRITE_WAIT_S", "MessagingEndpoint"]
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 WRITE_WAIT_S = 3.0  # how long a write waits for a leader (within the client's deadline)
+FORWARDED_WAIT_S = 1.0  # how long a forwarded write waits for this replica to become master
 MAX_INVISIBLE_MS = 12 * 3600 * 1000
 MAX_POLL_S = 60.0
 _TYPES = {
@@ -109,27 +110,35 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
         forward: Callable[[Any, list[tuple[str, str]], float], Awaitable[R]],
         fail: Callable[[int, str], R],
     ) -> R:
-        """Run `local` on the master, or forward to the leader, waiting for one within bounds."""
+        """Run `local` on the master, or forward to the leader, waiting for one within bounds.
+
+        A forwarded request that reaches a replica which is not master fails fast when that replica knows
+        another leader (the forwarder then tries the new leader), and otherwise waits at most
+        `FORWARDED_WAIT_S` for itself to become master, so the forwarder keeps time for another try."""
         deadline = self._deadline(context)
-        give_up = min(deadline, time.monotonic() + WRITE_WAIT_S)
         forwarded = self._forwarded(context)
+        give_up = min(deadline, time.monotonic() + (FORWARDED_WAIT_S if forwarded else WRITE_WAIT_S))
         why = "no leader is known"
         while True:
+            leader = self.store.server.leader_id if self.store.server else None
             if self.store.is_master:
                 try:
                     return await local()
                 except _NotMaster as exc:
                     why = str(exc)
-            else:
-                leader = self.store.server.leader_id if self.store.server else None
-                if leader and leader != self.config.self_id and not forwarded:
-                    try:
-                        md = LeaderLink.metadata(context.invocation_metadata() or ())
-                        return await forward(self.link.stub(leader), md, max(deadline - time.monotonic(), 0.1))
-                    except grpc.aio.AioRpcError as exc:
-                        why = f"forwarding to the leader {leader} failed: {exc.code().name}"
-                elif forwarded:
-                    why = "forwarded here, but this replica is not the master"
+            elif forwarded:
+                why = "forwarded here, but this replica is not the master"
+                if leader and leader != self.config.self_id:
+                    return fail(Code.HA_NOT_AVAILABLE, f"{why}; the leader is {leader}")
+            elif leader and leader != self.config.self_id:
+                try:
+                    md = LeaderLink.metadata(context.invocation_metadata() or ())
+                    out = await forward(self.link.stub(leader), md, max(deadline - time.monotonic(), 0.1))
+                    if _code(out) != Code.HA_NOT_AVAILABLE or time.monotonic() >= give_up:
+                        return out
+                    why = f"the leader {leader} was not master"
+                except grpc.aio.AioRpcError as exc:
+                    why = f"forwarding to the leader {leader} failed: {exc.code().name}"
             if time.monotonic() >= give_up:
                 return fail(Code.HA_NOT_AVAILABLE, why)
             await asyncio.sleep(0.02)
@@ -429,6 +438,13 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
     async def close(self) -> None:
         await self.telemetry.close()
         await self.link.close()
+
+
+def _code(response: Any) -> int:
+    """The status code of a unary response, or of the first message of a streamed one (a list)."""
+    if isinstance(response, list):
+        return int(response[0].status.code) if response and response[0].HasField("status") else int(Code.OK)
+    return int(response.status.code)
 
 
 def _now_ts() -> Any:

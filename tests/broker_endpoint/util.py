@@ -79,6 +79,11 @@ def send_eventually(p: Producer, msg: Message, timeout: float = 60.0) -> Any:
     return eventually("a send to succeed", lambda: p.send(msg), timeout, interval=0.2)
 
 
+def receive(c: SimpleConsumer, n: int, invisible_s: int, timeout: float = 30.0) -> list[Any]:
+    """`c.receive(n, invisible_s)`, tried again while it raises (a leader change is a retriable error)."""
+    return eventually("a receive that does not fail", lambda: (c.receive(n, invisible_s),), timeout)[0]
+
+
 def leader_id(group: LocalBrokerGroup, timeout: float = 30.0) -> str:
     live = {i: a for i, a in group.peers.items() if group.alive(i)}
 
