@@ -444,23 +444,31 @@ class SegmentedLog:
                 segs = list(view)
                 keep = segs[k] if index > base.index else None
                 new_end = keep.locate_end(self._ops, index) if keep is not None else None  # before any change
-                removed = False
-                while segs and segs[-1] is not keep:
-                    segs.pop().remove_files(self._ops)
-                    removed = True
-                if removed:
-                    for sub in (DATA_DIR, INDEX_DIR):
-                        self._ops.fsync_dir(os.path.join(self._dir, sub))
-                if keep is not None and new_end is not None:
-                    keep.cut_after(self._ops, index, *new_end)  # durable: truncation is rare
-                    self._checkpoint(Checkpoint(keep.start, keep.data_len, keep.count), durable=True)
-                else:
-                    self._checkpoint(Checkpoint(base.pos, 0, 0), durable=True)
-                self._set_segments(segs)
-                self._set_tail_from_segments()
-                self._durable_index = index  # closed segments were synced at rollover, `keep` just now
+                with self._fatal():  # from here on a failure leaves files and memory apart: poison
+                    self._truncate_files(segs, keep, new_end, index)
             finally:
                 self._rw.release_write()
+
+    def _truncate_files(
+        self, segs: list[Segment], keep: Segment | None, new_end: tuple[int, int, int] | None, index: int
+    ) -> None:
+        """The file part of `truncate_after` (the caller poisons the log if it fails partway)."""
+        base = self._base
+        removed = False
+        while segs and segs[-1] is not keep:
+            segs.pop().remove_files(self._ops)
+            removed = True
+        if removed:
+            for sub in (DATA_DIR, INDEX_DIR):
+                self._ops.fsync_dir(os.path.join(self._dir, sub))
+        if keep is not None and new_end is not None:
+            keep.cut_after(self._ops, index, *new_end)  # durable: truncation is rare
+            self._checkpoint(Checkpoint(keep.start, keep.data_len, keep.count), durable=True)
+        else:
+            self._checkpoint(Checkpoint(base.pos, 0, 0), durable=True)
+        self._set_segments(segs)
+        self._set_tail_from_segments()
+        self._durable_index = index  # closed segments were synced at rollover, `keep` just now
 
     def compact_before(self, index: int) -> None:
         with self._mutex:
@@ -473,13 +481,14 @@ class SegmentedLog:
             base = Base(gone.last_index, gone.last_term, gone.end, gone.last_chain)
             self._rw.acquire_write()
             try:
-                write_base(self._dir, base, self._ops)
-                self._base = base
-                self._set_segments(self._segs[len(drop) :])
-                for seg in drop:
-                    seg.remove_files(self._ops)
-                for sub in (DATA_DIR, INDEX_DIR):
-                    self._ops.fsync_dir(os.path.join(self._dir, sub))
+                with self._fatal():  # a failure partway leaves files and memory apart: poison
+                    write_base(self._dir, base, self._ops)
+                    self._base = base
+                    self._set_segments(self._segs[len(drop) :])
+                    for seg in drop:
+                        seg.remove_files(self._ops)
+                    for sub in (DATA_DIR, INDEX_DIR):
+                        self._ops.fsync_dir(os.path.join(self._dir, sub))
             finally:
                 self._rw.release_write()
 

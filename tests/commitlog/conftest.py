@@ -129,7 +129,8 @@ class PowerLossOps(FileOps):
         before = self.syncs
         super().datasync(fd)
         if self.syncs > before and path.startswith(self.root + os.sep):
-            self.content[path] = os.pread(fd, os.fstat(fd).st_size, 0) if os.fstat(fd).st_size else b""
+            with open(path, "rb") as f:  # (fd may be write-only)
+                self.content[path] = f.read()
 
     def fsync_dir(self, path: str) -> None:
         self._inject("fsync_dir", os.path.realpath(path))

@@ -283,3 +283,36 @@ def test_a_truncation_makes_its_checkpoint_durable(tmp_path: pathlib.Path) -> No
     with SegmentedLog.open(tmp_path / "crash") as log:
         assert log.last_index == 600
         assert log.read(1, 601) == old[:500] + new[:100]
+
+
+@pytest.mark.parametrize(
+    ("call", "kind"), [("truncate_dir", "fsync_dir"), ("truncate_cut", "datasync"), ("compact", "fsync_dir")]
+)
+def test_a_failure_partway_through_truncate_or_compact_poisons_the_log(
+    tmp_path: pathlib.Path, call: str, kind: str
+) -> None:
+    """Review finding 7: an I/O error after truncate_after / compact_before changed files leaves disk and memory
+    apart: the log refuses service (instead of AssertionError, FileNotFoundError or writing past a hole), and
+    reopening recovers a valid log."""
+    ops = PowerLossOps(tmp_path)
+    log = SegmentedLog.open(tmp_path, segment_bytes=300, flush_interval_ms=60_000, file_ops=ops)
+    log.append(entries(1, 11, size=52))  # [1-3] [4-6] [7-9] [10]
+    log.sync()
+    ops.fail = lambda k, path: errno.EIO if k == kind else None
+    with pytest.raises(OSError, match="Input/output"):
+        if call == "truncate_dir":
+            log.truncate_after(2)  # removes segments, then the directory fsync fails
+        elif call == "truncate_cut":
+            log.truncate_after(11 - 3)  # cuts segment [7-9], then its fdatasync fails
+        else:
+            log.compact_before(7)  # writes meta, deletes, then the directory fsync fails
+    ops.fail = lambda k, path: None
+    for attempt in (lambda: log.read(1, 2), lambda: log.append(entries(11, 12, size=52)), log.sync):
+        with pytest.raises(LogClosedError, match="reopen"):
+            attempt()
+    log.close()
+    with SegmentedLog.open(tmp_path, segment_bytes=300) as again:
+        assert again.read(again.first_index, again.last_index + 1) == entries(
+            again.first_index, again.last_index + 1, size=52
+        )
+    assert verify_store(str(tmp_path)).clean
