@@ -110,10 +110,19 @@ class Segment:
             self.index_fd = ops.open(self.index_path, create=create)
 
     def close_fds(self, ops: FileOps) -> None:
-        for fd in (self.data_fd, self.index_fd):
-            if fd is not None:
-                ops.close(fd)
+        """Close both handles; the fields are cleared first, so a failed close never leaves a closed (and
+        soon reused) fd number in place. The first error is raised after both closes were attempted."""
+        fds = (self.data_fd, self.index_fd)
         self.data_fd = self.index_fd = None
+        error: BaseException | None = None
+        for fd in fds:
+            if fd is not None:
+                try:
+                    ops.close(fd)
+                except BaseException as exc:
+                    error = error or exc
+        if error is not None:
+            raise error
 
     def reader_fds(self, ops: FileOps) -> tuple[int, int, bool]:
         """`(data_fd, index_fd, owned)`: the open handles, or fresh read-only ones the caller must close."""
@@ -134,11 +143,11 @@ class Segment:
         if len(raw) < INDEX_SIZE:
             raise CorruptEntryError(self.index_path, k * INDEX_SIZE, index, "index record is missing")
         magic, pos, size, idx, term = INDEX.unpack(raw)
-        if magic != INDEX_MAGIC or idx != index or size < HEADER_SIZE or not self.start <= pos < self.end:
+        if magic != INDEX_MAGIC or idx != index or size < HEADER_SIZE or not self.start <= pos < pos + size <= self.end:
             raise CorruptEntryError(
                 self.index_path, k * INDEX_SIZE, index, f"bad index record (magic {magic:#x}, index {idx}, pos {pos})"
             )
-        return pos, size, term
+        return pos, size, term  # pos + size <= end: a damaged size never makes a read allocate past the segment
 
     def term_of(self, ops: FileOps, dfd: int, ifd: int, index: int) -> int:
         """The term of entry `index`, from its index record cross-checked with its data header (so that one

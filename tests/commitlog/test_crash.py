@@ -323,3 +323,38 @@ def test_a_damaged_entry_before_the_checked_window_is_cut_not_kept(tmp_path: pat
         with pytest.raises(ValueError, match="below the previous"):
             log.append([Entry(39, 1, b"a lower term")])
     assert verify_store(str(tmp_path)).clean
+
+
+def test_a_damaged_index_size_is_reported_not_allocated(tmp_path: pathlib.Path) -> None:
+    """Review finding 8: an index record whose size runs past the segment raises CorruptEntryError; the read
+    never asks for ~4 GiB."""
+    build(tmp_path, segment_bytes=600)
+    path = index_files(tmp_path)[0]
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<I", raw, 32 * 3 + 12, 0xFFFFFFFF)  # entry 4's size field (not its segment's last)
+    path.write_bytes(raw)
+    asked: list[int] = []
+
+    class Counting(NoSyncOps):
+        def pread(self, fd: int, length: int, offset: int) -> bytes:
+            asked.append(length)
+            return super().pread(fd, length, offset)
+
+    with SegmentedLog.open(tmp_path, segment_bytes=600, file_ops=Counting()) as log:
+        for lo, hi in ((4, 5), (2, 5), (4, 8)):
+            with pytest.raises(CorruptEntryError, match="bad index record"):
+                log.read(lo, hi)
+        with pytest.raises(CorruptEntryError):
+            log.term_at(4)
+        assert max(asked) < 1 << 20
+
+
+def test_a_short_older_segment_refuses_to_open_as_a_corrupt_store(tmp_path: pathlib.Path) -> None:
+    """Review finding 10: an older segment's data file that lost its end (index intact) is a CorruptStoreError
+    from open, not a CorruptEntryError out of the cheap check."""
+    build(tmp_path, segment_bytes=600)
+    first = data_files(tmp_path)[0]
+    with open(first, "r+b") as f:
+        f.truncate(first.stat().st_size - 5)
+    with pytest.raises(CorruptStoreError, match="older segment"):
+        SegmentedLog.open(tmp_path, segment_bytes=600)

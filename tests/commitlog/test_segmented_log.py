@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import pathlib
@@ -14,12 +15,14 @@ from dledger.commitlog import (
     CompactedError,
     Entry,
     EntryTooLargeError,
+    FileOps,
     LogClosedError,
     SegmentedLog,
     UnavailableError,
 )
 from dledger.commitlog.codec import HEADER_SIZE, INDEX_SIZE
 from dledger.commitlog.log import OPEN_WINDOW
+from dledger.commitlog.segment import Segment
 from tests.commitlog.conftest import NoSyncOps, data_files, entries, index_files
 
 
@@ -291,3 +294,30 @@ def test_unencodable_entries_are_refused_before_writing(tmp_path: pathlib.Path, 
         assert log.last_index == 0
         log.append([Entry(1, 1, b"ok")])
         assert log.read(1, 2) == [Entry(1, 1, b"ok")]
+
+
+def test_a_failed_close_of_a_handle_leaves_no_closed_fd_number_behind(tmp_path: pathlib.Path) -> None:
+    """Review finding 9: `Segment.close_fds` clears both handles even if closing one raises (a closed fd number
+    left in place would later be reused by another file), and closes the other one."""
+    closed: list[int] = []
+
+    class FailingClose(FileOps):
+        fail = True
+
+        def close(self, fd: int) -> None:
+            super().close(fd)
+            closed.append(fd)
+            if self.fail:
+                self.fail = False
+                raise OSError(errno.EIO, "injected close EIO")
+
+    ops = FailingClose()
+    seg = Segment(str(tmp_path), 0, 1)
+    os.makedirs(tmp_path / "data")
+    os.makedirs(tmp_path / "index")
+    seg.open_fds(ops, create=True)
+    fds = [seg.data_fd, seg.index_fd]
+    with pytest.raises(OSError, match="injected"):
+        seg.close_fds(ops)
+    assert seg.data_fd is None and seg.index_fd is None and not seg.fds_open
+    assert closed == fds
