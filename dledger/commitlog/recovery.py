@@ -121,7 +121,7 @@ def _check_closed(seg: Segment, ops: FileOps, data_len: int) -> bool:
     assert seg.data_fd is not None and seg.index_fd is not None
     isize = ops.size(seg.index_fd)
     n = isize // INDEX_SIZE
-    if isize % INDEX_SIZE or n == 0:
+    if isize % INDEX_SIZE or n == 0 or ops.size(seg.data_fd) != data_len:  # (a short file: scan, then refuse)
         return False
     magic, pos, size, idx, term = INDEX.unpack(ops.pread(seg.index_fd, INDEX_SIZE, (n - 1) * INDEX_SIZE))
     if magic != INDEX_MAGIC or idx != seg.first_index + n - 1 or pos + size != seg.start + data_len:
