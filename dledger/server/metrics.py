@@ -51,6 +51,9 @@ class _NodeCollector(Collector):
             ("dledger_role_changes", stats.role_changes, "role or leader changes seen"),
             ("dledger_readies", stats.readies, "Ready batches processed"),
             ("dledger_entries_persisted", stats.entries_persisted, "entries written to the local log"),
+            ("dledger_bytes_persisted", stats.bytes_persisted, "entry payload bytes written to the local log"),
+            ("dledger_elections", stats.elections, "times this node became a candidate"),
+            ("dledger_leader_changes", stats.leader_changes, "times the leader this node knows of changed"),
             ("dledger_peer_decode_errors", stats.decode_errors, "peer messages that could not be decoded"),
         ):
             c = CounterMetricFamily(name, doc, labels=names)
@@ -91,6 +94,13 @@ class NodeMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.commit_latency = Histogram(
+            "dledger_commit_latency_seconds",
+            "leader: proposal -> committed on a quorum and applied here",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        node.commit_observer = self.commit_latency.observe
         self.appended_entries = Histogram(
             "dledger_append_batch_entries",
             "entries per client append request",

@@ -61,6 +61,7 @@ class _Waiter:
     term: int
     future: asyncio.Future[tuple[int, int]]
     first_ok: bool = False
+    proposed_at: float = 0.0  # time.perf_counter() when proposed, for the commit latency
 
 
 @dataclass(slots=True)
@@ -70,6 +71,9 @@ class _Stats:
     role_changes: int = 0
     readies: int = 0
     entries_persisted: int = 0
+    bytes_persisted: int = 0
+    elections: int = 0  # times this node became a candidate
+    leader_changes: int = 0  # times the leader it knows of changed
 
 
 class RaftNode:
@@ -83,6 +87,9 @@ class RaftNode:
         self.stats = _Stats()
         self._seed = seed if seed is not None else int.from_bytes(os.urandom(8), "little")
         self._role_callbacks: list[RoleCallback] = []
+        self._last_leader: str | None = None
+        #: called with the seconds from proposal to commit-and-apply of each acknowledged client append
+        self.commit_observer: Callable[[float], None] | None = None
         self._inbox: list[pb.PeerMessage] = []
         self._proposals: list[tuple[list[bytes], asyncio.Future[tuple[int, int]]]] = []
         self._read_requests: list[asyncio.Future[int]] = []
@@ -354,7 +361,9 @@ class RaftNode:
             except ProposalDroppedError as exc:
                 _fail(future, BusyError(str(exc)))
             else:
-                self._waiters.append(_Waiter(p.first_index, p.last_index, p.term, future))
+                self._waiters.append(
+                    _Waiter(p.first_index, p.last_index, p.term, future, proposed_at=time.perf_counter())
+                )
         requests, self._read_requests = self._read_requests, []
         for read in requests:
             self._read_seq += 1
@@ -379,10 +388,10 @@ class RaftNode:
             return True
         except ProposalDroppedError:
             return False
-        first, waiters = p.first_index, self._waiters
+        first, waiters, now = p.first_index, self._waiters, time.perf_counter()
         for items, future in proposals:
             last = first + len(items) - 1
-            waiters.append(_Waiter(first, last, p.term, future))
+            waiters.append(_Waiter(first, last, p.term, future, proposed_at=now))
             first = last + 1
         return True
 
@@ -397,6 +406,7 @@ class RaftNode:
             else:
                 await asyncio.get_running_loop().run_in_executor(self._io, self._persist, rd)
             self.stats.entries_persisted += len(rd.entries)
+            self.stats.bytes_persisted += payload_size(rd.entries)
         self._send(rd.persisted_messages)
         if rd.committed_entries:
             self._apply(rd.committed_entries)
@@ -492,6 +502,8 @@ class RaftNode:
                 waiters.popleft()
                 if entry.term == w.term:
                     _succeed(w.future, (w.first, w.term))
+                    if self.commit_observer is not None:
+                        self.commit_observer(time.perf_counter() - w.proposed_at)
                 elif w.first_ok:
                     _fail(w.future, OutcomeUnknown("only part of the batch was committed"))
                 else:
@@ -500,6 +512,11 @@ class RaftNode:
     def _on_soft_state(self, core: RaftCore) -> None:
         self.stats.role_changes += 1
         role, term, leader = core.role.value, core.current_term, core.leader_id
+        if core.role is Role.CANDIDATE:
+            self.stats.elections += 1
+        if leader is not None and leader != self._last_leader:
+            self.stats.leader_changes += 1
+            self._last_leader = leader
         log.info("node %s is %s in term %d (leader %s)", self.config.self_id, role, term, leader)
         if core.role is not Role.LEADER:
             for future in self._reads.values():

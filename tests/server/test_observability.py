@@ -52,6 +52,10 @@ def test_metrics_and_health_follow_the_node(tmp_path: pathlib.Path) -> None:
             assert m['dledger_append_latency_seconds_count{outcome="ok"}'] == 5
             assert m['dledger_read_index_latency_seconds_count{outcome="ok"}'] == 1
             assert m["dledger_append_batch_entries_sum"] == 10
+            assert m["dledger_commit_latency_seconds_count"] == 5
+            assert m[f"dledger_bytes_persisted_total{{{labels}}}"] >= 10  # ten 1-byte entries
+            assert m[f"dledger_leader_changes_total{{{labels}}}"] >= 1
+            assert m[f"dledger_elections_total{{{labels}}}"] >= 1  # the leader was a candidate once
             serving = health_pb2.HealthCheckResponse.SERVING
             for node_id in group.peers:
                 await group.wait_for(lambda n=node_id: group.servers[n].node.node_status().healthy, what="healthy")
