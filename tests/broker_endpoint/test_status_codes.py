@@ -91,7 +91,12 @@ def test_type_conflicts_with_the_topic_are_refused(group: LocalBrokerGroup, stub
     fifo = _msg("typed", b"x", message_type=d.MessageType.FIFO, message_group="g")
     code = stub.SendMessage(s.SendMessageRequest(messages=[fifo]), metadata=MD, timeout=5).status.code
     assert code == C.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE
-    route = stub.QueryRoute(s.QueryRouteRequest(topic=d.Resource(name="typed")), metadata=MD, timeout=5)
+
+    def typed_route() -> Any:  # n0 answers from what it has applied, which may trail the leader a little
+        r = stub.QueryRoute(s.QueryRouteRequest(topic=d.Resource(name="typed")), metadata=MD, timeout=5)
+        return r if len(r.message_queues[0].accept_message_types) == 1 else None
+
+    route = eventually("n0 to apply the topic's creation", typed_route, timeout=30)
     assert route.status.code == C.OK and len(route.message_queues) == 8
     assert {tuple(q.accept_message_types) for q in route.message_queues} == {(d.MessageType.NORMAL,)}
     assert len(route.message_queues[0].broker.endpoints.addresses) == 3  # no access point sent: every replica
