@@ -73,8 +73,9 @@ class PowerLossOps(FileOps):
     A file survives a power cut only with the content it had at its last fdatasync through these ops (a file
     never synced survives empty); a directory keeps only the names it had at its last `fsync_dir` (a file
     created or removed since then reverts). `crash_image(dst)` materializes exactly that. A sync counts only
-    when the underlying `FileOps` method really ran (its counter moved): a run with every fsync disabled
-    (the reviewer's `plug_nofsync`) therefore loses everything, as it would on real hardware.
+    when `FileOps.datasync` / `fsync_dir` really ran (its counter moved): a run with those disabled (the
+    reviewer's `plug_nofsync`) therefore loses everything, as it would on real hardware. The system calls
+    themselves are skipped unless `real_syncs`: the model, not the disk, decides what survives.
 
     Files in the store directory itself (meta, checkpoint) survive if the directory's last fsync named them:
     meta (written atomically with its own fsyncs) with its current content; the checkpoint, a hint rewritten in
@@ -83,8 +84,9 @@ class PowerLossOps(FileOps):
     `truncate`.
     """
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, real_syncs: bool = False) -> None:
         super().__init__()
+        self.real_syncs = real_syncs  # the model needs no real fsync (and the disk is shared with other runs)
         self.root = os.path.realpath(root)
         self.paths: dict[int, str] = {}
         self.content: dict[str, bytes] = {}  # path -> bytes as of its last fdatasync
@@ -101,10 +103,20 @@ class PowerLossOps(FileOps):
         self.dirs[self.root] = set(os.listdir(self.root))
         for sub in ("data", "index"):
             d = os.path.join(self.root, sub)
+            if not os.path.isdir(d):
+                continue
             self.dirs[d] = set(os.listdir(d))
             for n in self.dirs[d]:
                 with open(os.path.join(d, n), "rb") as f:
                     self.content[os.path.join(d, n)] = f.read()
+
+    def _fdatasync(self, fd: int) -> None:
+        if self.real_syncs:
+            super()._fdatasync(fd)
+
+    def _fsync(self, fd: int) -> None:
+        if self.real_syncs:
+            super()._fsync(fd)
 
     def open(self, path: str, *, create: bool) -> int:
         fd = super().open(path, create=create)

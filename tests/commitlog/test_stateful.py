@@ -1,12 +1,11 @@
 """A hypothesis state machine: `SegmentedLog` against a list model, with reopen, truncate and compact.
 
-Tiny segments make rollover, multi-segment batches and whole-segment compaction happen all the time. The
-fsyncs are counted, not done (`NoSyncOps`): this tests the logic, and the disk is shared with other runs.
+Tiny segments make rollover, multi-segment batches and whole-segment compaction happen all the time. The I/O
+goes through `PowerLossOps`, whose power cuts keep exactly what was fsynced: a missing fsync fails the machine.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 
@@ -17,7 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from dledger.commitlog import CompactedError, Entry, EntryKind, SegmentedLog, UnavailableError
 from dledger.commitlog.verify import verify_store
-from tests.commitlog.conftest import NoSyncOps
+from tests.commitlog.conftest import PowerLossOps
 
 SEGMENT = 200
 
@@ -26,6 +25,7 @@ class LogMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.dir = tempfile.mkdtemp(prefix="dledger-stateful-")
+        self.ops = PowerLossOps(self.dir)  # the disk's durable state: kept across reopens, like a real disk
         self.log = self._open("async")
         self.model: list[Entry] = []  # entries first_index .. last_index
         self.first = 1
@@ -38,7 +38,7 @@ class LogMachine(RuleBasedStateMachine):
             segment_bytes=SEGMENT,
             flush=flush,
             flush_interval_ms=600_000,
-            file_ops=NoSyncOps(),  # type: ignore[arg-type]
+            file_ops=self.ops,  # type: ignore[arg-type]
         )
 
     @initialize()
@@ -94,19 +94,16 @@ class LogMachine(RuleBasedStateMachine):
 
     @rule(flush=st.sampled_from(["sync", "async"]))
     def power_cut(self, flush: str) -> None:
-        """Keep only what was fsynced (every file cut to its durable length), then recover."""
+        """Keep only what was fsynced, as the power-loss model (not the log's own bookkeeping) says, then
+        recover: a missing fsync anywhere loses an entry at or below `durable_index` and fails here."""
         durable = self.log.durable_index
-        lengths = self.log.durable_lengths()
         crashed = tempfile.mkdtemp(prefix="dledger-stateful-cut-")
-        shutil.rmtree(crashed)
-        shutil.copytree(self.dir, crashed)
-        for name, (data_len, index_len) in lengths.items():
-            for sub, keep in (("data", data_len), ("index", index_len)):
-                with open(os.path.join(crashed, sub, name), "r+b") as f:
-                    f.truncate(keep)
+        self.ops.crash_image(crashed)
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir = crashed
+        self.ops = PowerLossOps(crashed)
+        self.ops.mark_all_durable()  # the image is what the disk holds
         self.log = self._open(flush)
         assert durable <= self.log.last_index <= self.last
         assert self.log.first_index == self.first
