@@ -2,8 +2,9 @@
 
 QueryOffset / GetOffset / PullMessage are reads from this replica's applied state; UpdateOffset and the
 dead-letter forward are writes (master, or forwarded to the leader). Forwarding to the dead-letter queue is
-two store writes, a put of the message to `%DLQ%<group>` then an ack of its handle: if the ack fails after
-the put, the message may reach the dead-letter queue twice (at least once, never lost).
+three store writes: a change of its invisible time (which checks that the handle is current), a put of the
+message to `%DLQ%<group>`, then an ack: if the ack fails after the put, the message may reach the
+dead-letter queue twice (at least once, never lost); a stale handle puts nothing.
 """
 
 from __future__ import annotations
@@ -149,6 +150,13 @@ async def forward_to_dlq(ep: MessagingEndpoint, request: Any, context: Any) -> A
     topic, queue, offset, _ = parsed
 
     async def local() -> Any:
+        # first make sure the handle is current (and keep the message invisible meanwhile): a stale handle
+        # must not put a second copy into the dead-letter queue
+        held = await ep.store.change_invisible_duration(group, request.receipt_handle, 60_000)
+        if held.status in (AckStatus.NOT_LEADER, AckStatus.SERVICE_NOT_AVAILABLE):
+            raise _NotMaster(held.reason)
+        if held.status is not AckStatus.OK:
+            return Resp(status=_status(ack_code(held.status), "the receipt handle is not current"))
         got = await ep.store.get_messages(group, topic, queue, offset, 1)
         if not got.messages or got.messages[0].queue_offset != offset:
             return Resp(status=_status(Code.INVALID_RECEIPT_HANDLE, "the message is gone"))
@@ -166,7 +174,7 @@ async def forward_to_dlq(ep: MessagingEndpoint, request: Any, context: Any) -> A
             raise _NotMaster(put.reason)
         if not put.ok:
             return Resp(status=_status(put_code(put.status, put.reason), put.reason))
-        acked = await ep.store.ack_message(group, request.receipt_handle)
+        acked = await ep.store.ack_message(group, held.receipt_handle)
         if acked.status in (AckStatus.NOT_LEADER, AckStatus.SERVICE_NOT_AVAILABLE):
             raise _NotMaster(acked.reason)
         return Resp(status=_status(ack_code(acked.status)))

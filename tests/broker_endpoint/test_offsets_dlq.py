@@ -85,6 +85,7 @@ def test_forward_to_dead_letter_queue(group: LocalBrokerGroup) -> None:
         assert dead[0].body == b"poison" and dead[0].system_properties.message_id == "DLQ-1"
         again = st.ForwardMessageToDeadLetterQueue(fwd, metadata=MD, timeout=10).status.code
         assert again == C.INVALID_RECEIPT_HANDLE  # acknowledged by the forward: the handle is spent
+        assert len(receive("%DLQ%g-dlq", "g-dlq-reader2")) == 1  # and the stale handle put no second copy
         assert receive("dlq", "g-dlq") == []
 
 
