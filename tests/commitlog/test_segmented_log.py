@@ -192,10 +192,29 @@ def test_compaction_deletes_whole_old_segments_only(tmp_path: pathlib.Path) -> N
 
 
 def test_readers_see_a_consistent_prefix_while_one_thread_appends(tmp_path: pathlib.Path) -> None:
+    """Reads overlap appends for sure: every few appends, the appender stops between writing a batch's data and
+    publishing it (inside `pwrite`) until a reader has completed a read started meanwhile."""
     want = [Entry(i, 1 + i // 50, f"entry-{i}".encode() * (i % 7 + 1)) for i in range(1, 3001)]
     errors: list[BaseException] = []
     reads = 0
-    with SegmentedLog.open(tmp_path, segment_bytes=4096, file_ops=NoSyncOps()) as log:
+    read_done = threading.Condition()
+    overlapped = 0
+
+    class PausingOps(NoSyncOps):
+        pause = False
+
+        def pwrite(self, fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+            nonlocal overlapped
+            super().pwrite(fd, data, offset)
+            if self.pause:  # written, not yet published: let a whole read run now
+                self.pause = False
+                with read_done:
+                    target = reads + 2  # the read in progress may have started before the write: wait for 2
+                    if read_done.wait_for(lambda: reads >= target or bool(errors), timeout=10):
+                        overlapped += 1
+
+    ops = PausingOps()
+    with SegmentedLog.open(tmp_path, segment_bytes=4096, file_ops=ops) as log:
         done = threading.Event()
 
         def reader() -> None:
@@ -208,20 +227,25 @@ def test_readers_see_a_consistent_prefix_while_one_thread_appends(tmp_path: path
                         got = log.read(lo, last + 1)
                         assert got == want[lo - 1 : last]
                         assert log.term_at(last) == want[last - 1].term
+                    with read_done:
                         reads += 1
+                        read_done.notify_all()
             except BaseException as exc:
                 errors.append(exc)
+                with read_done:
+                    read_done.notify_all()
 
         threads = [threading.Thread(target=reader) for _ in range(2)]
         for t in threads:
             t.start()
-        for k in range(0, len(want), 7):
+        for n, k in enumerate(range(0, len(want), 7)):
+            ops.pause = n % 10 == 5
             log.append(want[k : k + 7])
-        assert wait_for(lambda: reads >= 20 or bool(errors))
         done.set()
         for t in threads:
             t.join()
     assert errors == []
+    assert overlapped == len(range(5, len(range(0, len(want), 7)), 10))  # every paused append saw whole reads
 
 
 def test_readers_during_truncation_and_compaction_see_whole_states(tmp_path: pathlib.Path) -> None:
