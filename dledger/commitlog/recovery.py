@@ -307,9 +307,9 @@ def recover(directory: str, ops: FileOps, keep_open: int) -> tuple[Base, list[Se
             if k < len(starts) - 1 and not _check_closed(seg, ops, starts[k + 1] - start):
                 scan = _scan(seg, ops, seg.data_fd, 0, seg.first_index, chain, term, ops.size(seg.data_fd))
                 if scan.end != starts[k + 1] - start:
+                    why = scan.reason or f"its entries end at byte {scan.end}, the next one at {starts[k + 1] - start}"
                     raise CorruptStoreError(
-                        f"{seg.data_path}: an older segment is invalid before its end"
-                        f" ({scan.reason or 'it is longer than the next segment allows'});"
+                        f"{seg.data_path}: an older segment is invalid before its end ({why});"
                         " run `dledger log verify` and repair by hand"
                     )
                 assert seg.index_fd is not None
