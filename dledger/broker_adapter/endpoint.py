@@ -31,9 +31,9 @@ from rocketmq.grpc_protocol import definition_pb2 as d  # type: ignore[import-un
 from rocketmq.grpc_protocol import service_pb2 as s
 from rocketmq.grpc_protocol import service_pb2_grpc as sg
 
-from dledger.broker_adapter.codes import Code, ack_code, pop_code, put_code
+from dledger.broker_adapter.codes import Code, ack_code, put_code
 from dledger.broker_adapter.endpoint_config import EndpointConfig
-from dledger.broker_adapter.endpoint_convert import ConvertError, from_proto, store_name, to_proto
+from dledger.broker_adapter.endpoint_convert import ConvertError, from_proto, store_name
 from dledger.broker_adapter.endpoint_support import (
     FORWARDED,
     ApplyNotifier,
@@ -43,8 +43,7 @@ from dledger.broker_adapter.endpoint_support import (
 )
 from dledger.broker_adapter.endpoint_telemetry import Telemetry
 from dledger.broker_adapter.message import MessageType
-from dledger.broker_adapter.reader import parse_tag_filter
-from dledger.broker_adapter.results import NAME, AckStatus, PopStatus, PutStatus
+from dledger.broker_adapter.results import NAME, AckStatus, PutStatus
 from dledger.broker_adapter.store import MessageStore
 
 __all__ = ["FORWARDED_WAIT_S", "WRITE_WAIT_S", "MessagingEndpoint"]
@@ -55,7 +54,6 @@ R = TypeVar("R")
 WRITE_WAIT_S = 3.0  # how long a write waits for a leader (within the client's deadline)
 FORWARDED_WAIT_S = 1.0  # how long a forwarded write waits for this replica to become master
 MAX_INVISIBLE_MS = 12 * 3600 * 1000
-MAX_POLL_S = 60.0
 _TYPES = {
     MessageType.NORMAL: d.MessageType.NORMAL,
     MessageType.FIFO: d.MessageType.FIFO,
@@ -278,73 +276,10 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
 
     # ---- pop consumption ----
     async def ReceiveMessage(self, request: Any, context: Any) -> AsyncIterator[Any]:
-        for response in await self._receive(request, context):
+        from dledger.broker_adapter.endpoint_receive import receive
+
+        for response in await receive(self, request, context):
             yield response
-
-    async def _receive(self, request: Any, context: Any) -> list[Any]:
-        def fail(code: int, why: str) -> list[Any]:
-            return [s.ReceiveMessageResponse(status=_status(code, why))]
-
-        if (denied := self._denied(context)) is not None:
-            return [s.ReceiveMessageResponse(status=denied)]
-        group, topic = store_name(request.group), store_name(request.message_queue.topic)
-        if not request.group.name or not NAME.match(group):
-            return fail(Code.ILLEGAL_CONSUMER_GROUP, f"illegal consumer group {request.group.name!r}")
-        if not request.message_queue.topic.name or not NAME.match(topic):
-            return fail(Code.ILLEGAL_TOPIC, f"illegal topic {request.message_queue.topic.name!r}")
-        if request.batch_size <= 0 or request.batch_size > 1024:
-            return fail(Code.BAD_REQUEST, f"batch_size {request.batch_size} is not in 1..1024")
-        if request.HasField("invisible_duration"):
-            invisible = _ms(request.invisible_duration)
-        elif request.auto_renew:
-            invisible = self.config.default_invisible_ms
-        else:
-            invisible = 0
-        if not 0 < invisible <= MAX_INVISIBLE_MS:
-            return fail(Code.ILLEGAL_INVISIBLE_TIME, f"invisible duration {invisible} ms is not in (0, 12 h]")
-        poll = _ms(request.long_polling_timeout) / 1000 if request.HasField("long_polling_timeout") else 0.0
-        if not 0 <= poll <= MAX_POLL_S:
-            return fail(Code.ILLEGAL_POLLING_TIME, f"long polling {poll} s is not in [0, {MAX_POLL_S}]")
-        fx = request.filter_expression
-        if fx.type == d.FilterType.SQL:
-            return fail(Code.UNSUPPORTED, "SQL92 filters are not supported; use tags")
-        try:
-            tags = parse_tag_filter(fx.expression or None)
-        except ValueError:
-            return fail(Code.ILLEGAL_FILTER_EXPRESSION, f"bad tag expression {fx.expression!r}")
-        until = min(self._deadline(context) - 0.3, time.monotonic() + poll)
-
-        async def local() -> list[Any]:
-            while True:
-                result = await self.store.pop_messages(group, topic, request.batch_size, invisible)
-                if result.status in (PopStatus.NOT_LEADER, PopStatus.SERVICE_NOT_AVAILABLE):
-                    raise _NotMaster(result.reason)
-                if result.status is PopStatus.TOPIC_NOT_FOUND and self.store.options.auto_create_topic:
-                    pass  # not written yet: long-poll like an empty topic
-                elif result.status not in (PopStatus.FOUND, PopStatus.NO_NEW_MSG):
-                    return fail(pop_code(result.status), result.reason)
-                wanted = [m for m in result.messages if tags is None or m.stored.message.tags in tags]
-                skipped = [
-                    m.receipt_handle for m in result.messages if tags is not None and m.stored.message.tags not in tags
-                ]
-                if skipped:  # not for this subscription: consumed for this group (like a broker-side filter)
-                    await self.store.ack_messages(group, skipped)
-                if wanted:
-                    out = [s.ReceiveMessageResponse(status=_status(Code.OK))]
-                    for m in wanted:
-                        pm = to_proto(m.stored, self.config.address, m, invisible)
-                        out.append(s.ReceiveMessageResponse(message=pm))
-                    out.append(s.ReceiveMessageResponse(delivery_timestamp=_now_ts()))
-                    return out
-                left = until - time.monotonic()
-                if left <= 0:
-                    return fail(Code.MESSAGE_NOT_FOUND, "no new message")
-                await self.notifier.wait(min(left, 0.5))
-
-        async def forward(stub: Any, md: list[tuple[str, str]], timeout: float) -> list[Any]:
-            return [r async for r in stub.ReceiveMessage(request, metadata=md, timeout=timeout)]
-
-        return await self._write(context, local, forward, fail)
 
     async def AckMessage(self, request: Any, context: Any) -> Any:
         if (denied := self._denied(context)) is not None:
