@@ -99,6 +99,7 @@ def test_bad_input_gives_a_message_and_exit_2(
     "argv", [["log"], ["log", "verify"], ["log", "dump", "d", "--from", "-1"], ["log", "dump", "d", "--to", "x"]]
 )
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code: str | int | None
     try:
         code = main(argv)  # our own checks return 2 ...
     except SystemExit as exc:  # ... argparse's exit with 2

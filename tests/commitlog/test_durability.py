@@ -47,9 +47,9 @@ def test_losing_every_unsynced_byte_keeps_at_least_the_durable_prefix(tmp_path: 
     with SegmentedLog.open(
         tmp_path / "s",
         segment_bytes=1000,
-        flush=flush,
+        flush=flush,  # type: ignore[arg-type]
         flush_interval_ms=60_000,
-        file_ops=ops,  # type: ignore[arg-type]
+        file_ops=ops,
     ) as log:
         for k in range(0, 147, 7):
             log.append(want[k : k + 7])

@@ -36,9 +36,9 @@ class LogMachine(RuleBasedStateMachine):
         return SegmentedLog.open(
             self.dir,
             segment_bytes=SEGMENT,
-            flush=flush,
+            flush=flush,  # type: ignore[arg-type]
             flush_interval_ms=600_000,
-            file_ops=self.ops,  # type: ignore[arg-type]
+            file_ops=self.ops,
         )
 
     @initialize()
