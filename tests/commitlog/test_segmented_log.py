@@ -345,3 +345,31 @@ def test_a_failed_close_of_a_handle_leaves_no_closed_fd_number_behind(tmp_path: 
         seg.close_fds(ops)
     assert seg.data_fd is None and seg.index_fd is None and not seg.fds_open
     assert closed == fds
+
+
+def test_an_error_after_publishing_does_not_fail_the_append_but_poisons_the_log(tmp_path: pathlib.Path) -> None:
+    """Review finding 9: closing the handles of segments that left the open window happens after the batch is
+    published; an error there must not make `append` report a published batch as failed (an error from append
+    means nothing was appended). The next call reports it instead."""
+
+    class FailingClose(NoSyncOps):
+        armed = False
+
+        def close(self, fd: int) -> None:
+            super().close(fd)
+            if self.armed:
+                self.armed = False
+                raise OSError(errno.EIO, "injected close EIO")
+
+    ops = FailingClose()
+    want = entries(1, OPEN_WINDOW + 3, size=52)
+    log = SegmentedLog.open(tmp_path, segment_bytes=100, file_ops=ops)  # one entry per segment
+    log.append(want[:OPEN_WINDOW])
+    ops.armed = True
+    log.append(want[OPEN_WINDOW : OPEN_WINDOW + 1])  # a new segment: the oldest handles are closed
+    assert log.last_index == OPEN_WINDOW + 1
+    with pytest.raises(LogClosedError, match="injected close"):
+        log.append(want[OPEN_WINDOW + 1 :])
+    log.close()
+    with SegmentedLog.open(tmp_path, segment_bytes=100) as again:
+        assert again.read(1, again.last_index + 1) == want[: OPEN_WINDOW + 1]
