@@ -26,6 +26,13 @@ before they get data, so only the last segment can ever hold un-fsynced bytes: a
 needs to repair the last segment only, and the flush checkpoint (`checkpoint.py`, rewritten after each
 flush) tells it where the un-fsynced part of that segment starts.
 
+Reopening makes the recovered tail durable (recovery fdatasyncs the last segment and fsyncs data/, index/ and
+the store directory) before `durable_index` claims it: after a kill -9 it may sit in the page cache only.
+A failed append is rolled back durably (cut segments fdatasynced, created ones removed and their directories
+fsynced, the checkpoint pointed back at the last published segment). Any failed fsync, and any error partway
+through a roll-back, truncation or compaction, poisons the log (`LogClosedError` until reopened): after a
+failed fsync the kernel may have dropped the dirty pages and marked them clean, so a retry proves nothing.
+
 Invariants: `first_index == base.index + 1`; segments are contiguous in index and byte position, each
 holds >= 1 entry, the first starts at `base.pos`; `compact_before` never drops the last segment, so
 `last_index` and its term stay known; `term_at(first_index - 1)` is the base's term.

@@ -19,6 +19,12 @@ window of step 2 covers, steps 2-3 start at the checkpoint instead: every entry 
 flush is checked, so a hole a crash left in un-fsynced data is cut wherever it is (this costs a scan of
 what was written since the last flush; after a clean close the checkpoint is at the end and costs nothing).
 
+At the end, opening fdatasyncs the last segment's data and index and fsyncs data/, index/ and the store
+directory (a few fsyncs per open, whatever the log's size): after a kill -9 what recovery found may still be in
+the page cache only, and the log then reports it durable. When the header of the entry just before the
+re-checked window is damaged, recovery walks back to the last entry whose index record and header agree and
+scans forward from there, so it never keeps a damaged entry (term or chain CRC unknown) as the last one.
+
 Older segments: a missing or inconsistent index is rebuilt by scanning that segment's data. A segment is
 fsynced when the log rolls over to the next one, so a closed segment never loses bytes in a crash; if its
 data is invalid before its end that is real corruption, and opening fails with `CorruptStoreError` rather
