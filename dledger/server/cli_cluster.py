@@ -47,6 +47,12 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     root = args.store_dir or args.dir
     if not root:
         raise ConfigError("give --store-dir DIR (where the nodes keep their stores and logs)")
+    if args.broker:
+        if args.detach:
+            raise ConfigError("--broker runs in the foreground (no --detach yet)")
+        from dledger.broker_adapter.broker_cli import run_local_group
+
+        return int(run_local_group(root, args.nodes, group=args.group, flush=args.flush, base_port=args.base_port))
     group = LocalProcessGroup.create(root, args.nodes, base_port=args.base_port, group=args.group, flush=args.flush)
     group.detached = args.detach
     group.start_all()
@@ -86,6 +92,7 @@ def add_cluster_commands(sub: Any) -> None:
     p.add_argument("--group", default="default", help="group name (default 'default')")
     p.add_argument("--flush", choices=("sync", "async"), default="async")
     p.add_argument("--detach", action="store_true", help="leave the nodes running and return")
+    p.add_argument("--broker", action="store_true", help="broker replicas for RocketMQ 5 clients (dledger[rocketmq])")
     p.add_argument("--refresh", type=float, default=1.0, help="seconds between table redraws")
     p.add_argument("--once", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=_run_cluster)

@@ -22,7 +22,7 @@ from dledger.server.client import DLedgerClient
 from dledger.server.client_policy import DLedgerError
 from dledger.server.launcher import LocalProcessGroup
 
-__all__ = ["add_demo_command", "run_demo"]
+__all__ = ["add_demo_command", "run_demo", "time_failover"]
 
 
 def _say(text: str) -> None:
@@ -55,6 +55,23 @@ def _wait(cond: Any, timeout: float, what: str) -> Any:
 def _leader(client: DLedgerClient, among: set[str]) -> str | None:
     leaders = {n.id for n in client.status(timeout=0.3) if n.reachable and n.role == "leader" and n.id in among}
     return next(iter(leaders)) if len(leaders) == 1 else None
+
+
+def time_failover(group: LocalProcessGroup, leader: str, timeout: float = 20.0) -> float:
+    """SIGKILL `leader`; seconds from the kill to the first append acknowledged by the group."""
+    with DLedgerClient(group.peers, group=group.group, timeout=0.5, rpc_timeout=0.25) as probe:
+        killed_at = time.monotonic()
+        group.kill(leader)
+
+        def acknowledged() -> bool:
+            try:
+                probe.append(b"failover-probe")
+                return True
+            except DLedgerError:
+                return False
+
+        _wait(acknowledged, timeout, "an acknowledged append after the kill")
+        return time.monotonic() - killed_at
 
 
 def _append_many(client: DLedgerClient, count: int, batch: int, tag: str) -> int:
@@ -95,20 +112,7 @@ def run_demo(entries: int = 2000, batch: int = 50, keep: str | None = None) -> i
             _append_many(client, entries, batch, "before")
 
             _say(f"3. killing the leader {leader} with SIGKILL")
-            probe = DLedgerClient(group.peers, group="demo", timeout=0.5, rpc_timeout=0.25)
-            killed_at = time.monotonic()
-            group.kill(leader)
-
-            def acknowledged() -> bool:
-                try:
-                    probe.append(b"failover-probe")
-                    return True
-                except DLedgerError:
-                    return False
-
-            _wait(acknowledged, 20, "an acknowledged append after the kill")
-            failover = time.monotonic() - killed_at
-            probe.close()
+            failover = time_failover(group, leader)
             survivors = set(group.peers) - {leader}
             new_leader = _wait(lambda: _leader(client, survivors), 10, "a new leader")
             _say(f"   new leader {new_leader}; failover (kill -> first acknowledged append): {failover * 1000:.0f} ms")
