@@ -119,6 +119,8 @@ class PowerLossOps(FileOps):
             super()._fsync(fd)
 
     def open(self, path: str, *, create: bool) -> int:
+        if create and not os.path.exists(path):  # a new inode: nothing of it is durable yet, whatever the name
+            self.content[os.path.realpath(path)] = b""  # held before (a removed file's durable bytes are gone)
         fd = super().open(path, create=create)
         self.paths[fd] = os.path.realpath(path)
         return fd
