@@ -24,7 +24,6 @@ import json
 import multiprocessing
 import pathlib
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from typing import Any, Literal
 
 from dledger.broker_adapter import GetStatus, Message, MessageStore, StoreOptions
 from dledger.server.config import NodeConfig
+from dledger.server.launcher import free_ports
 
 IDS = ("n0", "n1", "n2")
 TOPIC = "Bench"
@@ -58,17 +58,6 @@ class Report:
     follower_get_mb_per_s: float
     messages_read: int
     rounds_retried_after_leader_change: int
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 async def _run_for(seconds: float, producers: int, one: object) -> int:

@@ -12,7 +12,6 @@ import os
 import pathlib
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,21 +20,11 @@ from typing import IO, Any, TypeVar
 
 from dledger.server.client import DLedgerClient, NodeInfo
 from dledger.server.config import format_peers
+from dledger.server.launcher import free_ports
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GROUP = "bench"
 T = TypeVar("T")
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def wait_until(cond: Callable[[], T], timeout: float, what: str, poll: float = 0.02) -> T:

@@ -14,24 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
+from dledger.server.launcher import free_ports
+
 __all__ = ["LinkProxies", "free_ports"]
-
-
-def free_ports(n: int) -> list[int]:
-    """Ports the kernel just handed out (held open together, so they are distinct)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class LinkProxies:

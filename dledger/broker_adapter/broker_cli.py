@@ -16,7 +16,6 @@ import logging
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -27,23 +26,12 @@ from dledger.broker_adapter.endpoint_config import ENDPOINT_KEYS, EndpointConfig
 from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions
 from dledger.broker_adapter.store import MessageStore
 from dledger.server.config import ConfigError, NodeConfig, format_peers, load_properties
+from dledger.server.launcher import free_ports
 from dledger.server.server import DLedgerServer
 
 __all__ = ["BrokerReplica", "LocalBrokerGroup", "add_broker_command", "main", "run_local_group"]
 
 log = logging.getLogger("dledger.broker")
-
-
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """`n` distinct ports the kernel just handed out (held open together while chosen)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 class BrokerReplica:
