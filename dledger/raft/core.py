@@ -325,20 +325,7 @@ class RaftCore(LeaderMixin):
         self.leader_id = None
         self.votes = {self.id: True}
         self._boot_guard = False
-        term = self.current_term + 1
-        last_index, last_term = self.log.last_index(), self.log.last_term()
-        for p in self._others:
-            self._send(
-                RequestVote(
-                    term=term,
-                    from_id=self.id,
-                    to_id=p,
-                    group=self.group,
-                    last_log_index=last_index,
-                    last_log_term=last_term,
-                    pre_vote=True,
-                )
-            )
+        self._request_votes(self.current_term + 1, pre_vote=True)
         self._check_votes()
 
     def _become_candidate(self, transfer: bool = False) -> None:
@@ -347,21 +334,27 @@ class RaftCore(LeaderMixin):
         self.voted_for = self.id
         self.votes = {self.id: True}
         self._boot_guard = False
+        self._request_votes(self.current_term, transfer=transfer)
+        self._check_votes()
+
+    def _request_votes(self, term: int, *, pre_vote: bool = False, transfer: bool = False) -> None:
+        """Ask every other voter. A real vote request goes only after our own vote is durable (someone may
+        count on the election it starts); a pre-vote changes no state, so it goes at once."""
         last_index, last_term = self.log.last_index(), self.log.last_term()
+        send = self._send if pre_vote else self._send_after_persist
         for p in self._others:
-            # our own vote must be durable before anyone can count on the election it starts
-            self._send_after_persist(
+            send(
                 RequestVote(
-                    term=self.current_term,
+                    term=term,
                     from_id=self.id,
                     to_id=p,
                     group=self.group,
                     last_log_index=last_index,
                     last_log_term=last_term,
+                    pre_vote=pre_vote,
                     transfer=transfer,
                 )
             )
-        self._check_votes()
 
     def _become_leader(self) -> None:
         if self.role is Role.FOLLOWER:
