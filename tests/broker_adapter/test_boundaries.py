@@ -14,6 +14,7 @@ ALLOWED = (
     "dledger.server.config",
     "dledger.server.services",
     "dledger.server.aio_client",  # `dledger.AsyncDLedgerClient`, for the replicas' status in retention
+    "dledger.server.launcher",  # local process groups and free ports, as `dledger cluster` uses them
     "dledger.storage_api",
 )
 
