@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dledger.server.client_policy import NotWrittenError, OutcomeUnknownError
+from dledger.server.client_policy import EntryNotFoundError, NotWrittenError, OutcomeUnknownError
 from tests.server.procs import ROOT, ProcessGroup, wait_until
 
 
@@ -61,8 +61,15 @@ def test_sync_flush_survives_sigkill_of_every_node(tmp_path: pathlib.Path) -> No
         group.start_all()
         group.wait_for_leader()
         with group.client(timeout=10) as client:
-            for index, data in acked.items():
-                assert client.get(index).data == data
+
+            def every_ack_readable() -> bool:
+                # a restarted follower serves an entry only once its commit index has caught up again
+                try:
+                    return all(client.get(index).data == data for index, data in acked.items())
+                except EntryNotFoundError:
+                    return False
+
+            wait_until(every_ack_readable, 20, "every acknowledged entry readable with its data after the restart")
     finally:
         group.stop_all()
 
