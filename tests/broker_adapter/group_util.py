@@ -10,7 +10,7 @@ from typing import Any
 
 from dledger.broker_adapter import MessageStore, StoreOptions
 from dledger.server.config import NodeConfig
-from tests.server.cluster_util import peers_for
+from tests.server.cluster_util import peers_for, wait_for
 
 IDS = ("n0", "n1", "n2")
 
@@ -69,15 +69,7 @@ class BrokerGroup:
         return masters[0] if len(masters) == 1 else None
 
     async def wait_for(self, cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            value = cond()
-            if value:
-                return value
-            if loop.time() > deadline:
-                raise AssertionError(f"{what} not reached within {timeout} s")
-            await asyncio.sleep(0.01)
+        return await wait_for(cond, timeout, what)
 
     async def wait_for_master(self, timeout: float = 10.0) -> MessageStore:
         node_id: str = await self.wait_for(self.master, timeout, "a single master")

@@ -11,18 +11,11 @@ from dledger.broker_adapter import MessageStore, StoreOptions
 from dledger.server.config import NodeConfig
 from tests.broker_adapter.group_util import FakeClock
 from tests.server.cluster_util import peers_for
+from tests.server.cluster_util import wait_for as _wait_for
 
 
 async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        await asyncio.sleep(0.005)
+    return await _wait_for(cond, timeout, what, poll=0.005)
 
 
 def run_single(

@@ -14,6 +14,19 @@ from dledger.server.server import DLedgerServer
 from dledger.storage_api import Entry
 
 
+async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition", poll: float = 0.01) -> Any:
+    """Poll `cond` on the running loop until it is truthy (returned), or fail after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        await asyncio.sleep(poll)
+
+
 def peers_for(ids: Sequence[str]) -> dict[str, str]:
     return {i: f"127.0.0.1:{p}" for i, p in zip(ids, free_ports(len(ids)), strict=True)}
 
@@ -66,15 +79,7 @@ class LocalGroup:
         return leaders[0] if len(leaders) == 1 else None
 
     async def wait_for(self, cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            value = cond()
-            if value:
-                return value
-            if loop.time() > deadline:
-                raise AssertionError(f"{what} not reached within {timeout} s")
-            await asyncio.sleep(0.01)
+        return await wait_for(cond, timeout, what)
 
     async def wait_for_leader(self, timeout: float = 10.0) -> str:
         result: str = await self.wait_for(self.leader, timeout, "a single leader")
