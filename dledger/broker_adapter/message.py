@@ -194,40 +194,37 @@ def scan_header(data: bytes, pos: int) -> tuple[int, int, bool, str, str, str, s
     """(queue_id, delivery_ts, transaction, topic, tags, msg_id, message_group, keys) of the message encoded
     at `data[pos:]`, without copying its body or properties (the applier's hot path)."""
     try:
-        version, flags, queue_id, _, _, delivery = _HEAD.unpack_from(data, pos)
-        if version != MESSAGE_VERSION:
-            raise MessageFormatError(f"unknown message version {version}")
-        topic, p = _text(data, pos + _HEAD.size)
-        tags, p = _text(data, p)
-        msg_id, p = _text(data, p)
-        group, p = _text(data, p)
-        (count,) = _U16.unpack_from(data, p)
-        p += 2
-        keys = []
-        for _ in range(count):
-            key, p = _text(data, p)
-            keys.append(key)
+        (flags, queue_id, _, _, delivery), (topic, tags, msg_id, group), keys, _ = _read_head(data, pos)
     except (struct.error, UnicodeDecodeError) as exc:
         raise MessageFormatError(f"malformed message: {exc}") from None
     return queue_id, delivery, bool(flags & _FLAG_TRANSACTION), topic, tags, msg_id, group, keys
 
 
+def _read_head(
+    data: bytes, pos: int
+) -> tuple[tuple[int, int, int, int, int], tuple[str, str, str, str], list[str], int]:
+    """The fixed header (flags, queue, born, stored, delivery), the four strings (topic, tags, message id,
+    message group) and the keys of the message at `data[pos:]`, and the position after them."""
+    version, flags, queue_id, born, stored, delivery = _HEAD.unpack_from(data, pos)
+    if version != MESSAGE_VERSION:
+        raise MessageFormatError(f"unknown message version {version}")
+    topic, p = _text(data, pos + _HEAD.size)
+    tags, p = _text(data, p)
+    msg_id, p = _text(data, p)
+    group, p = _text(data, p)
+    (count,) = _U16.unpack_from(data, p)
+    p += 2
+    keys = []
+    for _ in range(count):
+        key, p = _text(data, p)
+        keys.append(key)
+    return (flags, queue_id, born, stored, delivery), (topic, tags, msg_id, group), keys, p
+
+
 def decode_message(data: bytes) -> Message:
     """The inverse of `encode_message`."""
     try:
-        version, flags, queue_id, born, stored, delivery = _HEAD.unpack_from(data, 0)
-        if version != MESSAGE_VERSION:
-            raise MessageFormatError(f"unknown message version {version}")
-        topic, p = _text(data, _HEAD.size)
-        tags, p = _text(data, p)
-        msg_id, p = _text(data, p)
-        group, p = _text(data, p)
-        (count,) = _U16.unpack_from(data, p)
-        p += 2
-        keys = []
-        for _ in range(count):
-            key, p = _text(data, p)
-            keys.append(key)
+        (flags, queue_id, born, stored, delivery), (topic, tags, msg_id, group), keys, p = _read_head(data, 0)
         (count,) = _U16.unpack_from(data, p)
         p += 2
         properties = {}
