@@ -401,12 +401,13 @@ class RaftNode:
             self._on_soft_state(core)
         self._send(rd.messages)
         if rd.must_sync:
-            if self._persist_inline_ok(rd):
+            size = payload_size(rd.entries)
+            if self._persist_inline_ok(rd, size):
                 self._persist(rd)
             else:
                 await asyncio.get_running_loop().run_in_executor(self._io, self._persist, rd)
             self.stats.entries_persisted += len(rd.entries)
-            self.stats.bytes_persisted += payload_size(rd.entries)
+            self.stats.bytes_persisted += size
         self._send(rd.persisted_messages)
         if rd.committed_entries:
             self._apply(rd.committed_entries)
@@ -425,11 +426,11 @@ class RaftNode:
                     still.append((index, future))
             self._reads_ready = still
 
-    def _persist_inline_ok(self, rd: Ready) -> bool:
+    def _persist_inline_ok(self, rd: Ready, size: int) -> bool:
         """Whether this Ready's persist is cheap enough to run on the loop thread: async flush (no fsync),
         a plain append of a few entries (no truncation), no hard-state write due, no other I/O job running.
         The order of work is the same either way; this only saves the two thread switches of the I/O pool,
-        which cost more than such a write (a `pwrite` into the page cache)."""
+        which cost more than such a write (a `pwrite` into the page cache). `size`: the entries' payload bytes."""
         store = self.log
         if self.config.flush != "async" or self._io_jobs or store is None:
             return False
@@ -437,7 +438,7 @@ class RaftNode:
         if entries and (
             entries[0].index <= store.last_index
             or len(entries) > INLINE_MAX_ENTRIES
-            or payload_size(entries) > INLINE_MAX_BYTES
+            or size > INLINE_MAX_BYTES
         ):
             return False
         return rd.hard_state is None or not self._hard_state_write_due(rd.hard_state, time.monotonic())
