@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,3 +84,22 @@ class LocalGroup:
     async def wait_for_leader(self, timeout: float = 10.0) -> str:
         result: str = await self.wait_for(self.leader, timeout, "a single leader")
         return result
+
+
+def run_group(
+    tmp_path: pathlib.Path,
+    body: Callable[[LocalGroup], Awaitable[None]],
+    ids: Sequence[str] = ("n0", "n1", "n2"),
+    **overrides: Any,
+) -> None:
+    """Start an in-process group on free ports, run `body` with it, and stop every node afterwards."""
+
+    async def main() -> None:
+        group = LocalGroup(tmp_path, peers_for(ids), dict(overrides))
+        await group.start_all()
+        try:
+            await body(group)
+        finally:
+            await group.stop_all()
+
+    asyncio.run(main())

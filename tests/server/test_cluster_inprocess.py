@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import pathlib
-from collections.abc import Awaitable, Callable
 
 import pytest
 
 from dledger.server.aio_client import AsyncDLedgerClient
 from dledger.server.client_policy import EntryNotFoundError, InvalidRequestError
 from dledger.storage_api import EntryKind
-from tests.server.cluster_util import LocalGroup, peers_for
+from tests.server.cluster_util import LocalGroup, run_group
 
 IDS = ("n0", "n1", "n2")
-
-
-def run_group(tmp_path: pathlib.Path, body: Callable[[LocalGroup], Awaitable[None]], **overrides: object) -> None:
-    async def main() -> None:
-        group = LocalGroup(tmp_path, peers_for(IDS), dict(overrides))
-        await group.start_all()
-        try:
-            await body(group)
-        finally:
-            await group.stop_all()
-
-    asyncio.run(main())
 
 
 def normal_data(group: LocalGroup, node_id: str) -> list[bytes]:

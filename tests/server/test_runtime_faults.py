@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import pathlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import grpc
 import grpc.aio
@@ -19,21 +19,9 @@ from dledger.server.client_policy import NotWrittenError, OutcomeUnknownError
 from dledger.server.config import NodeConfig
 from dledger.server.server import DLedgerServer, SyncDLedgerServer
 from dledger.storage_api import Entry
-from tests.server.cluster_util import LocalGroup, peers_for
+from tests.server.cluster_util import LocalGroup, peers_for, run_group
 
 IDS = ("n0", "n1", "n2")
-
-
-def run_group(tmp_path: pathlib.Path, body: Callable[[LocalGroup], Awaitable[None]]) -> None:
-    async def main() -> None:
-        group = LocalGroup(tmp_path, peers_for(IDS))
-        await group.start_all()
-        try:
-            await body(group)
-        finally:
-            await group.stop_all()
-
-    asyncio.run(main())
 
 
 def test_a_leader_that_cannot_write_is_fenced_and_never_acknowledges(tmp_path: pathlib.Path) -> None:
