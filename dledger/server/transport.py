@@ -4,7 +4,10 @@ Each direction has its own stream (a follower's responses travel on its own stre
 etcd's rafthttp. Raft tolerates lost, duplicated and reordered messages, so the transport is lossy by design:
 - `send(to, messages)` never blocks; a peer's outbox is bounded (`max_pending`) and drops what does not fit,
   counting it; while a peer is unreachable its outbox keeps only the newest messages;
-- a broken stream is reopened with exponential backoff; keepalive pings find a dead or paused peer;
+- a stream is opened only when there is something to send, and a broken one is reopened after a short
+  backoff capped at `RETRY_MAX` (100 ms): a peer that comes back (a restarted node) must hear from us
+  within a heartbeat or two, or an election that needs its vote waits for our backoff (this once made
+  failover take a second); keepalive pings find a dead or paused peer;
 - every received message is checked before it reaches the node: its group must be ours, its sender a
   configured peer (not us), its recipient us. A batch that fails the check ends the stream with
   PERMISSION_DENIED and changes nothing; gRPC enforces the maximum message size.
@@ -15,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -29,6 +32,8 @@ __all__ = ["PeerServicer", "PeerTransport", "channel_options", "server_options"]
 log = logging.getLogger(__name__)
 
 OnMessages = Callable[[Sequence[pb.PeerMessage]], None]
+RETRY_MIN = 0.01  # seconds before the first reconnect after a stream broke
+RETRY_MAX = 0.1  # the cap: about two heartbeats at the default timing; connects to loopback or LAN are cheap
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
@@ -41,7 +46,7 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.initial_reconnect_backoff_ms", 20),
         ("grpc.min_reconnect_backoff_ms", 20),
-        ("grpc.max_reconnect_backoff_ms", 500),
+        ("grpc.max_reconnect_backoff_ms", 100),  # see RETRY_MAX
         ("grpc.enable_retries", 0),
     ]
 
@@ -129,6 +134,7 @@ class _PeerLink:
             else grpc.aio.secure_channel(address, credentials, options=options)
         )
         self._stub = pb_grpc.RaftPeerStub(self._channel)
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # a seam for tests
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -162,8 +168,11 @@ class _PeerLink:
             self.stats["batches_sent"] += 1
 
     async def _run(self) -> None:
-        backoff = 0.02
+        delay = RETRY_MIN
         while True:
+            while not self.outbox:  # an idle link does not dial: nothing to say, nothing to retry
+                self.wakeup.clear()
+                await self.wakeup.wait()
             try:
                 await self._stub.Stream(self._batches())
             except asyncio.CancelledError:
@@ -175,10 +184,10 @@ class _PeerLink:
             except Exception:  # a bug must not kill the link silently
                 log.exception("stream to %s failed", self.address)
             if self.connected:
-                backoff = 0.02
+                delay = RETRY_MIN
             self.connected = False
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
+            await self._sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
 
     async def close(self) -> None:
         if self._task is not None:

@@ -190,3 +190,52 @@ def test_outbox_is_bounded_while_the_peer_is_down() -> None:
             await transport.close()
 
     run(main)
+
+
+class _FailingStub:
+    """Stands in for the generated stub: every stream fails at once (a peer that is down)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def Stream(self, batches: AsyncIterator[pb.PeerBatch]) -> pb.PeerAck:
+        self.calls += 1
+        raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata())
+
+
+def test_link_redials_only_with_something_to_send_and_caps_its_backoff() -> None:
+    async def main() -> None:
+        from collections import Counter
+
+        from dledger.server.transport import RETRY_MAX, RETRY_MIN, _PeerLink
+
+        link = _PeerLink("127.0.0.1:9", [], 100, Counter())
+        stub = _FailingStub()
+        link._stub = stub
+        delays: list[float] = []
+        enough = asyncio.Event()
+
+        async def fake_sleep(seconds: float) -> None:
+            delays.append(seconds)
+            if len(delays) >= 8:
+                enough.set()
+                await asyncio.Event().wait()  # park the link here until close()
+
+        link._sleep = fake_sleep
+        link.start()
+        try:
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert stub.calls == 0, "an idle link must not dial"
+            link.push([msg("a", "b", 1)] * 3)
+            await asyncio.wait_for(enough.wait(), 5)
+            assert stub.calls == 8
+            expected = [RETRY_MIN * 2**k for k in range(8)]
+            expected = [min(d, RETRY_MAX) for d in expected]
+            assert delays == pytest.approx(expected)
+            assert max(delays) <= RETRY_MAX <= 0.1
+            assert link.stats["stream_error_unavailable"] == 8
+        finally:
+            await link.close()
+
+    run(main)
