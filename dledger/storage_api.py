@@ -14,6 +14,9 @@ Invariants every `LogStorage` keeps (the conformance suite in tests/ checks each
 - `compact_before(i)` may keep entries below `i` (segmented storage drops whole segments only) but never
   drops an entry at or above `i`, and never drops `last_index` (the log never becomes empty by compaction,
   so `last_index` and its term stay known).
+- `reset(i, t)` (a follower installing a snapshot whose last entry it does not hold) drops every entry and
+  leaves an empty log with `first_index == i + 1`, `last_index == i` and `term_at(i) == t`; it is durable
+  when it returns and atomic across a crash (after a crash the log is either the old one or the reset one).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "HardState",
     "HardStateStore",
     "LogStorage",
+    "SnapshotMeta",
     "UnavailableError",
     "entries_size",
 ]
@@ -55,11 +59,27 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class HardState:
-    """What a node must remember across crashes before it answers a vote or an append."""
+    """What a node must remember across crashes before it answers a vote or an append.
+
+    `config` is the encoded membership (`dledger.raft.membership.Membership.encode()`) in effect at
+    `commit_index`: the one of the last CONFIG entry at or below it, or of the snapshot below it. Empty
+    means "the initial configuration given at start". Storage keeps it as opaque bytes.
+    """
 
     current_term: int = 0
     voted_for: str | None = None
     commit_index: int = 0
+    config: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotMeta:
+    """What a snapshot covers: the state machine after applying every entry up to `index` (whose term is
+    `term`), and the membership in effect at `index` (encoded, as in `HardState.config`)."""
+
+    index: int
+    term: int
+    config: bytes = b""
 
 
 class CompactedError(LookupError):
@@ -95,6 +115,9 @@ class LogStorage(Protocol):
     (else `CompactedError`); `i >= last_index` is a no-op.
 
     `compact_before(i)` drops entries below `i` (see the module invariants for what it may keep).
+
+    `reset(i, t)` empties the log so that it continues after a snapshot ending at index `i`, term `t`
+    (see the module invariants); `i >= 0`, `t >= 0`.
     """
 
     @property
@@ -112,6 +135,8 @@ class LogStorage(Protocol):
     def truncate_after(self, index: int) -> None: ...
 
     def compact_before(self, index: int) -> None: ...
+
+    def reset(self, index: int, term: int) -> None: ...
 
 
 @runtime_checkable

@@ -90,6 +90,13 @@ class MemoryLog:
         del self._entries[:drop]
         self._offset += drop
 
+    def reset(self, index: int, term: int) -> None:
+        if index < 0 or term < 0:
+            raise ValueError(f"reset needs index >= 0 and term >= 0, got {index}, {term}")
+        self._entries.clear()
+        self._offset = index
+        self._prev_term = term
+
 
 class MemoryHardStateStore:
     """A `HardStateStore` held in memory; `saves` counts writes so tests can assert persist-before-send."""
