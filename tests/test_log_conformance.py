@@ -1,13 +1,15 @@
 """One conformance suite for every `LogStorage`: each test is one rule of `dledger.storage_api`'s docstrings.
 
 Runs against `SegmentedLog` (tiny segments so that most tests cross segment boundaries, in both flush modes)
-and against `dledger.testing.MemoryLog`.
+and against `dledger.testing.MemoryLog`. `reset`'s durability and crash atomicity, which only the durable log
+can have, are tested in tests/commitlog/test_reset.py and by the state machine of tests/commitlog/test_stateful.py.
 """
 
 from __future__ import annotations
 
 import pathlib
 from collections.abc import Callable, Iterator, Sequence
+from typing import Literal
 
 import pytest
 
@@ -25,7 +27,7 @@ def make_log(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator
     def factory() -> LogStorage:
         if request.param == "memory":
             return MemoryLog()
-        flush = "sync" if request.param == "segmented-sync" else "async"
+        flush: Literal["sync", "async"] = "sync" if request.param == "segmented-sync" else "async"
         log = SegmentedLog.open(tmp_path / f"log{len(opened)}", segment_bytes=256, flush=flush)
         opened.append(log)
         return log
@@ -241,3 +243,71 @@ def test_truncate_back_to_the_compaction_point_keeps_the_offset(make_log: Factor
     log.append([Entry(first, 99, b"new")])
     assert log.read(first, first + 1) == [Entry(first, 99, b"new")]
     assert log.term_at(first - 1) == first - 1
+
+
+@pytest.mark.parametrize("at", [40, 30, 12, 0], ids=["past-the-end", "at-the-end", "inside", "zero"])
+def test_reset_leaves_an_empty_log_after_the_snapshot_point(make_log: Factory, at: int) -> None:
+    log = filled(make_log, 30)
+    log.reset(at, 5)
+    assert (log.first_index, log.last_index, log.term_at(at)) == (at + 1, at, 5)
+    assert log.read(at + 1, at + 1) == []
+    with pytest.raises(UnavailableError):
+        log.term_at(at + 1)
+    with pytest.raises(UnavailableError):
+        log.read(at + 1, at + 2)
+    if at > 0:
+        with pytest.raises(CompactedError):
+            log.term_at(at - 1)
+        with pytest.raises(CompactedError):
+            log.read(at, at + 1)
+
+
+def test_appends_continue_after_a_reset(make_log: Factory) -> None:
+    log = filled(make_log, 30)
+    log.reset(40, 5)
+    with pytest.raises(ValueError):
+        log.append(ents(42, 44, term=5))  # a gap
+    with pytest.raises(ValueError):
+        log.append(ents(41, 42, term=4))  # a term below the snapshot's
+    log.append(ents(41, 60, term=5))
+    log.append(ents(60, 62, term=6))
+    assert_holds(log, ents(41, 60, 5) + ents(60, 62, 6))
+    assert log.term_at(40) == 5
+
+
+def test_truncate_and_compact_after_a_reset(make_log: Factory) -> None:
+    log = filled(make_log, 30)
+    log.reset(40, 5)
+    log.truncate_after(40)  # nothing after the snapshot point: a no-op
+    with pytest.raises(CompactedError):
+        log.truncate_after(39)
+    log.compact_before(45)  # nothing to compact
+    assert (log.first_index, log.last_index, log.term_at(40)) == (41, 40, 5)
+    log.append(ents(41, 71, term=5))
+    log.truncate_after(50)
+    assert_holds(log, ents(41, 51, 5))
+    log.compact_before(48)
+    first = log.first_index
+    assert 41 <= first <= 48
+    assert log.term_at(first - 1) == 5
+    assert log.read(first, 51) == ents(first, 51, 5)
+
+
+def test_reset_twice_and_back_to_a_new_log(make_log: Factory) -> None:
+    log = filled(make_log, 10)
+    log.reset(20, 3)
+    log.append(ents(21, 25, term=3))
+    log.reset(22, 4)  # below the last index: drops everything all the same
+    assert (log.first_index, log.last_index, log.term_at(22)) == (23, 22, 4)
+    log.reset(0, 0)
+    assert (log.first_index, log.last_index, log.term_at(0)) == (1, 0, 0)
+    log.append(ents(1, 3, term=1))
+    assert_holds(log, ents(1, 3, 1))
+
+
+@pytest.mark.parametrize("bad", [(-1, 0), (0, -1)])
+def test_reset_refuses_negative_arguments(make_log: Factory, bad: tuple[int, int]) -> None:
+    log = filled(make_log, 5)
+    with pytest.raises(ValueError):
+        log.reset(*bad)
+    assert_holds(log, ents(1, 6, 1))

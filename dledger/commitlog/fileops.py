@@ -91,3 +91,7 @@ class FileOps:
 
     def remove(self, path: str) -> None:
         os.remove(path)
+
+    def replace(self, src: str, dst: str) -> None:
+        """Rename `src` over `dst` atomically (durable only once the directory is fsynced)."""
+        os.replace(src, dst)

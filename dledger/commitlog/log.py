@@ -5,12 +5,12 @@ Layout of a store directory: `data/<pos>` and `index/<pos>` segment pairs (see `
 flush `checkpoint` (see `checkpoint.py`), and a `LOCK` file that an open log holds an exclusive flock
 on (a second open raises `StoreInUseError`).
 
-Threads: one owner thread at a time calls `append`, `truncate_after`, `compact_before`, `close` (a mutex
+Threads: one owner thread at a time calls `append`, `truncate_after`, `compact_before`, `reset`, `close` (a mutex
 enforces it); any thread may call `read`, `term_at`, `first_index`, `last_index`, `segments`, `sync`
 concurrently. Readers see a consistent prefix: an append writes data and index bytes first and publishes
 `last_index` last, and readers take the read side of a readers-writer lock, then snapshot `last_index`
 before anything else (only appends, which do not take the lock, can move it meanwhile: forward).
-Truncation, compaction and close take the write side, so no reader sees half of one or uses a file handle
+Truncation, compaction, reset and close take the write side, so no reader sees half of one or uses a file handle
 they close. Truncation is made durable at once (fsync), so entries it dropped never come back after a crash
 behind entries that replaced them.
 
@@ -32,6 +32,13 @@ A failed append is rolled back durably (cut segments fdatasynced, created ones r
 fsynced, the checkpoint pointed back at the last published segment). Any failed fsync, and any error partway
 through a roll-back, truncation or compaction, poisons the log (`LogClosedError` until reopened): after a
 failed fsync the kernel may have dropped the dirty pages and marked them clean, so a retry proves nothing.
+
+Reset (`reset(i, t)`, a follower installing a snapshot): the meta file gets the base `(i, t)` at byte position
+`next_pos` (just past every existing segment) with chain CRC 0, atomically and durably; that rename is the
+commit point, after which every old segment lies below the base and is deleted (by `reset` itself, or by
+recovery after a crash, as after an interrupted compaction). Byte positions therefore keep growing across
+resets (segment names never repeat), and the chain CRC restarts at 0 after a reset, as for entry 1 of a new log:
+the entries before a reset are gone, so nothing could be chained to them.
 
 Invariants: `first_index == base.index + 1`; segments are contiguous in index and byte position, each
 holds >= 1 entry, the first starts at `base.pos`; `compact_before` never drops the last segment, so
@@ -496,6 +503,40 @@ class SegmentedLog:
                         seg.remove_files(self._ops)
                     for sub in (DATA_DIR, INDEX_DIR):
                         self._ops.fsync_dir(os.path.join(self._dir, sub))
+            finally:
+                self._rw.release_write()
+
+    def reset(self, index: int, term: int) -> None:
+        """Drop every entry and continue after a snapshot ending at `index` (term `term`): an empty log with
+        `first_index == index + 1`, durable and crash-atomic when this returns.
+
+        The meta file is the commit point: the new base is `(index, term)` at byte position `next_pos` (past
+        every existing segment) with chain CRC 0, so once it is durable every old segment lies below the base
+        and recovery deletes whatever a crash left of them (as after an interrupted compaction). Before it is
+        durable, a crash leaves the old log. The next entry is written at `next_pos` and its chain restarts
+        from 0, like entry 1 of a new log.
+        """
+        for name, value in (("index", index), ("term", term)):
+            if type(value) is not int or value < 0:
+                raise ValueError(f"reset needs a non-negative int {name}, not {value!r}")
+        with self._mutex:
+            self._check_usable()
+            base = Base(index, term, self._next_pos, 0)
+            self._rw.acquire_write()
+            try:
+                with self._fatal():  # a failure partway leaves files and memory apart: poison
+                    write_base(self._dir, base, self._ops)  # the commit point (atomic, durable)
+                    drop = self._segs
+                    self._base = base
+                    self._set_segments([])
+                    self._set_tail_from_segments()
+                    self._durable_index = index
+                    self._checkpoint(Checkpoint(base.pos, 0, 0))
+                    for seg in drop:
+                        seg.remove_files(self._ops)
+                    if drop:
+                        for sub in (DATA_DIR, INDEX_DIR):
+                            self._ops.fsync_dir(os.path.join(self._dir, sub))
             finally:
                 self._rw.release_write()
 

@@ -10,8 +10,13 @@ meta file stores it: 40 bytes, little-endian,
 written atomically (temp file, fsync, rename, fsync of the directory). A missing meta file means the
 base of a log that was never compacted: index 0, term 0, pos 0, chain 0.
 
+Two operations write it: `compact_before` (the base becomes the last entry of the last dropped segment) and
+`reset` (the base becomes the snapshot's `(index, term)`, at the byte position just past the old log's end,
+with chain CRC 0: positions keep growing across resets and the chain restarts, see `log.py`).
+
 Invariants: the meta file is written before the segments it makes redundant are deleted, so a crash in
-between leaves segments wholly at or below the base, which recovery deletes. A meta file that fails its
+between leaves segments wholly below the base's position, which recovery deletes. The rename is the commit
+point of both operations: a crash before it leaves the old log, after it the new one. A meta file that fails its
 CRC is never guessed around: opening raises `CorruptStoreError`.
 """
 
@@ -77,5 +82,5 @@ def write_base(directory: str, base: Base, ops: FileOps) -> None:
         ops.datasync(fd)  # the new file's data and size
     finally:
         os.close(fd)
-    os.replace(tmp, path)
+    ops.replace(tmp, path)
     ops.fsync_dir(directory)  # the rename

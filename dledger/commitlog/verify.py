@@ -6,6 +6,9 @@ on a store that another process has open, or that crashed and was not yet reopen
 `verify_store` walks each segment's data sequentially, checking every entry (magic, size, index, position,
 kind, body CRC, chain CRC from its predecessor, non-decreasing terms) and comparing it with its index
 record; segments must be contiguous in index and byte position and start at the base of the meta file.
+Segments that start below the base (left by a crash after a compaction or a reset wrote the meta file, before
+it deleted them; the next open deletes them) are not part of the log and are skipped. After a reset the base's
+chain CRC is 0 (`log.py`), so the first entry after it is checked against that seed like any other.
 After a bad entry it resynchronises on the index record when that is plausible, so every bad entry is
 reported once, with its file and byte offset. Memory stays bounded: data and index are read in chunks.
 """
@@ -168,7 +171,9 @@ def _open_store(directory: str) -> tuple[Base, list[int]]:
         raise FileNotFoundError(f"{directory}: no such directory")
     if not os.path.isdir(os.path.join(directory, DATA_DIR)):
         raise CorruptStoreError(f"{directory}: not a commit log store (no {DATA_DIR}/ directory)")
-    return read_base(directory), list_segments(directory)
+    base = read_base(directory)
+    # segments wholly below the base were compacted or reset away; a crash kept them, the next open deletes them
+    return base, [s for s in list_segments(directory) if s >= base.pos]
 
 
 def verify_store(directory: str) -> VerifyReport:

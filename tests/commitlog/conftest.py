@@ -80,8 +80,8 @@ class PowerLossOps(FileOps):
     Files in the store directory itself (meta, checkpoint) survive if the directory's last fsync named them:
     meta (written atomically with its own fsyncs) with its current content; the checkpoint, a hint rewritten in
     place, with its content at its last fdatasync (the oldest a power cut can leave), or not at all.
-    `fail(kind, path)` may return an errno to inject a failure of `pwrite`, `datasync`, `fsync_dir` or
-    `truncate`.
+    `fail(kind, path)` may return an errno to inject a failure of `pwrite`, `datasync`, `fsync_dir`, `replace`
+    or `truncate`.
     """
 
     def __init__(self, root: str | os.PathLike[str], *, real_syncs: bool = False) -> None:
@@ -152,6 +152,13 @@ class PowerLossOps(FileOps):
         super().fsync_dir(path)
         if self.syncs > before:
             self.dirs[os.path.realpath(path)] = set(os.listdir(path))
+
+    def replace(self, src: str, dst: str) -> None:
+        self._inject("replace", os.path.realpath(dst))
+        super().replace(src, dst)
+        real_src, real_dst = os.path.realpath(src), os.path.realpath(dst)
+        if real_src in self.content:  # the inode moves: its durable bytes go with it (its name is new, though)
+            self.content[real_dst] = self.content.pop(real_src)
 
     def crash_image(self, dst: str | os.PathLike[str]) -> None:
         """Write to `dst` the store as a power cut right now would leave it."""

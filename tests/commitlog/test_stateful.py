@@ -1,4 +1,4 @@
-"""A hypothesis state machine: `SegmentedLog` against a list model, with reopen, truncate and compact.
+"""A hypothesis state machine: `SegmentedLog` against a list model, with reopen, truncate, compact and reset.
 
 Tiny segments make rollover, multi-segment batches and whole-segment compaction happen all the time. The I/O
 goes through `PowerLossOps`, whose power cuts keep exactly what was fsynced: a missing fsync fails the machine.
@@ -80,6 +80,15 @@ class LogMachine(RuleBasedStateMachine):
             self.prev_term = self.model[new_first - old_first - 1].term
             del self.model[: new_first - old_first]
             self.first = new_first
+
+    @rule(ahead=st.integers(-8, 20), bump=st.integers(0, 2))
+    def reset(self, ahead: int, bump: int) -> None:
+        """A snapshot install: durable and atomic when it returns (a power cut right after keeps it)."""
+        i = max(0, self.last + ahead)
+        t = (self.model[-1].term if self.model else self.prev_term) + bump
+        self.log.reset(i, t)
+        self.model, self.first, self.prev_term = [], i + 1, t
+        assert self.log.durable_index == i
 
     @rule(flush=st.sampled_from(["sync", "async"]))
     def reopen(self, flush: str) -> None:
