@@ -45,6 +45,7 @@ __all__ = [
     "INDEX",
     "INDEX_MAGIC",
     "INDEX_SIZE",
+    "MAX_CONFIG_BYTES",
     "MAX_ENTRY_BYTES",
     "Batch",
     "chain_crc",
@@ -61,6 +62,7 @@ INDEX = struct.Struct("<IQIQQ")
 HEADER_SIZE = HEADER.size
 INDEX_SIZE = INDEX.size
 MAX_ENTRY_BYTES = 4 * 1024 * 1024  # RocketMQ's maxMessageSize; counts the 48-byte header too
+MAX_CONFIG_BYTES = 1 << 20  # an encoded membership (hard state, snapshot header): sanity, not a real need
 assert HEADER_SIZE == 48 and INDEX_SIZE == 32 and CHAIN_FIELDS.size == 44
 
 _KINDS: dict[int, EntryKind] = {int(k): k for k in EntryKind}

@@ -1,13 +1,17 @@
-"""`HardStateStore`: the Raft hard state (current term, vote, commit index) in LMDB, with durable commits.
+"""`HardStateStore`: the Raft hard state (current term, vote, commit index, membership) in LMDB, durably.
 
 The environment is opened with LMDB's default durability (`sync=True`, `metasync=True`; never
 MDB_NOSYNC), so `save` returns only once the state is on disk. The state is one versioned record under the
-key `b"raft/hard_state"`:
+key `b"raft/hard_state"`, so term, vote, commit index and membership change together or not at all:
 
-    version 1 (u8), current_term (u64 LE), commit_index (u64 LE), voted_for length (u16 LE), voted_for UTF-8
+    version 2 (u8), current_term (u64 LE), commit_index (u64 LE), voted_for length (u16 LE),
+    config length (u32 LE), voted_for UTF-8, config bytes
 
-(length 0xFFFF means "no vote"). Other keys (e.g. a later issue's membership config under `b"raft/..."`)
-can live beside it in the same environment; `max_dbs` leaves room for named sub-databases too.
+(voted_for length 0xFFFF means "no vote"). `config` is `HardState.config`, opaque here, at most
+`MAX_CONFIG_BYTES` (1 MiB). Version 1 records (written before membership was stored) are the same without
+the config length and bytes; they load with `config=b""`, and the next `save` rewrites them as version 2.
+Other keys can live beside the record in the same environment; `max_dbs` leaves room for named
+sub-databases too.
 
 Invariants: `load` of a never-saved store is `HardState()`; a bad value is refused by `save` with
 `ValueError` before anything is written; a stored record that does not decode raises `CorruptStoreError`.
@@ -22,14 +26,16 @@ from typing import Any
 
 import lmdb
 
+from dledger.commitlog.codec import MAX_CONFIG_BYTES
 from dledger.commitlog.errors import CorruptStoreError
 from dledger.storage_api import HardState
 
-__all__ = ["HARD_STATE_KEY", "HardStateStore"]
+__all__ = ["HARD_STATE_KEY", "MAX_CONFIG_BYTES", "HardStateStore"]
 
 HARD_STATE_KEY = b"raft/hard_state"
-_VERSION = 1
-_FIXED = struct.Struct("<BQQH")
+_VERSION = 2
+_FIXED = struct.Struct("<BQQHI")
+_FIXED_V1 = struct.Struct("<BQQH")
 _NO_VOTE = 0xFFFF
 _MAX_U64 = (1 << 64) - 1
 _MAX_VOTE_BYTES = 1024
@@ -40,35 +46,53 @@ def _encode(state: HardState) -> bytes:
         value = getattr(state, name)
         if type(value) is not int or not 0 <= value <= _MAX_U64:
             raise ValueError(f"hard state {name} must be an int in [0, 2**64), not {value!r}")
+    config = state.config
+    if type(config) is not bytes:
+        raise ValueError(f"hard state config must be bytes, not {type(config).__name__}")
+    if len(config) > MAX_CONFIG_BYTES:
+        raise ValueError(f"hard state config is {len(config)} bytes; the limit is {MAX_CONFIG_BYTES}")
     vote = state.voted_for
     if vote is None:
-        return _FIXED.pack(_VERSION, state.current_term, state.commit_index, _NO_VOTE)
+        return _FIXED.pack(_VERSION, state.current_term, state.commit_index, _NO_VOTE, len(config)) + config
     if not isinstance(vote, str) or not vote:
         raise ValueError(f"hard state voted_for must be None or a non-empty str, not {vote!r}")
     raw = vote.encode("utf-8")
     if len(raw) > _MAX_VOTE_BYTES:
         raise ValueError(f"hard state voted_for is {len(raw)} bytes; the limit is {_MAX_VOTE_BYTES}")
-    return _FIXED.pack(_VERSION, state.current_term, state.commit_index, len(raw)) + raw
+    return _FIXED.pack(_VERSION, state.current_term, state.commit_index, len(raw), len(config)) + raw + config
 
 
 def _decode(raw: bytes, where: str) -> HardState:
-    if len(raw) < _FIXED.size:
-        raise CorruptStoreError(f"{where}: hard state record is {len(raw)} bytes, too short")
-    version, term, commit, n = _FIXED.unpack_from(raw)
-    if version != _VERSION:
+    if not raw:
+        raise CorruptStoreError(f"{where}: hard state record is empty")
+    version = raw[0]
+    if version == 1:
+        fixed = _FIXED_V1
+    elif version == _VERSION:
+        fixed = _FIXED
+    else:
         raise CorruptStoreError(f"{where}: unsupported hard state version {version}")
-    rest = raw[_FIXED.size :]
+    if len(raw) < fixed.size:
+        raise CorruptStoreError(f"{where}: hard state record is {len(raw)} bytes, too short")
+    _v, term, commit, n, *rest_len = fixed.unpack_from(raw)
+    config_len = rest_len[0] if rest_len else 0
+    if config_len > MAX_CONFIG_BYTES:
+        raise CorruptStoreError(f"{where}: hard state config is {config_len} bytes, over the limit")
+    vote_len = 0 if n == _NO_VOTE else n
+    if n == 0:
+        raise CorruptStoreError(f"{where}: hard state vote is empty")
+    if len(raw) != fixed.size + vote_len + config_len:
+        raise CorruptStoreError(
+            f"{where}: hard state record is {len(raw)} bytes; its fields say {fixed.size + vote_len + config_len}"
+        )
+    config = raw[fixed.size + vote_len :]
     if n == _NO_VOTE:
-        if rest:
-            raise CorruptStoreError(f"{where}: hard state record has {len(rest)} trailing bytes")
-        return HardState(term, None, commit)
-    if len(rest) != n or n == 0:
-        raise CorruptStoreError(f"{where}: hard state vote is {len(rest)} bytes, the record says {n}")
+        return HardState(term, None, commit, config)
     try:
-        vote = rest.decode("utf-8")
+        vote = raw[fixed.size : fixed.size + vote_len].decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CorruptStoreError(f"{where}: hard state vote is not UTF-8") from exc
-    return HardState(term, vote, commit)
+    return HardState(term, vote, commit, config)
 
 
 class HardStateStore:
@@ -80,7 +104,8 @@ class HardStateStore:
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str], *, map_size: int = 64 << 20) -> HardStateStore:
-        """Open (creating if needed) the store in `directory`."""
+        """Open (creating if needed) the store in `directory` (`map_size` must leave room for a few records of
+        `MAX_CONFIG_BYTES`: LMDB keeps old pages until readers are done)."""
         path = os.fspath(directory)
         os.makedirs(path, exist_ok=True)
         env = lmdb.open(path, map_size=map_size, subdir=True, sync=True, metasync=True, max_dbs=8, lock=True)

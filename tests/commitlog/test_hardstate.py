@@ -1,14 +1,18 @@
-"""`HardStateStore` (LMDB): round trip, durability across reopen, validation, room for more keys."""
+"""`HardStateStore` (LMDB): round trip, durability across reopen, validation, room for more keys, the membership
+config and the version 1 records written before it."""
 
 from __future__ import annotations
 
 import pathlib
+import struct
 
 import lmdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dledger.commitlog import CorruptStoreError, HardState, HardStateStore
-from dledger.commitlog.hardstate import HARD_STATE_KEY
+from dledger.commitlog.hardstate import HARD_STATE_KEY, MAX_CONFIG_BYTES, _decode, _encode
 from dledger.storage_api import HardStateStore as HardStateStoreProtocol
 
 
@@ -20,7 +24,14 @@ def test_fresh_store_loads_the_zero_state(tmp_path: pathlib.Path) -> None:
 
 @pytest.mark.parametrize(
     "state",
-    [HardState(1, "n1", 0), HardState(7, None, 5), HardState(2**64 - 1, "ü-node:9000", 2**63), HardState(3, "x", 3)],
+    [
+        HardState(1, "n1", 0),
+        HardState(7, None, 5),
+        HardState(2**64 - 1, "ü-node:9000", 2**63),
+        HardState(3, "x", 3),
+        HardState(4, "n2", 9, b"\x00members\xff"),
+        HardState(5, None, 9, b"c" * MAX_CONFIG_BYTES),
+    ],
 )
 def test_save_load_round_trip_survives_reopen(tmp_path: pathlib.Path, state: HardState) -> None:
     with HardStateStore.open(tmp_path) as store:
@@ -42,6 +53,9 @@ def test_save_load_round_trip_survives_reopen(tmp_path: pathlib.Path, state: Har
         HardState(True, None, 0),
         HardState(1.0, None, 0),  # type: ignore[arg-type]
         HardState(1, "v" * 2000, 0),
+        HardState(1, None, 0, b"c" * (MAX_CONFIG_BYTES + 1)),
+        HardState(1, None, 0, bytearray(b"c")),  # type: ignore[arg-type]
+        HardState(1, None, 0, "c"),  # type: ignore[arg-type]
     ],
 )
 def test_bad_values_are_refused_and_nothing_is_written(tmp_path: pathlib.Path, state: HardState) -> None:
@@ -73,7 +87,21 @@ def test_other_keys_live_beside_the_hard_state(tmp_path: pathlib.Path) -> None:
     env.close()
 
 
-@pytest.mark.parametrize("raw", [b"", b"\x02" + bytes(18), b"\x01" + bytes(16) + b"\x05\x00ab", b"\x01" + bytes(16)])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"\x03" + bytes(22),
+        b"\x02" + bytes(18),
+        b"\x01" + bytes(16) + b"\x05\x00ab",
+        b"\x01" + bytes(16),
+        b"\x01" + bytes(16) + b"\x00\x00",  # an empty vote
+        b"\x02" + bytes(16) + b"\xff\xff\x03\x00\x00\x00ab",  # config shorter than its length
+        b"\x02" + bytes(16) + b"\xff\xff\x01\x00\x00\x00abc",  # trailing bytes
+        b"\x02" + bytes(16) + b"\xff\xff\xff\xff\xff\xff",  # config over the limit
+        b"\x02" + bytes(16) + b"\x02\x00\x00\x00\x00\x00\xff\xfe",  # vote not UTF-8
+    ],
+)
 def test_a_damaged_record_is_reported_not_guessed(tmp_path: pathlib.Path, raw: bytes) -> None:
     env = lmdb.open(str(tmp_path), max_dbs=8)
     with env.begin(write=True) as txn:
@@ -87,3 +115,49 @@ def test_the_environment_is_durable(tmp_path: pathlib.Path) -> None:
     with HardStateStore.open(tmp_path) as store:
         flags = store._env.flags()
     assert flags["sync"] and flags["metasync"]
+
+
+def test_config_changes_atomically_with_the_rest(tmp_path: pathlib.Path) -> None:
+    with HardStateStore.open(tmp_path) as store:
+        store.save(HardState(2, "a", 1, b"old"))
+        with pytest.raises(ValueError):
+            store.save(HardState(3, "b", 2, b"x" * (MAX_CONFIG_BYTES + 1)))
+        assert store.load() == HardState(2, "a", 1, b"old")
+        store.save(HardState(3, "b", 2, b""))
+    with HardStateStore.open(tmp_path) as store:
+        assert store.load() == HardState(3, "b", 2, b"")
+
+
+@pytest.mark.parametrize("vote", [None, "n1", "ü"])
+def test_a_version_1_record_loads_with_an_empty_config_and_is_upgraded_on_save(
+    tmp_path: pathlib.Path, vote: str | None
+) -> None:
+    """Stores written before the membership field: version 1 records, byte for byte as the old code wrote them."""
+    raw_vote = b"" if vote is None else vote.encode()
+    v1 = struct.pack("<BQQH", 1, 7, 5, 0xFFFF if vote is None else len(raw_vote)) + raw_vote
+    env = lmdb.open(str(tmp_path), max_dbs=8)
+    with env.begin(write=True) as txn:
+        txn.put(HARD_STATE_KEY, v1)
+    env.close()
+    with HardStateStore.open(tmp_path) as store:
+        assert store.load() == HardState(7, vote, 5, b"")
+        store.save(HardState(8, vote, 6, b"cfg"))
+    with HardStateStore.open(tmp_path) as store:
+        assert store.load() == HardState(8, vote, 6, b"cfg")
+    env = lmdb.open(str(tmp_path), max_dbs=8)
+    with env.begin() as txn:
+        stored = txn.get(HARD_STATE_KEY)
+    assert stored is not None and bytes(stored)[0] == 2
+    env.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    term=st.integers(0, 2**64 - 1),
+    vote=st.one_of(st.none(), st.text(min_size=1, max_size=40)),
+    commit=st.integers(0, 2**64 - 1),
+    config=st.binary(max_size=300),
+)
+def test_any_valid_state_round_trips(term: int, vote: str | None, commit: int, config: bytes) -> None:
+    state = HardState(term, vote, commit, config)
+    assert _decode(_encode(state), "test") == state
