@@ -1,10 +1,11 @@
 """A RocketMQ-style message store on the replicated log (see ARCHITECTURE.md, "The broker adapter").
 
-`MessageStore` is a `StateMachine` of a `DLedgerServer` and the broker's API: put / get / query, topics,
-consumer offsets, Pop consumption (receive, ack, change-invisible, redelivery, dead letters, FIFO, delay),
-transactional messages, role callbacks and retention. Modules: `message` (model and encoding), `commands`
-(log entries), `tables` (LMDB layout), `apply` and `pop` (deterministic apply), `prepare` (the leader's
-half of a put), `reader` (read path), `store` and `popapi` (the API), `retention`, `options`, `results`.
+`MessageStore` is a `SnapshottingStateMachine` of a `DLedgerServer` and the broker's API: put / get / query,
+topics, consumer offsets, Pop consumption (receive, ack, change-invisible, redelivery, dead letters, FIFO,
+delay), transactional messages, role callbacks, retention and snapshots. Modules: `message` (model and
+encoding), `commands` (log entries), `tables` (LMDB layout), `image` (snapshot images of the tables), `apply`
+and `pop` (deterministic apply), `prepare` (the leader's half of a put), `reader` (read path), `store` and
+`popapi` (the API), `retention`, `options`, `results`.
 """
 
 from dledger.broker_adapter.message import Message, MessageFormatError, MessageType, decode_message, encode_message

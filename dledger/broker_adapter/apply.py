@@ -109,7 +109,13 @@ class Applier:
         self._poisoned: set[int] = set()  # entries of the batch whose command raised: applied as skipped
         self.outcomes_staged: dict[int, Any] = {}  # outcomes of the open transaction (handed over on commit)
         self._applied = 0
+        self.last_index = 0  # the last entry given to `apply` in this process (no-ops and skipped ones too)
         self._flush_scheduled = False
+        self._reset_caches()
+
+    def restored(self, index: int) -> None:
+        """The tables were replaced by an image at `index` (no transaction open): forget every cache."""
+        self._applied = self.last_index = index
         self._reset_caches()
 
     def _reset_caches(self) -> None:
@@ -166,6 +172,7 @@ class Applier:
             # no-ops, config and foreign entries change nothing: no transaction (`applied` may lag behind
             # them; replaying them after a restart changes nothing either)
             self.skipped += entry.kind == EntryKind.NORMAL
+            self.last_index = entry.index
             if entry.kind == EntryKind.NOOP and self.on_noop is not None:
                 self.on_noop(entry)
             return
@@ -185,7 +192,7 @@ class Applier:
         except BaseException:
             self._abort()
             raise
-        self._applied = entry.index
+        self._applied = self.last_index = entry.index
         if not self._flush_scheduled:
             self.flush()
 

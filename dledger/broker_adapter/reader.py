@@ -45,6 +45,11 @@ class Reader:
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._low: dict[bytes, tuple[int, int]] = {}  # queue -> (first index, min offset): see `_min`
 
+    def forget(self) -> None:
+        """Drop the caches (after the tables were replaced by a snapshot image)."""
+        self._cache.clear()
+        self._low.clear()
+
     def first_index(self) -> int:
         """The first index still in this replica's log."""
         return self._first_index()

@@ -1,8 +1,10 @@
 """`MessageStore`: a RocketMQ-style message store on a `DLedgerServer`'s replicated log.
 
-It is the node's state machine (`last_applied` / `apply`, see `apply.py`) and the broker's API. Writes
-(put, topics, offsets, pop receive / ack / change-invisible, end transaction) are commands proposed on the
-leader once it is *master*; reads (get, queries, offsets) are served by any replica from LMDB plus the log.
+It is the node's state machine (`last_applied` / `apply`, see `apply.py`; `snapshot` / `restore` of every
+table, see `image.py`) and the broker's API. Writes (put, topics, offsets, pop receive / ack /
+change-invisible, end transaction) are commands proposed on the leader once it is *master*; reads (get,
+queries, offsets) are served by any replica from LMDB plus the log: message bodies live only in the log, so a
+body whose entry is gone (retention, or a log that starts after a restored snapshot) reads as removed.
 
 Invariants:
 - master means: this node leads AND it has applied the no-op entry of its own term, so everything
@@ -23,10 +25,11 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from dledger.broker_adapter import commands as c
 from dledger.broker_adapter.apply import Applier, PutOutcome
+from dledger.broker_adapter.image import load_image, write_image
 from dledger.broker_adapter.message import Message, MessageType
 from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions
 from dledger.broker_adapter.popapi import PopMixin
@@ -68,6 +71,7 @@ class MessageStore(PopMixin):
         self._master = False
         self.master_index = 0  # the own-term no-op whose application made this store master
         self._role: str | None = None
+        self._announced: str | None = None  # the last role announced to the callbacks ("master" / "slave")
         self._term = 0
         self._on_master: list[Callable[[], None]] = []
         self._on_slave: list[Callable[[], None]] = []
@@ -111,7 +115,7 @@ class MessageStore(PopMixin):
         """Start the server (if `create` made it) and the master's timer and the retention tasks.
 
         Raises `RuntimeError` if the log was compacted past what these tables hold (e.g. the LMDB files were
-        lost after retention ran): rebuilding them would need a snapshot (not supported yet)."""
+        lost after retention ran) and no snapshot restored them."""
         srv = self._srv()
         if self._own_server:
             await srv.start()
@@ -121,7 +125,7 @@ class MessageStore(PopMixin):
                 await srv.stop()
             raise RuntimeError(
                 f"the broker tables hold entries up to {self.last_applied()} but the log starts at {first}: "
-                "they cannot be rebuilt from the log (copy the store from another replica)"
+                "they cannot be rebuilt from the log (restore a snapshot, or copy the store from another replica)"
             )
         self._tasks.append(asyncio.get_running_loop().create_task(self._timer_loop()))
         if self.options.retention_interval_s > 0:
@@ -149,23 +153,57 @@ class MessageStore(PopMixin):
             self.tables.close()
 
     def on_master(self, callback: Callable[[], None]) -> None:
-        """`callback()` when this replica becomes master (leads and has applied everything committed)."""
+        """`callback()` when this replica becomes master (leads and has applied everything committed); at once
+        if it is master already."""
         self._on_master.append(callback)
+        if self._announced == "master":
+            self._fire([callback])
 
     def on_slave(self, callback: Callable[[], None]) -> None:
-        """`callback()` when this replica stops being master (or first learns it is a follower)."""
+        """`callback()` when this replica stops being master (or first learns it is a follower); at once if it
+        is known to be a slave already."""
         self._on_slave.append(callback)
+        if self._announced == "slave":
+            self._fire([callback])
 
     @property
     def is_master(self) -> bool:
         return self._master
 
-    # ---- StateMachine ----
+    # ---- StateMachine, SnapshottingStateMachine ----
     def last_applied(self) -> int:
         return self.tables.applied()
 
     def apply(self, entry: Entry) -> None:
         self.applier.apply(entry)
+
+    def snapshot(self, out: BinaryIO) -> int:
+        """Stream an image of every table (`image.py`) to `out`; returns its index: the last entry applied (the
+        no-ops and foreign entries after the last command changed nothing, so they count). Bodies are not in
+        it: they stay in the log."""
+        self._check_intact()
+        self.applier.flush()  # the open batch, so the image has every applied entry
+        index = max(self.tables.applied(), self.applier.last_index)
+        write_image(self.tables, index, out)
+        return index
+
+    def restore(self, src: BinaryIO, index: int) -> None:
+        """Replace every table by the image in `src`, taken at `index`: built beside the live tables, checked
+        whole, then switched to atomically (`Tables.switch_to`). A bad image raises `SnapshotError` and leaves
+        the tables as they were. Bodies of entries up to `index` that this replica's log no longer holds read
+        as removed, as after retention."""
+        self._check_intact()
+        self.applier.flush()  # what was applied stays, should the image be refused
+        staged = load_image(src, index, self.tables.staging_path(), self.tables.map_size)
+        self.tables.switch_to(staged)
+        self.applier.restored(index)
+        if self.reader is not None:
+            self.reader.forget()
+        log.info("broker tables restored from a snapshot image at index %d", index)
+
+    def _check_intact(self) -> None:
+        if self.applier.failed is not None:
+            raise RuntimeError(f"the broker tables failed earlier: {self.applier.failed}")
 
     # ---- roles ----
     def _on_role_change(self, role: str, term: int, leader_id: str | None) -> None:
@@ -174,12 +212,14 @@ class MessageStore(PopMixin):
         self._role = "leader" if role == "leader" else "slave"
         if role != "leader" and (self._master or was is None):
             self._master = False
+            self._announced = "slave"
             self._fire(self._on_slave)
 
     def _on_noop(self, entry: Entry) -> None:
         if self._role == "leader" and entry.term == self._term and not self._master:
             self._master = True
             self.master_index = entry.index
+            self._announced = "master"
             self._fire(self._on_master)
 
     def _fire(self, callbacks: Iterable[Callable[[], None]]) -> None:

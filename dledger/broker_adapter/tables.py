@@ -3,7 +3,9 @@
 Every database is derived state: the applier writes all of them, plus `meta[applied]`, in one write
 transaction per applied entry, so after any crash LMDB holds exactly the effect of entries `1..applied`
 and the node replays the log from `applied + 1`. A missing, unreadable or other-layout environment is
-wiped and rebuilt by replaying the log from index 1.
+wiped and rebuilt by replaying the log from index 1 (or, once the log is compacted, by restoring a snapshot:
+`applied` then says 0, below the snapshot). A restore builds new tables in `<store_dir>/broker.restore` and
+switches to them with one atomic rename of `data.mdb` (`switch_to`).
 
 Keys: names are UTF-8 joined by NUL (names never contain NUL: the store validates them); numbers are
 big-endian, so LMDB's byte order is numeric order.
@@ -31,6 +33,7 @@ that is not in a consume queue yet or not yet acknowledged; retention never comp
 
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
 import struct
@@ -134,6 +137,8 @@ class Tables:
         self.path = path
         self.map_size = map_size
         self.rebuilt = False
+        self.db: dict[str, Any] = {}  # one dict for the life of the object: holders see a reopen
+        shutil.rmtree(self.staging_path(), ignore_errors=True)  # a restore that did not switch (see `switch_to`)
         try:
             self._open()
             with self.env.begin() as txn:
@@ -155,7 +160,7 @@ class Tables:
         # sync=False: a process crash keeps every committed transaction (the OS has the pages); after an
         # OS crash a torn environment fails to open or lags, and is rebuilt or replayed from the log.
         self.env: Any = lmdb.open(str(self.path), map_size=self.map_size, max_dbs=len(_DBS) + 1, sync=False)
-        self.db: dict[str, Any] = {}
+        self.db.clear()
         for name in _DBS:
             self.db[name] = self.env.open_db(name.encode(), dupsort=False)
         self.db["keys"] = self.env.open_db(b"keys", dupsort=True)
@@ -189,6 +194,30 @@ class Tables:
             cursor = txn.cursor(db=self.db["pins"])
             return U64.unpack_from(cursor.key())[0] if cursor.first() else None
 
+    def staging_path(self) -> pathlib.Path:
+        """Where a restore builds the new tables before `switch_to` (beside these, on the same file system)."""
+        return self.path.with_name(self.path.name + ".restore")
+
+    def switch_to(self, staged: Tables) -> None:
+        """Replace these tables by `staged` (synced, built at `staging_path()`), and reopen on them.
+
+        Crash-safe: LMDB keeps everything in `data.mdb`, and the switch is one atomic rename of the staged, fsynced
+        file over it, so a crash leaves the old tables or the new ones; a leftover staging directory is removed
+        when the tables are next opened. No transaction of this process may be open."""
+        staged.sync()
+        staged.close()
+        data = staged.path / "data.mdb"
+        self.close()
+        try:
+            _fsync(data)
+            os.replace(data, self.path / "data.mdb")  # the switch
+            _fsync(self.path)
+            (self.path / "lock.mdb").unlink(missing_ok=True)  # reader slots and txn id of the old file
+            self.map_size = max(self.map_size, staged.map_size)
+        finally:
+            self._open()
+        shutil.rmtree(staged.path, ignore_errors=True)
+
     def sync(self) -> None:
         self.env.sync(True)
 
@@ -197,3 +226,11 @@ class Tables:
         if env is not None:
             env.close()
             self.env = None
+
+
+def _fsync(path: pathlib.Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
