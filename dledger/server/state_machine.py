@@ -116,9 +116,14 @@ class ListStateMachine:
 
         def take(n: int) -> bytes:
             nonlocal crc
-            raw = src.read(n)
-            if len(raw) != n:
-                raise SnapshotError("the image is truncated")
+            parts, have = [], 0
+            while have < n:  # (a pipe or socket may return less than asked)
+                part = src.read(min(n - have, 1 << 20))
+                if not part:
+                    raise SnapshotError("the image is truncated")
+                parts.append(part)
+                have += len(part)
+            raw = b"".join(parts)
             crc = zlib.crc32(raw, crc)
             return raw
 
