@@ -6,7 +6,14 @@ Public API (see `core.py` for the rules and `ready.py` for the persist contract)
 
 from dledger.raft.config import Config, ReadOnlyOption
 from dledger.raft.core import Proposed, RaftCore, RandomSource, Role
-from dledger.raft.errors import NotLeaderError, ProposalDroppedError, RaftError, RaftInvariantError
+from dledger.raft.errors import (
+    ConfChangeError,
+    NotLeaderError,
+    ProposalDroppedError,
+    RaftError,
+    RaftInvariantError,
+)
+from dledger.raft.membership import ConfChange, ConfChangeOp, Membership, apply_change
 from dledger.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -23,9 +30,13 @@ from dledger.raft.ready import ReadState, Ready, SoftState, persist_ready
 __all__ = [
     "AppendEntries",
     "AppendEntriesResponse",
+    "ConfChange",
+    "ConfChangeError",
+    "ConfChangeOp",
     "Config",
     "InstallSnapshot",
     "InstallSnapshotResponse",
+    "Membership",
     "Message",
     "NotLeaderError",
     "Progress",
@@ -44,5 +55,6 @@ __all__ = [
     "Role",
     "SoftState",
     "TimeoutNow",
+    "apply_change",
     "persist_ready",
 ]

@@ -1,8 +1,18 @@
 """`Config`: the static settings of one core, validated on construction.
 
-Invariants (checked in `__post_init__`, a bad config raises `ValueError`): `id` is one of `peers`, peers are
-unique and non-empty strings, `0 < heartbeat_tick < election_tick`, every limit is positive, lease reads
-require check-quorum, and a preferred leader is one of the peers.
+Invariants (checked in `__post_init__`, a bad config raises `ValueError`): `id` is one of `peers` (or, with
+`join=True`, is not: a joining node), peers are unique and non-empty strings,
+`0 < heartbeat_tick < election_tick`, every limit is positive, lease reads require check-quorum, and a
+preferred leader is one of the peers.
+
+`peers` is the *initial* configuration: the voters the group started with. Once the log or the hard state
+holds a configuration (`dledger.raft.membership`), that one rules and `peers` is only the fallback.
+
+Joining a running group: start the new node with `join=True` and `peers` = the group's initial voters (the
+node itself not among them), an empty log and an empty hard state. It is a non-member: it never campaigns
+and answers only leader traffic, until the leader's log (or a snapshot) brings it a configuration naming it;
+it becomes a voter only when a CONFIG entry promotes it. The leader adds it with
+`propose_conf_change(ConfChange(ADD_LEARNER, id, address))`.
 """
 
 from __future__ import annotations
@@ -39,6 +49,8 @@ class Config:
     preferred_leader: str | None = None  # DLedger's preferredLeaderIds: leadership goes back to it
     group: str = "default"
     applied: int = 0  # the last index the state machine applied before this start
+    join: bool = False  # a new node joining a running group: `id` is not one of the initial `peers`
+    promote_max_lag: int = 1000  # a learner is promoted only when at most this many entries behind
 
     def __post_init__(self) -> None:
         peers = tuple(self.peers)
@@ -47,8 +59,14 @@ class Config:
             raise ValueError(f"peers must be non-empty strings, got {peers!r}")
         if len(set(peers)) != len(peers):
             raise ValueError(f"peers must be unique, got {peers!r}")
-        if self.id not in peers:
-            raise ValueError(f"id {self.id!r} is not one of the peers {peers!r}")
+        if not isinstance(self.id, str) or not self.id:
+            raise ValueError(f"id must be a non-empty string, got {self.id!r}")
+        if self.join and self.id in peers:
+            raise ValueError(f"a joining node {self.id!r} must not be one of the initial peers {peers!r}")
+        if not self.join and self.id not in peers:
+            raise ValueError(f"id {self.id!r} is not one of the peers {peers!r} (use join=True for a new node)")
+        if self.promote_max_lag < 0:
+            raise ValueError("promote_max_lag must be >= 0")
         if not 0 < self.heartbeat_tick < self.election_tick:
             raise ValueError("need 0 < heartbeat_tick < election_tick")
         for name in (

@@ -1,11 +1,13 @@
 """`RaftCore`: the deterministic, sans-I/O Raft state machine (etcd's raft.go + rawnode.go, our own code).
 
 Inputs: `step(message)`, `tick()`, `propose(data)` / `propose_batch(datas)`, `read_index(context)`,
-`transfer_leadership(to)`. Output: `ready()` -> `Ready`, acknowledged by `advance(ready)` (the persist
-contract is in `ready.py`: the driver, never the core, writes LogStorage and the hard state).
+`transfer_leadership(to)`, `propose_conf_change(change)` (`conf.py`), `set_snapshot(meta)` and
+`report_snapshot(peer, success)` (`snapshot.py`). Output: `ready()` -> `Ready`, acknowledged by
+`advance(ready)` (the persist contract is in `ready.py`: the driver, never the core, writes LogStorage and
+the hard state).
 
 Rules of the state machine:
-- `step` validates the envelope (group, addressee, known sender), handles the term once (§5.1: a higher
+- `step` validates the envelope (group, addressee, sender), handles the term once (§5.1: a higher
   term makes us a follower, except pre-vote traffic and vote requests ignored under a leader lease), then
   dispatches to `_step_leader` / `_step_candidate` / `_step_follower`. Only `_become_*` changes the role.
 - `_send` / `_send_after_persist` only queue; nothing leaves before the driver takes a Ready.
@@ -20,15 +22,26 @@ Rules of the state machine:
   The leader-only methods (replication, commit, heartbeats, transfer, reads) live in `leader.py`.
 - A follower accepts entries only after the consistency check, and never sets its commit index past the
   last entry it knows matches the leader (dledger #316).
+- Senders: messages from ourselves are dropped. Leader traffic (AppendEntries, InstallSnapshot, TimeoutNow)
+  is accepted from any sender, member or not: a joining node knows no configuration naming the leader yet,
+  and a node lagging behind a configuration change must hear from a leader added since (as in etcd, the
+  term rules alone decide; the runtime's transport only admits nodes of the group). Everything else
+  (vote requests, pre-votes, responses) is accepted only from members (voters or learners) of our current
+  configuration: a removed server that never learnt of its removal cannot disrupt the group with its
+  higher terms (thesis 4.2.3), while a learner that a candidate's newer configuration promoted is still
+  answered. A vote is answered by the usual rules whatever our own status (the candidate's configuration may
+  be newer than ours); only a candidate's own voters are counted.
+- Only a voter of its current configuration campaigns (on timeout or TimeoutNow); learners, removed nodes
+  and joining nodes never do.
 """
 
 from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
+from dledger.raft.conf import ConfMixin
 from dledger.raft.config import Config, ReadOnlyOption
 from dledger.raft.errors import NotLeaderError, ProposalDroppedError, RaftInvariantError
 from dledger.raft.leader import LeaderMixin
@@ -37,6 +50,7 @@ from dledger.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
     InstallSnapshot,
+    InstallSnapshotResponse,
     Message,
     RequestVote,
     RequestVoteResponse,
@@ -46,9 +60,10 @@ from dledger.raft.messages import (
 from dledger.raft.progress import Progress, ProgressState
 from dledger.raft.quorum import VoteResult, majority, vote_result
 from dledger.raft.read_only import ReadOnly
-from dledger.raft.ready import ReadState, Ready, SoftState
+from dledger.raft.ready import Proposed, ReadState, Ready, SoftState
 from dledger.raft.roles import Role
-from dledger.storage_api import Entry, EntryKind, HardState, LogStorage
+from dledger.raft.snapshot import SnapshotMixin
+from dledger.storage_api import Entry, EntryKind, HardState, LogStorage, SnapshotMeta
 
 __all__ = ["Proposed", "RaftCore", "RandomSource", "Role"]
 
@@ -62,29 +77,20 @@ class RandomSource(Protocol):
     def randrange(self, start: int, stop: int, /) -> int: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Proposed:
-    """Where a proposal went: entries `first_index..last_index`, all in `term`."""
-
-    first_index: int
-    last_index: int
-    term: int
-
-
-class RaftCore(LeaderMixin):
+class RaftCore(LeaderMixin, ConfMixin, SnapshotMixin):
     """One Raft replica's protocol state. Not thread-safe: one caller drives it.
 
     Public API: `step`, `tick`, `propose`, `propose_batch`, `read_index`, `transfer_leadership`
-    (in `LeaderMixin`), `has_ready`, `ready`, `advance`; views `role`, `current_term`, `voted_for`,
-    `leader_id`, `commit_index`, `applied`, `last_index`, `hard_state`, `progress`, `dropped`.
+    (in `LeaderMixin`), `propose_conf_change` (in `ConfMixin`), `set_snapshot`, `report_snapshot` (in
+    `SnapshotMixin`), `has_ready`, `ready`, `advance`; views `role`, `current_term`, `voted_for`,
+    `leader_id`, `commit_index`, `applied`, `last_index`, `hard_state`, `membership`, `snapshot`,
+    `progress`, `dropped`.
     """
 
     def __init__(self, config: Config, log: LogStorage, hard_state: HardState, rng: RandomSource) -> None:
         self.config = config
         self.id = config.id
-        self.peers = config.peers
         self.group = config.group
-        self._others = tuple(p for p in config.peers if p != config.id)
         self._rng = rng
         self.log = RaftLog(log, hard_state.commit_index, config.applied)
         self.current_term = hard_state.current_term
@@ -113,7 +119,11 @@ class RaftCore(LeaderMixin):
         # ticks, so a lease that counted on this node before it crashed stays valid
         self._boot_guard = config.read_only is ReadOnlyOption.LEASE
         self._ready_out = False
-        self._prev_hard_state = HardState(self.current_term, self.voted_for, self.log.commit_index)
+        self.snapshot: SnapshotMeta | None = None  # the newest snapshot the driver stored (set_snapshot)
+        self._init_membership(hard_state)
+        self._prev_hard_state = HardState(
+            self.current_term, self.voted_for, self.log.commit_index, self._conf_base_bytes
+        )
         self._prev_soft_state = SoftState(None, Role.FOLLOWER.value)
         self._become_follower(self.current_term, None)
 
@@ -136,7 +146,7 @@ class RaftCore(LeaderMixin):
 
     @property
     def hard_state(self) -> HardState:
-        return HardState(self.current_term, self.voted_for, self.log.commit_index)
+        return HardState(self.current_term, self.voted_for, self.log.commit_index, self._conf_base_bytes)
 
     # ---- inputs ----
 
@@ -185,7 +195,10 @@ class RaftCore(LeaderMixin):
         if m.to_id != self.id:
             self.dropped["misaddressed"] += 1
             return
-        if m.from_id not in self._others:
+        frm = m.from_id
+        if frm == self.id or (
+            frm not in self._members and not isinstance(m, AppendEntries | InstallSnapshot | TimeoutNow)
+        ):
             self.dropped["unknown_peer"] += 1
             return
         term = m.term
@@ -195,6 +208,11 @@ class RaftCore(LeaderMixin):
         if isinstance(m, AppendEntries) and not well_formed(m):
             self.dropped["bad_index"] += 1
             return
+        if isinstance(m, InstallSnapshot):
+            garbage = self._snapshot_garbage(m)
+            if garbage is not None:
+                self.dropped[garbage] += 1
+                return
         if term > self.current_term:
             if isinstance(m, RequestVote):
                 if not m.transfer and self._in_lease():
@@ -220,6 +238,10 @@ class RaftCore(LeaderMixin):
                         group=self.group,
                         last_log_index=self.log.last_index(),
                     )
+                )
+            elif isinstance(m, InstallSnapshot):
+                self._send(
+                    InstallSnapshotResponse(term=self.current_term, from_id=self.id, to_id=m.from_id, group=self.group)
                 )
             elif isinstance(m, RequestVote) and m.pre_vote:
                 self._send(
@@ -247,6 +269,7 @@ class RaftCore(LeaderMixin):
             or self._persisted_msgs
             or self._read_states
             or self.log.unstable
+            or self.log.pending_snapshot is not None
             or self._commit_dirty
             or self.log.has_next_committed()
             or self.hard_state != self._prev_hard_state
@@ -261,6 +284,8 @@ class RaftCore(LeaderMixin):
             self._broadcast_append()
         if self._commit_dirty:
             self._notify_commit()
+        if self._removed_leader_done():
+            self._become_follower(self.current_term, None)  # followers heard the commit just above
         hs = self.hard_state
         soft = SoftState(self.leader_id, self.role.value)
         rd = Ready(
@@ -271,6 +296,7 @@ class RaftCore(LeaderMixin):
             committed_entries=self.log.next_committed(self.config.max_committed_bytes),
             read_states=self._read_states,
             soft_state=soft if soft != self._prev_soft_state else None,
+            snapshot=self.log.pending_snapshot,
         )
         self._msgs = []
         self._persisted_msgs = []
@@ -285,6 +311,10 @@ class RaftCore(LeaderMixin):
         if not self._ready_out:
             raise RaftInvariantError("advance() without an outstanding ready()")
         self._ready_out = False
+        if rd.snapshot is not None:
+            self.log.snapshot_stable(rd.snapshot)
+            if self.snapshot is None or rd.snapshot.index > self.snapshot.index:
+                self.snapshot = rd.snapshot
         if rd.entries:
             last = rd.entries[-1]
             self.log.stable_to(last.index, last.term)
@@ -342,7 +372,7 @@ class RaftCore(LeaderMixin):
         count on the election it starts); a pre-vote changes no state, so it goes at once."""
         last_index, last_term = self.log.last_index(), self.log.last_term()
         send = self._send if pre_vote else self._send_after_persist
-        for p in self._others:
+        for p in sorted(self._voters - {self.id}):
             send(
                 RequestVote(
                     term=term,
@@ -364,7 +394,8 @@ class RaftCore(LeaderMixin):
         self.leader_id = self.id
         last = self.log.last_index()
         cfg = self.config
-        self.progress = {p: Progress(last + 1, cfg.max_inflight_msgs, cfg.max_inflight_bytes) for p in self.peers}
+        self.progress = {self.id: Progress(last + 1, cfg.max_inflight_msgs, cfg.max_inflight_bytes)}
+        self._sync_progress()
         me = self.progress[self.id]
         me.maybe_update(self.log.stable_last_index())
         me.become_replicate()
@@ -380,7 +411,7 @@ class RaftCore(LeaderMixin):
             self._become_candidate(transfer)
 
     def _check_votes(self) -> None:
-        result = vote_result(self.peers, self.votes)
+        result = vote_result(self._voters, self.votes)
         if result is VoteResult.WON:
             if self.role is Role.PRE_CANDIDATE:
                 self._become_candidate()
@@ -404,7 +435,8 @@ class RaftCore(LeaderMixin):
             self._boot_guard = False
         if self.election_elapsed >= self.randomized_election_timeout:
             self.election_elapsed = 0
-            self._campaign()
+            if self.id in self._voters:
+                self._campaign()
 
     def _tick_leader(self) -> None:
         cfg = self.config
@@ -413,8 +445,9 @@ class RaftCore(LeaderMixin):
         if self.election_elapsed >= cfg.election_tick:
             self.election_elapsed = 0
             if cfg.check_quorum:
-                active = sum(1 for pr in self.progress.values() if pr.recent_active)
-                if active < majority(len(self.peers)):
+                progress = self.progress
+                active = sum(1 for p in self._voters if progress[p].recent_active)
+                if active < majority(len(self._voters)):
                     self._become_follower(self.current_term, None)
                     return
                 for p in self._others:
@@ -467,8 +500,15 @@ class RaftCore(LeaderMixin):
             self.election_elapsed = 0
             self.leader_id = m.from_id
             self._handle_append(m)
+        elif isinstance(m, InstallSnapshot):
+            self.election_elapsed = 0
+            self.leader_id = m.from_id
+            self._handle_install_snapshot(m)
         elif isinstance(m, TimeoutNow):
-            self._campaign(transfer=True)
+            if self.id in self._voters:
+                self._campaign(transfer=True)
+            else:
+                self.dropped["not_voter"] += 1
         else:
             self.dropped["unexpected"] += 1
 
@@ -476,6 +516,9 @@ class RaftCore(LeaderMixin):
         if isinstance(m, AppendEntries):
             self._become_follower(m.term, m.from_id)  # §5.2: a leader of our term exists
             self._handle_append(m)
+        elif isinstance(m, InstallSnapshot):
+            self._become_follower(m.term, m.from_id)
+            self._handle_install_snapshot(m)
         elif isinstance(m, RequestVoteResponse):
             pre = self.role is Role.PRE_CANDIDATE
             expected = self.current_term + 1 if pre else self.current_term
@@ -490,6 +533,8 @@ class RaftCore(LeaderMixin):
     def _step_leader(self, m: Message) -> None:
         if isinstance(m, AppendEntriesResponse):
             self._handle_append_response(m)
+        elif isinstance(m, InstallSnapshotResponse):
+            self._handle_snapshot_response(m)
         else:
             self.dropped["unexpected"] += 1
 
@@ -523,8 +568,10 @@ class RaftCore(LeaderMixin):
                 )
             )
             return
+        self._conf_after_append(prev, last_new, entries)
         # dledger #316: never commit past what we know matches the leader
-        log.commit_to(min(m.leader_commit, last_new))
+        if log.commit_to(min(m.leader_commit, last_new)):
+            self._conf_fold()
         self._reply_append(m, last_new)
 
     def _reply_append(self, m: AppendEntries, match_index: int) -> None:

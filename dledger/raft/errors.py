@@ -6,7 +6,7 @@ changed. Errors inside the core (a broken invariant) raise `RaftInvariantError` 
 
 from __future__ import annotations
 
-__all__ = ["NotLeaderError", "ProposalDroppedError", "RaftError", "RaftInvariantError"]
+__all__ = ["ConfChangeError", "NotLeaderError", "ProposalDroppedError", "RaftError", "RaftInvariantError"]
 
 
 class RaftError(Exception):
@@ -27,6 +27,11 @@ class ProposalDroppedError(RaftError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"proposal dropped: {reason}")
         self.reason = reason
+
+
+class ConfChangeError(ProposalDroppedError):
+    """The leader refused a membership change; `reason` says why (one already in flight, no commit in the
+    leader's term yet, a transfer in progress, a learner not caught up, or a change that does not apply)."""
 
 
 class RaftInvariantError(AssertionError):

@@ -9,12 +9,16 @@ they use lives in `RaftCore` and is declared below for the type checker. Invaria
 - a heartbeat carries min(match, commit) and the current confirmation round (`read_only.py`);
 - entries sent in REPLICATE and never acknowledged by the time the follower answers a later message are
   re-sent from the match index (lost messages never stall a follower);
-- a transfer sends TimeoutNow only to an up-to-date target, and disables lease reads for the term.
+- a transfer sends TimeoutNow only to an up-to-date voter, and disables lease reads for the term;
+- quorums count the current voters only (`_voters`, see `conf.py`); entries and heartbeats go to every
+  other member (`_others`: voters and learners); a follower whose entries are compacted gets a snapshot
+  (`snapshot.py`).
 """
 
 from __future__ import annotations
 
 from collections import Counter, deque
+from typing import TYPE_CHECKING
 
 from dledger.raft.config import Config, ReadOnlyOption
 from dledger.raft.errors import NotLeaderError
@@ -38,9 +42,10 @@ class LeaderMixin:
     # state owned by RaftCore
     config: Config
     id: str
-    peers: tuple[str, ...]
     group: str
     _others: tuple[str, ...]
+    _voters: frozenset[str]
+    _solo: bool
     role: Role
     leader_id: str | None
     current_term: int
@@ -61,6 +66,11 @@ class LeaderMixin:
     _append_dirty: bool
     _lease_disabled: bool
 
+    if TYPE_CHECKING:  # provided by RaftCore's other mixins
+
+        def _send_snapshot(self, to: str, pr: Progress) -> None: ...
+        def _conf_fold(self) -> None: ...
+
     # ---- sending ----
 
     def _send(self, m: Message) -> None:
@@ -73,8 +83,8 @@ class LeaderMixin:
         """Thesis 3.10: bring `to` up to date, then send it TimeoutNow; aborts after T ticks."""
         if self.role is not Role.LEADER:
             raise NotLeaderError(self.leader_id)
-        if to not in self.peers:
-            raise ValueError(f"{to!r} is not a peer")
+        if to not in self._voters:
+            raise ValueError(f"{to!r} is not a voter")
         if to == self.id:
             self.lead_transferee = None
             return
@@ -102,7 +112,7 @@ class LeaderMixin:
             prev = nxt - 1
             prev_term = log.term_or_none(prev)
             if prev_term is None:
-                pr.become_snapshot()  # the entries are compacted away: needs a snapshot (not implemented)
+                self._send_snapshot(to, pr)  # the entries are compacted away
                 return
             entries, size = log.entries_sized(nxt, last + 1, max_bytes) if nxt <= last else ([], 0)
             commit = log.commit_index
@@ -136,7 +146,7 @@ class LeaderMixin:
         progress = self.progress
         for p in self._others:
             self._send_appends(p, progress[p])
-        if len(self.peers) == 1:
+        if self._solo:
             self._maybe_commit()
 
     def _send_heartbeat(self, to: str, pr: Progress) -> None:
@@ -164,7 +174,7 @@ class LeaderMixin:
         self.read_only.new_round(self.now)
         for p in self._others:
             self._send_heartbeat(p, self.progress[p])
-        if len(self.peers) == 1:
+        if self._solo:
             self._confirm_reads()
 
     def _notify_commit(self) -> None:
@@ -222,10 +232,12 @@ class LeaderMixin:
 
     def _maybe_commit(self) -> None:
         log = self.log
-        q = committed_index(pr.match_index for pr in self.progress.values())
+        progress = self.progress
+        q = committed_index(progress[p].match_index for p in self._voters)
         if q <= log.commit_index or log.term(q) != self.current_term:
             return  # §5.4.2: never commit a previous term's entry by counting replicas
         log.commit_to(q)
+        self._conf_fold()
         self._commit_dirty = True
         unc = self._uncommitted
         while unc and unc[0][0] <= q:
@@ -243,6 +255,8 @@ class LeaderMixin:
     def _maybe_transfer_to_preferred(self) -> None:
         p = self.config.preferred_leader
         if p is None or p == self.id or self.lead_transferee is not None or not self._committed_in_term:
+            return
+        if p not in self._voters:
             return
         pr = self.progress[p]
         if pr.recent_active and pr.state is _REPLICATE and pr.match_index >= self.log.commit_index:
@@ -267,7 +281,7 @@ class LeaderMixin:
         ro = self.read_only
         ro.new_round(self.now)
         ro.add_request(commit, context)
-        if len(self.peers) == 1:
+        if self._solo:
             self._confirm_reads()
             return
         for p in self._others:
@@ -275,7 +289,8 @@ class LeaderMixin:
 
     def _confirm_reads(self) -> None:
         ro = self.read_only
-        rounds = [ro.round if p == self.id else pr.acked_round for p, pr in self.progress.items()]
+        progress = self.progress
+        rounds = [ro.round if p == self.id else progress[p].acked_round for p in self._voters]
         states = ro.confirm(committed_index(rounds))
         if states:
             self._read_states.extend(states)

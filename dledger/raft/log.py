@@ -15,7 +15,12 @@ Invariants:
   `last_index() == offset + len(unstable) - 1`;
 - storage is read only below `offset`; entries at or above `offset` come from `unstable` only, so the
   driver may write storage between `Ready` and `advance` without the core seeing a half-written state;
-- terms never decrease along the log (Log Matching); conflicts are found by binary search using it.
+- terms never decrease along the log (Log Matching); conflicts are found by binary search using it;
+- while a snapshot received from the leader is pending (`pending_snapshot`, set by `restore`, cleared by
+  `snapshot_stable` once the driver installed it), the log is empty below it: `first_index()` is the
+  snapshot's index + 1, `term(snapshot index)` is its term, older indexes are compacted, storage is never
+  read (the driver has not reset it yet) and no committed entry is handed out; `commit_index` is the
+  snapshot's index and `applied` jumps to it when the driver restored the state machine.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from itertools import repeat
 from operator import attrgetter
 
 from dledger.raft.errors import RaftInvariantError
-from dledger.storage_api import CompactedError, Entry, EntryKind, LogStorage, UnavailableError
+from dledger.storage_api import CompactedError, Entry, EntryKind, LogStorage, SnapshotMeta, UnavailableError
 
 __all__ = ["RaftLog", "make_entries", "payload_size"]
 
@@ -60,7 +65,16 @@ def _limit_sized(entries: list[Entry], max_bytes: int) -> tuple[list[Entry], int
 class RaftLog:
     """Stable (storage) + unstable (memory) entries, with `commit_index` and `applied`."""
 
-    __slots__ = ("applied", "cache", "cache_offset", "commit_index", "offset", "storage", "unstable")
+    __slots__ = (
+        "applied",
+        "cache",
+        "cache_offset",
+        "commit_index",
+        "offset",
+        "pending_snapshot",
+        "storage",
+        "unstable",
+    )
 
     def __init__(self, storage: LogStorage, commit_index: int, applied: int) -> None:
         self.storage = storage
@@ -77,6 +91,7 @@ class RaftLog:
             raise ValueError(f"commit index {commit_index} is past the last index {last}")
         self.commit_index = commit_index
         self.applied = applied
+        self.pending_snapshot: SnapshotMeta | None = None
 
     def __repr__(self) -> str:
         return (
@@ -87,7 +102,8 @@ class RaftLog:
     # ---- reading ----
 
     def first_index(self) -> int:
-        return self.storage.first_index
+        snap = self.pending_snapshot
+        return snap.index + 1 if snap is not None else self.storage.first_index
 
     def last_index(self) -> int:
         return self.offset + len(self.unstable) - 1
@@ -108,6 +124,11 @@ class RaftLog:
         k = index - self.cache_offset
         if k >= 0:
             return self.cache[k].term
+        snap = self.pending_snapshot
+        if snap is not None:
+            if index == snap.index:
+                return snap.term
+            raise CompactedError(f"index {index} is below the pending snapshot at {snap.index}")
         return self.storage.term_at(index)
 
     def term_or_none(self, index: int) -> int | None:
@@ -144,6 +165,8 @@ class RaftLog:
             if hi <= off:
                 return _limit(self.cache[lo - coff : hi - coff], max_bytes)
             return _limit(self.cache[lo - coff :] + self.unstable[: hi - off], max_bytes)
+        if self.pending_snapshot is not None:
+            raise CompactedError(f"index {lo} is below the pending snapshot at {self.pending_snapshot.index}")
         stable = self.storage.read(lo, min(hi, coff), max_bytes)
         if hi <= coff or stable[-1].index < coff - 1:
             return stable
@@ -259,6 +282,24 @@ class RaftLog:
                 del cache[:drop]
                 self.cache_offset += drop
 
+    def restore(self, meta: SnapshotMeta) -> None:
+        """Replace the whole log by a snapshot from the leader (the driver installs it from the Ready)."""
+        if meta.index <= self.commit_index:
+            raise RaftInvariantError(f"snapshot at {meta.index} is not past the commit index {self.commit_index}")
+        self.pending_snapshot = meta
+        self.unstable = []
+        self.offset = meta.index + 1
+        self.cache = []
+        self.cache_offset = self.offset
+        self.commit_index = meta.index
+
+    def snapshot_stable(self, meta: SnapshotMeta) -> None:
+        """The driver restored the state machine from `meta` and reset storage to it."""
+        if self.pending_snapshot == meta:
+            self.pending_snapshot = None
+        if meta.index > self.applied:
+            self.applied = meta.index
+
     def commit_to(self, index: int) -> bool:
         if index <= self.commit_index:
             return False
@@ -280,7 +321,7 @@ class RaftLog:
         """Committed, persisted, not-yet-applied entries (bounded by `max_bytes`, at least one)."""
         hi = min(self.commit_index, self.offset - 1) + 1
         lo = self.applied + 1
-        if lo >= hi:
+        if lo >= hi or self.pending_snapshot is not None:
             return []
         coff = self.cache_offset
         if lo >= coff:
@@ -288,7 +329,7 @@ class RaftLog:
         return self.storage.read(lo, min(hi, coff), max_bytes)
 
     def has_next_committed(self) -> bool:
-        return min(self.commit_index, self.offset - 1) > self.applied
+        return self.pending_snapshot is None and min(self.commit_index, self.offset - 1) > self.applied
 
 
 _new_object = object.__new__

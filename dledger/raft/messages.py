@@ -99,7 +99,10 @@ class AppendEntriesResponse:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InstallSnapshot:
-    """§7 InstallSnapshot RPC (chunked). Defined for the wire; the core does not send snapshots yet."""
+    """§7 InstallSnapshot, metadata only: the leader's snapshot covers every entry up to
+    `last_included_index` (term `last_included_term`) and `config` is the membership in effect there
+    (encoded as in `HardState.config`). The runtime streams the snapshot's bytes beside the core and steps
+    this message into the follower's core only once the whole snapshot is stored locally."""
 
     term: int
     from_id: str
@@ -107,22 +110,20 @@ class InstallSnapshot:
     group: str = ""
     last_included_index: int = 0
     last_included_term: int = 0
-    offset: int = 0
-    data: bytes = b""
-    done: bool = False
-    crc32: int = 0
+    config: bytes = b""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InstallSnapshotResponse:
-    """§7 answer."""
+    """§7 answer. On success `last_index` is the index up to which the follower's log now matches the
+    leader's (the snapshot's index, or the follower's commit index when that is higher)."""
 
     term: int
     from_id: str
     to_id: str
     group: str = ""
-    next_offset: int = 0
     success: bool = False
+    last_index: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

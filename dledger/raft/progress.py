@@ -5,8 +5,9 @@ States:
   (`probe_sent` pauses until a response or heartbeat answer) and backs off using the reject hints.
 - REPLICATE: the log matches at `match_index`; the leader streams batches optimistically, moving
   `next_index` past what it sent, bounded by `Inflights` (message count and payload bytes).
-- SNAPSHOT: the entries the follower needs were compacted away; nothing is sent (snapshots are a later
-  issue).
+- SNAPSHOT: the entries the follower needs were compacted away; the leader sent InstallSnapshot for its
+  snapshot at `pending_snapshot` and sends nothing else until the driver reports the streaming outcome
+  (`RaftCore.report_snapshot`) or the follower answers.
 
 Invariants: `match_index < next_index`; `match_index` never decreases while this Progress lives;
 in PROBE nothing is tracked in `inflights`.
@@ -66,6 +67,7 @@ class Progress:
         "inflights",
         "match_index",
         "next_index",
+        "pending_snapshot",
         "probe_sent",
         "recent_active",
         "sent_commit",
@@ -83,6 +85,7 @@ class Progress:
         self.acked_round = 0  # highest leadership-confirmation round this peer echoed
         self.sent_commit = 0  # highest commit index this peer can have learned from us
         self.sent_round = 0  # confirmation round in which we last sent this peer entries
+        self.pending_snapshot = 0  # in SNAPSHOT: the index of the snapshot being sent
 
     def __repr__(self) -> str:
         return (
@@ -91,19 +94,26 @@ class Progress:
         )
 
     def become_probe(self) -> None:
+        if self.state is ProgressState.SNAPSHOT:
+            # after a snapshot (sent or failed) probe from past it: the follower likely holds it now
+            self.next_index = max(self.match_index, self.pending_snapshot) + 1
+            self.pending_snapshot = 0
+        else:
+            self.next_index = self.match_index + 1
         self.state = ProgressState.PROBE
-        self.next_index = self.match_index + 1
         self.probe_sent = False
         self.inflights.reset()
 
     def become_replicate(self) -> None:
         self.state = ProgressState.REPLICATE
+        self.pending_snapshot = 0
         self.next_index = self.match_index + 1
         self.probe_sent = False
         self.inflights.reset()
 
-    def become_snapshot(self) -> None:
+    def become_snapshot(self, index: int) -> None:
         self.state = ProgressState.SNAPSHOT
+        self.pending_snapshot = index
         self.probe_sent = False
         self.inflights.reset()
 

@@ -8,6 +8,7 @@ from dledger.raft import (
     AppendEntries,
     AppendEntriesResponse,
     InstallSnapshot,
+    InstallSnapshotResponse,
     Message,
     RequestVote,
     RequestVoteResponse,
@@ -25,7 +26,8 @@ def _state(n: Node) -> tuple[object, ...]:
 
 
 FOLLOWER_GARBAGE: list[tuple[str, Message]] = [
-    ("unknown_peer", AppendEntries(term=9, from_id="intruder", to_id="n1", group="default")),
+    ("unknown_peer", RequestVote(term=9, from_id="intruder", to_id="n1", group="default")),
+    ("unknown_peer", AppendEntriesResponse(term=9, from_id="intruder", to_id="n1", group="default")),
     ("wrong_group", RequestVote(term=9, from_id="n2", to_id="n1", group="other")),
     ("misaddressed", AppendEntries(term=9, from_id="n2", to_id="n3", group="default")),
     ("unknown_peer", TimeoutNow(term=2, from_id="n1", to_id="n1", group="default")),  # from ourselves
@@ -84,7 +86,19 @@ FOLLOWER_GARBAGE: list[tuple[str, Message]] = [
     ),
     ("unexpected", AppendEntriesResponse(term=2, from_id="n2", to_id="n1", group="default", success=True)),
     ("unexpected", RequestVoteResponse(term=2, from_id="n2", to_id="n1", group="default", vote_granted=True)),
-    ("unexpected", InstallSnapshot(term=2, from_id="n2", to_id="n1", group="default")),
+    ("unexpected", InstallSnapshotResponse(term=2, from_id="n2", to_id="n1", group="default", success=True)),
+    (
+        "stale_term",
+        InstallSnapshot(term=1, from_id="n2", to_id="n1", group="default", last_included_index=5, last_included_term=1),
+    ),
+    ("bad_index", InstallSnapshot(term=2, from_id="n2", to_id="n1", group="default", last_included_index=-1)),
+    ("bad_index", InstallSnapshot(term=2, from_id="n2", to_id="n1", group="default", last_included_term=3)),
+    (
+        "bad_config",
+        InstallSnapshot(
+            term=2, from_id="n2", to_id="n1", group="default", last_included_index=9, last_included_term=2, config=b"{"
+        ),
+    ),
 ]
 
 
@@ -173,7 +187,9 @@ def test_cluster_survives_a_flood_of_garbage() -> None:
     term = c.core(lead).current_term
     for k in range(50):
         for to in c.ids:
-            c.inject(AppendEntries(term=term + 1000, from_id="mallory", to_id=to, group="default", prev_log_index=k))
+            # leader traffic is accepted from any sender (a joining node knows no leader yet): not garbage;
+            # what a non-member may not do is call elections or answer as a peer
+            c.inject(RequestVote(term=term + 1000, from_id="mallory", to_id=to, group="default", last_log_index=k))
             c.inject(RequestVote(term=term + 1, from_id="n1", to_id=to, group="elsewhere"))
     c.stabilize()
     c.propose(lead, b"still fine")
