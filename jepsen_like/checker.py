@@ -25,7 +25,7 @@ from typing import Any
 
 from jepsen_like.history import INF, Op
 
-__all__ = ["Anomaly", "Verdict", "check"]
+__all__ = ["Anomaly", "Report", "Verdict", "check", "check_final"]
 
 MAX_PER_KIND = 25  # anomalies kept in full per kind; the rest are only counted
 NOOP_KIND = 1
@@ -55,7 +55,7 @@ class Verdict:
                 "anomalies": [a.to_dict() for a in self.anomalies]}  # fmt: skip
 
 
-class _Report:
+class Report:
     def __init__(self) -> None:
         self.anomalies: list[Anomaly] = []
         self.counts: dict[str, int] = {}
@@ -65,6 +65,9 @@ class _Report:
         if self.counts[kind] <= MAX_PER_KIND:
             self.anomalies.append(Anomaly(kind, message, [o.brief() for o in ops if o is not None]))
 
+    def verdict(self, stats: dict[str, Any]) -> Verdict:
+        return Verdict(not self.counts, self.anomalies, dict(sorted(self.counts.items())), stats)
+
 
 def _observed(raw: Sequence[Any]) -> Observed:
     return int(raw[0]), int(raw[1]), str(raw[2])
@@ -72,7 +75,7 @@ def _observed(raw: Sequence[Any]) -> Observed:
 
 def check(ops: Sequence[Op], final: dict[str, Any] | None = None) -> Verdict:
     """Check `ops` (paired history) and `final` (see `replicas.final_state`; None: no final state known)."""
-    rep = _Report()
+    rep = Report()
     appends = [o for o in ops if o.f == "append"]
     reads = [o for o in ops if o.f == "read" and o.type == "ok"]
     by_value: dict[str, Op] = {}
@@ -120,20 +123,15 @@ def check(ops: Sequence[Op], final: dict[str, Any] | None = None) -> Verdict:
             position[data] = index
 
     # 3. acknowledged appends survive healing
-    if final is not None:
-        if not final.get("healed", False):
-            rep.add("unhealed", f"the cluster did not converge after healing: {final.get('problems')}")
-        else:
-            common = int(final.get("common_index", 0))
-            final_index = {int(raw[0]): str(raw[3]) for raw in final.get("entries", [])}
-            for o in appends:
-                if o.type != "ok" or o.index is None:
-                    continue
-                if o.index > common or final_index.get(o.index) != str(o.value):
-                    rep.add("lost-write", f"acknowledged append {o.value!r} at index {o.index} is not in the "
-                            f"final log (committed up to {common})", (o,))  # fmt: skip
-        for problem in final.get("replica_problems", []):
-            rep.add("replica-mismatch", str(problem))
+    if final is not None and check_final(rep, final):
+        common = int(final.get("common_index", 0))
+        final_index = {int(raw[0]): str(raw[3]) for raw in final.get("entries", [])}
+        for o in appends:
+            if o.type != "ok" or o.index is None:
+                continue
+            if o.index > common or final_index.get(o.index) != str(o.value):
+                rep.add("lost-write", f"acknowledged append {o.value!r} at index {o.index} is not in the "
+                        f"final log (committed up to {common})", (o,))  # fmt: skip
 
     # 4. real time: appends, and reads against appends and earlier reads
     indexed = []  # (start, end, index, op) for appends whose index is known
@@ -168,7 +166,17 @@ def check(ops: Sequence[Op], final: dict[str, Any] | None = None) -> Verdict:
         "indexes_observed": len(order),
         "final_common_index": None if final is None else final.get("common_index"),
     }
-    return Verdict(not rep.counts, rep.anomalies, dict(sorted(rep.counts.items())), stats)
+    return rep.verdict(stats)
+
+
+def check_final(rep: Report, final: dict[str, Any]) -> bool:
+    """Add `unhealed` and `replica-mismatch` anomalies from a final state; whether the cluster healed."""
+    healed = bool(final.get("healed", False))
+    if not healed:
+        rep.add("unhealed", f"the cluster did not converge after healing: {final.get('problems')}")
+    for problem in final.get("replica_problems", []):
+        rep.add("replica-mismatch", str(problem))
+    return healed
 
 
 def _ix(op: Op, position: dict[str, int]) -> int | None:
@@ -178,7 +186,7 @@ def _ix(op: Op, position: dict[str, int]) -> int | None:
 Point = tuple[int, float, int, Op]
 
 
-def _realtime_sweep(rep: _Report, before: list[Point], after: list[Point], kind: str, describe: Any,
+def _realtime_sweep(rep: Report, before: list[Point], after: list[Point], kind: str, describe: Any,
                     bad: Any) -> None:  # fmt: skip
     """For each `b` in `after`, compare with the `a` in `before` of highest index that completed before `b`
     was invoked; `bad(a_index, b_index)` flags an anomaly."""

@@ -73,7 +73,7 @@ class Op:
         out: dict[str, Any] = {"id": self.id, "process": self.process, "f": self.f, "type": self.type,
                                "value": self.value, "start_ns": self.start,
                                "end_ns": None if self.end == INF else int(self.end)}  # fmt: skip
-        for key in ("index", "term", "read_index", "node", "via", "error"):
+        for key in ("index", "term", "read_index", "node", "via", "msg_id", "queue", "offset", "error"):
             if key in self.result:
                 out[key] = self.result[key]
         return out
