@@ -16,6 +16,8 @@ __all__ = ["main"]
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="replay a run: the schedule and workload come from this seed")
+    p.add_argument("--workload", choices=("log", "broker"), default="log",
+                   help="log: append and read on dledger nodes; broker: RocketMQ on dledger brokers")  # fmt: skip
     p.add_argument("--nodes", type=int, default=3, choices=(3, 5))
     p.add_argument("--nemesis", default="kill,pause,partition",
                    help="comma-separated nemeses or groups (kill, pause, partition, all); '' for none")  # fmt: skip
@@ -25,6 +27,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lease-read", action="store_true", help="run the nodes with lease reads (for clock-skew)")
     p.add_argument("--read-fraction", type=float, default=0.25)
     p.add_argument("--recovery", type=float, default=5.0, help="seconds of workload after healing")
+    p.add_argument("--drain", type=float, default=60.0, help="broker: longest final drain of the consumers (s)")
     p.add_argument("--net", choices=("auto", "netns", "proxy"), default="auto")
     p.add_argument("--overlap", action="store_true", help="let a process fault and a network fault overlap")
     p.add_argument("--no-plots", action="store_true")
@@ -47,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     camp.add_argument("--minutes", type=float, default=30.0)
     camp.add_argument("--seed", type=int, help="the campaign's seed (each run's seed is drawn from it)")
     camp.add_argument("--short", action="store_true", help="the CI campaign: 3 runs (kill, pause, partition)")
+    camp.add_argument("--with-broker", action="store_true",
+                      help="also the broker workload: one kill-leader run with --short, broker plans in the rotation "
+                           "otherwise")  # fmt: skip
+    camp.add_argument("--broker-only", action="store_true", help="only the broker workload's runs")
     camp.add_argument("--run-seconds", type=float, default=60.0, help="fault phase of each run")
     camp.add_argument("--net", choices=("auto", "netns", "proxy"), default="auto")
     camp.add_argument("--out", help="campaign directory (default /tmp/jepsen_like/campaigns/<time>)")
@@ -78,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                           nemeses=[n for n in args.nemesis.split(",") if n], clients=args.clients,
                           threads=args.threads, flush=args.flush, lease_read=args.lease_read,
                           read_fraction=args.read_fraction, recovery=args.recovery, net=args.net, out=args.out,
-                          plots=not args.no_plots, overlap=args.overlap)  # fmt: skip
+                          plots=not args.no_plots, overlap=args.overlap, workload=args.workload,
+                          drain=args.drain)  # fmt: skip
         try:
             return run(opts)
         except Exception as exc:  # the run could not complete (e.g. no leader at start): say so, exit 1
@@ -87,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jepsen_like.campaign import campaign
 
     return campaign(minutes=args.minutes, seed=args.seed, short=args.short, run_seconds=args.run_seconds,
-                    net=args.net, out=args.out)  # fmt: skip
+                    net=args.net, out=args.out, with_broker=args.with_broker,
+                    broker_only=args.broker_only)  # fmt: skip
 
 
 if __name__ == "__main__":

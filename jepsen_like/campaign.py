@@ -3,6 +3,8 @@
 `--short` (CI): three runs of `run_seconds` each, nemeses kill, pause, partition, sync flush, 3 nodes.
 Otherwise runs cycle through `LONG_PLAN` (every nemesis, 3 and 5 nodes, sync and async flush, lease reads
 with clock skew) until `minutes` are used; a run is not started if it could not end in time.
+The broker workload is opt-in: `with_broker` adds `BROKER_SHORT` (one kill-leader run) to `--short` and
+interleaves `BROKER_PLAN` with the long plan; `broker_only` runs `BROKER_PLAN` alone.
 Invariants: each run's seed is drawn from the campaign's `random.Random(seed)`, so a campaign replays
 from its seed and each run from its own printed seed; the exit code is 0 only if every run was valid.
 The summary (`campaign.json`, `summary.md`) lists per run: its nemeses, seed, operations, faults injected,
@@ -33,6 +35,7 @@ class Plan:
     flush: str = "sync"
     lease_read: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    workload: str = "log"
 
 
 SHORT_PLAN = [Plan(["kill"]), Plan(["pause"]), Plan(["partition"])]
@@ -50,29 +53,55 @@ LONG_PLAN = [
     Plan(["partition-ring", "partition-bridge", "pause-leader"], nodes=5, flush="async"),
 ]
 
+BROKER_SHORT = [Plan(["kill-leader"], workload="broker")]
+BROKER_PLAN = [
+    Plan(["kill"], workload="broker"),
+    Plan(["pause"], workload="broker"),
+    Plan(["partition"], workload="broker"),
+    Plan(["kill", "partition"], workload="broker", flush="async", extra={"overlap": True}),
+]
+
+
+def plans(short: bool, with_broker: bool, broker_only: bool) -> list[Plan]:
+    if broker_only:
+        return BROKER_SHORT if short else BROKER_PLAN
+    if short:
+        return SHORT_PLAN + (BROKER_SHORT if with_broker else [])
+    if not with_broker:
+        return LONG_PLAN
+    out: list[Plan] = []
+    for k, plan in enumerate(LONG_PLAN):
+        out.append(plan)
+        if k % 2 == 1:
+            out.append(BROKER_PLAN[(k // 2) % len(BROKER_PLAN)])
+    return out
+
 
 def campaign(*, minutes: float, seed: int | None, short: bool, run_seconds: float, net: str,
-             out: str | None) -> int:  # fmt: skip
+             out: str | None, with_broker: bool = False, broker_only: bool = False) -> int:  # fmt: skip
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
     rng = random.Random(seed)
     root = pathlib.Path(out) if out else DEFAULT_CAMPAIGNS / f"{time.strftime('%Y%m%d-%H%M%S')}-{seed}"
     root.mkdir(parents=True, exist_ok=True)
-    print(f"[jepsen_like] campaign seed {seed}; replay with: python -m jepsen_like campaign --seed {seed} "
-          f"{'--short ' if short else f'--minutes {minutes:g} '}--run-seconds {run_seconds:g}", flush=True)  # fmt: skip
+    flags = ("--short " if short else f"--minutes {minutes:g} ") + f"--run-seconds {run_seconds:g}"
+    flags += (" --with-broker" if with_broker else "") + (" --broker-only" if broker_only else "")
+    print(f"[jepsen_like] campaign seed {seed}; replay with: python -m jepsen_like campaign --seed {seed} {flags}",
+          flush=True)  # fmt: skip
     deadline = time.monotonic() + minutes * 60
     results: list[dict[str, Any]] = []
-    plans = SHORT_PLAN if short else LONG_PLAN
+    todo = plans(short, with_broker, broker_only)
     k = 0
     while True:
-        if short and k >= len(plans):
+        if short and k >= len(todo):
             break
         if not short and time.monotonic() + run_seconds + RUN_OVERHEAD > deadline:
             break
-        plan = plans[k % len(plans)]
+        plan = todo[k % len(todo)]
         opts = RunOptions(seed=rng.randrange(2**31), nodes=plan.nodes, duration=run_seconds,
                           nemeses=list(plan.nemeses), flush=plan.flush, lease_read=plan.lease_read, net=net,
-                          out=str(root / f"run{k:02d}-{'+'.join(plan.nemeses)}"), **plan.extra)  # fmt: skip
+                          out=str(root / f"run{k:02d}-{plan.workload}-{'+'.join(plan.nemeses)}"),
+                          workload=plan.workload, **plan.extra)  # fmt: skip
         started = time.monotonic()
         try:
             code = run(opts)
@@ -96,11 +125,14 @@ def _summarise(k: int, opts: RunOptions, code: int, seconds: float) -> dict[str,
     if (report / "verdict.json").exists():
         verdict = json.loads((report / "verdict.json").read_text())
     stats = verdict.get("stats", {})
-    return {"run": k, "nemeses": opts.nemeses, "overlap": opts.overlap, "nodes": opts.nodes, "flush": opts.flush,
+    return {"run": k, "workload": opts.workload,
+            "nemeses": opts.nemeses, "overlap": opts.overlap, "nodes": opts.nodes, "flush": opts.flush,
             "lease_read": opts.lease_read,
             "seed": opts.seed, "valid": code == 0 and bool(verdict.get("valid")), "seconds": round(seconds, 1),
             "ops": stats.get("ops", 0), "appends_ok": stats.get("appends_ok", 0),
             "appends_info": stats.get("appends_info", 0), "reads_ok": stats.get("reads_ok", 0),
+            "sends_ok": stats.get("sends_ok", 0), "sends_info": stats.get("sends_info", 0),
+            "deliveries": stats.get("deliveries", 0),
             "faults": verdict.get("faults", {}), "anomalies": verdict.get("counts", {"no verdict": 1}),
             "report": str(report), "replay": replay_command(opts)}  # fmt: skip
 
@@ -115,19 +147,24 @@ def _totals(results: list[dict[str, Any]]) -> dict[str, Any]:
             anomalies[name] = anomalies.get(name, 0) + n
     return {"runs": len(results), "valid_runs": sum(r["valid"] for r in results),
             "ops": sum(r["ops"] for r in results), "appends_ok": sum(r["appends_ok"] for r in results),
-            "reads_ok": sum(r["reads_ok"] for r in results), "faults": faults, "anomalies": anomalies}  # fmt: skip
+            "reads_ok": sum(r["reads_ok"] for r in results),
+            "sends_ok": sum(r.get("sends_ok", 0) for r in results),
+            "deliveries": sum(r.get("deliveries", 0) for r in results),
+            "faults": faults, "anomalies": anomalies}  # fmt: skip
 
 
 def _write_markdown(root: pathlib.Path, seed: int, results: list[dict[str, Any]]) -> None:
     totals = _totals(results)
     lines = [f"# jepsen_like campaign (seed {seed})", "",
-             "| run | nemeses | nodes | flush | seed | ops | appends ok | faults | anomalies | valid |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+             "| run | workload | nemeses | nodes | flush | seed | ops | writes ok | faults | anomalies | valid |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for r in results:
         faults = ", ".join(f"{k} {v}" for k, v in r["faults"].items())
         anomalies = ", ".join(f"{k} {v}" for k, v in r["anomalies"].items()) or "none"
         flush = r["flush"] + (" +lease" if r["lease_read"] else "") + (" +overlap" if r.get("overlap") else "")
-        lines.append(f"| {r['run']} | {'+'.join(r['nemeses'])} | {r['nodes']} | {flush} | {r['seed']} | {r['ops']} | "
-                     f"{r['appends_ok']} | {faults} | {anomalies} | {'yes' if r['valid'] else 'NO'} |")  # fmt: skip
+        workload = r.get("workload", "log")
+        writes = r.get("sends_ok", 0) if workload == "broker" else r["appends_ok"]
+        lines.append(f"| {r['run']} | {workload} | {'+'.join(r['nemeses'])} | {r['nodes']} | {flush} | {r['seed']} | "
+                     f"{r['ops']} | {writes} | {faults} | {anomalies} | {'yes' if r['valid'] else 'NO'} |")  # fmt: skip
     lines += ["", f"Totals: {json.dumps(totals)}", ""]
     (root / "summary.md").write_text("\n".join(lines))

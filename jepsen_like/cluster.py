@@ -2,8 +2,12 @@
 
 Each node runs as `python -m dledger node` (in its own network namespace as root, else on loopback behind
 the link proxies of `proxy.py`), with its store under `<root>/stores/<id>` and its output in
-`<root>/logs/<id>.log`. Primitives: start (optionally under libfaketime at a clock rate), SIGKILL,
-SIGSTOP / SIGCONT, SIGTERM, partition / heal, status.
+`<root>/logs/<id>.log`. With `broker=True` each node is a `python -m dledger broker` replica instead (a node,
+its message store and a RocketMQ 5 endpoint, as `dledger cluster --broker` runs them), configured by a
+generated `<root>/<id>.conf`; `endpoints` are the replicas' MessagingService addresses. Only the links between
+the replicas' dLedger ports go through the proxies (or are cut by nftables in netns mode, which also cuts a
+follower's forwarding to the leader's endpoint). Primitives: start (optionally under libfaketime at a clock
+rate), SIGKILL, SIGSTOP / SIGCONT, SIGTERM, partition / heal, status.
 
 Invariants: every node pid is recorded in the run state before anything else can fail (so `cleanup` finds
 it); a paused node is resumed before it is killed or stopped; `close()` stops every node and removes the
@@ -27,10 +31,12 @@ from jepsen_like.netns import NetnsNetwork
 from jepsen_like.procutil import RunState
 from jepsen_like.proxy import LinkProxies, free_ports
 
-__all__ = ["FAKETIME_LIB", "GROUP", "Cluster", "NetMode"]
+__all__ = ["BROKER_QUEUES", "FAKETIME_LIB", "GROUP", "Cluster", "NetMode"]
 
 GROUP = "jl"
 NODE_PORT = 20911
+ENDPOINT_PORT = 20981  # a broker replica's MessagingService, in its namespace
+BROKER_QUEUES = 4  # queues of an auto-created topic
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 NetMode = Literal["netns", "proxy"]
@@ -40,8 +46,9 @@ class Cluster:
     """`n` nodes named n0..n{n-1}."""
 
     def __init__(self, root: pathlib.Path, n: int, *, flush: str, net: NetMode, state: RunState,
-                 lease_read: bool = False, durable_report_ms: int = 50) -> None:  # fmt: skip
+                 lease_read: bool = False, durable_report_ms: int = 50, broker: bool = False) -> None:  # fmt: skip
         self.root = root
+        self.broker = broker
         self.ids = [f"n{k}" for k in range(n)]
         self.flush = flush
         self.net_mode = net
@@ -56,8 +63,11 @@ class Cluster:
         if net == "netns":
             self.netns = NetnsNetwork(self.ids, state)
             self.addresses = {i: f"{self.netns.ip(i)}:{NODE_PORT}" for i in self.ids}
+            self.endpoints = {i: f"{self.netns.ip(i)}:{ENDPOINT_PORT}" for i in self.ids}
         else:
-            self.addresses = {i: f"127.0.0.1:{p}" for i, p in zip(self.ids, free_ports(n), strict=True)}
+            ports = free_ports(2 * n)
+            self.addresses = {i: f"127.0.0.1:{p}" for i, p in zip(self.ids, ports[:n], strict=True)}
+            self.endpoints = {i: f"127.0.0.1:{p}" for i, p in zip(self.ids, ports[n:], strict=True)}
             self.proxies = LinkProxies(self.addresses)
         (root / "logs").mkdir(parents=True, exist_ok=True)
         (root / "stores").mkdir(parents=True, exist_ok=True)
@@ -87,12 +97,16 @@ class Cluster:
         """Start `node_id` (which must not be running); `clock_rate` runs it under libfaketime."""
         assert node_id not in self.procs, f"{node_id} is already running"
         conf = self.root / f"{node_id}.conf"
-        conf.write_text(f"dledgerLeaseRead={'true' if self.lease_read else 'false'}\n")
-        cmd = [sys.executable, "-m", "dledger", "node", "--config", str(conf), "--group", GROUP, "--id", node_id,
-               "--peers", self._node_peers(node_id), "--store-dir", str(self.store_dir(node_id)),
-               "--flush", self.flush, "--log-level", "warning"]  # fmt: skip
-        if self.durable_report_ms:
-            cmd += ["--report-durable-ms", str(self.durable_report_ms)]
+        if self.broker:
+            conf.write_text(self._broker_conf(node_id))
+            cmd = [sys.executable, "-m", "dledger", "broker", "--config", str(conf), "--log-level", "warning"]
+        else:
+            conf.write_text(f"dledgerLeaseRead={'true' if self.lease_read else 'false'}\n")
+            cmd = [sys.executable, "-m", "dledger", "node", "--config", str(conf), "--group", GROUP, "--id", node_id,
+                   "--peers", self._node_peers(node_id), "--store-dir", str(self.store_dir(node_id)),
+                   "--flush", self.flush, "--log-level", "warning"]  # fmt: skip
+            if self.durable_report_ms:
+                cmd += ["--report-durable-ms", str(self.durable_report_ms)]
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
         if clock_rate is not None and clock_rate != 1.0:
             env.update(LD_PRELOAD=FAKETIME_LIB, FAKETIME=f"+0 x{clock_rate}", FAKETIME_DONT_RESET="1")
@@ -110,6 +124,27 @@ class Cluster:
                                 start_new_session=True)  # fmt: skip
         self.state.add("pids", proc.pid)
         self.procs[node_id] = proc
+
+    def _broker_conf(self, node_id: str) -> str:
+        """A broker.conf for replica `node_id`. Redelivery never ends in the dead-letter queue (which the
+        workload does not read): `maxReconsumeTimes` is far above what a run can reach."""
+        keys = {
+            "brokerName": GROUP,
+            "dLegerGroup": GROUP,
+            "dLegerPeers": self._node_peers(node_id),
+            "dLegerSelfId": node_id,
+            "storePathRootDir": str(self.store_dir(node_id)),
+            "flushDiskType": "SYNC_FLUSH" if self.flush == "sync" else "ASYNC_FLUSH",
+            "dledgerLeaseRead": "true" if self.lease_read else "false",
+            "grpcEndpoints": format_peers(self.endpoints),
+            "grpcServerPort": self.endpoints[node_id].rpartition(":")[2],
+            "defaultTopicQueueNums": str(BROKER_QUEUES),
+            "maxReconsumeTimes": "100000",
+        }
+        return "".join(f"{k}={v}\n" for k, v in keys.items())
+
+    def endpoints_string(self) -> str:
+        return format_peers(self.endpoints)
 
     def start_all(self) -> None:
         for node_id in self.ids:

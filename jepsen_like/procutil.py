@@ -1,8 +1,8 @@
 """Process helpers and the run state file that `cleanup` reads.
 
 Invariants: a pid is signalled only if `/proc/<pid>/cmdline` still names one of our programs (`dledger ...
-node` or `jepsen_like`), so a reused pid is never killed; every process, namespace and link a run creates is
-recorded in its state file before (or right when) it exists.
+node`, `dledger ... broker` or `jepsen_like`), so a reused pid is never killed; every process, namespace and
+link a run creates is recorded in its state file before (or right when) it exists.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def pid_is_ours(pid: int) -> bool:
         cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:
         return False
-    return b"jepsen_like" in cmdline or (b"dledger" in cmdline and b" node " in cmdline)
+    return b"jepsen_like" in cmdline or (b"dledger" in cmdline and (b" node " in cmdline or b" broker " in cmdline))
 
 
 def owner_alive(data: dict[str, Any]) -> bool:

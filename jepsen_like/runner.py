@@ -1,12 +1,16 @@
 """One run: cluster up, clients and the nemesis schedule for `duration`, heal, converge, stop, check, report.
 
+Two workloads: `log` (`dledger node` processes, `workload.py` clients appending and reading, `checker.check`)
+and `broker` (`dledger broker` replicas with their RocketMQ 5 endpoints, `broker_workload.py` producers and
+consumers on the official client, `broker_checker.check_broker`).
+
 Phases and their invariants:
 1. setup: network (netns as root, loopback proxies otherwise), nodes, a leader; every created resource is
    in the run state file, and `finally` tears everything down (also on Ctrl-C or an error);
 2. faults: the client processes run the workload while the schedule (drawn from the seed) starts and stops
    nemeses; every start and stop goes to `nemesis.jsonl`;
 3. heal: `heal_everything`, then the clients keep going for `recovery` seconds (operations after healing
-   must succeed again), then stop;
+   must succeed again), then stop (broker: producers stop, consumers drain for at most `drain` seconds);
 4. converge: wait until every node answers with the same commit index == applied index and one leader;
    stop the nodes with SIGTERM; `replicas.final_state` compares their committed logs;
 5. check and report: `checker.check` on the merged history and the final state, written with plots to the
@@ -56,6 +60,8 @@ class RunOptions:
     out: str | None = None
     plots: bool = True
     overlap: bool = False  # a process fault and a network fault may be active at once
+    workload: str = "log"  # log | broker
+    drain: float = 60.0  # broker: the longest a consumer drains after the clients were told to stop
 
 
 def replay_command(o: RunOptions) -> str:
@@ -66,6 +72,8 @@ def replay_command(o: RunOptions) -> str:
         args.append("--lease-read")
     if o.overlap:
         args.append("--overlap")
+    if o.workload != "log":
+        args += ["--workload", o.workload]
     return " ".join(shlex.quote(a) for a in args)
 
 
@@ -113,7 +121,9 @@ def run(o: RunOptions) -> int:
     (report / "schedule.json").write_text(json.dumps([dataclasses.asdict(s) for s in schedule], indent=1))
     state = RunState(f"{random.SystemRandom().randrange(16**4):04x}")
     mode = _net_mode(o.net)
-    cluster = Cluster(report / "work", o.nodes, flush=o.flush, net=mode, state=state, lease_read=o.lease_read)
+    broker = o.workload == "broker"
+    cluster = Cluster(report / "work", o.nodes, flush=o.flush, net=mode, state=state, lease_read=o.lease_read,
+                      broker=broker)  # fmt: skip
     timeline = _Timeline(report / "nemesis.jsonl")
     clients: list[subprocess.Popen[bytes]] = []
     history_dir = report / "history"
@@ -131,10 +141,7 @@ def run(o: RunOptions) -> int:
         stop_file = report / "work" / "STOP"
         total = o.duration + o.recovery + 30
         for k in range(o.clients):
-            cmd = [sys.executable, "-m", "jepsen_like.workload", "--peers", cluster.peers_string(), "--client",
-                   f"c{k}", "--threads", str(o.threads), "--seed", str(o.seed), "--duration", str(total),
-                   "--out", str(history_dir / f"c{k}.jsonl"), "--read-fraction", str(o.read_fraction),
-                   "--stop-file", str(stop_file)]  # fmt: skip
+            cmd = _client_command(o, cluster, k, total, history_dir / f"c{k}.jsonl", stop_file)
             proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
                                     stderr=open(report / "work" / f"c{k}.err", "ab"))  # fmt: skip  # noqa: SIM115
             state.add("pids", proc.pid)
@@ -173,9 +180,10 @@ def run(o: RunOptions) -> int:
         _say(f"healed; clients continue for {o.recovery:g} s")
         time.sleep(o.recovery)
         stop_file.touch()
+        wait_until = time.monotonic() + 30 + (o.drain if broker else 0)
         for proc in clients:
             try:
-                proc.wait(30)
+                proc.wait(max(wait_until - time.monotonic(), 1))
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
@@ -192,6 +200,8 @@ def run(o: RunOptions) -> int:
                 problems.append(f"{node_id}'s log has a Traceback (see work/logs/{node_id}.log)")
         final = final_state({n: cluster.log_dir(n) for n in cluster.ids}, commit, healed, problems)
         final["node_problems"] = problems
+        if broker:  # the entries are encoded broker commands, which the broker checker does not read
+            final["entries"] = []
     finally:
         for proc in clients:
             if proc.poll() is None:
@@ -204,6 +214,17 @@ def run(o: RunOptions) -> int:
     (report / "final.json").write_text(json.dumps(final, indent=1))
     verdict = check_report(report, plots=o.plots, faults=counts)
     return 0 if verdict.valid else 1
+
+
+def _client_command(o: RunOptions, cluster: Cluster, k: int, total: float, out: pathlib.Path,
+                    stop_file: pathlib.Path) -> list[str]:  # fmt: skip
+    if o.workload == "broker":
+        return [sys.executable, "-m", "jepsen_like.broker_workload", "--endpoints", cluster.endpoints_string(),
+                "--client", f"c{k}", "--index", str(k), "--threads", str(o.threads), "--duration", str(total),
+                "--drain", str(o.drain), "--out", str(out), "--stop-file", str(stop_file)]  # fmt: skip
+    return [sys.executable, "-m", "jepsen_like.workload", "--peers", cluster.peers_string(), "--client", f"c{k}",
+            "--threads", str(o.threads), "--seed", str(o.seed), "--duration", str(total), "--out", str(out),
+            "--read-fraction", str(o.read_fraction), "--stop-file", str(stop_file)]  # fmt: skip
 
 
 def _short(detail: dict[str, Any]) -> str:
@@ -247,7 +268,14 @@ def check_report(report: pathlib.Path, *, plots: bool = True, faults: dict[str, 
             f.write(e.to_json() + "\n")
     final_path = report / "final.json"
     final = json.loads(final_path.read_text()) if final_path.exists() else None
-    verdict = check(ops, final)
+    options_path = report / "options.json"
+    workload = json.loads(options_path.read_text()).get("workload", "log") if options_path.exists() else "log"
+    if workload == "broker":
+        from jepsen_like.broker_checker import check_broker
+
+        verdict = check_broker(ops, final)
+    else:
+        verdict = check(ops, final)
     if faults is None:
         faults = _fault_counts(report)
     out = verdict.to_dict()

@@ -64,3 +64,28 @@ def test_without_root_it_says_so_and_falls_back_to_proxies(monkeypatch: pytest.M
     assert "not root" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="not root"):
         runner._net_mode("netns")
+
+
+# Broker anomalies the short run may meet until dledger fixes them (see the README's jepsen section): a
+# follower that forwards a send retries it on the new leader after the old one died mid-request.
+KNOWN_BROKER_BUGS = {"duplicated-send"}
+
+
+def test_short_broker_run_through_the_official_client(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "report"
+    opts = RunOptions(seed=21, duration=8, nemeses=["kill-leader"], clients=2, threads=1, recovery=2, net="proxy",
+                      out=str(out), plots=HAVE_MPL, workload="broker", drain=30)  # fmt: skip
+    code = run(opts)
+    verdict = json.loads((out / "verdict.json").read_text())
+    unexpected = {k: n for k, n in verdict["counts"].items() if k not in KNOWN_BROKER_BUGS}
+    assert not unexpected, verdict["anomalies"]
+    assert code == (0 if not verdict["counts"] else 1)
+    stats = verdict["stats"]
+    assert stats["sends_ok"] > 10 and stats["messages_delivered"] >= stats["sends_ok"]
+    assert stats["drained"] and stats["healed"] and stats["lost"] == 0
+    final = json.loads((out / "final.json").read_text())
+    assert len({r["digest"] for r in final["replicas"].values()}) == 1
+    assert "--workload broker" in json.loads((out / "options.json").read_text())["replay"]
+    again = subprocess.run([sys.executable, "-m", "jepsen_like", "check", str(out), "--no-plots"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert again.returncode == code, again.stdout + again.stderr
