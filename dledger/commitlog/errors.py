@@ -14,6 +14,11 @@ __all__ = [
     "DiskFullError",
     "EntryTooLargeError",
     "LogClosedError",
+    "SnapshotCorruptError",
+    "SnapshotError",
+    "SnapshotNotFoundError",
+    "SnapshotOffsetError",
+    "SnapshotTransferError",
     "StoreInUseError",
 ]
 
@@ -55,3 +60,30 @@ class LogClosedError(RuntimeError):
 
 class StoreInUseError(RuntimeError):
     """The store is already open for writing (its LOCK file is held), by this process or another one."""
+
+
+class SnapshotError(Exception):
+    """Base of the snapshot store's errors."""
+
+
+class SnapshotCorruptError(SnapshotError):
+    """A snapshot file (stored or received) fails its checks: magic, version, header CRC, sizes, file CRC, or
+    its meta disagrees with its name or with what was asked for. It is never read as a state machine image."""
+
+
+class SnapshotNotFoundError(SnapshotError, LookupError):
+    """No snapshot with the requested index and term is stored."""
+
+
+class SnapshotTransferError(SnapshotError):
+    """A received chunk or transfer is refused (bad chunk CRC, past the announced size, header bytes that
+    disagree with the announced meta, a receiver that was superseded or closed); nothing of it was written."""
+
+
+class SnapshotOffsetError(SnapshotTransferError):
+    """A chunk does not start at the next expected offset (a gap, a duplicate, a reordering), or `finish` was
+    called early. `expected` is where the sender must resume."""
+
+    def __init__(self, message: str, expected: int) -> None:
+        self.expected = expected
+        super().__init__(f"{message}; the next expected offset is {expected}")
