@@ -1,10 +1,10 @@
 """PNG plots of a run, like Jepsen's latency-raw and rate plots, with the fault windows shaded.
 
 `latency-raw.png`: one point per completed operation at (invoke time, latency), coloured by outcome
-(ok / fail / info), marker by function (append / read); `rate.png`: completions per second per
-(function, outcome). Times are seconds since the first event; a fault window is the span between a
-nemesis's start and its stop in `nemesis.jsonl` (one colour per nemesis, labelled once). Needs matplotlib
-(imported here only, so the rest of the package works without it).
+(ok / fail / info), marker by function (append / read, or send / receive / ack for the broker workload);
+`rate.png`: completions per second per (function, outcome). Times are seconds since the first event; a fault
+window is the span between a nemesis's start and its stop in `nemesis.jsonl` (one colour per nemesis,
+labelled once). Needs matplotlib (imported here only, so the rest of the package works without it).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from jepsen_like.history import Op
 __all__ = ["fault_windows", "plot_report"]
 
 OUTCOME_COLOURS = {"ok": "#2a9d3f", "fail": "#d62728", "info": "#ff9f1c"}
-MARKERS = {"append": "o", "read": "^"}
+MARKERS = {"append": "o", "read": "^", "send": "o", "receive": "^", "ack": "s"}
+LINES = {"append": "-", "read": "--", "send": "-", "receive": "--", "ack": ":"}
 
 
 def fault_windows(report: pathlib.Path) -> list[tuple[str, int, int | None]]:
@@ -65,6 +66,8 @@ def plot_report(report: pathlib.Path, ops: Sequence[Op]) -> None:
     fig, ax = plt.subplots(figsize=(12, 5))
     shade(ax)
     for f, marker in MARKERS.items():
+        if not any(o.f == f for o in ops):
+            continue
         for outcome, colour in OUTCOME_COLOURS.items():
             pts = [o for o in ops if o.f == f and o.type == outcome and o.done is not None]
             if pts:
@@ -89,7 +92,7 @@ def plot_report(report: pathlib.Path, ops: Sequence[Op]) -> None:
     for (f, outcome), counts in sorted(buckets.items()):
         xs = list(range(span))
         ax.plot(xs, [counts.get(x, 0) for x in xs], color=OUTCOME_COLOURS.get(outcome, "k"),
-                linestyle="-" if f == "append" else "--", label=f"{f} {outcome}", linewidth=1)  # fmt: skip
+                linestyle=LINES.get(f, "-."), label=f"{f} {outcome}", linewidth=1)  # fmt: skip
     ax.set_xlabel("time (s)")
     ax.set_ylabel("operations / s")
     ax.set_title(f"rate: {report.name}")
