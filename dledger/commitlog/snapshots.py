@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = ["SnapshotReader", "SnapshotStore", "SnapshotWriter", "snapshot_name"]
 
 _WRITE_BUFFER = 1 << 20
+_RETRIES = 3  # listing races with a concurrent commit's pruning
 _NAME = re.compile(r"^snapshot-(\d{20})-(\d{20})\.snap$")
 _TEMP = re.compile(r"^snapshot-(\d{20})-(\d{20})\.snap\.(?:[0-9a-z-]+\.tmp|partial)$")
 _unique = itertools.count()
@@ -98,48 +99,61 @@ class SnapshotStore:
         out = [(int(m[1]), int(m[2]), n) for n in os.listdir(self.directory) if (m := _NAME.match(n))]
         return sorted(out)
 
-    def _header(self, path: Path) -> Header:
-        """The checked header of the snapshot file at `path`, which must agree with its name."""
+    def _open_checked(self, path: Path) -> tuple[int, Header]:
+        """An open fd on the snapshot file at `path` and its checked header (which must agree with the name)."""
         try:
             fd = self._ops.open_readonly(str(path))
         except FileNotFoundError:
             raise SnapshotNotFoundError(f"{path}: no such snapshot (pruned?)") from None
         try:
             header = parse_header(lambda off, n: self._ops.pread(fd, n, off), self._ops.size(fd), str(path))
-        finally:
+            if snapshot_name(header.meta.index, header.meta.term) != path.name:
+                raise SnapshotCorruptError(
+                    f"{path}: the header says index {header.meta.index}, term {header.meta.term}"
+                )
+        except BaseException:
             self._ops.close(fd)
-        if snapshot_name(header.meta.index, header.meta.term) != path.name:
-            raise SnapshotCorruptError(f"{path}: the header says index {header.meta.index}, term {header.meta.term}")
-        return header
+            raise
+        return fd, header
+
+    def _meta(self, name: str) -> SnapshotMeta:
+        fd, header = self._open_checked(self.directory / name)
+        self._ops.close(fd)
+        return header.meta
 
     def list(self) -> builtins.list[SnapshotMeta]:
         """Every stored snapshot's meta, oldest first (headers checked)."""
-        return [self._header(self.directory / name).meta for _i, _t, name in self._entries()]
+        for attempt in range(_RETRIES):
+            try:
+                return [self._meta(name) for _i, _t, name in self._entries()]
+            except SnapshotNotFoundError:
+                if attempt == _RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def latest(self) -> SnapshotMeta | None:
         """The newest snapshot's meta (its header checked), or None when there is none."""
-        entries = self._entries()
-        return self._header(self.directory / entries[-1][2]).meta if entries else None
+        for attempt in range(_RETRIES):
+            entries = self._entries()
+            try:
+                return self._meta(entries[-1][2]) if entries else None
+            except SnapshotNotFoundError:  # pruned by a concurrent commit: look again
+                if attempt == _RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def path_of(self, meta: SnapshotMeta) -> Path:
         return self.directory / snapshot_name(meta.index, meta.term)
 
-    def _find(self, meta: SnapshotMeta) -> tuple[Path, Header]:
-        check_meta(meta)
-        path = self.path_of(meta)
-        if not path.exists():
-            raise SnapshotNotFoundError(f"no snapshot at index {meta.index}, term {meta.term} in {self.directory}")
-        header = self._header(path)
-        if header.meta != meta:
-            raise SnapshotCorruptError(f"{path}: its membership config differs from the one asked for")
-        return path, header
-
     def open(self, meta: SnapshotMeta, *, verify: bool = True) -> SnapshotReader:
         """A reader over the body of the snapshot `meta`. With `verify` (the default) the whole file's CRC is
         checked first, so a state machine never starts restoring from a damaged image."""
-        path, header = self._find(meta)
-        fd = self._ops.open_readonly(str(path))
+        check_meta(meta)
+        path = self.path_of(meta)
+        fd, header = self._open_checked(path)
         try:
+            if header.meta != meta:
+                raise SnapshotCorruptError(f"{path}: its membership config differs from the one asked for")
             if verify:
                 verify_file(self._ops, fd, header, str(path))
             return SnapshotReader(_BodyRaw(self._ops, fd, header, str(path)), header)
@@ -239,7 +253,10 @@ class SnapshotWriter(io.BufferedIOBase):
         return self._pos - self._head_len + len(self._buf)
 
     def commit(self) -> SnapshotMeta:
-        """Write the header and trailer, fdatasync, rename into place, fsync the directory, prune."""
+        """Write the header and trailer, fdatasync, rename into place, fsync the directory, prune.
+
+        If it raises before the rename nothing is visible; a failure after it (the directory fsync) may leave
+        the snapshot visible but not known durable: the caller must not rely on it."""
         if self._done or self._fd is None:
             raise ValueError("commit of a committed or aborted snapshot")
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import pathlib
@@ -285,3 +286,16 @@ def test_reader_wraps_into_text(tmp_path: pathlib.Path) -> None:
     write(store, META, b"line one\nline two\n")
     with store.open(META) as r:
         assert io.TextIOWrapper(r, encoding="utf-8").readlines() == ["line one\n", "line two\n"]
+
+
+def test_a_failed_fsync_at_commit_leaves_nothing_visible(tmp_path: pathlib.Path) -> None:
+    ops = PowerLossOps(tmp_path)
+    store = SnapshotStore(tmp_path, file_ops=ops)
+    ops.fail = lambda kind, path: errno.EIO if kind == "datasync" else None
+    with pytest.raises(OSError), store.create(META) as w:
+        w.write(b"body")
+        w.commit()
+    assert names(tmp_path) == [] and store.latest() is None
+    ops.fail = lambda kind, path: None
+    write(store, META, b"body")
+    assert store.latest() == META
