@@ -10,7 +10,9 @@ it uses lives in `RaftCore` and is declared below for the type checker. Rules an
 - a truncation that removes a pending CONFIG entry rolls the configuration back (`_conf_after_append`);
 - start-up reads only the entries above the hard state's commit index, never the whole log;
 - quorums (commit, votes, check-quorum, ReadIndex, lease) count the current voters only; the leader keeps
-  a `Progress` for every member (voters and learners) and for itself;
+  a `Progress` for every member (voters and learners) and for itself, and also for a node whose removal is
+  not committed yet, so that the removed node receives its removal and stops campaigning (a node cut off
+  during its whole removal never learns it: it keeps asking for votes that every member ignores);
 - `propose_conf_change` allows one change in flight (no CONFIG entry above the commit index), only after
   the leader committed an entry of its own term (the single-server-change fix, Ongaro, raft-dev 2015),
   never during a transfer, and promotes only a learner that is recently active and at most
@@ -119,6 +121,7 @@ class ConfMixin:
         while pending and pending[0][0] <= commit:
             _, self._conf_base = pending.pop(0)
         self._conf_base_bytes = self._conf_base.encode()
+        self._membership_changed()
 
     def _conf_after_append(self, prev: int, last_new: int, entries: Sequence[Entry]) -> None:
         """A follower's log now equals `entries` on (prev, last_new] and was cut after last_new if they
@@ -156,7 +159,7 @@ class ConfMixin:
     def _membership_changed(self) -> None:
         m = self.membership
         self._voters = frozenset(m.voters)
-        self._members = m.members
+        self._members = m.members | self._conf_base.members  # with a node whose removal is in flight
         self._others = tuple(sorted(self._members - {self.id}))
         self._solo = self._voters == {self.id}
         if self.role is Role.LEADER:

@@ -206,6 +206,8 @@ class LeaderMixin:
                 elif pr.state is _PROBE:
                     pr.become_replicate()
                 self._maybe_commit()
+                if m.from_id not in self.progress:
+                    return  # the commit completed its removal
                 if m.from_id == self.lead_transferee and pr.match_index == log.last_index():
                     self._send_timeout_now(m.from_id)
             if (

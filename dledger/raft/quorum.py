@@ -2,7 +2,8 @@
 
 Invariants: a quorum is any strict majority of the voters; `committed_index` is the largest index that a
 quorum has reached, so it never exceeds the index of a quorum's slowest member; a vote is WON only
-when a quorum granted it, LOST only when a quorum can no longer grant it.
+when a quorum granted it, LOST only when a quorum can no longer grant it; `majorities_intersect` is exact
+(tests compare it with enumerating every pair of majorities).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 
-__all__ = ["VoteResult", "committed_index", "majority", "vote_result"]
+__all__ = ["VoteResult", "committed_index", "majorities_intersect", "majority", "vote_result"]
 
 
 class VoteResult(enum.Enum):
@@ -48,3 +49,16 @@ def vote_result(voters: Iterable[str], votes: Mapping[str, bool]) -> VoteResult:
     if n - rejected < q:
         return VoteResult.LOST
     return VoteResult.PENDING
+
+
+def majorities_intersect(a: Iterable[str], b: Iterable[str]) -> bool:
+    """Does every majority of voter set `a` share a member with every majority of voter set `b`?
+
+    Disjoint majorities exist exactly when both can be formed apart: a majority of `a` takes members of
+    `a - b` first and needs the rest from `a & b`, likewise for `b`; they fit iff those needs fit in `a & b`.
+    """
+    sa, sb = set(a), set(b)
+    both = len(sa & sb)
+    need_a = max(0, majority(len(sa)) - (len(sa) - both))
+    need_b = max(0, majority(len(sb)) - (len(sb) - both))
+    return need_a + need_b > both

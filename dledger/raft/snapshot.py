@@ -125,6 +125,8 @@ class SnapshotMixin:
             pr.become_replicate()
         if grew:
             self._maybe_commit()
+            if m.from_id not in self.progress:
+                return  # the commit completed its removal
         self._send_appends(m.from_id, pr)
 
     # ---- follower ----

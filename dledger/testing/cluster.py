@@ -13,6 +13,17 @@ Persistence is modelled honestly, following the contract of `dledger.raft.ready`
 - `crash(id)` throws away the core and the pending Ready: only what `persist` wrote survives, and
   `restart(id)` builds a new core from it (applied = what the state machine holds).
 Messages between nodes may be delivered in any order, dropped or duplicated; links can be cut.
+
+Membership and snapshots:
+- `join(id)` starts a brand-new node (`Config(join=True)`, empty storage) that the group can then add with
+  `change(leader, ConfChange(...))` (or `add_learner`, which does both);
+- the state machine of a node is the list of entries it applied, so a snapshot is that list's prefix:
+  `compact(id)` snapshots a node at its applied index (`SnapshotMeta.config` = the data of the last CONFIG
+  entry applied, b"" if none), reports it with `set_snapshot` and compacts the log below it;
+- an InstallSnapshot a leader sends stands for the whole streamed snapshot: on a cut link it is lost and the
+  leader hears `report_snapshot(to, False)`, otherwise `report_snapshot(to, True)` and the message travels
+  (and may still be dropped) like any other; a follower's Ready with a snapshot restores its state machine
+  from the snapshot store before `persist_ready` resets its log.
 """
 
 from __future__ import annotations
@@ -25,7 +36,10 @@ from typing import Any
 
 from dledger.raft import (
     AppendEntriesResponse,
+    ConfChange,
+    ConfChangeOp,
     Config,
+    InstallSnapshot,
     Message,
     NotLeaderError,
     Proposed,
@@ -35,7 +49,7 @@ from dledger.raft import (
     Role,
     persist_ready,
 )
-from dledger.storage_api import Entry, HardState
+from dledger.storage_api import Entry, EntryKind, HardState, SnapshotMeta
 from dledger.testing.memory_log import MemoryHardStateStore, MemoryLog
 
 __all__ = ["Cluster", "SimNode"]
@@ -58,6 +72,7 @@ class SimNode:
     core: RaftCore | None = None
     pending: Ready | None = None
     incarnation: int = 0
+    snapshot: SnapshotMeta | None = None  # the newest snapshot stored (taken or installed)
 
     @property
     def alive(self) -> bool:
@@ -88,6 +103,10 @@ class Cluster:
     ) -> None:
         self.seed = seed
         self.ids = list(ids) if ids is not None else [f"n{i}" for i in range(n)]
+        self.initial_ids = tuple(self.ids)
+        self._config = dict(config)
+        self.snapshots: dict[tuple[int, int], tuple[Entry, ...]] = {}  # (index, term) -> state machine
+        self.on_restore: Callable[[str, Sequence[Entry]], None] | None = None
         self.network: list[Message] = []
         self.cut: set[tuple[str, str]] = set()  # (from, to) links that lose every message
         self.stats: Counter[str] = Counter()
@@ -128,7 +147,59 @@ class Cluster:
         cfg = replace(node.config, applied=len(node.applied))
         rng = random.Random(f"{self.seed}/{node_id}/{node.incarnation}")
         node.core = RaftCore(cfg, node.log, node.store.load(), rng)
+        if node.snapshot is not None:
+            node.core.set_snapshot(node.snapshot)
         node.pending = None
+
+    def join(self, node_id: str) -> None:
+        """Start a brand-new node, knowing only the group's initial voters (it is no member yet)."""
+        if node_id in self.nodes:
+            raise ValueError(f"{node_id} already exists")
+        cfg = Config(id=node_id, peers=self.initial_ids, join=True, **self._config)
+        self.nodes[node_id] = SimNode(node_id, cfg)
+        self.ids.append(node_id)
+        self.start(node_id)
+
+    def change(self, leader_id: str, change: ConfChange) -> Proposed:
+        """Propose a membership change at `leader_id` (raises as `propose_conf_change` does)."""
+        return self.core(leader_id).propose_conf_change(change)
+
+    def add_learner(self, leader_id: str, node_id: str) -> Proposed:
+        if node_id not in self.nodes:
+            self.join(node_id)
+        return self.change(leader_id, ConfChange(ConfChangeOp.ADD_LEARNER, node_id))
+
+    def compact(self, node_id: str, keep: int = 0) -> SnapshotMeta | None:
+        """Snapshot `node_id`'s state machine at its applied index minus `keep`, and compact its log."""
+        node = self.nodes[node_id]
+        index = len(node.applied) - keep
+        if index <= 0 or (node.snapshot is not None and index <= node.snapshot.index):
+            return None
+        prefix = tuple(node.applied[:index])
+        config = next((e.data for e in reversed(prefix) if e.kind is EntryKind.CONFIG), None)
+        if config is None:
+            config = node.snapshot.config if node.snapshot is not None else b""
+        meta = SnapshotMeta(index, prefix[-1].term, config)
+        self.snapshots[(meta.index, meta.term)] = prefix
+        node.snapshot = meta
+        if node.core is not None:
+            node.core.set_snapshot(meta)
+        node.log.compact_before(index + 1)
+        self.stats["snapshots"] += 1
+        return meta
+
+    def full_log(self, node_id: str) -> list[Entry]:
+        """Every entry of a live node's log from index 1: what a snapshot (or the state machine) holds below
+        the log's first index, then the log itself."""
+        log = self.core(node_id).log
+        first, last = log.first_index(), log.last_index()
+        tail = log.entries(first, last + 1, 1 << 62) if last >= first else []
+        if first <= 1:
+            return tail
+        applied = self.nodes[node_id].applied
+        if len(applied) >= first - 1:
+            return applied[: first - 1] + tail
+        return list(self.snapshots[(first - 1, log.term(first - 1))]) + tail
 
     def crash(self, node_id: str) -> None:
         """Lose the core and anything not persisted (the pending Ready, unstable entries, volatile state)."""
@@ -167,6 +238,10 @@ class Cluster:
         rd = core.ready()
         node.pending = rd
         self._send(rd.messages)
+        for m in rd.messages:
+            if isinstance(m, InstallSnapshot):
+                self.stats["snapshots_sent"] += 1
+                core.report_snapshot(m.to_id, (m.from_id, m.to_id) not in self.cut)
         return True
 
     def persist(self, node_id: str) -> bool:
@@ -176,6 +251,13 @@ class Cluster:
         core = node.core
         if rd is None or core is None:
             return False
+        snap = rd.snapshot
+        if snap is not None:  # restore the state machine from the (already streamed) snapshot first
+            node.applied = list(self.snapshots[(snap.index, snap.term)])
+            node.snapshot = snap
+            self.stats["snapshots_installed"] += 1
+            if self.on_restore is not None:
+                self.on_restore(node_id, node.applied)
         persist_ready(rd, node.log, node.store)
         if self.on_persist is not None:
             self.on_persist(node_id, rd)
@@ -314,7 +396,9 @@ class Cluster:
             self.stabilize()
             lead = self.leader()
             if lead is not None and all(
-                self.core(i).leader_id == lead for i in self.alive() if (lead, i) not in self.cut
+                self.core(i).leader_id == lead
+                for i in self.alive()
+                if (lead, i) not in self.cut and i in self.core(lead).membership.members
             ):
                 return lead
             self.tick()

@@ -14,12 +14,23 @@ Properties:
   restarts; a restarted core resumes at the state machine's applied index; applied <= commit <= last;
 - an acknowledged proposal (applied on the node that accepted it, in the same term) keeps its index
   and term on every node that has committed that index;
-- a ReadIndex answer is >= every commit index any node had when the read was requested.
+- a ReadIndex answer is >= every commit index any node had when the read was requested;
+- a snapshot installed on a node holds exactly the entries applied elsewhere at those indexes;
+- membership: a node's configuration is the one of the last CONFIG entry in its log (below its first
+  index: its snapshot's), its hard state's config is the one in effect at its commit index, and every node
+  holding the latest committed CONFIG entry has a configuration whose majorities intersect those of the
+  latest committed configuration (see `_check_membership` for why not every pair of nodes).
+
+Logs are compared from index 1: below a node's first index the entries come from its snapshot or state
+machine (`Cluster.full_log`).
 """
 
 from __future__ import annotations
 
-from dledger.raft import ReadState, Ready, Role
+from collections.abc import Sequence
+
+from dledger.raft import Membership, ReadState, Ready, Role
+from dledger.raft.quorum import majorities_intersect
 from dledger.storage_api import Entry, EntryKind
 from dledger.testing.cluster import Cluster
 
@@ -34,6 +45,8 @@ class SafetyChecker:
         cluster.on_apply = self._on_apply
         cluster.on_read = self._on_read
         cluster.on_persist = self._on_persist
+        cluster.on_restore = self._on_restore
+        self.committed_config: tuple[int, Membership] = (0, Membership.initial(cluster.initial_ids))
         self.leaders: dict[int, str] = {}  # term -> the node that led it
         self.votes: dict[tuple[str, int], str] = {}  # (node, term) -> persisted vote
         self.persisted: dict[str, tuple[int, int]] = {}  # node -> (term, commit) last persisted
@@ -66,6 +79,11 @@ class SafetyChecker:
         if proposed is not None and proposed == (e.term, e.data):
             self.acked[e.index] = proposed
 
+    def _on_restore(self, node_id: str, entries: Sequence[Entry]) -> None:
+        for e in entries:
+            first = self.applied_at.setdefault(e.index, e)
+            assert first == e, f"state machine safety: {node_id} restored {e} at {e.index}, another node {first}"
+
     def _on_read(self, node_id: str, rs: ReadState) -> None:
         floor = self.reads.pop((node_id, rs.context), None)
         assert floor is not None, f"{node_id} answered a read nobody asked for: {rs}"
@@ -93,7 +111,8 @@ class SafetyChecker:
             node = c.nodes[node_id]
             core = node.must_core()
             log = core.log
-            entries = log.entries(1, log.last_index() + 1, 1 << 62) if log.last_index() >= 1 else []
+            entries = c.full_log(node_id)
+            assert len(entries) == log.last_index(), f"{node_id}: full log ends at {len(entries)}, not {log}"
             logs[node_id] = entries
             term, commit = core.current_term, core.commit_index
             key = (node_id, node.incarnation)
@@ -112,6 +131,7 @@ class SafetyChecker:
                 if index <= commit:
                     assert entries[index - 1].term == t, f"{node_id} lost acknowledged entry {index}"
         self._check_prefixes(logs)
+        self._check_membership(logs)
 
     def _observe_commit(self, node_id: str, entries: list[Entry], commit: int, term: int) -> None:
         known = len(self.committed_terms)
@@ -121,6 +141,9 @@ class SafetyChecker:
         if commit > known:
             self.committed_terms.extend(terms[known:])
             self.committed_seen_in.extend([term] * (commit - known))
+            for e in entries[known:commit]:
+                if e.kind is EntryKind.CONFIG:
+                    self.committed_config = (e.index, Membership.decode(e.data))
         self.max_commit_seen = max(self.max_commit_seen, commit)
 
     def _check_leader(self, node_id: str, term: int, entries: list[Entry]) -> None:
@@ -149,6 +172,39 @@ class SafetyChecker:
                 while k > 0 and ta[k - 1] != tb[k - 1]:
                     k -= 1
                 assert ta[:k] == tb[:k], f"log matching: {a} and {b} agree at {k} but differ before"
+
+    def _check_membership(self, logs: dict[str, list[Entry]]) -> None:
+        """Each node's configuration matches its log, and agrees (majorities intersect) with the latest
+        committed one if the node holds it.
+
+        Not checked, because it is false in correct runs: that *every* pair of nodes' configurations have
+        intersecting majorities. A stale node (say an old leader cut off after appending "remove d" to
+        {a,b,c,d}) keeps {a,b,c} while the majority commits and then "add e": {a,b} and {c,d,e} are disjoint
+        majorities of the two current configurations. Safety holds because the stale node can win no
+        election and commit nothing (it lacks a committed entry, and the voters it needs have seen a newer
+        term), which is why the check is on nodes that hold the latest committed configuration entry: each
+        of their configurations is that one or one change away from it.
+        """
+        c = self.cluster
+        ci, committed = self.committed_config
+        ci_term = self.committed_terms[ci - 1] if ci else 0
+        for node_id, entries in logs.items():
+            core = c.core(node_id)
+            expect, at_commit = Membership.initial(c.initial_ids), Membership.initial(c.initial_ids)
+            for e in entries:
+                if e.kind is EntryKind.CONFIG:
+                    expect = Membership.decode(e.data)
+                    if e.index <= core.commit_index:
+                        at_commit = expect
+            assert core.membership == expect, f"{node_id}: membership {core.membership}, its log says {expect}"
+            assert core.committed_membership == at_commit, f"{node_id}: config at commit {at_commit}"
+            hs = core.hard_state.config
+            assert (Membership.decode(hs) if hs else Membership.initial(c.initial_ids)) == at_commit
+            holds = ci == 0 or (len(entries) >= ci and entries[ci - 1].term == ci_term)
+            if holds:
+                assert majorities_intersect(core.membership.voters, committed.voters), (
+                    f"{node_id}: configuration {core.membership} and the committed {committed} have disjoint majorities"
+                )
 
     def assert_all_acked_applied(self) -> None:
         """Liveness end check: every acknowledged proposal is applied on every node."""

@@ -1,0 +1,431 @@
+"""Membership changes and learners (thesis chapter 4): one test per rule, on single cores and the Cluster."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from dledger.raft import (
+    AppendEntries,
+    ConfChange,
+    ConfChangeError,
+    ConfChangeOp,
+    Config,
+    Membership,
+    NotLeaderError,
+    ProposalDroppedError,
+    RaftCore,
+    RequestVote,
+    Role,
+    TimeoutNow,
+    apply_change,
+)
+from dledger.raft.quorum import majorities_intersect, majority
+from dledger.storage_api import Entry, EntryKind, HardState
+from dledger.testing import Cluster, MemoryLog, SafetyChecker
+from tests.raft.helpers import Node, make_leader
+
+ADD, PROMOTE, REMOVE = ConfChangeOp.ADD_LEARNER, ConfChangeOp.PROMOTE, ConfChangeOp.REMOVE
+
+
+def _m(voters: str, learners: str = "") -> Membership:
+    return Membership(dict.fromkeys(voters.split(), ""), dict.fromkeys(learners.split(), ""))
+
+
+def _conf_entry(index: int, term: int, m: Membership) -> Entry:
+    return Entry(index, term, m.encode(), EntryKind.CONFIG)
+
+
+# ---- the membership value ----
+
+
+def test_membership_encoding_is_deterministic_and_round_trips() -> None:
+    a = Membership({"b": "h2:1", "a": "h1:1"}, {"c": ""})
+    b = Membership({"a": "h1:1", "b": "h2:1"}, {"c": ""})
+    assert a.encode() == b.encode()
+    assert Membership.decode(a.encode()) == a
+    assert a.members == {"a", "b", "c"} and a.is_voter("a") and a.is_learner("c") and not a.is_voter("c")
+    assert Membership.initial(["x", "y"]) == Membership({"x": "", "y": ""})
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (b"{", "JSON"),
+        (b"[]", "object"),
+        (b'{"v":2,"voters":{"a":""}}', "version"),
+        (b'{"v":1,"voters":{}}', "at least one voter"),
+        (b'{"v":1,"voters":{"":""}}', "empty"),
+        (b'{"v":1,"voters":{"a":1}}', "string"),
+        (b'{"v":1,"voters":["a"]}', "mapping"),
+        (b'{"v":1,"voters":{"a":""},"learners":{"a":""}}', "both voter and learner"),
+        (b'{"v":1,"voters":{"a":""},"x":1}', "unknown fields"),
+        (b"\xff", "JSON"),
+    ],
+)
+def test_membership_decode_rejects_malformed(data: bytes, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        Membership.decode(data)
+
+
+def test_apply_change_rules() -> None:
+    m = _m("a b", "c")
+    assert apply_change(m, ConfChange(ADD, "d", "h:4")) == Membership({"a": "", "b": ""}, {"c": "", "d": "h:4"})
+    assert apply_change(m, ConfChange(PROMOTE, "c")) == _m("a b c")
+    assert apply_change(m, ConfChange(REMOVE, "a")) == _m("b", "c")
+    assert apply_change(m, ConfChange(REMOVE, "c")) == _m("a b")
+    for bad in (
+        ConfChange(ADD, "a"),
+        ConfChange(ADD, "c"),
+        ConfChange(PROMOTE, "a"),
+        ConfChange(PROMOTE, "z"),
+        ConfChange(REMOVE, "z"),
+        ConfChange(ADD, ""),
+    ):
+        with pytest.raises(ConfChangeError):
+            apply_change(m, bad)
+    with pytest.raises(ConfChangeError, match="last voter"):
+        apply_change(_m("a"), ConfChange(REMOVE, "a"))
+    assert issubclass(ConfChangeError, ProposalDroppedError)
+
+
+def test_majorities_intersect_matches_enumeration() -> None:
+    """quorum/quick_test.go style: the formula against every pair of majorities of small voter sets."""
+    universe = "abcdef"
+    sets = [frozenset(c) for k in range(1, 6) for c in itertools.combinations(universe, k)]
+
+    def naive(a: frozenset[str], b: frozenset[str]) -> bool:
+        qa = [set(q) for k in range(majority(len(a)), len(a) + 1) for q in itertools.combinations(sorted(a), k)]
+        qb = [set(q) for k in range(majority(len(b)), len(b) + 1) for q in itertools.combinations(sorted(b), k)]
+        return all(x & y for x in qa for y in qb)
+
+    rng = random.Random(1)
+    for a, b in [(rng.choice(sets), rng.choice(sets)) for _ in range(400)]:
+        assert majorities_intersect(a, b) == naive(a, b), (sorted(a), sorted(b))
+    # single-server changes always intersect
+    base = frozenset("abcd")
+    assert majorities_intersect(base, base - {"d"}) and majorities_intersect(base, base | {"e"})
+    assert not majorities_intersect(frozenset("abc"), frozenset("abcde"))  # two changes apart can split
+
+
+# ---- the leader's refusals ----
+
+
+def _cluster3(**config: object) -> tuple[Cluster, str]:
+    c = Cluster(3, seed=3, **config)  # type: ignore[arg-type]
+    SafetyChecker(c)
+    lead = c.run_until_leader()
+    return c, lead
+
+
+def test_conf_change_only_at_the_leader() -> None:
+    c, lead = _cluster3()
+    follower = next(i for i in c.ids if i != lead)
+    with pytest.raises(NotLeaderError):
+        c.change(follower, ConfChange(ADD, "n9"))
+
+
+def test_4_1_one_change_in_flight() -> None:
+    """Thesis 4.1: a leader starts a change only once the previous CONFIG entry committed."""
+    c, lead = _cluster3()
+    c.join("n3")
+    c.join("n4")
+    c.change(lead, ConfChange(ADD, "n3"))
+    with pytest.raises(ConfChangeError, match="in flight"):
+        c.change(lead, ConfChange(ADD, "n4"))
+    c.stabilize()
+    c.change(lead, ConfChange(ADD, "n4"))
+    c.stabilize()
+    assert c.core(lead).membership == _m("n0 n1 n2", "n3 n4")
+
+
+def test_4_1_no_change_before_the_leader_commits_in_its_term() -> None:
+    """Ongaro's raft-dev fix (2015): a new leader changes the configuration only after committing an entry
+    (its no-op) in its own term; otherwise two leaders' uncommitted changes could form disjoint majorities."""
+    n = Node()
+    make_leader(n)  # the no-op is appended but not acknowledged by anybody
+    assert not n.core.commit_index
+    with pytest.raises(ConfChangeError, match="committed an entry of its term"):
+        n.core.propose_conf_change(ConfChange(ADD, "n4"))
+
+
+def test_no_change_during_a_transfer() -> None:
+    c, lead = _cluster3()
+    target = next(i for i in c.ids if i != lead)
+    c.isolate(target)
+    c.core(lead).propose(b"x")
+    c.stabilize()
+    c.core(lead).transfer_leadership(target)
+    with pytest.raises(ConfChangeError, match="transferring"):
+        c.change(lead, ConfChange(REMOVE, target))
+
+
+def test_promote_only_a_caught_up_learner() -> None:
+    c, lead = _cluster3(promote_max_lag=5)
+    c.add_learner(lead, "n3")
+    c.stabilize()
+    c.isolate("n3")
+    for k in range(10):
+        c.propose(lead, b"v%d" % k)
+        c.stabilize()
+    with pytest.raises(ConfChangeError, match="not caught up"):
+        c.change(lead, ConfChange(PROMOTE, "n3"))
+    c.heal()
+    c.tick(times=2)
+    c.stabilize()
+    c.change(lead, ConfChange(PROMOTE, "n3"))
+    c.stabilize()
+    assert c.core(lead).membership == _m("n0 n1 n2 n3")
+    assert all(c.core(i).membership == _m("n0 n1 n2 n3") for i in c.ids)
+
+
+def test_promote_refuses_a_learner_that_is_not_recently_active() -> None:
+    c, lead = _cluster3()
+    c.add_learner(lead, "n3")
+    c.stabilize()
+    c.crash("n3")
+    c.tick(times=c.core(lead).config.election_tick)  # a check-quorum round clears recent_active
+    c.stabilize()
+    with pytest.raises(ConfChangeError, match="not caught up"):
+        c.change(lead, ConfChange(PROMOTE, "n3"))
+
+
+# ---- learners ----
+
+
+def test_learner_gets_the_log_but_counts_in_no_quorum() -> None:
+    c, lead = _cluster3()
+    c.add_learner(lead, "n3")
+    c.stabilize()
+    assert [e.data for e in c.nodes["n3"].applied] == [e.data for e in c.nodes[lead].applied]
+    others = [i for i in c.initial_ids if i != lead]
+    for o in others:  # the leader is left with the learner only: no commit, no check-quorum
+        c.cut |= {(lead, o), (o, lead)}
+    commit = c.core(lead).commit_index
+    c.propose(lead, b"needs a voter")
+    c.stabilize()
+    assert c.core(lead).commit_index == commit
+    assert c.core("n3").last_index == c.core(lead).last_index  # replicated to the learner all the same
+    c.tick(lead, times=2 * c.core(lead).config.election_tick)
+    c.stabilize()
+    assert c.core(lead).role is Role.FOLLOWER  # check-quorum did not count the learner
+
+
+def test_learner_and_joining_node_never_campaign() -> None:
+    c, lead = _cluster3()
+    c.join("n3")
+    c.join("n4")
+    c.add_learner(lead, "n3")
+    c.stabilize()
+    c.crash(lead)
+    terms = {i: c.core(i).current_term for i in ("n3", "n4")}
+    for _ in range(100):
+        for i in ("n3", "n4"):
+            c.tick(i)
+            c.process(i)
+        assert not [m for m in c.network if isinstance(m, RequestVote) and m.from_id in ("n3", "n4")]
+        c.stabilize()
+    assert {i: c.core(i).current_term for i in ("n3", "n4")} == terms
+    for i in ("n3", "n4"):
+        core = c.core(i)
+        term = core.current_term
+        core.step(TimeoutNow(term=term, from_id=lead, to_id=i, group="default"))
+        assert core.role is Role.FOLLOWER and core.current_term == term
+        assert core.dropped["not_voter"] == 1
+
+
+def test_joining_node_follows_a_leader_it_does_not_know() -> None:
+    """A joining node accepts leader traffic from any sender but never a vote request from a non-member."""
+    core = RaftCore(Config(id="new", peers=("a", "b"), join=True), MemoryLog(), HardState(), random.Random(0))
+    assert core.membership == _m("a b") and not core.is_voter()
+    core.step(RequestVote(term=5, from_id="x", to_id="new", group="default"))
+    assert core.dropped["unknown_peer"] == 1 and core.current_term == 0
+    core.step(AppendEntries(term=3, from_id="x", to_id="new", group="default"))
+    assert core.current_term == 3 and core.leader_id == "x"
+
+
+def test_config_requires_join_for_a_node_outside_peers() -> None:
+    with pytest.raises(ValueError, match="join=True"):
+        Config(id="x", peers=("a",))
+    with pytest.raises(ValueError, match="must not be one of"):
+        Config(id="a", peers=("a",), join=True)
+
+
+# ---- removal ----
+
+
+def test_4_2_2_leader_removes_itself_and_steps_down_after_commit() -> None:
+    """Thesis 4.2.2: the removed leader replicates the change without counting itself, steps down once it
+    commits, and never campaigns again; the others elect a leader among themselves."""
+    c, lead = _cluster3()
+    p = c.change(lead, ConfChange(REMOVE, lead))
+    core = c.core(lead)
+    assert core.role.value == "leader" and not core.is_voter()
+    c.stabilize()
+    assert core.commit_index >= p.last_index
+    assert core.role is Role.FOLLOWER
+    rest = [i for i in c.ids if i != lead]
+    for i in rest:
+        assert c.core(i).membership == _m(" ".join(rest))
+    new = c.run_until_leader()
+    assert new in rest
+    c.propose(new, b"after")
+    for _ in range(50):
+        c.tick()
+        c.stabilize()
+    assert core.role is Role.FOLLOWER and c.leader() == new
+    assert c.core(new).commit_index > core.commit_index  # no longer contacted
+
+
+def test_removed_leader_does_not_count_itself() -> None:
+    c, lead = _cluster3()
+    others = [i for i in c.ids if i != lead]
+    c.cut.add((lead, others[0]))
+    c.cut.add((others[0], lead))
+    p = c.change(lead, ConfChange(REMOVE, lead))
+    c.stabilize()
+    # with itself and one follower it had a majority of the old config, but the new one is {a, b}: both needed
+    assert c.core(lead).commit_index < p.last_index and c.core(lead).role is Role.LEADER
+    c.heal()
+    c.tick(lead)
+    c.stabilize()
+    assert c.core(lead).commit_index >= p.last_index and c.core(lead).role is Role.FOLLOWER
+
+
+def test_removed_follower_stops_being_contacted_and_its_votes_are_ignored() -> None:
+    c, lead = _cluster3()
+    gone = next(i for i in c.ids if i != lead)
+    c.change(lead, ConfChange(REMOVE, gone))
+    c.stabilize()
+    assert gone not in c.core(lead).progress
+    sent = c.stats["sent"]
+    c.tick(lead, times=5)
+    c.process(lead)
+    assert all(m.to_id != gone for m in c.network) and c.stats["sent"] > sent
+    c.stabilize()
+    c.core(lead).step(RequestVote(term=99, from_id=gone, to_id=lead, group="default"))
+    assert c.core(lead).dropped["unknown_peer"] == 1 and c.core(lead).current_term < 99
+
+
+# ---- the configuration in effect ----
+
+
+def test_4_1_config_takes_effect_when_appended_and_rolls_back_on_truncation() -> None:
+    n = Node(terms=[1], hard_state=HardState(1, None, 1))
+    new = _m("n1 n2 n3", "n4")
+    n.core.step(
+        AppendEntries(
+            term=1,
+            from_id="n2",
+            to_id="n1",
+            group="default",
+            prev_log_index=1,
+            prev_log_term=1,
+            leader_commit=1,
+            entries=(_conf_entry(2, 1, new),),
+        )
+    )
+    n.drain()
+    assert n.core.membership == new  # not committed, but in effect
+    assert n.core.hard_state.config == b"" and n.core.committed_membership == _m("n1 n2 n3")
+    n.core.step(
+        AppendEntries(
+            term=2,
+            from_id="n3",
+            to_id="n1",
+            group="default",
+            prev_log_index=1,
+            prev_log_term=1,
+            leader_commit=1,
+            entries=(Entry(2, 2, b"x"),),
+        )
+    )
+    n.drain()
+    assert n.core.membership == _m("n1 n2 n3")  # the entry that set it is gone
+    assert n.core.dropped["unknown_peer"] == 0
+
+
+def test_hard_state_config_changes_when_the_config_entry_commits() -> None:
+    n = Node(terms=[1], hard_state=HardState(1, None, 1))
+    new = _m("n1 n2 n3", "n4")
+    base = {"term": 1, "from_id": "n2", "to_id": "n1", "group": "default", "prev_log_index": 1, "prev_log_term": 1}
+    n.core.step(AppendEntries(**base, leader_commit=1, entries=(_conf_entry(2, 1, new),)))  # type: ignore[arg-type]
+    n.drain()
+    assert n.store.load().config == b""
+    n.core.step(
+        AppendEntries(
+            term=1, from_id="n2", to_id="n1", group="default", prev_log_index=2, prev_log_term=1, leader_commit=2
+        )
+    )
+    n.drain()
+    assert n.store.load().config == new.encode() and n.core.committed_membership == new
+
+
+class _CountingLog(MemoryLog):
+    __slots__ = ("lowest_read",)
+
+    def __init__(self, entries: list[Entry]) -> None:
+        super().__init__(entries)
+        self.lowest_read = 1 << 62
+
+    def read(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        self.lowest_read = min(self.lowest_read, lo)
+        return super().read(lo, hi, max_bytes)
+
+
+def test_restart_takes_the_config_from_hard_state_and_scans_only_above_commit() -> None:
+    committed = _m("n1 n2 n3", "n4")
+    pending = _m("n1 n2 n3 n4")
+    entries = [Entry(i, 1, b"x") for i in range(1, 1001)]
+    entries[9] = _conf_entry(10, 1, committed)
+    entries += [_conf_entry(1001, 1, pending), Entry(1002, 1, b"y")]
+    log = _CountingLog(entries)
+    core = RaftCore(
+        Config(id="n1", peers=("n1", "n2", "n3")),
+        log,
+        HardState(1, None, 1000, committed.encode()),
+        random.Random(0),
+    )
+    assert log.lowest_read == 1001
+    assert core.membership == pending and core.committed_membership == committed
+    assert core.hard_state.config == committed.encode()
+
+
+# ---- a whole group changes ----
+
+
+def test_replace_every_original_member() -> None:
+    """Add three learners, promote them, remove the three original voters (the leader last): the group
+    keeps committing and the SafetyChecker holds at every step."""
+    c = Cluster(3, seed=11)
+    checker = SafetyChecker(c)
+
+    def settle() -> str:
+        for _ in range(30):
+            c.tick()
+            c.stabilize()
+            checker.check()
+        return c.run_until_leader()
+
+    lead = settle()
+    for new in ("m0", "m1", "m2"):
+        c.add_learner(lead, new)
+        lead = settle()
+        c.change(lead, ConfChange(PROMOTE, new))
+        lead = settle()
+        c.propose(lead, new.encode())
+    for old in ("n0", "n1", "n2"):
+        lead = settle()
+        c.change(lead, ConfChange(REMOVE, old))
+        lead = settle()
+    lead = settle()
+    assert lead in ("m0", "m1", "m2")
+    assert c.core(lead).membership == _m("m0 m1 m2")
+    p = c.propose(lead, b"end")
+    c.stabilize()
+    assert c.core(lead).commit_index >= p.last_index
+    for i in ("n0", "n1", "n2"):
+        assert c.core(i).role is Role.FOLLOWER
+    checker.check()
