@@ -31,13 +31,14 @@ import os
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
 from jepsen_like.history import HistoryWriter
 
-__all__ = ["DEFINITE_FAILURES", "GROUP", "TOPIC", "classify", "main"]
+__all__ = ["DEFINITE_FAILURES", "GROUP", "TOPIC", "classify", "main", "status_code"]
 
 TOPIC = "jl-topic"
 GROUP = "jl-group"
@@ -57,10 +58,15 @@ DEFINITE_FAILURES = frozenset(
 )  # fmt: skip
 
 
+def status_code(exc: BaseException) -> int | None:
+    """The RocketMQ status code a client exception carries (None for a gRPC or any other error)."""
+    code = getattr(exc, "code", None)  # a property of ClientException; a method of grpc's AioRpcError
+    return code if isinstance(code, int) else None
+
+
 def classify(exc: BaseException) -> str:
     """`fail` if the answer promises nothing took effect, else `info` (the outcome is unknown)."""
-    code = getattr(exc, "code", None)
-    return "fail" if isinstance(code, int) and code in DEFINITE_FAILURES else "info"
+    return "fail" if status_code(exc) in DEFINITE_FAILURES else "info"
 
 
 def _err(exc: BaseException) -> str:
@@ -102,7 +108,7 @@ class _Worker:
 
     def outcome(self, process: str, f: str, value: Any, exc: BaseException, **extra: Any) -> None:
         kind = classify(exc)
-        self.history.write(process, kind, f, value, error=_err(exc), code=getattr(exc, "code", None), **extra)
+        self.history.write(process, kind, f, value, error=_err(exc), code=status_code(exc), **extra)
         if kind == "info":
             self.generation += 1
 
@@ -193,6 +199,15 @@ class Consumer(_Worker):
         return len(batch)
 
 
+def _guarded(worker: Producer | Consumer, deadline: float) -> None:
+    """Run a worker; a crash is printed (to the client's .err file), its open operation reads as `info`."""
+    try:
+        worker.run(deadline)
+    except BaseException:
+        traceback.print_exc()
+        raise
+
+
 def _start(make: Any, deadline: float, stop: threading.Event) -> Any:
     """Start an official client, trying again while the group has no leader yet (startup queries the route)."""
     while not stop.is_set() and time.monotonic() < deadline:
@@ -244,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers.append(Producer(name, config, history, stop))
         else:
             workers.append(Consumer(name, config, history, stop, drain_s=args.drain))
-    threads = [threading.Thread(target=w.run, args=(deadline,), name=w.name) for w in workers]
+    threads = [threading.Thread(target=_guarded, args=(w, deadline), name=w.name) for w in workers]
     for t in threads:
         t.start()
     try:

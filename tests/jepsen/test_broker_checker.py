@@ -153,3 +153,20 @@ def test_unhealed_cluster_and_replica_problems_come_from_the_final_state() -> No
     h = H().send("c0.0.0", "a", 0).receive("c1.0.0", ("a", 0, 0, 1)).drain()
     final = {**FINAL, "healed": False, "replica_problems": ["n1: bytes differ"]}
     assert kinds(check_broker(h.ops(), final)) == {"unhealed", "replica-mismatch"}
+
+
+def test_only_answers_that_promise_nothing_was_written_are_failures() -> None:
+    from rocketmq.v5.exception import InternalErrorException, ProxyTimeoutException
+
+    from jepsen_like.broker_workload import classify
+
+    class FakeRpcError(Exception):  # grpc.aio.AioRpcError: `code` is a method
+        def code(self) -> str:
+            return "UNAVAILABLE"
+
+    assert classify(InternalErrorException("no leader", 50002)) == "fail"  # HA_NOT_AVAILABLE
+    assert classify(InternalErrorException("bad request", 40000)) == "fail"
+    assert classify(InternalErrorException("request timeout", 40800)) == "info"
+    assert classify(ProxyTimeoutException("replication timeout", 50402)) == "info"
+    assert classify(FakeRpcError()) == "info"
+    assert classify(TimeoutError()) == "info"
