@@ -8,7 +8,7 @@ stored copy is located by its receipt handle (`topic:queue:offset:seq`).
 - `duplicated-send` (SIGKILL of the leader): when the leader dies after the entry reached a follower but
   before it answered, the forward fails with UNAVAILABLE, `_write` loops and forwards the same request to
   the new leader: one request stored twice, OK once;
-- `failed-send-delivered` (SIGSTOP of the leader for 3 s): the forward times out (DEADLINE_EXCEEDED, or
+- `failed-send-delivered` (SIGSTOP of the leader for 6 s): the forward times out (DEADLINE_EXCEEDED, or
   UNAVAILABLE), `_write` answers HA_NOT_AVAILABLE, the code that `codes.RETRY_ELSEWHERE` documents as
   "nothing was written", but the entry was replicated and is committed (the official clients resend after
   HA_NOT_AVAILABLE, so with their default resend this is a duplicate too).
@@ -70,7 +70,7 @@ def _kill(g: LocalBrokerGroup, leader: str) -> None:
 def _pause(g: LocalBrokerGroup, leader: str) -> None:
     proc = g.procs[leader]
     proc.send_signal(signal.SIGSTOP)
-    time.sleep(3.0)  # the fault itself: longer than an election, shorter than the client's 5 s deadline
+    time.sleep(6.0)  # the fault itself: longer than an election and than the client's 5 s deadline
     proc.send_signal(signal.SIGCONT)
     _leader(g)
 
