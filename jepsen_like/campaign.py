@@ -22,7 +22,7 @@ from typing import Any
 
 from jepsen_like.runner import RunOptions, replay_command, run
 
-__all__ = ["LONG_PLAN", "SHORT_PLAN", "campaign"]
+__all__ = ["BROKER_PLAN", "BROKER_SHORT", "LONG_PLAN", "SHORT_PLAN", "campaign", "plans"]
 
 DEFAULT_CAMPAIGNS = pathlib.Path("/tmp/jepsen_like/campaigns")
 RUN_OVERHEAD = 40.0  # seconds a run takes beyond its fault phase (start, recovery, converge, check), roughly

@@ -170,3 +170,16 @@ def test_only_answers_that_promise_nothing_was_written_are_failures() -> None:
     assert classify(ProxyTimeoutException("replication timeout", 50402)) == "info"
     assert classify(FakeRpcError()) == "info"
     assert classify(TimeoutError()) == "info"
+
+
+def test_the_broker_runs_of_a_campaign_are_opt_in() -> None:
+    from jepsen_like.campaign import BROKER_PLAN, BROKER_SHORT, LONG_PLAN, SHORT_PLAN, plans
+
+    assert plans(short=True, with_broker=False, broker_only=False) == SHORT_PLAN
+    assert plans(short=True, with_broker=True, broker_only=False) == SHORT_PLAN + BROKER_SHORT
+    assert plans(short=True, with_broker=False, broker_only=True) == BROKER_SHORT
+    assert plans(short=False, with_broker=False, broker_only=False) == LONG_PLAN
+    mixed = plans(short=False, with_broker=True, broker_only=False)
+    assert [p for p in mixed if p.workload == "log"] == LONG_PLAN
+    assert {p.workload for p in mixed} == {"log", "broker"} and BROKER_SHORT[0].workload == "broker"
+    assert plans(short=False, with_broker=False, broker_only=True) == BROKER_PLAN
