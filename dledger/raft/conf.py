@@ -11,14 +11,21 @@ it uses lives in `RaftCore` and is declared below for the type checker. Rules an
 - start-up reads only the entries above the hard state's commit index, never the whole log;
 - quorums (commit, votes, check-quorum, ReadIndex, lease) count the current voters only; the leader keeps
   a `Progress` for every member (voters and learners) and for itself, and also for a node whose removal is
-  not committed yet, so that the removed node receives its removal and stops campaigning (a node cut off
-  during its whole removal never learns it: it keeps asking for votes that every member ignores);
+  not committed yet, so that the removed node receives its removal; when the removal commits it gets one
+  last heartbeat carrying that commit, so it stops campaigning (a node cut off during its removal may
+  never learn it: it keeps asking for votes that every member ignores);
 - `propose_conf_change` allows one change in flight (no CONFIG entry above the commit index), only after
   the leader committed an entry of its own term (the single-server-change fix, Ongaro, raft-dev 2015),
   never during a transfer, and promotes only a learner that is recently active and at most
   `Config.promote_max_lag` entries behind;
 - a leader that removes itself keeps leading, without counting itself, until the change commits; it then
-  steps down (in `ready()`, after telling the followers the commit) and, no longer a voter, never campaigns.
+  steps down (in `ready()`, after telling the followers the commit) and, no longer a voter, never campaigns;
+- a node campaigns only if it is a voter of its current configuration, or of the configuration at its
+  commit index while a change is pending (its own removal, not yet committed). Without the second case a
+  group can lose liveness: a leader of {a, b} appends "remove a" and loses leadership before b gets that
+  entry; b (config {a, b}) needs a's vote, which a refuses because its log is longer, and a, not a voter in
+  its newest config, would never campaign. Winning with the votes of its current config's voters is safe
+  (those majorities intersect the committed config's); such a leader commits, then steps down as above.
 """
 
 from __future__ import annotations
@@ -76,6 +83,10 @@ class ConfMixin:
     _members: frozenset[str]
     _others: tuple[str, ...]
     _solo: bool
+
+    if TYPE_CHECKING:  # provided by LeaderMixin
+
+        def _send_heartbeat(self, to: str, pr: Progress) -> None: ...
 
     # ---- views ----
 
@@ -169,12 +180,16 @@ class ConfMixin:
         """The leader tracks every member (and itself); a new member is probed from the end of the log."""
         progress = self.progress
         for p in [p for p in progress if p != self.id and p not in self._members]:
-            del progress[p]
+            self._send_heartbeat(p, progress.pop(p))  # a last word: the commit that completed its removal
         nxt = self.log.last_index() + 1
         cfg = self.config
         for p in self._others:
             if p not in progress:
                 progress[p] = Progress(nxt, cfg.max_inflight_msgs, cfg.max_inflight_bytes)
+
+    def _can_campaign(self) -> bool:
+        me = self.id
+        return me in self._voters or (bool(self._conf_pending) and self._conf_base.is_voter(me))
 
     def _removed_leader_done(self) -> bool:
         """A leader that removed itself steps down once that change committed."""

@@ -31,8 +31,9 @@ Rules of the state machine:
   higher terms (thesis 4.2.3), while a learner that a candidate's newer configuration promoted is still
   answered. A vote is answered by the usual rules whatever our own status (the candidate's configuration may
   be newer than ours); only a candidate's own voters are counted.
-- Only a voter of its current configuration campaigns (on timeout or TimeoutNow); learners, removed nodes
-  and joining nodes never do.
+- Only a voter campaigns (on timeout or TimeoutNow): a voter of its current configuration, or a node whose
+  removal is in its log but not committed (see `ConfMixin._can_campaign`); learners, removed nodes and
+  joining nodes never do. Votes are counted among the voters of the candidate's current configuration.
 """
 
 from __future__ import annotations
@@ -435,7 +436,7 @@ class RaftCore(LeaderMixin, ConfMixin, SnapshotMixin):
             self._boot_guard = False
         if self.election_elapsed >= self.randomized_election_timeout:
             self.election_elapsed = 0
-            if self.id in self._voters:
+            if self._can_campaign():
                 self._campaign()
 
     def _tick_leader(self) -> None:
@@ -505,7 +506,7 @@ class RaftCore(LeaderMixin, ConfMixin, SnapshotMixin):
             self.leader_id = m.from_id
             self._handle_install_snapshot(m)
         elif isinstance(m, TimeoutNow):
-            if self.id in self._voters:
+            if self._can_campaign():
                 self._campaign(transfer=True)
             else:
                 self.dropped["not_voter"] += 1

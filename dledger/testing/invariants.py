@@ -206,9 +206,11 @@ class SafetyChecker:
                     f"{node_id}: configuration {core.membership} and the committed {committed} have disjoint majorities"
                 )
 
-    def assert_all_acked_applied(self) -> None:
-        """Liveness end check: every acknowledged proposal is applied on every node."""
+    def assert_all_acked_applied(self, node_ids: Sequence[str] | None = None) -> None:
+        """Liveness end check: every acknowledged proposal is applied on every node (of `node_ids`)."""
         for node_id, node in self.cluster.nodes.items():
+            if node_ids is not None and node_id not in node_ids:
+                continue
             for index, (term, data) in self.acked.items():
                 assert len(node.applied) >= index, f"{node_id} has not applied acknowledged entry {index}"
                 e = node.applied[index - 1]

@@ -305,8 +305,15 @@ def test_removed_follower_stops_being_contacted_and_its_votes_are_ignored() -> N
     c.process(lead)
     assert all(m.to_id != gone for m in c.network) and c.stats["sent"] > sent
     c.stabilize()
+    # its last heartbeat told it the removal committed: it will never campaign
+    assert not c.core(gone).committed_membership.is_voter(gone) and not c.core(gone).is_voter()
+    for _ in range(50):
+        c.tick()
+        c.stabilize()
+    assert c.core(gone).role is Role.FOLLOWER
+    dropped = c.core(lead).dropped["unknown_peer"]
     c.core(lead).step(RequestVote(term=99, from_id=gone, to_id=lead, group="default"))
-    assert c.core(lead).dropped["unknown_peer"] == 1 and c.core(lead).current_term < 99
+    assert c.core(lead).dropped["unknown_peer"] == dropped + 1 and c.core(lead).current_term < 99
 
 
 # ---- the configuration in effect ----
@@ -429,3 +436,30 @@ def test_replace_every_original_member() -> None:
     for i in ("n0", "n1", "n2"):
         assert c.core(i).role is Role.FOLLOWER
     checker.check()
+
+
+def test_a_leader_deposed_while_removing_itself_can_still_finish_the_change() -> None:
+    """Found by the simulation: in {a, b} the leader a appends "remove a" and loses leadership before b
+    gets it. b (config {a, b}) needs a's vote, which a refuses (its log is longer); so a, whose removal
+    is not committed, may still campaign (counting the voters of its newest config, {b}), wins, commits
+    the change and steps down; then b leads alone."""
+    c, lead = _cluster3()
+    third = next(i for i in c.ids if i != lead)
+    c.change(lead, ConfChange(REMOVE, third))
+    c.stabilize()
+    other = next(i for i in c.ids if i not in (lead, third))
+    c.isolate(lead)
+    p = c.change(lead, ConfChange(REMOVE, lead))
+    c.tick(lead, times=2 * c.core(lead).config.election_tick)  # check-quorum deposes it
+    c.stabilize()
+    assert c.core(lead).role is not Role.LEADER and c.core(other).last_index < p.last_index
+    c.heal()
+    for _ in range(200):
+        c.tick()
+        c.stabilize()
+        if c.leader() == other and c.core(other).membership == _m(other):
+            break
+    assert c.leader() == other and c.core(other).membership == _m(other)
+    q = c.propose(other, b"alone")
+    c.stabilize()
+    assert c.core(other).commit_index >= q.last_index

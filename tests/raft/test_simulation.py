@@ -1,9 +1,12 @@
 """Randomized simulation: a hypothesis RuleBasedStateMachine over the Cluster harness (3 and 5 nodes).
 
 Rules: ticks, Ready processing and persisting, deliveries in any order, drops, duplicates, partitions,
-crashes, restarts, proposals, reads and leadership transfers. After every step `SafetyChecker.check()`
-asserts the safety properties (see dledger/testing/invariants.py); the teardown heals everything and
-asserts that a leader emerges and every acknowledged proposal is applied on every node.
+crashes, restarts, proposals, reads, leadership transfers, membership changes (add a learner, a brand-new
+node that joins; promote it; remove any member, the leader included) and snapshots (a node compacts its log
+behind a snapshot; lagging followers then install the leader's). After every step `SafetyChecker.check()`
+asserts the safety properties (see dledger/testing/invariants.py, membership agreement included); the
+teardown heals everything and asserts that a leader emerges and every acknowledged proposal is applied on
+every member of its configuration.
 
 CI runs derandomized (reproducible, no example database). Set DLEDGER_SIM_EXAMPLES to run more examples,
 or run `pytest -m slow` for the x100 run with a random seed; failures print the minimal rule sequence,
@@ -20,7 +23,15 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from dledger.raft import NotLeaderError, ProposalDroppedError, RaftCore, ReadOnlyOption, Role
+from dledger.raft import (
+    ConfChange,
+    ConfChangeOp,
+    NotLeaderError,
+    ProposalDroppedError,
+    RaftCore,
+    ReadOnlyOption,
+    Role,
+)
 from dledger.testing import Cluster
 from dledger.testing.invariants import SafetyChecker
 
@@ -52,7 +63,7 @@ class RaftMachine(RuleBasedStateMachine):
         STEP_COUNTER[self.NAME] = STEP_COUNTER.get(self.NAME, 0) + 1
 
     def _node(self, k: int) -> str:
-        return self.c.ids[k % self.N]
+        return self.c.ids[k % len(self.c.ids)]
 
     def _core(self, k: int) -> RaftCore | None:
         return self.c.nodes[self._node(k)].core
@@ -226,7 +237,56 @@ class RaftMachine(RuleBasedStateMachine):
         self._count()
         lead = self.c.leader()
         assert lead is not None
-        self.c.core(lead).transfer_leadership(self._node(to))
+        try:
+            self.c.core(lead).transfer_leadership(self._node(to))
+        except ValueError:
+            pass  # not a voter (any more)
+
+    # ---- membership and snapshots ----
+
+    SPARES: ClassVar[tuple[str, ...]] = ("s0", "s1", "s2")
+
+    def _change(self, k: int, change: ConfChange) -> None:
+        core = self._any_leader(k)
+        if core is None:
+            return
+        try:
+            if change.node_id not in self.c.nodes:
+                self.c.join(change.node_id)
+            core.propose_conf_change(change)
+        except (NotLeaderError, ProposalDroppedError):
+            return
+        OUTCOMES["conf_changes"] = OUTCOMES.get("conf_changes", 0) + 1
+
+    @rule(k=st.integers(0, 4))
+    def add_learner(self, k: int) -> None:
+        """A brand-new node joins (removed nodes are never re-added, as in etcd: ids are not reused)."""
+        self._count()
+        fresh = [i for i in self.SPARES if i not in self.c.nodes]
+        if fresh:
+            self._change(k, ConfChange(ConfChangeOp.ADD_LEARNER, fresh[0]))
+
+    @rule(k=st.integers(0, 4), j=st.integers(0, 4))
+    def promote(self, k: int, j: int) -> None:
+        self._count()
+        core = self._any_leader(k)
+        learners = sorted(core.membership.learners) if core is not None else []
+        if learners:
+            self._change(k, ConfChange(ConfChangeOp.PROMOTE, learners[j % len(learners)]))
+
+    @rule(k=st.integers(0, 4), j=st.integers(0, 6), itself=st.booleans())
+    def remove(self, k: int, j: int, itself: bool) -> None:
+        self._count()
+        core = self._any_leader(k)
+        if core is None:
+            return
+        members = sorted(core.membership.members)
+        self._change(k, ConfChange(ConfChangeOp.REMOVE, core.id if itself else members[j % len(members)]))
+
+    @rule(k=st.integers(0, 6), keep=st.integers(0, 2))
+    def compact(self, k: int, keep: int) -> None:
+        self._count()
+        self.c.compact(self._node(k), keep)
 
     @invariant()
     def safe(self) -> None:
@@ -245,26 +305,29 @@ class RaftMachine(RuleBasedStateMachine):
             c.stabilize()
             self.checker.check()
             lead = c.leader()
-            # a leader every node follows in its term (not a stale leader of an old term, found by the long run)
+            # a leader every member follows in its term (not a stale leader of an old term, found by the long run)
+            members = sorted(c.core(lead).membership.members) if lead is not None else []
             if lead is not None and all(
-                c.core(i).current_term == c.core(lead).current_term and c.core(i).leader_id == lead for i in c.ids
+                c.core(i).current_term == c.core(lead).current_term and c.core(i).leader_id == lead for i in members
             ):
                 core = c.core(lead)
                 if core.log.term(core.commit_index) == core.current_term and all(
-                    len(c.nodes[i].applied) >= core.commit_index for i in c.ids
+                    len(c.nodes[i].applied) >= core.commit_index for i in members
                 ):
                     break
             c.tick()
         else:
             raise AssertionError(f"no leader or no progress after healing (seed {c.seed})\n{c.describe()}")
         assert sum(1 for i in c.ids if c.core(i).role is Role.LEADER) == 1
-        self.checker.assert_all_acked_applied()
+        self.checker.assert_all_acked_applied(members)
         for key, value in (
             ("acked", len(self.checker.acked)),
             ("reads", self.checker.answered_reads),
             ("terms", len(self.checker.leaders)),
             ("crashes", c.stats["crashes"]),
             ("timeout_now", c.stats["sent.TimeoutNow"]),
+            ("snapshots_installed", c.stats["snapshots_installed"]),
+            ("final_voters", len(c.core(lead).membership.voters)),
             ("examples", 1),
         ):
             OUTCOMES[key] = OUTCOMES.get(key, 0) + value
