@@ -112,7 +112,12 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
 
         A forwarded request that reaches a replica which is not master fails fast when that replica knows
         another leader (the forwarder then tries the new leader), and otherwise waits at most
-        `FORWARDED_WAIT_S` for itself to become master, so the forwarder keeps time for another try."""
+        `FORWARDED_WAIT_S` for itself to become master, so the forwarder keeps time for another try.
+
+        A request is forwarded only over a connected channel, and at most once with an unknown fate: when a
+        forward fails after it was sent (the leader died or stalled mid-call), the entry may be committed,
+        so the answer is SLAVE_PERSISTENCE_TIMEOUT (outcome unknown), never HA_NOT_AVAILABLE ("nothing was
+        written"), and the request is not forwarded again (that stored one send twice; jepsen_like found it)."""
         deadline = self._deadline(context)
         forwarded = self._forwarded(context)
         give_up = min(deadline, time.monotonic() + (FORWARDED_WAIT_S if forwarded else WRITE_WAIT_S))
@@ -129,14 +134,21 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
                 if leader and leader != self.config.self_id:
                     return fail(Code.HA_NOT_AVAILABLE, f"{why}; the leader is {leader}")
             elif leader and leader != self.config.self_id:
-                try:
-                    md = LeaderLink.metadata(context.invocation_metadata() or ())
-                    out = await forward(self.link.stub(leader), md, max(deadline - time.monotonic(), 0.1))
+                if not await self.link.connected(leader, min(0.5, max(give_up - time.monotonic(), 0.0))):
+                    why = f"the leader {leader} is not reachable from here"  # nothing was sent
+                else:
+                    try:
+                        md = LeaderLink.metadata(context.invocation_metadata() or ())
+                        out = await forward(self.link.stub(leader), md, max(deadline - time.monotonic(), 0.1))
+                    except grpc.aio.AioRpcError as exc:
+                        return fail(
+                            Code.SLAVE_PERSISTENCE_TIMEOUT,
+                            f"forwarding to the leader {leader} failed after sending ({exc.code().name}): "
+                            "the outcome is unknown",
+                        )
                     if _code(out) != Code.HA_NOT_AVAILABLE or time.monotonic() >= give_up:
                         return out
-                    why = f"the leader {leader} was not master"
-                except grpc.aio.AioRpcError as exc:
-                    why = f"forwarding to the leader {leader} failed: {exc.code().name}"
+                    why = f"the leader {leader} was not master"  # it said so: nothing was written
             if time.monotonic() >= give_up:
                 return fail(Code.HA_NOT_AVAILABLE, why)
             await asyncio.sleep(0.02)

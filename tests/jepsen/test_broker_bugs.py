@@ -12,8 +12,8 @@ stored copy is located by its receipt handle (`topic:queue:offset:seq`).
   UNAVAILABLE), `_write` answers HA_NOT_AVAILABLE, the code that `codes.RETRY_ELSEWHERE` documents as
   "nothing was written", but the entry was replicated and is committed (the official clients resend after
   HA_NOT_AVAILABLE, so with their default resend this is a duplicate too).
-Both are xfail until the endpoint treats a forward that failed after sending as outcome-unknown (answer a
-timeout code, never forward it again, or deduplicate by message id); slow: real processes and faults.
+Both are fixed: the endpoint forwards only over a connected channel and treats a forward that failed after
+sending as outcome-unknown (SLAVE_PERSISTENCE_TIMEOUT, never forwarded again). Slow: real processes and faults.
 """
 
 from __future__ import annotations
@@ -163,7 +163,6 @@ def group(tmp_path: pathlib.Path) -> Any:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="dledger broker: a forward that failed after sending is forwarded again (duplicated-send)")
 def test_a_forwarded_send_is_stored_once_when_the_leader_dies(group: LocalBrokerGroup) -> None:
     out = _forwarded_sends_under(group, _kill)
     twice = {body: where for body, where in out["copies"].items() if len(where) > 1}
@@ -171,7 +170,6 @@ def test_a_forwarded_send_is_stored_once_when_the_leader_dies(group: LocalBroker
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="dledger broker: HA_NOT_AVAILABLE after a forward timed out, yet written")
 def test_a_send_answered_ha_not_available_was_not_written(group: LocalBrokerGroup) -> None:
     out = _forwarded_sends_under(group, _pause)
     written = [body for body in out["refused"] if body in out["copies"]]
