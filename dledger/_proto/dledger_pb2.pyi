@@ -24,6 +24,12 @@ class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STATUS_UNAVAILABLE: _ClassVar[Status]
     STATUS_STORAGE_ERROR: _ClassVar[Status]
     STATUS_WRONG_GROUP: _ClassVar[Status]
+
+class MemberOp(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MEMBER_OP_ADD_LEARNER: _ClassVar[MemberOp]
+    MEMBER_OP_PROMOTE: _ClassVar[MemberOp]
+    MEMBER_OP_REMOVE: _ClassVar[MemberOp]
 ENTRY_KIND_NORMAL: EntryKind
 ENTRY_KIND_NOOP: EntryKind
 ENTRY_KIND_CONFIG: EntryKind
@@ -36,6 +42,9 @@ STATUS_COMPACTED: Status
 STATUS_UNAVAILABLE: Status
 STATUS_STORAGE_ERROR: Status
 STATUS_WRONG_GROUP: Status
+MEMBER_OP_ADD_LEARNER: MemberOp
+MEMBER_OP_PROMOTE: MemberOp
+MEMBER_OP_REMOVE: MemberOp
 
 class Entry(_message.Message):
     __slots__ = ("index", "term", "kind", "data")
@@ -110,32 +119,26 @@ class AppendEntriesResponse(_message.Message):
     def __init__(self, term: _Optional[int] = ..., success: _Optional[bool] = ..., match_index: _Optional[int] = ..., conflict_index: _Optional[int] = ..., conflict_term: _Optional[int] = ..., last_log_index: _Optional[int] = ..., read_context: _Optional[bytes] = ..., reject_index: _Optional[int] = ...) -> None: ...
 
 class InstallSnapshot(_message.Message):
-    __slots__ = ("term", "last_included_index", "last_included_term", "offset", "data", "done", "crc32")
+    __slots__ = ("term", "last_included_index", "last_included_term", "config")
     TERM_FIELD_NUMBER: _ClassVar[int]
     LAST_INCLUDED_INDEX_FIELD_NUMBER: _ClassVar[int]
     LAST_INCLUDED_TERM_FIELD_NUMBER: _ClassVar[int]
-    OFFSET_FIELD_NUMBER: _ClassVar[int]
-    DATA_FIELD_NUMBER: _ClassVar[int]
-    DONE_FIELD_NUMBER: _ClassVar[int]
-    CRC32_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
     term: int
     last_included_index: int
     last_included_term: int
-    offset: int
-    data: bytes
-    done: bool
-    crc32: int
-    def __init__(self, term: _Optional[int] = ..., last_included_index: _Optional[int] = ..., last_included_term: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., done: _Optional[bool] = ..., crc32: _Optional[int] = ...) -> None: ...
+    config: bytes
+    def __init__(self, term: _Optional[int] = ..., last_included_index: _Optional[int] = ..., last_included_term: _Optional[int] = ..., config: _Optional[bytes] = ...) -> None: ...
 
 class InstallSnapshotResponse(_message.Message):
-    __slots__ = ("term", "next_offset", "success")
+    __slots__ = ("term", "success", "last_index")
     TERM_FIELD_NUMBER: _ClassVar[int]
-    NEXT_OFFSET_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    LAST_INDEX_FIELD_NUMBER: _ClassVar[int]
     term: int
-    next_offset: int
     success: bool
-    def __init__(self, term: _Optional[int] = ..., next_offset: _Optional[int] = ..., success: _Optional[bool] = ...) -> None: ...
+    last_index: int
+    def __init__(self, term: _Optional[int] = ..., success: _Optional[bool] = ..., last_index: _Optional[int] = ...) -> None: ...
 
 class TimeoutNow(_message.Message):
     __slots__ = ("term",)
@@ -172,6 +175,46 @@ class PeerBatch(_message.Message):
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[PeerMessage]
     def __init__(self, messages: _Optional[_Iterable[_Union[PeerMessage, _Mapping]]] = ...) -> None: ...
+
+class SnapshotChunk(_message.Message):
+    __slots__ = ("group", "from_id", "to_id", "term", "last_included_index", "last_included_term", "config", "total_size", "offset", "data", "chunk_crc", "done", "file_crc")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    FROM_ID_FIELD_NUMBER: _ClassVar[int]
+    TO_ID_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    LAST_INCLUDED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LAST_INCLUDED_TERM_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_CRC_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    FILE_CRC_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    from_id: str
+    to_id: str
+    term: int
+    last_included_index: int
+    last_included_term: int
+    config: bytes
+    total_size: int
+    offset: int
+    data: bytes
+    chunk_crc: int
+    done: bool
+    file_crc: int
+    def __init__(self, group: _Optional[str] = ..., from_id: _Optional[str] = ..., to_id: _Optional[str] = ..., term: _Optional[int] = ..., last_included_index: _Optional[int] = ..., last_included_term: _Optional[int] = ..., config: _Optional[bytes] = ..., total_size: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., chunk_crc: _Optional[int] = ..., done: _Optional[bool] = ..., file_crc: _Optional[int] = ...) -> None: ...
+
+class SnapshotAck(_message.Message):
+    __slots__ = ("ok", "next_offset", "error")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    NEXT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    next_offset: int
+    error: str
+    def __init__(self, ok: _Optional[bool] = ..., next_offset: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class PeerAck(_message.Message):
     __slots__ = ("group", "node_id")
@@ -306,3 +349,61 @@ class TransferLeadershipResponse(_message.Message):
     leader_id: str
     leader_address: str
     def __init__(self, status: _Optional[_Union[Status, str]] = ..., message: _Optional[str] = ..., leader_id: _Optional[str] = ..., leader_address: _Optional[str] = ...) -> None: ...
+
+class Member(_message.Message):
+    __slots__ = ("id", "address", "voter")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    VOTER_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    address: str
+    voter: bool
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., voter: _Optional[bool] = ...) -> None: ...
+
+class ChangeMembershipRequest(_message.Message):
+    __slots__ = ("group", "op", "node_id", "address")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    op: MemberOp
+    node_id: str
+    address: str
+    def __init__(self, group: _Optional[str] = ..., op: _Optional[_Union[MemberOp, str]] = ..., node_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+
+class ChangeMembershipResponse(_message.Message):
+    __slots__ = ("status", "message", "leader_id", "leader_address", "members", "index")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ID_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    status: Status
+    message: str
+    leader_id: str
+    leader_address: str
+    members: _containers.RepeatedCompositeFieldContainer[Member]
+    index: int
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., message: _Optional[str] = ..., leader_id: _Optional[str] = ..., leader_address: _Optional[str] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., index: _Optional[int] = ...) -> None: ...
+
+class MembersRequest(_message.Message):
+    __slots__ = ("group",)
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    def __init__(self, group: _Optional[str] = ...) -> None: ...
+
+class MembersResponse(_message.Message):
+    __slots__ = ("status", "message", "leader_id", "leader_address", "members")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ID_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    status: Status
+    message: str
+    leader_id: str
+    leader_address: str
+    members: _containers.RepeatedCompositeFieldContainer[Member]
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., message: _Optional[str] = ..., leader_id: _Optional[str] = ..., leader_address: _Optional[str] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ...) -> None: ...

@@ -44,6 +44,11 @@ class RaftPeerStub:
                 request_serializer=dledger__pb2.PeerBatch.SerializeToString,
                 response_deserializer=dledger__pb2.PeerAck.FromString,
                 _registered_method=True)
+        self.SendSnapshotChunk = channel.unary_unary(
+                '/dledger.v1.RaftPeer/SendSnapshotChunk',
+                request_serializer=dledger__pb2.SnapshotChunk.SerializeToString,
+                response_deserializer=dledger__pb2.SnapshotAck.FromString,
+                _registered_method=True)
 
 
 class RaftPeerServicer:
@@ -63,6 +68,13 @@ class RaftPeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendSnapshotChunk(self, request, context):
+        """One chunk of a snapshot (see SnapshotChunk).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RaftPeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +87,11 @@ def add_RaftPeerServicer_to_server(servicer, server):
                     servicer.Send,
                     request_deserializer=dledger__pb2.PeerBatch.FromString,
                     response_serializer=dledger__pb2.PeerAck.SerializeToString,
+            ),
+            'SendSnapshotChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendSnapshotChunk,
+                    request_deserializer=dledger__pb2.SnapshotChunk.FromString,
+                    response_serializer=dledger__pb2.SnapshotAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -141,6 +158,33 @@ class RaftPeer:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def SendSnapshotChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dledger.v1.RaftPeer/SendSnapshotChunk',
+            dledger__pb2.SnapshotChunk.SerializeToString,
+            dledger__pb2.SnapshotAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class DLedgerClientServiceStub:
     """Missing associated documentation comment in .proto file."""
@@ -175,6 +219,16 @@ class DLedgerClientServiceStub:
                 '/dledger.v1.DLedgerClientService/TransferLeadership',
                 request_serializer=dledger__pb2.TransferLeadershipRequest.SerializeToString,
                 response_deserializer=dledger__pb2.TransferLeadershipResponse.FromString,
+                _registered_method=True)
+        self.ChangeMembership = channel.unary_unary(
+                '/dledger.v1.DLedgerClientService/ChangeMembership',
+                request_serializer=dledger__pb2.ChangeMembershipRequest.SerializeToString,
+                response_deserializer=dledger__pb2.ChangeMembershipResponse.FromString,
+                _registered_method=True)
+        self.Members = channel.unary_unary(
+                '/dledger.v1.DLedgerClientService/Members',
+                request_serializer=dledger__pb2.MembersRequest.SerializeToString,
+                response_deserializer=dledger__pb2.MembersResponse.FromString,
                 _registered_method=True)
 
 
@@ -211,6 +265,20 @@ class DLedgerClientServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChangeMembership(self, request, context):
+        """Answered by the leader (NOT_LEADER elsewhere), once the change is committed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Members(self, request, context):
+        """The leader's current configuration.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DLedgerClientServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -238,6 +306,16 @@ def add_DLedgerClientServiceServicer_to_server(servicer, server):
                     servicer.TransferLeadership,
                     request_deserializer=dledger__pb2.TransferLeadershipRequest.FromString,
                     response_serializer=dledger__pb2.TransferLeadershipResponse.SerializeToString,
+            ),
+            'ChangeMembership': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangeMembership,
+                    request_deserializer=dledger__pb2.ChangeMembershipRequest.FromString,
+                    response_serializer=dledger__pb2.ChangeMembershipResponse.SerializeToString,
+            ),
+            'Members': grpc.unary_unary_rpc_method_handler(
+                    servicer.Members,
+                    request_deserializer=dledger__pb2.MembersRequest.FromString,
+                    response_serializer=dledger__pb2.MembersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -375,6 +453,60 @@ class DLedgerClientService:
             '/dledger.v1.DLedgerClientService/TransferLeadership',
             dledger__pb2.TransferLeadershipRequest.SerializeToString,
             dledger__pb2.TransferLeadershipResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeMembership(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dledger.v1.DLedgerClientService/ChangeMembership',
+            dledger__pb2.ChangeMembershipRequest.SerializeToString,
+            dledger__pb2.ChangeMembershipResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Members(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dledger.v1.DLedgerClientService/Members',
+            dledger__pb2.MembersRequest.SerializeToString,
+            dledger__pb2.MembersResponse.FromString,
             options,
             channel_credentials,
             insecure,

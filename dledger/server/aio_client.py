@@ -19,8 +19,11 @@ from dledger.server.client import (
     REFUSED_CODES,
     AppendResult,
     ClientBase,
+    Member,
+    MembershipResult,
     NodeInfo,
     classify_rpc_error,
+    members_from_pb,
     node_info_from_pb,
 )
 from dledger.server.client_policy import Call, RpcOutcome, Sleep
@@ -57,6 +60,22 @@ class AsyncDLedgerClient(ClientBase):
     async def transfer_leadership(self, to: str, *, timeout: float | None = None) -> None:
         request = pb.TransferLeadershipRequest(group=self.group, to_id=to)
         await self._request("TransferLeadership", request, False, timeout)
+
+    async def add_learner(self, node_id: str, address: str, *, timeout: float | None = None) -> MembershipResult:
+        request = self._change_request(pb.MEMBER_OP_ADD_LEARNER, node_id, address)
+        return self._membership_result(await self._request("ChangeMembership", request, True, timeout))
+
+    async def promote(self, node_id: str, *, timeout: float | None = None) -> MembershipResult:
+        request = self._change_request(pb.MEMBER_OP_PROMOTE, node_id)
+        return self._membership_result(await self._request("ChangeMembership", request, True, timeout))
+
+    async def remove(self, node_id: str, *, timeout: float | None = None) -> MembershipResult:
+        request = self._change_request(pb.MEMBER_OP_REMOVE, node_id)
+        return self._membership_result(await self._request("ChangeMembership", request, True, timeout))
+
+    async def members(self, *, timeout: float | None = None) -> tuple[Member, ...]:
+        reply = await self._request("Members", pb.MembersRequest(group=self.group), False, timeout)
+        return members_from_pb(reply.members)
 
     async def status(self, *, timeout: float | None = None) -> list[NodeInfo]:
         async def one(node_id: str, address: str) -> NodeInfo:

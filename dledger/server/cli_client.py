@@ -1,4 +1,5 @@
-"""CLI commands that talk to a running group as a client: `append`, `get`, `status`, `transfer-leader`.
+"""CLI commands that talk to a running group as a client: `append`, `get`, `status`, `transfer-leader`,
+`member add|promote|remove|list`.
 
 Each command takes `--peers` (the `dLegerPeers` format) or `--config broker.conf`, and `--group`.
 Exit codes: 0 ok; 1 the group answered with an error (not leader within the deadline, not found, ...);
@@ -14,7 +15,7 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from dledger.server.client import DLedgerClient, NodeInfo
+from dledger.server.client import DLedgerClient, Member, NodeInfo
 from dledger.server.client_policy import DLedgerError, OutcomeUnknownError
 from dledger.server.config import ConfigError, format_peers, load_properties, parse_peers
 from dledger.server.tls import TlsConfig
@@ -162,6 +163,34 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
+def format_members(members: tuple[Member, ...] | list[Member]) -> str:
+    rows = [("ID", "ADDRESS", "ROLE")] + [(m.id, m.address or "-", "voter" if m.voter else "learner") for m in members]
+    widths = [max(len(r[k]) for r in rows) for k in range(3)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def _cmd_member(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.action == "list":
+            members = client.members()
+            if args.json:
+                print(json.dumps([asdict(m) for m in members], indent=2))
+            else:
+                print(format_members(members))
+            return 0
+        if args.action == "add":
+            if not args.address:
+                raise ConfigError("member add needs --address host:port of the new node")
+            result = client.add_learner(args.id, args.address)
+        elif args.action == "promote":
+            result = client.promote(args.id)
+        else:
+            result = client.remove(args.id)
+    print(f"{args.action} {args.id}: committed at index {result.index}")
+    print(format_members(result.members))
+    return 0
+
+
 def add_client_commands(sub: Any) -> None:
     """Register the client commands on the top-level sub-parsers object."""
     p = sub.add_parser("append", help="append entries (arguments, or stdin as one entry)")
@@ -184,3 +213,21 @@ def add_client_commands(sub: Any) -> None:
     _common(p)
     p.add_argument("--to", required=True, help="the id of the node that should lead")
     p.set_defaults(func=_run(_cmd_transfer))
+
+    p = sub.add_parser("member", help="list or change the group's members (one change at a time)")
+    p.add_argument(
+        "action",
+        choices=("list", "add", "promote", "remove"),
+        help="list; add a learner (start its node with --join first); promote a caught-up learner; remove",
+    )
+    p.add_argument("id", nargs="?", default="", help="the node id (for add, promote, remove)")
+    p.add_argument("--address", help="host:port of the node to add")
+    p.add_argument("--json", action="store_true", help="list: print JSON")
+    _common(p)
+    p.set_defaults(func=_run(_member_checked))
+
+
+def _member_checked(args: argparse.Namespace) -> int:
+    if args.action != "list" and not args.id:
+        raise ConfigError(f"member {args.action} needs a node id")
+    return _cmd_member(args)

@@ -39,6 +39,8 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         "tls_ca": args.tls_ca,
         "tls_cert": args.tls_cert,
         "tls_key": args.tls_key,
+        "join": True if args.join else None,
+        "snapshot_entries": args.snapshot_entries,
     }
     if args.config:
         return NodeConfig.from_file(args.config, overrides=overrides)
@@ -120,6 +122,18 @@ def add_node_commands(sub: Any) -> None:
     p.add_argument("--preferred-leader", help="a node that should lead whenever it is healthy")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (dledgerMetricsPort)")
+    p.add_argument(
+        "--join",
+        action="store_true",
+        help="start as a new member: --peers lists the running group and this node; it receives the log "
+        "once a member adds it (`dledger member add ID --address HOST:PORT`) and votes once promoted",
+    )
+    p.add_argument(
+        "--snapshot-entries",
+        type=int,
+        metavar="N",
+        help="take a snapshot every N applied entries (snapshotThreshold; default 1000000; 0: only on compaction)",
+    )
     add_tls_flags(p, "this node's")
     p.add_argument(
         "--report-durable-ms",

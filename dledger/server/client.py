@@ -85,6 +85,27 @@ class NodeInfo:
     error: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One member of the group's configuration: a voter, or a learner (non-voting) when `voter` is False."""
+
+    id: str
+    address: str
+    voter: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipResult:
+    """A committed membership change: the CONFIG entry's index and the configuration after it."""
+
+    index: int
+    members: tuple[Member, ...]
+
+
+def members_from_pb(members: Sequence[pb.Member]) -> tuple[Member, ...]:
+    return tuple(Member(m.id, m.address, m.voter) for m in members)
+
+
 def classify_rpc_error(code: grpc.StatusCode | None) -> RpcOutcome:
     """What a failed call means, given that the connection was up when it was sent."""
     return RpcOutcome.REFUSED if code in REFUSED_CODES else RpcOutcome.FAILED_AFTER_SEND
@@ -159,6 +180,13 @@ class ClientBase:
     def _append_results(reply: pb.AppendResponse, count: int) -> list[AppendResult]:
         return [AppendResult(reply.first_index + k, reply.term) for k in range(count)]
 
+    def _change_request(self, op: int, node_id: str, address: str = "") -> pb.ChangeMembershipRequest:
+        return pb.ChangeMembershipRequest(group=self.group, op=op, node_id=node_id, address=address)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _membership_result(reply: pb.ChangeMembershipResponse) -> MembershipResult:
+        return MembershipResult(reply.index, members_from_pb(reply.members))
+
     @staticmethod
     def _entry(index: int, reply: pb.GetResponse) -> Entry:
         if reply.status != pb.STATUS_OK:
@@ -194,6 +222,27 @@ class DLedgerClient(ClientBase):
     def transfer_leadership(self, to: str, *, timeout: float | None = None) -> None:
         request = pb.TransferLeadershipRequest(group=self.group, to_id=to)
         self._request("TransferLeadership", request, False, timeout)
+
+    # membership (thesis 4.1): one change at a time, each committed through the log before it returns
+    def add_learner(self, node_id: str, address: str, *, timeout: float | None = None) -> MembershipResult:
+        """Add a non-voting member that receives the log (start its node with `--join` first)."""
+        request = self._change_request(pb.MEMBER_OP_ADD_LEARNER, node_id, address)
+        return self._membership_result(self._request("ChangeMembership", request, True, timeout))
+
+    def promote(self, node_id: str, *, timeout: float | None = None) -> MembershipResult:
+        """Make a caught-up learner a voter (refused while it lags)."""
+        request = self._change_request(pb.MEMBER_OP_PROMOTE, node_id)
+        return self._membership_result(self._request("ChangeMembership", request, True, timeout))
+
+    def remove(self, node_id: str, *, timeout: float | None = None) -> MembershipResult:
+        """Remove a voter or learner; the leader may remove itself (it steps down once the change commits)."""
+        request = self._change_request(pb.MEMBER_OP_REMOVE, node_id)
+        return self._membership_result(self._request("ChangeMembership", request, True, timeout))
+
+    def members(self, *, timeout: float | None = None) -> tuple[Member, ...]:
+        """The configuration in effect on the leader."""
+        reply = self._request("Members", pb.MembersRequest(group=self.group), False, timeout)
+        return members_from_pb(reply.members)
 
     def status(self, *, timeout: float | None = None) -> list[NodeInfo]:
         """Ask every node for its own status; a node that does not answer is reported unreachable."""

@@ -52,11 +52,8 @@ _BODIES: dict[str, tuple[type[Any], tuple[str, ...]]] = {
             "read_context",
         ),
     ),
-    "install_snapshot": (
-        InstallSnapshot,
-        ("last_included_index", "last_included_term", "offset", "data", "done", "crc32"),
-    ),
-    "install_snapshot_response": (InstallSnapshotResponse, ("next_offset", "success")),
+    "install_snapshot": (InstallSnapshot, ("last_included_index", "last_included_term", "config")),
+    "install_snapshot_response": (InstallSnapshotResponse, ("success", "last_index")),
     "timeout_now": (TimeoutNow, ()),
 }
 _NAME_OF: dict[type[Any], str] = {cls: name for name, (cls, _) in _BODIES.items()}

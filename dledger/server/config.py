@@ -109,6 +109,11 @@ class NodeConfig:
     tls_ca: pathlib.Path | None = None  # with tls_cert and tls_key: TLS everywhere, peers and clients need
     tls_cert: pathlib.Path | None = None  # a certificate signed by tls_ca (mutual TLS)
     tls_key: pathlib.Path | None = None
+    # membership and snapshots (issue #10)
+    join: bool = False  # a new member: `peers` are the running group plus this node; it waits to be added
+    snapshot_entries: int = 1_000_000  # take a snapshot every this many applied entries (0: only on compact)
+    snapshot_keep: int = 2  # snapshots kept on disk (the newest ones)
+    snapshot_chunk_bytes: int = 1 * _MiB  # InstallSnapshot chunk size
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "peers", dict(self.peers))
@@ -146,6 +151,9 @@ class NodeConfig:
             raise ConfigError("tls: give tls_ca, tls_cert and tls_key together (dledgerTlsCa/Cert/Key)")
         if self.lease_read and not self.check_quorum:
             raise ConfigError("lease_read: a lease read requires check_quorum")
+        _check_range("snapshot_entries", self.snapshot_entries, 0, 1 << 62)
+        _check_range("snapshot_keep", self.snapshot_keep, 1, 1000)
+        _check_range("snapshot_chunk_bytes", self.snapshot_chunk_bytes, 4096, self.max_message_bytes - 4096)
 
     @property
     def address(self) -> str:
@@ -293,6 +301,10 @@ PROPERTY_KEYS: dict[str, tuple[str, Converter]] = {
     "dledgerTlsCa": ("tls_ca", _path),
     "dledgerTlsCert": ("tls_cert", _path),
     "dledgerTlsKey": ("tls_key", _path),
+    "dledgerJoin": ("join", _bool),
+    "snapshotThreshold": ("snapshot_entries", _int),  # DLedgerConfig's names
+    "maxSnapshotReservedNum": ("snapshot_keep", _int),
+    "dledgerSnapshotChunkBytes": ("snapshot_chunk_bytes", _int),
 }
 
 

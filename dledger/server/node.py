@@ -26,22 +26,37 @@ import random
 import struct
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from dledger._proto import dledger_pb2 as pb
-from dledger.commitlog import HardStateStore, SegmentedLog
-from dledger.raft import Config, NotLeaderError, ProposalDroppedError, RaftCore, ReadOnlyOption, Ready, Role
+from dledger.commitlog import HardStateStore, SegmentedLog, SnapshotStore
+from dledger.raft import (
+    ConfChange,
+    ConfChangeError,
+    ConfChangeOp,
+    Config,
+    Membership,
+    NotLeaderError,
+    ProposalDroppedError,
+    RaftCore,
+    ReadOnlyOption,
+    Ready,
+    Role,
+    apply_change,
+)
 from dledger.raft.log import payload_size
-from dledger.raft.messages import Message
+from dledger.raft.messages import InstallSnapshot, Message
 from dledger.server.codec import CodecError, EntriesCache, from_pb, to_pb
 from dledger.server.config import NodeConfig
 from dledger.server.services import BusyError, LeaderHint, NodeNotLeaderError, NodeStoppedError, OutcomeUnknown
-from dledger.server.state_machine import StateMachine
+from dledger.server.snapshot_image import restore_image, write_image
+from dledger.server.snapshot_transfer import SnapshotInbox, send_snapshot
+from dledger.server.state_machine import SnapshottingStateMachine, StateMachine
 from dledger.server.transport import PeerTransport
-from dledger.storage_api import Entry, HardState, UnavailableError
+from dledger.storage_api import Entry, HardState, SnapshotMeta, UnavailableError
 
 __all__ = ["COMMIT_SAVE_INTERVAL", "RaftNode", "RoleCallback"]
 
@@ -51,6 +66,12 @@ COMMIT_SAVE_INTERVAL = 0.2
 INLINE_MAX_BYTES = 256 << 10  # async-flush persists up to this size run on the loop thread (see _persist_inline_ok)
 INLINE_MAX_ENTRIES = 1024
 RoleCallback = Callable[[str, int, str | None], None]  # (role, term, leader id)
+PeersCallback = Callable[[Mapping[str, str]], None]  # every node this one may talk to: id -> address
+_MEMBER_OPS = {
+    pb.MEMBER_OP_ADD_LEARNER: ConfChangeOp.ADD_LEARNER,
+    pb.MEMBER_OP_PROMOTE: ConfChangeOp.PROMOTE,
+    pb.MEMBER_OP_REMOVE: ConfChangeOp.REMOVE,
+}
 _Future = asyncio.Future[tuple[int, int]]
 
 
@@ -74,6 +95,9 @@ class _Stats:
     bytes_persisted: int = 0
     elections: int = 0  # times this node became a candidate
     leader_changes: int = 0  # times the leader it knows of changed
+    snapshots_taken: int = 0
+    snapshots_installed: int = 0  # snapshots from a leader that replaced this node's log
+    snapshots_sent: int = 0  # transfers to followers that completed
 
 
 class RaftNode:
@@ -111,6 +135,11 @@ class RaftNode:
         self.hard_state_store: HardStateStore | None = None
         self.core: RaftCore | None = None
         self.transport: PeerTransport | None = None
+        self.snapshots: SnapshotStore | None = None
+        self.snapshot_inbox: SnapshotInbox | None = None
+        self._snapshot_sends: dict[str, asyncio.Task[None]] = {}
+        self._peers_callbacks: list[PeersCallback] = []
+        self._membership_seen: Membership | None = None
 
     # ---- lifecycle ----
     def open_storage(self) -> None:
@@ -125,19 +154,23 @@ class RaftNode:
         )
         self.hard_state_store = HardStateStore.open(cfg.store_dir / "state")
         saved = self.hard_state_store.load()
+        self.snapshots = SnapshotStore(cfg.store_dir / "snapshots", keep=cfg.snapshot_keep)
+        latest = self._recover_from_snapshot()
         self._sm_applied = [sm.last_applied() for sm in self.state_machines]
         last = self.log.last_index
         applied = min(self._sm_applied, default=0)
         # whatever a state machine applied was committed; the log may be shorter after losing unsynced writes
-        commit = min(max(saved.commit_index, applied), last)
+        commit = min(max(saved.commit_index, applied, latest.index if latest else 0), last)
         if applied > last:
             log.warning("state machines applied up to %d but the log ends at %d (lost unsynced writes?)", applied, last)
-        applied = min(applied, commit)
-        self._saved = HardState(saved.current_term, saved.voted_for, commit)
+        applied = max(min(applied, commit), latest.index if latest else 0)
+        self._saved = HardState(saved.current_term, saved.voted_for, commit, saved.config)
+        # a joining node is not one of the initial voters: they are the others it was given
+        initial = tuple(p for p in cfg.peers if not (cfg.join and p == cfg.self_id))
         self.core = RaftCore(
             Config(
                 id=cfg.self_id,
-                peers=tuple(cfg.peers),
+                peers=initial,
                 election_tick=cfg.election_tick,
                 heartbeat_tick=cfg.heartbeat_tick,
                 pre_vote=cfg.pre_vote,
@@ -148,11 +181,60 @@ class RaftNode:
                 preferred_leader=cfg.preferred_leader,
                 group=cfg.group,
                 applied=applied,
+                join=cfg.join,
             ),
             self.log,
             self._saved,
             random.Random(self._seed),
         )
+        if latest is not None:
+            self.core.set_snapshot(latest)
+        self._check_membership_at_start(self.core)
+
+    def _recover_from_snapshot(self) -> SnapshotMeta | None:
+        """At start: finish an interrupted snapshot install and restore state machines whose state the log
+        no longer covers (a wiped or torn state machine store after compaction). Returns the latest snapshot."""
+        store, snapshots = self.log, self.snapshots
+        assert store is not None and snapshots is not None
+        latest = snapshots.latest()
+        if latest is not None and latest.index > store.last_index:
+            # installed from a leader (or taken here) but the log was not reset yet, or lost its unsynced tail:
+            # everything up to the snapshot is committed, so the log continues after it
+            log.warning(
+                "the log ends at %d below the snapshot at %d: continuing the log after it",
+                store.last_index,
+                latest.index,
+            )
+            store.reset(latest.index, latest.term)
+        first = store.first_index
+        stale = [k for k, sm in enumerate(self.state_machines) if sm.last_applied() < first - 1]
+        if stale:
+            if latest is None or latest.index < first - 1:
+                sm = self.state_machines[stale[0]]
+                raise RuntimeError(
+                    f"state machine {type(sm).__name__} applied up to {sm.last_applied()} but the log starts at "
+                    f"{first} and no snapshot covers the gap (restore its store, or wipe this node and re-add it)"
+                )
+            log.info("restoring %d state machine(s) from snapshot %d", len(stale), latest.index)
+            with snapshots.open(latest) as src:
+                restore_image(src, self.state_machines, latest.index, only=stale)
+        return latest
+
+    def _check_membership_at_start(self, core: RaftCore) -> None:
+        """Peers given at start are only the initial configuration; say so when the log's differs."""
+        m, cfg = core.membership, self.config
+        if cfg.join:
+            return
+        if set(m.voters) != set(cfg.peers):
+            log.warning(
+                "the group's configuration in this node's log (voters %s, learners %s) differs from the peers "
+                "given at start (%s): the log's configuration is in effect",
+                sorted(m.voters),
+                sorted(m.learners),
+                sorted(cfg.peers),
+            )
+        if cfg.self_id not in m.members:
+            log.warning("node %s is not a member of its group's configuration: it was removed", cfg.self_id)
 
     def start(self) -> None:
         """Start the driver task on the running loop (storage must be open)."""
@@ -167,6 +249,12 @@ class RaftNode:
             credentials=tls.channel_credentials() if tls is not None else None,
         )
         self.transport.start()
+        assert self.snapshots is not None and self.core is not None
+        core = self.core
+        self.snapshot_inbox = SnapshotInbox(
+            self.snapshots, self._io, self.config.self_id, lambda: core.current_term, self.deliver
+        )
+        self._on_membership(core)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"raft-{self.config.self_id}")
 
     async def stop(self) -> None:
@@ -176,6 +264,11 @@ class RaftNode:
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
         self._fail_all(NodeStoppedError("the node is stopping"), OutcomeUnknown("the node stopped before commit"))
+        for task in self._snapshot_sends.values():
+            task.cancel()
+        await asyncio.gather(*self._snapshot_sends.values(), return_exceptions=True)
+        if self.snapshot_inbox is not None:
+            await asyncio.get_running_loop().run_in_executor(self._io, self.snapshot_inbox.close)
         if self.transport is not None:
             await self.transport.close()
         await asyncio.get_running_loop().run_in_executor(self._io, self._close_storage)
@@ -195,6 +288,19 @@ class RaftNode:
     # ---- inputs (called on the loop thread) ----
     def on_role_change(self, callback: RoleCallback) -> None:
         self._role_callbacks.append(callback)
+
+    def on_peers_change(self, callback: PeersCallback) -> None:
+        """`callback(peers)` runs on the loop whenever the configuration changes (and once at start): every
+        node this one may exchange messages with (the members and the peers given at start), id -> address."""
+        self._peers_callbacks.append(callback)
+        if self._membership_seen is not None:
+            callback(self._peer_addresses())
+
+    async def receive_snapshot_chunk(self, chunk: pb.SnapshotChunk) -> pb.SnapshotAck:
+        """The peer servicer's callback for InstallSnapshot chunks."""
+        if self.snapshot_inbox is None or self._fenced is not None or self._stopping:
+            return pb.SnapshotAck(ok=False, error="the node is not running")
+        return await self.snapshot_inbox.on_chunk(chunk)
 
     def deliver(self, messages: Sequence[pb.PeerMessage]) -> None:
         """The transport's callback for validated peer messages."""
@@ -240,18 +346,94 @@ class RaftNode:
             await asyncio.sleep(self.config.tick_ms / 1000)
 
     async def compact(self, before_index: int) -> int:
-        """Drop whole log segments below `before_index` (never past what is applied here); returns the
-        new first index. Runs in the I/O thread, so it never races an append."""
+        """Drop whole log segments below `before_index` (never past what is applied here, and never past the
+        latest snapshot: one is taken first when needed, so a follower that needs the dropped entries gets
+        the snapshot instead); returns the new first index. Runs in the I/O thread, never racing an append."""
         self._check_running()
         core, store = self.core, self.log
         assert core is not None and store is not None
         limit = min(before_index, core.applied + 1)
+        if self._can_snapshot():
+            snap = core.snapshot
+            if snap is None or snap.index + 1 < limit:
+                snap = self._take_snapshot(core) or snap
+            limit = min(limit, snap.index + 1 if snap is not None else 1)
         self._io_jobs += 1
         try:
             await asyncio.get_running_loop().run_in_executor(self._io, store.compact_before, limit)
         finally:
             self._io_jobs -= 1
         return store.first_index
+
+    async def take_snapshot(self) -> SnapshotMeta | None:
+        """Snapshot the state machines now (at the applied index); None when one cannot snapshot or the
+        applied index is not the commit index yet."""
+        self._check_running()
+        assert self.core is not None
+        return self._take_snapshot(self.core)
+
+    async def change_membership(self, op: int, node_id: str, address: str) -> tuple[int, list[pb.Member]]:
+        self._check_running()
+        core = self.core
+        assert core is not None
+        kind = _MEMBER_OPS.get(op)  # type: ignore[call-overload]
+        if kind is None:
+            raise ValueError(f"unknown membership operation {op}")
+        change = ConfChange(kind, node_id, address)
+        try:
+            apply_change(core.membership, change)
+        except ConfChangeError as exc:
+            raise ValueError(exc.reason) from None
+        try:
+            p = core.propose_conf_change(change)
+        except NotLeaderError as exc:
+            raise NodeNotLeaderError(self._hint(exc.leader_id)) from None
+        except ConfChangeError as exc:
+            raise BusyError(exc.reason) from None
+        future: _Future = asyncio.get_running_loop().create_future()
+        self._waiters.append(_Waiter(p.first_index, p.last_index, p.term, future, proposed_at=time.perf_counter()))
+        self._poke()
+        index, _ = await future
+        return index, self._members_pb(core.membership)
+
+    def members(self) -> list[pb.Member]:
+        self._check_running()
+        core = self.core
+        assert core is not None
+        if core.role is not Role.LEADER:
+            raise NodeNotLeaderError(self._hint(core.leader_id))
+        return self._members_pb(core.membership)
+
+    def _members_pb(self, m: Membership) -> list[pb.Member]:
+        address = self._address_of
+        return [pb.Member(id=i, address=address(m, i), voter=True) for i in sorted(m.voters)] + [
+            pb.Member(id=i, address=address(m, i), voter=False) for i in sorted(m.learners)
+        ]
+
+    def _address_of(self, m: Membership, node_id: str) -> str:
+        return m.voters.get(node_id) or m.learners.get(node_id) or self.config.peers.get(node_id, "")
+
+    def _peer_addresses(self) -> dict[str, str]:
+        core = self.core
+        assert core is not None
+        m = core.membership
+        out = dict(self.config.peers)
+        for node_id in m.members:
+            out[node_id] = self._address_of(m, node_id)
+        return out
+
+    def _on_membership(self, core: RaftCore) -> None:
+        m = core.membership
+        if m is self._membership_seen:
+            return
+        if self._membership_seen is not None:
+            log.info("configuration now %s", m)
+        self._membership_seen = m
+        peers = self._peer_addresses()
+        if self.transport is not None:
+            self.transport.set_peers({i: a for i, a in peers.items() if i in m.members or i in self.config.peers})
+        for callback in self._peers_callbacks:
+            callback(peers)
 
     def leader_hint(self) -> LeaderHint:
         return self._hint(self.core.leader_id if self.core else None)
@@ -260,10 +442,13 @@ class RaftNode:
         core, store = self.core, self.log
         if core is None or store is None:
             return pb.NodeStatus(id=self.config.self_id, address=self.config.address, healthy=False, error="not open")
+        role = self.role
+        if role == "follower" and not core.is_voter():
+            role = "learner" if core.membership.is_learner(self.config.self_id) else "non-member"
         return pb.NodeStatus(
             id=self.config.self_id,
             address=self.config.address,
-            role=self.role,
+            role=role,
             term=core.current_term,
             leader_id=core.leader_id or "",
             first_index=store.first_index,
@@ -408,6 +593,8 @@ class RaftNode:
                 await asyncio.get_running_loop().run_in_executor(self._io, self._persist, rd)
             self.stats.entries_persisted += len(rd.entries)
             self.stats.bytes_persisted += size
+        if rd.snapshot is not None:
+            self._install_snapshot(rd.snapshot)
         self._send(rd.persisted_messages)
         if rd.committed_entries:
             self._apply(rd.committed_entries)
@@ -416,6 +603,11 @@ class RaftNode:
             if future is not None:
                 self._reads_ready.append((rs.index, future))
         core.advance(rd)
+        self._on_membership(core)
+        if rd.committed_entries and self.config.snapshot_entries:
+            snap = core.snapshot
+            if core.applied - (snap.index if snap else 0) >= self.config.snapshot_entries:
+                self._take_snapshot(core)
         if self._reads_ready:
             applied = core.applied
             still = []
@@ -432,13 +624,11 @@ class RaftNode:
         The order of work is the same either way; this only saves the two thread switches of the I/O pool,
         which cost more than such a write (a `pwrite` into the page cache). `size`: the entries' payload bytes."""
         store = self.log
-        if self.config.flush != "async" or self._io_jobs or store is None:
+        if self.config.flush != "async" or self._io_jobs or store is None or rd.snapshot is not None:
             return False
         entries = rd.entries
         if entries and (
-            entries[0].index <= store.last_index
-            or len(entries) > INLINE_MAX_ENTRIES
-            or size > INLINE_MAX_BYTES
+            entries[0].index <= store.last_index or len(entries) > INLINE_MAX_ENTRIES or size > INLINE_MAX_BYTES
         ):
             return False
         return rd.hard_state is None or not self._hard_state_write_due(rd.hard_state, time.monotonic())
@@ -452,6 +642,8 @@ class RaftNode:
     def _persist(self, rd: Ready) -> None:
         store = self.log
         assert store is not None
+        if rd.snapshot is not None:  # the snapshot file is stored already (SnapshotInbox); the state
+            store.reset(rd.snapshot.index, rd.snapshot.term)  # machines are restored after this persist
         if rd.entries:
             first = rd.entries[0].index
             if first <= store.last_index:
@@ -477,9 +669,71 @@ class RaftNode:
         by_peer: dict[str, list[pb.PeerMessage]] = defaultdict(list)
         cache: EntriesCache = {}
         for m in messages:
+            if isinstance(m, InstallSnapshot):  # the bytes go first, in chunks; see snapshot_transfer
+                self._start_snapshot_send(m)
+                continue
             by_peer[m.to_id].append(to_pb(m, cache))
         for to_id, batch in by_peer.items():
             transport.send(to_id, batch)
+
+    # ---- snapshots ----
+    def _can_snapshot(self) -> bool:
+        return self.snapshots is not None and all(
+            isinstance(sm, SnapshottingStateMachine) for sm in self.state_machines
+        )
+
+    def _take_snapshot(self, core: RaftCore) -> SnapshotMeta | None:
+        """On the loop thread, between applies (the state machines' contract): write every machine's image
+        at the applied index, which must be the commit index (so the configuration at it is known)."""
+        snapshots, store = self.snapshots, self.log
+        assert snapshots is not None and store is not None
+        applied = core.applied
+        if core.snapshot is not None and core.snapshot.index >= applied:
+            return core.snapshot
+        if applied == 0 or applied != core.commit_index or not self._can_snapshot():
+            return None
+        meta = SnapshotMeta(applied, store.term_at(applied), core.committed_membership.encode())
+        with snapshots.create(meta) as writer:
+            write_image(writer, self.state_machines, applied)  # type: ignore[arg-type]
+            writer.commit()
+        core.set_snapshot(meta)
+        self.stats.snapshots_taken += 1
+        log.info("snapshot taken at index %d (term %d)", meta.index, meta.term)
+        return meta
+
+    def _install_snapshot(self, meta: SnapshotMeta) -> None:
+        """After the persist reset the log to `meta`: restore every state machine from the stored file."""
+        snapshots = self.snapshots
+        assert snapshots is not None
+        if self.state_machines:
+            with snapshots.open(meta) as src:
+                restore_image(src, self.state_machines, meta.index)
+        self._sm_applied = [meta.index] * len(self.state_machines)
+        self.stats.snapshots_installed += 1
+        log.info("installed the leader's snapshot at index %d (term %d)", meta.index, meta.term)
+
+    def _start_snapshot_send(self, m: InstallSnapshot) -> None:
+        running = self._snapshot_sends.get(m.to_id)
+        if running is not None and not running.done():
+            return  # the core waits for report_snapshot before it asks again
+        task = asyncio.get_running_loop().create_task(self._send_snapshot(m), name=f"snapshot-to-{m.to_id}")
+        self._snapshot_sends[m.to_id] = task
+
+    async def _send_snapshot(self, m: InstallSnapshot) -> None:
+        transport, snapshots = self.transport, self.snapshots
+        assert transport is not None and snapshots is not None
+        timeout = max(5.0, self.config.rpc_timeout_ms / 1000)
+
+        def send_chunk(chunk: pb.SnapshotChunk) -> Any:
+            return transport.send_snapshot_chunk(m.to_id, chunk, timeout)
+
+        ok = await send_snapshot(snapshots, self._io, m, send_chunk, self.config.snapshot_chunk_bytes)
+        if ok:
+            self.stats.snapshots_sent += 1
+        core = self.core
+        if core is not None and not self._stopping and self._fenced is None:
+            core.report_snapshot(m.to_id, ok)
+            self._poke()
 
     def _apply(self, entries: Sequence[Entry]) -> None:
         for k, sm in enumerate(self.state_machines):

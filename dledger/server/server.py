@@ -29,7 +29,7 @@ from dledger.server.node import RaftNode, RoleCallback
 from dledger.server.services import ClientServicer
 from dledger.server.state_machine import StateMachine
 from dledger.server.transport import PeerServicer, server_options
-from dledger.storage_api import Entry
+from dledger.storage_api import Entry, SnapshotMeta
 
 __all__ = ["DLedgerServer", "SyncDLedgerServer"]
 
@@ -58,7 +58,14 @@ class DLedgerServer:
         self.health = health.aio.HealthServicer()
         self.metrics = NodeMetrics(self.node)
         self.metrics_port: int | None = None
-        self.peer_servicer = PeerServicer(config.group, config.self_id, list(config.peers), self.node.deliver)
+        self.peer_servicer = PeerServicer(
+            config.group,
+            config.self_id,
+            list(config.peers),
+            self.node.deliver,
+            self.node.receive_snapshot_chunk,
+        )
+        self.node.on_peers_change(lambda peers: self.peer_servicer.set_peers(peers))
 
     def on_role_change(self, callback: RoleCallback) -> None:
         """`callback(role, term, leader_id)` runs on the event loop whenever the role or leader changes."""
@@ -174,8 +181,20 @@ class DLedgerServer:
         return self.node.log.segments() if self.node.log is not None else []
 
     async def compact(self, before_index: int) -> int:
-        """Drop whole segments below `before_index`, never past the applied index; returns the first index."""
+        """Drop whole segments below `before_index`, never past the applied index nor the latest snapshot
+        (taking one first when the state machines can); returns the new first index."""
         return await self.node.compact(before_index)
+
+    async def take_snapshot(self) -> SnapshotMeta | None:
+        """Snapshot the state machines now; None when they cannot (see `RaftNode.take_snapshot`)."""
+        return await self.node.take_snapshot()
+
+    # membership (one single-server change at a time, committed through the log; leader only)
+    async def change_membership(self, op: int, node_id: str, address: str = "") -> tuple[int, list[pb.Member]]:
+        return await self.node.change_membership(op, node_id, address)
+
+    def members(self) -> list[pb.Member]:
+        return self.node.members()
 
 
 class SyncDLedgerServer:

@@ -82,6 +82,16 @@ class NodeAPI(Protocol):
 
     def leader_hint(self) -> LeaderHint: ...
 
+    async def change_membership(self, op: int, node_id: str, address: str) -> tuple[int, list[pb.Member]]:
+        """Propose a single-server change (`pb.MemberOp`) and wait until it is committed; return the CONFIG
+        entry's index and the configuration after it. ValueError: an invalid change (not proposed);
+        BusyError: another change in flight or the leader's term not yet open (not proposed, retry)."""
+        ...
+
+    def members(self) -> list[pb.Member]:
+        """The configuration in effect (leader only: NodeNotLeaderError elsewhere)."""
+        ...
+
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -187,6 +197,33 @@ class ClientServicer(pb_grpc.DLedgerClientServiceServicer):  # type: ignore[misc
             pb.TransferLeadershipResponse, "transfer_leadership", work, _TRANSFER_ERRORS, pb.STATUS_UNAVAILABLE
         )
 
+    async def ChangeMembership(
+        self, request: pb.ChangeMembershipRequest, context: Context
+    ) -> pb.ChangeMembershipResponse:
+        if (problem := self._wrong_group(request.group)) is not None:
+            return pb.ChangeMembershipResponse(status=pb.STATUS_WRONG_GROUP, message=problem)
+        if not request.node_id:
+            return pb.ChangeMembershipResponse(status=pb.STATUS_INVALID, message="a membership change needs a node id")
+        if request.op == pb.MEMBER_OP_ADD_LEARNER and not request.address:
+            return pb.ChangeMembershipResponse(status=pb.STATUS_INVALID, message="adding a node needs its address")
+
+        async def work() -> pb.ChangeMembershipResponse:
+            index, members = await self.node.change_membership(int(request.op), request.node_id, request.address)
+            return pb.ChangeMembershipResponse(status=pb.STATUS_OK, index=index, members=members)
+
+        return await _guard(
+            pb.ChangeMembershipResponse, "change_membership", work, _CHANGE_ERRORS, pb.STATUS_UNAVAILABLE
+        )
+
+    async def Members(self, request: pb.MembersRequest, context: Context) -> pb.MembersResponse:
+        if (problem := self._wrong_group(request.group)) is not None:
+            return pb.MembersResponse(status=pb.STATUS_WRONG_GROUP, message=problem)
+
+        async def work() -> pb.MembersResponse:
+            return pb.MembersResponse(status=pb.STATUS_OK, members=self.node.members())
+
+        return await _guard(pb.MembersResponse, "members", work, _READ_ERRORS, pb.STATUS_UNAVAILABLE)
+
 
 ErrorTable = tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int], ...]
 _REFUSED = (BusyError, OutcomeUnknown, NodeStoppedError)
@@ -207,6 +244,14 @@ _TRANSFER_ERRORS: ErrorTable = (
     (NodeNotLeaderError, pb.STATUS_NOT_LEADER),
     (ValueError, pb.STATUS_INVALID),
     (_REFUSED, pb.STATUS_UNAVAILABLE),
+)
+
+_CHANGE_ERRORS: ErrorTable = (
+    (NodeNotLeaderError, pb.STATUS_NOT_LEADER),
+    (BusyError, pb.STATUS_BUSY),
+    (ValueError, pb.STATUS_INVALID),
+    (NodeStoppedError, pb.STATUS_NOT_LEADER),
+    (OutcomeUnknown, pb.STATUS_UNAVAILABLE),
 )
 
 R = TypeVar("R")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -32,6 +32,7 @@ __all__ = ["PeerServicer", "PeerTransport", "channel_options", "server_options"]
 log = logging.getLogger(__name__)
 
 OnMessages = Callable[[Sequence[pb.PeerMessage]], None]
+OnSnapshotChunk = Callable[[pb.SnapshotChunk], Awaitable[pb.SnapshotAck]]
 RETRY_MIN = 0.01  # seconds before the first reconnect after a stream broke
 RETRY_MAX = 0.1  # the cap: about two heartbeats at the default timing; connects to loopback or LAN are cheap
 
@@ -65,12 +66,24 @@ def server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
 class PeerServicer(pb_grpc.RaftPeerServicer):  # type: ignore[misc]  # generated base is untyped
     """Receives peer batches, checks them, and hands the messages to `on_messages` (never blocks)."""
 
-    def __init__(self, group: str, self_id: str, peers: Sequence[str], on_messages: OnMessages) -> None:
+    def __init__(
+        self,
+        group: str,
+        self_id: str,
+        peers: Sequence[str],
+        on_messages: OnMessages,
+        on_snapshot_chunk: OnSnapshotChunk | None = None,
+    ) -> None:
         self.group = group
         self.self_id = self_id
         self.peers = frozenset(peers) - {self_id}
         self.on_messages = on_messages
+        self.on_snapshot_chunk = on_snapshot_chunk
         self.rejected: Counter[str] = Counter()
+
+    def set_peers(self, peers: Iterable[str]) -> None:
+        """Accept messages from exactly these senders from now on (membership changed)."""
+        self.peers = frozenset(peers) - {self.self_id}
 
     def check(self, batch: pb.PeerBatch) -> str | None:
         """Why this batch must be refused, or None when every message in it is acceptable."""
@@ -110,6 +123,23 @@ class PeerServicer(pb_grpc.RaftPeerServicer):  # type: ignore[misc]  # generated
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
         return pb.PeerAck(group=self.group, node_id=self.self_id)
 
+    async def SendSnapshotChunk(
+        self, request: pb.SnapshotChunk, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.SnapshotAck:
+        reason = None
+        if request.group != self.group:
+            reason = f"snapshot for group {request.group!r}, this is group {self.group!r}"
+        elif request.from_id not in self.peers:
+            reason = f"sender {request.from_id!r} is not a peer of {self.self_id!r}"
+        elif request.to_id != self.self_id:
+            reason = f"snapshot for {request.to_id!r} reached {self.self_id!r}"
+        if reason is not None:
+            self.rejected[reason.split(" ", 1)[0]] += 1
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
+        if self.on_snapshot_chunk is None:
+            return pb.SnapshotAck(ok=False, error="this node does not take snapshots")
+        return await self.on_snapshot_chunk(request)
+
 
 class _PeerLink:
     """The outgoing side towards one peer: a bounded outbox and the task that streams it."""
@@ -133,7 +163,7 @@ class _PeerLink:
             if credentials is None
             else grpc.aio.secure_channel(address, credentials, options=options)
         )
-        self._stub = pb_grpc.RaftPeerStub(self._channel)
+        self._stub = self.stub = pb_grpc.RaftPeerStub(self._channel)
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # a seam for tests
         self._task: asyncio.Task[None] | None = None
 
@@ -211,16 +241,36 @@ class PeerTransport:
         """`credentials`: TLS for every link (with a client certificate for mutual TLS); None: plaintext."""
         self.self_id = self_id
         self.stats: Counter[str] = Counter()
-        options = channel_options(max_message_bytes)
-        self._links = {
-            node_id: _PeerLink(address, options, max_pending, self.stats, credentials)
-            for node_id, address in peers.items()
-            if node_id != self_id
-        }
+        self._options = channel_options(max_message_bytes)
+        self._max_pending = max_pending
+        self._credentials = credentials
+        self._links = {node_id: self._link(address) for node_id, address in peers.items() if node_id != self_id}
+        self._started = False
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def _link(self, address: str) -> _PeerLink:
+        return _PeerLink(address, self._options, self._max_pending, self.stats, self._credentials)
 
     def start(self) -> None:
+        self._started = True
         for link in self._links.values():
             link.start()
+
+    def set_peers(self, peers: Mapping[str, str]) -> None:
+        """Membership changed: open links to new peers (or to a peer's new address), close the others."""
+        wanted = {node_id: address for node_id, address in peers.items() if node_id != self.self_id and address}
+        for node_id in list(self._links):
+            link = self._links[node_id]
+            if wanted.get(node_id) != link.address:
+                del self._links[node_id]
+                task = asyncio.get_running_loop().create_task(link.close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+        for node_id, address in wanted.items():
+            if node_id not in self._links:
+                link = self._links[node_id] = self._link(address)
+                if self._started:
+                    link.start()
 
     def send(self, to_id: str, messages: Sequence[pb.PeerMessage]) -> None:
         link = self._links.get(to_id)
@@ -229,9 +279,17 @@ class PeerTransport:
             return
         link.push(messages)
 
+    async def send_snapshot_chunk(self, to_id: str, chunk: pb.SnapshotChunk, timeout: float) -> pb.SnapshotAck:
+        """One chunk of a snapshot, as a unary call beside the stream (raises when the peer is unreachable)."""
+        link = self._links.get(to_id)
+        if link is None:
+            raise LookupError(f"{to_id!r} is not a peer")
+        ack: pb.SnapshotAck = await link.stub.SendSnapshotChunk(chunk, timeout=timeout)
+        return ack
+
     def connected(self, to_id: str) -> bool:
         link = self._links.get(to_id)
         return link is not None and link.connected
 
     async def close(self) -> None:
-        await asyncio.gather(*(link.close() for link in self._links.values()))
+        await asyncio.gather(*(link.close() for link in self._links.values()), *self._closing)

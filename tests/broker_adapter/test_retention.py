@@ -71,7 +71,10 @@ def test_disk_ratio_compacts_young_segments_one_per_pass(tmp_path: pathlib.Path)
     run_group(tmp_path, body, opts, segment_bytes=4096)
 
 
-def test_tables_lost_after_compaction_are_refused_not_half_rebuilt(tmp_path: pathlib.Path) -> None:
+def test_tables_lost_after_compaction_come_back_from_the_snapshot(tmp_path: pathlib.Path) -> None:
+    """Retention takes a snapshot before it compacts; a replica whose tables were lost restores them from it
+    at start (issue #10), and then holds the same tables as the master."""
+
     async def body(group: BrokerGroup) -> None:
         master = await group.wait_for_master()
         for k in range(30):
@@ -82,7 +85,30 @@ def test_tables_lost_after_compaction_are_refused_not_half_rebuilt(tmp_path: pat
         assert report.first_index > 1
         await group.stop(follower)
         shutil.rmtree(tmp_path / follower / "broker")
-        with pytest.raises(RuntimeError, match="cannot be rebuilt from the log"):
+        store = await group.start(follower)
+        assert store.max_offset("T", 0) == master.max_offset("T", 0) == 30
+        await master.put_message(Message("T", b"after", queue_id=0))
+        await group.wait_applied(master.last_applied())
+        assert store.max_offset("T", 0) == 31
+        assert dump(store) == dump(master)
+
+    opts = StoreOptions(retention_interval_s=0, file_reserved_hours=1e-9, default_queue_count=1)
+    run_group(tmp_path, body, opts, segment_bytes=4096)
+
+
+def test_tables_and_snapshots_lost_after_compaction_are_refused_not_half_rebuilt(tmp_path: pathlib.Path) -> None:
+    async def body(group: BrokerGroup) -> None:
+        master = await group.wait_for_master()
+        for k in range(30):
+            await master.put_message(Message("T", bytes([k]) * 400, queue_id=0))
+        await group.wait_applied(master.last_applied())
+        follower = next(i for i, s in group.stores.items() if s is not master)
+        report = await group.stores[follower].run_retention()
+        assert report.first_index > 1
+        await group.stop(follower)
+        shutil.rmtree(tmp_path / follower / "broker")
+        shutil.rmtree(tmp_path / follower / "snapshots")
+        with pytest.raises(RuntimeError, match="no snapshot covers the gap"):
             await group.start(follower)
 
     opts = StoreOptions(retention_interval_s=0, file_reserved_hours=1e-9, default_queue_count=1)

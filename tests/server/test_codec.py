@@ -60,12 +60,9 @@ messages = st.one_of(
         **envelope(),
         last_included_index=u64,
         last_included_term=u64,
-        offset=u64,
-        data=st.binary(max_size=32),
-        done=st.booleans(),
-        crc32=st.integers(0, 2**32 - 1),
+        config=st.binary(max_size=32),
     ),
-    st.builds(m.InstallSnapshotResponse, **envelope(), next_offset=u64, success=st.booleans()),
+    st.builds(m.InstallSnapshotResponse, **envelope(), last_index=u64, success=st.booleans()),
     st.builds(m.TimeoutNow, **envelope()),
 )
 

@@ -239,3 +239,33 @@ def test_link_redials_only_with_something_to_send_and_caps_its_backoff() -> None
             await link.close()
 
     run(main)
+
+
+def test_membership_changes_open_and_close_links_and_the_servicer_follows() -> None:
+    async def main() -> None:
+        b = await start_endpoint("b", ["a", "b"])
+        c = await start_endpoint("c", ["a", "c"])
+        transport = PeerTransport("a", {"a": "", "b": f"127.0.0.1:{b.port}"}, max_message_bytes=MAX)
+        transport.start()
+        try:
+            transport.send("c", [msg("a", "c", 1)])
+            assert transport.stats["dropped_unknown_peer"] == 1  # not a member yet
+            transport.set_peers({"a": "", "b": f"127.0.0.1:{b.port}", "c": f"127.0.0.1:{c.port}"})
+            transport.send("c", [msg("a", "c", 2)])
+            await wait_for(lambda: len(c.received) == 1)
+            assert c.received[0].append_entries.term == 2
+            transport.set_peers({"a": "", "c": f"127.0.0.1:{c.port}"})  # b removed
+            transport.send("b", [msg("a", "b", 3)])
+            assert transport.stats["dropped_unknown_peer"] == 2
+            assert not b.received
+            # the receiving side: c stops accepting a once a is no longer one of its peers
+            c.servicer.set_peers(["c"])
+            assert c.servicer.check(pb.PeerBatch(messages=[msg("a", "c", 4)])) == "sender 'a' is not a peer of 'c'"
+            c.servicer.set_peers(["a", "c"])
+            assert c.servicer.check(pb.PeerBatch(messages=[msg("a", "c", 4)])) is None
+        finally:
+            await transport.close()
+            await b.server.stop(None)
+            await c.server.stop(None)
+
+    run(main)
