@@ -463,3 +463,37 @@ def test_a_leader_deposed_while_removing_itself_can_still_finish_the_change() ->
     q = c.propose(other, b"alone")
     c.stabilize()
     assert c.core(other).commit_index >= q.last_index
+
+
+def test_two_current_configs_may_have_disjoint_majorities_yet_nothing_breaks() -> None:
+    """Why the SafetyChecker checks configurations against the latest *committed* one, not pairwise: a
+    deposed leader that still believes it leads keeps its uncommitted "remove n3" ({n0, n1, n2}) while the
+    others commit "promote e" ({n0, n1, n2, n3, e}); {n0, n1} and {n2, n3, e} are disjoint majorities of the
+    two current configurations. The stale leader can commit nothing: the voters it needs saw a newer term."""
+    c = Cluster(4, seed=1, check_quorum=False)
+    checker = SafetyChecker(c)
+    c.elect("n0")
+    c.add_learner("n0", "e")
+    c.stabilize()
+    c.isolate("n0")
+    c.change("n0", ConfChange(REMOVE, "n3"))
+    c.stabilize()
+    c.core("n1").step(TimeoutNow(term=1, from_id="n0", to_id="n1", group="default"))  # as if sent before
+    c.stabilize()
+    c.tick("n1", times=2)
+    c.stabilize()
+    c.change("n1", ConfChange(PROMOTE, "e"))
+    c.stabilize()
+    checker.check()
+    stale, new = c.core("n0"), c.core("n1")
+    assert stale.role is Role.LEADER and new.role is Role.LEADER
+    assert stale.membership == _m("n0 n1 n2", "e") and new.membership == _m("n0 n1 n2 n3 e")
+    assert not majorities_intersect(stale.membership.voters, new.membership.voters)
+    c.heal()
+    commit = stale.commit_index
+    stale.propose(b"lost")
+    c.tick("n0")
+    c.stabilize()
+    checker.check()
+    assert stale.role.value == "follower" and stale.commit_index >= commit
+    assert b"lost" not in [e.data for e in c.nodes["n1"].applied]
