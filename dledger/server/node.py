@@ -26,7 +26,7 @@ import random
 import struct
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -34,9 +34,6 @@ from typing import Any
 from dledger._proto import dledger_pb2 as pb
 from dledger.commitlog import HardStateStore, SegmentedLog, SnapshotStore
 from dledger.raft import (
-    ConfChange,
-    ConfChangeError,
-    ConfChangeOp,
     Config,
     Membership,
     NotLeaderError,
@@ -45,18 +42,18 @@ from dledger.raft import (
     ReadOnlyOption,
     Ready,
     Role,
-    apply_change,
 )
 from dledger.raft.log import payload_size
 from dledger.raft.messages import InstallSnapshot, Message
 from dledger.server.codec import CodecError, EntriesCache, from_pb, to_pb
 from dledger.server.config import NodeConfig
+from dledger.server.node_members import MembersMixin, PeersCallback
+from dledger.server.node_snapshots import SnapshotsMixin
 from dledger.server.services import BusyError, LeaderHint, NodeNotLeaderError, NodeStoppedError, OutcomeUnknown
-from dledger.server.snapshot_image import restore_image, write_image
-from dledger.server.snapshot_transfer import SnapshotInbox, send_snapshot
-from dledger.server.state_machine import SnapshottingStateMachine, StateMachine
+from dledger.server.snapshot_transfer import SnapshotInbox
+from dledger.server.state_machine import StateMachine
 from dledger.server.transport import PeerTransport
-from dledger.storage_api import Entry, HardState, SnapshotMeta, UnavailableError
+from dledger.storage_api import Entry, HardState, UnavailableError
 
 __all__ = ["COMMIT_SAVE_INTERVAL", "RaftNode", "RoleCallback"]
 
@@ -66,12 +63,6 @@ COMMIT_SAVE_INTERVAL = 0.2
 INLINE_MAX_BYTES = 256 << 10  # async-flush persists up to this size run on the loop thread (see _persist_inline_ok)
 INLINE_MAX_ENTRIES = 1024
 RoleCallback = Callable[[str, int, str | None], None]  # (role, term, leader id)
-PeersCallback = Callable[[Mapping[str, str]], None]  # every node this one may talk to: id -> address
-_MEMBER_OPS = {
-    pb.MEMBER_OP_ADD_LEARNER: ConfChangeOp.ADD_LEARNER,
-    pb.MEMBER_OP_PROMOTE: ConfChangeOp.PROMOTE,
-    pb.MEMBER_OP_REMOVE: ConfChangeOp.REMOVE,
-}
 _Future = asyncio.Future[tuple[int, int]]
 
 
@@ -100,7 +91,7 @@ class _Stats:
     snapshots_sent: int = 0  # transfers to followers that completed
 
 
-class RaftNode:
+class RaftNode(SnapshotsMixin, MembersMixin):
     """Drives one `RaftCore` over a `SegmentedLog`, an LMDB hard state and the peer transport."""
 
     def __init__(self, config: NodeConfig, state_machines: Sequence[StateMachine] = (), *, seed: int | None = None):
@@ -191,51 +182,6 @@ class RaftNode:
             self.core.set_snapshot(latest)
         self._check_membership_at_start(self.core)
 
-    def _recover_from_snapshot(self) -> SnapshotMeta | None:
-        """At start: finish an interrupted snapshot install and restore state machines whose state the log
-        no longer covers (a wiped or torn state machine store after compaction). Returns the latest snapshot."""
-        store, snapshots = self.log, self.snapshots
-        assert store is not None and snapshots is not None
-        latest = snapshots.latest()
-        if latest is not None and latest.index > store.last_index:
-            # installed from a leader (or taken here) but the log was not reset yet, or lost its unsynced tail:
-            # everything up to the snapshot is committed, so the log continues after it
-            log.warning(
-                "the log ends at %d below the snapshot at %d: continuing the log after it",
-                store.last_index,
-                latest.index,
-            )
-            store.reset(latest.index, latest.term)
-        first = store.first_index
-        stale = [k for k, sm in enumerate(self.state_machines) if sm.last_applied() < first - 1]
-        if stale:
-            if latest is None or latest.index < first - 1:
-                sm = self.state_machines[stale[0]]
-                raise RuntimeError(
-                    f"state machine {type(sm).__name__} applied up to {sm.last_applied()} but the log starts at "
-                    f"{first} and no snapshot covers the gap (restore its store, or wipe this node and re-add it)"
-                )
-            log.info("restoring %d state machine(s) from snapshot %d", len(stale), latest.index)
-            with snapshots.open(latest) as src:
-                restore_image(src, self.state_machines, latest.index, only=stale)
-        return latest
-
-    def _check_membership_at_start(self, core: RaftCore) -> None:
-        """Peers given at start are only the initial configuration; say so when the log's differs."""
-        m, cfg = core.membership, self.config
-        if cfg.join:
-            return
-        if set(m.voters) != set(cfg.peers):
-            log.warning(
-                "the group's configuration in this node's log (voters %s, learners %s) differs from the peers "
-                "given at start (%s): the log's configuration is in effect",
-                sorted(m.voters),
-                sorted(m.learners),
-                sorted(cfg.peers),
-            )
-        if cfg.self_id not in m.members:
-            log.warning("node %s is not a member of its group's configuration: it was removed", cfg.self_id)
-
     def start(self) -> None:
         """Start the driver task on the running loop (storage must be open)."""
         if self.core is None:
@@ -288,19 +234,6 @@ class RaftNode:
     # ---- inputs (called on the loop thread) ----
     def on_role_change(self, callback: RoleCallback) -> None:
         self._role_callbacks.append(callback)
-
-    def on_peers_change(self, callback: PeersCallback) -> None:
-        """`callback(peers)` runs on the loop whenever the configuration changes (and once at start): every
-        node this one may exchange messages with (the members and the peers given at start), id -> address."""
-        self._peers_callbacks.append(callback)
-        if self._membership_seen is not None:
-            callback(self._peer_addresses())
-
-    async def receive_snapshot_chunk(self, chunk: pb.SnapshotChunk) -> pb.SnapshotAck:
-        """The peer servicer's callback for InstallSnapshot chunks."""
-        if self.snapshot_inbox is None or self._fenced is not None or self._stopping:
-            return pb.SnapshotAck(ok=False, error="the node is not running")
-        return await self.snapshot_inbox.on_chunk(chunk)
 
     def deliver(self, messages: Sequence[pb.PeerMessage]) -> None:
         """The transport's callback for validated peer messages."""
@@ -365,76 +298,6 @@ class RaftNode:
             self._io_jobs -= 1
         return store.first_index
 
-    async def take_snapshot(self) -> SnapshotMeta | None:
-        """Snapshot the state machines now (at the applied index); None when one cannot snapshot or the
-        applied index is not the commit index yet."""
-        self._check_running()
-        assert self.core is not None
-        return self._take_snapshot(self.core)
-
-    async def change_membership(self, op: int, node_id: str, address: str) -> tuple[int, list[pb.Member]]:
-        self._check_running()
-        core = self.core
-        assert core is not None
-        kind = _MEMBER_OPS.get(op)  # type: ignore[call-overload]
-        if kind is None:
-            raise ValueError(f"unknown membership operation {op}")
-        change = ConfChange(kind, node_id, address)
-        try:
-            apply_change(core.membership, change)
-        except ConfChangeError as exc:
-            raise ValueError(exc.reason) from None
-        try:
-            p = core.propose_conf_change(change)
-        except NotLeaderError as exc:
-            raise NodeNotLeaderError(self._hint(exc.leader_id)) from None
-        except ConfChangeError as exc:
-            raise BusyError(exc.reason) from None
-        future: _Future = asyncio.get_running_loop().create_future()
-        self._waiters.append(_Waiter(p.first_index, p.last_index, p.term, future, proposed_at=time.perf_counter()))
-        self._poke()
-        index, _ = await future
-        return index, self._members_pb(core.membership)
-
-    def members(self) -> list[pb.Member]:
-        self._check_running()
-        core = self.core
-        assert core is not None
-        if core.role is not Role.LEADER:
-            raise NodeNotLeaderError(self._hint(core.leader_id))
-        return self._members_pb(core.membership)
-
-    def _members_pb(self, m: Membership) -> list[pb.Member]:
-        address = self._address_of
-        return [pb.Member(id=i, address=address(m, i), voter=True) for i in sorted(m.voters)] + [
-            pb.Member(id=i, address=address(m, i), voter=False) for i in sorted(m.learners)
-        ]
-
-    def _address_of(self, m: Membership, node_id: str) -> str:
-        return m.voters.get(node_id) or m.learners.get(node_id) or self.config.peers.get(node_id, "")
-
-    def _peer_addresses(self) -> dict[str, str]:
-        core = self.core
-        assert core is not None
-        m = core.membership
-        out = dict(self.config.peers)
-        for node_id in m.members:
-            out[node_id] = self._address_of(m, node_id)
-        return out
-
-    def _on_membership(self, core: RaftCore) -> None:
-        m = core.membership
-        if m is self._membership_seen:
-            return
-        if self._membership_seen is not None:
-            log.info("configuration now %s", m)
-        self._membership_seen = m
-        peers = self._peer_addresses()
-        if self.transport is not None:
-            self.transport.set_peers({i: a for i, a in peers.items() if i in m.members or i in self.config.peers})
-        for callback in self._peers_callbacks:
-            callback(peers)
-
     def leader_hint(self) -> LeaderHint:
         return self._hint(self.core.leader_id if self.core else None)
 
@@ -479,6 +342,12 @@ class RaftNode:
             raise NodeStoppedError(f"the node is fenced after a storage error: {self._fenced}")
         if self._stopping or self._task is None:
             raise NodeStoppedError("the node is not running")
+
+    def _new_waiter(self, first: int, last: int, term: int) -> _Future:
+        """A client waiting for entries first..last of `term` to be committed and applied here."""
+        future: _Future = asyncio.get_running_loop().create_future()
+        self._waiters.append(_Waiter(first, last, term, future, proposed_at=time.perf_counter()))
+        return future
 
     def _hint(self, leader_id: str | None) -> LeaderHint:
         if not leader_id:
@@ -675,65 +544,6 @@ class RaftNode:
             by_peer[m.to_id].append(to_pb(m, cache))
         for to_id, batch in by_peer.items():
             transport.send(to_id, batch)
-
-    # ---- snapshots ----
-    def _can_snapshot(self) -> bool:
-        return self.snapshots is not None and all(
-            isinstance(sm, SnapshottingStateMachine) for sm in self.state_machines
-        )
-
-    def _take_snapshot(self, core: RaftCore) -> SnapshotMeta | None:
-        """On the loop thread, between applies (the state machines' contract): write every machine's image
-        at the applied index, which must be the commit index (so the configuration at it is known)."""
-        snapshots, store = self.snapshots, self.log
-        assert snapshots is not None and store is not None
-        applied = core.applied
-        if core.snapshot is not None and core.snapshot.index >= applied:
-            return core.snapshot
-        if applied == 0 or applied != core.commit_index or not self._can_snapshot():
-            return None
-        meta = SnapshotMeta(applied, store.term_at(applied), core.committed_membership.encode())
-        with snapshots.create(meta) as writer:
-            write_image(writer, self.state_machines, applied)  # type: ignore[arg-type]
-            writer.commit()
-        core.set_snapshot(meta)
-        self.stats.snapshots_taken += 1
-        log.info("snapshot taken at index %d (term %d)", meta.index, meta.term)
-        return meta
-
-    def _install_snapshot(self, meta: SnapshotMeta) -> None:
-        """After the persist reset the log to `meta`: restore every state machine from the stored file."""
-        snapshots = self.snapshots
-        assert snapshots is not None
-        if self.state_machines:
-            with snapshots.open(meta) as src:
-                restore_image(src, self.state_machines, meta.index)
-        self._sm_applied = [meta.index] * len(self.state_machines)
-        self.stats.snapshots_installed += 1
-        log.info("installed the leader's snapshot at index %d (term %d)", meta.index, meta.term)
-
-    def _start_snapshot_send(self, m: InstallSnapshot) -> None:
-        running = self._snapshot_sends.get(m.to_id)
-        if running is not None and not running.done():
-            return  # the core waits for report_snapshot before it asks again
-        task = asyncio.get_running_loop().create_task(self._send_snapshot(m), name=f"snapshot-to-{m.to_id}")
-        self._snapshot_sends[m.to_id] = task
-
-    async def _send_snapshot(self, m: InstallSnapshot) -> None:
-        transport, snapshots = self.transport, self.snapshots
-        assert transport is not None and snapshots is not None
-        timeout = max(5.0, self.config.rpc_timeout_ms / 1000)
-
-        def send_chunk(chunk: pb.SnapshotChunk) -> Any:
-            return transport.send_snapshot_chunk(m.to_id, chunk, timeout)
-
-        ok = await send_snapshot(snapshots, self._io, m, send_chunk, self.config.snapshot_chunk_bytes)
-        if ok:
-            self.stats.snapshots_sent += 1
-        core = self.core
-        if core is not None and not self._stopping and self._fenced is None:
-            core.report_snapshot(m.to_id, ok)
-            self._poke()
 
     def _apply(self, entries: Sequence[Entry]) -> None:
         for k, sm in enumerate(self.state_machines):

@@ -187,14 +187,17 @@ class DLedgerServer:
 
     async def take_snapshot(self) -> SnapshotMeta | None:
         """Snapshot the state machines now; None when they cannot (see `RaftNode.take_snapshot`)."""
-        return await self.node.take_snapshot()
+        meta: SnapshotMeta | None = await self.node.take_snapshot()
+        return meta
 
     # membership (one single-server change at a time, committed through the log; leader only)
     async def change_membership(self, op: int, node_id: str, address: str = "") -> tuple[int, list[pb.Member]]:
-        return await self.node.change_membership(op, node_id, address)
+        result: tuple[int, list[pb.Member]] = await self.node.change_membership(op, node_id, address)
+        return result
 
     def members(self) -> list[pb.Member]:
-        return self.node.members()
+        members: list[pb.Member] = self.node.members()
+        return members
 
 
 class SyncDLedgerServer:
