@@ -12,6 +12,8 @@ operations involved):
 - `realtime-order`: append A completed before append B was invoked, but A's index is not below B's;
 - `stale-read`: a read invoked after append A completed returned a read index below A's index;
 - `nonmonotonic-read`: a read invoked after another read completed returned a lower read index;
+- `lost-change`: a membership change acknowledged as committed (from the nemesis timeline: its index and
+  the configuration after it) is not that CONFIG entry in the final (healed) log;
 - `replica-mismatch`: the replicas' committed logs are not byte-identical, or `dledger log verify` failed;
 - `unhealed`: the cluster never converged after healing, so lost writes could not be checked.
 Invariant: `check` only reads its inputs; the verdict is valid iff no anomaly was found.
@@ -19,7 +21,8 @@ Invariant: `check` only reads its inputs; the verdict is valid iff no anomaly wa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +32,7 @@ __all__ = ["Anomaly", "Report", "Verdict", "check", "check_final"]
 
 MAX_PER_KIND = 25  # anomalies kept in full per kind; the rest are only counted
 NOOP_KIND = 1
+CONFIG_KIND = 2  # a membership change: written by the leader, not by an append
 
 Observed = tuple[int, int, str]  # (term, kind, data) seen at an index
 
@@ -73,8 +77,11 @@ def _observed(raw: Sequence[Any]) -> Observed:
     return int(raw[0]), int(raw[1]), str(raw[2])
 
 
-def check(ops: Sequence[Op], final: dict[str, Any] | None = None) -> Verdict:
-    """Check `ops` (paired history) and `final` (see `replicas.final_state`; None: no final state known)."""
+def check(ops: Sequence[Op], final: dict[str, Any] | None = None,
+          changes: Sequence[Mapping[str, Any]] = ()) -> Verdict:  # fmt: skip
+    """Check `ops` (paired history) and `final` (see `replicas.final_state`; None: no final state known);
+    `changes`: the membership changes acknowledged as committed, `{"op", "node", "index", "voters",
+    "learners"}` (the configuration after the change)."""
     rep = Report()
     appends = [o for o in ops if o.f == "append"]
     reads = [o for o in ops if o.f == "read" and o.type == "ok"]
@@ -109,7 +116,7 @@ def check(ops: Sequence[Op], final: dict[str, Any] | None = None) -> Verdict:
     position: dict[str, int] = {}
     for index in sorted(order):
         (_, kind, data), op, source = order[index]
-        if kind == NOOP_KIND:
+        if kind in (NOOP_KIND, CONFIG_KIND):
             continue
         writer = by_value.get(data)
         if writer is None:
@@ -125,13 +132,15 @@ def check(ops: Sequence[Op], final: dict[str, Any] | None = None) -> Verdict:
     # 3. acknowledged appends survive healing
     if final is not None and check_final(rep, final):
         common = int(final.get("common_index", 0))
+        first = int(final.get("first_index", 1))  # > 1 only if every compared replica's log starts after a snapshot
         final_index = {int(raw[0]): str(raw[3]) for raw in final.get("entries", [])}
         for o in appends:
-            if o.type != "ok" or o.index is None:
+            if o.type != "ok" or o.index is None or o.index < first:
                 continue
             if o.index > common or final_index.get(o.index) != str(o.value):
                 rep.add("lost-write", f"acknowledged append {o.value!r} at index {o.index} is not in the "
                         f"final log (committed up to {common})", (o,))  # fmt: skip
+        _check_changes(rep, changes, final, first, common)
 
     # 4. real time: appends, and reads against appends and earlier reads
     indexed = []  # (start, end, index, op) for appends whose index is known
@@ -164,6 +173,8 @@ def check(ops: Sequence[Op], final: dict[str, Any] | None = None) -> Verdict:
         "reads": sum(o.f == "read" for o in ops),
         "reads_ok": len(reads),
         "indexes_observed": len(order),
+        "config_entries": sum(obs[1] == CONFIG_KIND for obs, _, _ in order.values()),
+        "changes_ok": len(changes),
         "final_common_index": None if final is None else final.get("common_index"),
     }
     return rep.verdict(stats)
@@ -177,6 +188,28 @@ def check_final(rep: Report, final: dict[str, Any]) -> bool:
     for problem in final.get("replica_problems", []):
         rep.add("replica-mismatch", str(problem))
     return healed
+
+
+def _check_changes(rep: Report, changes: Sequence[Mapping[str, Any]], final: dict[str, Any], first: int,
+                   common: int) -> None:  # fmt: skip
+    entries = {int(raw[0]): raw for raw in final.get("entries", [])}
+    for c in changes:
+        index = int(c["index"])
+        if index < first:
+            continue
+        what = f"{c['op']} {c['node']} acknowledged at index {index}"
+        raw = entries.get(index)
+        if index > common or raw is None or int(raw[2]) != CONFIG_KIND:
+            rep.add("lost-change", f"{what} is not a CONFIG entry of the final log (committed up to {common}): {raw}")
+            continue
+        try:
+            config = json.loads(str(raw[3]))
+            got = (sorted(config["voters"]), sorted(config["learners"]))
+        except (ValueError, KeyError, TypeError):
+            got = None  # an encoding this checker does not read: only the entry's kind is checked
+        if got is not None and got != (sorted(c["voters"]), sorted(c["learners"])):
+            rep.add("lost-change", f"{what}: the final log's CONFIG entry there holds voters {got[0]}, learners "
+                                   f"{got[1]}, not {c['voters']}, {c['learners']}")  # fmt: skip
 
 
 def _ix(op: Op, position: dict[str, int]) -> int | None:

@@ -9,9 +9,16 @@ the replicas' dLedger ports go through the proxies (or are cut by nftables in ne
 follower's forwarding to the leader's endpoint). Primitives: start (optionally under libfaketime at a clock
 rate), SIGKILL, SIGSTOP / SIGCONT, SIGTERM, partition / heal, status.
 
+Membership (issue #10): `spares` extra process slots (after the `n` initial voters) are not members at
+start; `start(node, join=True)` starts a node with `--join` on an empty store (`wipe` moves a store aside
+first), with `--peers` = the group's current members (`view`, see `membership.py`) and itself. A node that
+joined keeps those flags on every later restart (as its deployment's config file would), so a wiped node is
+never restarted as an initial voter. `should_run` is the set of nodes meant to be running (what healing
+restarts); `live()` the ones running now.
+
 Invariants: every node pid is recorded in the run state before anything else can fail (so `cleanup` finds
-it); a paused node is resumed before it is killed or stopped; `close()` stops every node and removes the
-network, and is safe to call twice.
+it); a paused node is resumed before it is killed or stopped; a node starts with `--join` only on an empty
+store; `close()` stops every node and removes the network, and is safe to call twice.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import IO, Literal
 
 from dledger.server.client import DLedgerClient, NodeInfo
 from dledger.server.config import format_peers
+from jepsen_like.membership import MemberView
 from jepsen_like.netns import NetnsNetwork
 from jepsen_like.procutil import RunState
 from jepsen_like.proxy import LinkProxies, free_ports
@@ -43,13 +51,21 @@ NetMode = Literal["netns", "proxy"]
 
 
 class Cluster:
-    """`n` nodes named n0..n{n-1}."""
+    """`n` initial voters named n0..n{n-1}, and `spares` more slots n{n}.. that are not members at start."""
 
     def __init__(self, root: pathlib.Path, n: int, *, flush: str, net: NetMode, state: RunState,
-                 lease_read: bool = False, durable_report_ms: int = 50, broker: bool = False) -> None:  # fmt: skip
+                 lease_read: bool = False, durable_report_ms: int = 50, broker: bool = False,
+                 spares: int = 0) -> None:  # fmt: skip
         self.root = root
         self.broker = broker
-        self.ids = [f"n{k}" for k in range(n)]
+        self.ids = [f"n{k}" for k in range(n + spares)]
+        self.initial = self.ids[:n]
+        self.spares = self.ids[n:]
+        self.view = MemberView(set(self.initial))
+        self.should_run: set[str] = set()
+        self.joined: dict[str, list[str]] = {}  # node -> the member ids it was given with --join
+        self.wipes: dict[str, int] = {}
+        n = len(self.ids)
         self.flush = flush
         self.net_mode = net
         self.state = state
@@ -88,14 +104,35 @@ class Cluster:
         return self.store_dir(node_id) / "log"
 
     def peers_string(self) -> str:
+        """Every slot's address (what the clients are given; they follow the membership themselves)."""
         return format_peers(self.addresses)
 
     def _node_peers(self, node_id: str) -> str:
-        return format_peers(self.proxies.peers_for(node_id) if self.proxies else self.addresses)
+        ids = self.joined.get(node_id, self.initial)
+        addresses = self.proxies.peers_for(node_id) if self.proxies else self.addresses
+        return format_peers({i: a for i, a in addresses.items() if i in ids or i == node_id})
 
-    def start(self, node_id: str, clock_rate: float | None = None) -> None:
-        """Start `node_id` (which must not be running); `clock_rate` runs it under libfaketime."""
+    def wipe(self, node_id: str) -> pathlib.Path | None:
+        """Move the (stopped) node's store aside to `<root>/wiped/<id>-<k>`: a lost disk. Returns where."""
+        assert not self.running(node_id), f"{node_id} is running"
+        store = self.store_dir(node_id)
+        if not store.exists():
+            return None
+        self.wipes[node_id] = self.wipes.get(node_id, 0) + 1
+        dest = self.root / "wiped" / f"{node_id}-{self.wipes[node_id]}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        store.rename(dest)
+        return dest
+
+    def start(self, node_id: str, clock_rate: float | None = None, *, join: bool = False) -> None:
+        """Start `node_id` (which must not be running); `clock_rate` runs it under libfaketime; `join`: as a
+        new member on an empty store, given the current members as peers."""
         assert node_id not in self.procs, f"{node_id} is already running"
+        if join:
+            store = self.store_dir(node_id)
+            assert not store.exists() or not any(store.iterdir()), f"{node_id} joins with a non-empty store"
+            self.joined[node_id] = sorted(self.view.members() - {node_id})
+        self.should_run.add(node_id)
         conf = self.root / f"{node_id}.conf"
         if self.broker:
             conf.write_text(self._broker_conf(node_id))
@@ -107,6 +144,8 @@ class Cluster:
                    "--flush", self.flush, "--log-level", "warning"]  # fmt: skip
             if self.durable_report_ms:
                 cmd += ["--report-durable-ms", str(self.durable_report_ms)]
+            if node_id in self.joined:
+                cmd.append("--join")
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
         if clock_rate is not None and clock_rate != 1.0:
             env.update(LD_PRELOAD=FAKETIME_LIB, FAKETIME=f"+0 x{clock_rate}", FAKETIME_DONT_RESET="1")
@@ -136,6 +175,7 @@ class Cluster:
             "storePathRootDir": str(self.store_dir(node_id)),
             "flushDiskType": "SYNC_FLUSH" if self.flush == "sync" else "ASYNC_FLUSH",
             "dledgerLeaseRead": "true" if self.lease_read else "false",
+            "dledgerJoin": "true" if node_id in self.joined else "false",
             "grpcEndpoints": format_peers(self.endpoints),
             "grpcServerPort": self.endpoints[node_id].rpartition(":")[2],
             "defaultTopicQueueNums": str(BROKER_QUEUES),
@@ -147,8 +187,14 @@ class Cluster:
         return format_peers(self.endpoints)
 
     def start_all(self) -> None:
-        for node_id in self.ids:
+        """Start the initial voters (the spares wait for a membership nemesis)."""
+        for node_id in self.initial:
             self.start(node_id)
+
+    def stop(self, node_id: str) -> int | None:
+        """Stop a node for good (SIGTERM): it is no longer meant to run, and healing leaves it down."""
+        self.should_run.discard(node_id)
+        return self.kill(node_id, signal.SIGTERM)
 
     # ---- faults ----
     def running(self, node_id: str) -> bool:
@@ -196,8 +242,18 @@ class Cluster:
         self.partition(())
 
     # ---- observation ----
+    def live(self) -> list[str]:
+        """The nodes whose process runs (paused ones included)."""
+        return [n for n in self.ids if self.running(n)]
+
     def client(self, **kwargs: float) -> DLedgerClient:
-        return DLedgerClient(self.addresses, group=GROUP, **kwargs)
+        """A client of the running nodes (of every slot when none runs)."""
+        live = self.live()
+        return DLedgerClient({n: self.addresses[n] for n in live or self.ids}, group=GROUP, **kwargs)
+
+    def node_client(self, node_id: str, **kwargs: float) -> DLedgerClient:
+        """A client of one node only."""
+        return DLedgerClient({node_id: self.addresses[node_id]}, group=GROUP, **kwargs)
 
     def statuses(self, timeout: float = 0.5) -> dict[str, NodeInfo]:
         with self.client() as c:

@@ -7,7 +7,9 @@ clock rate, and the network is whole. Invariant: `heal_everything` brings any cl
 whatever faults are active, so a run ends healed even after an error in a nemesis.
 
 Names: kill-random, kill-leader, pause-random, pause-leader, partition-leader, partition-halves,
-partition-ring, partition-bridge, pause-isolate-leader, restart, lost-writes, clock-skew, transfer-storm.
+partition-ring, partition-bridge, pause-isolate-leader, restart, lost-writes, clock-skew, transfer-storm,
+and the membership changes of `membership.py`: membership, replace (group `member`). Membership changes are
+not undone by `heal_everything` (a removed node stays removed): `membership.restore` does that after it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jepsen_like.cluster import Cluster
+from jepsen_like.membership import MEMBERSHIP_NEMESES
 
 __all__ = ["NEMESES", "Nemesis", "Schedule", "heal_everything", "make_schedule", "partition_cuts", "stop_storms"]
 
@@ -96,7 +99,7 @@ def _kill(leader: bool) -> Callable[[Cluster, random.Random], Detail]:
 
 def _restart_killed(cluster: Cluster, rng: random.Random, detail: Detail) -> Detail:
     node = detail.get("node")
-    if node and not cluster.running(node):
+    if node and not cluster.running(node) and node in cluster.should_run:  # not a spare removed meanwhile
         cluster.procs.pop(node, None)
         cluster.start(node)
     return {"node": node}
@@ -303,12 +306,14 @@ NEMESES: dict[str, Nemesis] = {
     "lost-writes": Nemesis("lost-writes", _lost_writes_start, _restart_killed),
     "clock-skew": Nemesis("clock-skew", _clock_start, _clock_stop),
     "transfer-storm": Nemesis("transfer-storm", _storm_start, _storm_stop),
+    **{name: Nemesis(name, start, stop) for name, (start, stop) in MEMBERSHIP_NEMESES.items()},
 }
 
 GROUPS = {
     "kill": ["kill-random", "kill-leader"],
     "pause": ["pause-random", "pause-leader", "pause-isolate-leader"],
     "partition": ["partition-leader", "partition-halves", "partition-ring", "partition-bridge"],
+    "member": list(MEMBERSHIP_NEMESES),
     "all": list(NEMESES),
 }
 
@@ -337,18 +342,32 @@ Schedule = list[Step]
 
 PROCESS_FAULTS = frozenset({"kill-random", "kill-leader", "pause-random", "pause-leader", "restart", "lost-writes",
                             "clock-skew"})  # fmt: skip
+MEMBERSHIP_FAULTS = frozenset(MEMBERSHIP_NEMESES)
+MEMBERSHIP_QUIET = (1.0, 4.0)
+MEMBERSHIP_HOLD = (5.0, 12.0)
+
+
+def uses_membership(names: list[str]) -> bool:
+    return any(n in MEMBERSHIP_FAULTS for n in names)
 
 
 def make_schedule(rng: random.Random, names: list[str], duration: float, quiet: tuple[float, float] = (2.0, 5.0),
                   hold: tuple[float, float] = (3.0, 8.0), overlap: bool = False) -> Schedule:  # fmt: skip
     """Faults one at a time: a quiet gap, then a fault held for a while, until `duration` is used up. With
     `overlap`, process faults and the others (network, transfers) follow two such sequences of their own, so
-    that one of each may be active at once."""
+    that one of each may be active at once. Membership changes always follow a sequence of their own (drawn
+    last, so a schedule without them is what it always was): a node stays removed, or the spare added,
+    while the other faults come and go, and two membership changes never overlap."""
+    member = [n for n in names if n in MEMBERSHIP_FAULTS]
+    names = [n for n in names if n not in MEMBERSHIP_FAULTS]
     if not overlap:
-        return _sequence(rng, names, duration, quiet, hold)
-    process = [n for n in names if n in PROCESS_FAULTS]
-    other = [n for n in names if n not in PROCESS_FAULTS]
-    steps = _sequence(rng, process, duration, quiet, hold) + _sequence(rng, other, duration, quiet, hold)
+        steps = _sequence(rng, names, duration, quiet, hold)
+    else:
+        process = [n for n in names if n in PROCESS_FAULTS]
+        other = [n for n in names if n not in PROCESS_FAULTS]
+        steps = _sequence(rng, process, duration, quiet, hold) + _sequence(rng, other, duration, quiet, hold)
+    if member:
+        steps += _sequence(rng, member, duration, MEMBERSHIP_QUIET, MEMBERSHIP_HOLD)
     return sorted(steps, key=lambda s: s.at)
 
 
@@ -369,7 +388,8 @@ def stop_storms() -> None:
 
 
 def heal_everything(cluster: Cluster) -> None:
-    """Undo every fault: stop storms, heal the network, resume paused nodes, restart dead or skewed ones."""
+    """Undo every fault: stop storms, heal the network, resume paused nodes, restart dead or skewed ones
+    (those meant to run: not a spare that was never added or was removed and stopped)."""
     stop_storms()
     cluster.heal_network()
     for node in list(cluster.paused):
@@ -377,6 +397,6 @@ def heal_everything(cluster: Cluster) -> None:
     for node in cluster.ids:
         if node in cluster.clock:
             cluster.kill(node, signal.SIGKILL)
-        if not cluster.running(node):
+        if node in cluster.should_run and not cluster.running(node):
             cluster.procs.pop(node, None)
             cluster.start(node)

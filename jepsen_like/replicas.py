@@ -5,8 +5,11 @@ reads entries 1..common (the lowest commit index the replicas reported before th
 read-only `dump_entries`, and hashes the raw data-file bytes from the start of the log to the end of entry
 `common` (located through its index record). Replicas agree iff those digests are equal: the entries'
 headers carry positions and a CRC chain over every earlier byte, so equal digests mean byte-identical logs.
+A replica whose log starts later (it installed a snapshot: its log was reset past it) is compared entry by
+entry on the range it holds, and its bytes are not compared (its positions and chain start afresh); the
+reference is a replica whose log starts earliest.
 The result (JSON-safe) is what the checker takes as `final`:
-`{"healed", "common_index", "entries": [[index, term, kind, data], ...], "replicas": {...},
+`{"healed", "common_index", "first_index", "entries": [[index, term, kind, data], ...], "replicas": {...},
 "replica_problems": [...], "problems": [...]}`.
 """
 
@@ -82,8 +85,7 @@ def final_state(log_dirs: Mapping[str, pathlib.Path], commit: Mapping[str, int],
     common = min(commit.values()) if commit else 0
     replicas: dict[str, Any] = {}
     replica_problems: list[str] = []
-    reference: list[list[Any]] | None = None
-    reference_node = ""
+    read: dict[str, list[list[Any]]] = {}
     for node_id, path in log_dirs.items():
         directory = str(path)
         code, output = verify_cli(directory)
@@ -102,20 +104,29 @@ def final_state(log_dirs: Mapping[str, pathlib.Path], commit: Mapping[str, int],
             bad.append(f"{type(exc).__name__}: {exc}")
         if bad:
             replica_problems.append(f"{node_id}: reading entries 1..{common}: {bad[:3]}")
-        if [e[0] for e in entries] != list(range(1, len(entries) + 1)) or len(entries) != common:
-            replica_problems.append(f"{node_id}: holds {len(entries)} readable committed entries, expected {common}")
-        digest = raw_digest(directory, common)
+        first = entries[0][0] if entries else 1
+        if [e[0] for e in entries] != list(range(first, common + 1)):
+            replica_problems.append(f"{node_id}: holds {len(entries)} readable committed entries from index "
+                                    f"{first}, expected {first}..{common}")  # fmt: skip
+        digest = raw_digest(directory, common) if first == 1 else "starts-later"
         replicas[node_id] = {"commit_index": commit.get(node_id), "verify_exit": code, "verify": output[-300:],
-                             "entries": len(entries), "digest": digest}  # fmt: skip
-        if reference is None:
-            reference, reference_node = entries, node_id
-        elif entries != reference:
-            diff = next((k for k, (a, b) in enumerate(zip(reference, entries, strict=False)) if a != b), None)
-            where = f"first difference at index {diff + 1}" if diff is not None else "lengths differ"
+                             "entries": len(entries), "first_index": first, "digest": digest}  # fmt: skip
+        read[node_id] = entries
+    reference_node = min(read, key=lambda n: replicas[n]["first_index"], default="")
+    reference = read.get(reference_node)
+    for node_id, entries in read.items():
+        if node_id == reference_node or reference is None:
+            continue
+        first = replicas[node_id]["first_index"]
+        theirs = reference[first - replicas[reference_node]["first_index"] :]
+        if entries != theirs:
+            diff = next((k for k, (a, b) in enumerate(zip(theirs, entries, strict=False)) if a != b), None)
+            where = f"first difference at index {diff + first}" if diff is not None else "lengths differ"
             replica_problems.append(f"{node_id} and {reference_node} hold different committed entries ({where})")
-    digests = {r["digest"] for r in replicas.values()}
+    digests = {r["digest"] for r in replicas.values() if r["first_index"] == 1}
     if len(digests) > 1 or None in digests:
         shown = {n: (r["digest"] or "unreadable")[:16] for n, r in replicas.items()}
         replica_problems.append(f"raw log bytes up to index {common} differ: {shown}")
-    return {"healed": healed, "common_index": common, "entries": reference or [], "replicas": replicas,
-            "replica_problems": replica_problems, "problems": problems}  # fmt: skip
+    first_index = replicas[reference_node]["first_index"] if reference_node else 1
+    return {"healed": healed, "common_index": common, "first_index": first_index, "entries": reference or [],
+            "replicas": replicas, "replica_problems": replica_problems, "problems": problems}  # fmt: skip

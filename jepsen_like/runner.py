@@ -9,10 +9,12 @@ Phases and their invariants:
    in the run state file, and `finally` tears everything down (also on Ctrl-C or an error);
 2. faults: the client processes run the workload while the schedule (drawn from the seed) starts and stops
    nemeses; every start and stop goes to `nemesis.jsonl`;
-3. heal: `heal_everything`, then the clients keep going for `recovery` seconds (operations after healing
-   must succeed again), then stop (broker: producers stop, consumers drain for at most `drain` seconds);
-4. converge: wait until every node answers with the same commit index == applied index and one leader;
-   stop the nodes with SIGTERM; `replicas.final_state` compares their committed logs;
+3. heal: `heal_everything` (with membership nemeses also `membership.restore`: every running node a voter),
+   then the clients keep going for `recovery` seconds (operations after healing must succeed again), then
+   stop (broker: producers stop, consumers drain for at most `drain` seconds);
+4. converge: wait until every member of the configuration answers with the same commit index == applied
+   index and one leader; stop the nodes with SIGTERM; `replicas.final_state` compares the members' committed
+   logs (a node removed and not re-added is not compared; a re-added one was wiped and caught up again);
 5. check and report: `checker.check` on the merged history and the final state, written with plots to the
    report directory. The exit code is 0 only when the verdict is valid.
 """
@@ -31,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from jepsen_like import membership
 from jepsen_like import nemesis as nem
 from jepsen_like.checker import Verdict, check
 from jepsen_like.cluster import REPO_ROOT, Cluster, NetMode
@@ -42,6 +45,7 @@ from jepsen_like.replicas import final_state
 __all__ = ["RunOptions", "check_report", "replay_command", "run"]
 
 DEFAULT_REPORTS = pathlib.Path("/tmp/jepsen_like/reports")
+MEMBERS_REFRESH = 1.0  # seconds between the clients' readings of the configuration (membership runs)
 
 
 @dataclass
@@ -122,8 +126,9 @@ def run(o: RunOptions) -> int:
     state = RunState(f"{random.SystemRandom().randrange(16**4):04x}")
     mode = _net_mode(o.net)
     broker = o.workload == "broker"
+    spares = 1 if nem.uses_membership(o.nemeses) and not broker else 0
     cluster = Cluster(report / "work", o.nodes, flush=o.flush, net=mode, state=state, lease_read=o.lease_read,
-                      broker=broker)  # fmt: skip
+                      broker=broker, spares=spares)  # fmt: skip
     timeline = _Timeline(report / "nemesis.jsonl")
     clients: list[subprocess.Popen[bytes]] = []
     history_dir = report / "history"
@@ -132,7 +137,7 @@ def run(o: RunOptions) -> int:
     counts: dict[str, int] = {}
     try:
         cluster.setup_network()
-        _say(f"network: {mode}; nodes: {cluster.peers_string()}")
+        _say(f"network: {mode}; nodes: {cluster.peers_string()}" + (f" (spare: {cluster.spares})" if spares else ""))
         cluster.start_all()
         leader = cluster.wait_for_leader(60)
         if leader is None:
@@ -162,6 +167,7 @@ def run(o: RunOptions) -> int:
                 except Exception as exc:
                     detail = {"error": f"{type(exc).__name__}: {exc}"}
                 timeline.write("start", n.name, detail, began)
+                _write_change_failures(timeline, n.name, detail)
                 _say(f"+{at:6.1f}s start {n.name} {_short(detail)}")
                 if "skipped" not in detail:
                     counts[n.name] = counts.get(n.name, 0) + 1
@@ -173,10 +179,17 @@ def run(o: RunOptions) -> int:
                 except Exception as exc:
                     result = {"error": f"{type(exc).__name__}: {exc}"}
                 timeline.write("stop", n.name, result)
+                _write_change_failures(timeline, n.name, result)
                 _say(f"+{time.monotonic() - t0:6.1f}s stop  {n.name} {_short(result)}")
         _sleep_until(t0 + o.duration)
         nem.heal_everything(cluster)
         timeline.write("phase", "healed", {})
+        restored: dict[str, Any] | None = None
+        if spares:
+            restored = membership.restore(cluster)
+            timeline.write("restore", "membership", restored)
+            _write_change_failures(timeline, "restore", restored)
+            _say(f"membership restored: {restored['done']}; configuration {restored['view']}")
         _say(f"healed; clients continue for {o.recovery:g} s")
         time.sleep(o.recovery)
         stop_file.touch()
@@ -190,16 +203,22 @@ def run(o: RunOptions) -> int:
             state.remove_pid(proc.pid)
         timeline.write("phase", "clients-stopped", {})
         healed, commit, problems = _converge(cluster)
+        if restored is not None and not restored["done"]:
+            problems.append(f"the configuration was not restored to every running node as a voter: {restored['view']}")
         exits = cluster.stop_all()
         for node_id, code in exits.items():
             if code not in (0, None):
                 problems.append(f"{node_id} exited {code} on SIGTERM")
         for node_id in cluster.ids:
-            text = (report / "work" / "logs" / f"{node_id}.log").read_text(errors="replace")
+            path = report / "work" / "logs" / f"{node_id}.log"
+            text = path.read_text(errors="replace") if path.exists() else ""
             if "Traceback" in text:
                 problems.append(f"{node_id}'s log has a Traceback (see work/logs/{node_id}.log)")
-        final = final_state({n: cluster.log_dir(n) for n in cluster.ids}, commit, healed, problems)
+        compared = {n: cluster.log_dir(n) for n in cluster.ids if n in cluster.view.members()}
+        final = final_state(compared, commit, healed, problems)
         final["node_problems"] = problems
+        final["members"] = cluster.view.to_dict()
+        final["wipes"] = cluster.wipes
         if broker:  # the entries are encoded broker commands, which the broker checker does not read
             final["entries"] = []
     finally:
@@ -222,9 +241,19 @@ def _client_command(o: RunOptions, cluster: Cluster, k: int, total: float, out: 
         return [sys.executable, "-m", "jepsen_like.broker_workload", "--endpoints", cluster.endpoints_string(),
                 "--client", f"c{k}", "--index", str(k), "--threads", str(o.threads), "--duration", str(total),
                 "--drain", str(o.drain), "--out", str(out), "--stop-file", str(stop_file)]  # fmt: skip
-    return [sys.executable, "-m", "jepsen_like.workload", "--peers", cluster.peers_string(), "--client", f"c{k}",
-            "--threads", str(o.threads), "--seed", str(o.seed), "--duration", str(total), "--out", str(out),
-            "--read-fraction", str(o.read_fraction), "--stop-file", str(stop_file)]  # fmt: skip
+    cmd = [sys.executable, "-m", "jepsen_like.workload", "--peers", cluster.peers_string(), "--client", f"c{k}",
+           "--threads", str(o.threads), "--seed", str(o.seed), "--duration", str(total), "--out", str(out),
+           "--read-fraction", str(o.read_fraction), "--stop-file", str(stop_file)]  # fmt: skip
+    if cluster.spares:  # the clients start with the initial members and follow the configuration
+        cmd += ["--members", ",".join(cluster.initial), "--refresh-members", str(MEMBERS_REFRESH)]
+    return cmd
+
+
+def _write_change_failures(timeline: _Timeline, name: str, detail: dict[str, Any]) -> None:
+    """A membership change that failed (`fail`) or whose outcome is unknown (`info`) is also an `info` event."""
+    for step in detail.get("steps", []):
+        if step.get("outcome") in ("fail", "info") and step.get("op") in ("add-learner", "promote", "remove"):
+            timeline.write("info", name, step)
 
 
 def _short(detail: dict[str, Any]) -> str:
@@ -239,14 +268,20 @@ def _sleep_until(t: float) -> None:
 
 
 def _converge(cluster: Cluster, timeout: float = 60.0) -> tuple[bool, dict[str, int], list[str]]:
-    """Wait until every node reports the same commit index, applied == commit, and a leader in that term."""
+    """Wait until every member (of the configuration the leader reports) reports the same commit index,
+    applied == commit, and a leader in that term; running nodes that are no members are not waited for."""
     deadline = time.monotonic() + timeout
     last: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        infos = cluster.statuses(timeout=1.0)
+        if not membership.read_members(cluster):
+            time.sleep(0.2)
+            continue
+        members = cluster.view.members()
+        statuses = cluster.statuses(timeout=1.0)
+        infos = {n: s for n, s in statuses.items() if n in members}
         last = {n: (s.role, s.term, s.commit_index, s.applied_index, s.last_index, s.reachable)
-                for n, s in infos.items()}  # fmt: skip
-        if all(s.reachable for s in infos.values()):
+                for n, s in statuses.items()}  # fmt: skip
+        if set(infos) == members and all(s.reachable for s in infos.values()):
             commits = {s.commit_index for s in infos.values()}
             leaders = [s for s in infos.values() if s.role == "leader"]
             # the leader has committed its whole log (its term's no-op included): nothing is pending
@@ -255,7 +290,7 @@ def _converge(cluster: Cluster, timeout: float = 60.0) -> tuple[bool, dict[str, 
                     and leaders[0].last_index == leaders[0].commit_index):  # fmt: skip
                 return True, {n: s.commit_index for n, s in infos.items()}, []
         time.sleep(0.2)
-    commit = {n: int(v[2]) for n, v in last.items() if v[5]}
+    commit = {n: int(v[2]) for n, v in last.items() if v[5] and n in cluster.view.members()}
     return False, commit, [f"no convergence within {timeout:g} s: {last}"]
 
 
@@ -275,7 +310,7 @@ def check_report(report: pathlib.Path, *, plots: bool = True, faults: dict[str, 
 
         verdict = check_broker(ops, final)
     else:
-        verdict = check(ops, final)
+        verdict = check(ops, final, committed_changes(report))
     if faults is None:
         faults = _fault_counts(report)
     out = verdict.to_dict()
@@ -296,6 +331,18 @@ def check_report(report: pathlib.Path, *, plots: bool = True, faults: dict[str, 
     for line in lines:
         _say(line)
     return verdict
+
+
+def committed_changes(report: pathlib.Path) -> list[dict[str, Any]]:
+    """The membership changes the timeline records as committed (outcome ok, with their index)."""
+    out: list[dict[str, Any]] = []
+    path = report / "nemesis.jsonl"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            e = json.loads(line)
+            if e["type"] in ("start", "stop", "restore"):
+                out += [s for s in e["detail"].get("steps", []) if s.get("outcome") == "ok" and "index" in s]
+    return out
 
 
 def _fault_counts(report: pathlib.Path) -> dict[str, int]:

@@ -11,6 +11,11 @@ operation in the history (`history.py`) through `DLedgerClient`:
   earlier ones again, all from one random node (falling back to the leader when that node has not committed
   them yet). `ok` carries `read_index` and the entries seen (index -> [term, kind, data]); a failed
   `read_index` is `fail` (a read changes nothing).
+With membership changes (`--members`, `--refresh-members`): `--peers` lists every process slot, and a
+`MemberFollower` thread per process reads the configuration (`members()`) every few seconds; each worker's
+client follows it (writes and leader reads go to the current members), while pinned reads and gets still
+choose among every slot, as a client bound to a node would (a removed node must not serve a stale read; a
+slot that is not a member is asked with a short timeout).
 Invariants: the sequence of operations and values of a worker depends only on the seed (timing does not);
 a worker has one operation in flight; the history line of a completion is written before the next invoke.
 """
@@ -30,12 +35,43 @@ from dledger.server.client_policy import EntryNotFoundError, NotWrittenError, Ou
 from dledger.server.config import parse_peers
 from jepsen_like.history import HistoryWriter
 
-__all__ = ["Worker", "main"]
+__all__ = ["MemberFollower", "Worker", "main"]
 
 MAX_NEW_PER_READ = 24
 REREADS_PER_READ = 3
 PINNED_READS = 0.5  # share of reads whose read_index goes first to one random node, not to the known leader
 PINNED_TIMEOUT = 4.0  # long enough to outlast a pause: the node answers when it wakes up, as it would in life
+NON_MEMBER_TIMEOUT = 1.0  # a pinned read of a slot that is not a member (removed, or a spare not running)
+
+
+class MemberFollower:
+    """The configuration as last read from the group: `members` (id -> address, from `peers` when known),
+    `version` bumped on every change. `refresh` <= 0: fixed at the initial members."""
+
+    def __init__(self, peers: dict[str, str], members: dict[str, str], group: str, refresh: float,
+                 stop: threading.Event) -> None:  # fmt: skip
+        self.peers, self.group, self.refresh, self.stop = peers, group, refresh, stop
+        self.members = dict(members)
+        self.version = 0
+        self.lock = threading.Lock()
+
+    def snapshot(self) -> tuple[int, dict[str, str]]:
+        with self.lock:
+            return self.version, dict(self.members)
+
+    def run(self) -> None:
+        if self.refresh <= 0:
+            return
+        with DLedgerClient(self.peers, group=self.group, timeout=2.0, rpc_timeout=0.5) as client:
+            while not self.stop.wait(self.refresh):
+                try:
+                    found = client.members(timeout=2.0)
+                except Exception:
+                    continue
+                members = {m.id: self.peers.get(m.id, m.address) for m in found}
+                with self.lock:
+                    if members and members != self.members:
+                        self.members, self.version = members, self.version + 1
 
 
 def _err(exc: BaseException) -> str:
@@ -45,7 +81,8 @@ def _err(exc: BaseException) -> str:
 class Worker:
     def __init__(self, client_id: str, worker: int, peers: dict[str, str], group: str, seed: int,
                  history: HistoryWriter, read_fraction: float, think_ms: float, stop: threading.Event,
-                 timeout: float = 3.0, rpc_timeout: float = 1.0) -> None:  # fmt: skip
+                 timeout: float = 3.0, rpc_timeout: float = 1.0,
+                 follower: MemberFollower | None = None) -> None:  # fmt: skip
         self.name = f"{client_id}.{worker}"
         self.rng = random.Random(f"{seed}/{client_id}/{worker}")
         self.peers, self.group = peers, group
@@ -57,7 +94,9 @@ class Worker:
         self.seq = 0
         self.last_seen = 0
         self.timeout, self.rpc_timeout = timeout, rpc_timeout
-        self.client = DLedgerClient(peers, group=group, timeout=timeout, rpc_timeout=rpc_timeout)
+        self.follower = follower or MemberFollower(peers, peers, group, 0, stop)
+        self.members_version, self.members = self.follower.snapshot()
+        self.client = DLedgerClient(self.members, group=group, timeout=timeout, rpc_timeout=rpc_timeout)
         self.node_clients = {n: DLedgerClient({n: a}, group=group, timeout=0.5, rpc_timeout=0.5)
                              for n, a in peers.items()}  # fmt: skip
 
@@ -68,6 +107,7 @@ class Worker:
     def run(self, deadline: float) -> None:
         try:
             while not self.stop.is_set() and time.monotonic() < deadline:
+                self._follow_members()
                 if self.rng.random() < self.read_fraction:
                     self.read()
                 else:
@@ -78,6 +118,13 @@ class Worker:
             self.client.close()
             for c in self.node_clients.values():
                 c.close()
+
+    def _follow_members(self) -> None:
+        version, members = self.follower.snapshot()
+        if version != self.members_version:
+            self.client.close()
+            self.members_version, self.members = version, members
+            self.client = DLedgerClient(members, group=self.group, timeout=self.timeout, rpc_timeout=self.rpc_timeout)
 
     def append(self) -> None:
         self.seq += 1
@@ -103,8 +150,9 @@ class Worker:
         via = self.rng.choice(list(self.peers)) if self.rng.random() < PINNED_READS else ""
         try:
             if via:  # ask one node, as a Jepsen client bound to it would (it redirects if it knows it is not leader)
-                with DLedgerClient({via: self.peers[via]}, group=self.group, timeout=PINNED_TIMEOUT,
-                                   rpc_timeout=PINNED_TIMEOUT) as pinned:  # fmt: skip
+                wait = PINNED_TIMEOUT if via in self.members else NON_MEMBER_TIMEOUT
+                with DLedgerClient({via: self.peers[via]}, group=self.group, timeout=wait,
+                                   rpc_timeout=wait) as pinned:  # fmt: skip
                     read_index = pinned.read_index()
                     leader = pinned.leader or via
             else:
@@ -162,15 +210,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--read-fraction", type=float, default=0.25)
     p.add_argument("--think-ms", type=float, default=10.0)
     p.add_argument("--stop-file", default="")
+    p.add_argument("--members", default="", help="comma-separated ids of the initial members (default: every peer)")
+    p.add_argument("--refresh-members", type=float, default=0.0, help="seconds between configuration readings")
     args = p.parse_args(argv)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     history = HistoryWriter(args.out)
     peers = parse_peers(args.peers)
+    initial = {i: peers[i] for i in args.members.split(",") if i} or peers
+    follower = MemberFollower(peers, initial, args.group, args.refresh_members, stop)
     deadline = time.monotonic() + args.duration
-    workers = [Worker(args.client, k, peers, args.group, args.seed, history, args.read_fraction, args.think_ms, stop)
-               for k in range(args.threads)]  # fmt: skip
+    workers = [Worker(args.client, k, peers, args.group, args.seed, history, args.read_fraction, args.think_ms, stop,
+                      follower=follower) for k in range(args.threads)]  # fmt: skip
     threads = [threading.Thread(target=w.run, args=(deadline,), name=w.name) for w in workers]
+    threading.Thread(target=follower.run, name="members", daemon=True).start()
     for t in threads:
         t.start()
     try:
