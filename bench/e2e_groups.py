@@ -158,6 +158,13 @@ class DledgerGroup:
     def load_cmd(
         self, payload: int, batch: int, inflight: int, seconds: float, max_ops: int, start_at: float
     ) -> list[str]:
+        return [*self._load_cmd(payload, batch, inflight, seconds, max_ops, start_at), *self.load_flags]
+
+    load_flags: tuple[str, ...] = ()  # extra flags for bench.e2e_load (e.g. --unary)
+
+    def _load_cmd(
+        self, payload: int, batch: int, inflight: int, seconds: float, max_ops: int, start_at: float
+    ) -> list[str]:
         return [
             sys.executable,
             "-m",

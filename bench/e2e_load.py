@@ -30,7 +30,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     lats: list[float] = []
     counts = {"ok": 0, "err": 0, "issued": 0}
     errors: dict[str, int] = {}
-    async with AsyncDLedgerClient(args.peers, group=args.group, timeout=5.0, rpc_timeout=5.0) as client:
+    async with AsyncDLedgerClient(
+        args.peers, group=args.group, timeout=5.0, rpc_timeout=5.0, streaming=not args.unary
+    ) as client:
         # connect and find the leader before the clock starts (10 s at most)
         warm_until = time.monotonic() + 10.0
         while time.monotonic() < warm_until:
@@ -89,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-ops", type=int, default=1 << 40)
     p.add_argument("--start-at", type=float, default=0.0)
     p.add_argument("--uvloop", action="store_true", help="run on uvloop when it is installed")
+    p.add_argument("--unary", action="store_true", help="one unary Append call per request (no AppendStream)")
     args = p.parse_args(argv)
     if args.uvloop:
         try:

@@ -225,28 +225,44 @@ class PeerAck(_message.Message):
     def __init__(self, group: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
 
 class AppendRequest(_message.Message):
-    __slots__ = ("group", "data")
+    __slots__ = ("group", "data", "request_id")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     group: str
     data: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, group: _Optional[str] = ..., data: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    request_id: int
+    def __init__(self, group: _Optional[str] = ..., data: _Optional[_Iterable[bytes]] = ..., request_id: _Optional[int] = ...) -> None: ...
 
 class AppendResponse(_message.Message):
-    __slots__ = ("status", "message", "leader_id", "leader_address", "first_index", "term")
+    __slots__ = ("status", "message", "leader_id", "leader_address", "first_index", "term", "request_id")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
     LEADER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     FIRST_INDEX_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     status: Status
     message: str
     leader_id: str
     leader_address: str
     first_index: int
     term: int
-    def __init__(self, status: _Optional[_Union[Status, str]] = ..., message: _Optional[str] = ..., leader_id: _Optional[str] = ..., leader_address: _Optional[str] = ..., first_index: _Optional[int] = ..., term: _Optional[int] = ...) -> None: ...
+    request_id: int
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., message: _Optional[str] = ..., leader_id: _Optional[str] = ..., leader_address: _Optional[str] = ..., first_index: _Optional[int] = ..., term: _Optional[int] = ..., request_id: _Optional[int] = ...) -> None: ...
+
+class AppendStreamRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[AppendRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[AppendRequest, _Mapping]]] = ...) -> None: ...
+
+class AppendStreamResponse(_message.Message):
+    __slots__ = ("responses",)
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    responses: _containers.RepeatedCompositeFieldContainer[AppendResponse]
+    def __init__(self, responses: _Optional[_Iterable[_Union[AppendResponse, _Mapping]]] = ...) -> None: ...
 
 class GetRequest(_message.Message):
     __slots__ = ("group", "index")

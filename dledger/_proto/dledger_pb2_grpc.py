@@ -200,6 +200,11 @@ class DLedgerClientServiceStub:
                 request_serializer=dledger__pb2.AppendRequest.SerializeToString,
                 response_deserializer=dledger__pb2.AppendResponse.FromString,
                 _registered_method=True)
+        self.AppendStream = channel.stream_stream(
+                '/dledger.v1.DLedgerClientService/AppendStream',
+                request_serializer=dledger__pb2.AppendStreamRequest.SerializeToString,
+                response_deserializer=dledger__pb2.AppendStreamResponse.FromString,
+                _registered_method=True)
         self.Get = channel.unary_unary(
                 '/dledger.v1.DLedgerClientService/Get',
                 request_serializer=dledger__pb2.GetRequest.SerializeToString,
@@ -236,6 +241,12 @@ class DLedgerClientServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Append(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AppendStream(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -286,6 +297,11 @@ def add_DLedgerClientServiceServicer_to_server(servicer, server):
                     servicer.Append,
                     request_deserializer=dledger__pb2.AppendRequest.FromString,
                     response_serializer=dledger__pb2.AppendResponse.SerializeToString,
+            ),
+            'AppendStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.AppendStream,
+                    request_deserializer=dledger__pb2.AppendStreamRequest.FromString,
+                    response_serializer=dledger__pb2.AppendStreamResponse.SerializeToString,
             ),
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
@@ -345,6 +361,33 @@ class DLedgerClientService:
             '/dledger.v1.DLedgerClientService/Append',
             dledger__pb2.AppendRequest.SerializeToString,
             dledger__pb2.AppendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/dledger.v1.DLedgerClientService/AppendStream',
+            dledger__pb2.AppendStreamRequest.SerializeToString,
+            dledger__pb2.AppendStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

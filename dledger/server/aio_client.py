@@ -1,7 +1,11 @@
 """`AsyncDLedgerClient`: the asyncio client, for high-throughput callers (many appends in flight).
 
 Same rules as the blocking `DLedgerClient` (both drive `client_policy.run_request`); one instance may be
-used by many tasks of one event loop at once.
+used by many tasks of one event loop at once. Appends to a known, connected leader go over one
+`AppendStream` (see append_stream.py) shared by all tasks (`streaming=False` turns that off); anything
+the stream cannot settle (no leader known, not the leader any more, busy, a request the stream never sent)
+takes the unary path with its retry policy, and a request the stream sent without an answer is "outcome
+unknown", exactly as on the unary path.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import grpc.aio
 
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
+from dledger.server.append_stream import AppendStream, NotSent, Unanswered
 from dledger.server.client import (
     REFUSED_CODES,
     AppendResult,
@@ -26,7 +31,7 @@ from dledger.server.client import (
     members_from_pb,
     node_info_from_pb,
 )
-from dledger.server.client_policy import Call, RpcOutcome, Sleep
+from dledger.server.client_policy import Call, InvalidRequestError, OutcomeUnknownError, RpcOutcome, Sleep
 from dledger.storage_api import Entry
 
 __all__ = ["AsyncDLedgerClient"]
@@ -35,10 +40,13 @@ __all__ = ["AsyncDLedgerClient"]
 class AsyncDLedgerClient(ClientBase):
     """asyncio client; `peers` is a `dLegerPeers` string or a mapping. Use `async with` or `await close()`."""
 
-    def __init__(self, peers: str | Mapping[str, str], **kwargs: Any) -> None:
+    def __init__(self, peers: str | Mapping[str, str], *, streaming: bool = True, **kwargs: Any) -> None:
         super().__init__(peers, **kwargs)
+        self.streaming = streaming
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, pb_grpc.DLedgerClientServiceStub] = {}
+        self._stream: AppendStream | None = None
+        self._opening: asyncio.Task[AppendStream | None] | None = None
 
     async def append(self, data: bytes, *, timeout: float | None = None) -> AppendResult:
         return (await self.append_batch([data], timeout=timeout))[0]
@@ -46,8 +54,56 @@ class AsyncDLedgerClient(ClientBase):
     async def append_batch(self, items: Sequence[bytes], *, timeout: float | None = None) -> list[AppendResult]:
         if not items:
             return []
+        if self.streaming and self._route.leader is not None:
+            reply = await self._append_streamed(items, self.timeout if timeout is None else timeout)
+            if reply is not None:
+                return self._append_results(reply, len(items))
         reply = await self._request("Append", self._append_request(items), True, timeout)
         return self._append_results(reply, len(items))
+
+    async def _append_streamed(self, items: Sequence[bytes], timeout: float) -> pb.AppendResponse | None:
+        """The reply through the leader's stream, or None when the unary path must take the request."""
+        stream = self._stream
+        if stream is None or stream.closed or stream.node_id != self._route.leader:
+            stream = await self._open_stream()
+            if stream is None:
+                return None
+        try:
+            reply = await stream.submit(items, timeout)
+        except NotSent:
+            return None
+        except Unanswered as exc:
+            self._route.failed(stream.node_id)
+            raise OutcomeUnknownError(f"append on {stream.node_id}: {exc}; the outcome is unknown") from None
+        status = reply.status
+        if status == pb.STATUS_OK:
+            return reply
+        if status in (pb.STATUS_INVALID, pb.STATUS_WRONG_GROUP):
+            raise InvalidRequestError(f"Append refused by {stream.node_id}: {reply.message}")
+        if status in (pb.STATUS_UNAVAILABLE, pb.STATUS_STORAGE_ERROR):
+            self._route.failed(stream.node_id)
+            raise OutcomeUnknownError(f"Append on {stream.node_id}: {reply.message}; the outcome is unknown")
+        if status == pb.STATUS_NOT_LEADER and not self._route.redirect(reply.leader_id, reply.leader_address):
+            self._route.failed(stream.node_id)
+        return None  # not written (not the leader, busy): the unary path retries with its policy
+
+    async def _open_stream(self) -> AppendStream | None:
+        """The stream to the known leader, opened once even when many tasks ask at the same time."""
+        if self._opening is None or self._opening.done():
+            self._opening = asyncio.get_running_loop().create_task(self._new_stream())
+        return await asyncio.shield(self._opening)
+
+    async def _new_stream(self) -> AppendStream | None:
+        leader = self._route.leader
+        if leader is None:
+            return None
+        old, self._stream = self._stream, None
+        if old is not None:
+            await old.close()
+        if not await self._connected(leader, self.rpc_timeout):
+            return None  # the unary path finds out what is wrong
+        self._stream = AppendStream(self._stub(leader), leader, self.group)
+        return self._stream
 
     async def get(self, index: int, *, timeout: float | None = None) -> Entry:
         request = pb.GetRequest(group=self.group, index=index)
@@ -90,6 +146,12 @@ class AsyncDLedgerClient(ClientBase):
         return list(await asyncio.gather(*(one(i, a) for i, a in list(self._route.peers.items()))))
 
     async def close(self) -> None:
+        if self._opening is not None:
+            self._opening.cancel()
+            await asyncio.gather(self._opening, return_exceptions=True)
+        if self._stream is not None:
+            await self._stream.close()
+            self._stream = None
         channels = list(self._channels.values())
         self._channels.clear()
         self._stubs.clear()

@@ -241,11 +241,16 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         self._poke()
 
     async def append(self, items: Sequence[bytes]) -> tuple[int, int]:
+        return await self.submit(items)
+
+    def submit(self, items: Sequence[bytes]) -> asyncio.Future[tuple[int, int]]:
+        """`append` without a coroutine per request (the streaming service's path): the future settles
+        with (first index, term) or the error `append` would raise."""
         self._check_running()
         future: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
         self._proposals.append((list(items), future))
         self._poke()
-        return await future
+        return future
 
     async def read_index(self) -> int:
         self._check_running()

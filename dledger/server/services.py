@@ -8,10 +8,12 @@ No exception escapes to gRPC (that would become UNKNOWN, which a client could no
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol, TypeAlias, TypeVar
 
 import grpc.aio
@@ -70,6 +72,10 @@ class NodeAPI(Protocol):
         """Propose, wait for commit; return (first index, term)."""
         ...
 
+    def submit(self, items: Sequence[bytes]) -> asyncio.Future[tuple[int, int]]:
+        """Like `append`, as a future (raises NodeStoppedError at once when the node is not running)."""
+        ...
+
     async def read_index(self) -> int: ...
 
     async def get(self, index: int) -> Entry:
@@ -121,6 +127,85 @@ class ClientServicer(pb_grpc.DLedgerClientServiceServicer):  # type: ignore[misc
             self.metrics.appended_entries.observe(len(request.data))
         return response
 
+    async def AppendStream(
+        self, request_iterator: AsyncIterator[pb.AppendStreamRequest], context: Context
+    ) -> AsyncIterator[pb.AppendStreamResponse]:
+        """Many appends over one stream: every request is proposed as it arrives (so the requests of one
+        message, and of concurrent streams, share a Ready), and the answers ready at once go out together."""
+        ready: list[pb.AppendResponse] = []
+        wake = asyncio.Event()
+        state = {"open": 0, "reading": True}
+
+        def answer(response: pb.AppendResponse) -> None:
+            ready.append(response)
+            state["open"] -= 1
+            wake.set()
+
+        def settled(request_id: int, count: int, started: float, future: asyncio.Future[tuple[int, int]]) -> None:
+            if future.cancelled():
+                response = pb.AppendResponse(status=pb.STATUS_UNAVAILABLE, message="cancelled")
+            elif (exc := future.exception()) is not None:
+                response = _error_response(pb.AppendResponse, exc, _APPEND_ERRORS, pb.STATUS_UNAVAILABLE)
+            else:
+                first_index, term = future.result()
+                response = pb.AppendResponse(status=pb.STATUS_OK, first_index=first_index, term=term)
+            response.request_id = request_id
+            if self.metrics is not None:
+                self.metrics.append_latency.labels(_outcome(response.status)).observe(time.perf_counter() - started)
+                self.metrics.appended_entries.observe(count)
+            answer(response)
+
+        async def read() -> None:
+            try:
+                async for message in request_iterator:
+                    now = time.perf_counter()
+                    for request in message.requests:
+                        state["open"] += 1
+                        refusal = self._check_append(request)
+                        if refusal is not None:
+                            refusal.request_id = request.request_id
+                            answer(refusal)
+                            continue
+                        try:
+                            future = self.node.submit(list(request.data))
+                        except Exception as exc:  # stopped or fenced: nothing was proposed
+                            refusal = _error_response(pb.AppendResponse, exc, _APPEND_ERRORS, pb.STATUS_NOT_LEADER)
+                            refusal.request_id = request.request_id
+                            answer(refusal)
+                            continue
+                        future.add_done_callback(partial(settled, request.request_id, len(request.data), now))
+            finally:
+                state["reading"] = False
+                wake.set()
+
+        reader = asyncio.get_running_loop().create_task(read())
+        try:
+            while ready or state["reading"] or state["open"] > 0:
+                if not ready:
+                    await wake.wait()
+                    wake.clear()
+                    continue
+                batch, ready[:] = list(ready), []
+                yield pb.AppendStreamResponse(responses=batch)
+        finally:
+            reader.cancel()
+
+    def _check_append(self, request: pb.AppendRequest) -> pb.AppendResponse | None:
+        """The refusal for a malformed append (nothing proposed), or None."""
+        if (problem := self._wrong_group(request.group)) is not None:
+            return pb.AppendResponse(status=pb.STATUS_WRONG_GROUP, message=problem)
+        items = request.data
+        if not items:
+            return pb.AppendResponse(status=pb.STATUS_INVALID, message="append needs at least one entry")
+        limit = self.node.max_entry_bytes
+        too_big = next((k for k, d in enumerate(items) if len(d) > limit), None)
+        if too_big is not None:
+            return pb.AppendResponse(
+                status=pb.STATUS_INVALID,
+                message=f"entry {too_big} has {len(items[too_big])} bytes; the limit is {limit}",
+            )
+        return None
+
     async def ReadIndex(self, request: pb.ReadIndexRequest, context: Context) -> pb.ReadIndexResponse:
         started = time.perf_counter()
         response = await self._read_index(request)
@@ -134,17 +219,9 @@ class ClientServicer(pb_grpc.DLedgerClientServiceServicer):  # type: ignore[misc
         return None
 
     async def _append(self, request: pb.AppendRequest) -> pb.AppendResponse:
-        if (problem := self._wrong_group(request.group)) is not None:
-            return pb.AppendResponse(status=pb.STATUS_WRONG_GROUP, message=problem)
+        if (refusal := self._check_append(request)) is not None:
+            return refusal
         items = list(request.data)
-        if not items:
-            return pb.AppendResponse(status=pb.STATUS_INVALID, message="append needs at least one entry")
-        too_big = next((k for k, d in enumerate(items) if len(d) > self.node.max_entry_bytes), None)
-        if too_big is not None:
-            return pb.AppendResponse(
-                status=pb.STATUS_INVALID,
-                message=f"entry {too_big} has {len(items[too_big])} bytes; the limit is {self.node.max_entry_bytes}",
-            )
 
         async def work() -> pb.AppendResponse:
             first_index, term = await self.node.append(items)
@@ -264,11 +341,17 @@ async def _guard(
     try:
         return await work()
     except Exception as exc:
-        for types, status in errors:
-            if isinstance(exc, types):
-                hint = exc.hint if isinstance(exc, NodeNotLeaderError) else LeaderHint()
-                return response(
-                    status=status, message=str(exc), leader_id=hint.leader_id, leader_address=hint.leader_address
-                )
-        log.exception("%s failed", what)
-        return response(status=fallback, message=f"internal error: {exc}")
+        if not any(isinstance(exc, types) for types, _ in errors):
+            log.exception("%s failed", what)
+        return _error_response(response, exc, errors, fallback)
+
+
+def _error_response(response: Callable[..., R], exc: BaseException, errors: ErrorTable, fallback: int) -> R:
+    """A known exception as its status (with the leader hint), anything else as `fallback`."""
+    for types, status in errors:
+        if isinstance(exc, types):
+            hint = exc.hint if isinstance(exc, NodeNotLeaderError) else LeaderHint()
+            return response(
+                status=status, message=str(exc), leader_id=hint.leader_id, leader_address=hint.leader_address
+            )
+    return response(status=fallback, message=f"internal error: {exc}")
