@@ -50,7 +50,7 @@ class FakeStub:
     def __init__(self) -> None:
         self.call = FakeCall()
 
-    def AppendStream(self) -> FakeCall:  # noqa: N802  (gRPC's name)
+    def AppendStream(self) -> FakeCall:
         return self.call
 
 
@@ -112,7 +112,9 @@ def test_a_request_without_an_answer_by_its_deadline_is_unanswered() -> None:
         nxt = stream.submit([b"b"], 5.0)
         await asyncio.sleep(0)
         await asyncio.sleep(0)
-        ok = pb.AppendResponse(status=pb.STATUS_OK, first_index=7, request_id=stub.call.written[1].requests[0].request_id)
+        ok = pb.AppendResponse(
+            status=pb.STATUS_OK, first_index=7, request_id=stub.call.written[1].requests[0].request_id
+        )
         await stub.call.answers.put(pb.AppendStreamResponse(responses=[pb.AppendResponse(request_id=late), ok]))
         assert (await nxt).first_index == 7
         await stream.close()
