@@ -307,8 +307,13 @@ class RaftMachine(RuleBasedStateMachine):
             lead = c.leader()
             # a leader every member follows in its term (not a stale leader of an old term, found by the long run)
             members = sorted(c.core(lead).membership.members) if lead is not None else []
-            if lead is not None and all(
-                c.core(i).current_term == c.core(lead).current_term and c.core(i).leader_id == lead for i in members
+            # and no other node believes it leads (a removed node is not followed but must step down too)
+            if (
+                lead is not None
+                and all(
+                    c.core(i).current_term == c.core(lead).current_term and c.core(i).leader_id == lead for i in members
+                )
+                and all(c.core(i).role is not Role.LEADER for i in c.ids if i != lead)
             ):
                 core = c.core(lead)
                 if core.log.term(core.commit_index) == core.current_term and all(
