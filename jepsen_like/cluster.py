@@ -206,15 +206,16 @@ class Cluster:
         if proc is not None and proc.poll() is None:
             proc.send_signal(sig)
 
-    def kill(self, node_id: str, sig: int = signal.SIGKILL, timeout: float = 20.0) -> int | None:
-        """Send `sig` (SIGKILL by default; resumes a paused node first) and reap the process."""
+    def kill(self, node_id: str, sig: int = signal.SIGKILL, timeout: float = 20.0, send: bool = True) -> int | None:
+        """Send `sig` (SIGKILL by default; resumes a paused node first; `send=False`: it was sent already) and
+        reap the process (SIGKILL if it has not exited within `timeout`)."""
         proc = self.procs.pop(node_id, None)
         if proc is None:
             return None
         if node_id in self.paused:
             proc.send_signal(signal.SIGCONT)
             self.paused.discard(node_id)
-        if proc.poll() is None:
+        if send and proc.poll() is None:
             proc.send_signal(sig)
         try:
             code = proc.wait(timeout)
@@ -285,7 +286,8 @@ class Cluster:
             self.resume(node_id)
         for node_id in list(self.procs):
             self.send(node_id, signal.SIGTERM)
-        return {node_id: self.kill(node_id, signal.SIGTERM, timeout) for node_id in list(self.procs)}
+        # a second SIGTERM would kill a node whose loop has already closed its signal handlers (exit -15)
+        return {node_id: self.kill(node_id, signal.SIGTERM, timeout, send=False) for node_id in list(self.procs)}
 
     def close(self) -> None:
         try:

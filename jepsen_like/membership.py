@@ -304,15 +304,14 @@ def restore(cluster: Cluster, timeout: float = RESTORE_TIMEOUT) -> Detail:
             time.sleep(0.5)
             continue
         view = cluster.view
-        live = set(cluster.live())
-        if view.voters == live and not view.learners:
-            return {"done": True, "steps": steps, "view": view.to_dict()}
         # a member must run, and so must a node left stopped by a change that did not go through
-        for node in sorted((view.members() | cluster.should_run) - live):
+        for node in sorted((view.members() | cluster.should_run) - set(cluster.live())):
             cluster.procs.pop(node, None)
             cluster.start(node)
             steps.add("start", node, "ok", time.monotonic())
         live = set(cluster.live())
+        if view.voters == live and not view.learners:
+            return {"done": True, "steps": steps, "view": view.to_dict()}
         for node in sorted(live - view.voters):
             if node in view.learners:
                 promote(cluster, steps, node)

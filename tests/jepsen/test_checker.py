@@ -194,3 +194,28 @@ def test_anomaly_lists_are_capped_but_counted() -> None:
     v = check(h.ops(), final({}))
     assert v.counts == {"lost-write": 60}
     assert 0 < len(v.anomalies) < 60
+
+
+CONF = '{"learners":{"n3":"10.0.0.4:1"},"v":1,"voters":{"n0":"","n1":"","n2":""}}'
+
+
+def _change(index: int, voters: list[str], learners: list[str]) -> dict[str, Any]:
+    return {"op": "add-learner", "node": "n3", "outcome": "ok", "index": index, "voters": voters, "learners": learners}
+
+
+def test_config_entries_are_not_values_and_acknowledged_changes_must_be_in_the_final_log() -> None:
+    h = H().append("a", "a-1", 1).append("a", "a-2", 3)
+    f = final({1: "a-1", 3: "a-2"})
+    f["entries"].insert(1, [2, 1, 2, CONF])  # the CONFIG entry of a membership change at index 2
+    v = check(h.ops(), f, [_change(2, ["n0", "n1", "n2"], ["n3"])])
+    assert v.valid, v.anomalies
+    assert v.stats["config_entries"] == 1 and v.stats["changes_ok"] == 1
+    assert kinds(check(h.ops(), f, [_change(3, ["n0", "n1", "n2"], ["n3"])])) == {"lost-change"}  # not CONFIG
+    assert kinds(check(h.ops(), f, [_change(2, ["n0", "n1"], ["n3"])])) == {"lost-change"}  # another config
+    assert kinds(check(h.ops(), f, [_change(9, ["n0"], [])])) == {"lost-change"}  # past the commit index
+
+
+def test_writes_below_the_first_index_of_every_replica_are_not_checked() -> None:
+    h = H().append("a", "a-1", 1).append("a", "a-2", 2)
+    f = final({2: "a-2"}, first_index=2)  # every compared replica's log starts after a snapshot at 1
+    assert check(h.ops(), f).valid

@@ -51,3 +51,20 @@ def test_a_corrupt_replica_fails_verify(tmp_path: pathlib.Path) -> None:
     first.write_bytes(bytes(raw))
     problems = final_state(dirs, {"n0": 100, "n1": 100}, True, [])["replica_problems"]
     assert any("dledger log verify exited 1" in p for p in problems)
+
+
+def test_a_replica_that_installed_a_snapshot_is_compared_on_the_range_it_holds(tmp_path: pathlib.Path) -> None:
+    dirs = {"n0": _store(tmp_path / "n0", DATAS)}
+    with SegmentedLog.open(tmp_path / "n1", segment_bytes=4096, flush="sync") as log:
+        log.reset(60, 1)  # what installing a snapshot at index 60 does to a follower's log
+        log.append([Entry(i, 1, DATAS[i - 1]) for i in range(61, 121)])
+    dirs["n1"] = tmp_path / "n1"
+    final = final_state(dirs, {"n0": 100, "n1": 100}, True, [])
+    assert final["replica_problems"] == [] and final["first_index"] == 1
+    assert final["replicas"]["n1"]["first_index"] == 61 and final["replicas"]["n1"]["digest"] == "starts-later"
+    with SegmentedLog.open(tmp_path / "n2", segment_bytes=4096, flush="sync") as log:
+        log.reset(60, 1)
+        log.append([Entry(i, 1, b"X" * 10 if i == 70 else DATAS[i - 1]) for i in range(61, 121)])
+    dirs["n2"] = tmp_path / "n2"
+    problems = final_state(dirs, {n: 100 for n in dirs}, True, [])["replica_problems"]
+    assert problems == ["n2 and n0 hold different committed entries (first difference at index 70)"]
