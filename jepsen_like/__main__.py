@@ -19,8 +19,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workload", choices=("log", "broker"), default="log",
                    help="log: append and read on dledger nodes; broker: RocketMQ on dledger brokers")  # fmt: skip
     p.add_argument("--nodes", type=int, default=3, choices=(3, 5))
-    p.add_argument("--nemesis", default="kill,pause,partition",
-                   help="comma-separated nemeses or groups (kill, pause, partition, all); '' for none")  # fmt: skip
+    p.add_argument(
+        "--nemesis",
+        default="kill,pause,partition",
+        help="comma-separated nemeses or groups (kill, pause, partition, member, all); '' for none",
+    )
     p.add_argument("--clients", type=int, default=3, help="client processes")
     p.add_argument("--threads", type=int, default=2, help="workers per client process")
     p.add_argument("--flush", choices=("sync", "async"), default="sync")
@@ -54,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="also the broker workload: one kill-leader run with --short, broker plans in the rotation "
                            "otherwise")  # fmt: skip
     camp.add_argument("--broker-only", action="store_true", help="only the broker workload's runs")
+    camp.add_argument("--membership-only", action="store_true",
+                      help="only the membership-change runs (with --short: one run)")  # fmt: skip
     camp.add_argument("--run-seconds", type=float, default=60.0, help="fault phase of each run")
     camp.add_argument("--net", choices=("auto", "netns", "proxy"), default="auto")
     camp.add_argument("--out", help="campaign directory (default /tmp/jepsen_like/campaigns/<time>)")
@@ -96,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     return campaign(minutes=args.minutes, seed=args.seed, short=args.short, run_seconds=args.run_seconds,
                     net=args.net, out=args.out, with_broker=args.with_broker,
-                    broker_only=args.broker_only)  # fmt: skip
+                    broker_only=args.broker_only, membership_only=args.membership_only)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 
 `--short` (CI): three runs of `run_seconds` each, nemeses kill, pause, partition, sync flush, 3 nodes.
 Otherwise runs cycle through `LONG_PLAN` (every nemesis, 3 and 5 nodes, sync and async flush, lease reads
-with clock skew) until `minutes` are used; a run is not started if it could not end in time.
-The broker workload is opt-in: `with_broker` adds `BROKER_SHORT` (one kill-leader run) to `--short` and
-interleaves `BROKER_PLAN` with the long plan; `broker_only` runs `BROKER_PLAN` alone.
+with clock skew, membership changes with kills and partitions) until `minutes` are used; a run is not
+started if it could not end in time.
+`membership_only` runs `MEMBER_PLAN` alone (membership and replace with kills, partitions, pauses and lost
+writes; also part of `LONG_PLAN`). The broker workload is opt-in: `with_broker` adds `BROKER_SHORT` (one
+kill-leader run) to `--short` and interleaves `BROKER_PLAN` with the long plan; `broker_only` runs `BROKER_PLAN` alone.
 Invariants: each run's seed is drawn from the campaign's `random.Random(seed)`, so a campaign replays
 from its seed and each run from its own printed seed; the exit code is 0 only if every run was valid.
 The summary (`campaign.json`, `summary.md`) lists per run: its nemeses, seed, operations, faults injected,
@@ -22,7 +24,7 @@ from typing import Any
 
 from jepsen_like.runner import RunOptions, replay_command, run
 
-__all__ = ["BROKER_PLAN", "BROKER_SHORT", "LONG_PLAN", "SHORT_PLAN", "campaign", "plans"]
+__all__ = ["BROKER_PLAN", "BROKER_SHORT", "LONG_PLAN", "MEMBER_PLAN", "SHORT_PLAN", "campaign", "plans"]
 
 DEFAULT_CAMPAIGNS = pathlib.Path("/tmp/jepsen_like/campaigns")
 RUN_OVERHEAD = 40.0  # seconds a run takes beyond its fault phase (start, recovery, converge, check), roughly
@@ -52,6 +54,12 @@ LONG_PLAN = [
     Plan(["kill", "lost-writes", "partition"], flush="async", extra={"overlap": True}),
     Plan(["partition-ring", "partition-bridge", "pause-leader"], nodes=5, flush="async"),
 ]
+MEMBER_PLAN = [
+    Plan(["member", "kill", "partition"], extra={"overlap": True}),
+    Plan(["membership", "partition", "pause-leader"], nodes=5, flush="async"),
+    Plan(["replace", "kill-leader", "lost-writes"], flush="async"),
+]
+LONG_PLAN += MEMBER_PLAN
 
 BROKER_SHORT = [Plan(["kill-leader"], workload="broker")]
 BROKER_PLAN = [
@@ -62,7 +70,9 @@ BROKER_PLAN = [
 ]
 
 
-def plans(short: bool, with_broker: bool, broker_only: bool) -> list[Plan]:
+def plans(short: bool, with_broker: bool, broker_only: bool, membership_only: bool = False) -> list[Plan]:
+    if membership_only:
+        return MEMBER_PLAN[:1] if short else MEMBER_PLAN
     if broker_only:
         return BROKER_SHORT if short else BROKER_PLAN
     if short:
@@ -78,7 +88,8 @@ def plans(short: bool, with_broker: bool, broker_only: bool) -> list[Plan]:
 
 
 def campaign(*, minutes: float, seed: int | None, short: bool, run_seconds: float, net: str,
-             out: str | None, with_broker: bool = False, broker_only: bool = False) -> int:  # fmt: skip
+             out: str | None, with_broker: bool = False, broker_only: bool = False,
+             membership_only: bool = False) -> int:  # fmt: skip
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
     rng = random.Random(seed)
@@ -86,11 +97,12 @@ def campaign(*, minutes: float, seed: int | None, short: bool, run_seconds: floa
     root.mkdir(parents=True, exist_ok=True)
     flags = ("--short " if short else f"--minutes {minutes:g} ") + f"--run-seconds {run_seconds:g}"
     flags += (" --with-broker" if with_broker else "") + (" --broker-only" if broker_only else "")
+    flags += " --membership-only" if membership_only else ""
     print(f"[jepsen_like] campaign seed {seed}; replay with: python -m jepsen_like campaign --seed {seed} {flags}",
           flush=True)  # fmt: skip
     deadline = time.monotonic() + minutes * 60
     results: list[dict[str, Any]] = []
-    todo = plans(short, with_broker, broker_only)
+    todo = plans(short, with_broker, broker_only, membership_only)
     k = 0
     while True:
         if short and k >= len(todo):
@@ -132,7 +144,7 @@ def _summarise(k: int, opts: RunOptions, code: int, seconds: float) -> dict[str,
             "ops": stats.get("ops", 0), "appends_ok": stats.get("appends_ok", 0),
             "appends_info": stats.get("appends_info", 0), "reads_ok": stats.get("reads_ok", 0),
             "sends_ok": stats.get("sends_ok", 0), "sends_info": stats.get("sends_info", 0),
-            "deliveries": stats.get("deliveries", 0),
+            "deliveries": stats.get("deliveries", 0), "changes_ok": stats.get("changes_ok", 0),
             "faults": verdict.get("faults", {}), "anomalies": verdict.get("counts", {"no verdict": 1}),
             "report": str(report), "replay": replay_command(opts)}  # fmt: skip
 
@@ -150,14 +162,15 @@ def _totals(results: list[dict[str, Any]]) -> dict[str, Any]:
             "reads_ok": sum(r["reads_ok"] for r in results),
             "sends_ok": sum(r.get("sends_ok", 0) for r in results),
             "deliveries": sum(r.get("deliveries", 0) for r in results),
+            "changes_ok": sum(r.get("changes_ok", 0) for r in results),
             "faults": faults, "anomalies": anomalies}  # fmt: skip
 
 
 def _write_markdown(root: pathlib.Path, seed: int, results: list[dict[str, Any]]) -> None:
     totals = _totals(results)
     lines = [f"# jepsen_like campaign (seed {seed})", "",
-             "| run | workload | nemeses | nodes | flush | seed | ops | writes ok | faults | anomalies | valid |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+             "| run | workload | nemeses | nodes | flush | seed | ops | writes ok | changes | faults | anomalies "
+             "| valid |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for r in results:
         faults = ", ".join(f"{k} {v}" for k, v in r["faults"].items())
         anomalies = ", ".join(f"{k} {v}" for k, v in r["anomalies"].items()) or "none"
@@ -165,6 +178,7 @@ def _write_markdown(root: pathlib.Path, seed: int, results: list[dict[str, Any]]
         workload = r.get("workload", "log")
         writes = r.get("sends_ok", 0) if workload == "broker" else r["appends_ok"]
         lines.append(f"| {r['run']} | {workload} | {'+'.join(r['nemeses'])} | {r['nodes']} | {flush} | {r['seed']} | "
-                     f"{r['ops']} | {writes} | {faults} | {anomalies} | {'yes' if r['valid'] else 'NO'} |")  # fmt: skip
+                     f"{r['ops']} | {writes} | {r.get('changes_ok', 0)} | {faults} | {anomalies} | "
+                     f"{'yes' if r['valid'] else 'NO'} |")  # fmt: skip
     lines += ["", f"Totals: {json.dumps(totals)}", ""]
     (root / "summary.md").write_text("\n".join(lines))

@@ -55,6 +55,22 @@ def test_short_run_in_network_namespaces_leaves_nothing_behind(tmp_path: pathlib
     assert after == before
 
 
+def test_short_membership_run_removes_adds_and_replaces_nodes_under_faults(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "report"
+    opts = RunOptions(seed=31, duration=12, nemeses=["membership", "replace", "partition-leader", "kill-leader"],
+                      clients=2, threads=1, recovery=2, net="proxy", out=str(out), plots=False)  # fmt: skip
+    assert run(opts) == 0
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert verdict["valid"] and verdict["stats"]["appends_ok"] > 10, verdict["anomalies"]
+    assert verdict["stats"]["changes_ok"] >= 4 and verdict["stats"]["config_entries"] >= 4
+    final = json.loads((out / "final.json").read_text())
+    assert final["healed"] and not final["members"]["learners"] and final["wipes"]
+    assert set(final["replicas"]) == set(final["members"]["voters"])  # the members at the end are compared
+    assert len({r["digest"] for r in final["replicas"].values()}) == 1
+    events = [json.loads(line) for line in (out / "nemesis.jsonl").read_text().splitlines()]
+    assert any(e["type"] == "restore" and e["detail"]["done"] for e in events)
+
+
 def test_without_root_it_says_so_and_falls_back_to_proxies(monkeypatch: pytest.MonkeyPatch,
                                                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     from jepsen_like import runner
