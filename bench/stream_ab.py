@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                 cpu[mode].append(us)
                 print(
                     f"run {k + 1} {mode:6s}: {rate:9.0f} entries/s, leader CPU {us:6.1f} us/entry, "
-                    f"errors {r['errors']}",
+                    f"errors {r['errors']} {r['error_kinds']}",
                     flush=True,
                 )
     finally:

@@ -22,7 +22,9 @@ from typing import Any
 
 from dledger._proto import dledger_pb2 as pb
 
-__all__ = ["AppendStream", "NotSent", "Unanswered"]
+__all__ = ["MESSAGE_BYTES", "AppendStream", "NotSent", "Unanswered"]
+
+MESSAGE_BYTES = 1 << 20  # payload bytes per stream message (at least one request)
 
 
 class NotSent(Exception):
@@ -77,14 +79,26 @@ class AppendStream:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                if not self._queued:
-                    continue
-                batch, self._queued = self._queued, []
-                await self._call.write(pb.AppendStreamRequest(requests=batch))
+                while self._queued:
+                    batch = self._take_batch()
+                    await self._call.write(pb.AppendStreamRequest(requests=batch))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self._break(exc)
+
+    def _take_batch(self) -> list[pb.AppendRequest]:
+        """The queued requests for one message: all of them, or as many as fit in `MESSAGE_BYTES` (at least
+        one), so that big payloads still pipeline (the node proposes each message's requests as they come)."""
+        queued = self._queued
+        size, n = 0, 0
+        for request in queued:
+            size += sum(map(len, request.data))
+            n += 1
+            if size >= MESSAGE_BYTES:
+                break
+        batch, self._queued = queued[:n], queued[n:]
+        return batch
 
     async def _read_loop(self) -> None:
         try:
