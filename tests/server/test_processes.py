@@ -164,3 +164,51 @@ def test_log_verify_and_dump_accept_a_nodes_store_dir(tmp_path: pathlib.Path) ->
     assert dump.returncode == 0 and "alpha" in dump.stdout and "beta" in dump.stdout
     assert _cli("log", "verify").returncode == 2
     assert _cli("log", "verify", store, "--store-dir", store).returncode == 2
+
+
+def test_cli_member_commands_grow_and_shrink_a_group_of_processes(group: ProcessGroup) -> None:
+    import json
+
+    from dledger.server.config import format_peers
+    from dledger.server.launcher import free_ports
+
+    group.start_all()
+    group.wait_for_leader()
+    peers = ["--peers", format_peers(group.peers), "--group", "t", "--timeout", "20"]
+    listed = _cli("member", "list", *peers, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert {(m["id"], m["voter"]) for m in json.loads(listed.stdout)} == {("n0", True), ("n1", True), ("n2", True)}
+    address = f"127.0.0.1:{free_ports(1)[0]}"
+    everyone = {**group.peers, "n3": address}
+    with open(group.root / "n3.log", "ab") as log:
+        joiner = subprocess.Popen(
+            [sys.executable, "-m", "dledger", "node", "--join", "--group", "t", "--id", "n3",
+             "--peers", format_peers(everyone), "--store-dir", str(group.root / "n3")],
+            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+        )  # fmt: skip
+    try:
+        added = _cli("member", "add", "n3", "--address", address, *peers)
+        assert added.returncode == 0, added.stderr
+        assert "n3" in added.stdout and "learner" in added.stdout
+        promoted = _cli("member", "promote", "n3", *peers)  # the client retries while n3 catches up
+        assert promoted.returncode == 0, promoted.stderr
+        table = _cli("member", "list", *peers)
+        assert [line.split()[:3] for line in table.stdout.splitlines()[1:]] == [
+            ["n0", group.peers["n0"], "voter"],
+            ["n1", group.peers["n1"], "voter"],
+            ["n2", group.peers["n2"], "voter"],
+            ["n3", address, "voter"],
+        ]
+        assert _cli("append", "--peers", format_peers(everyone), "--group", "t", "with-four").returncode == 0
+        removed = _cli("member", "remove", "n3", *peers)
+        assert removed.returncode == 0, removed.stderr
+        after = json.loads(_cli("member", "list", *peers, "--json").stdout)
+        assert {m["id"] for m in after} == {"n0", "n1", "n2"}
+        # usage errors exit 2, a change the group refuses exits 1
+        assert _cli("member", "promote", *peers).returncode == 2
+        assert _cli("member", "add", "n9", *peers).returncode == 2  # no --address
+        refused = _cli("member", "remove", "nobody", *peers)
+        assert refused.returncode == 1 and "nobody" in refused.stderr
+    finally:
+        joiner.kill()
+        joiner.wait(10)
