@@ -1,6 +1,8 @@
 """Campaigns: many runs over every nemesis, with one summary.
 
-`--short` (CI): three runs of `run_seconds` each, nemeses kill, pause, partition, sync flush, 3 nodes.
+`--short` (CI): four runs of `run_seconds` each, sync flush, 3 nodes: kill, pause, partition, and membership
+changes (`member`) with kills and partitions overlapping (`MEMBER_SHORT`; valid in 3 runs in a row, each
+about 75 s in all).
 Otherwise runs cycle through `LONG_PLAN` (every nemesis, 3 and 5 nodes, sync and async flush, lease reads
 with clock skew, membership changes with kills and partitions) until `minutes` are used; a run is not
 started if it could not end in time.
@@ -24,7 +26,7 @@ from typing import Any
 
 from jepsen_like.runner import RunOptions, replay_command, run
 
-__all__ = ["BROKER_PLAN", "BROKER_SHORT", "LONG_PLAN", "MEMBER_PLAN", "SHORT_PLAN", "campaign", "plans"]
+__all__ = ["BROKER_PLAN", "BROKER_SHORT", "LONG_PLAN", "MEMBER_PLAN", "MEMBER_SHORT", "SHORT_PLAN", "campaign", "plans"]
 
 DEFAULT_CAMPAIGNS = pathlib.Path("/tmp/jepsen_like/campaigns")
 RUN_OVERHEAD = 40.0  # seconds a run takes beyond its fault phase (start, recovery, converge, check), roughly
@@ -40,7 +42,8 @@ class Plan:
     workload: str = "log"
 
 
-SHORT_PLAN = [Plan(["kill"]), Plan(["pause"]), Plan(["partition"])]
+MEMBER_SHORT = [Plan(["member", "kill", "partition"], extra={"overlap": True})]
+SHORT_PLAN = [Plan(["kill"]), Plan(["pause"]), Plan(["partition"]), *MEMBER_SHORT]
 LONG_PLAN = [
     Plan(["kill"]),
     Plan(["partition"], nodes=5),
@@ -55,7 +58,7 @@ LONG_PLAN = [
     Plan(["partition-ring", "partition-bridge", "pause-leader"], nodes=5, flush="async"),
 ]
 MEMBER_PLAN = [
-    Plan(["member", "kill", "partition"], extra={"overlap": True}),
+    *MEMBER_SHORT,
     Plan(["membership", "partition", "pause-leader"], nodes=5, flush="async"),
     Plan(["replace", "kill-leader", "lost-writes"], flush="async"),
 ]
@@ -72,7 +75,7 @@ BROKER_PLAN = [
 
 def plans(short: bool, with_broker: bool, broker_only: bool, membership_only: bool = False) -> list[Plan]:
     if membership_only:
-        return MEMBER_PLAN[:1] if short else MEMBER_PLAN
+        return MEMBER_SHORT if short else MEMBER_PLAN
     if broker_only:
         return BROKER_SHORT if short else BROKER_PLAN
     if short:
