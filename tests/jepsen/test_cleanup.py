@@ -24,8 +24,14 @@ def state_dir(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathli
 
 
 def _fake_node() -> subprocess.Popen[bytes]:
-    # argv names `dledger node`, as a real node's does, so that cleanup recognises it as ours
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "dledger", "node"])
+    # argv names `dledger node`, as a real node's does, so that cleanup recognises it as ours; its cmdline
+    # can still read empty just after Popen returns (seen with a big parent: the whole suite imported)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "dledger", "node"])
+    deadline = time.monotonic() + 10
+    while b"dledger" not in pathlib.Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return proc
 
 
 def _wait_dead(proc: subprocess.Popen[bytes]) -> int:
