@@ -313,6 +313,7 @@ _APPEND_ERRORS: ErrorTable = (
 )
 _GET_ERRORS: ErrorTable = (
     (NodeNotLeaderError, pb.STATUS_NOT_LEADER),
+    (NodeStoppedError, pb.STATUS_NOT_LEADER),  # stopping or fenced: ask another node (not a storage error)
     (CompactedError, pb.STATUS_COMPACTED),
     (UnavailableError, pb.STATUS_NOT_FOUND),
 )

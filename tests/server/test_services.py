@@ -24,6 +24,7 @@ from dledger.server.services import (
     ClientServicer,
     LeaderHint,
     NodeNotLeaderError,
+    NodeStoppedError,
     OutcomeUnknown,
 )
 from dledger.storage_api import Entry, UnavailableError
@@ -39,6 +40,7 @@ class FakeNode:
     log: list[bytes] = field(default_factory=list)
     failures: list[Exception] = field(default_factory=list)
     calls: int = 0
+    stopping: bool = False
 
     async def append(self, items: Sequence[bytes]) -> tuple[int, int]:
         self.calls += 1
@@ -56,6 +58,8 @@ class FakeNode:
         return len(self.log)
 
     async def get(self, index: int) -> Entry:
+        if self.stopping:
+            raise NodeStoppedError("the node is stopping")
         if index > len(self.log):
             raise UnavailableError(f"index {index} is not committed")
         return Entry(index, 3, self.log[index - 1])
@@ -182,5 +186,21 @@ def test_blocking_client_against_the_service() -> None:
                 return out
 
         assert await asyncio.to_thread(use_blocking_client) == [1, 2, 3]
+
+    with_nodes(body)
+
+
+def test_a_get_on_a_stopping_node_is_not_a_storage_error_and_the_client_asks_another() -> None:
+    """jepsen_like saw 'get failed' tracebacks and STORAGE_ERROR from nodes being stopped."""
+
+    async def body(nodes: dict[str, FakeNode], peers: dict[str, str]) -> None:
+        for node in nodes.values():
+            node.log = [b"a", b"b"]
+        nodes["n0"].stopping = True
+        async with grpc.aio.insecure_channel(peers["n0"]) as channel:
+            reply = await pb_grpc.DLedgerClientServiceStub(channel).Get(pb.GetRequest(group="g", index=1))
+        assert reply.status == pb.STATUS_NOT_LEADER
+        async with AsyncDLedgerClient({"n0": peers["n0"], "n1": peers["n1"]}, group="g") as client:
+            assert (await client.get(2)).data == b"b"
 
     with_nodes(body)
