@@ -423,3 +423,23 @@ class MembersResponse(_message.Message):
     leader_address: str
     members: _containers.RepeatedCompositeFieldContainer[Member]
     def __init__(self, status: _Optional[_Union[Status, str]] = ..., message: _Optional[str] = ..., leader_id: _Optional[str] = ..., leader_address: _Optional[str] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ...) -> None: ...
+
+class CompactRequest(_message.Message):
+    __slots__ = ("group", "before_index")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    before_index: int
+    def __init__(self, group: _Optional[str] = ..., before_index: _Optional[int] = ...) -> None: ...
+
+class CompactResponse(_message.Message):
+    __slots__ = ("status", "message", "first_index", "snapshot_index")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FIRST_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    status: Status
+    message: str
+    first_index: int
+    snapshot_index: int
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., message: _Optional[str] = ..., first_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ...) -> None: ...

@@ -235,6 +235,11 @@ class DLedgerClientServiceStub:
                 request_serializer=dledger__pb2.MembersRequest.SerializeToString,
                 response_deserializer=dledger__pb2.MembersResponse.FromString,
                 _registered_method=True)
+        self.Compact = channel.unary_unary(
+                '/dledger.v1.DLedgerClientService/Compact',
+                request_serializer=dledger__pb2.CompactRequest.SerializeToString,
+                response_deserializer=dledger__pb2.CompactResponse.FromString,
+                _registered_method=True)
 
 
 class DLedgerClientServiceServicer:
@@ -290,6 +295,13 @@ class DLedgerClientServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Compact(self, request, context):
+        """Compact the log of the node this is sent to.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DLedgerClientServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -332,6 +344,11 @@ def add_DLedgerClientServiceServicer_to_server(servicer, server):
                     servicer.Members,
                     request_deserializer=dledger__pb2.MembersRequest.FromString,
                     response_serializer=dledger__pb2.MembersResponse.SerializeToString,
+            ),
+            'Compact': grpc.unary_unary_rpc_method_handler(
+                    servicer.Compact,
+                    request_deserializer=dledger__pb2.CompactRequest.FromString,
+                    response_serializer=dledger__pb2.CompactResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -550,6 +567,33 @@ class DLedgerClientService:
             '/dledger.v1.DLedgerClientService/Members',
             dledger__pb2.MembersRequest.SerializeToString,
             dledger__pb2.MembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Compact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dledger.v1.DLedgerClientService/Compact',
+            dledger__pb2.CompactRequest.SerializeToString,
+            dledger__pb2.CompactResponse.FromString,
             options,
             channel_credentials,
             insecure,

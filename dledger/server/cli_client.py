@@ -191,6 +191,15 @@ def _cmd_member(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compact(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.node not in client._route.peers:
+            raise ConfigError(f"compact: {args.node!r} is not one of the peers {sorted(client._route.peers)}")
+        first, snapshot = client.compact(args.node, args.before)
+    print(f"{args.node}: log starts at {first}; latest snapshot at {snapshot or 'none'}")
+    return 0
+
+
 def add_client_commands(sub: Any) -> None:
     """Register the client commands on the top-level sub-parsers object."""
     p = sub.add_parser("append", help="append entries (arguments, or stdin as one entry)")
@@ -213,6 +222,12 @@ def add_client_commands(sub: Any) -> None:
     _common(p)
     p.add_argument("--to", required=True, help="the id of the node that should lead")
     p.set_defaults(func=_run(_cmd_transfer))
+
+    p = sub.add_parser("compact", help="drop a node's old log segments (a snapshot is taken first)")
+    p.add_argument("node", help="the id of the node whose log to compact")
+    p.add_argument("--before", type=int, default=0, help="compact below this index (default: as far as possible)")
+    _common(p)
+    p.set_defaults(func=_run(_cmd_compact))
 
     p = sub.add_parser("member", help="list or change the group's members (one change at a time)")
     p.add_argument(

@@ -244,6 +244,18 @@ class DLedgerClient(ClientBase):
         reply = self._request("Members", pb.MembersRequest(group=self.group), False, timeout)
         return members_from_pb(reply.members)
 
+    def compact(self, node_id: str, before_index: int = 0, *, timeout: float | None = None) -> tuple[int, int]:
+        """Compact `node_id`'s log below `before_index` (0: as far as it can); returns its new first index
+        and its latest snapshot index. Asks that node only (compaction is local to each replica)."""
+        request = pb.CompactRequest(group=self.group, before_index=before_index)
+        try:
+            reply = self._stub(node_id).Compact(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as exc:
+            raise DLedgerError(f"compact on {node_id}: {exc.code()}") from None
+        if reply.status != pb.STATUS_OK:
+            raise DLedgerError(f"compact on {node_id}: {pb.Status.Name(reply.status)} {reply.message}")
+        return int(reply.first_index), int(reply.snapshot_index)
+
     def status(self, *, timeout: float | None = None) -> list[NodeInfo]:
         """Ask every node for its own status; a node that does not answer is reported unreachable."""
         out = []

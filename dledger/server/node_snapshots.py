@@ -99,6 +99,10 @@ class SnapshotsMixin:
             return pb.SnapshotAck(ok=False, error="the node is not running")
         return await self.snapshot_inbox.on_chunk(chunk)
 
+    def snapshot_index(self) -> int:
+        core = self.core
+        return core.snapshot.index if core is not None and core.snapshot is not None else 0
+
     async def take_snapshot(self) -> SnapshotMeta | None:
         """Snapshot the state machines now (at the applied index); None when one cannot snapshot or the
         applied index is not the commit index yet."""

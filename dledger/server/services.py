@@ -98,6 +98,14 @@ class NodeAPI(Protocol):
         """The configuration in effect (leader only: NodeNotLeaderError elsewhere)."""
         ...
 
+    async def compact(self, before_index: int) -> int:
+        """Compact this node's log below `before_index` (see RaftNode.compact); the new first index."""
+        ...
+
+    def snapshot_index(self) -> int:
+        """This node's latest snapshot index (0: none)."""
+        ...
+
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -301,6 +309,17 @@ class ClientServicer(pb_grpc.DLedgerClientServiceServicer):  # type: ignore[misc
 
         return await _guard(pb.MembersResponse, "members", work, _READ_ERRORS, pb.STATUS_UNAVAILABLE)
 
+    async def Compact(self, request: pb.CompactRequest, context: Context) -> pb.CompactResponse:
+        if (problem := self._wrong_group(request.group)) is not None:
+            return pb.CompactResponse(status=pb.STATUS_WRONG_GROUP, message=problem)
+
+        async def work() -> pb.CompactResponse:
+            before = request.before_index or (1 << 62)
+            first = await self.node.compact(before)
+            return pb.CompactResponse(status=pb.STATUS_OK, first_index=first, snapshot_index=self.node.snapshot_index())
+
+        return await _guard(pb.CompactResponse, "compact", work, _COMPACT_ERRORS, pb.STATUS_STORAGE_ERROR)
+
 
 ErrorTable = tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int], ...]
 _REFUSED = (BusyError, OutcomeUnknown, NodeStoppedError)
@@ -331,6 +350,8 @@ _CHANGE_ERRORS: ErrorTable = (
     (NodeStoppedError, pb.STATUS_NOT_LEADER),
     (OutcomeUnknown, pb.STATUS_UNAVAILABLE),
 )
+
+_COMPACT_ERRORS: ErrorTable = ((NodeStoppedError, pb.STATUS_UNAVAILABLE),)
 
 R = TypeVar("R")
 

@@ -141,6 +141,12 @@ def test_cli_client_commands_against_a_group(group: ProcessGroup) -> None:
     missing = _cli("get", *peers, "999999")
     assert missing.returncode == 1 and "999999" in missing.stderr
     assert _cli("status").returncode == 2
+    # compaction is per node; a node without state machines snapshots its (empty) state first
+    compacted = _cli("compact", "n1", *peers)
+    assert compacted.returncode == 0, compacted.stderr
+    snapshot_at = int(compacted.stdout.rsplit(" ", 1)[1])
+    assert snapshot_at >= first_index + 1
+    assert _cli("compact", "nobody", *peers).returncode == 2
 
 
 def test_public_names_import_lazily() -> None:
