@@ -20,10 +20,10 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import grpc
 import grpc.aio
 from rocketmq.grpc_protocol import service_pb2_grpc as sg  # type: ignore[import-untyped]
 
+from dledger.server.aio_client import channel_ready
 from dledger.storage_api import Entry
 
 __all__ = ["FORWARDED", "ApplyNotifier", "LeaderLink", "check_signature", "client_metadata"]
@@ -105,20 +105,7 @@ class LeaderLink:
         """Whether the channel to `node_id` is (or within `timeout` becomes) READY. A request is forwarded
         only on a ready channel, so that a failure before it left is never mistaken for one after."""
         self.stub(node_id)
-        channel = self._channels[node_id]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        state = channel.get_state(try_to_connect=True)
-        while state != grpc.ChannelConnectivity.READY:
-            left = deadline - loop.time()
-            if left <= 0:
-                return False
-            try:
-                await asyncio.wait_for(channel.wait_for_state_change(state), left)
-            except TimeoutError:
-                return False
-            state = channel.get_state(try_to_connect=True)
-        return True
+        return await channel_ready(self._channels[node_id], timeout)
 
     @staticmethod
     def metadata(pairs: Iterable[tuple[str, Any]]) -> list[tuple[str, str]]:

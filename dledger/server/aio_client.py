@@ -34,7 +34,27 @@ from dledger.server.client import (
 from dledger.server.client_policy import Call, InvalidRequestError, OutcomeUnknownError, RpcOutcome, Sleep
 from dledger.storage_api import Entry
 
-__all__ = ["AsyncDLedgerClient"]
+__all__ = ["AsyncDLedgerClient", "channel_ready"]
+
+
+async def channel_ready(channel: grpc.aio.Channel, timeout: float) -> bool:
+    """True once `channel` is READY; False at once if it is failing, or after `timeout` connecting. A request
+    sent only on a ready channel that then fails may have arrived; one that never found it ready did not."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    state = channel.get_state(try_to_connect=True)
+    while state != grpc.ChannelConnectivity.READY:
+        if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN):
+            return False
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return False
+        try:
+            await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
+        except TimeoutError:
+            return False
+        state = channel.get_state(try_to_connect=True)
+    return True
 
 
 class AsyncDLedgerClient(ClientBase):
@@ -202,20 +222,4 @@ class AsyncDLedgerClient(ClientBase):
         return stub
 
     async def _connected(self, node_id: str, timeout: float) -> bool:
-        """True once the channel is READY; False at once if it is failing, or after `timeout` connecting."""
-        channel = self._channels[node_id]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        state = channel.get_state(try_to_connect=True)
-        while state != grpc.ChannelConnectivity.READY:
-            if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN):
-                return False
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            try:
-                await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
-            except TimeoutError:
-                return False
-            state = channel.get_state(try_to_connect=True)
-        return True
+        return await channel_ready(self._channels[node_id], timeout)

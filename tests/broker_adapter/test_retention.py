@@ -71,20 +71,33 @@ def test_disk_ratio_compacts_young_segments_one_per_pass(tmp_path: pathlib.Path)
     run_group(tmp_path, body, opts, segment_bytes=4096)
 
 
+async def _lose_tables_after_retention(group: BrokerGroup, tmp_path: pathlib.Path, *, snapshots: bool) -> str:
+    """30 messages, retention on a follower, then the follower stops and loses its tables (and its
+    snapshots when `snapshots`); returns the follower's id."""
+    master = await group.wait_for_master()
+    for k in range(30):
+        await master.put_message(Message("T", bytes([k]) * 400, queue_id=0))
+    await group.wait_applied(master.last_applied())
+    follower = next(i for i, s in group.stores.items() if s is not master)
+    report = await group.stores[follower].run_retention()
+    assert report.first_index > 1
+    await group.stop(follower)
+    shutil.rmtree(tmp_path / follower / "broker")
+    if snapshots:
+        shutil.rmtree(tmp_path / follower / "snapshots")
+    return follower
+
+
+RETENTION_OPTIONS = StoreOptions(retention_interval_s=0, file_reserved_hours=1e-9, default_queue_count=1)
+
+
 def test_tables_lost_after_compaction_come_back_from_the_snapshot(tmp_path: pathlib.Path) -> None:
     """Retention takes a snapshot before it compacts; a replica whose tables were lost restores them from it
     at start (issue #10), and then holds the same tables as the master."""
 
     async def body(group: BrokerGroup) -> None:
+        follower = await _lose_tables_after_retention(group, tmp_path, snapshots=False)
         master = await group.wait_for_master()
-        for k in range(30):
-            await master.put_message(Message("T", bytes([k]) * 400, queue_id=0))
-        await group.wait_applied(master.last_applied())
-        follower = next(i for i, s in group.stores.items() if s is not master)
-        report = await group.stores[follower].run_retention()
-        assert report.first_index > 1
-        await group.stop(follower)
-        shutil.rmtree(tmp_path / follower / "broker")
         store = await group.start(follower)
         assert store.max_offset("T", 0) == master.max_offset("T", 0) == 30
         await master.put_message(Message("T", b"after", queue_id=0))
@@ -92,27 +105,16 @@ def test_tables_lost_after_compaction_come_back_from_the_snapshot(tmp_path: path
         assert store.max_offset("T", 0) == 31
         assert dump(store) == dump(master)
 
-    opts = StoreOptions(retention_interval_s=0, file_reserved_hours=1e-9, default_queue_count=1)
-    run_group(tmp_path, body, opts, segment_bytes=4096)
+    run_group(tmp_path, body, RETENTION_OPTIONS, segment_bytes=4096)
 
 
 def test_tables_and_snapshots_lost_after_compaction_are_refused_not_half_rebuilt(tmp_path: pathlib.Path) -> None:
     async def body(group: BrokerGroup) -> None:
-        master = await group.wait_for_master()
-        for k in range(30):
-            await master.put_message(Message("T", bytes([k]) * 400, queue_id=0))
-        await group.wait_applied(master.last_applied())
-        follower = next(i for i, s in group.stores.items() if s is not master)
-        report = await group.stores[follower].run_retention()
-        assert report.first_index > 1
-        await group.stop(follower)
-        shutil.rmtree(tmp_path / follower / "broker")
-        shutil.rmtree(tmp_path / follower / "snapshots")
+        follower = await _lose_tables_after_retention(group, tmp_path, snapshots=True)
         with pytest.raises(RuntimeError, match="no snapshot covers the gap"):
             await group.start(follower)
 
-    opts = StoreOptions(retention_interval_s=0, file_reserved_hours=1e-9, default_queue_count=1)
-    run_group(tmp_path, body, opts, segment_bytes=4096)
+    run_group(tmp_path, body, RETENTION_OPTIONS, segment_bytes=4096)
 
 
 def test_pending_prepared_and_in_flight_messages_pin_their_log_entries(tmp_path: pathlib.Path) -> None:
