@@ -148,6 +148,8 @@ def _summarise(k: int, opts: RunOptions, code: int, seconds: float) -> dict[str,
             "appends_info": stats.get("appends_info", 0), "reads_ok": stats.get("reads_ok", 0),
             "sends_ok": stats.get("sends_ok", 0), "sends_info": stats.get("sends_info", 0),
             "deliveries": stats.get("deliveries", 0), "changes_ok": stats.get("changes_ok", 0),
+            "compactions": stats.get("compactions_dropping", 0),
+            "snapshots_installed": stats.get("snapshots_installed", 0),
             "faults": verdict.get("faults", {}), "anomalies": verdict.get("counts", {"no verdict": 1}),
             "report": str(report), "replay": replay_command(opts)}  # fmt: skip
 
@@ -166,14 +168,17 @@ def _totals(results: list[dict[str, Any]]) -> dict[str, Any]:
             "sends_ok": sum(r.get("sends_ok", 0) for r in results),
             "deliveries": sum(r.get("deliveries", 0) for r in results),
             "changes_ok": sum(r.get("changes_ok", 0) for r in results),
+            "compactions": sum(r.get("compactions", 0) for r in results),
+            "snapshots_installed": sum(r.get("snapshots_installed", 0) for r in results),
             "faults": faults, "anomalies": anomalies}  # fmt: skip
 
 
 def _write_markdown(root: pathlib.Path, seed: int, results: list[dict[str, Any]]) -> None:
     totals = _totals(results)
     lines = [f"# jepsen_like campaign (seed {seed})", "",
-             "| run | workload | nemeses | nodes | flush | seed | ops | writes ok | changes | faults | anomalies "
-             "| valid |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+             "| run | workload | nemeses | nodes | flush | seed | ops | writes ok | changes | compactions / snapshots "
+             "| faults | anomalies | valid |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for r in results:
         faults = ", ".join(f"{k} {v}" for k, v in r["faults"].items())
         anomalies = ", ".join(f"{k} {v}" for k, v in r["anomalies"].items()) or "none"
@@ -181,7 +186,8 @@ def _write_markdown(root: pathlib.Path, seed: int, results: list[dict[str, Any]]
         workload = r.get("workload", "log")
         writes = r.get("sends_ok", 0) if workload == "broker" else r["appends_ok"]
         lines.append(f"| {r['run']} | {workload} | {'+'.join(r['nemeses'])} | {r['nodes']} | {flush} | {r['seed']} | "
-                     f"{r['ops']} | {writes} | {r.get('changes_ok', 0)} | {faults} | {anomalies} | "
+                     f"{r['ops']} | {writes} | {r.get('changes_ok', 0)} | "
+                     f"{r.get('compactions', 0)} / {r.get('snapshots_installed', 0)} | {faults} | {anomalies} | "
                      f"{'yes' if r['valid'] else 'NO'} |")  # fmt: skip
     lines += ["", f"Totals: {json.dumps(totals)}", ""]
     (root / "summary.md").write_text("\n".join(lines))

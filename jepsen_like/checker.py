@@ -4,11 +4,16 @@ No search is needed: every append that took effect has one index, so the history
 total order (index -> entry) and each property is a direct check against it. Anomalies (each names the
 operations involved):
 - `divergent`: two observations of the same index disagree (two reads, a read and an acknowledgement, two
-  acknowledgements, or either and the final log): reads are not prefixes of one total order;
+  acknowledgements, the final log or an archive of compacted segments): reads are not prefixes of one total
+  order;
 - `duplicate`: one appended value sits at two indexes;
 - `phantom`: a value that no append ever wrote;
 - `aborted-read`: a value whose append definitely failed (`fail`) is in the log;
-- `lost-write`: an acknowledged append is missing from the final (healed) log;
+- `lost-write`: an acknowledged append is missing from where it must be: the final (healed) log on the range
+  its replicas hold, or, below it, the archive of what compaction dropped (`final["archived"]`, see
+  `compaction.py`: each record holds entries committed when they were dropped). An acknowledged append at an
+  index neither covers (dropped by a snapshot install, or by a replica that is no final member, before any
+  archive reached it) is counted as `appends_unverifiable` unless a read saw it there: never assumed lost;
 - `realtime-order`: append A completed before append B was invoked, but A's index is not below B's;
 - `stale-read`: a read invoked after append A completed returned a read index below A's index;
 - `nonmonotonic-read`: a read invoked after another read completed returned a lower read index;
@@ -105,9 +110,15 @@ def check(ops: Sequence[Op], final: dict[str, Any] | None = None,
     if final and final.get("entries"):
         for raw in final["entries"]:
             observe(int(raw[0]), _observed(raw[1:]), None, "the final log")
+    archived: set[int] = set()
+    for raw in (final or {}).get("archived", []):
+        observe(int(raw[0]), _observed(raw[1:4]), None, f"the compacted segments archived as {raw[4]}")
+        archived.add(int(raw[0]))
+    read_seen: dict[int, str] = {}
     for o in reads:
         for idx_text, raw in (o.result.get("entries") or {}).items():
             observe(int(idx_text), _observed(raw), o, f"read op {o.id}")
+            read_seen[int(idx_text)] = str(raw[2])
     for o in appends:
         if o.type == "ok" and o.index is not None:
             observe(o.index, (int(o.result.get("term", 0)), 0, str(o.value)), o, f"append op {o.id} (acked)", True)
@@ -129,15 +140,21 @@ def check(ops: Sequence[Op], final: dict[str, Any] | None = None,
         else:
             position[data] = index
 
-    # 3. acknowledged appends survive healing
+    # 3. acknowledged appends survive healing (and compaction)
+    unverifiable = 0
     if final is not None and check_final(rep, final):
         common = int(final.get("common_index", 0))
-        first = int(final.get("first_index", 1))  # > 1 only if every compared replica's log starts after a snapshot
+        first = int(final.get("first_index", 1))  # > 1 only if every compared replica's log was compacted or reset
         final_index = {int(raw[0]): str(raw[3]) for raw in final.get("entries", [])}
+        for raw in final.get("archived", []):
+            final_index.setdefault(int(raw[0]), str(raw[3]))
         for o in appends:
-            if o.type != "ok" or o.index is None or o.index < first:
+            if o.type != "ok" or o.index is None:
                 continue
-            if o.index > common or final_index.get(o.index) != str(o.value):
+            if o.index < first and o.index not in archived:
+                unverifiable += read_seen.get(o.index) != str(o.value)
+                continue
+            if (o.index > common and o.index not in archived) or final_index.get(o.index) != str(o.value):
                 rep.add("lost-write", f"acknowledged append {o.value!r} at index {o.index} is not in the "
                         f"final log (committed up to {common})", (o,))  # fmt: skip
         _check_changes(rep, changes, final, first, common)
@@ -175,6 +192,9 @@ def check(ops: Sequence[Op], final: dict[str, Any] | None = None,
         "indexes_observed": len(order),
         "config_entries": sum(obs[1] == CONFIG_KIND for obs, _, _ in order.values()),
         "changes_ok": len(changes),
+        "archived_entries": len(archived),
+        "appends_unverifiable": unverifiable,
+        "reads_compacted": sum(len(o.result.get("compacted") or []) for o in reads),
         "final_common_index": None if final is None else final.get("common_index"),
     }
     return rep.verdict(stats)
@@ -193,13 +213,17 @@ def check_final(rep: Report, final: dict[str, Any]) -> bool:
 def _check_changes(rep: Report, changes: Sequence[Mapping[str, Any]], final: dict[str, Any], first: int,
                    common: int) -> None:  # fmt: skip
     entries = {int(raw[0]): raw for raw in final.get("entries", [])}
+    archived = {int(raw[0]): raw[:4] for raw in final.get("archived", [])}
     for c in changes:
         index = int(c["index"])
-        if index < first:
-            continue
+        if index < first:  # compacted on every final member: checked against the archive when it holds it
+            if index not in archived:
+                continue
+            raw = archived[index]
+        else:
+            raw = entries.get(index)
         what = f"{c['op']} {c['node']} acknowledged at index {index}"
-        raw = entries.get(index)
-        if index > common or raw is None or int(raw[2]) != CONFIG_KIND:
+        if (index > common and index not in archived) or raw is None or int(raw[2]) != CONFIG_KIND:
             rep.add("lost-change", f"{what} is not a CONFIG entry of the final log (committed up to {common}): {raw}")
             continue
         try:

@@ -7,7 +7,9 @@ its message store and a RocketMQ 5 endpoint, as `dledger cluster --broker` runs 
 generated `<root>/<id>.conf`; `endpoints` are the replicas' MessagingService addresses. Only the links between
 the replicas' dLedger ports go through the proxies (or are cut by nftables in netns mode, which also cuts a
 follower's forwarding to the leader's endpoint). Primitives: start (optionally under libfaketime at a clock
-rate), SIGKILL, SIGSTOP / SIGCONT, SIGTERM, partition / heal, status.
+rate), SIGKILL, SIGSTOP / SIGCONT, SIGTERM, partition / heal, status. Nodes log at INFO (role changes,
+snapshots taken and installed); `segment_bytes` (compaction runs) sets `mappedFileSizeCommitLog` in their
+generated config files, so that compaction has whole segments to drop.
 
 Membership (issue #10): `spares` extra process slots (after the `n` initial voters) are not members at
 start; `start(node, join=True)` starts a node with `--join` on an empty store (`wipe` moves a store aside
@@ -55,7 +57,7 @@ class Cluster:
 
     def __init__(self, root: pathlib.Path, n: int, *, flush: str, net: NetMode, state: RunState,
                  lease_read: bool = False, durable_report_ms: int = 50, broker: bool = False,
-                 spares: int = 0) -> None:  # fmt: skip
+                 spares: int = 0, segment_bytes: int | None = None) -> None:  # fmt: skip
         self.root = root
         self.broker = broker
         self.ids = [f"n{k}" for k in range(n + spares)]
@@ -65,6 +67,8 @@ class Cluster:
         self.should_run: set[str] = set()
         self.joined: dict[str, list[str]] = {}  # node -> the member ids it was given with --join
         self.wipes: dict[str, int] = {}
+        self.archives: dict[str, int] = {}  # node -> compactions archived (see compaction.py)
+        self.segment_bytes = segment_bytes
         n = len(self.ids)
         self.flush = flush
         self.net_mode = net
@@ -138,10 +142,13 @@ class Cluster:
             conf.write_text(self._broker_conf(node_id))
             cmd = [sys.executable, "-m", "dledger", "broker", "--config", str(conf), "--log-level", "warning"]
         else:
-            conf.write_text(f"dledgerLeaseRead={'true' if self.lease_read else 'false'}\n")
+            keys = f"dledgerLeaseRead={'true' if self.lease_read else 'false'}\n"
+            if self.segment_bytes:
+                keys += f"mappedFileSizeCommitLog={self.segment_bytes}\n"
+            conf.write_text(keys)
             cmd = [sys.executable, "-m", "dledger", "node", "--config", str(conf), "--group", GROUP, "--id", node_id,
                    "--peers", self._node_peers(node_id), "--store-dir", str(self.store_dir(node_id)),
-                   "--flush", self.flush, "--log-level", "warning"]  # fmt: skip
+                   "--flush", self.flush, "--log-level", "info"]  # fmt: skip
             if self.durable_report_ms:
                 cmd += ["--report-durable-ms", str(self.durable_report_ms)]
             if node_id in self.joined:

@@ -8,8 +8,10 @@ whatever faults are active, so a run ends healed even after an error in a nemesi
 
 Names: kill-random, kill-leader, pause-random, pause-leader, partition-leader, partition-halves,
 partition-ring, partition-bridge, pause-isolate-leader, restart, lost-writes, clock-skew, transfer-storm,
-and the membership changes of `membership.py`: membership, replace (group `member`). Membership changes are
-not undone by `heal_everything` (a removed node stays removed): `membership.restore` does that after it.
+the membership changes of `membership.py`: membership, replace (group `member`), and the compactions of
+`compaction.py`: compact-follower, compact-all (group `compact`; process faults for `overlap`). Membership
+changes are not undone by `heal_everything` (a removed node stays removed): `membership.restore` does that
+after it; nor are compactions (what is dropped is gone; the follower catches up by snapshot).
 """
 
 from __future__ import annotations
@@ -26,9 +28,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jepsen_like.cluster import Cluster
+from jepsen_like.compaction import COMPACTION_NEMESES
 from jepsen_like.membership import MEMBERSHIP_NEMESES
 
-__all__ = ["NEMESES", "Nemesis", "Schedule", "heal_everything", "make_schedule", "partition_cuts", "stop_storms"]
+__all__ = [
+    "NEMESES",
+    "Nemesis",
+    "Schedule",
+    "heal_everything",
+    "make_schedule",
+    "partition_cuts",
+    "stop_storms",
+    "uses_compaction",
+    "uses_membership",
+]
 
 Detail = dict[str, Any]
 
@@ -307,6 +320,7 @@ NEMESES: dict[str, Nemesis] = {
     "clock-skew": Nemesis("clock-skew", _clock_start, _clock_stop),
     "transfer-storm": Nemesis("transfer-storm", _storm_start, _storm_stop),
     **{name: Nemesis(name, start, stop) for name, (start, stop) in MEMBERSHIP_NEMESES.items()},
+    **{name: Nemesis(name, start, stop) for name, (start, stop) in COMPACTION_NEMESES.items()},
 }
 
 GROUPS = {
@@ -314,6 +328,7 @@ GROUPS = {
     "pause": ["pause-random", "pause-leader", "pause-isolate-leader"],
     "partition": ["partition-leader", "partition-halves", "partition-ring", "partition-bridge"],
     "member": list(MEMBERSHIP_NEMESES),
+    "compact": list(COMPACTION_NEMESES),
     "all": list(NEMESES),
 }
 
@@ -341,7 +356,7 @@ Schedule = list[Step]
 
 
 PROCESS_FAULTS = frozenset({"kill-random", "kill-leader", "pause-random", "pause-leader", "restart", "lost-writes",
-                            "clock-skew"})  # fmt: skip
+                            "clock-skew", *COMPACTION_NEMESES})  # fmt: skip
 MEMBERSHIP_FAULTS = frozenset(MEMBERSHIP_NEMESES)
 MEMBERSHIP_QUIET = (1.0, 4.0)
 MEMBERSHIP_HOLD = (5.0, 12.0)
@@ -349,6 +364,10 @@ MEMBERSHIP_HOLD = (5.0, 12.0)
 
 def uses_membership(names: list[str]) -> bool:
     return any(n in MEMBERSHIP_FAULTS for n in names)
+
+
+def uses_compaction(names: list[str]) -> bool:
+    return any(n in COMPACTION_NEMESES for n in names)
 
 
 def make_schedule(rng: random.Random, names: list[str], duration: float, quiet: tuple[float, float] = (2.0, 5.0),

@@ -15,6 +15,8 @@ Phases and their invariants:
 4. converge: wait until every member of the configuration answers with the same commit index == applied
    index and one leader; stop the nodes with SIGTERM; `replicas.final_state` compares the members' committed
    logs (a node removed and not re-added is not compared; a re-added one was wiped and caught up again);
+   `final.json` also gets the entries compaction dropped (`compaction.archived_entries`) and the snapshots
+   each node installed (from its log);
 5. check and report: `checker.check` on the merged history and the final state, written with plots to the
    report directory. The exit code is 0 only when the verdict is valid.
 """
@@ -33,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from jepsen_like import membership
+from jepsen_like import compaction, membership
 from jepsen_like import nemesis as nem
 from jepsen_like.checker import Verdict, check
 from jepsen_like.cluster import REPO_ROOT, Cluster, NetMode
@@ -127,8 +129,9 @@ def run(o: RunOptions) -> int:
     mode = _net_mode(o.net)
     broker = o.workload == "broker"
     spares = 1 if nem.uses_membership(o.nemeses) and not broker else 0
+    segment_bytes = compaction.SEGMENT_BYTES if nem.uses_compaction(o.nemeses) and not broker else None
     cluster = Cluster(report / "work", o.nodes, flush=o.flush, net=mode, state=state, lease_read=o.lease_read,
-                      broker=broker, spares=spares)  # fmt: skip
+                      broker=broker, spares=spares, segment_bytes=segment_bytes)  # fmt: skip
     timeline = _Timeline(report / "nemesis.jsonl")
     clients: list[subprocess.Popen[bytes]] = []
     history_dir = report / "history"
@@ -219,6 +222,10 @@ def run(o: RunOptions) -> int:
         final["node_problems"] = problems
         final["members"] = cluster.view.to_dict()
         final["wipes"] = cluster.wipes
+        final["snapshots_installed"] = {n: compaction.installed_snapshots(report / "work" / "logs" / f"{n}.log")
+                                        for n in cluster.ids}  # fmt: skip
+        final["archived"], archive_problems = compaction.archived_entries(report / "work")
+        final["replica_problems"] += archive_problems
         if broker:  # the entries are encoded broker commands, which the broker checker does not read
             final["entries"] = []
     finally:
@@ -313,6 +320,7 @@ def check_report(report: pathlib.Path, *, plots: bool = True, faults: dict[str, 
         verdict = check(ops, final, committed_changes(report))
     if faults is None:
         faults = _fault_counts(report)
+    verdict.stats.update(compaction_stats(report, final))
     out = verdict.to_dict()
     out["faults"] = faults
     (report / "verdict.json").write_text(json.dumps(out, indent=1))
@@ -343,6 +351,20 @@ def committed_changes(report: pathlib.Path) -> list[dict[str, Any]]:
             if e["type"] in ("start", "stop", "restore"):
                 out += [s for s in e["detail"].get("steps", []) if s.get("outcome") == "ok" and "index" in s]
     return out
+
+
+def compaction_stats(report: pathlib.Path, final: dict[str, Any] | None) -> dict[str, int]:
+    """Compactions recorded in the timeline (tried, done, and those that dropped segments) and the snapshots
+    the nodes installed (from their logs, in `final.json`)."""
+    records: list[dict[str, Any]] = []
+    path = report / "nemesis.jsonl"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            records += json.loads(line)["detail"].get("compactions", [])
+    installed = (final or {}).get("snapshots_installed") or {}
+    return {"compactions": len(records), "compactions_ok": sum(r.get("outcome") == "ok" for r in records),
+            "compactions_dropping": sum(int(r.get("segments_dropped", 0)) > 0 for r in records),
+            "snapshots_installed": sum(len(v) for v in installed.values())}  # fmt: skip
 
 
 def _fault_counts(report: pathlib.Path) -> dict[str, int]:

@@ -10,7 +10,9 @@ operation in the history (`history.py`) through `DLedgerClient`:
   too), then `get(i)` of the entries the worker has not seen yet (up to `MAX_NEW_PER_READ`) and a few random
   earlier ones again, all from one random node (falling back to the leader when that node has not committed
   them yet). `ok` carries `read_index` and the entries seen (index -> [term, kind, data]); a failed
-  `read_index` is `fail` (a read changes nothing).
+  `read_index` is `fail` (a read changes nothing). An index the leader answers COMPACTED for (below its
+  first index: committed, and dropped after a snapshot) is listed in `compacted`, not `missing`: the worker
+  then reads on from the first index the answer names, and rereads only above the highest one it was told.
 With membership changes (`--members`, `--refresh-members`): `--peers` lists every process slot, and a
 `MemberFollower` thread per process reads the configuration (`members()`) every few seconds; each worker's
 client follows it (writes and leader reads go to the current members), while pinned reads and gets still
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import signal
 import threading
 import time
@@ -35,7 +38,7 @@ from dledger.server.client_policy import EntryNotFoundError, NotWrittenError, Ou
 from dledger.server.config import parse_peers
 from jepsen_like.history import HistoryWriter
 
-__all__ = ["MemberFollower", "Worker", "main"]
+__all__ = ["MemberFollower", "Worker", "compacted_first", "main"]
 
 MAX_NEW_PER_READ = 24
 REREADS_PER_READ = 3
@@ -93,6 +96,7 @@ class Worker:
         self.generation = 0
         self.seq = 0
         self.last_seen = 0
+        self.floor = 0  # every index up to here was compacted on a node that answered this worker
         self.timeout, self.rpc_timeout = timeout, rpc_timeout
         self.follower = follower or MemberFollower(peers, peers, group, 0, stop)
         self.members_version, self.members = self.follower.snapshot()
@@ -162,40 +166,62 @@ class Worker:
             self.history.write(process, "fail", "read", None, error=_err(exc), via=via)
             return
         wanted = list(range(self.last_seen + 1, min(read_index, self.last_seen + MAX_NEW_PER_READ) + 1))
-        if self.last_seen > 0:
-            wanted += [self.rng.randint(1, self.last_seen) for _ in range(REREADS_PER_READ)]
+        if self.last_seen > self.floor:
+            wanted += [self.rng.randint(self.floor + 1, self.last_seen) for _ in range(REREADS_PER_READ)]
         entries: dict[str, list[Any]] = {}
         missing: list[int] = []
+        compacted: list[int] = []
         node: str | None = self.rng.choice(list(self.node_clients))  # one node serves this read's gets
         for index in wanted:
+            if index <= self.floor:
+                continue
             entry, node = self._get(index, node)
+            if isinstance(entry, int):  # compacted: every index below `entry` is
+                compacted.append(index)
+                self.floor = max(self.floor, entry - 1, index)
+                continue
             if entry is None:
                 missing.append(index)
                 continue
             entries[str(index)] = [entry.term, int(entry.kind), entry.data.decode("utf-8", "backslashreplace")]
-        contiguous = self.last_seen
+        contiguous = max(self.last_seen, min(self.floor, read_index))
         while str(contiguous + 1) in entries:
             contiguous += 1
         self.last_seen = contiguous
         extra: dict[str, Any] = {"read_index": read_index, "node": leader, "via": via, "entries": entries}
         if missing:
             extra["missing"] = missing
+        if compacted:
+            extra["compacted"] = compacted
         self.history.write(process, "ok", "read", None, **extra)
 
     def _get(self, index: int, node: str | None) -> tuple[Any, str | None]:
         """Entry `index` from `node` (committed entries are the same everywhere), else from the leader; a node
-        that does not answer is not asked again in this read (returned as None)."""
+        that does not answer is not asked again in this read (returned as None). When the leader answers that
+        the index is compacted, the first index it names (an int) instead of an entry."""
         if node is not None:
             try:
                 return self.node_clients[node].get(index), node
             except EntryNotFoundError:
-                pass  # not committed there yet: ask the leader
+                pass  # not committed there yet, or compacted there: ask the leader
             except Exception:
                 node = None
         try:
             return self.client.get(index, timeout=1.0), node
+        except EntryNotFoundError as exc:
+            first = compacted_first(str(exc))
+            return (first if first is not None else None), node
         except Exception:
             return None, node
+
+
+_COMPACTED = re.compile(r"index (\d+) is compacted \(first index (\d+)\)")
+
+
+def compacted_first(message: str) -> int | None:
+    """The first index named by a COMPACTED answer (`index 5 is compacted (first index 812)`), else None."""
+    m = _COMPACTED.search(message)
+    return int(m.group(2)) if m else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
