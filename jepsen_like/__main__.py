@@ -60,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     camp.add_argument("--broker-only", action="store_true", help="only the broker workload's runs")
     camp.add_argument("--membership-only", action="store_true",
                       help="only the membership-change runs (with --short: one run)")  # fmt: skip
+    camp.add_argument("--compaction-only", action="store_true",
+                      help="only the compaction runs (catching up by snapshot; with --short: one run)")  # fmt: skip
     camp.add_argument("--run-seconds", type=float, default=60.0, help="fault phase of each run")
     camp.add_argument("--net", choices=("auto", "netns", "proxy"), default="auto")
     camp.add_argument("--out", help="campaign directory (default /tmp/jepsen_like/campaigns/<time>)")
@@ -102,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     return campaign(minutes=args.minutes, seed=args.seed, short=args.short, run_seconds=args.run_seconds,
                     net=args.net, out=args.out, with_broker=args.with_broker,
-                    broker_only=args.broker_only, membership_only=args.membership_only)  # fmt: skip
+                    broker_only=args.broker_only, membership_only=args.membership_only,
+                    compaction_only=args.compaction_only)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ Otherwise runs cycle through `LONG_PLAN` (every nemesis, 3 and 5 nodes, sync and
 with clock skew, membership changes with kills and partitions) until `minutes` are used; a run is not
 started if it could not end in time.
 `membership_only` runs `MEMBER_PLAN` alone (membership and replace with kills, partitions, pauses and lost
-writes; also part of `LONG_PLAN`). The broker workload is opt-in: `with_broker` adds `BROKER_SHORT` (one
+writes; also part of `LONG_PLAN`). `compaction_only` runs `COMPACT_PLAN` alone (compact-follower and
+compact-all with kills, partitions, membership changes, lost writes; also part of `LONG_PLAN`).
+The broker workload is opt-in: `with_broker` adds `BROKER_SHORT` (one
 kill-leader run) to `--short` and interleaves `BROKER_PLAN` with the long plan; `broker_only` runs `BROKER_PLAN` alone.
 Invariants: each run's seed is drawn from the campaign's `random.Random(seed)`, so a campaign replays
 from its seed and each run from its own printed seed; the exit code is 0 only if every run was valid.
@@ -26,7 +28,18 @@ from typing import Any
 
 from jepsen_like.runner import RunOptions, replay_command, run
 
-__all__ = ["BROKER_PLAN", "BROKER_SHORT", "LONG_PLAN", "MEMBER_PLAN", "MEMBER_SHORT", "SHORT_PLAN", "campaign", "plans"]
+__all__ = [
+    "BROKER_PLAN",
+    "BROKER_SHORT",
+    "COMPACT_PLAN",
+    "COMPACT_SHORT",
+    "LONG_PLAN",
+    "MEMBER_PLAN",
+    "MEMBER_SHORT",
+    "SHORT_PLAN",
+    "campaign",
+    "plans",
+]
 
 DEFAULT_CAMPAIGNS = pathlib.Path("/tmp/jepsen_like/campaigns")
 RUN_OVERHEAD = 40.0  # seconds a run takes beyond its fault phase (start, recovery, converge, check), roughly
@@ -63,6 +76,14 @@ MEMBER_PLAN = [
     Plan(["replace", "kill-leader", "lost-writes"], flush="async"),
 ]
 LONG_PLAN += MEMBER_PLAN
+COMPACT_SHORT = [Plan(["compact", "member", "kill"], extra={"overlap": True})]
+COMPACT_PLAN = [
+    Plan(["compact", "kill", "partition"], extra={"overlap": True}),
+    *COMPACT_SHORT,
+    Plan(["compact-follower", "lost-writes", "partition"], flush="async", extra={"overlap": True}),
+    Plan(["compact", "replace", "partition", "pause-leader"], nodes=5, extra={"overlap": True}),
+]
+LONG_PLAN += COMPACT_PLAN
 
 BROKER_SHORT = [Plan(["kill-leader"], workload="broker")]
 BROKER_PLAN = [
@@ -73,7 +94,10 @@ BROKER_PLAN = [
 ]
 
 
-def plans(short: bool, with_broker: bool, broker_only: bool, membership_only: bool = False) -> list[Plan]:
+def plans(short: bool, with_broker: bool, broker_only: bool, membership_only: bool = False,
+          compaction_only: bool = False) -> list[Plan]:  # fmt: skip
+    if compaction_only:
+        return COMPACT_SHORT if short else COMPACT_PLAN
     if membership_only:
         return MEMBER_SHORT if short else MEMBER_PLAN
     if broker_only:
@@ -92,7 +116,7 @@ def plans(short: bool, with_broker: bool, broker_only: bool, membership_only: bo
 
 def campaign(*, minutes: float, seed: int | None, short: bool, run_seconds: float, net: str,
              out: str | None, with_broker: bool = False, broker_only: bool = False,
-             membership_only: bool = False) -> int:  # fmt: skip
+             membership_only: bool = False, compaction_only: bool = False) -> int:  # fmt: skip
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
     rng = random.Random(seed)
@@ -101,11 +125,12 @@ def campaign(*, minutes: float, seed: int | None, short: bool, run_seconds: floa
     flags = ("--short " if short else f"--minutes {minutes:g} ") + f"--run-seconds {run_seconds:g}"
     flags += (" --with-broker" if with_broker else "") + (" --broker-only" if broker_only else "")
     flags += " --membership-only" if membership_only else ""
+    flags += " --compaction-only" if compaction_only else ""
     print(f"[jepsen_like] campaign seed {seed}; replay with: python -m jepsen_like campaign --seed {seed} {flags}",
           flush=True)  # fmt: skip
     deadline = time.monotonic() + minutes * 60
     results: list[dict[str, Any]] = []
-    todo = plans(short, with_broker, broker_only, membership_only)
+    todo = plans(short, with_broker, broker_only, membership_only, compaction_only)
     k = 0
     while True:
         if short and k >= len(todo):

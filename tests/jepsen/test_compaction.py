@@ -13,6 +13,7 @@ import pytest
 from dledger.commitlog import Entry, SegmentedLog
 from dledger.server.client import NodeInfo
 from jepsen_like import compaction, nemesis
+from jepsen_like.campaign import COMPACT_PLAN, COMPACT_SHORT, LONG_PLAN, plans
 from jepsen_like.checker import check
 from jepsen_like.membership import MemberView
 from jepsen_like.replicas import final_state
@@ -171,6 +172,13 @@ def test_compaction_nemeses_are_a_group_of_process_faults() -> None:
     assert nemesis.expand(["compact"]) == ["compact-follower", "compact-all"]
     assert nemesis.uses_compaction(["kill", "compact-all"]) and not nemesis.uses_compaction(nemesis.expand(["kill"]))
     assert {"compact-follower", "compact-all"} <= nemesis.PROCESS_FAULTS
+
+
+def test_campaign_plans_with_compaction() -> None:
+    assert plans(short=True, with_broker=False, broker_only=False, compaction_only=True) == COMPACT_SHORT
+    assert plans(short=False, with_broker=False, broker_only=False, compaction_only=True) == COMPACT_PLAN
+    assert all(p in LONG_PLAN for p in COMPACT_PLAN)
+    assert all(nemesis.uses_compaction(nemesis.expand(p.nemeses)) for p in COMPACT_PLAN)
 
 
 def test_installed_snapshots_are_read_from_the_node_log(tmp_path: pathlib.Path) -> None:

@@ -71,6 +71,23 @@ def test_short_membership_run_removes_adds_and_replaces_nodes_under_faults(tmp_p
     assert any(e["type"] == "restore" and e["detail"]["done"] for e in events)
 
 
+def test_short_compaction_run_makes_a_follower_catch_up_by_snapshot(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "report"
+    opts = RunOptions(seed=41, duration=14, nemeses=["compact-follower"], clients=2, threads=1, recovery=2,
+                      net="proxy", out=str(out), plots=False)  # fmt: skip
+    assert run(opts) == 0
+    verdict = json.loads((out / "verdict.json").read_text())
+    stats = verdict["stats"]
+    assert verdict["valid"] and stats["appends_ok"] > 10, verdict["anomalies"]
+    assert stats["compactions_dropping"] >= 1 and stats["snapshots_installed"] >= 1 and stats["archived_entries"] > 0
+    assert "mappedFileSizeCommitLog=16384" in (out / "work" / "n0.conf").read_text()
+    events = [json.loads(line) for line in (out / "nemesis.jsonl").read_text().splitlines()]
+    starts = [e["detail"] for e in events if e["type"] == "start" and e["nemesis"] == "compact-follower"]
+    assert any(d.get("needs_snapshot") for d in starts)
+    stops = [e["detail"] for e in events if e["type"] == "stop" and e["nemesis"] == "compact-follower"]
+    assert stops and all(d["caught_up"] for d in stops)
+
+
 def test_without_root_it_says_so_and_falls_back_to_proxies(monkeypatch: pytest.MonkeyPatch,
                                                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     from jepsen_like import runner
