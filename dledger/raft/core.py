@@ -16,7 +16,11 @@ Rules of the state machine:
 - Elections: randomized timeout in [T, 2T); pre-vote (thesis 9.6); a no-op opens every term; a node that
   heard from a leader less than T ticks ago (with lease reads: or started less than T ticks ago) ignores
   vote requests unless they carry the transfer flag; with check-quorum a leader also ignores them, and
-  steps down when it has not heard from a quorum within T ticks.
+  steps down when it has not heard from a quorum within T ticks. Only a campaign restarts the election
+  timer: a node that may not campaign (a learner, a removed or joining node) keeps counting, so T ticks
+  after it last heard from a leader it answers votes again (as etcd's `tickElection`). Were its timer
+  to restart too, a timeout drawn equal to T would keep it "in lease" forever, and a candidate that
+  needs its vote (a learner its newer configuration promoted) would never win.
 - Replication: the leader sends before its own write persists (thesis 10.2.1) and counts itself only up
   to its stable index; commit needs a quorum of match indexes and an entry of the current term (§5.4.2).
   The leader-only methods (replication, commit, heartbeats, transfer, reads) live in `leader.py`.
@@ -434,10 +438,9 @@ class RaftCore(LeaderMixin, ConfMixin, SnapshotMixin):
         self.election_elapsed += 1
         if self.election_elapsed >= self.config.election_tick:
             self._boot_guard = False
-        if self.election_elapsed >= self.randomized_election_timeout:
+        if self.election_elapsed >= self.randomized_election_timeout and self._can_campaign():
             self.election_elapsed = 0
-            if self._can_campaign():
-                self._campaign()
+            self._campaign()
 
     def _tick_leader(self) -> None:
         cfg = self.config

@@ -17,6 +17,7 @@ from dledger.raft import (
     NotLeaderError,
     ProposalDroppedError,
     RaftCore,
+    ReadOnlyOption,
     RequestVote,
     Role,
     TimeoutNow,
@@ -234,6 +235,61 @@ def test_learner_and_joining_node_never_campaign() -> None:
         core.step(TimeoutNow(term=term, from_id=lead, to_id=i, group="default"))
         assert core.role is Role.FOLLOWER and core.current_term == term
         assert core.dropped["not_voter"] == 1
+
+
+def test_a_node_that_cannot_campaign_leaves_the_leader_lease_after_t_ticks() -> None:
+    """A learner (or a removed or joining node) never campaigns, so only hearing from a leader restarts
+    its election timer. It used to restart at every timeout with the leader remembered: with a timeout
+    drawn equal to T the node stayed "in lease" forever and ignored every (pre-)vote request."""
+    core = RaftCore(
+        Config(id="s", peers=("a", "b"), join=True, election_tick=6, heartbeat_tick=2),
+        MemoryLog(),
+        HardState(),
+        random.Random(0),
+    )
+    core.step(AppendEntries(term=1, from_id="a", to_id="s", group="default"))
+    core.randomized_election_timeout = 6  # the draw that never let the lease expire
+    for _ in range(5):
+        core.tick()
+    assert core._in_lease()
+    for _ in range(30):
+        core.tick()
+        assert not core._in_lease() and core.role is Role.FOLLOWER and core.leader_id == "a"
+
+
+def test_a_leader_that_needs_a_silent_learner_promoted_in_its_log_wins_again() -> None:
+    """Found by the simulation (raft3-lease, only when the whole suite was collected): in {a, b} with
+    learner s, the leader a commits "remove b" alone, then appends "promote s" while s is cut off, so its
+    quorum is {a, s}; check-quorum deposes it. s, a learner in its own log, never campaigns, and its
+    election timer (drawn equal to T) restarted at each timeout with a remembered as leader: s stayed
+    "in lease" and dropped a's pre-votes forever, and after healing the group never had a leader."""
+    c = Cluster(2, seed=1, election_tick=6, heartbeat_tick=2, read_only=ReadOnlyOption.LEASE)
+    checker = SafetyChecker(c)
+    a = c.run_until_leader()
+    b = next(i for i in c.ids if i != a)
+    c.add_learner(a, "s")
+    c.stabilize()
+    c.change(a, ConfChange(REMOVE, b))
+    c.stabilize()
+    c.isolate("s")
+    p = c.change(a, ConfChange(PROMOTE, "s"))
+    c.stabilize()
+    assert c.core(a).membership == _m(f"{a} s") and c.core("s").membership == _m(a, "s")
+    c.core("s").randomized_election_timeout = 6  # the draw that kept s in lease forever
+    for _ in range(3 * 6):
+        c.tick()
+        c.stabilize()
+        checker.check()
+    assert c.core(a).role is not Role.LEADER  # check-quorum: s is silent
+    c.heal()
+    for _ in range(10 * 6):
+        c.tick()
+        c.stabilize()
+        checker.check()
+        if c.leader() == a and c.core("s").commit_index >= p.last_index:
+            break
+    assert c.leader() == a and c.core(a).committed_membership == _m(f"{a} s")
+    assert c.core("s").committed_membership == _m(f"{a} s") and c.core("s").leader_id == a
 
 
 def test_joining_node_follows_a_leader_it_does_not_know() -> None:
