@@ -6,6 +6,9 @@ Nemeses (group `compact`):
   every other live node (the leader included) until the leader's log starts after the follower's last
   index, so the follower can only catch up by the leader's snapshot; stop brings it back (restart or heal)
   and waits a while for it to catch up, recording its first index (above 1 once it installed a snapshot);
+- `compact-leader`: the same with the leader cut off (its commit index taken as what it holds): it keeps
+  appending what clients send it, uncommitted, while the others elect a leader and compact, so on healing
+  it must discard that conflicting tail and install the new leader's snapshot;
 - `compact-all`: compacts every live node at once, with no other fault, so that later restarts, lagging
   followers and fresh members (the membership nemeses' re-added, wiped nodes) need a snapshot.
 Both need small log segments (compaction drops whole segments only): a run that selects them starts its
@@ -134,10 +137,23 @@ def _follower_start(cluster: Cluster, rng: random.Random) -> Detail:
     followers = sorted(n for n in cluster.live() if n != leader and n in members and n not in cluster.paused)
     if leader is None or not followers:
         return {"skipped": "no leader" if leader is None else "no running follower"}
-    node = rng.choice(followers)
-    how = rng.choice(["kill", "cut"])
+    return _away_and_compact(cluster, rng.choice(followers), rng.choice(["kill", "cut"]), leader)
+
+
+def _leader_start(cluster: Cluster, rng: random.Random) -> Detail:
+    """Cut the leader off: it keeps taking appends it cannot commit (a conflicting tail), the others elect a
+    new leader and compact past the old leader's commit index, so it must drop that tail and install."""
+    if cluster.broker:
+        return {"skipped": _BROKER}
+    leader = cluster.leader()
+    if leader is None:
+        return {"skipped": "no leader"}
+    return _away_and_compact(cluster, leader, "cut", leader)
+
+
+def _away_and_compact(cluster: Cluster, node: str, how: str, leader: str) -> Detail:
     status = _status(cluster, node)
-    last = status.last_index if status.reachable else 0
+    last = 0 if not status.reachable else status.commit_index if node == leader else status.last_index
     if how == "kill":
         cluster.kill(node, signal.SIGKILL)
     else:
@@ -148,7 +164,7 @@ def _follower_start(cluster: Cluster, rng: random.Random) -> Detail:
         time.sleep(COMPACT_EVERY)
         records = compact_nodes(cluster, _others(cluster, node))
         detail["compactions"] += records
-        leader = cluster.leader() or leader
+        leader = next((n for n in [cluster.leader()] if n is not None and n != node), leader)
         firsts = {r["node"]: r["first_index"] for r in records if r["outcome"] == "ok"}
         if firsts.get(leader, 0) > last + 1:  # the leader no longer holds what the follower needs next
             detail["leader_first_index"] = firsts[leader]
@@ -198,6 +214,7 @@ def _all_stop(cluster: Cluster, rng: random.Random, detail: Detail) -> Detail:
 
 COMPACTION_NEMESES = {
     "compact-follower": (_follower_start, _follower_stop),
+    "compact-leader": (_leader_start, _follower_stop),
     "compact-all": (_all_start, _all_stop),
 }
 

@@ -106,6 +106,8 @@ class FakeCluster:
 
     def partition(self, cuts: set[frozenset[str]]) -> None:
         self.cuts = set(cuts)
+        if sum(self._leader in c for c in cuts) == len(self.ids) - 1:  # the others elect another leader
+            self._leader = min(n for n in self.ids if n != self._leader)
         self.actions.append(("partition", ",".join(sorted({n for c in cuts for n in c}))))
 
     def heal_network(self) -> None:
@@ -168,10 +170,23 @@ def test_compact_follower_takes_a_follower_away_compacts_the_others_then_brings_
         assert cluster.running(node) and not cluster.cuts
 
 
+def test_compact_leader_cuts_the_leader_off_and_compacts_the_others(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(compaction, "COMPACT_EVERY", 0.0)
+    cluster = FakeCluster(tmp_path, {"n0": 20, "n1": 100, "n2": 100}, leader="n0")
+    start, _ = compaction.COMPACTION_NEMESES["compact-leader"]
+    detail = start(cluster, random.Random(1))  # type: ignore[arg-type]
+    assert detail["node"] == "n0" and detail["how"] == "cut" and detail["last_index"] == 20  # its commit index
+    assert cluster.cuts == {frozenset(("n0", "n1")), frozenset(("n0", "n2"))}
+    assert {r["node"] for r in detail["compactions"]} == {"n1", "n2"}
+    assert detail["needs_snapshot"] and detail["leader_first_index"] > 21  # the new leader n1 dropped them
+
+
 def test_compaction_nemeses_are_a_group_of_process_faults() -> None:
-    assert nemesis.expand(["compact"]) == ["compact-follower", "compact-all"]
+    assert nemesis.expand(["compact"]) == ["compact-follower", "compact-leader", "compact-all"]
     assert nemesis.uses_compaction(["kill", "compact-all"]) and not nemesis.uses_compaction(nemesis.expand(["kill"]))
-    assert {"compact-follower", "compact-all"} <= nemesis.PROCESS_FAULTS
+    assert {"compact-follower", "compact-leader", "compact-all"} <= nemesis.PROCESS_FAULTS
 
 
 def test_campaign_plans_with_compaction() -> None:
