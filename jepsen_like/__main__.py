@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     camp.add_argument("--minutes", type=float, default=30.0)
     camp.add_argument("--seed", type=int, help="the campaign's seed (each run's seed is drawn from it)")
     camp.add_argument("--short", action="store_true",
-                      help="the CI campaign: 4 runs (kill, pause, partition, membership changes)")  # fmt: skip
+                      help="the CI campaign: 5 runs (kill, pause, partition, membership, compaction)")  # fmt: skip
     camp.add_argument("--with-broker", action="store_true",
                       help="also the broker workload: one kill-leader run with --short, broker plans in the rotation "
                            "otherwise")  # fmt: skip
