@@ -272,7 +272,7 @@ def test_cluster_peers_for_initial_and_joining_nodes(tmp_path: pathlib.Path) -> 
 def test_the_ci_campaign_includes_one_membership_run() -> None:
     from jepsen_like.campaign import LONG_PLAN, MEMBER_PLAN, MEMBER_SHORT, SHORT_PLAN, plans
 
-    assert SHORT_PLAN[-1:] == MEMBER_SHORT and all(p in LONG_PLAN for p in MEMBER_PLAN)
+    assert MEMBER_SHORT[0] in SHORT_PLAN and all(p in LONG_PLAN for p in MEMBER_PLAN)
     assert plans(short=True, with_broker=False, broker_only=False, membership_only=True) == MEMBER_SHORT
     assert plans(short=False, with_broker=False, broker_only=False, membership_only=True) == MEMBER_PLAN
     assert all(nemesis.uses_membership(nemesis.expand(p.nemeses)) for p in MEMBER_PLAN)
