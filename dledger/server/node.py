@@ -53,7 +53,7 @@ from dledger.server.services import BusyError, LeaderHint, NodeNotLeaderError, N
 from dledger.server.snapshot_transfer import SnapshotInbox
 from dledger.server.state_machine import StateMachine
 from dledger.server.transport import PeerTransport
-from dledger.storage_api import Entry, HardState, UnavailableError
+from dledger.storage_api import Entry, HardState, SnapshotMeta, UnavailableError
 
 __all__ = ["COMMIT_SAVE_INTERVAL", "RaftNode", "RoleCallback"]
 
@@ -294,7 +294,7 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         if self._can_snapshot():
             snap = core.snapshot
             if snap is None or snap.index + 1 < limit:
-                snap = self._take_snapshot(core) or snap
+                snap = await self._snapshot_when_applied(core) or snap
             limit = min(limit, snap.index + 1 if snap is not None else 1)
         self._io_jobs += 1
         try:
@@ -302,6 +302,17 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         finally:
             self._io_jobs -= 1
         return store.first_index
+
+    async def _snapshot_when_applied(self, core: RaftCore) -> SnapshotMeta | None:
+        """A snapshot at the applied index, which must be the commit index: between a Ready's persist and its
+        apply they differ for a moment, so wait (a few ticks at most) rather than compact nothing."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10 * self.config.tick_ms / 1000
+        while True:
+            snap = self._take_snapshot(core)
+            if snap is not None or core.applied == core.commit_index or loop.time() > deadline:
+                return snap
+            await asyncio.sleep(self.config.tick_ms / 4000)
 
     def leader_hint(self) -> LeaderHint:
         return self._hint(self.core.leader_id if self.core else None)
