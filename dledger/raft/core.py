@@ -34,7 +34,11 @@ Rules of the state machine:
   configuration: a removed server that never learnt of its removal cannot disrupt the group with its
   higher terms (thesis 4.2.3), while a learner that a candidate's newer configuration promoted is still
   answered. A vote is answered by the usual rules whatever our own status (the candidate's configuration may
-  be newer than ours); only a candidate's own voters are counted.
+  be newer than ours); only a candidate's own voters are counted. The one exception: a joining node that no
+  configuration in its log names yet never votes (its store is new, maybe a wiped one re-added under its
+  old id, and a stale candidate whose old configuration lists that id would count an empty log's vote).
+  Once a configuration names it, its log holds the committed removal of any earlier incarnation, so the
+  up-to-date check refuses every candidate that could still count it.
 - Only a voter campaigns (on timeout or TimeoutNow): a voter of its current configuration, or a node whose
   removal is in its log but not committed (see `ConfMixin._can_campaign`); learners, removed nodes and
   joining nodes never do. Votes are counted among the voters of the candidate's current configuration.
@@ -205,6 +209,13 @@ class RaftCore(LeaderMixin, ConfMixin, SnapshotMixin):
             frm not in self._members and not isinstance(m, AppendEntries | InstallSnapshot | TimeoutNow)
         ):
             self.dropped["unknown_peer"] += 1
+            return
+        if isinstance(m, RequestVote) and self.config.join and self.id not in self._members:
+            # a joining node (a fresh or wiped store) that no configuration in its log names yet must not
+            # vote: a stale node whose old configuration still lists this id as a voter would count the
+            # vote of an empty log and could win without the committed entries (jepsen_like found it: a
+            # wiped node re-added under its old id elected a stale leader that overwrote committed entries)
+            self.dropped["not_member"] += 1
             return
         term = m.term
         if term < 0:

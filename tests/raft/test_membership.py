@@ -19,13 +19,15 @@ from dledger.raft import (
     RaftCore,
     ReadOnlyOption,
     RequestVote,
+    RequestVoteResponse,
     Role,
     TimeoutNow,
     apply_change,
 )
 from dledger.raft.quorum import majorities_intersect, majority
+from dledger.raft.ready import persist_ready
 from dledger.storage_api import Entry, EntryKind, HardState
-from dledger.testing import Cluster, MemoryLog, SafetyChecker
+from dledger.testing import Cluster, MemoryHardStateStore, MemoryLog, SafetyChecker
 from tests.raft.helpers import Node, make_leader
 
 ADD, PROMOTE, REMOVE = ConfChangeOp.ADD_LEARNER, ConfChangeOp.PROMOTE, ConfChangeOp.REMOVE
@@ -553,3 +555,37 @@ def test_two_current_configs_may_have_disjoint_majorities_yet_nothing_breaks() -
     checker.check()
     assert stale.role.value == "follower" and stale.commit_index >= commit
     assert b"lost" not in [e.data for e in c.nodes["n1"].applied]
+
+
+def test_a_joining_node_never_votes_until_a_configuration_names_it() -> None:
+    """jepsen_like (compaction + membership): n2 was removed, wiped and restarted with --join to be re-added;
+    n1, restarted with a stale log whose configuration still listed n2 as a voter, asked it for votes, the
+    empty log granted them, and n1 won a term with 2 of {n0, n1, n2} and overwrote committed entries. A
+    joining node that no configuration names must refuse (pre-)votes; once added it answers as usual."""
+    log, store = MemoryLog(), MemoryHardStateStore()
+    core = RaftCore(Config(id="n2", peers=("n0", "n1"), join=True), log, HardState(), random.Random(0))
+
+    def drain() -> list[RequestVoteResponse]:
+        rd = core.ready()
+        persist_ready(rd, log, store)
+        core.advance(rd)
+        return [m for m in (*rd.messages, *rd.persisted_messages) if isinstance(m, RequestVoteResponse)]
+
+    for pre_vote in (True, False):
+        core.step(RequestVote(term=4, from_id="n1", to_id="n2", group="default", pre_vote=pre_vote,
+                              last_log_index=633, last_log_term=1))  # fmt: skip
+    assert not core.has_ready() or not drain()
+    assert core.dropped["not_member"] == 2 and core.voted_for is None and core.current_term == 0
+    # the leader adds it as a learner: from then on it answers votes by the usual rules
+    added = Membership({"n0": "", "n1": ""}, {"n2": ""}).encode()
+    core.step(AppendEntries(term=5, from_id="n0", to_id="n2", group="default",
+                            entries=(Entry(1, 5, added, EntryKind.CONFIG),), leader_commit=1))  # fmt: skip
+    drain()
+    assert core.membership.is_learner("n2")
+    for _ in range(2 * core.config.election_tick):  # past the leader's lease
+        core.tick()
+    if core.has_ready():
+        drain()
+    core.step(RequestVote(term=6, from_id="n1", to_id="n2", group="default", last_log_index=1, last_log_term=5))
+    granted = drain()
+    assert granted and granted[0].vote_granted
