@@ -80,7 +80,7 @@ def test_short_compaction_run_makes_a_follower_catch_up_by_snapshot(tmp_path: pa
     stats = verdict["stats"]
     assert verdict["valid"] and stats["appends_ok"] > 10, verdict["anomalies"]
     assert stats["compactions_dropping"] >= 1 and stats["snapshots_installed"] >= 1 and stats["archived_entries"] > 0
-    assert "mappedFileSizeCommitLog=16384" in (out / "work" / "n0.conf").read_text()
+    assert "mappedFileSizeCommitLog=4096" in (out / "work" / "n0.conf").read_text()
     events = [json.loads(line) for line in (out / "nemesis.jsonl").read_text().splitlines()]
     starts = [e["detail"] for e in events if e["type"] == "start" and e["nemesis"] == "compact-follower"]
     assert any(d.get("needs_snapshot") for d in starts)
