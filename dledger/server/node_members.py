@@ -149,6 +149,6 @@ class MembersMixin:
         self._membership_seen = m
         peers = self._peer_addresses()
         if self.transport is not None:
-            self.transport.set_peers({i: a for i, a in peers.items() if i in m.members or i in self.config.peers})
+            self.transport.set_peers(peers)
         for callback in self._peers_callbacks:
             callback(peers)

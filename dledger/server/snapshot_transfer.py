@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 
@@ -136,10 +135,7 @@ class SnapshotInbox:
             if receiver is not None:
                 receiver.close()
             receiver = self._receiver = self._store.receive(meta, chunk.total_size)
-        if chunk.offset != receiver.next_offset:
-            return pb.SnapshotAck(ok=False, next_offset=receiver.next_offset), None
-        if zlib.crc32(chunk.data) != chunk.chunk_crc:
-            return pb.SnapshotAck(ok=False, error=f"chunk at {chunk.offset} fails its CRC"), None
+        # the receiver checks the offset (SnapshotOffsetError: resume there) and the CRC (refused)
         receiver.write_chunk(chunk.offset, chunk.data, chunk.chunk_crc)
         if not chunk.done:
             return pb.SnapshotAck(ok=True, next_offset=receiver.next_offset), None

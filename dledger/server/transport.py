@@ -163,7 +163,7 @@ class _PeerLink:
             if credentials is None
             else grpc.aio.secure_channel(address, credentials, options=options)
         )
-        self._stub = self.stub = pb_grpc.RaftPeerStub(self._channel)
+        self.stub = pb_grpc.RaftPeerStub(self._channel)
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # a seam for tests
         self._task: asyncio.Task[None] | None = None
 
@@ -204,7 +204,7 @@ class _PeerLink:
                 self.wakeup.clear()
                 await self.wakeup.wait()
             try:
-                await self._stub.Stream(self._batches())
+                await self.stub.Stream(self._batches())
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as exc:

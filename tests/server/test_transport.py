@@ -211,7 +211,7 @@ def test_link_redials_only_with_something_to_send_and_caps_its_backoff() -> None
 
         link = _PeerLink("127.0.0.1:9", [], 100, Counter())
         stub = _FailingStub()
-        link._stub = stub
+        link.stub = stub
         delays: list[float] = []
         enough = asyncio.Event()
 
