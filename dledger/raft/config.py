@@ -51,6 +51,10 @@ class Config:
     applied: int = 0  # the last index the state machine applied before this start
     join: bool = False  # a new node joining a running group: `id` is not one of the initial `peers`
     promote_max_lag: int = 1000  # a learner is promoted only when at most this many entries behind
+    # followers learn a new commit index from the next AppendEntries or heartbeat (at most heartbeat_tick
+    # later) instead of from a message of its own: a lone append costs half the peer messages (hashicorp/raft
+    # does the same). Only when followers' state machines may lag by a heartbeat.
+    lazy_commit: bool = False
 
     def __post_init__(self) -> None:
         peers = tuple(self.peers)

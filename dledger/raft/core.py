@@ -286,7 +286,7 @@ class RaftCore(LeaderMixin, ConfMixin, SnapshotMixin):
             or self._read_states
             or self.log.unstable
             or self.log.pending_snapshot is not None
-            or self._commit_dirty
+            or (self._commit_dirty and self._commit_notify_due())
             or self.log.has_next_committed()
             or self.hard_state != self._prev_hard_state
             or SoftState(self.leader_id, self.role.value) != self._prev_soft_state
@@ -299,7 +299,10 @@ class RaftCore(LeaderMixin, ConfMixin, SnapshotMixin):
             self._append_dirty = False
             self._broadcast_append()
         if self._commit_dirty:
-            self._notify_commit()
+            if self._commit_notify_due():
+                self._notify_commit()
+            else:
+                self._commit_dirty = False  # the next AppendEntries or heartbeat carries it
         if self._removed_leader_done():
             self._become_follower(self.current_term, None)  # followers heard the commit just above
         hs = self.hard_state
@@ -321,6 +324,11 @@ class RaftCore(LeaderMixin, ConfMixin, SnapshotMixin):
         self._prev_soft_state = soft
         self._ready_out = True
         return rd
+
+    def _commit_notify_due(self) -> bool:
+        """Whether a new commit index goes to followers in a message of its own now: always unless
+        `lazy_commit`, and always for a leader that removed itself (it steps down right after)."""
+        return not self.config.lazy_commit or self._removed_leader_done()
 
     def advance(self, rd: Ready) -> None:
         """The driver persisted `rd.entries` and `rd.hard_state` and applied `rd.committed_entries`."""

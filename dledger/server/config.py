@@ -104,6 +104,7 @@ class NodeConfig:
     pre_vote: bool = True
     check_quorum: bool = True
     lease_read: bool = False
+    lazy_commit: bool = True  # followers learn the commit index from the next append or heartbeat
     metrics_port: int | None = None  # Prometheus /metrics on this port (0: any free port); None: off
     metrics_host: str = "127.0.0.1"
     tls_ca: pathlib.Path | None = None  # with tls_cert and tls_key: TLS everywhere, peers and clients need
@@ -296,6 +297,7 @@ PROPERTY_KEYS: dict[str, tuple[str, Converter]] = {
     "dledgerPreVote": ("pre_vote", _bool),
     "dledgerCheckQuorum": ("check_quorum", _bool),
     "dledgerLeaseRead": ("lease_read", _bool),
+    "dledgerLazyCommit": ("lazy_commit", _bool),
     "dledgerMetricsPort": ("metrics_port", _int),
     "dledgerMetricsHost": ("metrics_host", _text),
     "dledgerTlsCa": ("tls_ca", _path),

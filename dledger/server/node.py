@@ -170,6 +170,7 @@ class RaftNode(SnapshotsMixin, MembersMixin):
                 max_append_bytes=min(1 << 20, cfg.max_message_bytes // 4),
                 max_uncommitted_bytes=max(64 << 20, 4 * cfg.max_entry_bytes),
                 preferred_leader=cfg.preferred_leader,
+                lazy_commit=cfg.lazy_commit,
                 group=cfg.group,
                 applied=applied,
                 join=cfg.join,

@@ -52,7 +52,7 @@ class RaftMachine(RuleBasedStateMachine):
     """3 nodes; one entry per AppendEntries and at most 3 in flight, so pipelining and flow control matter."""
 
     N: ClassVar[int] = 3
-    CONFIG: ClassVar[dict[str, object]] = {"max_append_bytes": 1, "max_inflight_msgs": 3}
+    CONFIG: ClassVar[dict[str, object]] = {"max_append_bytes": 1, "max_inflight_msgs": 3, "lazy_commit": True}
     NAME: ClassVar[str] = "raft3"
 
     def __init__(self) -> None:
@@ -357,7 +357,11 @@ class Raft5Machine(RaftMachine):
 class RaftLeaseMachine(RaftMachine):
     """Lease reads, with every node ticking together (leases assume bounded clock drift)."""
 
-    CONFIG: ClassVar[dict[str, object]] = {"read_only": ReadOnlyOption.LEASE, "max_append_bytes": 4}
+    CONFIG: ClassVar[dict[str, object]] = {
+        "read_only": ReadOnlyOption.LEASE,
+        "max_append_bytes": 4,
+        "lazy_commit": True,
+    }
     NAME = "raft3-lease"
 
 
