@@ -1,8 +1,13 @@
 """The one module that converts between the core's message dataclasses and the generated protobuf code.
 
-Invariants: `from_pb(to_pb(m)) == m` for every message (a property test checks it); `from_pb` raises
-`CodecError` for a message it cannot represent (no body, an unknown entry kind), so the driver can drop
-and count it; nothing else in dledger touches `dledger._proto` message bodies.
+Invariants: `from_pb(to_pb(m)) == m` for every message (a property test checks it); `to_wire(m)` is the
+serialized `PeerMessage` of `to_pb(m)` (byte-for-byte what protobuf parses to the same message; checked by the
+same test); `from_pb` raises `CodecError` for a message it cannot represent (no body, an unknown entry kind),
+so the driver can drop and count it; nothing else in dledger touches `dledger._proto` message bodies.
+
+`to_wire` exists for the hot path: the entries of one Ready are serialized once and the bytes are spliced
+into the AppendEntries of every follower (protobuf's wire format is a concatenation of fields, in any order),
+so the transport never copies or re-serializes them per follower (`frame_batch`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from dledger.raft.messages import (
 )
 from dledger.storage_api import Entry, EntryKind
 
-__all__ = ["CodecError", "EntriesCache", "from_pb", "to_pb"]
+__all__ = ["CodecError", "EntriesCache", "WireCache", "frame_batch", "from_pb", "to_pb", "to_wire"]
 
 
 class CodecError(ValueError):
@@ -88,6 +93,55 @@ def to_pb(msg: Message, cache: EntriesCache | None = None) -> pb.PeerMessage:
     for field_name in _BODIES[name][1]:
         setattr(body, field_name, getattr(msg, field_name))
     return out
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_APPEND_ENTRIES_TAG = b"\x62"  # PeerMessage.append_entries: field 12, length-delimited
+_BATCH_MESSAGE_TAG = b"\x0a"  # PeerBatch.messages: field 1, length-delimited
+WireCache = dict[tuple[int, int, int], bytes]
+
+
+def to_wire(msg: Message, cache: WireCache | None = None) -> bytes:
+    """The serialized `PeerMessage` of `msg`. For AppendEntries with entries, the entries are serialized
+    once per `cache` (one Ready) and spliced after the message's own fields for every follower."""
+    if not (isinstance(msg, AppendEntries) and msg.entries):
+        return bytes(to_pb(msg).SerializeToString())
+    entries = msg.entries
+    key = (id(entries[0]), id(entries[-1]), len(entries))  # see to_pb: the same slice of the log
+    blob = cache.get(key) if cache is not None else None
+    if blob is None:
+        holder = pb.AppendEntries()
+        add = holder.entries.add
+        for e in entries:
+            add(index=e.index, term=e.term, kind=e.kind, data=e.data)
+        blob = bytes(holder.SerializeToString())
+        if cache is not None:
+            cache[key] = blob
+    head = pb.AppendEntries(
+        term=msg.term,
+        prev_log_index=msg.prev_log_index,
+        prev_log_term=msg.prev_log_term,
+        leader_commit=msg.leader_commit,
+        read_context=msg.read_context,
+    ).SerializeToString()
+    envelope = pb.PeerMessage(group=msg.group, from_id=msg.from_id, to_id=msg.to_id).SerializeToString()
+    return b"".join((envelope, _APPEND_ENTRIES_TAG, _varint(len(head) + len(blob)), head, blob))
+
+
+def frame_batch(messages: Iterable[bytes]) -> bytes:
+    """The serialized `PeerBatch` of these serialized `PeerMessage`s."""
+    parts: list[bytes] = []
+    for m in messages:
+        parts += (_BATCH_MESSAGE_TAG, _varint(len(m)), m)
+    return b"".join(parts)
 
 
 def from_pb(msg: pb.PeerMessage) -> Message:

@@ -8,6 +8,8 @@ etcd's rafthttp. Raft tolerates lost, duplicated and reordered messages, so the 
   backoff capped at `RETRY_MAX` (100 ms): a peer that comes back (a restarted node) must hear from us
   within a heartbeat or two, or an election that needs its vote waits for our backoff (this once made
   failover take a second); keepalive pings find a dead or paused peer;
+- messages travel serialized (`codec.to_wire`): a batch is their framing (`codec.frame_batch`), sent
+  with a pass-through serializer, so nothing is copied into a protobuf batch and serialized again per peer;
 - every received message is checked before it reaches the node: its group must be ours, its sender a
   configured peer (not us), its recipient us. A batch that fails the check ends the stream with
   PERMISSION_DENIED and changes nothing; gRPC enforces the maximum message size.
@@ -26,12 +28,15 @@ import grpc.aio
 
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
+from dledger.server.codec import frame_batch
 
 __all__ = ["PeerServicer", "PeerTransport", "channel_options", "server_options"]
 
 log = logging.getLogger(__name__)
 
 OnMessages = Callable[[Sequence[pb.PeerMessage]], None]
+Outgoing = pb.PeerMessage | bytes  # a message, or its serialization (`codec.to_wire`)
+STREAM_METHOD = "/dledger.v1.RaftPeer/Stream"
 OnSnapshotChunk = Callable[[pb.SnapshotChunk], Awaitable[pb.SnapshotAck]]
 RETRY_MIN = 0.01  # seconds before the first reconnect after a stream broke
 RETRY_MAX = 0.1  # the cap: about two heartbeats at the default timing; connects to loopback or LAN are cheap
@@ -61,6 +66,10 @@ def server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.so_reuseport", 0),
     ]
+
+
+def _as_is(data: bytes) -> bytes:
+    return data
 
 
 class PeerServicer(pb_grpc.RaftPeerServicer):  # type: ignore[misc]  # generated base is untyped
@@ -153,7 +162,7 @@ class _PeerLink:
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.address = address
-        self.outbox: deque[pb.PeerMessage] = deque()
+        self.outbox: deque[bytes] = deque()
         self.max_pending = max_pending
         self.wakeup = asyncio.Event()
         self.connected = False
@@ -164,13 +173,17 @@ class _PeerLink:
             else grpc.aio.secure_channel(address, credentials, options=options)
         )
         self.stub = pb_grpc.RaftPeerStub(self._channel)
+        # the Stream method with pass-through serialization: batches are framed bytes already
+        self._stream = self._channel.stream_unary(
+            STREAM_METHOD, request_serializer=_as_is, response_deserializer=pb.PeerAck.FromString
+        )
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # a seam for tests
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"peer-link-{self.address}")
 
-    def push(self, messages: Sequence[pb.PeerMessage]) -> None:
+    def push(self, messages: Sequence[Outgoing]) -> None:
         room = self.max_pending - len(self.outbox)
         if room < len(messages):
             if not self.connected:  # keep the newest: old messages to an unreachable peer are stale
@@ -182,16 +195,15 @@ class _PeerLink:
             if room < len(messages):
                 self.stats["dropped_full"] += len(messages) - max(room, 0)
                 messages = messages[: max(room, 0)]
-        self.outbox.extend(messages)
+        self.outbox.extend(m if isinstance(m, bytes) else m.SerializeToString() for m in messages)
         self.wakeup.set()
 
-    async def _batches(self) -> AsyncIterator[pb.PeerBatch]:
+    async def _batches(self) -> AsyncIterator[bytes]:
         while True:
             while not self.outbox:
                 self.wakeup.clear()
                 await self.wakeup.wait()
-            batch = pb.PeerBatch()
-            batch.messages.extend(self.outbox)
+            batch = frame_batch(self.outbox)
             self.outbox.clear()
             yield batch
             self.connected = True
@@ -204,7 +216,7 @@ class _PeerLink:
                 self.wakeup.clear()
                 await self.wakeup.wait()
             try:
-                await self.stub.Stream(self._batches())
+                await self._stream(self._batches())
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as exc:
@@ -272,7 +284,7 @@ class PeerTransport:
                 if self._started:
                     link.start()
 
-    def send(self, to_id: str, messages: Sequence[pb.PeerMessage]) -> None:
+    def send(self, to_id: str, messages: Sequence[Outgoing]) -> None:
         link = self._links.get(to_id)
         if link is None:
             self.stats["dropped_unknown_peer"] += len(messages)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from dledger._proto import dledger_pb2 as pb
 from dledger.raft import messages as m
-from dledger.server.codec import CodecError, from_pb, to_pb
+from dledger.server.codec import CodecError, WireCache, frame_batch, from_pb, to_pb, to_wire
 from dledger.storage_api import Entry, EntryKind
 
 u64 = st.integers(min_value=0, max_value=2**64 - 1)
@@ -71,6 +71,32 @@ messages = st.one_of(
 def test_round_trip_through_bytes(msg: m.Message) -> None:
     wire = to_pb(msg).SerializeToString()
     assert from_pb(pb.PeerMessage.FromString(wire)) == msg
+
+
+@given(messages)
+def test_wire_bytes_parse_to_the_protobuf_message(msg: m.Message) -> None:
+    wire = to_wire(msg)
+    assert pb.PeerMessage.FromString(wire) == to_pb(msg)
+    assert from_pb(pb.PeerMessage.FromString(wire)) == msg
+
+
+@given(messages, messages)
+def test_framed_batch_parses_to_its_messages(a: m.Message, b: m.Message) -> None:
+    batch = pb.PeerBatch.FromString(frame_batch([to_wire(a), to_wire(b)]))
+    assert [from_pb(x) for x in batch.messages] == [a, b]
+    assert frame_batch([]) == b""
+
+
+def test_entries_are_serialized_once_per_ready_and_spliced_per_follower() -> None:
+    entries = tuple(Entry(index=i, term=2, data=bytes([i]) * 300) for i in range(5, 9))
+    to_b = m.AppendEntries(term=2, from_id="a", to_id="b", prev_log_index=4, prev_log_term=1, entries=entries)
+    to_c = m.AppendEntries(term=2, from_id="a", to_id="c", prev_log_index=4, prev_log_term=1, entries=entries)
+    cache: WireCache = {}
+    wb, wc = to_wire(to_b, cache), to_wire(to_c, cache)
+    assert len(cache) == 1
+    (blob,) = cache.values()
+    assert blob in wb and blob in wc  # the same serialized entries, spliced into both
+    assert [from_pb(pb.PeerMessage.FromString(w)) for w in (wb, wc)] == [to_b, to_c]
 
 
 def test_all_default_heartbeat_keeps_its_body() -> None:

@@ -198,7 +198,7 @@ class _FailingStub:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def Stream(self, batches: AsyncIterator[pb.PeerBatch]) -> pb.PeerAck:
+    async def Stream(self, batches: AsyncIterator[bytes]) -> pb.PeerAck:
         self.calls += 1
         raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata())
 
@@ -211,7 +211,7 @@ def test_link_redials_only_with_something_to_send_and_caps_its_backoff() -> None
 
         link = _PeerLink("127.0.0.1:9", [], 100, Counter())
         stub = _FailingStub()
-        link.stub = stub
+        link._stream = stub.Stream
         delays: list[float] = []
         enough = asyncio.Event()
 
