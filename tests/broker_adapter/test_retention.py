@@ -14,6 +14,12 @@ from dledger.broker_adapter.tables import Inflight
 from tests.broker_adapter.group_util import BrokerGroup, FakeClock, dump, run_group
 
 
+def _quiet_disk(_: pathlib.Path) -> float:
+    """A disk far below every ratio: these tests must not depend on how full the test machine's disk is
+    (a nearly full one made retention compact past pins, as it should)."""
+    return 0.1
+
+
 def test_old_segments_are_compacted_once_every_replica_has_them(tmp_path: pathlib.Path) -> None:
     async def body(group: BrokerGroup) -> None:
         master = await group.wait_for_master()
@@ -46,7 +52,7 @@ def test_old_segments_are_compacted_once_every_replica_has_them(tmp_path: pathli
         # writing goes on after compaction
         assert (await master.put_message(Message("T", b"after"))).queue_offset == 40
 
-    opts = StoreOptions(retention_interval_s=0, file_reserved_hours=1e-9)
+    opts = StoreOptions(disk_usage=_quiet_disk, retention_interval_s=0, file_reserved_hours=1e-9)
     run_group(tmp_path, body, opts, segment_bytes=4096)
 
 
@@ -88,7 +94,9 @@ async def _lose_tables_after_retention(group: BrokerGroup, tmp_path: pathlib.Pat
     return follower
 
 
-RETENTION_OPTIONS = StoreOptions(retention_interval_s=0, file_reserved_hours=1e-9, default_queue_count=1)
+RETENTION_OPTIONS = StoreOptions(
+    disk_usage=_quiet_disk, retention_interval_s=0, file_reserved_hours=1e-9, default_queue_count=1
+)
 
 
 def test_tables_lost_after_compaction_come_back_from_the_snapshot(tmp_path: pathlib.Path) -> None:
@@ -151,7 +159,9 @@ def test_pending_prepared_and_in_flight_messages_pin_their_log_entries(tmp_path:
         released = await master.run_retention()
         assert released.first_index > prepared.log_index  # nothing pins the old entries any more
 
-    opts = StoreOptions(clock=clock, retention_interval_s=0, timer_interval_s=0.005, file_reserved_hours=1e-9)
+    opts = StoreOptions(
+        disk_usage=_quiet_disk, clock=clock, retention_interval_s=0, timer_interval_s=0.005, file_reserved_hours=1e-9
+    )
     run_group(tmp_path, body, opts, segment_bytes=4096)
 
 
@@ -183,7 +193,9 @@ def test_min_offset_after_compaction_keeps_a_live_message_before_a_released_dela
         head = await master.get_messages("G", "T", 1, low, max_count=1)
         assert head.status is GetStatus.FOUND and head.messages[0].log_index >= report.first_index
 
-    opts = StoreOptions(clock=clock, retention_interval_s=0, timer_interval_s=0.005, file_reserved_hours=1e-9)
+    opts = StoreOptions(
+        disk_usage=_quiet_disk, clock=clock, retention_interval_s=0, timer_interval_s=0.005, file_reserved_hours=1e-9
+    )
     run_group(tmp_path, body, opts, segment_bytes=4096)
 
 
@@ -208,7 +220,7 @@ def test_a_new_pop_group_over_a_compacted_head_gets_live_messages_and_no_phantom
             assert len(inflight) == 4  # the passed-over offsets are not in flight
             assert all(Inflight.unpack(raw).index >= report.first_index for _, raw in inflight)
 
-    opts = StoreOptions(retention_interval_s=0, file_reserved_hours=1e-9)
+    opts = StoreOptions(disk_usage=_quiet_disk, retention_interval_s=0, file_reserved_hours=1e-9)
     run_group(tmp_path, body, opts, segment_bytes=4096)
 
 
