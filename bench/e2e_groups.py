@@ -21,6 +21,7 @@ from typing import IO, Any, TypeVar
 from dledger.server.client import DLedgerClient, NodeInfo
 from dledger.server.config import format_peers
 from dledger.server.launcher import free_ports
+from dledger.server.malloc_tuning import MMAP_THRESHOLD, TRIM_THRESHOLD
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GROUP = "bench"
@@ -61,8 +62,16 @@ def cpu_seconds(pid: int) -> float:
 
 
 def _env() -> dict[str, str]:
+    """Every process of both systems (nodes, PySyncObj peers, load clients) runs with the malloc thresholds
+    that `dledger node` sets for itself (`dledger.server.malloc_tuning`), so neither side has an allocator
+    the other lacks."""
     path = os.environ.get("PYTHONPATH", "")
-    return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT)}
+    return {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT),
+        "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
+        "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD),
+    }
 
 
 def _reap(procs: Sequence[subprocess.Popen[Any]]) -> None:

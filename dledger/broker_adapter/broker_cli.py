@@ -27,6 +27,7 @@ from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions
 from dledger.broker_adapter.store import MessageStore
 from dledger.server.config import ConfigError, NodeConfig, format_peers, load_properties
 from dledger.server.launcher import free_ports
+from dledger.server.malloc_tuning import tune_malloc
 from dledger.server.server import DLedgerServer
 
 __all__ = ["BrokerReplica", "LocalBrokerGroup", "add_broker_command", "main", "run_local_group"]
@@ -108,6 +109,7 @@ def _cmd_broker(args: argparse.Namespace) -> int:
     )
     try:
         load_properties(args.config)
+        tune_malloc()
         asyncio.run(_serve(args.config))
     except ConfigError as exc:
         print(f"dledger broker: {exc}", file=sys.stderr)

@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from dledger.server.config import ConfigError, NodeConfig, parse_peers
+from dledger.server.malloc_tuning import tune_malloc
 from dledger.server.server import DLedgerServer
 
 __all__ = ["add_node_commands", "add_tls_flags", "config_from_args"]
@@ -103,6 +104,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"dledger node: {exc}", file=sys.stderr)
         return 2
+    tune_malloc()
     try:
         asyncio.run(_serve(config, args.report_durable_ms))
     except OSError as exc:
