@@ -60,10 +60,11 @@ def test_proto_round_trip() -> None:
     from dledger._proto import dledger_pb2 as pb
 
     msg = pb.PeerMessage(group="g", from_id="n0", to_id="n1")
-    msg.append_entries.entries.add(index=7, term=3, kind=pb.ENTRY_KIND_NOOP, data=b"x")
+    msg.append_entries.prev_log_index = 7
+    msg.append_entries.entry_data = b"x"
     back = pb.PeerMessage.FromString(msg.SerializeToString())
     assert back.WhichOneof("body") == "append_entries"
-    assert back.append_entries.entries[0].index == 7
+    assert (back.append_entries.prev_log_index, back.append_entries.entry_data) == (7, b"x")
 
 
 def test_cli_version_and_module_entry_point() -> None:

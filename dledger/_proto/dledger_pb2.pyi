@@ -83,20 +83,22 @@ class RequestVoteResponse(_message.Message):
     def __init__(self, term: _Optional[int] = ..., vote_granted: _Optional[bool] = ..., pre_vote: _Optional[bool] = ...) -> None: ...
 
 class AppendEntries(_message.Message):
-    __slots__ = ("term", "prev_log_index", "prev_log_term", "leader_commit", "entries", "read_context")
+    __slots__ = ("term", "prev_log_index", "prev_log_term", "leader_commit", "read_context", "entry_heads", "entry_data")
     TERM_FIELD_NUMBER: _ClassVar[int]
     PREV_LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
     PREV_LOG_TERM_FIELD_NUMBER: _ClassVar[int]
     LEADER_COMMIT_FIELD_NUMBER: _ClassVar[int]
-    ENTRIES_FIELD_NUMBER: _ClassVar[int]
     READ_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_HEADS_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_DATA_FIELD_NUMBER: _ClassVar[int]
     term: int
     prev_log_index: int
     prev_log_term: int
     leader_commit: int
-    entries: _containers.RepeatedCompositeFieldContainer[Entry]
     read_context: bytes
-    def __init__(self, term: _Optional[int] = ..., prev_log_index: _Optional[int] = ..., prev_log_term: _Optional[int] = ..., leader_commit: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., read_context: _Optional[bytes] = ...) -> None: ...
+    entry_heads: bytes
+    entry_data: bytes
+    def __init__(self, term: _Optional[int] = ..., prev_log_index: _Optional[int] = ..., prev_log_term: _Optional[int] = ..., leader_commit: _Optional[int] = ..., read_context: _Optional[bytes] = ..., entry_heads: _Optional[bytes] = ..., entry_data: _Optional[bytes] = ...) -> None: ...
 
 class AppendEntriesResponse(_message.Message):
     __slots__ = ("term", "success", "match_index", "conflict_index", "conflict_term", "last_log_index", "read_context", "reject_index")

@@ -15,6 +15,7 @@ ALLOWED = (
     "dledger.server.services",
     "dledger.server.aio_client",  # `dledger.AsyncDLedgerClient`, for the replicas' status in retention
     "dledger.server.launcher",  # local process groups and free ports, as `dledger cluster` uses them
+    "dledger.server.malloc_tuning",  # `dledger.tune_malloc`, which `dledger broker` calls like `dledger node`
     "dledger.storage_api",
 )
 

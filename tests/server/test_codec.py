@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import pytest
@@ -10,15 +11,43 @@ from hypothesis import strategies as st
 
 from dledger._proto import dledger_pb2 as pb
 from dledger.raft import messages as m
-from dledger.server.codec import CodecError, WireCache, frame_batch, from_pb, to_pb, to_wire
+from dledger.server.codec import (
+    CodecError,
+    WireCache,
+    frame_batch,
+    from_pb,
+    pack_entries,
+    to_pb,
+    to_wire,
+    unpack_entries,
+)
 from dledger.storage_api import Entry, EntryKind
 
 u64 = st.integers(min_value=0, max_value=2**64 - 1)
 ids = st.text(alphabet="abcn0123456789_.", min_size=1, max_size=5)
-entries = st.lists(
-    st.builds(Entry, index=u64, term=u64, data=st.binary(max_size=64), kind=st.sampled_from(list(EntryKind))),
-    max_size=5,
-).map(tuple)
+
+
+@st.composite
+def append_entries(draw: st.DrawFn) -> m.AppendEntries:
+    """Entries are contiguous from prev_log_index + 1 (the packed form implies their indexes)."""
+    prev = draw(st.integers(min_value=0, max_value=2**64 - 10))
+    entries = tuple(
+        Entry(index=prev + 1 + k, term=term, data=data, kind=kind)
+        for k, (term, data, kind) in enumerate(
+            draw(st.lists(st.tuples(u64, st.binary(max_size=64), st.sampled_from(list(EntryKind))), max_size=5))
+        )
+    )
+    return m.AppendEntries(
+        term=draw(u64),
+        from_id=draw(ids),
+        to_id=draw(ids),
+        group=draw(ids),
+        prev_log_index=prev,
+        prev_log_term=draw(u64),
+        leader_commit=draw(u64),
+        entries=entries,
+        read_context=draw(st.binary(max_size=16)),
+    )
 
 
 def envelope() -> dict[str, Any]:
@@ -35,15 +64,7 @@ messages = st.one_of(
         transfer=st.booleans(),
     ),
     st.builds(m.RequestVoteResponse, **envelope(), vote_granted=st.booleans(), pre_vote=st.booleans()),
-    st.builds(
-        m.AppendEntries,
-        **envelope(),
-        prev_log_index=u64,
-        prev_log_term=u64,
-        leader_commit=u64,
-        entries=entries,
-        read_context=st.binary(max_size=16),
-    ),
+    append_entries(),
     st.builds(
         m.AppendEntriesResponse,
         **envelope(),
@@ -109,8 +130,36 @@ def test_message_without_body_is_a_codec_error() -> None:
         from_pb(pb.PeerMessage(group="g", from_id="a", to_id="b"))
 
 
-def test_unknown_entry_kind_is_a_codec_error() -> None:
+def _packed(heads: bytes, data: bytes) -> pb.PeerMessage:
     msg = pb.PeerMessage(group="g", from_id="a", to_id="b")
-    msg.append_entries.entries.add(index=1, term=1, kind=99)  # type: ignore[arg-type]
+    msg.append_entries.entry_heads = heads
+    msg.append_entries.entry_data = data
+    return msg
+
+
+def test_unknown_entry_kind_is_a_codec_error() -> None:
     with pytest.raises(CodecError, match="unknown kind 99"):
-        from_pb(msg)
+        from_pb(_packed(struct.pack("<QBI", 1, 99, 0), b""))
+
+
+@pytest.mark.parametrize(
+    ("heads", "data", "problem"),
+    [
+        (b"\x00" * 12, b"", "not a whole number"),
+        (b"", b"x", "without entry heads"),
+        (struct.pack("<QBI", 1, 0, 3), b"xy", "add up to 3 bytes, the data has 2"),
+        (struct.pack("<QBI", 1, 0, 1) * 2, b"xyz", "add up to 2 bytes, the data has 3"),
+        (struct.pack("<QBI", 1, 0, 2**32 - 1), b"x", "add up to 4294967295"),
+    ],
+)
+def test_malformed_packed_entries_are_codec_errors(heads: bytes, data: bytes, problem: str) -> None:
+    with pytest.raises(CodecError, match=problem):
+        from_pb(_packed(heads, data))
+
+
+def test_packed_entries_take_their_indexes_from_prev_log_index() -> None:
+    entries = (Entry(8, 2, b"ab"), Entry(9, 3, b"", EntryKind.NOOP), Entry(10, 3, b"c", EntryKind.CONFIG))
+    heads, data = pack_entries(entries)
+    assert (len(heads), data) == (39, b"abc")
+    assert unpack_entries(8, heads, data) == entries
+    assert [e.index for e in unpack_entries(100, heads, data)] == [100, 101, 102]

@@ -138,7 +138,7 @@ def test_oversized_batch_is_refused() -> None:
         b = await start_endpoint("b", ["a", "b"])
         try:
             big = msg("a", "b", 1)
-            big.append_entries.entries.add(index=1, term=1, data=b"x" * (MAX + 10))
+            big.append_entries.entry_data = b"x" * (MAX + 10)
             async with grpc.aio.insecure_channel(f"127.0.0.1:{b.port}") as channel:
                 with pytest.raises(grpc.aio.AioRpcError) as info:
                     await pb_grpc.RaftPeerStub(channel).Send(pb.PeerBatch(messages=[big]), timeout=5)
