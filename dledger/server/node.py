@@ -389,9 +389,6 @@ class RaftNode(SnapshotsMixin, MembersMixin):
                         await sleeper
                         timer.cancel()
                         self._sleeper = None
-                        # let the callbacks that are ready too (more requests, peer batches) run first, so
-                        # that one Ready carries them all
-                        await asyncio.sleep(0)
                 # After a stall (a pause, GC, a slow disk) a leader sees every elapsed tick before it takes
                 # any input: otherwise it would serve lease reads from a lease that ran out while it stood
                 # still. Other roles take their input first and catch up at most a heartbeat's worth: a
