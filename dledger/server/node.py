@@ -60,8 +60,8 @@ __all__ = ["COMMIT_SAVE_INTERVAL", "RaftNode", "RoleCallback"]
 log = logging.getLogger(__name__)
 
 COMMIT_SAVE_INTERVAL = 0.2
-INLINE_MAX_BYTES = 256 << 10  # async-flush persists up to this size run on the loop thread (see _persist_inline_ok)
-INLINE_MAX_ENTRIES = 1024
+INLINE_MAX_BYTES = 4 << 20  # async-flush persists up to this size run on the loop thread (see _persist_inline_ok)
+INLINE_MAX_ENTRIES = 8192
 RoleCallback = Callable[[str, int, str | None], None]  # (role, term, leader id)
 _Future = asyncio.Future[tuple[int, int]]
 
