@@ -121,7 +121,10 @@ def _varint(n: int) -> bytes:
 
 _APPEND_ENTRIES_TAG = b"\x62"  # PeerMessage.append_entries: field 12, length-delimited
 _BATCH_MESSAGE_TAG = b"\x0a"  # PeerBatch.messages: field 1, length-delimited
-WireCache = dict[tuple[int, int, int], bytes]
+_ENTRY_HEADS_TAG = b"\x3a"  # AppendEntries.entry_heads: field 7, length-delimited
+_ENTRY_DATA_TAG = b"\x42"  # AppendEntries.entry_data: field 8, length-delimited
+# entries of one Ready -> (the two packed fields' encoding, the entries' data in order, its size)
+WireCache = dict[tuple[int, int, int], tuple[list[bytes], int]]
 
 
 def to_wire(msg: Message, cache: WireCache | None = None) -> bytes:
@@ -131,12 +134,16 @@ def to_wire(msg: Message, cache: WireCache | None = None) -> bytes:
         return bytes(to_pb(msg).SerializeToString())
     entries = msg.entries
     key = (id(entries[0]), id(entries[-1]), len(entries))  # see to_pb: the same slice of the log
-    blob = cache.get(key) if cache is not None else None
-    if blob is None:
-        heads, data = pack_entries(entries)
-        blob = bytes(pb.AppendEntries(entry_heads=heads, entry_data=data).SerializeToString())
+    packed = cache.get(key) if cache is not None else None
+    if packed is None:
+        datas = list(map(_data, entries))
+        heads = b"".join(map(_HEAD.pack, map(_term, entries), map(_kind, entries), map(len, datas)))
+        size = sum(map(len, datas))
+        parts = [_ENTRY_HEADS_TAG, _varint(len(heads)), heads, _ENTRY_DATA_TAG, _varint(size), *datas]
+        packed = (parts, len(heads) + size + len(parts[1]) + len(parts[4]) + 2)
         if cache is not None:
-            cache[key] = blob
+            cache[key] = packed
+    parts, size = packed
     head = pb.AppendEntries(
         term=msg.term,
         prev_log_index=msg.prev_log_index,
@@ -145,7 +152,7 @@ def to_wire(msg: Message, cache: WireCache | None = None) -> bytes:
         read_context=msg.read_context,
     ).SerializeToString()
     envelope = pb.PeerMessage(group=msg.group, from_id=msg.from_id, to_id=msg.to_id).SerializeToString()
-    return b"".join((envelope, _APPEND_ENTRIES_TAG, _varint(len(head) + len(blob)), head, blob))
+    return b"".join((envelope, _APPEND_ENTRIES_TAG, _varint(len(head) + size), head, *parts))
 
 
 def frame_batch(messages: Iterable[bytes]) -> bytes:
