@@ -123,7 +123,7 @@ _APPEND_ENTRIES_TAG = b"\x62"  # PeerMessage.append_entries: field 12, length-de
 _BATCH_MESSAGE_TAG = b"\x0a"  # PeerBatch.messages: field 1, length-delimited
 _ENTRY_HEADS_TAG = b"\x3a"  # AppendEntries.entry_heads: field 7, length-delimited
 _ENTRY_DATA_TAG = b"\x42"  # AppendEntries.entry_data: field 8, length-delimited
-# entries of one Ready -> (the two packed fields' encoding, the entries' data in order, its size)
+# entries of one Ready -> (the encoded entry_heads and entry_data fields as parts to join, their total size)
 WireCache = dict[tuple[int, int, int], tuple[list[bytes], int]]
 
 
@@ -136,8 +136,7 @@ def to_wire(msg: Message, cache: WireCache | None = None) -> bytes:
     key = (id(entries[0]), id(entries[-1]), len(entries))  # see to_pb: the same slice of the log
     packed = cache.get(key) if cache is not None else None
     if packed is None:
-        datas = list(map(_data, entries))
-        heads = b"".join(map(_HEAD.pack, map(_term, entries), map(_kind, entries), map(len, datas)))
+        heads, datas = _heads(entries)
         size = sum(map(len, datas))
         parts = [_ENTRY_HEADS_TAG, _varint(len(heads)), heads, _ENTRY_DATA_TAG, _varint(size), *datas]
         packed = (parts, len(heads) + size + len(parts[1]) + len(parts[4]) + 2)
@@ -184,10 +183,15 @@ _index, _term, _data, _kind = (attrgetter(f) for f in ("index", "term", "data", 
 _NORMAL = EntryKind.NORMAL
 
 
+def _heads(entries: Sequence[Entry]) -> tuple[bytes, list[bytes]]:
+    """The packed heads of `entries` (see the proto) and their data, in order."""
+    datas = list(map(_data, entries))
+    return b"".join(map(_HEAD.pack, map(_term, entries), map(_kind, entries), map(len, datas))), datas
+
+
 def pack_entries(entries: Sequence[Entry]) -> tuple[bytes, bytes]:
     """(heads, data) of AppendEntries' packed form (see the proto), built without a Python loop."""
-    datas = list(map(_data, entries))
-    heads = b"".join(map(_HEAD.pack, map(_term, entries), map(_kind, entries), map(len, datas)))
+    heads, datas = _heads(entries)
     return heads, b"".join(datas)
 
 
