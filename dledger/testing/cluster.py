@@ -16,7 +16,8 @@ Messages between nodes may be delivered in any order, dropped or duplicated; lin
 
 Membership and snapshots:
 - `join(id)` starts a brand-new node (`Config(join=True)`, empty storage) that the group can then add with
-  `change(leader, ConfChange(...))` (or `add_learner`, which does both);
+  `change(leader, ConfChange(...))` (or `add_learner`, which does both); `wipe(id)` restarts a down node
+  the same way under its old id (a lost disk; its `generation` counts the losses);
 - the state machine of a node is the list of entries it applied, so a snapshot is that list's prefix:
   `compact(id)` snapshots a node at its applied index (`SnapshotMeta.config` = the data of the last CONFIG
   entry applied, b"" if none), reports it with `set_snapshot` and compacts the log below it;
@@ -72,6 +73,7 @@ class SimNode:
     core: RaftCore | None = None
     pending: Ready | None = None
     incarnation: int = 0
+    generation: int = 0  # how many times its store was lost (`Cluster.wipe`)
     snapshot: SnapshotMeta | None = None  # the newest snapshot stored (taken or installed)
 
     @property
@@ -158,6 +160,24 @@ class Cluster:
         cfg = Config(id=node_id, peers=self.initial_ids, join=True, **self._config)
         self.nodes[node_id] = SimNode(node_id, cfg)
         self.ids.append(node_id)
+        self.start(node_id)
+
+    def wipe(self, node_id: str, term: int) -> None:
+        """A down node's disk is lost: it starts again under its old id as a joining node with an empty
+        log (`Config(join=True)`, peers = the initial voters but itself) and a hard state holding only
+        `term`, the term floor the runtime learns from the group before it starts a joining node (see
+        `dledger.server.join_term`). Its state machine is lost too. Safe only once its removal is
+        committed and `term` is at least the term in which that happened; the caller's test decides."""
+        old = self.nodes[node_id]
+        if old.alive:
+            raise ValueError(f"{node_id} is running: stop it before its store is wiped")
+        peers = tuple(i for i in self.initial_ids if i != node_id)
+        cfg = Config(id=node_id, peers=peers, join=True, **self._config)
+        store = MemoryHardStateStore(HardState(current_term=term))
+        self.nodes[node_id] = SimNode(
+            node_id, cfg, store=store, incarnation=old.incarnation, generation=old.generation + 1
+        )
+        self.stats["wipes"] += 1
         self.start(node_id)
 
     def change(self, leader_id: str, change: ConfChange) -> Proposed:

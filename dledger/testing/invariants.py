@@ -5,13 +5,13 @@ after every step. Every failed property raises `AssertionError` naming the prope
 
 Properties:
 - Election Safety: at most one leader per term over the whole history;
-- one vote per term per node (from the hard states nodes persisted);
+- one vote per term per node and store (from the hard states nodes persisted; a wiped store starts afresh);
 - Leader Append-Only: a leader's log only grows during its term;
 - Log Matching: same (index, term) means same entry, and identical logs up to it;
 - Leader Completeness: an entry committed before a term is in the log of that term's leader;
 - State Machine Safety: the same entry is applied at each index everywhere;
 - monotonic: a core's term and commit never go back; persisted term and commit never go back across
-  restarts; a restarted core resumes at the state machine's applied index; applied <= commit <= last;
+  restarts (of one store); a restarted core resumes at the state machine's applied index; applied <= commit <= last;
 - an acknowledged proposal (applied on the node that accepted it, in the same term) keeps its index
   and term on every node that has committed that index;
 - a ReadIndex answer is >= every commit index any node had when the read was requested;
@@ -48,8 +48,9 @@ class SafetyChecker:
         cluster.on_restore = self._on_restore
         self.committed_config: tuple[int, Membership] = (0, Membership.initial(cluster.initial_ids))
         self.leaders: dict[int, str] = {}  # term -> the node that led it
-        self.votes: dict[tuple[str, int], str] = {}  # (node, term) -> persisted vote
-        self.persisted: dict[str, tuple[int, int]] = {}  # node -> (term, commit) last persisted
+        # a wiped node (`Cluster.wipe`) forgets its term and vote: both are kept per store generation
+        self.votes: dict[tuple[str, int, int], str] = {}  # (node, generation, term) -> persisted vote
+        self.persisted: dict[tuple[str, int], tuple[int, int]] = {}  # (node, generation) -> (term, commit)
         self.leader_tip: dict[tuple[str, int], tuple[int, int]] = {}  # (leader, term) -> (last index, its term)
         self.entry_at: dict[tuple[int, int], tuple[bytes, EntryKind]] = {}  # (index, term) -> entry
         self.committed_terms: list[int] = []  # committed_terms[i - 1] = term of committed index i
@@ -94,12 +95,13 @@ class SafetyChecker:
         hs = rd.hard_state
         if hs is None:
             return
-        term, commit = self.persisted.get(node_id, (0, 0))
+        generation = self.cluster.nodes[node_id].generation
+        term, commit = self.persisted.get((node_id, generation), (0, 0))
         assert hs.current_term >= term, f"{node_id} persisted term {hs.current_term} after {term}"
         assert hs.commit_index >= commit, f"{node_id} persisted commit {hs.commit_index} after {commit}"
-        self.persisted[node_id] = (hs.current_term, hs.commit_index)
+        self.persisted[(node_id, generation)] = (hs.current_term, hs.commit_index)
         if hs.voted_for is not None:
-            first = self.votes.setdefault((node_id, hs.current_term), hs.voted_for)
+            first = self.votes.setdefault((node_id, generation, hs.current_term), hs.voted_for)
             assert first == hs.voted_for, f"{node_id} voted for {first} and {hs.voted_for} in term {hs.current_term}"
 
     # ---- the check ----
@@ -190,7 +192,8 @@ class SafetyChecker:
         ci_term = self.committed_terms[ci - 1] if ci else 0
         for node_id, entries in logs.items():
             core = c.core(node_id)
-            expect, at_commit = Membership.initial(c.initial_ids), Membership.initial(c.initial_ids)
+            initial = Membership.initial(core.config.peers)  # a joining node's: the voters it was told of
+            expect, at_commit = initial, initial
             for e in entries:
                 if e.kind is EntryKind.CONFIG:
                     expect = Membership.decode(e.data)
@@ -199,7 +202,7 @@ class SafetyChecker:
             assert core.membership == expect, f"{node_id}: membership {core.membership}, its log says {expect}"
             assert core.committed_membership == at_commit, f"{node_id}: config at commit {at_commit}"
             hs = core.hard_state.config
-            assert (Membership.decode(hs) if hs else Membership.initial(c.initial_ids)) == at_commit
+            assert (Membership.decode(hs) if hs else initial) == at_commit
             holds = ci == 0 or (len(entries) >= ci and entries[ci - 1].term == ci_term)
             if holds:
                 assert majorities_intersect(core.membership.voters, committed.voters), (

@@ -589,3 +589,49 @@ def test_a_joining_node_never_votes_until_a_configuration_names_it() -> None:
     core.step(RequestVote(term=6, from_id="n1", to_id="n2", group="default", last_log_index=1, last_log_term=5))
     granted = drain()
     assert granted and granted[0].vote_granted
+
+
+def _stale_leader_meets_wiped_node(floor: bool) -> tuple[Cluster, SafetyChecker, str]:
+    """n0 leads term 1 of {n0..n3} and, cut off, appends "remove n3" (its configuration: {n0, n1, n2}, a
+    majority is 2); the others elect a leader in term 2, which removes a follower x of {n1, n2} (committed
+    by the other two); x is wiped and restarts as a joining node; then only the link n0 <-> x comes back."""
+    c = Cluster(4, seed=7, election_tick=6, heartbeat_tick=2, check_quorum=False)
+    checker = SafetyChecker(c)
+    c.elect("n0")
+    c.isolate("n0")
+    c.change("n0", ConfChange(ConfChangeOp.REMOVE, "n3"))
+    c.stabilize()
+    for _ in range(100):
+        if c.leader() != "n0":
+            break
+        for i in ("n1", "n2", "n3"):
+            c.tick(i)
+        c.stabilize()
+    lead = c.leader()
+    assert lead is not None and lead != "n0" and c.core(lead).current_term == 2
+    x = next(i for i in ("n1", "n2") if i != lead)
+    c.change(lead, ConfChange(ConfChangeOp.REMOVE, x))
+    c.stabilize()
+    checker.check()
+    assert x not in checker.committed_config[1].members
+    c.crash(x)
+    c.wipe(x, term=c.core(lead).current_term if floor else 0)
+    c.cut -= {("n0", x), (x, "n0")}
+    for _ in range(6):
+        c.tick("n0")
+        c.stabilize()
+        checker.check()
+    return c, checker, x
+
+
+def test_a_wiped_node_starts_at_the_groups_term_so_a_stale_leader_cannot_count_it() -> None:
+    """The simulation's lost-disk replacement (raft5, long run) found it: a stale leader whose configuration
+    still lists a wiped node as a voter won that node's acknowledgement (an empty store takes any leader's
+    term) and committed over entries the group had committed. Votes were already refused (above); the
+    term floor the runtime learns before starting a joining node (`dledger.server.join_term`) makes the
+    wiped node reject the stale leader's term, so the stale leader learns of the new term and steps down."""
+    with pytest.raises(AssertionError, match=r"committed a different entry|state machine safety"):
+        _stale_leader_meets_wiped_node(floor=False)  # the hazard, as the simulation found it
+    c, _checker, x = _stale_leader_meets_wiped_node(floor=True)
+    assert c.core("n0").role is not Role.LEADER and c.core("n0").current_term >= 2
+    assert c.core(x).log.last_index() == 0  # it took nothing from the stale leader

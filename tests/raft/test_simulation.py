@@ -2,8 +2,9 @@
 
 Rules: ticks, Ready processing and persisting, deliveries in any order, drops, duplicates, partitions,
 crashes, restarts, proposals, reads, leadership transfers, membership changes (add a learner, a brand-new
-node that joins; promote it; remove any member, the leader included) and snapshots (a node compacts its log
-behind a snapshot; lagging followers then install the leader's). After every step `SafetyChecker.check()`
+node that joins; promote it; remove any member, the leader included; re-add a removed node under its old
+id with its store wiped, as an operator replaces a lost disk) and snapshots (a node compacts its log behind
+a snapshot; lagging followers then install the leader's). After every step `SafetyChecker.check()`
 asserts the safety properties (see dledger/testing/invariants.py, membership agreement included); the
 teardown heals everything and asserts that a leader emerges and every acknowledged proposal is applied on
 every member of its configuration.
@@ -22,7 +23,7 @@ depend only on this file and the Hypothesis version.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import ClassVar
 
 import pytest
@@ -60,6 +61,7 @@ class RaftMachine(RuleBasedStateMachine):
         self.cluster: Cluster | None = None
         self.checker: SafetyChecker | None = None
         self.serial = 0
+        self.to_wipe: set[str] = set()  # stopped nodes to wipe once their re-addition commits
 
     @property
     def c(self) -> Cluster:
@@ -290,6 +292,109 @@ class RaftMachine(RuleBasedStateMachine):
         members = sorted(core.membership.members)
         self._change(k, ConfChange(ConfChangeOp.REMOVE, core.id if itself else members[j % len(members)]))
 
+    @rule(k=st.integers(0, 4), j=st.integers(0, 6))
+    def readd_removed(self, k: int, j: int) -> None:
+        """The operator's replacement of a lost disk (docs/operating.md; jepsen_like's replace-wiped), first
+        half: a node whose removal is committed is stopped and added again, as a learner, under its old id.
+        Its store is wiped only once that addition commits (`wipe_readded`)."""
+        self._count()
+        core = self._any_leader(k)
+        assert self.checker is not None
+        if core is None:
+            return
+        committed = self.checker.committed_config[1]
+        removed = [i for i in self.c.ids if i not in committed.members and i not in core.membership.members]
+        if not removed:
+            return
+        node = removed[j % len(removed)]
+        if self.c.nodes[node].alive:
+            self.c.crash(node)
+        self.to_wipe.add(node)
+        self._change(k, ConfChange(ConfChangeOp.ADD_LEARNER, node))
+
+    @rule(j=st.integers(0, 6))
+    def wipe_readded(self, j: int) -> None:
+        """Second half: a stopped node whose re-addition has committed loses its store and starts as a
+        joining node with an empty one (it must not vote until a configuration in its new log names it)."""
+        self._count()
+        assert self.checker is not None
+        committed = self.checker.committed_config[1]
+        ready = sorted(i for i in self.to_wipe if i in committed.members and not self.c.nodes[i].alive)
+        if ready:
+            node = ready[j % len(ready)]
+            self.to_wipe.discard(node)
+            self.c.wipe(node, self._term_floor())
+
+    def _term_floor(self) -> int:
+        """The term a wiped node starts at: what the runtime learns from a read the leader confirmed after
+        the node's removal committed (`dledger.server.join_term`). Modelled by its lowest honest value, the
+        term in which the latest committed configuration (the removal, or a later one) was first seen."""
+        assert self.checker is not None
+        ci = self.checker.committed_config[0]
+        return self.checker.committed_seen_in[ci - 1] if ci else 0
+
+    def _settle(self, done: Callable[[], bool]) -> bool:
+        """Tick and pass messages (at most 4 election timeouts) until `done()`, checking safety as it goes."""
+        assert self.checker is not None
+        for _ in range(4 * 6):
+            if done():
+                return True
+            self.c.tick()
+            self.c.run(30)
+            self.checker.check()
+        return done()
+
+    def _change_at_leader(self, change: ConfChange) -> bool:
+        """Propose `change` at the current leader, waiting for one (at most 3 tries as leaders change)."""
+        c = self.c
+        for _ in range(3):
+            self._settle(lambda: c.leader() is not None)
+            lead = c.leader()
+            if lead is not None:
+                try:
+                    c.change(lead, change)
+                    return True
+                except (NotLeaderError, ProposalDroppedError):
+                    pass
+            c.tick()
+            c.run(30)
+        return False
+
+    @rule(j=st.integers(0, 6), leader_first=st.booleans(), wipe_first=st.booleans())
+    def replace_lost_disk(self, j: int, leader_first: bool, wipe_first: bool) -> None:
+        """A macro step to a deep state: the whole replacement of a voter's lost disk, driven to its end
+        where the network allows: remove it, stop it, then wipe it and re-add it (docs/operating.md) or
+        re-add it and wipe it once that commits (jepsen_like), promote it; stale messages of the old store
+        may still be in flight."""
+        self._count()
+        c, checker = self.c, self.checker
+        assert checker is not None
+        if not self._settle(lambda: c.leader() is not None):
+            return
+        voters = sorted(c.core(c.leader() or "").membership.voters)
+        node = (c.leader() or "") if leader_first else voters[j % len(voters)]
+        if len(voters) < 2 or not self._change_at_leader(ConfChange(ConfChangeOp.REMOVE, node)):
+            return
+        if not self._settle(lambda: node not in checker.committed_config[1].members):
+            return
+        if c.nodes[node].alive:
+            c.crash(node)
+        if wipe_first:
+            c.wipe(node, self._term_floor())
+        else:
+            self.to_wipe.add(node)
+        if not self._change_at_leader(ConfChange(ConfChangeOp.ADD_LEARNER, node)):
+            return
+        if not self._settle(lambda: node in checker.committed_config[1].members):
+            return
+        if not wipe_first:
+            self.to_wipe.discard(node)
+            c.wipe(node, self._term_floor())
+        OUTCOMES["replaced_disks"] = OUTCOMES.get("replaced_disks", 0) + 1
+        if self._settle(lambda: c.core(node).log.last_index() >= checker.committed_config[0]):
+            self._change_at_leader(ConfChange(ConfChangeOp.PROMOTE, node))
+            self._settle(lambda: node in checker.committed_config[1].voters)
+
     @rule(k=st.integers(0, 6), keep=st.integers(0, 2))
     def compact(self, k: int, keep: int) -> None:
         self._count()
@@ -339,6 +444,7 @@ class RaftMachine(RuleBasedStateMachine):
             ("crashes", c.stats["crashes"]),
             ("timeout_now", c.stats["sent.TimeoutNow"]),
             ("snapshots_installed", c.stats["snapshots_installed"]),
+            ("wipes", c.stats["wipes"]),
             ("final_voters", len(c.core(lead).membership.voters)),
             ("examples", 1),
         ):
