@@ -295,18 +295,20 @@ class ReadIndexRequest(_message.Message):
     def __init__(self, group: _Optional[str] = ...) -> None: ...
 
 class ReadIndexResponse(_message.Message):
-    __slots__ = ("status", "message", "read_index", "leader_id", "leader_address")
+    __slots__ = ("status", "message", "read_index", "leader_id", "leader_address", "term")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     READ_INDEX_FIELD_NUMBER: _ClassVar[int]
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
     LEADER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
     status: Status
     message: str
     read_index: int
     leader_id: str
     leader_address: str
-    def __init__(self, status: _Optional[_Union[Status, str]] = ..., message: _Optional[str] = ..., read_index: _Optional[int] = ..., leader_id: _Optional[str] = ..., leader_address: _Optional[str] = ...) -> None: ...
+    term: int
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., message: _Optional[str] = ..., read_index: _Optional[int] = ..., leader_id: _Optional[str] = ..., leader_address: _Optional[str] = ..., term: _Optional[int] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ("group",)

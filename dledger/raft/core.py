@@ -38,7 +38,9 @@ Rules of the state machine:
   configuration in its log names yet never votes (its store is new, maybe a wiped one re-added under its
   old id, and a stale candidate whose old configuration lists that id would count an empty log's vote).
   Once a configuration names it, its log holds the committed removal of any earlier incarnation, so the
-  up-to-date check refuses every candidate that could still count it.
+  up-to-date check refuses every candidate that could still count it. Its appends are guarded by its term,
+  not here: the runtime starts a joining node at a term its group's leader confirmed after the removal
+  (`dledger.server.join_term`), so a stale leader that still lists the old store as a voter is refused.
 - Only a voter campaigns (on timeout or TimeoutNow): a voter of its current configuration, or a node whose
   removal is in its log but not committed (see `ConfMixin._can_campaign`); learners, removed nodes and
   joining nodes never do. Votes are counted among the voters of the candidate's current configuration.

@@ -133,6 +133,12 @@ class AsyncDLedgerClient(ClientBase):
         reply = await self._request("ReadIndex", pb.ReadIndexRequest(group=self.group), False, timeout)
         return int(reply.read_index)
 
+    async def confirmed_term(self, *, timeout: float | None = None) -> int:
+        """The leader's term, read after a quorum confirmed its leadership in it (a ReadIndex round): every
+        entry committed before this call was committed in this term or an older one."""
+        reply = await self._request("ReadIndex", pb.ReadIndexRequest(group=self.group), False, timeout)
+        return int(reply.term)
+
     async def transfer_leadership(self, to: str, *, timeout: float | None = None) -> None:
         request = pb.TransferLeadershipRequest(group=self.group, to_id=to)
         await self._request("TransferLeadership", request, False, timeout)

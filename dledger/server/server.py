@@ -24,6 +24,7 @@ from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
 from dledger.commitlog import SegmentInfo
 from dledger.server.config import NodeConfig, parse_address
+from dledger.server.join_term import ensure_join_term
 from dledger.server.metrics import NodeMetrics
 from dledger.server.node import RaftNode, RoleCallback
 from dledger.server.services import ClientServicer
@@ -73,6 +74,7 @@ class DLedgerServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        await ensure_join_term(self.config)  # a wiped node re-added under its old id: see join_term.py
         await loop.run_in_executor(None, self.node.open_storage)
         server = grpc.aio.server(options=server_options(self.config.max_message_bytes))
         pb_grpc.add_RaftPeerServicer_to_server(self.peer_servicer, server)

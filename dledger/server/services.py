@@ -256,7 +256,8 @@ class ClientServicer(pb_grpc.DLedgerClientServiceServicer):  # type: ignore[misc
             return pb.ReadIndexResponse(status=pb.STATUS_WRONG_GROUP, message=problem)
 
         async def work() -> pb.ReadIndexResponse:
-            return pb.ReadIndexResponse(status=pb.STATUS_OK, read_index=await self.node.read_index())
+            index = await self.node.read_index()
+            return pb.ReadIndexResponse(status=pb.STATUS_OK, read_index=index, term=self.node.node_status().term)
 
         return await _guard(pb.ReadIndexResponse, "read_index", work, _READ_ERRORS, pb.STATUS_UNAVAILABLE)
 
