@@ -61,18 +61,16 @@ async def ensure_join_term(config: NodeConfig, *, attempt_timeout: float = 2.0, 
         others, group=config.group, timeout=attempt_timeout, rpc_timeout=rpc_timeout, tls=config.tls, streaming=False
     )
     try:
-        attempts = 0
-        while True:
+        term, attempts = 0, 0
+        while term == 0:  # a leader's term is never 0: a reply without one (an older node) counts as no answer
             attempts += 1
             try:
                 term = await client.confirmed_term()
             except DLedgerError as exc:
                 if attempts == 1 or attempts % 10 == 0:
                     log.warning("joining: waiting for a leader of %s to confirm its term (%s)", sorted(others), exc)
+            if term == 0:
                 await asyncio.sleep(pause)
-                continue
-            if term > 0:
-                break
     finally:
         await client.close()
     await loop.run_in_executor(None, _save_term, config, term)

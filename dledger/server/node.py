@@ -345,6 +345,11 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         )
 
     @property
+    def current_term(self) -> int:
+        """The core's current term (0 before storage is open)."""
+        return self.core.current_term if self.core else 0
+
+    @property
     def role(self) -> str:
         """The core's role, or "fenced" after a storage error, or "stopped" before start."""
         if self._fenced is not None:

@@ -78,6 +78,9 @@ class NodeAPI(Protocol):
 
     async def read_index(self) -> int: ...
 
+    @property
+    def current_term(self) -> int: ...
+
     async def get(self, index: int) -> Entry:
         """A committed entry; raises CompactedError / UnavailableError (not committed or past the end)."""
         ...
@@ -257,7 +260,7 @@ class ClientServicer(pb_grpc.DLedgerClientServiceServicer):  # type: ignore[misc
 
         async def work() -> pb.ReadIndexResponse:
             index = await self.node.read_index()
-            return pb.ReadIndexResponse(status=pb.STATUS_OK, read_index=index, term=self.node.node_status().term)
+            return pb.ReadIndexResponse(status=pb.STATUS_OK, read_index=index, term=self.node.current_term)
 
         return await _guard(pb.ReadIndexResponse, "read_index", work, _READ_ERRORS, pb.STATUS_UNAVAILABLE)
 

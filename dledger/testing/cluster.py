@@ -16,8 +16,8 @@ Messages between nodes may be delivered in any order, dropped or duplicated; lin
 
 Membership and snapshots:
 - `join(id)` starts a brand-new node (`Config(join=True)`, empty storage) that the group can then add with
-  `change(leader, ConfChange(...))` (or `add_learner`, which does both); `wipe(id)` restarts a down node
-  the same way under its old id (a lost disk; its `generation` counts the losses);
+  `change(leader, ConfChange(...))` (or `add_learner`, which does both); `wipe(id, term)` restarts a down
+  node the same way under its old id, at a term floor (a lost disk; its `generation` counts the losses);
 - the state machine of a node is the list of entries it applied, so a snapshot is that list's prefix:
   `compact(id)` snapshots a node at its applied index (`SnapshotMeta.config` = the data of the last CONFIG
   entry applied, b"" if none), reports it with `set_snapshot` and compacts the log below it;

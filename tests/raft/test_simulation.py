@@ -321,9 +321,11 @@ class RaftMachine(RuleBasedStateMachine):
         committed = self.checker.committed_config[1]
         ready = sorted(i for i in self.to_wipe if i in committed.members and not self.c.nodes[i].alive)
         if ready:
-            node = ready[j % len(ready)]
-            self.to_wipe.discard(node)
-            self.c.wipe(node, self._term_floor())
+            self._wipe(ready[j % len(ready)])
+
+    def _wipe(self, node: str) -> None:
+        self.to_wipe.discard(node)
+        self.c.wipe(node, self._term_floor())
 
     def _term_floor(self) -> int:
         """The term a wiped node starts at: what the runtime learns from a read the leader confirmed after
@@ -380,7 +382,7 @@ class RaftMachine(RuleBasedStateMachine):
         if c.nodes[node].alive:
             c.crash(node)
         if wipe_first:
-            c.wipe(node, self._term_floor())
+            self._wipe(node)
         else:
             self.to_wipe.add(node)
         if not self._change_at_leader(ConfChange(ConfChangeOp.ADD_LEARNER, node)):
@@ -388,8 +390,7 @@ class RaftMachine(RuleBasedStateMachine):
         if not self._settle(lambda: node in checker.committed_config[1].members):
             return
         if not wipe_first:
-            self.to_wipe.discard(node)
-            c.wipe(node, self._term_floor())
+            self._wipe(node)
         OUTCOMES["replaced_disks"] = OUTCOMES.get("replaced_disks", 0) + 1
         if self._settle(lambda: c.core(node).log.last_index() >= checker.committed_config[0]):
             self._change_at_leader(ConfChange(ConfChangeOp.PROMOTE, node))

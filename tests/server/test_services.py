@@ -41,6 +41,7 @@ class FakeNode:
     failures: list[Exception] = field(default_factory=list)
     calls: int = 0
     stopping: bool = False
+    current_term: int = 3
 
     async def append(self, items: Sequence[bytes]) -> tuple[int, int]:
         self.calls += 1
@@ -110,6 +111,7 @@ def test_append_follows_not_leader_to_the_leader() -> None:
             assert nodes["n0"].calls == 1 and nodes["n2"].calls == 1
             assert (await client.get(2)).data == b"b"
             assert await client.read_index() == 2
+            assert await client.confirmed_term() == 3  # the leader's term travels with the read
 
     with_nodes(body)
 
