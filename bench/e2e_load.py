@@ -19,6 +19,7 @@ import sys
 import time
 from typing import Any
 
+from dledger.server import event_loop
 from dledger.server.aio_client import AsyncDLedgerClient
 
 MAX_SAMPLES = 200_000
@@ -90,17 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--max-ops", type=int, default=1 << 40)
     p.add_argument("--start-at", type=float, default=0.0)
-    p.add_argument("--uvloop", action="store_true", help="run on uvloop when it is installed")
     p.add_argument("--unary", action="store_true", help="one unary Append call per request (no AppendStream)")
     args = p.parse_args(argv)
-    if args.uvloop:
-        try:
-            import uvloop  # type: ignore[import-not-found,unused-ignore]
-
-            uvloop.install()
-        except ImportError:
-            pass
-    result = asyncio.run(run(args))
+    result = event_loop.run(run(args))  # the loop dledger's nodes run on (uvloop when installed)
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
     return 0

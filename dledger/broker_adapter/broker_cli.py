@@ -25,6 +25,7 @@ from typing import Any
 from dledger.broker_adapter.endpoint_config import ENDPOINT_KEYS, EndpointConfig
 from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions
 from dledger.broker_adapter.store import MessageStore
+from dledger.server import event_loop
 from dledger.server.config import ConfigError, NodeConfig, format_peers, load_properties
 from dledger.server.launcher import free_ports
 from dledger.server.malloc_tuning import tune_malloc
@@ -109,9 +110,10 @@ def _cmd_broker(args: argparse.Namespace) -> int:
     )
     try:
         load_properties(args.config)
+        factory = event_loop.loop_factory()
         tune_malloc()
-        asyncio.run(_serve(args.config))
-    except ConfigError as exc:
+        event_loop.run(_serve(args.config), factory)
+    except (ConfigError, event_loop.EventLoopChoiceError) as exc:
         print(f"dledger broker: {exc}", file=sys.stderr)
         return 2
     except ImportError as exc:

@@ -13,6 +13,7 @@ import signal
 import sys
 from typing import Any
 
+from dledger.server import event_loop
 from dledger.server.config import ConfigError, NodeConfig, parse_peers
 from dledger.server.malloc_tuning import tune_malloc
 from dledger.server.server import DLedgerServer
@@ -80,12 +81,13 @@ async def _serve(config: NodeConfig, durable_report_ms: int | None = None) -> No
     if server.metrics_port is not None:
         log.info("metrics on http://%s:%d/metrics", config.metrics_host, server.metrics_port)
     log.info(
-        "node %s of group %s serving on %s (store %s, flush %s)",
+        "node %s of group %s serving on %s (store %s, flush %s, %s)",
         config.self_id,
         config.group,
         config.address,
         config.store_dir,
         config.flush,
+        event_loop.loop_name(asyncio.get_running_loop()),
     )
     print(f"dledger node {config.self_id} ready on {config.address}", flush=True)
     stop = asyncio.Event()
@@ -104,9 +106,14 @@ def _cmd_node(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"dledger node: {exc}", file=sys.stderr)
         return 2
+    try:
+        factory = event_loop.loop_factory()
+    except event_loop.EventLoopChoiceError as exc:
+        print(f"dledger node: {exc}", file=sys.stderr)
+        return 2
     tune_malloc()
     try:
-        asyncio.run(_serve(config, args.report_durable_ms))
+        event_loop.run(_serve(config, args.report_durable_ms), factory)
     except OSError as exc:
         print(f"dledger node: {exc}", file=sys.stderr)
         return 1

@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
 from dledger.commitlog import SegmentInfo
+from dledger.server import event_loop
 from dledger.server.config import NodeConfig, parse_address
 from dledger.server.join_term import ensure_join_term
 from dledger.server.metrics import NodeMetrics
@@ -209,7 +210,7 @@ class SyncDLedgerServer:
         self, config: NodeConfig, state_machines: Sequence[StateMachine] = (), *, seed: int | None = None
     ) -> None:
         self.server = DLedgerServer(config, state_machines, seed=seed)
-        self._loop = asyncio.new_event_loop()
+        self._loop = event_loop.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="dledger-loop", daemon=True)
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:

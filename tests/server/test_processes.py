@@ -77,6 +77,7 @@ def test_sync_flush_survives_sigkill_of_every_node(tmp_path: pathlib.Path) -> No
 def test_sigterm_stops_gracefully(group: ProcessGroup) -> None:
     group.start("n0")
     wait_until(lambda: "ready on" in group.log_text("n0"), what="n0 ready")
+    assert "flush async, uvloop)" in group.log_text("n0")  # the node runs on uvloop (a dependency) by default
     assert group.kill("n0", sig=15) == 0
     assert "Traceback" not in group.log_text("n0")
 

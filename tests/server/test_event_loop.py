@@ -1,0 +1,67 @@
+"""`dledger.server.event_loop`: uvloop by default when installed, `DLEDGER_EVENT_LOOP` chooses, bad values fail."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from dledger.server import event_loop
+from dledger.server.launcher import free_ports
+from tests.server.procs import ROOT
+
+uvloop = pytest.importorskip("uvloop", reason="uvloop is a dependency on Linux; this platform has none")
+
+
+def _name_of_running_loop(monkeypatch: pytest.MonkeyPatch, value: str | None) -> str:
+    if value is None:
+        monkeypatch.delenv(event_loop.ENV_VAR, raising=False)
+    else:
+        monkeypatch.setenv(event_loop.ENV_VAR, value)
+
+    async def name() -> str:
+        return event_loop.loop_name(asyncio.get_running_loop())
+
+    return event_loop.run(name())
+
+
+def test_uvloop_by_default_and_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _name_of_running_loop(monkeypatch, None) == "uvloop"
+    assert _name_of_running_loop(monkeypatch, "uvloop") == "uvloop"
+    assert _name_of_running_loop(monkeypatch, " UVLOOP ") == "uvloop"
+
+
+def test_asyncio_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _name_of_running_loop(monkeypatch, "asyncio") == "asyncio"
+
+
+def test_an_unknown_choice_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(event_loop.ENV_VAR, "tokio")
+    with pytest.raises(event_loop.EventLoopChoiceError, match="DLEDGER_EVENT_LOOP must be"):
+        event_loop.loop_factory()
+
+
+def test_uvloop_asked_but_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(event_loop.ENV_VAR, "uvloop")
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now raises ImportError
+    with pytest.raises(event_loop.EventLoopChoiceError, match="not installed"):
+        event_loop.loop_factory()
+    monkeypatch.delenv(event_loop.ENV_VAR)
+    assert event_loop.loop_factory() is asyncio.new_event_loop  # unset: falls back quietly
+
+
+def test_node_refuses_a_bad_choice_before_starting(tmp_path: pathlib.Path) -> None:
+    (port,) = free_ports(1)
+    out = subprocess.run(
+        [sys.executable, "-m", "dledger", "node", "--id", "n0", "--peers", f"n0-127.0.0.1:{port}",
+         "--store-dir", str(tmp_path / "s")],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+        env={**os.environ, event_loop.ENV_VAR: "tokio"},
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert "DLEDGER_EVENT_LOOP must be" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "s").exists()  # refused before touching the store
