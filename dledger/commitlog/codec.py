@@ -33,6 +33,11 @@ import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate, islice, repeat
+from operator import add as _add
+from operator import attrgetter
+from operator import eq as _eq
+from operator import le as _le
 
 from dledger.commitlog.errors import CorruptEntryError, EntryTooLargeError
 from dledger.storage_api import Entry, EntryKind
@@ -67,6 +72,7 @@ assert HEADER_SIZE == 48 and INDEX_SIZE == 32 and CHAIN_FIELDS.size == 44
 
 _KINDS: dict[int, EntryKind] = {int(k): k for k in EntryKind}
 _crc32 = zlib.crc32
+_index, _term, _data, _kind = (attrgetter(f) for f in ("index", "term", "data", "kind"))
 
 # Building an Entry through its frozen-dataclass __init__ costs about twice as much as setting its slots
 # directly; reads build one per entry, so they use `_make_entry`, checked against __init__ right here.
@@ -129,6 +135,18 @@ def encode_batch(
     an unknown kind, or is too large.
     """
     limit = min(max_entry_bytes, segment_bytes)
+    fast = _encode_fitting(entries, next_index, prev_term, prev_chain, pos, room, limit)
+    if fast is not None:
+        return fast
+    return _encode_loop(entries, next_index, prev_term, prev_chain, pos, room, segment_bytes, max_entry_bytes)
+
+
+def _encode_loop(
+    entries: Sequence[Entry], next_index: int, prev_term: int, prev_chain: int, pos: int, room: int,
+    segment_bytes: int, max_entry_bytes: int,
+) -> Batch:  # fmt: skip
+    """`encode_batch` one entry at a time: any batch, including those that open new segments or are invalid."""
+    limit = min(max_entry_bytes, segment_bytes)
     parts: list[bytes] = []  # header, body, header, body, ...: joined once (cheaper than slice copies)
     add = parts.append
     records: list[bytes] = []
@@ -169,6 +187,57 @@ def encode_batch(
     data = b"".join(parts)
     index = b"".join(records)
     return Batch(data, index, splits, chain, term, pos)
+
+
+def _encode_fitting(
+    entries: Sequence[Entry], next_index: int, prev_term: int, prev_chain: int, pos: int, room: int, limit: int
+) -> Batch | None:
+    """`encode_batch` for the common case, field by field in C-level maps instead of a Python loop per entry
+    (about 2.5x faster for 1 KiB entries): a valid batch that fits the room left in the active segment.
+    None (nothing encoded) when the batch is empty, invalid, or needs a new segment: the caller's loop then
+    encodes it or raises the precise error. Same bytes as the loop (the codec tests compare them).
+
+    The chain CRC of entry k is crc32 of its chain fields seeded with entry k-1's: a running CRC, so one
+    `accumulate` over the packed chain fields yields every entry's chain value."""
+    n = len(entries)
+    if not n:
+        return None
+    bodies = list(map(_data, entries))
+    lens = list(map(len, bodies))
+    sizes = list(map(_add, lens, repeat(HEADER_SIZE, n)))
+    total = sum(sizes)
+    if total > room or max(sizes) > limit:
+        return None
+    indexes = range(next_index, next_index + n)
+    terms = list(map(_term, entries))
+    kinds = list(map(_kind, entries))
+    if (
+        not all(map(_eq, map(_index, entries), indexes))
+        or terms[0] < prev_term
+        or not all(map(_le, terms, islice(terms, 1, None)))
+        or not _KINDS.keys() >= set(kinds)
+    ):
+        return None
+    positions = list(accumulate(sizes, initial=pos))
+    try:
+        bcrcs = list(map(_crc32, bodies))
+        magic = repeat(DATA_MAGIC, n)
+        fields = map(CHAIN_FIELDS.pack, magic, sizes, indexes, terms, positions, kinds, bcrcs, lens)
+        chains = list(accumulate(fields, _chain_step, initial=prev_chain))
+        del chains[0]
+        heads = map(HEADER.pack, repeat(DATA_MAGIC, n), sizes, indexes, terms, positions, kinds, chains, bcrcs, lens)
+        records = map(INDEX.pack, repeat(INDEX_MAGIC, n), positions, sizes, indexes, terms)
+        index = b"".join(records)
+    except (struct.error, OverflowError):  # a term beyond 64 bits: the loop says which entry
+        return None
+    parts: list[bytes] = [b""] * (2 * n)
+    parts[0::2] = heads
+    parts[1::2] = bodies
+    return Batch(b"".join(parts), index, [], chains[-1], terms[-1], positions[-1])
+
+
+def _chain_step(chain: int, fields: bytes) -> int:
+    return _crc32(fields, chain)
 
 
 def _refuse(e: Entry, expected: int, term: int, size: int, limit: int, max_entry: int, segment: int) -> None:

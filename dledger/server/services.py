@@ -209,8 +209,8 @@ class ClientServicer(pb_grpc.DLedgerClientServiceServicer):  # type: ignore[misc
         if not items:
             return pb.AppendResponse(status=pb.STATUS_INVALID, message="append needs at least one entry")
         limit = self.node.max_entry_bytes
-        too_big = next((k for k, d in enumerate(items) if len(d) > limit), None)
-        if too_big is not None:
+        if max(map(len, items)) > limit:  # C-level scan; the index only on refusal
+            too_big = next(k for k, d in enumerate(items) if len(d) > limit)
             return pb.AppendResponse(
                 status=pb.STATUS_INVALID,
                 message=f"entry {too_big} has {len(items[too_big])} bytes; the limit is {limit}",

@@ -6,6 +6,8 @@ import struct
 import zlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dledger.commitlog import Entry, EntryKind, EntryTooLargeError
 from dledger.commitlog.codec import (
@@ -14,6 +16,8 @@ from dledger.commitlog.codec import (
     HEADER_SIZE,
     INDEX_MAGIC,
     INDEX_SIZE,
+    _encode_fitting,
+    _encode_loop,
     decode_run,
     encode_batch,
 )
@@ -100,3 +104,43 @@ def test_decode_round_trip_and_every_flipped_bit_is_caught() -> None:
             decode_run(bytes(bad), **kw)  # type: ignore[arg-type]
         assert info.value.segment == "seg"
         assert info.value.position in (0, 51, 99)
+
+
+_entry = st.builds(
+    Entry,
+    index=st.integers(0, 12),
+    term=st.integers(0, 4),
+    data=st.binary(max_size=90),
+    kind=st.sampled_from(list(EntryKind)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    batch=st.lists(_entry, max_size=8),
+    sequential=st.booleans(),
+    prev_term=st.integers(0, 3),
+    prev_chain=st.integers(0, (1 << 32) - 1),
+    room=st.integers(0, 600),
+    max_entry=st.integers(HEADER_SIZE, 200),
+)
+def test_the_vectorized_encoder_matches_the_loop_or_defers_to_it(
+    batch: list[Entry], sequential: bool, prev_term: int, prev_chain: int, room: int, max_entry: int
+) -> None:
+    """The C-level fast path gives byte-identical batches, and leaves every batch it cannot encode exactly
+    (invalid, or opening a segment) to the loop, which raises or splits."""
+    if sequential:  # mostly-valid batches: consecutive indexes from 5, terms sorted
+        terms = sorted(e.term for e in batch)
+        batch = [Entry(5 + k, t, e.data, e.kind) for k, (e, t) in enumerate(zip(batch, terms, strict=True))]
+    kw = {"next_index": 5, "prev_term": prev_term, "prev_chain": prev_chain, "pos": 4096, "room": room}
+    fast = _encode_fitting(batch, **kw, limit=min(max_entry, 300))  # type: ignore[arg-type]
+    try:
+        slow = _encode_loop(batch, **kw, segment_bytes=300, max_entry_bytes=max_entry)  # type: ignore[arg-type]
+    except ValueError:
+        assert fast is None
+        return
+    if fast is None:
+        assert not batch or slow.splits
+    else:
+        assert fast == slow and bytes(fast.data) == bytes(slow.data)
+    assert encode_batch(batch, **kw, segment_bytes=300, max_entry_bytes=max_entry) == slow  # type: ignore[arg-type]
