@@ -21,6 +21,7 @@ from typing import Any
 
 from dledger.server import event_loop
 from dledger.server.aio_client import AsyncDLedgerClient
+from dledger.server.gc_tuning import tune_gc
 
 MAX_SAMPLES = 200_000
 
@@ -42,6 +43,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 break
             except Exception:
                 await asyncio.sleep(0.1)
+        tune_gc()  # as the nodes do (PySyncObj's peers too: bench.pysyncobj_peer)
         if args.start_at:
             await asyncio.sleep(max(0.0, args.start_at - time.monotonic()))
         start = time.perf_counter()

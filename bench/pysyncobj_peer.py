@@ -40,6 +40,7 @@ from typing import Any
 from pysyncobj import SyncObj, SyncObjConf, replicated
 
 from bench.e2e_settings import COMMON, PROFILES
+from dledger.server.gc_tuning import tune_gc
 
 
 class AppendLog(SyncObj):  # type: ignore[misc]  # untyped library
@@ -213,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     obj = AppendLog(args.self_addr, [x for x in args.partners.split(",") if x], conf)
     if args.journal:
         _make_durable(obj)
+    tune_gc()  # the collector settings dledger's nodes run with, so neither side has a GC the other lacks
     out = sys.stdout
     out.write(json.dumps({"ready": True}) + "\n")
     out.flush()

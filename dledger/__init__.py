@@ -29,6 +29,7 @@ _LAZY = {
     "OutcomeUnknownError": "dledger.server.client_policy",
     "StateMachine": "dledger.server.state_machine",
     "SyncDLedgerServer": "dledger.server.server",
+    "tune_gc": "dledger.server.gc_tuning",
     "tune_malloc": "dledger.server.malloc_tuning",
 }
 

@@ -27,6 +27,7 @@ from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions
 from dledger.broker_adapter.store import MessageStore
 from dledger.server import event_loop
 from dledger.server.config import ConfigError, NodeConfig, format_peers, load_properties
+from dledger.server.gc_tuning import tune_gc
 from dledger.server.launcher import free_ports
 from dledger.server.malloc_tuning import tune_malloc
 from dledger.server.server import DLedgerServer
@@ -94,6 +95,7 @@ class BrokerReplica:
 async def _serve(path: str) -> None:
     replica = BrokerReplica.from_file(path)
     await replica.start()
+    tune_gc()
     cfg = replica.config
     print(f"dledger broker {cfg.self_id} ready: MessagingService on {cfg.address}", flush=True)
     stop = asyncio.Event()

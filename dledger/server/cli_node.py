@@ -15,6 +15,7 @@ from typing import Any
 
 from dledger.server import event_loop
 from dledger.server.config import ConfigError, NodeConfig, parse_peers
+from dledger.server.gc_tuning import tune_gc
 from dledger.server.malloc_tuning import tune_malloc
 from dledger.server.server import DLedgerServer
 
@@ -78,6 +79,7 @@ async def _serve(config: NodeConfig, durable_report_ms: int | None = None) -> No
     for handler in logging.getLogger().handlers:
         handler.addFilter(NodeLogFilter(server))
     await server.start()
+    tune_gc()  # after start: what recovery and imports built is frozen out of every collection
     if server.metrics_port is not None:
         log.info("metrics on http://%s:%d/metrics", config.metrics_host, server.metrics_port)
     log.info(
