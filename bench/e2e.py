@@ -7,7 +7,8 @@ For each system it starts N replicas as separate processes on loopback (fresh st
   payloads of 100 B, 1 KiB, 16 KiB and 64 KiB, with flush async (PySyncObj: memory journal) and sync
   (PySyncObj: file journal flushed before anything is sent). dledger is driven by separate client processes
   over gRPC; PySyncObj, which has no client protocol, by callbacks inside its leader's process;
-- latency of one synchronous client (1 KiB, async flush): p50 / p99 / max;
+- latency of one synchronous client (1 KiB, async flush): p50 / p99 / max; dledger's both from a client
+  process and from inside its leader's process (`bench.embedded_node`), the way PySyncObj's load runs;
 - failover: SIGKILL of the leader -> first acknowledged append (median and max of several kills);
 - follower catch-up: a follower is killed, 1 GiB (16 MiB with --quick) is appended, the follower restarts,
   and its MB/s until it holds everything is measured;
@@ -141,12 +142,14 @@ class Bench:
         return d
 
     @contextmanager
-    def group(self, system: str, flush: str, profile: str = "throughput") -> Iterator[Any]:
+    def group(self, system: str, flush: str, profile: str = "throughput", embedded: bool = False) -> Iterator[Any]:
         from bench.e2e_groups import DledgerGroup, PysyncobjGroup
 
         d = self._dir(f"{system}-{flush}-{profile}")
         g: Any = (
-            DledgerGroup(d, self.nodes, flush) if system == "dledger" else PysyncobjGroup(d, self.nodes, flush, profile)
+            DledgerGroup(d, self.nodes, flush, embedded=embedded)
+            if system == "dledger"
+            else PysyncobjGroup(d, self.nodes, flush, profile)
         )
         try:
             g.start()
@@ -209,16 +212,28 @@ class Bench:
                             )
 
     def latency(self, system: str) -> None:
+        """One synchronous client. dledger twice: a client process over gRPC (its product path: four gRPC
+        hops), and appends from inside the leader's process (`bench.embedded_node`, as a broker embeds it:
+        two hops), which is how PySyncObj's load always runs; PySyncObj's figures stand beside both."""
         profile = "latency" if system == "pysyncobj" else "throughput"
-        with self.group(system, "async", profile) as g:
-            for run in range(self.p.runs):
-                r = g.load(1 * KiB, 1, 1, 60.0, self.p.latency_ops, 1)
-                lat = r["lat_ms"][min(20, len(r["lat_ms"]) // 10) :]  # drop warm-up calls
-                p50, p99, mx = _pct(lat, 0.5), _pct(lat, 0.99), max(lat) if lat else float("nan")
-                self.record("latency 1 client 1 KiB p50", "ms", system, p50, higher=False)
-                self.record("latency 1 client 1 KiB p99", "ms", system, p99, higher=False)
-                self.record("latency 1 client 1 KiB max", "ms", system, mx, higher=False)
-                _progress(f"{system:9s} latency run {run}: p50 {p50:.3f} ms, p99 {p99:.3f} ms, max {mx:.3f} ms")
+        where = [("", False), (" in the leader's process", True)] if system == "dledger" else [("", False)]
+        for label, embedded in where:
+            with self.group(system, "async", profile, embedded=embedded) as g:
+                for run in range(self.p.runs):
+                    if embedded:
+                        r = g.embedded_load(1 * KiB, self.p.latency_ops)
+                    else:
+                        r = g.load(1 * KiB, 1, 1, 60.0, self.p.latency_ops, 1)
+                    lat = r["lat_ms"][min(20, len(r["lat_ms"]) // 10) :]  # drop warm-up calls
+                    p50, p99, mx = _pct(lat, 0.5), _pct(lat, 0.99), max(lat) if lat else float("nan")
+                    # PySyncObj's load runs in its leader: its figures pair with both of dledger's
+                    for suffix in [label] if system == "dledger" else ["", " in the leader's process"]:
+                        self.record(f"latency 1 client 1 KiB p50{suffix}", "ms", system, p50, higher=False)
+                        self.record(f"latency 1 client 1 KiB p99{suffix}", "ms", system, p99, higher=False)
+                        self.record(f"latency 1 client 1 KiB max{suffix}", "ms", system, mx, higher=False)
+                    _progress(
+                        f"{system:9s} latency{label} run {run}: p50 {p50:.3f} ms, p99 {p99:.3f} ms, max {mx:.3f} ms"
+                    )
 
     def failover(self, system: str) -> None:
         profile = "failover" if system == "pysyncobj" else "throughput"

@@ -92,9 +92,13 @@ class DledgerGroup:
 
     name = "dledger"
 
-    def __init__(self, root: pathlib.Path, nodes: int, flush: str) -> None:
+    def __init__(self, root: pathlib.Path, nodes: int, flush: str, *, embedded: bool = False) -> None:
+        """`embedded`: run `bench.embedded_node` (the same node plus a control pipe) so that `embedded_load`
+        can drive appends from inside the leader's process, as PySyncObj's load runs."""
         self.root = root
         self.flush = flush
+        self.embedded = embedded
+        self.controls: dict[str, _Peer] = {}
         ids = [f"n{k}" for k in range(nodes)]
         self.peers = {i: f"127.0.0.1:{p}" for i, p in zip(ids, free_ports(nodes), strict=True)}
         self.peers_text = format_peers(self.peers)
@@ -108,8 +112,7 @@ class DledgerGroup:
                 cmd = [
                     sys.executable,
                     "-m",
-                    "dledger",
-                    "node",
+                    *(["bench.embedded_node"] if self.embedded else ["dledger", "node"]),
                     "--group",
                     GROUP,
                     "--id",
@@ -123,7 +126,14 @@ class DledgerGroup:
                     "--log-level",
                     "warning",
                 ]
-                self.procs[i] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=_env())
+                if self.embedded:
+                    self.controls[i] = _Peer(cmd, log)
+                    self.procs[i] = self.controls[i].proc
+                else:
+                    self.procs[i] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=_env())
+        for i in [node_id] if node_id else list(self.peers):
+            if self.embedded:
+                self.controls[i].wait_started()
 
     def client(self) -> DLedgerClient:
         if self._client is None:
@@ -154,6 +164,7 @@ class DledgerGroup:
         return max((s.term for s in self.statuses().values()), default=0)
 
     def kill(self, node_id: str) -> None:
+        self.controls.pop(node_id, None)
         proc = self.procs.pop(node_id)
         self.rss_mb[node_id] = max(self.rss_mb.get(node_id, 0.0), peak_rss_mb(proc.pid))
         proc.kill()
@@ -237,18 +248,33 @@ class DledgerGroup:
             "lat_ms": [x for r in reports for x in r["lat_ms"]],
         }
 
+    def embedded_load(self, payload: int, max_ops: int, seconds: float = 60.0) -> dict[str, Any]:
+        """`max_ops` synchronous appends of one entry from inside the leader's process (`embedded=True`)."""
+        lead = self.wait_ready(15.0)
+        req = {"cmd": "load", "payload": payload, "max_ops": max_ops, "seconds": seconds}
+        r = self.controls[lead].ask(req, timeout=seconds + 30)
+        if "error" in r:
+            raise RuntimeError(f"embedded load on {lead} failed: {r['error']}")
+        return r
+
     def stop(self) -> None:
         self.sample_rss()
         if self._client is not None:
             self._client.close()
             self._client = None
+        for control in self.controls.values():
+            try:
+                control.send({"cmd": "quit"})
+            except OSError:
+                pass
+        self.controls.clear()
         procs = list(self.procs.values())
         self.procs.clear()
         _reap(procs)
 
 
 class _Peer:
-    """One PySyncObj peer process and its line-based JSON control pipe."""
+    """One process with a line-based JSON control pipe: a PySyncObj peer, or an embedded dledger node."""
 
     def __init__(self, cmd: list[str], log: IO[bytes]) -> None:
         self.proc = subprocess.Popen(
