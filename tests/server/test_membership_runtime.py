@@ -98,9 +98,7 @@ async def add_and_promote(group: Group, client: AsyncDLedgerClient, node_id: str
     result = await client.add_learner(node_id, group.addresses[node_id])
     assert node_id in learners(result.members)
     leader = group.servers[group.leader() or ""]
-    await wait_for(
-        lambda: group.servers[node_id].applied_index >= leader.commit_index - 1, 10, f"{node_id} caught up"
-    )
+    await wait_for(lambda: group.servers[node_id].applied_index >= leader.commit_index - 1, 10, f"{node_id} caught up")
     assert group.servers[node_id].status().role == "learner"
     # the promotion is refused while the learner lags, so retry until the client's deadline
     result = await client.promote(node_id)
@@ -145,7 +143,7 @@ def test_the_leader_removes_itself_and_a_new_leader_takes_over(tmp_path: pathlib
             await client.append(b"after")
             members = await client.members()
             assert voters(members) == {"n0", "n1", "n2"} - {old}
-            for node_id in ({"n0", "n1", "n2"} - {old}):
+            for node_id in {"n0", "n1", "n2"} - {old}:
                 await wait_for(lambda n=node_id: group.data(n) == [b"before", b"after"], 10, f"{node_id} applied")
             assert new != old
             # the removed node neither leads nor campaigns, and does not disturb the others
