@@ -16,6 +16,8 @@ ALLOWED = (
     "dledger.server.aio_client",  # `dledger.AsyncDLedgerClient`, for the replicas' status in retention
     "dledger.server.launcher",  # local process groups and free ports, as `dledger cluster` uses them
     "dledger.server.malloc_tuning",  # `dledger.tune_malloc`, which `dledger broker` calls like `dledger node`
+    "dledger.server.gc_tuning",  # `dledger.tune_gc`, likewise
+    "dledger.server.event_loop",  # the loop `dledger node` runs on (uvloop), for `dledger broker` too
     "dledger.storage_api",
 )
 
