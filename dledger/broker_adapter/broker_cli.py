@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import dledger.server.event_loop as event_loop
 from dledger.broker_adapter.endpoint_config import ENDPOINT_KEYS, EndpointConfig
 from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions
 from dledger.broker_adapter.store import MessageStore
-from dledger.server import event_loop
 from dledger.server.config import ConfigError, NodeConfig, format_peers, load_properties
 from dledger.server.gc_tuning import tune_gc
 from dledger.server.launcher import free_ports
