@@ -290,8 +290,20 @@ class RaftCore(LeaderMixin, ConfMixin, SnapshotMixin):
             or self.log.pending_snapshot is not None
             or (self._commit_dirty and self._commit_notify_due())
             or self.log.has_next_committed()
-            or self.hard_state != self._prev_hard_state
-            or SoftState(self.leader_id, self.role.value) != self._prev_soft_state
+            or self._hard_state_changed()
+            or self._prev_soft_state.leader_id != self.leader_id
+            or self._prev_soft_state.role != self.role.value
+        )
+
+    def _hard_state_changed(self) -> bool:
+        """`self.hard_state != self._prev_hard_state`, field by field without building a HardState (the
+        driver asks `has_ready` several times per wake-up)."""
+        prev = self._prev_hard_state
+        return (
+            prev.commit_index != self.log.commit_index
+            or prev.current_term != self.current_term
+            or prev.voted_for != self.voted_for
+            or prev.config != self._conf_base_bytes
         )
 
     def ready(self) -> Ready:
