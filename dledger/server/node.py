@@ -66,6 +66,7 @@ INLINE_MAX_ENTRIES = 8192
 # gRPC that a catching-up follower got 148 MB/s with the leader at 289 MB RSS; 8 MiB: 242-272 MB/s at 155 MB
 # (1 GiB behind). 4 MiB caught up faster still but cost 64 KiB appends 10%.
 MAX_INFLIGHT_BYTES = 8 << 20
+TIMER_RESOLUTION = 0.001  # seconds: the shortest wait the driver asks of the event loop (see _run)
 RoleCallback = Callable[[str, int, str | None], None]  # (role, term, leader id)
 _Future = asyncio.Future[tuple[int, int]]
 
@@ -86,6 +87,7 @@ class _Stats:
     fenced: str = ""
     role_changes: int = 0
     readies: int = 0
+    wakeups: int = 0  # times the driver's loop woke from waiting (a tick, a message, a request)
     entries_persisted: int = 0
     bytes_persisted: int = 0
     elections: int = 0  # times this node became a candidate
@@ -395,10 +397,13 @@ class RaftNode(SnapshotsMixin, MembersMixin):
                         wake.clear()
                         sleeper = loop.create_future()
                         self._sleeper = sleeper
-                        timer = loop.call_later(delay, _wake_up, sleeper)
+                        # at least the timer resolution: uvloop's clock and timers count whole milliseconds
+                        # and run a shorter delay at once, which spun this loop until the clock moved on
+                        timer = loop.call_later(max(delay, TIMER_RESOLUTION), _wake_up, sleeper)
                         await sleeper
                         timer.cancel()
                         self._sleeper = None
+                        self.stats.wakeups += 1
                 # After a stall (a pause, GC, a slow disk) a leader sees every elapsed tick before it takes
                 # any input: otherwise it would serve lease reads from a lease that ran out while it stood
                 # still. Other roles take their input first and catch up at most a heartbeat's worth: a

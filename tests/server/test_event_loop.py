@@ -7,11 +7,13 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import pytest
 
 from dledger.server import event_loop
 from dledger.server.launcher import free_ports
+from tests.server.cluster_util import LocalGroup, peers_for
 from tests.server.procs import ROOT
 
 uvloop = pytest.importorskip("uvloop", reason="uvloop is a dependency on Linux; this platform has none")
@@ -65,3 +67,29 @@ def test_node_refuses_a_bad_choice_before_starting(tmp_path: pathlib.Path) -> No
     assert out.returncode == 2, out.stderr
     assert "DLEDGER_EVENT_LOOP must be" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "s").exists()  # refused before touching the store
+
+
+@pytest.mark.parametrize("choice", ["uvloop", "asyncio"])
+def test_an_idle_node_wakes_about_once_per_tick(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, choice: str
+) -> None:
+    """uvloop's clock and timers count whole milliseconds and run a shorter delay at once: the driver used
+    to spin until the clock moved on, thousands of wake-ups a second for 50 ticks (20 ms each)."""
+    monkeypatch.setenv(event_loop.ENV_VAR, choice)
+
+    async def main() -> tuple[int, float]:
+        assert event_loop.loop_name(asyncio.get_running_loop()) == choice
+        group = LocalGroup(tmp_path, peers_for(["n0"]))
+        server = await group.start("n0")
+        try:
+            await group.wait_for_leader()
+            stats = server.node.stats
+            before, t0 = stats.wakeups, time.monotonic()
+            await asyncio.sleep(1.0)
+            return stats.wakeups - before, time.monotonic() - t0
+        finally:
+            await group.stop_all()
+
+    wakeups, seconds = event_loop.run(main())
+    ticks = seconds / 0.02
+    assert ticks * 0.5 <= wakeups <= ticks * 2.5, (wakeups, ticks)
