@@ -164,11 +164,13 @@ class DledgerGroup:
         return max((s.term for s in self.statuses().values()), default=0)
 
     def kill(self, node_id: str) -> None:
-        self.controls.pop(node_id, None)
+        control = self.controls.pop(node_id, None)
         proc = self.procs.pop(node_id)
         self.rss_mb[node_id] = max(self.rss_mb.get(node_id, 0.0), peak_rss_mb(proc.pid))
         proc.kill()
         proc.wait(timeout=10)
+        if control is not None:
+            control.quit(timeout=0)  # closes its pipes
 
     def sample_rss(self) -> dict[str, float]:
         for i, proc in self.procs.items():
@@ -263,10 +265,7 @@ class DledgerGroup:
             self._client.close()
             self._client = None
         for control in self.controls.values():
-            try:
-                control.send({"cmd": "quit"})
-            except OSError:
-                pass
+            control.quit()
         self.controls.clear()
         procs = list(self.procs.values())
         self.procs.clear()
@@ -315,6 +314,20 @@ class _Peer:
     def ask(self, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
         self.send(request)
         return self.receive(timeout)
+
+    def quit(self, timeout: float = 5.0) -> None:
+        """Ask the process to stop and close the pipes; the caller reaps what is still running."""
+        try:
+            self.send({"cmd": "quit"})
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 class PysyncobjGroup:

@@ -2,10 +2,10 @@
 
     python -m bench.embedded_node <the flags of `dledger node`>
 
-It runs exactly what `dledger node` runs (same flags and config, event loop, malloc and collector settings,
-gRPC services and peer transport) and adds a line-based JSON control pipe on stdin/stdout, like
-`bench/pysyncobj_peer.py`: PySyncObj has no client protocol, so its load runs inside its leader, and this
-lets dledger's be measured the same way (a broker embedding `DLedgerServer` appends the same way):
+It runs the node `dledger node` runs (same flags and config, event loop, malloc and collector settings, gRPC services
+and peer transport; not `--report-durable-ms` or the signal handlers) and adds a line-based JSON control pipe on
+stdin/stdout, like `bench/pysyncobj_peer.py`: PySyncObj has no client protocol, so its load runs inside its leader, and
+this lets dledger's be measured the same way (a broker embedding `DLedgerServer` appends the same way):
 - `{"cmd": "load", "payload": N, "max_ops": K, "seconds": S}`: K synchronous appends of one N-byte entry
   with `DLedgerServer.append` (each waits for its commit on a quorum) on the node's loop; the reply counts
   them and carries each one's latency in ms. Only the leader takes load (`{"error": "not leader"}`);
@@ -64,20 +64,25 @@ async def _serve(server: DLedgerServer) -> None:
         out = sys.stdout
         out.write(json.dumps({"ready": True}) + "\n")
         out.flush()
-        for line in sys.stdin:
-            try:
-                req = json.loads(line)
-            except ValueError:
-                continue
-            if req.get("cmd") == "quit":
-                break
-            if req.get("cmd") == "load":
-                reply = asyncio.run_coroutine_threadsafe(_load(server, req), loop).result()
-            else:
-                reply = {"error": f"unknown command {req.get('cmd')!r}"}
-            out.write(json.dumps(reply) + "\n")
-            out.flush()
-        loop.call_soon_threadsafe(_settle, done)
+        try:
+            for line in sys.stdin:
+                try:
+                    req = json.loads(line)
+                except ValueError:
+                    continue
+                if req.get("cmd") == "quit":
+                    break
+                try:
+                    if req.get("cmd") == "load":
+                        reply = asyncio.run_coroutine_threadsafe(_load(server, req), loop).result()
+                    else:
+                        reply = {"error": f"unknown command {req.get('cmd')!r}"}
+                except Exception as exc:  # a malformed request: say so, keep serving
+                    reply = {"error": f"{type(exc).__name__}: {exc}"}
+                out.write(json.dumps(reply) + "\n")
+                out.flush()
+        finally:  # quit, end of input, or a broken pipe: stop the node either way
+            loop.call_soon_threadsafe(_settle, done)
 
     threading.Thread(target=control, name="bench-control", daemon=True).start()
     await done

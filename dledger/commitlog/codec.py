@@ -193,9 +193,9 @@ def _encode_fitting(
     entries: Sequence[Entry], next_index: int, prev_term: int, prev_chain: int, pos: int, room: int, limit: int
 ) -> Batch | None:
     """`encode_batch` for the common case, field by field in C-level maps instead of a Python loop per entry
-    (about 2.5x faster for 1 KiB entries): a valid batch that fits the room left in the active segment.
-    None (nothing encoded) when the batch is empty, invalid, or needs a new segment: the caller's loop then
-    encodes it or raises the precise error. Same bytes as the loop (the codec tests compare them).
+    (1 KiB entries: 2.2 -> 1.65 us each, of which the body CRC is about 0.5): a valid batch that fits the room left in
+    the active segment. None (nothing encoded) when the batch is empty, invalid, or needs a new segment: the caller's
+    loop then encodes it or raises the precise error. Same bytes as the loop (the codec tests compare them).
 
     The chain CRC of entry k is crc32 of its chain fields seeded with entry k-1's: a running CRC, so one
     `accumulate` over the packed chain fields yields every entry's chain value."""

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Protocol
 
 from dledger.raft.conf import ConfMixin
@@ -80,6 +81,9 @@ __all__ = ["Proposed", "RaftCore", "RandomSource", "Role"]
 
 _REPLICATE = ProgressState.REPLICATE
 _PROBE = ProgressState.PROBE
+# what `RaftCore._hard_state_changed` compares, field by field: a new HardState field must be added there
+_HARD_STATE_FIELDS = ("current_term", "voted_for", "commit_index", "config")
+assert tuple(f.name for f in fields(HardState)) == _HARD_STATE_FIELDS
 
 
 class RandomSource(Protocol):
@@ -297,7 +301,7 @@ class RaftCore(LeaderMixin, ConfMixin, SnapshotMixin):
 
     def _hard_state_changed(self) -> bool:
         """`self.hard_state != self._prev_hard_state`, field by field without building a HardState (the
-        driver asks `has_ready` several times per wake-up)."""
+        driver asks `has_ready` several times per wake-up). `_HARD_STATE_FIELDS` below pins the field list."""
         prev = self._prev_hard_state
         return (
             prev.commit_index != self.log.commit_index

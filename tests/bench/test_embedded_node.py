@@ -9,8 +9,10 @@ from bench.e2e_groups import DledgerGroup
 
 def test_embedded_load_commits_its_appends_on_the_group(tmp_path: pathlib.Path) -> None:
     g = DledgerGroup(tmp_path, 3, "async", embedded=True)
+    procs = []
     try:
         g.start()
+        procs = list(g.procs.values())
         lead = g.wait_ready(30.0)
         before = g.statuses()[lead].commit_index
         r = g.embedded_load(100, 25)
@@ -22,4 +24,4 @@ def test_embedded_load_commits_its_appends_on_the_group(tmp_path: pathlib.Path) 
         assert g.controls[follower].ask({"cmd": "load", "payload": 10, "max_ops": 1}) == {"error": "not leader"}
     finally:
         g.stop()
-    assert not g.procs and not g.controls
+    assert len(procs) == 3 and all(p.poll() is not None for p in procs)  # every node process was reaped
