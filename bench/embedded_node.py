@@ -26,8 +26,8 @@ import time
 from typing import Any
 
 from dledger.server import event_loop
-from dledger.server.cli_node import LOG_FORMAT, NodeLogFilter, add_node_commands, config_from_args
-from dledger.server.gc_tuning import tune_gc
+from dledger.server.cli_node import LOG_FORMAT, add_node_commands, config_from_args, start_node
+from dledger.server.config import NodeConfig
 from dledger.server.malloc_tuning import tune_malloc
 from dledger.server.server import DLedgerServer
 
@@ -52,11 +52,8 @@ async def _load(server: DLedgerServer, req: dict[str, Any]) -> dict[str, Any]:
     return {"entries": len(lats), "errors": errors, "seconds": time.perf_counter() - start, "lat_ms": lats}
 
 
-async def _serve(server: DLedgerServer) -> None:
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(NodeLogFilter(server))
-    await server.start()
-    tune_gc()
+async def _serve(config: NodeConfig) -> None:
+    server = await start_node(config)
     loop = asyncio.get_running_loop()
     done = loop.create_future()
 
@@ -100,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(["node", *(sys.argv[1:] if argv is None else argv)])
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format=LOG_FORMAT)
     tune_malloc()
-    event_loop.run(_serve(DLedgerServer(config_from_args(args))))
+    event_loop.run(_serve(config_from_args(args)))
     return 0
 
 

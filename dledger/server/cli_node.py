@@ -74,7 +74,9 @@ class NodeLogFilter(logging.Filter):
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(node)s t%(term)s] %(name)s: %(message)s"
 
 
-async def _serve(config: NodeConfig, durable_report_ms: int | None = None) -> None:
+async def start_node(config: NodeConfig, durable_report_ms: int | None = None) -> DLedgerServer:
+    """The node of `dledger node`, started: log records carry its id and term, the collector is tuned, and
+    where it serves is logged. (`bench.embedded_node` starts its node with this too.)"""
     server = DLedgerServer(config, durable_report_ms=durable_report_ms)
     for handler in logging.getLogger().handlers:
         handler.addFilter(NodeLogFilter(server))
@@ -91,6 +93,11 @@ async def _serve(config: NodeConfig, durable_report_ms: int | None = None) -> No
         config.flush,
         event_loop.loop_name(asyncio.get_running_loop()),
     )
+    return server
+
+
+async def _serve(config: NodeConfig, durable_report_ms: int | None = None) -> None:
+    server = await start_node(config, durable_report_ms)
     print(f"dledger node {config.self_id} ready on {config.address}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
