@@ -301,7 +301,7 @@ class RaftCore(LeaderMixin, ConfMixin, SnapshotMixin):
 
     def _hard_state_changed(self) -> bool:
         """`self.hard_state != self._prev_hard_state`, field by field without building a HardState (the
-        driver asks `has_ready` several times per wake-up). `_HARD_STATE_FIELDS` (top of the module) pins the field list."""
+        driver asks `has_ready` several times per wake-up). `_HARD_STATE_FIELDS`, atop the module, pins the fields."""
         prev = self._prev_hard_state
         return (
             prev.commit_index != self.log.commit_index
