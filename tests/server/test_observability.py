@@ -32,6 +32,15 @@ async def _health(address: str, service: str = "") -> int:
         return int(reply.status)
 
 
+async def _health_becomes(address: str, want: int, service: str = "", timeout: float = 10.0) -> int:
+    """The health service publishes a change on its next tick: poll it until it says `want` or the deadline passes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (status := await _health(address, service)) != want and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    return status
+
+
 def test_metrics_and_health_follow_the_node(tmp_path: pathlib.Path) -> None:
     async def main() -> None:
         group = LocalGroup(tmp_path, peers_for(["n0", "n1", "n2"]), {"metrics_port": 0})
@@ -59,8 +68,8 @@ def test_metrics_and_health_follow_the_node(tmp_path: pathlib.Path) -> None:
             serving = health_pb2.HealthCheckResponse.SERVING
             for node_id in group.peers:
                 await group.wait_for(lambda n=node_id: group.servers[n].node.node_status().healthy, what="healthy")
-            assert await _health(group.peers[leader]) == serving
-            assert await _health(group.peers[leader], "dledger.v1.DLedgerClientService") == serving
+            assert await _health_becomes(group.peers[leader], serving) == serving
+            assert await _health_becomes(group.peers[leader], serving, "dledger.v1.DLedgerClientService") == serving
         finally:
             await group.stop_all()
 
