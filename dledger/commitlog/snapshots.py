@@ -34,6 +34,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from dledger.commitlog.crc import body_crc
 from dledger.commitlog.errors import SnapshotCorruptError, SnapshotNotFoundError
 from dledger.commitlog.fileops import FileOps
 from dledger.commitlog.snapfile import (
@@ -235,7 +236,7 @@ class SnapshotWriter(io.BufferedIOBase):
         if self._done or self._fd is None:
             raise ValueError("write to a committed or aborted snapshot")
         view = memoryview(data).cast("B")
-        self._crc = zlib.crc32(view, self._crc)
+        self._crc = body_crc(view, self._crc)
         self._buf += view
         if len(self._buf) >= _WRITE_BUFFER:
             self._drain()
@@ -329,7 +330,7 @@ class _BodyRaw(io.RawIOBase):
         if len(data) < n:
             raise SnapshotCorruptError(f"{self._where}: truncated at byte {self._off + len(data)}")
         view[:n] = data
-        self._crc = zlib.crc32(data, self._crc)
+        self._crc = body_crc(data, self._crc)
         self._off += n
         if self._off == self._end:
             self._check()

@@ -26,11 +26,11 @@ power cut may leave garbage in its tail): `finish`'s check on the bytes on disk 
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
+from dledger.commitlog.crc import body_crc
 from dledger.commitlog.errors import (
     SnapshotCorruptError,
     SnapshotNotFoundError,
@@ -90,12 +90,12 @@ class SnapshotChunks:
             raise SnapshotCorruptError(f"{self._path}: truncated at byte {off}")
         if self._crc is not None:
             end = self.total_size - TRAILER.size  # the CRC covers the bytes before the trailer
-            self._crc = zlib.crc32(data[: max(0, end - off)], self._crc)
+            self._crc = body_crc(data[: max(0, end - off)], self._crc)
             if off + len(data) >= end and self._crc != self.file_crc:
                 self.close()
                 raise SnapshotCorruptError(f"{self._path}: the file fails its CRC; not sending it")
         self._off = off + len(data)
-        return off, data, zlib.crc32(data)
+        return off, data, body_crc(data)
 
     def close(self) -> None:
         fd, self._fd = self._fd, None
@@ -156,7 +156,7 @@ class SnapshotReceiver:
         fd = self._live()
         if offset != self.next_offset:
             raise SnapshotOffsetError(f"chunk at offset {offset} of {self.meta} refused", self.next_offset)
-        if zlib.crc32(data) != chunk_crc:
+        if body_crc(data) != chunk_crc:
             raise SnapshotTransferError(f"chunk at offset {offset} of {self.meta} fails its CRC")
         end = offset + len(data)
         if end > self.total_size:

@@ -31,9 +31,9 @@ at `I` and applying `I+1..N` gives the state of applying `1..N` from scratch.
 from __future__ import annotations
 
 import struct
-import zlib
 from typing import BinaryIO, Protocol, runtime_checkable
 
+from dledger.commitlog.crc import body_crc
 from dledger.storage_api import Entry, EntryKind
 
 __all__ = ["ListStateMachine", "SnapshotError", "SnapshottingStateMachine", "StateMachine", "require_snapshotting"]
@@ -100,7 +100,7 @@ class ListStateMachine:
     def snapshot(self, out: BinaryIO) -> int:
         crc = 0
         for chunk in self._image_chunks():
-            crc = zlib.crc32(chunk, crc)
+            crc = body_crc(chunk, crc)
             out.write(chunk)
         out.write(_U32.pack(crc))
         return self._applied
@@ -124,7 +124,7 @@ class ListStateMachine:
                 parts.append(part)
                 have += len(part)
             raw = b"".join(parts)
-            crc = zlib.crc32(raw, crc)
+            crc = body_crc(raw, crc)
             return raw
 
         magic, at, count = _LIST_HEAD.unpack(take(_LIST_HEAD.size))

@@ -1,0 +1,40 @@
+"""The CRC-32 of entry bodies, as fast as this machine allows.
+
+Invariant: `body_crc(data, seed)` equals `zlib.crc32(data, seed)` for every input (CRC-32/ISO-HDLC, the CRC
+of zlib and java.util.zip.CRC32), so logs written with or without the fast implementation read the same.
+
+The fast path is python-isal (ISA-L's folding CRC with PCLMULQDQ: 64 KiB in about 1.2 us against zlib 1.2's
+16 us here); it costs more per call than zlib for short inputs (100 B: 0.37 against 0.27 us), so `FAST_FROM`
+is where a caller should switch. When isal is not installed (a platform without its wheel), `body_crc` is
+zlib's and nothing else changes. `DLEDGER_CRC=zlib` forces zlib (to compare, or to rule isal out).
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Callable
+
+__all__ = ["FAST_FROM", "IMPLEMENTATION", "body_crc", "small_crc"]
+
+Crc = Callable[..., int]
+
+small_crc: Crc = zlib.crc32  # for short inputs (headers, chain fields): the cheapest call
+FAST_FROM = 512  # bytes: from about here isal's crc32 is cheaper than zlib's
+
+
+def _pick() -> tuple[Crc, str]:
+    if os.environ.get("DLEDGER_CRC", "").strip().lower() == "zlib":
+        return zlib.crc32, "zlib"
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        return zlib.crc32, "zlib"
+    fast: Crc = isal_zlib.crc32
+    probe = bytes(range(256)) * 3
+    if fast(probe) != zlib.crc32(probe) or fast(probe, 0x1234ABCD) != zlib.crc32(probe, 0x1234ABCD):
+        return zlib.crc32, "zlib"  # never trust a CRC that disagrees with zlib's
+    return fast, "isal"
+
+
+body_crc, IMPLEMENTATION = _pick()
