@@ -4,13 +4,19 @@ Like etcd's raftLog + unstable: entries the core accepted but the driver has not
 `unstable` (a list starting at index `offset`); everything below `offset` is read from storage. The core
 never writes to storage: the driver persists `Ready.entries` and `advance` calls `stable_to`.
 
-A small cache keeps the stable entries not yet applied (`cache`, ending exactly at `offset`), so that
-committed entries are applied and recent entries are sent to followers without reading them back from
-storage; applied entries leave it (its size is bounded by the uncommitted and unapplied backlog).
+A cache keeps the most recent stable entries (`cache`, ending exactly at `offset`), so that committed entries
+are applied and recent entries are sent to followers without reading them back from storage. Entries stay
+after they are applied: the leader commits with the fastest quorum and applies at once, while a slower
+follower still needs them (reading them back cost the leader an eighth of its time at 64 KiB entries).
+It is bounded by entries and by payload bytes: past 2x `_CACHE_ENTRIES` or 2x `_CACHE_BYTES` its oldest
+entries leave until it is within 1x of both.
 
 Invariants:
 - `applied <= commit_index <= last_index()`;
-- `cache` holds the stable entries `cache_offset .. offset - 1`, equal to what storage holds there;
+- `cache` holds the stable entries `cache_offset .. offset - 1`, equal to what storage holds (or held: the
+  driver may compact applied entries the cache still has), and `cache_bytes` is their payload size; cached
+  entries below `storage.first_index` are never handed out, so compaction looks the same with or without
+  the cache (a follower that needs them gets a snapshot);
 - `offset - 1` is the last stable index (what the core knows the driver persisted);
   `last_index() == offset + len(unstable) - 1`;
 - storage is read only below `offset`; entries at or above `offset` come from `unstable` only, so the
@@ -25,9 +31,10 @@ Invariants:
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Sequence
-from itertools import repeat
+from itertools import accumulate, repeat
 from operator import attrgetter
 
 from dledger.raft.errors import RaftInvariantError
@@ -36,7 +43,8 @@ from dledger.storage_api import CompactedError, Entry, EntryKind, LogStorage, Sn
 __all__ = ["RaftLog", "make_entries", "payload_size"]
 
 _data = attrgetter("data")
-_CACHE_ENTRIES = 8192  # at most 2x this many stable, unapplied entries are kept in memory
+_CACHE_ENTRIES = 8192  # the cache keeps at most 2x this many stable entries...
+_CACHE_BYTES = 16 << 20  # ...and at most 2x this many bytes of their payload
 
 
 def payload_size(entries: Sequence[Entry]) -> int:
@@ -68,6 +76,7 @@ class RaftLog:
     __slots__ = (
         "applied",
         "cache",
+        "cache_bytes",
         "cache_offset",
         "commit_index",
         "offset",
@@ -81,6 +90,7 @@ class RaftLog:
         self.unstable: list[Entry] = []
         self.offset = storage.last_index + 1
         self.cache: list[Entry] = []
+        self.cache_bytes = 0
         self.cache_offset = self.offset
         last = self.offset - 1
         if applied > last:
@@ -122,7 +132,7 @@ class RaftLog:
                 return self.unstable[k].term
             raise UnavailableError(f"index {index} is past the last index {self.last_index()}")
         k = index - self.cache_offset
-        if k >= 0:
+        if k >= 0 and index >= self.storage.first_index:
             return self.cache[k].term
         snap = self.pending_snapshot
         if snap is not None:
@@ -146,7 +156,7 @@ class RaftLog:
         if lo >= off:
             return _limit_sized(self.unstable[lo - off : hi - off], max_bytes)
         coff = self.cache_offset
-        if lo >= coff:
+        if lo >= coff and lo >= self.storage.first_index:
             if hi <= off:
                 return _limit_sized(self.cache[lo - coff : hi - coff], max_bytes)
             return _limit_sized(self.cache[lo - coff :] + self.unstable[: hi - off], max_bytes)
@@ -161,12 +171,14 @@ class RaftLog:
         if lo >= off:
             return _limit(self.unstable[lo - off : hi - off], max_bytes)
         coff = self.cache_offset
-        if lo >= coff:
+        if lo >= coff and lo >= self.storage.first_index:
             if hi <= off:
                 return _limit(self.cache[lo - coff : hi - coff], max_bytes)
             return _limit(self.cache[lo - coff :] + self.unstable[: hi - off], max_bytes)
         if self.pending_snapshot is not None:
             raise CompactedError(f"index {lo} is below the pending snapshot at {self.pending_snapshot.index}")
+        if lo >= coff:  # cached, but storage compacted it
+            raise CompactedError(f"index {lo} is compacted (first index {self.storage.first_index})")
         stable = self.storage.read(lo, min(hi, coff), max_bytes)
         if hi <= coff or stable[-1].index < coff - 1:
             return stable
@@ -255,8 +267,10 @@ class RaftLog:
             self.unstable = list(entries)
             if first > self.cache_offset:
                 del self.cache[first - self.cache_offset :]
+                self.cache_bytes = payload_size(self.cache)
             else:
                 self.cache = []
+                self.cache_bytes = 0
                 self.cache_offset = first
         elif first < end:
             del self.unstable[first - off :]
@@ -271,16 +285,27 @@ class RaftLog:
         if 0 <= k < len(unstable) and unstable[k].term == term:
             cache = self.cache
             if k + 1 == len(unstable):
-                cache += unstable
+                moved = unstable
                 self.unstable = []
             else:
-                cache += unstable[: k + 1]
+                moved = unstable[: k + 1]
                 del unstable[: k + 1]
+            cache += moved
+            self.cache_bytes += payload_size(moved)
             self.offset = index + 1
-            if len(cache) > 2 * _CACHE_ENTRIES:
-                drop = len(cache) - _CACHE_ENTRIES
-                del cache[:drop]
-                self.cache_offset += drop
+            if len(cache) > 2 * _CACHE_ENTRIES or self.cache_bytes > 2 * _CACHE_BYTES:
+                self._trim_cache()
+
+    def _trim_cache(self) -> None:
+        """Drop the oldest cached entries until at most `_CACHE_ENTRIES` and `_CACHE_BYTES` remain."""
+        cache = self.cache
+        drop = max(0, len(cache) - _CACHE_ENTRIES)
+        excess = self.cache_bytes - payload_size(cache[:drop]) - _CACHE_BYTES
+        if excess > 0:  # the fewest further entries whose payload covers the excess
+            drop += bisect_left(list(accumulate(map(len, map(_data, cache[drop:])))), excess) + 1
+        self.cache_bytes -= payload_size(cache[:drop])
+        del cache[:drop]
+        self.cache_offset += drop
 
     def restore(self, meta: SnapshotMeta) -> None:
         """Replace the whole log by a snapshot from the leader (the driver installs it from the Ready)."""
@@ -290,6 +315,7 @@ class RaftLog:
         self.unstable = []
         self.offset = meta.index + 1
         self.cache = []
+        self.cache_bytes = 0
         self.cache_offset = self.offset
         self.commit_index = meta.index
 
@@ -311,11 +337,7 @@ class RaftLog:
     def applied_to(self, index: int) -> None:
         if index < self.applied or index > self.commit_index:
             raise RaftInvariantError(f"applied {index} outside [{self.applied}, {self.commit_index}]")
-        self.applied = index
-        drop = index - self.cache_offset + 1  # applied entries leave the cache (storage still has them)
-        if drop > 0:
-            del self.cache[:drop]
-            self.cache_offset += drop
+        self.applied = index  # applied entries stay cached: a slower follower may still need them
 
     def next_committed(self, max_bytes: int) -> list[Entry]:
         """Committed, persisted, not-yet-applied entries (bounded by `max_bytes`, at least one)."""
