@@ -161,13 +161,21 @@ def _away_and_compact(cluster: Cluster, node: str, how: str, leader: str) -> Det
         cluster.partition({frozenset((node, o)) for o in cluster.ids if o != node})
     detail: Detail = {"node": node, "how": how, "last_index": last, "compactions": []}
     deadline = time.monotonic() + COMPACT_UNTIL
+    bound = None
     while time.monotonic() < deadline:
         time.sleep(COMPACT_EVERY)
+        if bound is None:
+            # `last` was read before the cut and the node may have taken more entries until the cut took
+            # effect; whatever it holds, the others held it too: their last index, read now that the cut has
+            # settled, bounds the next entry it can need from above
+            others = [_status(cluster, o) for o in _others(cluster, node)]
+            bound = max([last, *(s.last_index for s in others if s.reachable)])
+            detail["bound"] = bound
         records = compact_nodes(cluster, _others(cluster, node))
         detail["compactions"] += records
         leader = next((n for n in [cluster.leader()] if n is not None and n != node), leader)
         firsts = {r["node"]: r["first_index"] for r in records if r["outcome"] == "ok"}
-        if firsts.get(leader, 0) > last + 1:  # the leader no longer holds what the follower needs next
+        if firsts.get(leader, 0) > bound + 1:  # the leader no longer holds what the node can need next
             detail["leader_first_index"] = firsts[leader]
             break
     detail["needs_snapshot"] = "leader_first_index" in detail

@@ -82,7 +82,8 @@ class NodeAPI(Protocol):
     def current_term(self) -> int: ...
 
     async def get(self, index: int) -> Entry:
-        """A committed entry; raises CompactedError / UnavailableError (not committed or past the end)."""
+        """A committed entry; raises CompactedError / UnavailableError (not committed or past the end), or
+        NodeNotLeaderError past a follower's commit index (only the leader may say "not committed")."""
         ...
 
     def node_status(self) -> pb.NodeStatus: ...
@@ -339,6 +340,7 @@ _GET_ERRORS: ErrorTable = (
     (NodeStoppedError, pb.STATUS_NOT_LEADER),  # stopping or fenced: ask another node (not a storage error)
     (CompactedError, pb.STATUS_COMPACTED),
     (UnavailableError, pb.STATUS_NOT_FOUND),
+    (_REFUSED, pb.STATUS_UNAVAILABLE),  # the leader could not confirm its commit index (ReadIndex) in time
 )
 _READ_ERRORS: ErrorTable = ((NodeNotLeaderError, pb.STATUS_NOT_LEADER), (_REFUSED, pb.STATUS_UNAVAILABLE))
 _TRANSFER_ERRORS: ErrorTable = (

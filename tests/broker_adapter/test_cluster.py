@@ -153,7 +153,10 @@ def test_master_only_after_applying_its_term_and_followers_serve_reads(tmp_path:
         for node_id, store in group.stores.items():
             if store is master:
                 continue
-            assert group.events[node_id] and group.events[node_id][-1][0] == "slave"
+            # the callback fires when the follower first hears of this leader (a heartbeat may still be on its way)
+            await group.wait_for(
+                lambda n=node_id: bool(group.events[n]) and group.events[n][-1][0] == "slave", what="told slave"
+            )
             await group.wait_for(lambda s=store: s._srv().leader_id == master_id, what="follower knows the leader")
             refused = await store.put_message(Message("T", b"y"))
             assert refused.status is PutStatus.NOT_LEADER

@@ -8,6 +8,7 @@ import pytest
 
 from dledger.server.aio_client import AsyncDLedgerClient
 from dledger.server.client_policy import EntryNotFoundError, InvalidRequestError
+from dledger.server.services import NodeNotLeaderError
 from dledger.storage_api import EntryKind
 from tests.server.cluster_util import LocalGroup, run_group
 
@@ -89,3 +90,27 @@ def test_oversized_entry_is_refused(tmp_path: pathlib.Path) -> None:
                 await client.append(b"x" * 70_000)
 
     run_group(tmp_path, body, max_entry_bytes=65_536)
+
+
+def test_a_get_right_after_the_append_finds_the_entry_whichever_node_it_asks(tmp_path: pathlib.Path) -> None:
+    """A follower learns a commit a heartbeat late: past its commit index it sends the client to the leader,
+    which alone may say "not committed" (after a ReadIndex round), so an acknowledged entry is never denied."""
+
+    async def body(group: LocalGroup) -> None:
+        leader = await group.wait_for_leader()
+        follower = next(i for i in IDS if i != leader)
+        async with (
+            AsyncDLedgerClient(group.peers, group="t") as writer,
+            AsyncDLedgerClient({follower: group.peers[follower], **group.peers}, group="t") as reader,
+        ):
+            for k in range(20):
+                result = await writer.append(f"r{k}".encode())
+                assert (await reader.get(result.index)).data == f"r{k}".encode()
+            far = result.index + 1000
+            with pytest.raises(NodeNotLeaderError) as caught:  # the follower does not say "not found"...
+                await group.servers[follower].node.get(far)
+            assert caught.value.hint.leader_id == leader
+            with pytest.raises(EntryNotFoundError):  # ...the leader does
+                await reader.get(far)
+
+    run_group(tmp_path, body)
