@@ -45,7 +45,7 @@ from dledger.raft import (
 )
 from dledger.raft.log import payload_size
 from dledger.raft.messages import InstallSnapshot, Message
-from dledger.server.codec import CodecError, WireCache, from_pb, to_wire
+from dledger.server.codec import CodecError, Parts, WireCache, from_pb, to_wire_parts
 from dledger.server.config import NodeConfig
 from dledger.server.node_members import MembersMixin, PeersCallback
 from dledger.server.node_snapshots import SnapshotsMixin
@@ -573,13 +573,13 @@ class RaftNode(SnapshotsMixin, MembersMixin):
             return
         transport = self.transport
         assert transport is not None
-        by_peer: dict[str, list[bytes]] = defaultdict(list)
+        by_peer: dict[str, list[bytes | Parts]] = defaultdict(list)
         cache: WireCache = {}
         for m in messages:
             if isinstance(m, InstallSnapshot):  # the bytes go first, in chunks; see snapshot_transfer
                 self._start_snapshot_send(m)
                 continue
-            by_peer[m.to_id].append(to_wire(m, cache))
+            by_peer[m.to_id].append(to_wire_parts(m, cache))
         for to_id, batch in by_peer.items():
             transport.send(to_id, batch)
 

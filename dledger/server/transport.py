@@ -8,8 +8,10 @@ etcd's rafthttp. Raft tolerates lost, duplicated and reordered messages, so the 
   backoff capped at `RETRY_MAX` (100 ms): a peer that comes back (a restarted node) must hear from us
   within a heartbeat or two, or an election that needs its vote waits for our backoff (this once made
   failover take a second); keepalive pings find a dead or paused peer;
-- messages travel serialized (`codec.to_wire`): a batch is their framing (`codec.frame_batch`), sent
+- messages travel serialized (`codec.to_wire_parts`): a batch is their framing (`codec.frame_batch`), sent
   with a pass-through serializer, so nothing is copied into a protobuf batch and serialized again per peer;
+  a batch never exceeds `max_message_bytes` (what the peer accepts): a longer outbox goes as several
+  batches, in order (one message alone may still be too large: the peer refuses it, the stream breaks);
 - every received message is checked before it reaches the node: its group must be ours, its sender a
   configured peer (not us), its recipient us. A batch that fails the check ends the stream with
   PERMISSION_DENIED and changes nothing; gRPC enforces the maximum message size.
@@ -28,14 +30,15 @@ import grpc.aio
 
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
-from dledger.server.codec import frame_batch
+from dledger.server.codec import Parts, frame_batch, wire_size
 
 __all__ = ["PeerServicer", "PeerTransport", "channel_options", "server_options"]
 
 log = logging.getLogger(__name__)
 
 OnMessages = Callable[[Sequence[pb.PeerMessage]], None]
-Outgoing = pb.PeerMessage | bytes  # a message, or its serialization (`codec.to_wire`)
+Outgoing = pb.PeerMessage | bytes | Parts  # a message, or its serialization (`codec.to_wire_parts`)
+_FRAMING = 6  # bytes a batch adds per message at most: the field tag and a 5-byte length (messages < 4 GiB)
 STREAM_METHOD = "/dledger.v1.RaftPeer/Stream"
 OnSnapshotChunk = Callable[[pb.SnapshotChunk], Awaitable[pb.SnapshotAck]]
 RETRY_MIN = 0.01  # seconds before the first reconnect after a stream broke
@@ -160,10 +163,12 @@ class _PeerLink:
         max_pending: int,
         stats: Counter[str],
         credentials: grpc.ChannelCredentials | None = None,
+        max_batch_bytes: int = 1 << 31,
     ) -> None:
         self.address = address
-        self.outbox: deque[bytes] = deque()
+        self.outbox: deque[bytes | Parts] = deque()
         self.max_pending = max_pending
+        self.max_batch_bytes = max_batch_bytes
         self.wakeup = asyncio.Event()
         self.connected = False
         self.stats = stats
@@ -195,7 +200,7 @@ class _PeerLink:
             if room < len(messages):
                 self.stats["dropped_full"] += len(messages) - max(room, 0)
                 messages = messages[: max(room, 0)]
-        self.outbox.extend(m if isinstance(m, bytes) else m.SerializeToString() for m in messages)
+        self.outbox.extend(m.SerializeToString() if isinstance(m, pb.PeerMessage) else m for m in messages)
         self.wakeup.set()
 
     async def _batches(self) -> AsyncIterator[bytes]:
@@ -203,11 +208,28 @@ class _PeerLink:
             while not self.outbox:
                 self.wakeup.clear()
                 await self.wakeup.wait()
-            batch = frame_batch(self.outbox)
-            self.outbox.clear()
-            yield batch
+            yield self._next_batch()
             self.connected = True
             self.stats["batches_sent"] += 1
+
+    def _next_batch(self) -> bytes:
+        """The framing of the outbox's oldest messages, as many as fit in `max_batch_bytes` (at least one)."""
+        outbox = self.outbox
+        total = sum(map(wire_size, outbox)) + _FRAMING * len(outbox)
+        if total <= self.max_batch_bytes:
+            batch = frame_batch(outbox)
+            outbox.clear()
+            return batch
+        taken: list[bytes | Parts] = []
+        size = 0
+        while outbox:
+            n = wire_size(outbox[0]) + _FRAMING
+            if taken and size + n > self.max_batch_bytes:
+                break
+            taken.append(outbox.popleft())
+            size += n
+        self.stats["batches_split"] += 1
+        return frame_batch(taken)
 
     async def _run(self) -> None:
         delay = RETRY_MIN
@@ -254,6 +276,7 @@ class PeerTransport:
         self.self_id = self_id
         self.stats: Counter[str] = Counter()
         self._options = channel_options(max_message_bytes)
+        self._max_message_bytes = max_message_bytes
         self._max_pending = max_pending
         self._credentials = credentials
         self._links = {node_id: self._link(address) for node_id, address in peers.items() if node_id != self_id}
@@ -261,7 +284,9 @@ class PeerTransport:
         self._closing: set[asyncio.Task[None]] = set()
 
     def _link(self, address: str) -> _PeerLink:
-        return _PeerLink(address, self._options, self._max_pending, self.stats, self._credentials)
+        return _PeerLink(
+            address, self._options, self._max_pending, self.stats, self._credentials, self._max_message_bytes
+        )
 
     def start(self) -> None:
         self._started = True

@@ -13,13 +13,16 @@ from dledger._proto import dledger_pb2 as pb
 from dledger.raft import messages as m
 from dledger.server.codec import (
     CodecError,
+    Parts,
     WireCache,
     frame_batch,
     from_pb,
     pack_entries,
     to_pb,
     to_wire,
+    to_wire_parts,
     unpack_entries,
+    wire_size,
 )
 from dledger.storage_api import Entry, EntryKind
 
@@ -106,6 +109,16 @@ def test_framed_batch_parses_to_its_messages(a: m.Message, b: m.Message) -> None
     batch = pb.PeerBatch.FromString(frame_batch([to_wire(a), to_wire(b)]))
     assert [from_pb(x) for x in batch.messages] == [a, b]
     assert frame_batch([]) == b""
+
+
+@given(messages, messages)
+def test_wire_parts_join_to_the_wire_bytes_and_frame_alike(a: m.Message, b: m.Message) -> None:
+    pa, pb_ = to_wire_parts(a), to_wire_parts(b)
+    for msg, parts in ((a, pa), (b, pb_)):
+        whole = parts if isinstance(parts, bytes) else b"".join(parts.parts)
+        assert whole == to_wire(msg) and wire_size(parts) == len(whole)
+        assert isinstance(parts, Parts) == (isinstance(msg, m.AppendEntries) and bool(msg.entries))
+    assert frame_batch([pa, pb_]) == frame_batch([to_wire(a), to_wire(b)])
 
 
 def test_entries_are_serialized_once_per_ready_and_spliced_per_follower() -> None:

@@ -151,6 +151,33 @@ def test_oversized_batch_is_refused() -> None:
     run(main)
 
 
+def test_an_outbox_larger_than_a_message_goes_as_several_batches_in_order() -> None:
+    """Messages that each fit the peer's limit but not together (a follower's pipeline of AppendEntries while
+    the stream was slow) are split into batches the peer accepts; one batch of all of them would be refused
+    and every message in it lost."""
+
+    async def main() -> None:
+        b = await start_endpoint("b", ["a", "b"])
+        transport = PeerTransport("a", {"b": f"127.0.0.1:{b.port}"}, max_message_bytes=MAX)
+        try:
+            messages = []
+            for term in range(1, 11):
+                m = msg("a", "b", term)
+                m.append_entries.entry_data = bytes([term]) * (MAX // 4)
+                messages.append(m)
+            transport.send("b", messages)  # queued before the link starts: one outbox of 2.5x the limit
+            transport.start()
+            await wait_for(lambda: len(b.received) == 10)
+            assert [m.append_entries.term for m in b.received] == list(range(1, 11))
+            assert all(m.append_entries.entry_data == bytes([k + 1]) * (MAX // 4) for k, m in enumerate(b.received))
+            assert transport.stats["batches_split"] >= 2 and transport.stats["batches_sent"] >= 3
+        finally:
+            await transport.close()
+            await b.server.stop(None)
+
+    run(main)
+
+
 def test_link_reconnects_after_the_peer_restarts() -> None:
     async def main() -> None:
         b = await start_endpoint("b", ["a", "b"])
