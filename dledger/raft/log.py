@@ -300,10 +300,14 @@ class RaftLog:
         """Drop the oldest cached entries until at most `_CACHE_ENTRIES` and `_CACHE_BYTES` remain."""
         cache = self.cache
         drop = max(0, len(cache) - _CACHE_ENTRIES)
-        excess = self.cache_bytes - payload_size(cache[:drop]) - _CACHE_BYTES
+        dropped = payload_size(cache[:drop])
+        excess = self.cache_bytes - dropped - _CACHE_BYTES
         if excess > 0:  # the fewest further entries whose payload covers the excess
-            drop += bisect_left(list(accumulate(map(len, map(_data, cache[drop:])))), excess) + 1
-        self.cache_bytes -= payload_size(cache[:drop])
+            sums = list(accumulate(map(len, map(_data, cache[drop:]))))
+            more = bisect_left(sums, excess) + 1
+            drop += more
+            dropped += sums[more - 1]
+        self.cache_bytes -= dropped
         del cache[:drop]
         self.cache_offset += drop
 
