@@ -44,7 +44,7 @@ class AppendStream:
         self.closed = False
         self._call = stub.AppendStream()
         self._pending: dict[int, asyncio.Future[pb.AppendResponse]] = {}
-        self._queued: list[pb.AppendRequest] = []
+        self._queued: list[tuple[pb.AppendRequest, int]] = []  # and its payload bytes
         self._next_id = 1
         self._wake = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -63,7 +63,9 @@ class AppendStream:
         request_id = self._next_id
         self._next_id += 1
         self._pending[request_id] = future
-        self._queued.append(pb.AppendRequest(group=self.group, data=items, request_id=request_id))
+        request = pb.AppendRequest(group=self.group, data=items, request_id=request_id)
+        # sized from `items`: reading `request.data` back would copy every payload out of the message
+        self._queued.append((request, sum(map(len, items))))
         self._wake.set()
         timer = self._loop.call_later(timeout, self._expire, request_id)
         future.add_done_callback(lambda _: timer.cancel())
@@ -92,13 +94,13 @@ class AppendStream:
         one), so that big payloads still pipeline (the node proposes each message's requests as they come)."""
         queued = self._queued
         size, n = 0, 0
-        for request in queued:
-            size += sum(map(len, request.data))
+        for _, nbytes in queued:
+            size += nbytes
             n += 1
             if size >= MESSAGE_BYTES:
                 break
         batch, self._queued = queued[:n], queued[n:]
-        return batch
+        return [request for request, _ in batch]
 
     async def _read_loop(self) -> None:
         try:
@@ -118,7 +120,7 @@ class AppendStream:
         if self.closed:
             return
         self.closed = True
-        queued = {r.request_id for r in self._queued}
+        queued = {r.request_id for r, _ in self._queued}
         self._queued = []
         pending, self._pending = self._pending, {}
         for request_id, future in pending.items():

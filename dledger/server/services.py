@@ -173,19 +173,20 @@ class ClientServicer(pb_grpc.DLedgerClientServiceServicer):  # type: ignore[misc
                     now = time.perf_counter()
                     for request in message.requests:
                         state["open"] += 1
-                        refusal = self._check_append(request)
+                        items = list(request.data)  # one bytes object per entry, made once
+                        refusal = self._check_append(request, items)
                         if refusal is not None:
                             refusal.request_id = request.request_id
                             answer(refusal)
                             continue
                         try:
-                            future = self.node.submit(list(request.data))
+                            future = self.node.submit(items)
                         except Exception as exc:  # stopped or fenced: nothing was proposed
                             refusal = _error_response(pb.AppendResponse, exc, _APPEND_ERRORS, pb.STATUS_NOT_LEADER)
                             refusal.request_id = request.request_id
                             answer(refusal)
                             continue
-                        future.add_done_callback(partial(settled, request.request_id, len(request.data), now))
+                        future.add_done_callback(partial(settled, request.request_id, len(items), now))
             finally:
                 state["reading"] = False
                 wake.set()
@@ -202,11 +203,11 @@ class ClientServicer(pb_grpc.DLedgerClientServiceServicer):  # type: ignore[misc
         finally:
             reader.cancel()
 
-    def _check_append(self, request: pb.AppendRequest) -> pb.AppendResponse | None:
-        """The refusal for a malformed append (nothing proposed), or None."""
+    def _check_append(self, request: pb.AppendRequest, items: list[bytes]) -> pb.AppendResponse | None:
+        """The refusal for a malformed append (nothing proposed), or None. `items` is `list(request.data)`:
+        every access to the protobuf field builds a new bytes object per entry (a copy), so it is read once."""
         if (problem := self._wrong_group(request.group)) is not None:
             return pb.AppendResponse(status=pb.STATUS_WRONG_GROUP, message=problem)
-        items = request.data
         if not items:
             return pb.AppendResponse(status=pb.STATUS_INVALID, message="append needs at least one entry")
         limit = self.node.max_entry_bytes
@@ -231,9 +232,9 @@ class ClientServicer(pb_grpc.DLedgerClientServiceServicer):  # type: ignore[misc
         return None
 
     async def _append(self, request: pb.AppendRequest) -> pb.AppendResponse:
-        if (refusal := self._check_append(request)) is not None:
-            return refusal
         items = list(request.data)
+        if (refusal := self._check_append(request, items)) is not None:
+            return refusal
 
         async def work() -> pb.AppendResponse:
             first_index, term = await self.node.append(items)
