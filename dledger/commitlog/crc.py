@@ -15,12 +15,11 @@ import os
 import zlib
 from collections.abc import Callable
 
-__all__ = ["FAST_FROM", "IMPLEMENTATION", "body_crc", "small_crc"]
+__all__ = ["FAST_FROM", "IMPLEMENTATION", "body_crc"]
 
 Crc = Callable[..., int]
 
-small_crc: Crc = zlib.crc32  # for short inputs (headers, chain fields): the cheapest call
-FAST_FROM = 512  # bytes: from about here isal's crc32 is cheaper than zlib's
+FAST_FROM = 512  # bytes: from about here isal's crc32 is cheaper than zlib's (shorter inputs: zlib.crc32)
 
 
 def _pick() -> tuple[Crc, str]:

@@ -268,21 +268,28 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         return await future
 
     async def get(self, index: int) -> Entry:
-        """The committed entry at `index`. Past this node's commit index the answer comes from the leader: a
-        follower learns commits a heartbeat late, and a new leader only once its own first entry commits, so
-        "not committed" from them could deny an entry whose append was already acknowledged. A follower
-        raises NodeNotLeaderError (the client asks the leader); the leader first confirms its commit index
-        with a ReadIndex round, and only then says UnavailableError (not committed, or past the end)."""
+        """The committed entry at `index`. Only entries both committed and written here are read here
+        (`readable`: a commit index can run ahead of this node's own persist). Past that the answer comes from
+        the leader: a follower learns commits a heartbeat late, and a new leader only once its own first entry
+        commits, so "not committed" from them could deny an entry whose append was already acknowledged. A
+        follower raises NodeNotLeaderError (the client asks the leader); the leader first confirms its commit
+        index with a ReadIndex round (which returns once it applied that far, so those entries are written
+        here), and only then says UnavailableError (not committed, or past the end)."""
         self._check_running()
         core, store = self.core, self.log
         assert core is not None and store is not None
-        if index > core.commit_index:
+        if index > self._readable(core):
             if core.role is not Role.LEADER:
                 raise NodeNotLeaderError(self._hint(core.leader_id))
-            await self.read_index()  # afterwards every entry committed before this call is at or below it
-            if index > core.commit_index:
+            await self.read_index()  # afterwards every entry committed before this call is readable
+            if index > self._readable(core):
                 raise UnavailableError(f"index {index} is not committed (commit index {core.commit_index})")
         return store.read(index, index + 1)[0]
+
+    @staticmethod
+    def _readable(core: RaftCore) -> int:
+        """The last index both committed and written to this node's log."""
+        return min(core.commit_index, core.log.stable_last_index())
 
     async def transfer_leadership(self, to_id: str) -> None:
         self._check_running()

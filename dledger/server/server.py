@@ -246,8 +246,8 @@ class SyncDLedgerServer:
     def read_index(self, timeout: float = 10.0) -> int:
         return self._call(self.server.read_index(), timeout)
 
-    def get(self, index: int) -> Entry:
-        return self._call(self.server.get(index))
+    def get(self, index: int, timeout: float = 10.0) -> Entry:
+        return self._call(self.server.get(index), timeout)  # the leader may need a ReadIndex round
 
     def status(self) -> pb.NodeStatus:
         result: pb.NodeStatus = self._call(_value(self.server.status))

@@ -105,7 +105,12 @@ def test_a_get_right_after_the_append_finds_the_entry_whichever_node_it_asks(tmp
         ):
             for k in range(20):
                 result = await writer.append(f"r{k}".encode())
-                assert (await reader.get(result.index)).data == f"r{k}".encode()
+                data = f"r{k}".encode()
+                try:  # the follower itself: the entry, or "ask the leader"; never "not found"
+                    assert (await group.servers[follower].node.get(result.index)).data == data
+                except NodeNotLeaderError as exc:
+                    assert exc.hint.leader_id == leader
+                assert (await reader.get(result.index)).data == data
             far = result.index + 1000
             with pytest.raises(NodeNotLeaderError) as caught:  # the follower does not say "not found"...
                 await group.servers[follower].node.get(far)
