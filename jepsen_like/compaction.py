@@ -153,29 +153,27 @@ def _leader_start(cluster: Cluster, rng: random.Random) -> Detail:
 
 
 def _away_and_compact(cluster: Cluster, node: str, how: str, leader: str) -> Detail:
+    """Take `node` away (cut it off, and for "kill" then SIGKILL it) and compact the others until the
+    leader's first index is past the node's last index: it then needs a snapshot. The node is cut off
+    first and its last index read once that has settled, so the figure is where its log really ends (read
+    before the cut, entries still arriving until the cut took effect once let it catch up by appends)."""
+    cluster.partition({frozenset((node, o)) for o in cluster.ids if o != node})
+    time.sleep(COMPACT_EVERY)  # what was already on its way lands (or is dropped) first
     status = _status(cluster, node)
-    last = 0 if not status.reachable else status.commit_index if node == leader else status.last_index
+    # an old leader may hold a tail the others never got: what it can need next is at most past its last
+    last = status.last_index if status.reachable else 0
     if how == "kill":
         cluster.kill(node, signal.SIGKILL)
-    else:
-        cluster.partition({frozenset((node, o)) for o in cluster.ids if o != node})
+        cluster.heal_network()  # a dead node hears nothing; the others keep talking
     detail: Detail = {"node": node, "how": how, "last_index": last, "compactions": []}
     deadline = time.monotonic() + COMPACT_UNTIL
-    bound = None
     while time.monotonic() < deadline:
         time.sleep(COMPACT_EVERY)
-        if bound is None:
-            # `last` was read before the cut and the node may have taken more entries until the cut took
-            # effect; whatever it holds, the others held it too: their last index, read now that the cut has
-            # settled, bounds the next entry it can need from above
-            others = [_status(cluster, o) for o in _others(cluster, node)]
-            bound = max([last, *(s.last_index for s in others if s.reachable)])
-            detail["bound"] = bound
         records = compact_nodes(cluster, _others(cluster, node))
         detail["compactions"] += records
         leader = next((n for n in [cluster.leader()] if n is not None and n != node), leader)
         firsts = {r["node"]: r["first_index"] for r in records if r["outcome"] == "ok"}
-        if firsts.get(leader, 0) > bound + 1:  # the leader no longer holds what the node can need next
+        if firsts.get(leader, 0) > last + 1:  # the leader no longer holds what the node needs next
             detail["leader_first_index"] = firsts[leader]
             break
     detail["needs_snapshot"] = "leader_first_index" in detail
