@@ -83,7 +83,8 @@ class NodeAPI(Protocol):
 
     async def get(self, index: int) -> Entry:
         """A committed entry; raises CompactedError / UnavailableError (not committed or past the end), or
-        NodeNotLeaderError past a follower's commit index (only the leader may say "not committed")."""
+        NodeNotLeaderError on a follower past what it has both committed and written (only the leader may
+        say "not committed")."""
         ...
 
     def node_status(self) -> pb.NodeStatus: ...
