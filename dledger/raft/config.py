@@ -44,6 +44,9 @@ class Config:
     max_inflight_msgs: int = 256  # AppendEntries in flight per follower (replicate state)
     max_inflight_bytes: int = 32 << 20  # payload bytes in flight per follower
     max_append_bytes: int = 1 << 20  # payload bytes per AppendEntries (at least one entry is sent)
+    # entries per AppendEntries: bounds what a message of tiny or empty entries adds per entry on the wire
+    # (a follower far behind on empty entries would otherwise get one message too large to be accepted)
+    max_append_entries: int = 8192
     max_uncommitted_bytes: int = 64 << 20  # the leader refuses proposals beyond this many uncommitted bytes
     max_committed_bytes: int = 4 << 20  # committed entries handed out per Ready (at least one)
     preferred_leader: str | None = None  # DLedger's preferredLeaderIds: leadership goes back to it
@@ -77,6 +80,7 @@ class Config:
             "max_inflight_msgs",
             "max_inflight_bytes",
             "max_append_bytes",
+            "max_append_entries",
             "max_uncommitted_bytes",
             "max_committed_bytes",
         ):

@@ -105,6 +105,7 @@ class LeaderMixin:
         log = self.log
         last = log.last_index()
         max_bytes = self.config.max_append_bytes
+        max_entries = self.config.max_append_entries
         while not pr.is_paused():
             nxt = pr.next_index
             if nxt > last and pr.state is _REPLICATE:
@@ -114,7 +115,8 @@ class LeaderMixin:
             if prev_term is None:
                 self._send_snapshot(to, pr)  # the entries are compacted away
                 return
-            entries, size = log.entries_sized(nxt, last + 1, max_bytes) if nxt <= last else ([], 0)
+            hi = min(last + 1, nxt + max_entries)
+            entries, size = log.entries_sized(nxt, hi, max_bytes) if nxt <= last else ([], 0)
             commit = log.commit_index
             end = prev + len(entries)
             if commit > end:

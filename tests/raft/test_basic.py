@@ -65,6 +65,7 @@ def test_restart_from_storage_keeps_term_vote_and_commit() -> None:
         {"id": "a", "peers": ("a", "a")},
         {"id": "a", "peers": ("a",), "heartbeat_tick": 10, "election_tick": 10},
         {"id": "a", "peers": ("a",), "max_inflight_msgs": 0},
+        {"id": "a", "peers": ("a",), "max_append_entries": 0},
         {"id": "a", "peers": ("a",), "read_only": ReadOnlyOption.LEASE, "check_quorum": False},
         {"id": "a", "peers": ("a", "b"), "preferred_leader": "c"},
         {"id": "a", "peers": ("a",), "applied": -1},

@@ -348,6 +348,19 @@ def test_inflight_limits_pause_a_follower(limit: int, kw: dict[str, int]) -> Non
     assert len(more) == 1 and more[0].entries[-1].index == n.core.last_index  # the backlog in one batch
 
 
+def test_an_append_carries_at_most_max_append_entries_however_small_they_are() -> None:
+    """Empty entries weigh nothing against max_append_bytes, but each costs a head on the wire: a follower far
+    behind gets them in messages of at most max_append_entries, all of them in order."""
+    n = Node(max_append_entries=5)
+    make_leader(n)
+    noop = n.core.last_index
+    n.step_all([_ok(1, "n2", noop), _ok(1, "n3", noop)])
+    n.core.propose_batch([b""] * 23)
+    to_n2 = [m for m in of_type(n.drain(), AppendEntries) if m.to_id == "n2" and m.entries]
+    assert [len(m.entries) for m in to_n2] == [5, 5, 5, 5, 3]
+    assert [e.index for m in to_n2 for e in m.entries] == list(range(noop + 1, noop + 24))
+
+
 def test_fast_backtracking_needs_one_reject_per_conflicting_term_not_per_entry() -> None:
     """A follower with 200 conflicting entries of one old term is repaired after one or two rejects."""
     leader_log = entries_with_terms([1] + [3] * 200)
