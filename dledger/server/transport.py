@@ -215,20 +215,15 @@ class _PeerLink:
     def _next_batch(self) -> bytes:
         """The framing of the outbox's oldest messages, as many as fit in `max_batch_bytes` (at least one)."""
         outbox = self.outbox
-        total = sum(map(wire_size, outbox)) + _FRAMING * len(outbox)
-        if total <= self.max_batch_bytes:
-            batch = frame_batch(outbox)
-            outbox.clear()
-            return batch
         taken: list[bytes | Parts] = []
         size = 0
         while outbox:
             n = wire_size(outbox[0]) + _FRAMING
             if taken and size + n > self.max_batch_bytes:
+                self.stats["batches_split"] += 1
                 break
             taken.append(outbox.popleft())
             size += n
-        self.stats["batches_split"] += 1
         return frame_batch(taken)
 
     async def _run(self) -> None:
