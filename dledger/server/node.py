@@ -501,7 +501,12 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         self._send(rd.messages)
         if rd.must_sync:
             size = payload_size(rd.entries)
-            if self._persist_inline_ok(rd, size):
+            inline = self._persist_inline_ok(rd, size)
+            if inline and rd.messages:
+                # the peer links hand this Ready's appends to gRPC first, so the write overlaps their trip
+                await asyncio.sleep(0)
+                inline = self._persist_inline_ok(rd, size)  # an I/O job may have started meanwhile
+            if inline:
                 self._persist(rd)
             else:
                 await asyncio.get_running_loop().run_in_executor(self._io, self._persist, rd)
