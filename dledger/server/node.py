@@ -4,8 +4,10 @@ Order of work for every Ready, never changed: send `messages`; persist entries a
 thread: the loop keeps receiving meanwhile; a small async-flush append with no fsync and no hard-state write
 due runs on the loop thread instead, because the thread switches would cost more than the `pwrite`); only
 then send `persisted_messages`; apply committed entries to every state machine in index order; settle
-client futures; `advance`. Proposals pending when the loop takes its inputs go to the core as one batch
-(group commit: one AppendEntries per follower and one write per Ready), each client keeping its own range.
+client futures; `advance`. The peer links are tasks, so the driver yields one loop turn where they should go
+first: after queuing `messages` before an inline persist, after queuing `persisted_messages` before an apply.
+Proposals pending when the loop takes its inputs go to the core as one batch (group commit: one AppendEntries
+per follower and one write per Ready), each client keeping its own range.
 Invariants:
 - a client hears "ok" only after its entries are committed (on a quorum, each of which persisted them per
   its flush mode) and applied here; "not written" only when that is certain (refused before proposing,
@@ -515,6 +517,8 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         if rd.snapshot is not None:
             self._install_snapshot(rd.snapshot)
         self._send(rd.persisted_messages)
+        if rd.persisted_messages and rd.committed_entries:
+            await asyncio.sleep(0)  # the answers leave before the apply (a follower's acks gate the commit)
         if rd.committed_entries:
             self._apply(rd.committed_entries)
         for rs in rd.read_states:
