@@ -2,7 +2,7 @@
 
 `FileOps` is what `SegmentedLog` uses for every read, write, truncate and sync of segment and index files.
 Tests substitute a subclass to inject errors (e.g. `OSError(ENOSPC)` from `pwrite`) or to count the bytes
-that recovery reads. The counters (`reads`, `bytes_read`, `writes`, `syncs`) are plain integers, updated
+that recovery reads. The counters (`reads`, `bytes_read`, `writes`, `syncs`, `drops`) are plain integers, updated
 without a lock: they are instrumentation, exact when one thread does the I/O being measured.
 
 Invariant: `pwrite` writes all of `data` or raises; `pread` returns fewer bytes than asked only at end of file.
@@ -14,6 +14,8 @@ import os
 
 __all__ = ["FileOps"]
 
+_FADVISE = getattr(os, "posix_fadvise", None)  # not on macOS
+
 
 class FileOps:
     """Thin wrappers over `os` calls, with counters."""
@@ -23,6 +25,7 @@ class FileOps:
         self.bytes_read = 0
         self.writes = 0
         self.syncs = 0
+        self.drops = 0
 
     def open(self, path: str, *, create: bool) -> int:
         flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
@@ -69,6 +72,16 @@ class FileOps:
 
     def truncate(self, fd: int, length: int) -> None:
         os.ftruncate(fd, length)
+
+    def drop_cache(self, fd: int, offset: int, length: int) -> None:
+        """Advise the kernel to evict these bytes from the page cache (they are durable: clean pages). Advice
+        only: where the call is missing or refused, nothing happens."""
+        self.drops += 1
+        if _FADVISE is not None:
+            try:
+                _FADVISE(fd, offset, length, os.POSIX_FADV_DONTNEED)
+            except OSError:
+                pass
 
     def datasync(self, fd: int) -> None:
         self.syncs += 1

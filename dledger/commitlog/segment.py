@@ -62,6 +62,7 @@ class Segment:
         "data_fd",
         "data_len",
         "data_path",
+        "dropped_data",
         "first_index",
         "flushed_data",
         "flushed_index",
@@ -86,6 +87,7 @@ class Segment:
         self.last_chain = 0
         self.flushed_data = 0
         self.flushed_index = 0
+        self.dropped_data = 0  # the data bytes before this were evicted from the page cache (`drop_cache`)
         self.mtime = time.time()
         self.data_fd: int | None = None
         self.index_fd: int | None = None
