@@ -74,8 +74,8 @@ class FileOps:
         os.ftruncate(fd, length)
 
     def drop_cache(self, fd: int, offset: int, length: int) -> None:
-        """Advise the kernel to evict these bytes from the page cache (they are durable: clean pages). Advice
-        only: where the call is missing or refused, nothing happens."""
+        """Advise the kernel to evict these bytes from the page cache (the caller passes durable bytes: clean
+        pages). Advice only: where the call is missing (not Linux) or refused, nothing happens."""
         self.drops += 1
         if _FADVISE is not None:
             try:

@@ -26,9 +26,10 @@ before they get data, so only the last segment can ever hold un-fsynced bytes: a
 needs to repair the last segment only, and the flush checkpoint (`checkpoint.py`, rewritten after each
 flush) tells it where the un-fsynced part of that segment starts.
 
-Page cache: the flusher evicts each segment's durable data older than its newest `drop_behind_bytes` (default
-64 MiB) with `POSIX_FADV_DONTNEED`, so that the log does not grow the page cache without bound (see
-`DEFAULT_DROP_BEHIND_BYTES`); reads of evicted entries go to the disk. Advice only: it changes no content.
+Page cache: each flush evicts the durable data older than the log's newest `drop_behind_bytes` (default 64
+MiB; 0: never) with `POSIX_FADV_DONTNEED`, and a segment whose handles close is evicted whole, so the log does
+not grow the page cache without bound (`dropbehind.py`); reads of evicted entries go to the disk. Advice
+only: it changes no content.
 
 Reopening makes the recovered tail durable (recovery fdatasyncs the last segment and fsyncs data/, index/ and
 the store directory) before `durable_index` claims it: after a kill -9 it may sit in the page cache only.
@@ -64,6 +65,7 @@ from typing import Literal
 
 from dledger.commitlog.checkpoint import Checkpoint, CheckpointFile
 from dledger.commitlog.codec import INDEX_SIZE, MAX_ENTRY_BYTES, Batch, encode_batch
+from dledger.commitlog.dropbehind import behind
 from dledger.commitlog.errors import DiskFullError, LogClosedError
 from dledger.commitlog.fileops import FileOps
 from dledger.commitlog.flusher import Flusher
@@ -83,12 +85,7 @@ __all__ = [
 ]
 
 DEFAULT_FLUSH_INTERVAL_MS = 200
-# Durable data older than the newest this-many bytes of a segment is evicted from the page cache by the
-# flusher. An ever-growing page cache makes every new page of a write cost a reclaim (on this project's VMs,
-# a host fault: 1 KiB appends slowed by 15-20% after a few GB written); the newest bytes, which a lagging
-# follower reads, stay cached. 0 keeps everything.
-DEFAULT_DROP_BEHIND_BYTES = 64 << 20
-_DROP_ALIGN = 1 << 20  # evict whole MiB runs: fewer, larger calls
+DEFAULT_DROP_BEHIND_BYTES = 64 << 20  # the newest durable bytes kept in the page cache: see dropbehind.py
 MIN_SEGMENT_BYTES = 64
 OPEN_WINDOW = 16  # the newest segments keep their file handles open; older ones are opened per read
 _FULL = {errno.ENOSPC, errno.EDQUOT}
@@ -144,8 +141,8 @@ class SegmentedLog:
     ) -> SegmentedLog:
         """Recover the store in `directory` (created if missing) and return the open log.
 
-        `drop_behind_bytes`: see `DEFAULT_DROP_BEHIND_BYTES` (0: never evict). `file_ops` is a test seam
-        (fault injection, I/O counting); leave it None.
+        `drop_behind_bytes`: the newest durable bytes left in the page cache (`dropbehind.py`; 0: never evict).
+        `file_ops` is a test seam (fault injection, I/O counting); leave it None.
         """
         if flush not in ("sync", "async"):
             raise ValueError(f"flush must be 'sync' or 'async', not {flush!r}")
@@ -436,6 +433,10 @@ class SegmentedLog:
             for seg in self._segs[:-OPEN_WINDOW]:
                 if seg.fds_open:
                     self._sync_segment(seg)
+                    if self._drop_behind and seg.data_len > seg.dropped_data:  # OPEN_WINDOW segments old
+                        assert seg.data_fd is not None
+                        self._ops.drop_cache(seg.data_fd, seg.dropped_data, seg.data_len - seg.dropped_data)
+                        seg.dropped_data = seg.data_len
                     seg.close_fds(self._ops)
         except BaseException as exc:
             self._broken = self._broken or exc
@@ -592,20 +593,13 @@ class SegmentedLog:
                         data_len, count = self._sync_segment(seg)
                         if seg is segs[-1]:
                             self._checkpoint(Checkpoint(seg.start, data_len, count), only_if_current=True)
-                    if self._drop_behind and seg.fds_open:
-                        self._drop_durable(seg)
+                for seg, lo, hi in behind(segs, self._drop_behind):
+                    assert seg.data_fd is not None
+                    self._ops.drop_cache(seg.data_fd, lo, hi - lo)
+                    seg.dropped_data = hi
                 self._durable_index = max(self._durable_index, last)
             finally:
                 self._rw.release_read()
-
-    def _drop_durable(self, seg: Segment) -> None:
-        """Evict `seg`'s durable data older than its newest `drop_behind_bytes` from the page cache (in whole
-        MiB runs). Only fsynced bytes: evicting dirty pages would start their writeback out of turn."""
-        end = (seg.flushed_data - self._drop_behind) // _DROP_ALIGN * _DROP_ALIGN
-        if end > seg.dropped_data:
-            assert seg.data_fd is not None
-            self._ops.drop_cache(seg.data_fd, seg.dropped_data, end - seg.dropped_data)
-            seg.dropped_data = end
 
     def close(self) -> None:
         """Flush, stop the flusher, close every file. Idempotent."""

@@ -55,7 +55,8 @@ class SegmentInfo:
 
 
 class Segment:
-    """A data file plus its index file. Mutated only by the appending thread (or under the log's write lock)."""
+    """A data file plus its index file. Mutated only by the appending thread (or under the log's write lock),
+    except `flushed_*` and `dropped_data`, which a flush also sets (holding the log's flush lock and read lock)."""
 
     __slots__ = (
         "count",
@@ -271,6 +272,7 @@ class Segment:
         ops.datasync(self.index_fd)
         self.count, self.data_len, self.last_term, self.last_chain = count, end, term, chain
         self.flushed_data, self.flushed_index = end, count
+        self.dropped_data = min(self.dropped_data, end)  # the bytes written here next are evicted in turn
 
     def remove_files(self, ops: FileOps) -> None:
         self.close_fds(ops)

@@ -93,6 +93,7 @@ class NodeConfig:
     flush: FlushMode = "async"
     flush_interval_ms: int = 200
     segment_bytes: int = 1 << 30
+    drop_behind_bytes: int = 64 * _MiB  # the log's newest durable bytes left in the page cache (0: all)
     max_entry_bytes: int = 4 * _MiB
     file_reserved_hours: float = 72.0
     preferred_leader: str | None = None
@@ -138,6 +139,7 @@ class NodeConfig:
             raise ConfigError(f"flush: {self.flush!r} must be 'sync' or 'async'")
         _check_range("flush_interval_ms", self.flush_interval_ms, 1, 60_000)
         _check_range("segment_bytes", self.segment_bytes, 4096, 1 << 40)
+        _check_range("drop_behind_bytes", self.drop_behind_bytes, 0, 1 << 50)
         _check_range("max_entry_bytes", self.max_entry_bytes, 1, 1 << 30)
         _check_range("file_reserved_hours", self.file_reserved_hours, 0.0, 1e6, exclusive_low=True)
         _check_range("tick_ms", self.tick_ms, 1, 10_000)
@@ -288,6 +290,7 @@ PROPERTY_KEYS: dict[str, tuple[str, Converter]] = {
     "flushIntervalCommitLog": ("flush_interval_ms", _int),
     "fileReservedTime": ("file_reserved_hours", _float),
     "mappedFileSizeCommitLog": ("segment_bytes", _int),
+    "dledgerDropBehindBytes": ("drop_behind_bytes", _int),
     "maxMessageSize": ("max_entry_bytes", _int),
     "preferredLeaderId": ("preferred_leader", _text),
     "dledgerTickMs": ("tick_ms", _int),

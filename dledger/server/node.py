@@ -147,6 +147,7 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         self.log = SegmentedLog.open(
             cfg.store_dir / "log",
             segment_bytes=cfg.segment_bytes,
+            drop_behind_bytes=cfg.drop_behind_bytes,
             flush=cfg.flush,
             flush_interval_ms=cfg.flush_interval_ms,
             max_entry_bytes=max(cfg.max_entry_bytes + 48, 4096),

@@ -6,6 +6,7 @@ import errno
 import os
 import pathlib
 import shutil
+import time
 from collections.abc import Callable
 
 from dledger.commitlog import Entry, EntryKind, FileOps
@@ -22,6 +23,16 @@ def entry(i: int, term: int = 1, size: int | None = None) -> Entry:
 
 def entries(lo: int, hi: int, term: int = 1, size: int | None = None) -> list[Entry]:
     return [entry(i, term, size) for i in range(lo, hi)]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> bool:
+    """Poll `predicate()` until true or the deadline passes (no fixed sleeps)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return False
 
 
 def data_files(directory: pathlib.Path) -> list[pathlib.Path]:
@@ -66,6 +77,9 @@ class NoSyncOps(FileOps):
     def fsync_dir(self, path: str) -> None:
         self.syncs += 1
 
+    def drop_cache(self, fd: int, offset: int, length: int) -> None:
+        self.drops += 1  # the pages were never synced: evicting them would start their writeback
+
 
 class PowerLossOps(FileOps):
     """FileOps that models strict power loss, independently of the log's own bookkeeping.
@@ -92,6 +106,9 @@ class PowerLossOps(FileOps):
         self.content: dict[str, bytes] = {}  # path -> bytes as of its last fdatasync
         self.dirs: dict[str, set[str]] = {}  # directory -> names as of its last fsync_dir
         self.fail: Callable[[str, str], int | None] = lambda kind, path: None
+
+    def drop_cache(self, fd: int, offset: int, length: int) -> None:
+        self.drops += 1  # the model's syncs are not real: see NoSyncOps
 
     def _inject(self, kind: str, path: str) -> None:
         err = self.fail(kind, path)

@@ -23,17 +23,7 @@ from dledger.commitlog import (
 from dledger.commitlog.codec import HEADER_SIZE, INDEX_SIZE
 from dledger.commitlog.log import OPEN_WINDOW
 from dledger.commitlog.segment import Segment
-from tests.commitlog.conftest import NoSyncOps, data_files, entries, index_files
-
-
-def wait_for(predicate: object, timeout: float = 10.0) -> bool:
-    """Poll `predicate()` until true or the deadline passes (no fixed sleeps)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.005)
-    return False
+from tests.commitlog.conftest import NoSyncOps, data_files, entries, index_files, wait_for
 
 
 def test_segments_are_named_by_the_byte_position_of_their_first_entry(tmp_path: pathlib.Path) -> None:
