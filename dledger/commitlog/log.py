@@ -433,10 +433,8 @@ class SegmentedLog:
             for seg in self._segs[:-OPEN_WINDOW]:
                 if seg.fds_open:
                     self._sync_segment(seg)
-                    if self._drop_behind and seg.data_len > seg.dropped_data:  # OPEN_WINDOW segments old
-                        assert seg.data_fd is not None
-                        self._ops.drop_cache(seg.data_fd, seg.dropped_data, seg.data_len - seg.dropped_data)
-                        seg.dropped_data = seg.data_len
+                    if self._drop_behind:  # OPEN_WINDOW segments old: evicted whole
+                        self._evict(seg, seg.dropped_data, seg.data_len)
                     seg.close_fds(self._ops)
         except BaseException as exc:
             self._broken = self._broken or exc
@@ -468,6 +466,13 @@ class SegmentedLog:
         seg.flushed_data = max(seg.flushed_data, data_len)
         seg.flushed_index = max(seg.flushed_index, count)
         return data_len, count
+
+    def _evict(self, seg: Segment, lo: int, hi: int) -> None:
+        """Evict `seg`'s durable data bytes [lo, hi) from the page cache (see dropbehind.py)."""
+        if hi > lo:
+            assert seg.data_fd is not None
+            self._ops.drop_cache(seg.data_fd, lo, hi - lo)
+            seg.dropped_data = hi
 
     def truncate_after(self, index: int) -> None:
         with self._mutex:
@@ -594,9 +599,7 @@ class SegmentedLog:
                         if seg is segs[-1]:
                             self._checkpoint(Checkpoint(seg.start, data_len, count), only_if_current=True)
                 for seg, lo, hi in behind(segs, self._drop_behind):
-                    assert seg.data_fd is not None
-                    self._ops.drop_cache(seg.data_fd, lo, hi - lo)
-                    seg.dropped_data = hi
+                    self._evict(seg, lo, hi)
                 self._durable_index = max(self._durable_index, last)
             finally:
                 self._rw.release_read()

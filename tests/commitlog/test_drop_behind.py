@@ -149,3 +149,19 @@ def test_the_background_flusher_evicts_too(tmp_path: pathlib.Path) -> None:
         assert ops.dropped[0][1] == 0 and ops.dropped[0][2] % MiB == 0
     finally:
         log.close()
+
+
+def test_a_node_gives_its_log_the_configured_window(tmp_path: pathlib.Path) -> None:
+    from dledger.server.config import NodeConfig
+    from dledger.server.node import RaftNode
+
+    for window in (0, 3 * MiB):
+        config = NodeConfig(self_id="n0", peers={"n0": "127.0.0.1:1"}, store_dir=tmp_path / str(window),
+                            drop_behind_bytes=window)  # fmt: skip
+        node = RaftNode(config)
+        node.open_storage()
+        try:
+            assert node.log is not None and node.log._drop_behind == window
+        finally:
+            node._io.shutdown(wait=True)
+            node._close_storage()

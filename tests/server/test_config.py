@@ -60,6 +60,7 @@ storePathRootDir : {tmp_path}/store
 flushDiskType=SYNC_FLUSH
 fileReservedTime=48
 mappedFileSizeCommitLog=1048576
+dledgerDropBehindBytes=0
 preferredLeaderId=n2
 """,
     )
@@ -71,6 +72,7 @@ preferredLeaderId=n2
     assert config.flush == "sync"
     assert config.file_reserved_hours == 48.0
     assert config.segment_bytes == 1 << 20
+    assert config.drop_behind_bytes == 0
     assert config.preferred_leader == "n2"
 
 
@@ -95,6 +97,7 @@ def test_overrides_win_over_the_file(tmp_path: pathlib.Path) -> None:
         ("fileReservedTime=0", "file_reserved_hours: 0.0"),
         ("mappedFileSizeCommitLog=12", "segment_bytes: 12"),
         ("mappedFileSizeCommitLog=1GB", "mappedFileSizeCommitLog: '1GB'"),
+        ("dledgerDropBehindBytes=-1", "drop_behind_bytes: -1"),
         ("preferredLeaderId=n9", "preferred_leader: 'n9'"),
         ("dLegerSelfId=n7", "self_id: 'n7'"),
         ("dledgerLeaseRead=maybe", "dledgerLeaseRead: 'maybe'"),
