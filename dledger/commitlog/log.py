@@ -598,7 +598,7 @@ class SegmentedLog:
                         data_len, count = self._sync_segment(seg)
                         if seg is segs[-1]:
                             self._checkpoint(Checkpoint(seg.start, data_len, count), only_if_current=True)
-                for seg, lo, hi in behind(segs, self._drop_behind):
+                for seg, lo, hi in behind(segs[-OPEN_WINDOW:], self._drop_behind):  # the rest have no handles
                     self._evict(seg, lo, hi)
                 self._durable_index = max(self._durable_index, last)
             finally:

@@ -10,8 +10,10 @@ import pytest
 
 from dledger.commitlog import FileOps, SegmentedLog
 from dledger.commitlog.dropbehind import ALIGN, behind
-from dledger.commitlog.log import OPEN_WINDOW
+from dledger.commitlog.log import DEFAULT_DROP_BEHIND_BYTES, DEFAULT_FLUSH_INTERVAL_MS, OPEN_WINDOW
 from dledger.commitlog.segment import Segment
+from dledger.server.config import NodeConfig
+from dledger.server.node import RaftNode
 from tests.commitlog.conftest import entries, wait_for
 
 MiB = 1 << 20
@@ -152,9 +154,6 @@ def test_the_background_flusher_evicts_too(tmp_path: pathlib.Path) -> None:
 
 
 def test_a_node_gives_its_log_the_configured_window(tmp_path: pathlib.Path) -> None:
-    from dledger.server.config import NodeConfig
-    from dledger.server.node import RaftNode
-
     for window in (0, 3 * MiB):
         config = NodeConfig(self_id="n0", peers={"n0": "127.0.0.1:1"}, store_dir=tmp_path / str(window),
                             drop_behind_bytes=window)  # fmt: skip
@@ -165,3 +164,9 @@ def test_a_node_gives_its_log_the_configured_window(tmp_path: pathlib.Path) -> N
         finally:
             node._io.shutdown(wait=True)
             node._close_storage()
+
+
+def test_a_nodes_defaults_are_the_logs() -> None:
+    config = NodeConfig(self_id="n0", peers={"n0": "127.0.0.1:1"}, store_dir=pathlib.Path("unused"))
+    assert config.drop_behind_bytes == DEFAULT_DROP_BEHIND_BYTES
+    assert config.flush_interval_ms == DEFAULT_FLUSH_INTERVAL_MS
