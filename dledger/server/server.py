@@ -63,11 +63,9 @@ class DLedgerServer:
         self.peer_servicer = PeerServicer(
             config.group,
             config.self_id,
-            list(config.peers),
             self.node.deliver,
             self.node.receive_snapshot_chunk,
         )
-        self.node.on_peers_change(lambda peers: self.peer_servicer.set_peers(peers))
 
     def on_role_change(self, callback: RoleCallback) -> None:
         """`callback(role, term, leader_id)` runs on the event loop whenever the role or leader changes."""

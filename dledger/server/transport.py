@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -85,27 +85,21 @@ class PeerServicer(pb_grpc.RaftPeerServicer):  # type: ignore[misc]  # generated
         self,
         group: str,
         self_id: str,
-        peers: Sequence[str],
         on_messages: OnMessages,
         on_snapshot_chunk: OnSnapshotChunk | None = None,
     ) -> None:
         self.group = group
         self.self_id = self_id
-        self.peers = frozenset(peers) - {self_id}
         self.on_messages = on_messages
         self.on_snapshot_chunk = on_snapshot_chunk
         self.rejected: Counter[str] = Counter()
-
-    def set_peers(self, peers: Iterable[str]) -> None:
-        """The configuration's members (membership changed): for the record, not a filter (module docstring)."""
-        self.peers = frozenset(peers) - {self.self_id}
 
     def check(self, batch: pb.PeerBatch) -> str | None:
         """Why this batch must be refused, or None when every message in it is acceptable."""
         for msg in batch.messages:
             if msg.group != self.group:
                 return f"message for group {msg.group!r}, this is group {self.group!r}"
-            if msg.from_id == self.self_id:  # not `self.peers`: see the module docstring
+            if msg.from_id == self.self_id:  # not "outside the configuration": see the module docstring
                 return f"message from {self.self_id!r} to itself"
             if msg.to_id != self.self_id:
                 return f"message for {msg.to_id!r} reached {self.self_id!r}"
