@@ -49,7 +49,7 @@ from dledger.raft.log import payload_size
 from dledger.raft.messages import InstallSnapshot, Message
 from dledger.server.codec import CodecError, Parts, WireCache, from_pb, to_wire_parts
 from dledger.server.config import NodeConfig
-from dledger.server.node_members import MembersMixin, PeersCallback
+from dledger.server.node_members import MembersMixin
 from dledger.server.node_snapshots import SnapshotsMixin
 from dledger.server.services import BusyError, LeaderHint, NodeNotLeaderError, NodeStoppedError, OutcomeUnknown
 from dledger.server.snapshot_transfer import SnapshotInbox
@@ -137,7 +137,6 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         self.snapshots: SnapshotStore | None = None
         self.snapshot_inbox: SnapshotInbox | None = None
         self._snapshot_sends: dict[str, asyncio.Task[None]] = {}
-        self._peers_callbacks: list[PeersCallback] = []
         self._membership_seen: Membership | None = None
 
     # ---- lifecycle ----

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dledger._proto import dledger_pb2 as pb
@@ -38,11 +37,10 @@ if TYPE_CHECKING:
     from dledger.server.config import NodeConfig
     from dledger.server.transport import PeerTransport
 
-__all__ = ["MembersMixin", "PeersCallback"]
+__all__ = ["MembersMixin"]
 
 log = logging.getLogger("dledger.server.node")
 
-PeersCallback = Callable[[Mapping[str, str]], None]  # every node this one may talk to: id -> address
 _MEMBER_OPS = {
     pb.MEMBER_OP_ADD_LEARNER: ConfChangeOp.ADD_LEARNER,
     pb.MEMBER_OP_PROMOTE: ConfChangeOp.PROMOTE,
@@ -58,7 +56,6 @@ class MembersMixin:
     core: RaftCore | None
     transport: PeerTransport | None
     _waiters: deque[Any]
-    _peers_callbacks: list[PeersCallback]
     _membership_seen: Membership | None
 
     if TYPE_CHECKING:
@@ -83,13 +80,6 @@ class MembersMixin:
             )
         if cfg.self_id not in m.members:
             log.warning("node %s is not a member of its group's configuration: it was removed", cfg.self_id)
-
-    def on_peers_change(self, callback: PeersCallback) -> None:
-        """`callback(peers)` runs on the loop whenever the configuration changes (and once at start): every
-        node this one may exchange messages with (the members and the peers given at start), id -> address."""
-        self._peers_callbacks.append(callback)
-        if self._membership_seen is not None:
-            callback(self._peer_addresses())
 
     async def change_membership(self, op: int, node_id: str, address: str) -> tuple[int, list[pb.Member]]:
         self._check_running()
@@ -150,5 +140,3 @@ class MembersMixin:
         peers = self._peer_addresses()
         if self.transport is not None:
             self.transport.set_peers(peers)
-        for callback in self._peers_callbacks:
-            callback(peers)

@@ -94,15 +94,22 @@ class PeerServicer(pb_grpc.RaftPeerServicer):  # type: ignore[misc]  # generated
         self.on_snapshot_chunk = on_snapshot_chunk
         self.rejected: Counter[str] = Counter()
 
+    def _misrouted(self, what: str, group: str, from_id: str, to_id: str) -> str | None:
+        """Why a message or snapshot chunk (`what`) with this envelope must be refused, or None."""
+        if group != self.group:
+            return f"{what} for group {group!r}, this is group {self.group!r}"
+        if from_id == self.self_id:  # not "outside the configuration": see the module docstring
+            return f"{what} from {self.self_id!r} to itself"
+        if to_id != self.self_id:
+            return f"{what} for {to_id!r} reached {self.self_id!r}"
+        return None
+
     def check(self, batch: pb.PeerBatch) -> str | None:
         """Why this batch must be refused, or None when every message in it is acceptable."""
         for msg in batch.messages:
-            if msg.group != self.group:
-                return f"message for group {msg.group!r}, this is group {self.group!r}"
-            if msg.from_id == self.self_id:  # not "outside the configuration": see the module docstring
-                return f"message from {self.self_id!r} to itself"
-            if msg.to_id != self.self_id:
-                return f"message for {msg.to_id!r} reached {self.self_id!r}"
+            reason = self._misrouted("message", msg.group, msg.from_id, msg.to_id)
+            if reason is not None:
+                return reason
             if msg.WhichOneof("body") is None:
                 return "message without a body"
         return None
@@ -135,13 +142,7 @@ class PeerServicer(pb_grpc.RaftPeerServicer):  # type: ignore[misc]  # generated
     async def SendSnapshotChunk(
         self, request: pb.SnapshotChunk, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.SnapshotAck:
-        reason = None
-        if request.group != self.group:
-            reason = f"snapshot for group {request.group!r}, this is group {self.group!r}"
-        elif request.from_id == self.self_id:
-            reason = f"snapshot from {self.self_id!r} to itself"
-        elif request.to_id != self.self_id:
-            reason = f"snapshot for {request.to_id!r} reached {self.self_id!r}"
+        reason = self._misrouted("snapshot", request.group, request.from_id, request.to_id)
         if reason is not None:
             self.rejected[reason.split(" ", 1)[0]] += 1
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)

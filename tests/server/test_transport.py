@@ -134,6 +134,47 @@ def test_outsiders_are_refused_and_change_nothing(bad: pb.PeerMessage, reason: s
     run(main)
 
 
+@pytest.mark.parametrize(
+    ("group", "from_id", "to_id", "reason"),
+    [
+        ("other", "a", "b", "snapshot for group 'other', this is group 'g'"),
+        ("g", "b", "b", "snapshot from 'b' to itself"),
+        ("g", "a", "c", "snapshot for 'c' reached 'b'"),
+    ],
+)
+def test_misrouted_snapshot_chunks_are_refused_before_the_node_sees_them(
+    group: str, from_id: str, to_id: str, reason: str
+) -> None:
+    """SendSnapshotChunk checks the same envelope as Stream: a chunk that fails never reaches the node; a
+    sender outside the configuration gets through (module docstring)."""
+
+    async def main() -> None:
+        seen: list[pb.SnapshotChunk] = []
+
+        async def on_chunk(chunk: pb.SnapshotChunk) -> pb.SnapshotAck:
+            seen.append(chunk)
+            return pb.SnapshotAck(ok=True)
+
+        server = grpc.aio.server(options=server_options(MAX))
+        pb_grpc.add_RaftPeerServicer_to_server(PeerServicer("g", "b", lambda msgs: None, on_chunk), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.RaftPeerStub(channel)
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.SendSnapshotChunk(pb.SnapshotChunk(group=group, from_id=from_id, to_id=to_id), timeout=5)
+                assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                assert refused.value.details() == reason
+                assert seen == []
+                ack = await stub.SendSnapshotChunk(pb.SnapshotChunk(group="g", from_id="z", to_id="b"), timeout=5)
+                assert ack.ok and [c.from_id for c in seen] == ["z"]
+        finally:
+            await server.stop(None)
+
+    run(main)
+
+
 def test_oversized_batch_is_refused() -> None:
     async def main() -> None:
         b = await start_endpoint("b")
@@ -269,7 +310,7 @@ def test_link_redials_only_with_something_to_send_and_caps_its_backoff() -> None
     run(main)
 
 
-def test_membership_changes_open_and_close_links_and_the_servicer_follows() -> None:
+def test_membership_changes_open_and_close_links_and_the_servicer_still_hears_non_members() -> None:
     async def main() -> None:
         b = await start_endpoint("b")
         c = await start_endpoint("c")
