@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from dledger.server import event_loop
-from dledger.server.config import ConfigError, NodeConfig, parse_peers
+from dledger.server.config import ConfigError, NodeConfig, parse_peers, read_peer_secret
 from dledger.server.gc_tuning import tune_gc
 from dledger.server.malloc_tuning import tune_malloc
 from dledger.server.server import DLedgerServer
@@ -44,6 +44,8 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         "tls_key": args.tls_key,
         "join": True if args.join else None,
         "snapshot_entries": args.snapshot_entries,
+        "peer_secret": read_peer_secret(args.peer_secret_file) if args.peer_secret_file else None,
+        "peer_auth": args.peer_auth,
     }
     if args.config:
         return NodeConfig.from_file(args.config, overrides=overrides)
@@ -153,6 +155,17 @@ def add_node_commands(sub: Any) -> None:
         help="take a snapshot every N applied entries (snapshotThreshold; default 1000000; 0: only on compaction)",
     )
     add_tls_flags(p, "this node's")
+    p.add_argument(
+        "--peer-secret-file",
+        metavar="PATH",
+        help="a file holding the group's peer secret (dLegerPeerSecretFile): peers prove it to each other",
+    )
+    p.add_argument(
+        "--peer-auth",
+        choices=("secret", "tls", "none"),
+        help="how peers authenticate (dLegerPeerAuth; default: secret when one is given, else tls with TLS, "
+        "else none, which only a group on loopback may run without saying so)",
+    )
     p.add_argument(
         "--report-durable-ms",
         type=int,

@@ -2,8 +2,9 @@
 
 Invariants: `from_pb(to_pb(m)) == m` for every message (a property test checks it); `to_wire(m)` is the
 serialized `PeerMessage` of `to_pb(m)` (byte-for-byte what protobuf parses to the same message; checked by the
-same test); `from_pb` raises `CodecError` for a message it cannot represent (no body, an unknown entry kind),
-so the driver can drop and count it; nothing else in dledger touches `dledger._proto` message bodies.
+same test); `from_pb` raises `CodecError` for a message it cannot represent (no body, an unknown entry kind,
+a term or index above `MAX_NUMBER`, which the core could not count past), so the driver can drop and count
+it; nothing else in dledger touches `dledger._proto` message bodies.
 
 AppendEntries carry their entries packed (`pack_entries`: a fixed-width head per entry and the data
 concatenated; see the proto): encoding and decoding run in C-level maps, with no Python loop per entry. The
@@ -40,6 +41,7 @@ from dledger.raft.messages import (
 from dledger.storage_api import Entry, EntryKind
 
 __all__ = [
+    "MAX_NUMBER",
     "CodecError",
     "EntriesCache",
     "Parts",
@@ -60,6 +62,9 @@ class CodecError(ValueError):
 
 
 _KINDS = {int(k): k for k in EntryKind}
+#: the largest term or index a peer message may carry: the wire's uint64 leaves no room for the core's
+#: `term + 1` above it, so one forged message could otherwise leave a node unable to ever campaign again
+MAX_NUMBER = (1 << 63) - 1
 
 # body field name in PeerMessage -> (dataclass, its field names other than the envelope)
 _BODIES: dict[str, tuple[type[Any], tuple[str, ...]]] = {
@@ -196,6 +201,8 @@ def from_pb(msg: pb.PeerMessage) -> Message:
     cls, fields = _BODIES[name]
     body = getattr(msg, name)
     values: dict[str, Any] = {f: getattr(body, f) for f in fields}
+    if body.term > MAX_NUMBER or any(type(v) is int and v > MAX_NUMBER for v in values.values()):
+        raise CodecError(f"{name} with a term or index above {MAX_NUMBER}")
     if cls is AppendEntries:
         values["entries"] = unpack_entries(body.prev_log_index + 1, body.entry_heads, body.entry_data)
     return cls(term=body.term, from_id=msg.from_id, to_id=msg.to_id, group=msg.group, **values)  # type: ignore[no-any-return]
@@ -232,6 +239,8 @@ def unpack_entries(first_index: int, heads: bytes, data: bytes) -> tuple[Entry, 
             raise CodecError(f"{len(data)} bytes of entry data without entry heads")
         return ()
     terms, kinds, sizes = zip(*_HEAD.iter_unpack(heads), strict=True)
+    if max(terms) > MAX_NUMBER:
+        raise CodecError(f"entry with a term above {MAX_NUMBER}")
     ends = list(accumulate(sizes))
     if ends[-1] != len(data):
         raise CodecError(f"entry sizes add up to {ends[-1]} bytes, the data has {len(data)}")

@@ -5,17 +5,20 @@ Raft-paper names. Invariants of a constructed `NodeConfig` (checked in `__post_i
 config exists): the group and every node id are non-empty tokens without `-` or `;` (the peers string
 uses them as separators); every address is `host:port` with 1 <= port <= 65535; ids and addresses are
 unique; `self_id` and `preferred_leader` (if set) are peers; numbers are in range; `heartbeat_ms` is below
-`election_timeout_ms`. A bad value raises `ConfigError` naming the key (or flag) and the value.
+`election_timeout_ms`; peer authentication resolves to one mode (`peer_auth_mode`), and a group whose peers
+are not all on loopback never runs without it unless `peer_auth="none"` says so. A bad value raises
+`ConfigError` naming the key (or flag) and the value.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import pathlib
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -29,11 +32,14 @@ __all__ = [
     "load_properties",
     "parse_address",
     "parse_peers",
+    "read_peer_secret",
 ]
 
 log = logging.getLogger(__name__)
 
 FlushMode = Literal["sync", "async"]
+PeerAuthChoice = Literal["auto", "secret", "tls", "none"]
+MIN_PEER_SECRET_BYTES = 16  # dledger.net.handshake.MIN_SECRET_BYTES
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_.]+$")
 _MiB = 1 << 20
@@ -116,6 +122,9 @@ class NodeConfig:
     snapshot_entries: int = 1_000_000  # take a snapshot every this many applied entries (0: only on compact)
     snapshot_keep: int = 2  # snapshots kept on disk (the newest ones)
     snapshot_chunk_bytes: int = 1 * _MiB  # InstallSnapshot chunk size
+    # peer authentication: "auto" is "secret" with a peer_secret, else "tls" with TLS, else "none" on loopback
+    peer_auth: PeerAuthChoice = "auto"
+    peer_secret: bytes | None = field(default=None, repr=False)  # the group's shared secret (>= 16 bytes)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "peers", dict(self.peers))
@@ -157,6 +166,39 @@ class NodeConfig:
         _check_range("snapshot_entries", self.snapshot_entries, 0, 1 << 62)
         _check_range("snapshot_keep", self.snapshot_keep, 1, 1000)
         _check_range("snapshot_chunk_bytes", self.snapshot_chunk_bytes, 4096, self.max_message_bytes - 4096)
+        self.peer_auth_mode  # noqa: B018  # resolves, or raises ConfigError
+
+    @property
+    def peer_auth_mode(self) -> Literal["secret", "tls", "none"]:
+        """How peers authenticate (see dledger.server.peer_auth); ConfigError for a choice that cannot hold."""
+        choice = self.peer_auth
+        if choice not in ("auto", "secret", "tls", "none"):
+            raise ConfigError(f"peer_auth: {choice!r} must be secret, tls or none (dLegerPeerAuth)")
+        secret = self.peer_secret
+        if secret is not None and len(secret) < MIN_PEER_SECRET_BYTES:
+            raise ConfigError(
+                f"peer_secret: the secret has {len(secret)} bytes; it needs at least {MIN_PEER_SECRET_BYTES}"
+            )
+        if choice == "secret" and secret is None:
+            raise ConfigError(
+                "peer_auth: secret needs a secret (dLegerPeerSecret, dLegerPeerSecretFile or --peer-secret-file)"
+            )
+        if choice == "tls" and self.tls_ca is None:
+            raise ConfigError("peer_auth: tls needs TLS (dledgerTlsCa/Cert/Key) with node certificates")
+        if choice != "auto":
+            return choice
+        if secret is not None:
+            return "secret"
+        if self.tls_ca is not None:
+            return "tls"
+        remote = sorted(a for a in self.peers.values() if not _is_loopback(a))
+        if remote:
+            raise ConfigError(
+                f"peers {', '.join(remote)} are not on loopback, and peers do not authenticate: give the group a "
+                "secret (dLegerPeerSecret / --peer-secret-file), TLS with node certificates, or say "
+                "dLegerPeerAuth=none (--peer-auth none) to let anyone who reaches the port speak as a peer"
+            )
+        return "none"
 
     @property
     def address(self) -> str:
@@ -221,6 +263,29 @@ class NodeConfig:
         return cls.from_properties(load_properties(path), overrides=overrides, other_keys=other_keys)
 
 
+def _is_loopback(address: str) -> bool:
+    host, _ = parse_address(address)
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_peer_secret(path: str | pathlib.Path, *, key: str = "--peer-secret-file") -> bytes:
+    """The secret in a file (surrounding white space stripped); ConfigError naming the file otherwise."""
+    try:
+        raw = pathlib.Path(path).expanduser().read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    if len(raw) < MIN_PEER_SECRET_BYTES:
+        raise ConfigError(
+            f"{key}: {str(path)!r} holds {len(raw)} bytes; a peer secret needs at least {MIN_PEER_SECRET_BYTES}"
+        )
+    return raw
+
+
 def _opt_path(value: pathlib.Path | str | None) -> pathlib.Path | None:
     return None if value is None else pathlib.Path(value)
 
@@ -278,6 +343,24 @@ def _peers(key: str, text: str) -> dict[str, str]:
     return parse_peers(text, key=key)
 
 
+def _peer_auth(key: str, text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("secret", "tls", "none"):
+        raise ConfigError(f"{key}: {text!r} must be secret, tls or none")
+    return value
+
+
+def _secret(key: str, text: str) -> bytes:
+    raw = text.strip().encode()
+    if len(raw) < MIN_PEER_SECRET_BYTES:
+        raise ConfigError(f"{key}: the secret has {len(raw)} bytes; it needs at least {MIN_PEER_SECRET_BYTES}")
+    return raw
+
+
+def _secret_file(key: str, text: str) -> bytes:
+    return read_peer_secret(_text(key, text), key=key)
+
+
 Converter = Callable[[str, str], Any]
 
 #: RocketMQ / DLedger property key -> (NodeConfig field, converter)
@@ -310,6 +393,9 @@ PROPERTY_KEYS: dict[str, tuple[str, Converter]] = {
     "snapshotThreshold": ("snapshot_entries", _int),  # DLedgerConfig's names
     "maxSnapshotReservedNum": ("snapshot_keep", _int),
     "dledgerSnapshotChunkBytes": ("snapshot_chunk_bytes", _int),
+    "dLegerPeerAuth": ("peer_auth", _peer_auth),
+    "dLegerPeerSecret": ("peer_secret", _secret),
+    "dLegerPeerSecretFile": ("peer_secret", _secret_file),
 }
 
 

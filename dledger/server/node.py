@@ -51,6 +51,7 @@ from dledger.server.codec import CodecError, Parts, WireCache, from_pb, to_wire_
 from dledger.server.config import NodeConfig
 from dledger.server.node_members import MembersMixin
 from dledger.server.node_snapshots import SnapshotsMixin
+from dledger.server.peer_auth import peer_sessions
 from dledger.server.services import BusyError, LeaderHint, NodeNotLeaderError, NodeStoppedError, OutcomeUnknown
 from dledger.server.snapshot_transfer import SnapshotInbox
 from dledger.server.state_machine import StateMachine
@@ -203,6 +204,7 @@ class RaftNode(SnapshotsMixin, MembersMixin):
             self.config.peers,
             max_message_bytes=self.config.max_message_bytes,
             credentials=tls.channel_credentials() if tls is not None else None,
+            session=peer_sessions(self.config),
         )
         self.transport.start()
         assert self.snapshots is not None and self.core is not None

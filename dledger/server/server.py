@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import logging
 import os
 import pathlib
 import threading
@@ -26,8 +27,10 @@ from dledger.commitlog import SegmentInfo
 from dledger.server import event_loop
 from dledger.server.config import NodeConfig, parse_address
 from dledger.server.join_term import ensure_join_term
+from dledger.server.log_limits import quiet_grpc_decode_errors
 from dledger.server.metrics import NodeMetrics
 from dledger.server.node import RaftNode, RoleCallback
+from dledger.server.peer_auth import PeerGate
 from dledger.server.services import ClientServicer
 from dledger.server.state_machine import StateMachine
 from dledger.server.transport import PeerServicer, server_options
@@ -36,6 +39,7 @@ from dledger.storage_api import Entry, SnapshotMeta
 __all__ = ["DLedgerServer", "SyncDLedgerServer"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class DLedgerServer:
@@ -60,11 +64,13 @@ class DLedgerServer:
         self.health = health.aio.HealthServicer()
         self.metrics = NodeMetrics(self.node)
         self.metrics_port: int | None = None
+        self.peer_gate = PeerGate(config.peer_auth_mode, config.group, config.self_id, config.peer_secret)
         self.peer_servicer = PeerServicer(
             config.group,
             config.self_id,
             self.node.deliver,
             self.node.receive_snapshot_chunk,
+            self.peer_gate,
         )
 
     def on_role_change(self, callback: RoleCallback) -> None:
@@ -75,8 +81,17 @@ class DLedgerServer:
         loop = asyncio.get_running_loop()
         await ensure_join_term(self.config)  # a wiped node re-added under its old id: see join_term.py
         await loop.run_in_executor(None, self.node.open_storage)
+        if self.config.peer_auth_mode == "none":
+            log.warning(
+                "peer authentication is off: anyone who can reach %s can speak as a peer of group %s "
+                "(give the group a secret: dLegerPeerSecret / --peer-secret-file; see docs/security.md)",
+                self.config.address,
+                self.config.group,
+            )
+        quiet_grpc_decode_errors()
         server = grpc.aio.server(options=server_options(self.config.max_message_bytes))
         pb_grpc.add_RaftPeerServicer_to_server(self.peer_servicer, server)
+        self.peer_gate.register(server)
         pb_grpc.add_DLedgerClientServiceServicer_to_server(ClientServicer(self.node, self.metrics), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         host, port = parse_address(self.config.address)

@@ -12,12 +12,16 @@ etcd's rafthttp. Raft tolerates lost, duplicated and reordered messages, so the 
   with a pass-through serializer, so nothing is copied into a protobuf batch and serialized again per peer;
   a batch never exceeds `max_message_bytes` (what the peer accepts): a longer outbox goes as several
   batches, in order (one message alone may still be too large: the peer refuses it, the stream breaks);
+- every call is authenticated first (`peer_auth.PeerGate`: a handshake session or a node certificate, unless
+  the node runs with peer authentication off): an unauthenticated call ends with UNAUTHENTICATED before any
+  message is read, and the dialling link handshakes again;
 - every received message is checked before it reaches the node: its group must be ours, its sender not
-  us, its recipient us. A batch that fails the check ends the stream with PERMISSION_DENIED and changes
-  nothing; gRPC enforces the maximum message size. The sender need not be in this node's configuration: a
-  leader whose configuration is newer (it added members this node has not heard of yet) must still reach
-  it, or the node never learns the change (jepsen_like found a node refusing a leader it had not heard of
-  for good); the core decides which messages from non-members to take (appends, snapshots, TimeoutNow).
+  us and the node the call was authenticated as, its recipient us, and it must not be a bare InstallSnapshot
+  (a snapshot reaches the node only through the chunk transfer, which checks and stores it first). A batch
+  that fails the check ends the stream with PERMISSION_DENIED and changes nothing; gRPC enforces the maximum
+  message size. The sender need not be in this node's configuration: a leader whose configuration is newer
+  (it added members this node has not heard of yet) must still reach it, or the node never learns the
+  change; the core decides which messages from non-members to take (appends, snapshots, TimeoutNow).
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ import grpc.aio
 
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
+from dledger.net.handshake import HandshakeError
 from dledger.server.codec import Parts, frame_batch, wire_size
+from dledger.server.peer_auth import PeerAuthError, PeerGate, PeerSession
 
 __all__ = ["PeerServicer", "PeerTransport", "channel_options", "server_options"]
 
@@ -45,6 +51,7 @@ _FRAMING = 6  # bytes a batch adds per message at most: the field tag and a 5-by
 STREAM_METHOD = "/dledger.v1.RaftPeer/Stream"
 OnSnapshotChunk = Callable[[pb.SnapshotChunk], Awaitable[pb.SnapshotAck]]
 RETRY_MIN = 0.01  # seconds before the first reconnect after a stream broke
+HANDSHAKE_DEADLINE = 5.0  # seconds a peer handshake may take
 RETRY_MAX = 0.1  # the cap: about two heartbeats at the default timing; connects to loopback or LAN are cheap
 
 
@@ -87,64 +94,84 @@ class PeerServicer(pb_grpc.RaftPeerServicer):  # type: ignore[misc]  # generated
         self_id: str,
         on_messages: OnMessages,
         on_snapshot_chunk: OnSnapshotChunk | None = None,
+        gate: PeerGate | None = None,
     ) -> None:
+        """`gate`: who may speak (see peer_auth); None: nobody is authenticated (peer authentication off)."""
         self.group = group
         self.self_id = self_id
         self.on_messages = on_messages
         self.on_snapshot_chunk = on_snapshot_chunk
+        self.gate = gate if gate is not None else PeerGate("none", group, self_id)
         self.rejected: Counter[str] = Counter()
 
-    def _misrouted(self, what: str, group: str, from_id: str, to_id: str) -> str | None:
-        """Why a message or snapshot chunk (`what`) with this envelope must be refused, or None."""
+    def _misrouted(self, what: str, group: str, from_id: str, to_id: str, sender: str | None) -> str | None:
+        """Why a message or snapshot chunk (`what`) with this envelope must be refused, or None. `sender`:
+        the node the call was authenticated as (None: authentication is off)."""
         if group != self.group:
             return f"{what} for group {group!r}, this is group {self.group!r}"
         if from_id == self.self_id:  # not "outside the configuration": see the module docstring
             return f"{what} from {self.self_id!r} to itself"
         if to_id != self.self_id:
             return f"{what} for {to_id!r} reached {self.self_id!r}"
+        if sender is not None and from_id != sender:
+            return f"{what} from {from_id!r} on a call authenticated as {sender!r}"
         return None
 
-    def check(self, batch: pb.PeerBatch) -> str | None:
+    def check(self, batch: pb.PeerBatch, sender: str | None = None) -> str | None:
         """Why this batch must be refused, or None when every message in it is acceptable."""
         for msg in batch.messages:
-            reason = self._misrouted("message", msg.group, msg.from_id, msg.to_id)
+            reason = self._misrouted("message", msg.group, msg.from_id, msg.to_id, sender)
             if reason is not None:
                 return reason
-            if msg.WhichOneof("body") is None:
+            body = msg.WhichOneof("body")
+            if body is None:
                 return "message without a body"
+            if body == "install_snapshot":
+                return "a bare InstallSnapshot (a snapshot arrives as chunks, checked before it is installed)"
         return None
 
-    def _accept(self, batch: pb.PeerBatch) -> str | None:
-        reason = self.check(batch)
+    def _refuse(self, reason: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        self.rejected[reason.split(" ", 1)[0]] += 1
+        self.gate.note_refusal("a peer call", reason, context.peer())
+
+    async def _identify(self, context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+        try:
+            return self.gate.identify(context)
+        except PeerAuthError as exc:
+            self.rejected["unauthenticated"] += 1
+            self.gate.note_refusal("an unauthenticated peer call", str(exc), context.peer())
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+            raise  # not reached: abort raises
+
+    async def _accept(
+        self, batch: pb.PeerBatch, sender: str | None, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        reason = self.check(batch, sender)
         if reason is not None:
-            self.rejected[reason.split(" ", 1)[0]] += 1
-            log.warning("refusing peer batch: %s", reason)
-            return reason
+            self._refuse(reason, context)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
         if batch.messages:
             self.on_messages(batch.messages)
-        return None
 
     async def Stream(
         self, request_iterator: AsyncIterator[pb.PeerBatch], context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PeerAck:
+        sender = await self._identify(context)
         async for batch in request_iterator:
-            reason = self._accept(batch)
-            if reason is not None:
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
+            await self._accept(batch, sender, context)
         return pb.PeerAck(group=self.group, node_id=self.self_id)
 
     async def Send(self, request: pb.PeerBatch, context: grpc.aio.ServicerContext[Any, Any]) -> pb.PeerAck:
-        reason = self._accept(request)
-        if reason is not None:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
+        await self._accept(request, await self._identify(context), context)
         return pb.PeerAck(group=self.group, node_id=self.self_id)
 
     async def SendSnapshotChunk(
         self, request: pb.SnapshotChunk, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.SnapshotAck:
-        reason = self._misrouted("snapshot", request.group, request.from_id, request.to_id)
+        sender = await self._identify(context)
+        reason = self._misrouted("snapshot", request.group, request.from_id, request.to_id, sender)
         if reason is not None:
-            self.rejected[reason.split(" ", 1)[0]] += 1
+            self._refuse(reason, context)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
         if self.on_snapshot_chunk is None:
             return pb.SnapshotAck(ok=False, error="this node does not take snapshots")
@@ -162,8 +189,10 @@ class _PeerLink:
         stats: Counter[str],
         credentials: grpc.ChannelCredentials | None = None,
         max_batch_bytes: int = 1 << 31,
+        session: PeerSession | None = None,
     ) -> None:
         self.address = address
+        self.session = session
         self.outbox: deque[bytes | Parts] = deque()
         self.max_pending = max_pending
         self.max_batch_bytes = max_batch_bytes
@@ -231,13 +260,17 @@ class _PeerLink:
                 self.wakeup.clear()
                 await self.wakeup.wait()
             try:
-                await self._stream(self._batches())
+                await self._stream(self._batches(), metadata=await self.call_metadata())
             except asyncio.CancelledError:
                 raise
+            except HandshakeError:  # logged by the session, once per reason
+                self.stats["handshake_refused"] += 1
             except grpc.aio.AioRpcError as exc:
                 if self.connected:
                     log.info("stream to %s broke: %s", self.address, exc.code())
                 self.stats[f"stream_error_{exc.code().name.lower()}"] += 1
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and self.session is not None:
+                    self.session.forget()
             except Exception:  # a bug must not kill the link silently
                 log.exception("stream to %s failed", self.address)
             if self.connected:
@@ -245,6 +278,12 @@ class _PeerLink:
             self.connected = False
             await self._sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
+
+    async def call_metadata(self) -> Sequence[tuple[str, bytes]] | None:
+        """What authenticates a call to the peer (handshaking first when needed); None without a session."""
+        if self.session is None:
+            return None
+        return await self.session.metadata(self._channel, HANDSHAKE_DEADLINE)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -264,21 +303,32 @@ class PeerTransport:
         max_message_bytes: int,
         max_pending: int = 8192,
         credentials: grpc.ChannelCredentials | None = None,
+        session: Callable[[str], PeerSession] | None = None,
     ) -> None:
-        """`credentials`: TLS for every link (with a client certificate for mutual TLS); None: plaintext."""
+        """`credentials`: TLS for every link (with a client certificate for mutual TLS); None: plaintext.
+        `session`: makes the authenticated session towards a peer id (secret mode); None: calls carry none."""
         self.self_id = self_id
+        self._session = session
         self.stats: Counter[str] = Counter()
         self._options = channel_options(max_message_bytes)
         self._max_message_bytes = max_message_bytes
         self._max_pending = max_pending
         self._credentials = credentials
-        self._links = {node_id: self._link(address) for node_id, address in peers.items() if node_id != self_id}
+        self._links = {
+            node_id: self._link(node_id, address) for node_id, address in peers.items() if node_id != self_id
+        }
         self._started = False
         self._closing: set[asyncio.Task[None]] = set()
 
-    def _link(self, address: str) -> _PeerLink:
+    def _link(self, node_id: str, address: str) -> _PeerLink:
         return _PeerLink(
-            address, self._options, self._max_pending, self.stats, self._credentials, self._max_message_bytes
+            address,
+            self._options,
+            self._max_pending,
+            self.stats,
+            self._credentials,
+            self._max_message_bytes,
+            self._session(node_id) if self._session is not None else None,
         )
 
     def start(self) -> None:
@@ -298,7 +348,7 @@ class PeerTransport:
                 task.add_done_callback(self._closing.discard)
         for node_id, address in wanted.items():
             if node_id not in self._links:
-                link = self._links[node_id] = self._link(address)
+                link = self._links[node_id] = self._link(node_id, address)
                 if self._started:
                     link.start()
 
@@ -314,7 +364,14 @@ class PeerTransport:
         link = self._links.get(to_id)
         if link is None:
             raise LookupError(f"{to_id!r} is not a peer")
-        ack: pb.SnapshotAck = await link.stub.SendSnapshotChunk(chunk, timeout=timeout)
+        try:
+            ack: pb.SnapshotAck = await link.stub.SendSnapshotChunk(
+                chunk, timeout=timeout, metadata=await link.call_metadata()
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED and link.session is not None:
+                link.session.forget()
+            raise
         return ack
 
     def connected(self, to_id: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import pathlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -46,7 +47,8 @@ class Authority:
         path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return cls(name, path, key, cert)
 
-    def issue(self, directory: pathlib.Path, name: str) -> Issued:
+    def issue(self, directory: pathlib.Path, name: str, uris: Sequence[str] = ()) -> Issued:
+        """A leaf certificate for 127.0.0.1 / localhost; `uris`: URI SANs (a node's `dledger://<group>/<id>`)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         cert = (
@@ -59,7 +61,11 @@ class Authority:
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(
                 x509.SubjectAlternativeName(
-                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+                    [
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                        x509.DNSName("localhost"),
+                        *(x509.UniformResourceIdentifier(u) for u in uris),
+                    ]
                 ),
                 critical=False,
             )

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from dledger._proto import dledger_pb2 as pb
 from dledger.raft import messages as m
 from dledger.server.codec import (
+    MAX_NUMBER,
     CodecError,
     Parts,
     WireCache,
@@ -26,14 +27,14 @@ from dledger.server.codec import (
 )
 from dledger.storage_api import Entry, EntryKind
 
-u64 = st.integers(min_value=0, max_value=2**64 - 1)
+u64 = st.integers(min_value=0, max_value=MAX_NUMBER)  # what the codec takes (see test_numbers_past_the_cap)
 ids = st.text(alphabet="abcn0123456789_.", min_size=1, max_size=5)
 
 
 @st.composite
 def append_entries(draw: st.DrawFn) -> m.AppendEntries:
     """Entries are contiguous from prev_log_index + 1 (the packed form implies their indexes)."""
-    prev = draw(st.integers(min_value=0, max_value=2**64 - 10))
+    prev = draw(st.integers(min_value=0, max_value=MAX_NUMBER - 10))
     entries = tuple(
         Entry(index=prev + 1 + k, term=term, data=data, kind=kind)
         for k, (term, data, kind) in enumerate(
@@ -150,6 +151,31 @@ def _packed(heads: bytes, data: bytes) -> pb.PeerMessage:
     msg.append_entries.entry_heads = heads
     msg.append_entries.entry_data = data
     return msg
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"append_entries": pb.AppendEntries(term=2**64 - 1)},  # the term bomb: no term + 1 on the wire
+        {"append_entries": pb.AppendEntries(term=5, leader_commit=MAX_NUMBER + 1)},
+        {"request_vote": pb.RequestVote(term=3, last_log_index=2**63)},
+        {"timeout_now": pb.TimeoutNow(term=MAX_NUMBER + 1)},
+        {
+            "append_entries": pb.AppendEntries(
+                term=5, entry_heads=struct.pack("<QBI", MAX_NUMBER + 1, 0, 1), entry_data=b"x"
+            )
+        },
+    ],
+)
+def test_numbers_past_the_cap_are_codec_errors(body: dict[str, Any]) -> None:
+    msg = pb.PeerMessage(group="g", from_id="a", to_id="b", **body)
+    with pytest.raises(CodecError, match=str(MAX_NUMBER)):
+        from_pb(msg)
+
+
+def test_the_largest_term_the_cap_allows_still_decodes() -> None:
+    msg = pb.PeerMessage(group="g", from_id="a", to_id="b", timeout_now=pb.TimeoutNow(term=MAX_NUMBER))
+    assert from_pb(msg).term == MAX_NUMBER
 
 
 def test_unknown_entry_kind_is_a_codec_error() -> None:

@@ -70,7 +70,7 @@ def test_a_group_replicates_over_mutual_tls_and_refuses_a_foreign_node(tmp_path:
     peers = peers_for(["n0", "n1", "n2"])
 
     def config(node_id: str, authority: Authority, trust: pathlib.Path) -> NodeConfig:
-        issued = authority.issue(tmp_path, f"{node_id}-{authority.name}")
+        issued = authority.issue(tmp_path, f"{node_id}-{authority.name}", uris=[f"dledger://default/{node_id}"])
         return NodeConfig(self_id=node_id, peers=peers, store_dir=tmp_path / f"{node_id}-{authority.name}",
                           tls_ca=trust, tls_cert=issued.cert, tls_key=issued.key)  # fmt: skip
 

@@ -267,7 +267,7 @@ class _FailingStub:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def Stream(self, batches: AsyncIterator[bytes]) -> pb.PeerAck:
+    async def Stream(self, batches: AsyncIterator[bytes], metadata: object = None) -> pb.PeerAck:
         self.calls += 1
         raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata())
 

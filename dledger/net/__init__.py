@@ -1,0 +1,4 @@
+"""Network protocol pieces shared by the node's transports, written sans-I/O (bytes in, bytes out).
+
+`handshake`: the peer handshake that proves both ends hold the group's secret.
+"""
