@@ -11,12 +11,14 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 
 __all__ = ["LogLimiter", "quiet_grpc_decode_errors"]
 
 _GRPC_SERVER_LOGGER = "grpc._cython.cygrpc"
+_METHOD = re.compile(r"\[(/[^\]]+)\]")  # "... raised by servicer method [/package.Service/Method]"
 
 
 class LogLimiter:
@@ -58,7 +60,8 @@ class _DecodeErrorFilter(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         if exc is None or type(exc).__name__ != "DecodeError":
             return True
-        method = record.args[1] if isinstance(record.args, tuple) and len(record.args) > 1 else "?"
+        found = _METHOD.search(record.getMessage())
+        method = found.group(1) if found else "a gRPC method"
         if not self.limiter.allow("decode"):
             return False
         record.msg = "refused a malformed request to %s: %s%s"

@@ -139,7 +139,8 @@ class PeerGate:
                     raise HandshakeError("the dialler did not finish the handshake") from None
                 yield listener.receive(data)
         except HandshakeError as exc:
-            self.note_refusal("a peer handshake", str(exc), context.peer())
+            who = f"{listener.peer_id} at {context.peer()}" if listener.peer_id else context.peer()
+            self.note_refusal("a peer handshake", str(exc), who)
             yield refusal("authentication failed" if listener.peer_id else str(exc))
             return
         self._sessions[listener.session] = (listener.peer_id, context.peer())
@@ -196,7 +197,12 @@ class PeerSession:
                 reply = await call.read()
                 if reply is grpc.aio.EOF:
                     raise HandshakeError(f"{self.peer_id} ended the handshake")
-                proof = dialler.receive(reply)
+                try:
+                    proof = dialler.receive(reply)
+                except HandshakeError as exc:
+                    if not str(exc).startswith("refused by the peer"):  # tell the listener why, in one line
+                        await call.write(refusal(str(exc)))
+                    raise
                 if proof:
                     await call.write(proof)
             await call.done_writing()
