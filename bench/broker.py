@@ -33,8 +33,8 @@ from multiprocessing.connection import Connection
 from typing import Any, Literal
 
 from dledger.broker_adapter import GetStatus, Message, MessageStore, StoreOptions
-from dledger.server.config import NodeConfig
-from dledger.server.launcher import free_ports
+from dledger.server.config import NodeConfig, read_peer_secret
+from dledger.server.launcher import ensure_peer_secret, free_ports
 
 IDS = ("n0", "n1", "n2")
 TOPIC = "Bench"
@@ -81,7 +81,10 @@ class Replica:
 
     def __init__(self, node_id: str, peers: dict[str, str], root: pathlib.Path, flush: str) -> None:
         mode: Literal["sync", "async"] = "sync" if flush == "sync" else "async"
-        config = NodeConfig(self_id=node_id, peers=peers, store_dir=root / node_id, group="bench", flush=mode)
+        secret = read_peer_secret(ensure_peer_secret(root))
+        config = NodeConfig(
+            self_id=node_id, peers=peers, store_dir=root / node_id, group="bench", flush=mode, peer_secret=secret
+        )
         self.store = MessageStore.create(config, StoreOptions(retention_interval_s=0, default_queue_count=QUEUES))
 
     async def call(self, op: str, *a: Any) -> Any:

@@ -20,7 +20,7 @@ from typing import IO, Any, TypeVar
 
 from dledger.server.client import DLedgerClient, NodeInfo
 from dledger.server.config import format_peers
-from dledger.server.launcher import free_ports
+from dledger.server.launcher import ensure_peer_secret, free_ports
 from dledger.server.malloc_tuning import MMAP_THRESHOLD, TRIM_THRESHOLD
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -125,6 +125,8 @@ class DledgerGroup:
                     self.flush,
                     "--log-level",
                     "warning",
+                    "--peer-secret-file",
+                    str(ensure_peer_secret(self.root)),
                 ]
                 if self.embedded:
                     self.controls[i] = _Peer(cmd, log)

@@ -36,6 +36,7 @@ from typing import IO, Literal
 
 from dledger.server.client import DLedgerClient, NodeInfo
 from dledger.server.config import format_peers
+from dledger.server.launcher import ensure_peer_secret
 from jepsen_like.membership import MemberView
 from jepsen_like.netns import NetnsNetwork
 from jepsen_like.procutil import RunState
@@ -143,6 +144,7 @@ class Cluster:
             cmd = [sys.executable, "-m", "dledger", "broker", "--config", str(conf), "--log-level", "warning"]
         else:
             keys = f"dledgerLeaseRead={'true' if self.lease_read else 'false'}\n"
+            keys += f"dLegerPeerSecretFile={ensure_peer_secret(self.root)}\n"
             if self.segment_bytes:
                 keys += f"mappedFileSizeCommitLog={self.segment_bytes}\n"
             conf.write_text(keys)
@@ -184,6 +186,7 @@ class Cluster:
             "dledgerLeaseRead": "true" if self.lease_read else "false",
             "dledgerJoin": "true" if node_id in self.joined else "false",
             "grpcEndpoints": format_peers(self.endpoints),
+            "dLegerPeerSecretFile": str(ensure_peer_secret(self.root)),
             "grpcServerPort": self.endpoints[node_id].rpartition(":")[2],
             "defaultTopicQueueNums": str(BROKER_QUEUES),
             "maxReconsumeTimes": "100000",

@@ -28,7 +28,7 @@ from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions
 from dledger.broker_adapter.store import MessageStore
 from dledger.server.config import ConfigError, NodeConfig, format_peers, load_properties
 from dledger.server.gc_tuning import tune_gc
-from dledger.server.launcher import free_ports
+from dledger.server.launcher import ensure_peer_secret, free_ports
 from dledger.server.malloc_tuning import tune_malloc
 from dledger.server.server import DLedgerServer
 
@@ -189,6 +189,7 @@ class LocalBrokerGroup:
             "storePathRootDir": str(self.root / node_id),
             "grpcEndpoints": format_peers(self.endpoints),
             "grpcServerPort": self.endpoints[node_id].rpartition(":")[2],
+            "dLegerPeerSecretFile": str(ensure_peer_secret(self.root)),
             **self.extra,
         }
         path = self.conf_path(node_id)

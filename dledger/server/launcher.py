@@ -2,7 +2,9 @@
 
 A launched group has a state file `<root>/cluster.json` (group, peers, flush, pids) so that another command
 can find it (`dledger cluster stop DIR`, `dledger status --cluster DIR`). Invariants: every node keeps its
-store in `<root>/<id>` and writes its log to `<root>/<id>.log`; `stop` only signals processes whose command
+store in `<root>/<id>` and writes its log to `<root>/<id>.log`; the nodes prove a group secret to each other,
+kept in `<root>/peer.secret` (made at random on first start, readable by its owner only) unless
+`peer_secret=False`; `stop` only signals processes whose command
 line is a dledger node of this root (a stale pid that was reused by another program is left alone).
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import secrets
 import signal
 import socket
 import subprocess
@@ -21,9 +24,22 @@ from dataclasses import dataclass, field
 
 from dledger.server.config import ConfigError, format_peers, parse_peers
 
-__all__ = ["STATE_FILE", "LocalProcessGroup", "free_ports", "load_state"]
+__all__ = ["SECRET_FILE", "STATE_FILE", "LocalProcessGroup", "ensure_peer_secret", "free_ports", "load_state"]
 
 STATE_FILE = "cluster.json"
+SECRET_FILE = "peer.secret"
+
+
+def ensure_peer_secret(root: pathlib.Path) -> pathlib.Path:
+    """`root/peer.secret`, made with a random secret (mode 0600) when it does not exist yet."""
+    path = root / SECRET_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_hex(32) + "\n")
+    return path
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
@@ -46,6 +62,7 @@ class LocalProcessGroup:
     flush: str = "async"
     extra_args: Sequence[str] = ()
     detached: bool = False  # own session: the nodes outlive the launching command and its Ctrl-C
+    peer_secret: bool = True  # the nodes prove `<root>/peer.secret` to each other (False: no peer authentication)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @classmethod
@@ -71,11 +88,14 @@ class LocalProcessGroup:
 
     # ---- processes ----
     def command(self, node_id: str) -> list[str]:
+        auth = ["--peer-secret-file", str(self.root / SECRET_FILE)] if self.peer_secret else []
         return [sys.executable, "-m", "dledger", "node", "--group", self.group, "--id", node_id,
                 "--peers", format_peers(self.peers), "--store-dir", str(self.root / node_id),
-                "--flush", self.flush, *self.extra_args]  # fmt: skip
+                "--flush", self.flush, *auth, *self.extra_args]  # fmt: skip
 
     def start(self, node_id: str) -> None:
+        if self.peer_secret:
+            ensure_peer_secret(self.root)
         with open(self.root / f"{node_id}.log", "ab") as log:
             self.procs[node_id] = subprocess.Popen(
                 self.command(node_id),

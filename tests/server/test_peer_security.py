@@ -9,7 +9,6 @@ InstallSnapshot.
 
 from __future__ import annotations
 
-import os
 import pathlib
 import time
 from collections.abc import Iterator
@@ -29,11 +28,7 @@ EVIL = b"attacker's bytes"
 
 def _group(root: pathlib.Path, secret: bool) -> ProcessGroup:
     group = ProcessGroup(root, flush="sync")
-    if secret:
-        path = root / "peer.secret"
-        path.write_bytes(os.urandom(24).hex().encode())
-        path.chmod(0o600)
-        group.extra_args = ["--peer-secret-file", str(path)]
+    group.peer_secret = secret  # the launcher makes the group a secret unless told not to
     group.start_all()
     group.wait_for_leader(timeout=30)
     return group
@@ -178,6 +173,7 @@ def test_malformed_peer_calls_log_one_line_not_a_traceback(secured: ProcessGroup
 
 def test_a_node_with_the_wrong_secret_cannot_join_and_both_sides_say_why(tmp_path: pathlib.Path) -> None:
     group = ProcessGroup(tmp_path)
+    group.peer_secret = False  # each node is given its own file below
     right, wrong = tmp_path / "right.secret", tmp_path / "wrong.secret"
     right.write_text("r" * 32)
     wrong.write_text("w" * 32)
