@@ -28,6 +28,7 @@ __all__ = [
     "PROPERTY_KEYS",
     "ConfigError",
     "NodeConfig",
+    "check_member",
     "format_peers",
     "load_properties",
     "parse_address",
@@ -42,6 +43,7 @@ PeerAuthChoice = Literal["auto", "secret", "tls", "none"]
 MIN_PEER_SECRET_BYTES = 16  # dledger.net.handshake.MIN_SECRET_BYTES
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_.]+$")
+_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}|[0-9A-Fa-f:.]{2,45}")  # a DNS name, IPv4, or IPv6 (unbracketed)
 _MiB = 1 << 20
 
 
@@ -261,6 +263,16 @@ class NodeConfig:
         cls, path: str | pathlib.Path, *, overrides: Mapping[str, Any] | None = None, other_keys: Iterable[str] = ()
     ) -> NodeConfig:
         return cls.from_properties(load_properties(path), overrides=overrides, other_keys=other_keys)
+
+
+def check_member(node_id: str, address: str) -> None:
+    """A membership change's node id (the peers-string token) and address (`host:port`, when given);
+    ValueError (a ConfigError) naming what is wrong."""
+    _check_token(node_id, key="node id")
+    if address:
+        host, _ = parse_address(address, key="address")
+        if not _HOST.fullmatch(host):
+            raise ConfigError(f"address: {address!r} does not name a host (a DNS name or an IP address)")
 
 
 def _is_loopback(address: str) -> bool:

@@ -29,6 +29,7 @@ from dledger.raft import (
     Role,
     apply_change,
 )
+from dledger.server.config import check_member
 from dledger.server.services import BusyError, LeaderHint, NodeNotLeaderError
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ class MembersMixin:
         kind = _MEMBER_OPS.get(op)  # type: ignore[call-overload]
         if kind is None:
             raise ValueError(f"unknown membership operation {op}")
+        check_member(node_id, address)  # before anything is proposed: a bad id or address lives in the log
         change = ConfChange(kind, node_id, address)
         try:
             apply_change(core.membership, change)

@@ -269,6 +269,14 @@ def test_a_bad_membership_request_is_refused_without_a_change(tmp_path: pathlib.
                 await client.remove("nobody")
             with pytest.raises(InvalidRequestError):
                 await client.add_learner("n1", "127.0.0.1:1")  # already a member
+            for node_id, address, problem in (
+                ("../x", "127.0.0.1:7", "node id"),
+                ("n-7", "127.0.0.1:7", "node id"),
+                ("n7", "not an address", "host:port"),
+                ("n7", "evil host;rm:7", "does not name a host"),
+            ):
+                with pytest.raises(InvalidRequestError, match=problem):
+                    await client.add_learner(node_id, address)
             assert await client.members() == before
 
     run(tmp_path, body, total=3)
