@@ -46,6 +46,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         "snapshot_entries": args.snapshot_entries,
         "peer_secret": read_peer_secret(args.peer_secret_file) if args.peer_secret_file else None,
         "peer_auth": args.peer_auth,
+        "client_grants": args.client_grants,
     }
     if args.config:
         return NodeConfig.from_file(args.config, overrides=overrides)
@@ -125,6 +126,9 @@ def _cmd_node(args: argparse.Namespace) -> int:
     tune_malloc()
     try:
         event_loop.run(_serve(config, args.report_durable_ms), factory)
+    except ConfigError as exc:  # a file a setting names (grants, certificates) read at start
+        print(f"dledger node: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"dledger node: {exc}", file=sys.stderr)
         return 1
@@ -165,6 +169,12 @@ def add_node_commands(sub: Any) -> None:
         choices=("secret", "tls", "none"),
         help="how peers authenticate (dLegerPeerAuth; default: secret when one is given, else tls with TLS, "
         "else none, which only a group on loopback may run without saying so)",
+    )
+    p.add_argument(
+        "--client-grants",
+        metavar="FILE",
+        help="turn on client authorization: FILE lists tokens and client certificates with their rights "
+        "(dledgerClientGrantsFile; see docs/security.md)",
     )
     p.add_argument(
         "--report-durable-ms",

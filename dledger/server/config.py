@@ -127,6 +127,7 @@ class NodeConfig:
     # peer authentication: "auto" is "secret" with a peer_secret, else "tls" with TLS, else "none" on loopback
     peer_auth: PeerAuthChoice = "auto"
     peer_secret: bytes | None = field(default=None, repr=False)  # the group's shared secret (>= 16 bytes)
+    client_grants: pathlib.Path | None = None  # client API authorization (dledger.server.client_auth); None: off
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "peers", dict(self.peers))
@@ -408,6 +409,7 @@ PROPERTY_KEYS: dict[str, tuple[str, Converter]] = {
     "dLegerPeerAuth": ("peer_auth", _peer_auth),
     "dLegerPeerSecret": ("peer_secret", _secret),
     "dLegerPeerSecretFile": ("peer_secret", _secret_file),
+    "dledgerClientGrantsFile": ("client_grants", _path),
 }
 
 

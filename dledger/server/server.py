@@ -25,6 +25,7 @@ from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
 from dledger.commitlog import SegmentInfo
 from dledger.server import event_loop
+from dledger.server.client_auth import ClientAuthInterceptor, ClientGrants
 from dledger.server.config import NodeConfig, parse_address
 from dledger.server.join_term import ensure_join_term
 from dledger.server.log_limits import quiet_grpc_decode_errors
@@ -64,6 +65,9 @@ class DLedgerServer:
         self.health = health.aio.HealthServicer()
         self.metrics = NodeMetrics(self.node)
         self.metrics_port: int | None = None
+        # client authorization: the grants file is read here, so a bad one fails before any storage opens
+        grants = config.client_grants
+        self._interceptors = [] if grants is None else [ClientAuthInterceptor(ClientGrants.load(grants))]
         self.peer_gate = PeerGate(config.peer_auth_mode, config.group, config.self_id, config.peer_secret)
         self.peer_servicer = PeerServicer(
             config.group,
@@ -89,7 +93,7 @@ class DLedgerServer:
                 self.config.group,
             )
         quiet_grpc_decode_errors()
-        server = grpc.aio.server(options=server_options(self.config.max_message_bytes))
+        server = grpc.aio.server(options=server_options(self.config.max_message_bytes), interceptors=self._interceptors)
         pb_grpc.add_RaftPeerServicer_to_server(self.peer_servicer, server)
         self.peer_gate.register(server)
         pb_grpc.add_DLedgerClientServiceServicer_to_server(ClientServicer(self.node, self.metrics), server)
