@@ -26,7 +26,13 @@ if _version_not_supported:
 
 
 class RaftPeerStub:
-    """Missing associated documentation comment in .proto file."""
+    """Peer calls are authenticated before any message is taken (docs/security.md). In the group-secret mode
+    the dialling node first runs the handshake of dledger/net/handshake.py on the bidirectional-streaming
+    method /dledger.v1.RaftPeerAuth/Handshake, whose messages are that handshake's raw bytes (not protobuf),
+    and then presents the session it yields in the `dledger-peer-session-bin` metadata of every RaftPeer
+    call on the same connection. In the TLS mode the client certificate's URI SAN dledger://<group>/<id>
+    names the node. A call that is not authenticated ends with UNAUTHENTICATED.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -52,7 +58,13 @@ class RaftPeerStub:
 
 
 class RaftPeerServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Peer calls are authenticated before any message is taken (docs/security.md). In the group-secret mode
+    the dialling node first runs the handshake of dledger/net/handshake.py on the bidirectional-streaming
+    method /dledger.v1.RaftPeerAuth/Handshake, whose messages are that handshake's raw bytes (not protobuf),
+    and then presents the session it yields in the `dledger-peer-session-bin` metadata of every RaftPeer
+    call on the same connection. In the TLS mode the client certificate's URI SAN dledger://<group>/<id>
+    names the node. A call that is not authenticated ends with UNAUTHENTICATED.
+    """
 
     def Stream(self, request_iterator, context):
         """A long-lived stream from one node to another; each request carries a batch of messages.
@@ -102,7 +114,13 @@ def add_RaftPeerServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class RaftPeer:
-    """Missing associated documentation comment in .proto file."""
+    """Peer calls are authenticated before any message is taken (docs/security.md). In the group-secret mode
+    the dialling node first runs the handshake of dledger/net/handshake.py on the bidirectional-streaming
+    method /dledger.v1.RaftPeerAuth/Handshake, whose messages are that handshake's raw bytes (not protobuf),
+    and then presents the session it yields in the `dledger-peer-session-bin` metadata of every RaftPeer
+    call on the same connection. In the TLS mode the client certificate's URI SAN dledger://<group>/<id>
+    names the node. A call that is not authenticated ends with UNAUTHENTICATED.
+    """
 
     @staticmethod
     def Stream(request_iterator,
