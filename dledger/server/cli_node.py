@@ -72,6 +72,16 @@ class NodeLogFilter(logging.Filter):
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(node)s t%(term)s] %(name)s: %(message)s"
+#: what `%(node)s` and `%(term)s` read before the node exists (config warnings, startup errors)
+LOG_DEFAULTS = {"node": "-", "term": 0}
+
+
+def configure_logging(level: str) -> None:
+    """The root handler of `dledger node`: LOG_FORMAT, with defaults for the fields `NodeLogFilter` fills, so
+    a record logged before the node is built (an unknown config key) prints as one line, not a logging error."""
+    logging.basicConfig(level=getattr(logging, level.upper()))
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT, defaults=LOG_DEFAULTS))
 
 
 async def start_node(config: NodeConfig, durable_report_ms: int | None = None) -> DLedgerServer:
@@ -109,7 +119,7 @@ async def _serve(config: NodeConfig, durable_report_ms: int | None = None) -> No
 
 
 def _cmd_node(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format=LOG_FORMAT)
+    configure_logging(args.log_level)
     try:
         config = config_from_args(args)
     except ConfigError as exc:

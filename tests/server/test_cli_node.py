@@ -1,0 +1,27 @@
+"""`dledger node` as a user meets it: config warnings are one readable line, config and store errors one line."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+from tests.server.procs import ROOT
+
+PEERS = "n0-127.0.0.1:40911;n1-127.0.0.1:40912;n2-127.0.0.1:40913"
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dledger", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout)  # fmt: skip
+
+
+def test_unknown_key_warning_is_one_line_not_a_logging_error(tmp_path: pathlib.Path) -> None:
+    """The log format names the node and term; a record logged before the node exists must still format."""
+    conf = tmp_path / "broker.conf"
+    conf.write_text(f"dLegerPeers={PEERS}\nsomeUnknownSetting=1\n")  # missing keys: exits after the warning
+    out = cli("node", "--config", str(conf))
+    assert out.returncode == 2
+    assert "Logging error" not in out.stderr and "Traceback" not in out.stderr, out.stderr
+    warnings = [line for line in out.stderr.splitlines() if "someUnknownSetting" in line]
+    assert len(warnings) == 1 and "WARNING" in warnings[0]
