@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from dledger.server.config_keys import classify_unknown_keys
+
 if TYPE_CHECKING:
     from dledger.server.tls import TlsConfig
 
@@ -194,12 +196,10 @@ class NodeConfig:
         """Build from RocketMQ-style keys (see `PROPERTY_KEYS`); `overrides` (field names) win over the file.
 
         Keys that neither this loader nor `other_keys` (keys another layer, such as the broker, reads)
-        know are logged as warnings, never silently dropped.
+        know are never silently dropped: RocketMQ broker keys we do not use are accepted, a near miss of a
+        known key is a `ConfigError`, the rest are logged on one warning line (see `config_keys`).
         """
-        known = set(PROPERTY_KEYS) | set(other_keys)
-        unknown = sorted(k for k in properties if k not in known)
-        if unknown:
-            log.warning("ignoring unknown configuration keys: %s", ", ".join(unknown))
+        _check_unknown_keys(properties, [*PROPERTY_KEYS, *other_keys])
         values: dict[str, Any] = {}
         for key, (field_name, convert) in PROPERTY_KEYS.items():
             if key in properties:
@@ -219,6 +219,15 @@ class NodeConfig:
         cls, path: str | pathlib.Path, *, overrides: Mapping[str, Any] | None = None, other_keys: Iterable[str] = ()
     ) -> NodeConfig:
         return cls.from_properties(load_properties(path), overrides=overrides, other_keys=other_keys)
+
+
+def _check_unknown_keys(properties: Iterable[str], known: Iterable[str]) -> None:
+    misspelled, rest = classify_unknown_keys(properties, known)
+    if misspelled:
+        named = "; ".join(f"{key!r} (did you mean {likely!r}?)" for key, likely in misspelled)
+        raise ConfigError(f"unknown key {named}: a misspelled setting is refused, not ignored")
+    if rest:
+        log.warning("ignoring unknown configuration keys: %s", ", ".join(rest))
 
 
 def _opt_path(value: pathlib.Path | str | None) -> pathlib.Path | None:

@@ -25,3 +25,12 @@ def test_unknown_key_warning_is_one_line_not_a_logging_error(tmp_path: pathlib.P
     assert "Logging error" not in out.stderr and "Traceback" not in out.stderr, out.stderr
     warnings = [line for line in out.stderr.splitlines() if "someUnknownSetting" in line]
     assert len(warnings) == 1 and "WARNING" in warnings[0]
+
+
+def test_misspelled_key_exits_2_with_one_line_naming_the_likely_key(tmp_path: pathlib.Path) -> None:
+    conf = tmp_path / "broker.conf"
+    conf.write_text(f"dLegerPeers={PEERS}\ndLegerSelfId=n0\nstorePathRootDir={tmp_path}/s\nflushDiskTpye=SYNC_FLUSH\n")
+    out = cli("node", "--config", str(conf))
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "did you mean 'flushDiskType'" in out.stderr, out.stderr
+    assert not (tmp_path / "s").exists()

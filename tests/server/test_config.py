@@ -83,6 +83,45 @@ def test_unknown_keys_are_warned_about(tmp_path: pathlib.Path, caplog: pytest.Lo
     assert "bogusKey" in caplog.text
 
 
+def test_misspelled_durability_key_is_refused_naming_the_likely_key(tmp_path: pathlib.Path) -> None:
+    """`flushDiskTpye=SYNC_FLUSH` must not start a node on async flush."""
+    path = write(tmp_path, f"dLegerPeers={PEERS}\ndLegerSelfId=n0\nstorePathRootDir=/s\nflushDiskTpye=SYNC_FLUSH\n")
+    with pytest.raises(ConfigError, match=r"'flushDiskTpye' \(did you mean 'flushDiskType'\?\)"):
+        NodeConfig.from_file(path)
+
+
+@pytest.mark.parametrize(("key", "likely"), [("dlegerPeers", "dLegerPeers"), ("maxMesageSize", "maxMessageSize"),
+                                             ("dledgerHeartbeatMS", "dledgerHeartbeatMs")])  # fmt: skip
+def test_near_misses_of_known_keys_are_refused(tmp_path: pathlib.Path, key: str, likely: str) -> None:
+    path = write(tmp_path, f"dLegerPeers={PEERS}\ndLegerSelfId=n0\nstorePathRootDir=/s\n{key}=1\n")
+    with pytest.raises(ConfigError, match=f"did you mean '{likely}'"):
+        NodeConfig.from_file(path)
+
+
+def test_near_miss_of_a_key_another_layer_reads_is_refused(tmp_path: pathlib.Path) -> None:
+    path = write(tmp_path, f"dLegerPeers={PEERS}\ndLegerSelfId=n0\nstorePathRootDir=/s\ngrpcServerPrt=1\n")
+    with pytest.raises(ConfigError, match="did you mean 'grpcServerPort'"):
+        NodeConfig.from_file(path, other_keys={"grpcServerPort"})
+
+
+def test_rocketmq_broker_keys_are_accepted_quietly(tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture) -> None:
+    rocketmq = (
+        "brokerClusterName=DefaultCluster\nbrokerName=broker-a\nbrokerId=0\ndeleteWhen=04\nbrokerRole=ASYNC_MASTER\n"
+    )
+    rocketmq += "namesrvAddr=127.0.0.1:9876\nenableDLegerCommitLog=true\nsendMessageThreadPoolNums=16\n"
+    path = write(tmp_path, f"dLegerPeers={PEERS}\ndLegerSelfId=n0\nstorePathRootDir=/s\n{rocketmq}")
+    with caplog.at_level(logging.WARNING):
+        NodeConfig.from_file(path)
+    assert caplog.records == []
+
+
+def test_other_unknown_keys_are_one_warning_line(tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = write(tmp_path, f"dLegerPeers={PEERS}\ndLegerSelfId=n0\nstorePathRootDir=/s\nzzTop=1\nmyOwnSetting=2\n")
+    with caplog.at_level(logging.WARNING):
+        NodeConfig.from_file(path)
+    assert len(caplog.records) == 1 and "myOwnSetting, zzTop" in caplog.records[0].getMessage()
+
+
 def test_overrides_win_over_the_file(tmp_path: pathlib.Path) -> None:
     path = write(tmp_path, f"dLegerPeers={PEERS}\ndLegerSelfId=n0\nstorePathRootDir=/s\nflushDiskType=ASYNC_FLUSH\n")
     config = NodeConfig.from_file(path, overrides={"self_id": "n2", "flush": "sync", "group": None})
