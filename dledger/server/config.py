@@ -2,8 +2,9 @@
 
 This is the one place where DLedger / RocketMQ key names (`dLegerGroup`, `flushDiskType`, ...) meet our
 Raft-paper names. Invariants of a constructed `NodeConfig` (checked in `__post_init__`, so no invalid
-config exists): the group and every node id are non-empty tokens without `-` or `;` (the peers string
-uses them as separators); every address is `host:port` with 1 <= port <= 65535; ids and addresses are
+config exists): every node id is a non-empty token without `-` or `;` (the peers string uses them as
+separators); the group is a non-empty token that may also hold `-` (RocketMQ users name it like their
+`brokerName`, `broker-a`); every address is `host:port` with 1 <= port <= 65535; ids and addresses are
 unique; `self_id` and `preferred_leader` (if set) are peers; numbers are in range; `heartbeat_ms` is below
 `election_timeout_ms`. A bad value raises `ConfigError` naming the key (or flag) and the value.
 """
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 FlushMode = Literal["sync", "async"]
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_.]+$")
+_GROUP = re.compile(r"^[A-Za-z0-9_.-]+$")  # a group name is never split, so '-' is allowed
 _MiB = 1 << 20
 
 
@@ -84,6 +86,11 @@ def _check_token(value: str, *, key: str) -> None:
         raise ConfigError(f"{key}: {value!r} must be letters, digits, '_' or '.' (no '-' or ';')")
 
 
+def _check_group(value: str) -> None:
+    if not isinstance(value, str) or not _GROUP.match(value):
+        raise ConfigError(f"group: {value!r} must be letters, digits, '_', '.' or '-'")
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     """Settings of one node. Times are milliseconds; sizes are bytes."""
@@ -122,7 +129,7 @@ class NodeConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "peers", dict(self.peers))
         object.__setattr__(self, "store_dir", pathlib.Path(self.store_dir))
-        _check_token(self.group, key="group")
+        _check_group(self.group)
         _check_token(self.self_id, key="self_id")
         if not self.peers:
             raise ConfigError("peers: no peers configured")

@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 import sys
 
+from dledger.server.launcher import free_ports
 from tests.server.procs import ROOT
 
 PEERS = "n0-127.0.0.1:40911;n1-127.0.0.1:40912;n2-127.0.0.1:40913"
@@ -34,3 +35,25 @@ def test_misspelled_key_exits_2_with_one_line_naming_the_likely_key(tmp_path: pa
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "did you mean 'flushDiskType'" in out.stderr, out.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_a_group_named_like_a_broker_serves_appends(tmp_path: pathlib.Path) -> None:
+    """`dLegerGroup=broker-a`: the node starts, and a client of that group appends and reads."""
+    peers = f"n0-127.0.0.1:{free_ports(1)[0]}"
+    node = subprocess.Popen(
+        [sys.executable, "-m", "dledger", "node", "--group", "broker-a", "--id", "n0", "--peers", peers,
+         "--store-dir", str(tmp_path / "n0"), "--log-level", "warning"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert node.stdout is not None
+        ready = node.stdout.readline()
+        assert "ready" in ready, ready + (node.stderr.read() if node.poll() is not None and node.stderr else "")
+        appended = cli("append", "--peers", peers, "--group", "broker-a", "hello", "--timeout", "20")
+        assert appended.returncode == 0, appended.stderr
+        index = appended.stdout.split()[0]
+        got = cli("get", "--peers", peers, "--group", "broker-a", index, "--timeout", "20")
+        assert got.returncode == 0 and '"data": "hello"' in got.stdout, got.stderr
+    finally:
+        node.terminate()
+        node.communicate(timeout=30)

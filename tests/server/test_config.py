@@ -178,6 +178,15 @@ def test_properties_syntax_comments_continuations_escapes(tmp_path: pathlib.Path
     assert load_properties(path) == {"a": "1", "b": "2", "c": "3", "long": "onetwo", "esc": "x:y=zA\\", "empty": ""}
 
 
+def test_group_names_may_hold_a_dash(tmp_path: pathlib.Path) -> None:
+    """RocketMQ users name the group like their brokerName: `broker-a`."""
+    path = write(tmp_path, f"dLegerGroup=broker-a\ndLegerPeers={PEERS}\ndLegerSelfId=n0\nstorePathRootDir=/s\n")
+    assert NodeConfig.from_file(path).group == "broker-a"
+    assert NodeConfig(self_id="n0", peers=parse_peers(PEERS), store_dir=pathlib.Path("/s"), group="a-b.c_d").group
+    with pytest.raises(ConfigError, match="group: 'a b'"):
+        NodeConfig(self_id="n0", peers=parse_peers(PEERS), store_dir=pathlib.Path("/s"), group="a b")
+
+
 def test_keyword_construction_validates() -> None:
     peers = parse_peers(PEERS)
     with pytest.raises(ConfigError, match="used by two nodes"):
