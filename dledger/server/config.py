@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 FlushMode = Literal["sync", "async"]
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_.]+$")
+_HOST = re.compile(r"^[A-Za-z0-9_.:%-]+$")  # a DNS name, an IPv4 address or an IPv6 one (with a %zone)
 _GROUP = re.compile(r"^[A-Za-z0-9_.-]+$")  # a group name is never split, so '-' is allowed
 _MiB = 1 << 20
 
@@ -54,11 +55,15 @@ def parse_address(text: str, *, key: str = "address") -> tuple[str, int]:
         host = host[1:-1]
     if not sep or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
         raise ConfigError(f"{key}: {text!r} is not host:port with a port in 1..65535")
+    if not _HOST.match(host):
+        raise ConfigError(f"{key}: {text!r} is not host:port (the host {host!r} is not a name or an IP address)")
     return host, int(port_text)
 
 
 def parse_peers(text: str, *, key: str = "dLegerPeers") -> dict[str, str]:
     """`n0-127.0.0.1:40911;n1-127.0.0.1:40912` -> {"n0": "127.0.0.1:40911", ...}, in the given order."""
+    if "," in text:
+        raise ConfigError(f"{key}: {text!r}: separate the peers with ';' (ID-host:port;ID-host:port), not ','")
     peers: dict[str, str] = {}
     for part in (p.strip() for p in text.split(";")):
         if not part:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -40,15 +41,8 @@ def test_misspelled_key_exits_2_with_one_line_naming_the_likely_key(tmp_path: pa
 def test_a_group_named_like_a_broker_serves_appends(tmp_path: pathlib.Path) -> None:
     """`dLegerGroup=broker-a`: the node starts, and a client of that group appends and reads."""
     peers = f"n0-127.0.0.1:{free_ports(1)[0]}"
-    node = subprocess.Popen(
-        [sys.executable, "-m", "dledger", "node", "--group", "broker-a", "--id", "n0", "--peers", peers,
-         "--store-dir", str(tmp_path / "n0"), "--log-level", "warning"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    node = start_node(tmp_path / "n0", peers, "--group", "broker-a")
     try:
-        assert node.stdout is not None
-        ready = node.stdout.readline()
-        assert "ready" in ready, ready + (node.stderr.read() if node.poll() is not None and node.stderr else "")
         appended = cli("append", "--peers", peers, "--group", "broker-a", "hello", "--timeout", "20")
         assert appended.returncode == 0, appended.stderr
         index = appended.stdout.split()[0]
@@ -57,3 +51,68 @@ def test_a_group_named_like_a_broker_serves_appends(tmp_path: pathlib.Path) -> N
     finally:
         node.terminate()
         node.communicate(timeout=30)
+
+
+def one_line(out: subprocess.CompletedProcess[str]) -> str:
+    """The one stderr line of a refused command (anything else, such as a traceback, fails the test)."""
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    return lines[0]
+
+
+def test_peers_separated_by_commas_is_a_config_error() -> None:
+    out = cli("node", "--id", "n0", "--peers", "n0-127.0.0.1:40911,n1-127.0.0.1:40912", "--store-dir", "/nonexistent")
+    assert out.returncode == 2
+    assert "separate the peers with ';'" in one_line(out)
+
+
+def test_port_in_use_names_the_address_and_creates_no_store(tmp_path: pathlib.Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = held.getsockname()[1]
+        out = cli("node", "--id", "n0", "--peers", f"n0-127.0.0.1:{port}", "--store-dir", str(tmp_path / "s"))
+    assert out.returncode == 1
+    line = one_line(out)
+    assert f"cannot listen on 127.0.0.1:{port}" in line and "in use" in line
+    assert not (tmp_path / "s").exists()
+
+
+def test_metrics_port_in_use_names_the_port(tmp_path: pathlib.Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = held.getsockname()[1]
+        peers = f"n0-127.0.0.1:{free_ports(1)[0]}"
+        out = cli(
+            "node", "--id", "n0", "--peers", peers, "--store-dir", str(tmp_path / "s"), "--metrics-port", str(port)
+        )
+    assert out.returncode == 1
+    line = one_line(out)
+    assert f"metrics port {port}" in line and "in use" in line
+    assert not (tmp_path / "s").exists()
+
+
+def start_node(store: pathlib.Path, peers: str, *extra: str) -> subprocess.Popen[str]:
+    """`dledger node` n0 with `peers`, returned once it printed its ready line."""
+    node = subprocess.Popen(
+        [sys.executable, "-m", "dledger", "node", "--id", "n0", "--peers", peers, "--store-dir", str(store),
+         "--log-level", "warning", *extra],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert node.stdout is not None
+    ready = node.stdout.readline()
+    if "ready" not in ready:
+        node.kill()
+        _, err = node.communicate(timeout=30)
+        raise AssertionError(f"node did not start: {ready}{err}")
+    return node
+
+
+def test_store_in_use_is_one_line(tmp_path: pathlib.Path) -> None:
+    first = start_node(tmp_path / "s", f"n0-127.0.0.1:{free_ports(1)[0]}")
+    try:
+        out = cli(
+            "node", "--id", "n0", "--peers", f"n0-127.0.0.1:{free_ports(1)[0]}", "--store-dir", str(tmp_path / "s")
+        )
+        assert out.returncode == 1
+        assert "store is in use" in one_line(out)
+    finally:
+        first.terminate()
+        first.communicate(timeout=30)

@@ -40,6 +40,8 @@ def test_parse_peers_accepts_ipv6_and_trailing_separator() -> None:
         ("n0-h:1;n0-h:2", "appears twice"),
         ("n 0-h:1", "letters, digits"),
         ("", "names no peers"),
+        ("n0-127.0.0.1:1,n1-127.0.0.1:2", "separate the peers with ';'"),
+        ("n0-h:1 n1-h:2", "is not a name or an IP address"),
     ],
 )
 def test_parse_peers_rejects_bad_input(text: str, fragment: str) -> None:
