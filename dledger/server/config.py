@@ -91,6 +91,19 @@ def _check_token(value: str, *, key: str) -> None:
         raise ConfigError(f"{key}: {value!r} must be letters, digits, '_' or '.' (no '-' or ';')")
 
 
+def _peers_arg(value: object) -> dict[str, str]:
+    """`NodeConfig(peers=...)`: a mapping id -> host:port, or the `dLegerPeers` string (as `DLedgerClient`
+    takes it)."""
+    if isinstance(value, str):
+        return parse_peers(value, key="peers")
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"peers: {value!r} is neither a mapping of id -> host:port nor an ID-host:port;... string")
+    for node_id, address in value.items():
+        if not isinstance(node_id, str) or not isinstance(address, str):
+            raise ConfigError(f"peers: {node_id!r}: {address!r} is not a text id and a text host:port")
+    return dict(value)
+
+
 def _check_group(value: str) -> None:
     if not isinstance(value, str) or not _GROUP.match(value):
         raise ConfigError(f"group: {value!r} must be letters, digits, '_', '.' or '-'")
@@ -98,7 +111,8 @@ def _check_group(value: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
-    """Settings of one node. Times are milliseconds; sizes are bytes."""
+    """Settings of one node. Times are milliseconds; sizes are bytes. `peers` may be given as a mapping or as
+    the `dLegerPeers` string (`n0-host:port;n1-host:port`); it is always a dict once constructed."""
 
     self_id: str
     peers: Mapping[str, str]
@@ -132,7 +146,7 @@ class NodeConfig:
     snapshot_chunk_bytes: int = 1 * _MiB  # InstallSnapshot chunk size
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "peers", dict(self.peers))
+        object.__setattr__(self, "peers", _peers_arg(self.peers))
         object.__setattr__(self, "store_dir", pathlib.Path(self.store_dir))
         _check_group(self.group)
         _check_token(self.self_id, key="self_id")

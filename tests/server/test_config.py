@@ -189,6 +189,16 @@ def test_group_names_may_hold_a_dash(tmp_path: pathlib.Path) -> None:
         NodeConfig(self_id="n0", peers=parse_peers(PEERS), store_dir=pathlib.Path("/s"), group="a b")
 
 
+def test_peers_may_be_the_peers_string() -> None:
+    """`NodeConfig(peers=...)` takes what `DLedgerClient` takes: the dLegerPeers string, or a mapping."""
+    config = NodeConfig(self_id="n1", peers=PEERS, store_dir=pathlib.Path("/s"))  # type: ignore[arg-type]
+    assert config.peers == parse_peers(PEERS) and config.address == "127.0.0.1:40912"
+    with pytest.raises(ConfigError, match="peers: 'h' is not host:port"):
+        NodeConfig(self_id="n0", peers="n0-h", store_dir=pathlib.Path("/s"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="neither a mapping"):
+        NodeConfig(self_id="n0", peers=[("n0", "h:1")], store_dir=pathlib.Path("/s"))  # type: ignore[arg-type]
+
+
 def test_keyword_construction_validates() -> None:
     peers = parse_peers(PEERS)
     with pytest.raises(ConfigError, match="used by two nodes"):
