@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 import threading
@@ -26,7 +25,7 @@ import time
 from typing import Any
 
 from dledger.server import event_loop
-from dledger.server.cli_node import LOG_FORMAT, add_node_commands, config_from_args, start_node
+from dledger.server.cli_node import add_node_commands, config_from_args, configure_logging, start_node
 from dledger.server.config import NodeConfig
 from dledger.server.malloc_tuning import tune_malloc
 from dledger.server.server import DLedgerServer
@@ -95,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.embedded_node")
     add_node_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["node", *(sys.argv[1:] if argv is None else argv)])
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format=LOG_FORMAT)
+    configure_logging(args.log_level)
     tune_malloc()
     event_loop.run(_serve(config_from_args(args)))
     return 0

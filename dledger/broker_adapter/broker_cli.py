@@ -3,8 +3,8 @@
 This module imports grpc and the RocketMQ stubs only when a replica is built, so `add_broker_command` can be
 registered by `dledger.cli` without the `dledger[rocketmq]` extra. `LocalBrokerGroup` (for `dledger cluster
 --broker` and the tests) is a local broker group, one process per replica, each with its own generated
-broker.conf under the root directory. Until `dledger broker` is wired into `dledger.cli`, run a replica with
-`python -m dledger.broker_adapter.broker_cli --config broker.conf`. Exit codes: 2 for a bad setting or a
+broker.conf under the root directory, and a `cluster.json` state file like `LocalProcessGroup`'s (so
+`dledger cluster stop DIR` finds the replicas). Exit codes: 2 for a bad setting or a
 missing extra, 1 for a store or port problem, 0 after SIGTERM.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import pathlib
@@ -28,7 +29,7 @@ from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions
 from dledger.broker_adapter.store import MessageStore
 from dledger.server.config import ConfigError, NodeConfig, format_peers, load_properties
 from dledger.server.gc_tuning import tune_gc
-from dledger.server.launcher import ensure_peer_secret, free_ports
+from dledger.server.launcher import BROKER_MODULE, STATE_FILE, ensure_peer_secret, free_ports, stop_on_terminate
 from dledger.server.malloc_tuning import tune_malloc
 from dledger.server.server import DLedgerServer
 
@@ -145,6 +146,8 @@ class LocalBrokerGroup:
     group: str = "broker"
     extra: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    detached: bool = False  # own session: the replicas outlive the launching command and its Ctrl-C
+    flush: str = "async"  # recorded in the state file only (the replicas' flush is the conf's flushDiskType)
 
     @classmethod
     def create(
@@ -197,14 +200,19 @@ class LocalBrokerGroup:
         return path
 
     def command(self, node_id: str) -> list[str]:
-        return [sys.executable, "-m", "dledger.broker_adapter.broker_cli", "--config", str(self.conf_path(node_id))]
+        return [sys.executable, "-m", BROKER_MODULE, "--config", str(self.conf_path(node_id))]
 
     def start(self, node_id: str) -> None:
         self.write_conf(node_id)
         with open(self.root / f"{node_id}.log", "ab") as out:
             self.procs[node_id] = subprocess.Popen(
-                self.command(node_id), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self.command(node_id),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=self.detached,
             )
+        self.save_state()
 
     def start_all(self) -> None:
         for node_id in self.peers:
@@ -219,6 +227,21 @@ class LocalBrokerGroup:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        self.save_state()
+
+    def save_state(self) -> None:
+        """`<root>/cluster.json`, as `LocalProcessGroup` writes it: `dledger cluster stop DIR` and `dledger
+        status --cluster DIR` find the replicas (their dLedger peers) by it; `endpoints` is for clients."""
+        state = {
+            "group": self.group,
+            "peers": format_peers(self.peers),
+            "flush": self.flush,
+            "pids": {i: p.pid for i, p in self.procs.items() if p.poll() is None},
+            "endpoints": format_peers(self.endpoints),
+        }
+        tmp = self.root / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, self.root / STATE_FILE)
 
     def alive(self, node_id: str) -> bool:
         proc = self.procs.get(node_id)
@@ -235,12 +258,20 @@ class LocalBrokerGroup:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        self.save_state()
 
 
 def run_local_group(
-    root: str, nodes: int = 3, *, group: str = "broker", flush: str = "async", base_port: int | None = None
+    root: str,
+    nodes: int = 3,
+    *,
+    group: str = "broker",
+    flush: str = "async",
+    base_port: int | None = None,
+    detach: bool = False,
 ) -> int:
-    """`dledger cluster --broker`: start a local broker group in the foreground until Ctrl-C."""
+    """`dledger cluster --broker`: start a local broker group, in the foreground until Ctrl-C or SIGTERM, or
+    detached (`dledger cluster stop DIR` stops it)."""
     import time
 
     extra = {"flushDiskType": "SYNC_FLUSH" if flush == "sync" else "ASYNC_FLUSH"}
@@ -249,10 +280,18 @@ def run_local_group(
     except ConfigError as exc:
         print(f"dledger cluster: {exc}", file=sys.stderr)
         return 2
-    g.start_all()
-    print(f"broker group {group!r}: {nodes} replicas; clients use endpoints={g.access_point!r}")
-    print(f"configs and logs in {g.root} (Ctrl-C stops every replica)", flush=True)
+    g.detached, g.flush = detach, flush
+    if detach:
+        g.start_all()
+        print(f"broker group {group!r}: {nodes} replicas; clients use endpoints={g.access_point!r}")
+        print(f"configs and logs in {g.root}")
+        print(f"status: dledger status --cluster {g.root}\nstop:   dledger cluster stop {g.root}")
+        return 0
+    stop_on_terminate()
     try:
+        g.start_all()
+        print(f"broker group {group!r}: {nodes} replicas; clients use endpoints={g.access_point!r}")
+        print(f"configs and logs in {g.root} (Ctrl-C stops every replica)", flush=True)
         while all(g.alive(i) for i in g.peers):
             time.sleep(0.5)
         print(f"a replica exited: see {g.root}/<id>.log", file=sys.stderr)

@@ -4,7 +4,8 @@ Keys (RocketMQ proxy names where one exists):
 - `grpcServerPort` (default 8081): this replica's `MessagingService` port;
 - `grpcEndpoints`: every replica's endpoint, `n0-host:port;n1-host:port;...` (the `dLegerPeers` format).
   Without it, each replica's endpoint is its dLedger peer host with this file's `grpcServerPort` (one
-  replica per machine). A follower forwards writes to the leader's entry, and QueryRoute advertises them all;
+  replica per machine; replicas that share a host are refused at start: the map would be ambiguous).
+  A follower forwards writes to the leader's entry, and QueryRoute advertises them all;
 - `brokerName` (default: the dLedger group): the one broker the group appears as;
 - `accessKey` / `secretKey`: when set, every request must carry the client's MQv2-HMAC-SHA1 signature;
 - `defaultInvisibleTimeMills` (default 60000): the invisible time of an auto-renew (push consumer) receive;
@@ -85,6 +86,7 @@ class EndpointConfig:
             ):
                 raise ConfigError("grpcServerPort disagrees with this replica's entry in grpcEndpoints")
         else:
+            _refuse_shared_hosts(node.peers)
             endpoints = {i: f"{parse_address(a)[0]}:{port}" for i, a in node.peers.items()}
         return cls(
             self_id=node.self_id,
@@ -95,4 +97,20 @@ class EndpointConfig:
             default_invisible_ms=num("defaultInvisibleTimeMills", 60_000),
             tx_timeout_ms=num("transactionTimeOut", 6_000),
             tx_check_interval_ms=num("transactionCheckInterval", 30_000),
+        )
+
+
+def _refuse_shared_hosts(peers: Mapping[str, str]) -> None:
+    """Without `grpcEndpoints` each replica's endpoint is its peer host with this file's `grpcServerPort`;
+    two replicas on one host cannot both listen there, so a follower would forward writes to a replica that
+    is not the master. Refuse such a group at start, naming the replicas."""
+    by_host: dict[str, list[str]] = {}
+    for node_id, address in peers.items():
+        by_host.setdefault(parse_address(address)[0], []).append(node_id)
+    shared = [(host, ids) for host, ids in by_host.items() if len(ids) > 1]
+    if shared:
+        host, ids = shared[0]
+        raise ConfigError(
+            f"grpcEndpoints: replicas {', '.join(ids)} share the host {host}, so their endpoints cannot be "
+            "derived from grpcServerPort; give every replica's endpoint: grpcEndpoints=n0-host:port;n1-host:port;..."
         )

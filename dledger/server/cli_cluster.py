@@ -3,6 +3,8 @@
 Foreground (default): start the nodes, redraw the table every `--refresh` seconds, and on Ctrl-C stop them
 all gracefully. `--detach`: start them in their own session, print how to reach them, and return; the state
 file in the store dir lets `dledger cluster stop DIR` and `dledger status --cluster DIR` find them.
+`--broker`: the same for broker replicas. A directory whose group still runs is refused (exit 1), and
+SIGTERM or SIGHUP to a foreground group stops its nodes as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ from typing import Any
 from dledger.server.cli_client import format_status_table
 from dledger.server.client import DLedgerClient, NodeInfo
 from dledger.server.config import ConfigError, format_peers
-from dledger.server.launcher import LocalProcessGroup, stop_detached
+from dledger.server.launcher import (
+    ClusterRunningError,
+    LocalProcessGroup,
+    refuse_if_running,
+    stop_detached,
+    stop_on_terminate,
+)
 
 __all__ = ["add_cluster_commands", "with_lag"]
 
@@ -47,22 +55,28 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     root = args.store_dir or args.dir
     if not root:
         raise ConfigError("give --store-dir DIR (where the nodes keep their stores and logs)")
+    refuse_if_running(root)
     if args.broker:
-        if args.detach:
-            raise ConfigError("--broker runs in the foreground (no --detach yet)")
         from dledger.broker_adapter.broker_cli import run_local_group
 
-        return int(run_local_group(root, args.nodes, group=args.group, flush=args.flush, base_port=args.base_port))
+        return int(
+            run_local_group(
+                root, args.nodes, group=args.group, flush=args.flush, base_port=args.base_port, detach=args.detach
+            )
+        )
     group = LocalProcessGroup.create(root, args.nodes, base_port=args.base_port, group=args.group, flush=args.flush)
     group.detached = args.detach
-    group.start_all()
-    peers = format_peers(group.peers)
-    print(f"started {len(group.peers)} nodes of group {args.group!r}: {peers}")
-    print(f"logs and stores in {group.root}")
     if args.detach:
+        group.start_all()
+        print(f"started {len(group.peers)} nodes of group {args.group!r}: {format_peers(group.peers)}")
+        print(f"logs and stores in {group.root}")
         print(f"status: dledger status --cluster {group.root}\nstop:   dledger cluster stop {group.root}")
         return 0
+    stop_on_terminate()
     try:
+        group.start_all()
+        print(f"started {len(group.peers)} nodes of group {args.group!r}: {format_peers(group.peers)}")
+        print(f"logs and stores in {group.root}")
         with DLedgerClient(group.peers, group=args.group) as client:
             while True:
                 dead = [i for i in group.peers if not group.alive(i)]
@@ -104,3 +118,6 @@ def _run_cluster(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"dledger cluster: {exc}", file=sys.stderr)
         return 2
+    except ClusterRunningError as exc:
+        print(f"dledger cluster: {exc}", file=sys.stderr)
+        return 1

@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import socket
 import sys
 from typing import Any
 
+from dledger.commitlog import StoreInUseError
 from dledger.server import event_loop
-from dledger.server.config import ConfigError, NodeConfig, parse_peers, read_peer_secret
+from dledger.server.config import ConfigError, NodeConfig, parse_address, parse_peers, read_peer_secret
 from dledger.server.gc_tuning import tune_gc
 from dledger.server.malloc_tuning import tune_malloc
 from dledger.server.server import DLedgerServer
@@ -75,6 +78,16 @@ class NodeLogFilter(logging.Filter):
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(node)s t%(term)s] %(name)s: %(message)s"
+#: what `%(node)s` and `%(term)s` read before the node exists (config warnings, startup errors)
+LOG_DEFAULTS = {"node": "-", "term": 0}
+
+
+def configure_logging(level: str) -> None:
+    """The root handler of `dledger node`: LOG_FORMAT, with defaults for the fields `NodeLogFilter` fills, so
+    a record logged before the node is built (an unknown config key) prints as one line, not a logging error."""
+    logging.basicConfig(level=getattr(logging, level.upper()))
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT, defaults=LOG_DEFAULTS))
 
 
 async def start_node(config: NodeConfig, durable_report_ms: int | None = None) -> DLedgerServer:
@@ -111,8 +124,34 @@ async def _serve(config: NodeConfig, durable_report_ms: int | None = None) -> No
     await server.stop()
 
 
+def _bind_problem(host: str, port: int) -> str | None:
+    """Why a server cannot listen on host:port right now (a probe bind, closed at once), or None."""
+    try:
+        socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET).close()
+    except socket.gaierror as exc:
+        return f"cannot resolve {host!r}: {exc.strerror}"
+    except OSError as exc:
+        return os.strerror(exc.errno) if exc.errno else str(exc)
+    return None
+
+
+def listen_problem(config: NodeConfig) -> str | None:
+    """Why this node cannot serve on its peer address or its metrics port, or None. Checked before the node
+    builds anything, so a port in use leaves no store directory behind; the probe uses SO_REUSEADDR, as the
+    server's own listener does, so a port held only by closing connections is not refused."""
+    host, port = parse_address(config.address)
+    problem = _bind_problem(host, port)
+    if problem:
+        return f"cannot listen on {config.address}: {problem.lower()} (is another node running there?)"
+    if config.metrics_port:  # 0: any free port
+        problem = _bind_problem(config.metrics_host, config.metrics_port)
+        if problem:
+            return f"metrics port {config.metrics_port} on {config.metrics_host}: {problem.lower()}"
+    return None
+
+
 def _cmd_node(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format=LOG_FORMAT)
+    configure_logging(args.log_level)
     try:
         config = config_from_args(args)
     except ConfigError as exc:
@@ -123,12 +162,19 @@ def _cmd_node(args: argparse.Namespace) -> int:
     except event_loop.EventLoopChoiceError as exc:
         print(f"dledger node: {exc}", file=sys.stderr)
         return 2
+    problem = listen_problem(config)
+    if problem:
+        print(f"dledger node: {problem}", file=sys.stderr)
+        return 1
     tune_malloc()
     try:
         event_loop.run(_serve(config, args.report_durable_ms), factory)
     except ConfigError as exc:  # a file a setting names (grants, certificates) read at start
         print(f"dledger node: {exc}", file=sys.stderr)
         return 2
+    except StoreInUseError as exc:
+        print(f"dledger node: the store is in use: {exc} (another node runs on it)", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"dledger node: {exc}", file=sys.stderr)
         return 1

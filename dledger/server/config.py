@@ -2,8 +2,9 @@
 
 This is the one place where DLedger / RocketMQ key names (`dLegerGroup`, `flushDiskType`, ...) meet our
 Raft-paper names. Invariants of a constructed `NodeConfig` (checked in `__post_init__`, so no invalid
-config exists): the group and every node id are non-empty tokens without `-` or `;` (the peers string
-uses them as separators); every address is `host:port` with 1 <= port <= 65535; ids and addresses are
+config exists): every node id is a non-empty token without `-` or `;` (the peers string uses them as
+separators); the group is a non-empty token that may also hold `-` (RocketMQ users name it like their
+`brokerName`, `broker-a`); every address is `host:port` with 1 <= port <= 65535; ids and addresses are
 unique; `self_id` and `preferred_leader` (if set) are peers; numbers are in range; `heartbeat_ms` is below
 `election_timeout_ms`; peer authentication resolves to one mode (`peer_auth_mode`), and a group whose peers
 are not all on loopback never runs without it unless `peer_auth="none"` says so. A bad value raises
@@ -20,6 +21,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
+
+from dledger.server.config_keys import classify_unknown_keys
 
 if TYPE_CHECKING:
     from dledger.server.tls import TlsConfig
@@ -43,7 +46,8 @@ PeerAuthChoice = Literal["auto", "secret", "tls", "none"]
 MIN_PEER_SECRET_BYTES = 16  # dledger.net.handshake.MIN_SECRET_BYTES
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_.]+$")
-_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}|[0-9A-Fa-f:.]{2,45}")  # a DNS name, IPv4, or IPv6 (unbracketed)
+_HOST = re.compile(r"^[A-Za-z0-9_.:%-]+$")  # a DNS name, an IPv4 address or an IPv6 one (with a %zone)
+_GROUP = re.compile(r"^[A-Za-z0-9_.-]+$")  # a group name is never split, so '-' is allowed
 _MiB = 1 << 20
 
 
@@ -58,11 +62,15 @@ def parse_address(text: str, *, key: str = "address") -> tuple[str, int]:
         host = host[1:-1]
     if not sep or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
         raise ConfigError(f"{key}: {text!r} is not host:port with a port in 1..65535")
+    if not _HOST.match(host):
+        raise ConfigError(f"{key}: {text!r} is not host:port (the host {host!r} is not a name or an IP address)")
     return host, int(port_text)
 
 
 def parse_peers(text: str, *, key: str = "dLegerPeers") -> dict[str, str]:
     """`n0-127.0.0.1:40911;n1-127.0.0.1:40912` -> {"n0": "127.0.0.1:40911", ...}, in the given order."""
+    if "," in text:
+        raise ConfigError(f"{key}: {text!r}: separate the peers with ';' (ID-host:port;ID-host:port), not ','")
     peers: dict[str, str] = {}
     for part in (p.strip() for p in text.split(";")):
         if not part:
@@ -90,9 +98,28 @@ def _check_token(value: str, *, key: str) -> None:
         raise ConfigError(f"{key}: {value!r} must be letters, digits, '_' or '.' (no '-' or ';')")
 
 
+def _peers_arg(value: object) -> dict[str, str]:
+    """`NodeConfig(peers=...)`: a mapping id -> host:port, or the `dLegerPeers` string (as `DLedgerClient`
+    takes it)."""
+    if isinstance(value, str):
+        return parse_peers(value, key="peers")
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"peers: {value!r} is neither a mapping of id -> host:port nor an ID-host:port;... string")
+    for node_id, address in value.items():
+        if not isinstance(node_id, str) or not isinstance(address, str):
+            raise ConfigError(f"peers: {node_id!r}: {address!r} is not a text id and a text host:port")
+    return dict(value)
+
+
+def _check_group(value: str) -> None:
+    if not isinstance(value, str) or not _GROUP.match(value):
+        raise ConfigError(f"group: {value!r} must be letters, digits, '_', '.' or '-'")
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
-    """Settings of one node. Times are milliseconds; sizes are bytes."""
+    """Settings of one node. Times are milliseconds; sizes are bytes. `peers` may be given as a mapping or as
+    the `dLegerPeers` string (`n0-host:port;n1-host:port`); it is always a dict once constructed."""
 
     self_id: str
     peers: Mapping[str, str]
@@ -130,9 +157,9 @@ class NodeConfig:
     client_grants: pathlib.Path | None = None  # client API authorization (dledger.server.client_auth); None: off
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "peers", dict(self.peers))
+        object.__setattr__(self, "peers", _peers_arg(self.peers))
         object.__setattr__(self, "store_dir", pathlib.Path(self.store_dir))
-        _check_token(self.group, key="group")
+        _check_group(self.group)
         _check_token(self.self_id, key="self_id")
         if not self.peers:
             raise ConfigError("peers: no peers configured")
@@ -239,12 +266,10 @@ class NodeConfig:
         """Build from RocketMQ-style keys (see `PROPERTY_KEYS`); `overrides` (field names) win over the file.
 
         Keys that neither this loader nor `other_keys` (keys another layer, such as the broker, reads)
-        know are logged as warnings, never silently dropped.
+        know are never silently dropped: RocketMQ broker keys we do not use are accepted, a near miss of a
+        known key is a `ConfigError`, the rest are logged on one warning line (see `config_keys`).
         """
-        known = set(PROPERTY_KEYS) | set(other_keys)
-        unknown = sorted(k for k in properties if k not in known)
-        if unknown:
-            log.warning("ignoring unknown configuration keys: %s", ", ".join(unknown))
+        _check_unknown_keys(properties, [*PROPERTY_KEYS, *other_keys])
         values: dict[str, Any] = {}
         for key, (field_name, convert) in PROPERTY_KEYS.items():
             if key in properties:
@@ -271,9 +296,7 @@ def check_member(node_id: str, address: str) -> None:
     ValueError (a ConfigError) naming what is wrong."""
     _check_token(node_id, key="node id")
     if address:
-        host, _ = parse_address(address, key="address")
-        if not _HOST.fullmatch(host):
-            raise ConfigError(f"address: {address!r} does not name a host (a DNS name or an IP address)")
+        parse_address(address, key="address")
 
 
 def _is_loopback(address: str) -> bool:
@@ -297,6 +320,15 @@ def read_peer_secret(path: str | pathlib.Path, *, key: str = "--peer-secret-file
             f"{key}: {str(path)!r} holds {len(raw)} bytes; a peer secret needs at least {MIN_PEER_SECRET_BYTES}"
         )
     return raw
+
+
+def _check_unknown_keys(properties: Iterable[str], known: Iterable[str]) -> None:
+    misspelled, rest = classify_unknown_keys(properties, known)
+    if misspelled:
+        named = "; ".join(f"{key!r} (did you mean {likely!r}?)" for key, likely in misspelled)
+        raise ConfigError(f"unknown key {named}: a misspelled setting is refused, not ignored")
+    if rest:
+        log.warning("ignoring unknown configuration keys: %s", ", ".join(rest))
 
 
 def _opt_path(value: pathlib.Path | str | None) -> pathlib.Path | None:

@@ -4,8 +4,8 @@ A launched group has a state file `<root>/cluster.json` (group, peers, flush, pi
 can find it (`dledger cluster stop DIR`, `dledger status --cluster DIR`). Invariants: every node keeps its
 store in `<root>/<id>` and writes its log to `<root>/<id>.log`; the nodes prove a group secret to each other,
 kept in `<root>/peer.secret` (made at random on first start, readable by its owner only) unless
-`peer_secret=False`; `stop` only signals processes whose command
-line is a dledger node of this root (a stale pid that was reused by another program is left alone).
+`peer_secret=False`; `stop` only signals processes whose command line is a dledger node or broker replica
+of this root (a stale pid that was reused by another program is left alone).
 """
 
 from __future__ import annotations
@@ -24,10 +24,26 @@ from dataclasses import dataclass, field
 
 from dledger.server.config import ConfigError, format_peers, parse_peers
 
-__all__ = ["SECRET_FILE", "STATE_FILE", "LocalProcessGroup", "ensure_peer_secret", "free_ports", "load_state"]
+__all__ = [
+    "SECRET_FILE",
+    "STATE_FILE",
+    "ClusterRunningError",
+    "LocalProcessGroup",
+    "ensure_peer_secret",
+    "free_ports",
+    "load_state",
+    "refuse_if_running",
+    "running_nodes",
+    "stop_on_terminate",
+]
 
 STATE_FILE = "cluster.json"
 SECRET_FILE = "peer.secret"
+BROKER_MODULE = "dledger.broker_adapter.broker_cli"  # how `LocalBrokerGroup` runs a replica
+
+
+class ClusterRunningError(Exception):
+    """A local group already runs in the directory a new one was to start in."""
 
 
 def ensure_peer_secret(root: pathlib.Path) -> pathlib.Path:
@@ -180,7 +196,39 @@ def is_our_node(pid: int, root: pathlib.Path) -> bool:
     except OSError:
         return True
     args = [a.decode(errors="replace") for a in cmdline]
-    return "dledger" in args and "node" in args and any(a.startswith(str(root)) for a in args)
+    dledger = ("dledger" in args and ("node" in args or "broker" in args)) or BROKER_MODULE in args
+    return dledger and any(a.startswith(str(root)) for a in args)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_on_terminate() -> None:
+    """SIGTERM and SIGHUP end a foreground group's launcher as Ctrl-C does, so that its `finally` stops every
+    node: their default action would end the launcher alone and leave its nodes running."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_interrupt)
+
+
+def running_nodes(root: str | os.PathLike[str]) -> list[str]:
+    """The ids of the nodes of a group launched in `root` that still run ([] when none was launched there)."""
+    root_path = pathlib.Path(root).resolve()
+    if not (root_path / STATE_FILE).exists():
+        return []
+    _, _, pids = load_state(root_path)
+    return [node_id for node_id, pid in pids.items() if is_our_node(pid, root_path)]
+
+
+def refuse_if_running(root: str | os.PathLike[str]) -> None:
+    """`ClusterRunningError` when a group launched in `root` still runs: starting another one there would
+    overwrite its state file, and its nodes would find their stores in use and exit."""
+    running = running_nodes(root)
+    if running:
+        raise ClusterRunningError(
+            f"{root}: a group already runs here ({', '.join(running)}); "
+            f"see `dledger status --cluster {root}`, stop it with `dledger cluster stop {root}`"
+        )
 
 
 def stop_detached(root: str | os.PathLike[str], timeout: float = 10.0) -> list[str]:

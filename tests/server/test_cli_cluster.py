@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -69,3 +71,66 @@ def test_demo_runs_end_to_end(tmp_path: pathlib.Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "no acknowledged entry lost" in out.stdout
     assert "replicas hold the same" in out.stdout
+
+
+def test_starting_again_on_a_running_group_is_refused(tmp_path: pathlib.Path) -> None:
+    """A second `cluster --detach` on the same dir must not overwrite the state file of the running group
+    (its own nodes would die on the stores in use, and `cluster stop` would then stop nothing)."""
+    root = tmp_path / "c"
+    first = cli("cluster", "--nodes", "2", "--store-dir", str(root), "--detach")
+    assert first.returncode == 0, first.stderr
+    state = (root / STATE_FILE).read_text()
+    _, _, pids = load_state(root)
+    try:
+        again = cli("cluster", "--nodes", "2", "--store-dir", str(root), "--detach")
+        assert again.returncode != 0
+        lines = again.stderr.splitlines()
+        assert len(lines) == 1 and "already runs" in lines[0] and "n0" in lines[0], again.stderr
+        assert "started" not in again.stdout
+        assert (root / STATE_FILE).read_text() == state
+    finally:
+        stopped = cli("cluster", "stop", str(root))
+    assert stopped.returncode == 0 and "n0, n1" in stopped.stdout
+    wait_until(lambda: not any(is_our_node(pid, root.resolve()) for pid in pids.values()), 15, "nodes gone")
+
+
+def test_sigterm_to_a_foreground_cluster_stops_its_nodes(tmp_path: pathlib.Path) -> None:
+    root = tmp_path / "c"
+    launcher = subprocess.Popen([sys.executable, "-m", "dledger", "cluster", "--nodes", "2", "--store-dir", str(root)],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    pids: dict[str, int] = {}
+    try:
+
+        def both_started() -> bool:
+            nonlocal pids
+            if not (root / STATE_FILE).exists():
+                return False
+            pids = load_state(root)[2]
+            return len(pids) == 2 and all(is_our_node(pid, root.resolve()) for pid in pids.values())
+
+        wait_until(both_started, 30, "both nodes started", poll=0.1)
+        launcher.send_signal(signal.SIGTERM)
+        launcher.wait(30)
+        wait_until(lambda: not any(is_our_node(pid, root.resolve()) for pid in pids.values()), 30, "nodes stopped")
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+        for pid in pids.values():
+            if is_our_node(pid, root.resolve()):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("rocketmq") is None, reason="needs the dledger[rocketmq] extra")
+def test_broker_cluster_detaches_and_stops(tmp_path: pathlib.Path) -> None:
+    root = tmp_path / "b"
+    out = cli("cluster", "--broker", "--nodes", "1", "--store-dir", str(root), "--detach", "--group", "broker-a")
+    assert out.returncode == 0, out.stderr
+    group, _, pids = load_state(root)
+    assert group == "broker-a" and list(pids) == ["n0"]
+    try:
+        assert is_our_node(pids["n0"], root.resolve())
+    finally:
+        stopped = cli("cluster", "stop", str(root))
+    assert stopped.returncode == 0 and "n0" in stopped.stdout, stopped.stdout + stopped.stderr
+    wait_until(lambda: not is_our_node(pids["n0"], root.resolve()), 15, "replica gone")

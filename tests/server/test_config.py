@@ -40,6 +40,8 @@ def test_parse_peers_accepts_ipv6_and_trailing_separator() -> None:
         ("n0-h:1;n0-h:2", "appears twice"),
         ("n 0-h:1", "letters, digits"),
         ("", "names no peers"),
+        ("n0-127.0.0.1:1,n1-127.0.0.1:2", "separate the peers with ';'"),
+        ("n0-h:1 n1-h:2", "is not a name or an IP address"),
     ],
 )
 def test_parse_peers_rejects_bad_input(text: str, fragment: str) -> None:
@@ -81,6 +83,45 @@ def test_unknown_keys_are_warned_about(tmp_path: pathlib.Path, caplog: pytest.Lo
     with caplog.at_level(logging.WARNING, logger="dledger.server.config"):
         NodeConfig.from_file(path)
     assert "bogusKey" in caplog.text
+
+
+def test_misspelled_durability_key_is_refused_naming_the_likely_key(tmp_path: pathlib.Path) -> None:
+    """`flushDiskTpye=SYNC_FLUSH` must not start a node on async flush."""
+    path = write(tmp_path, f"dLegerPeers={PEERS}\ndLegerSelfId=n0\nstorePathRootDir=/s\nflushDiskTpye=SYNC_FLUSH\n")
+    with pytest.raises(ConfigError, match=r"'flushDiskTpye' \(did you mean 'flushDiskType'\?\)"):
+        NodeConfig.from_file(path)
+
+
+@pytest.mark.parametrize(("key", "likely"), [("dlegerPeers", "dLegerPeers"), ("maxMesageSize", "maxMessageSize"),
+                                             ("dledgerHeartbeatMS", "dledgerHeartbeatMs")])  # fmt: skip
+def test_near_misses_of_known_keys_are_refused(tmp_path: pathlib.Path, key: str, likely: str) -> None:
+    path = write(tmp_path, f"dLegerPeers={PEERS}\ndLegerSelfId=n0\nstorePathRootDir=/s\n{key}=1\n")
+    with pytest.raises(ConfigError, match=f"did you mean '{likely}'"):
+        NodeConfig.from_file(path)
+
+
+def test_near_miss_of_a_key_another_layer_reads_is_refused(tmp_path: pathlib.Path) -> None:
+    path = write(tmp_path, f"dLegerPeers={PEERS}\ndLegerSelfId=n0\nstorePathRootDir=/s\ngrpcServerPrt=1\n")
+    with pytest.raises(ConfigError, match="did you mean 'grpcServerPort'"):
+        NodeConfig.from_file(path, other_keys={"grpcServerPort"})
+
+
+def test_rocketmq_broker_keys_are_accepted_quietly(tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture) -> None:
+    rocketmq = (
+        "brokerClusterName=DefaultCluster\nbrokerName=broker-a\nbrokerId=0\ndeleteWhen=04\nbrokerRole=ASYNC_MASTER\n"
+    )
+    rocketmq += "namesrvAddr=127.0.0.1:9876\nenableDLegerCommitLog=true\nsendMessageThreadPoolNums=16\n"
+    path = write(tmp_path, f"dLegerPeers={PEERS}\ndLegerSelfId=n0\nstorePathRootDir=/s\n{rocketmq}")
+    with caplog.at_level(logging.WARNING):
+        NodeConfig.from_file(path)
+    assert caplog.records == []
+
+
+def test_other_unknown_keys_are_one_warning_line(tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = write(tmp_path, f"dLegerPeers={PEERS}\ndLegerSelfId=n0\nstorePathRootDir=/s\nzzTop=1\nmyOwnSetting=2\n")
+    with caplog.at_level(logging.WARNING):
+        NodeConfig.from_file(path)
+    assert len(caplog.records) == 1 and "myOwnSetting, zzTop" in caplog.records[0].getMessage()
 
 
 def test_overrides_win_over_the_file(tmp_path: pathlib.Path) -> None:
@@ -137,6 +178,25 @@ def test_properties_syntax_comments_continuations_escapes(tmp_path: pathlib.Path
         "long = one\\\n   two\nesc = x\\:y\\=z\\u0041\\\\\nempty=\n",
     )
     assert load_properties(path) == {"a": "1", "b": "2", "c": "3", "long": "onetwo", "esc": "x:y=zA\\", "empty": ""}
+
+
+def test_group_names_may_hold_a_dash(tmp_path: pathlib.Path) -> None:
+    """RocketMQ users name the group like their brokerName: `broker-a`."""
+    path = write(tmp_path, f"dLegerGroup=broker-a\ndLegerPeers={PEERS}\ndLegerSelfId=n0\nstorePathRootDir=/s\n")
+    assert NodeConfig.from_file(path).group == "broker-a"
+    assert NodeConfig(self_id="n0", peers=parse_peers(PEERS), store_dir=pathlib.Path("/s"), group="a-b.c_d").group
+    with pytest.raises(ConfigError, match="group: 'a b'"):
+        NodeConfig(self_id="n0", peers=parse_peers(PEERS), store_dir=pathlib.Path("/s"), group="a b")
+
+
+def test_peers_may_be_the_peers_string() -> None:
+    """`NodeConfig(peers=...)` takes what `DLedgerClient` takes: the dLegerPeers string, or a mapping."""
+    config = NodeConfig(self_id="n1", peers=PEERS, store_dir=pathlib.Path("/s"))  # type: ignore[arg-type]
+    assert config.peers == parse_peers(PEERS) and config.address == "127.0.0.1:40912"
+    with pytest.raises(ConfigError, match="peers: 'h' is not host:port"):
+        NodeConfig(self_id="n0", peers="n0-h", store_dir=pathlib.Path("/s"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="neither a mapping"):
+        NodeConfig(self_id="n0", peers=[("n0", "h:1")], store_dir=pathlib.Path("/s"))  # type: ignore[arg-type]
 
 
 def test_keyword_construction_validates() -> None:

@@ -273,7 +273,7 @@ def test_a_bad_membership_request_is_refused_without_a_change(tmp_path: pathlib.
                 ("../x", "127.0.0.1:7", "node id"),
                 ("n-7", "127.0.0.1:7", "node id"),
                 ("n7", "not an address", "host:port"),
-                ("n7", "evil host;rm:7", "does not name a host"),
+                ("n7", "evil host;rm:7", "not a name or an IP address"),
             ):
                 with pytest.raises(InvalidRequestError, match=problem):
                     await client.add_learner(node_id, address)
