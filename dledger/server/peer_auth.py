@@ -40,6 +40,7 @@ __all__ = [
     "PeerAuthMode",
     "PeerGate",
     "PeerSession",
+    "StaleSessionError",
     "node_of_certificate",
     "peer_sessions",
 ]
@@ -58,6 +59,10 @@ Metadata = Sequence[tuple[str, bytes]]
 
 class PeerAuthError(Exception):
     """A peer call that is not authenticated; the message says why in one line."""
+
+
+class StaleSessionError(PeerAuthError):
+    """A session this node does not know: normal after it restarted (the dialler handshakes again)."""
 
 
 def node_of_certificate(uris: Sequence[bytes], group: str) -> str:
@@ -114,18 +119,20 @@ class PeerGate:
             auth = context.auth_context()
             return node_of_certificate(auth.get("peer_uri", []), self.group)
         session = next((value for key, value in context.invocation_metadata() or () if key == SESSION_KEY), None)
-        found = self._sessions.get(session) if isinstance(session, bytes) else None
-        if found is None:
+        if not isinstance(session, bytes):
             raise PeerAuthError("no authenticated peer session on this call (handshake first)")
+        found = self._sessions.get(session)
+        if found is None:
+            raise StaleSessionError("an unknown peer session (made before this node restarted?): handshake again")
         node_id, connection = found
         if connection != context.peer():
             raise PeerAuthError(f"{node_id!r}'s session was made on another connection")
         return node_id
 
-    def note_refusal(self, what: str, reason: str, peer: str) -> None:
+    def note_refusal(self, what: str, reason: str, peer: str, level: int = logging.WARNING) -> None:
         self.refused += 1
         if self.limiter.allow(what):
-            log.warning("refused %s from %s: %s%s", what, peer, reason, self.limiter.suppressed(what))
+            log.log(level, "refused %s from %s: %s%s", what, peer, reason, self.limiter.suppressed(what))
 
     async def _handshake(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]

@@ -39,7 +39,7 @@ from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
 from dledger.net.handshake import HandshakeError
 from dledger.server.codec import Parts, frame_batch, wire_size
-from dledger.server.peer_auth import PeerAuthError, PeerGate, PeerSession
+from dledger.server.peer_auth import PeerAuthError, PeerGate, PeerSession, StaleSessionError
 
 __all__ = ["PeerServicer", "PeerTransport", "channel_options", "server_options"]
 
@@ -139,7 +139,8 @@ class PeerServicer(pb_grpc.RaftPeerServicer):  # type: ignore[misc]  # generated
             return self.gate.identify(context)
         except PeerAuthError as exc:
             self.rejected["unauthenticated"] += 1
-            self.gate.note_refusal("an unauthenticated peer call", str(exc), context.peer())
+            level = logging.INFO if isinstance(exc, StaleSessionError) else logging.WARNING
+            self.gate.note_refusal("an unauthenticated peer call", str(exc), context.peer(), level)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
             raise  # not reached: abort raises
 
@@ -269,7 +270,7 @@ class _PeerLink:
                 if self.connected:
                     log.info("stream to %s broke: %s", self.address, exc.code())
                 self.stats[f"stream_error_{exc.code().name.lower()}"] += 1
-                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and self.session is not None:
+                if self.session is not None:  # bound to its connection: a broken stream most likely lost it
                     self.session.forget()
             except Exception:  # a bug must not kill the link silently
                 log.exception("stream to %s failed", self.address)
