@@ -151,26 +151,35 @@ class LeaderMixin:
         if self._solo:
             self._maybe_commit()
 
-    def _send_heartbeat(self, to: str, pr: Progress) -> None:
+    def _heartbeat(self, to: str, pr: Progress, read_context: bytes) -> AppendEntries:
         match = pr.match_index
         term = self.log.term_or_none(match)
         if term is None:
             match, term = 0, 0
-        commit = min(match, self.log.commit_index)
-        if commit > pr.sent_commit:
-            pr.sent_commit = commit
-        self._send(
-            AppendEntries(
-                term=self.current_term,
-                from_id=self.id,
-                to_id=to,
-                group=self.group,
-                prev_log_index=match,
-                prev_log_term=term,
-                leader_commit=commit,
-                read_context=self.read_only.context,
-            )
+        return AppendEntries(
+            term=self.current_term,
+            from_id=self.id,
+            to_id=to,
+            group=self.group,
+            prev_log_index=match,
+            prev_log_term=term,
+            leader_commit=min(match, self.log.commit_index),
+            read_context=read_context,
         )
+
+    def _send_heartbeat(self, to: str, pr: Progress) -> None:
+        heartbeat = self._heartbeat(to, pr, self.read_only.context)
+        if heartbeat.leader_commit > pr.sent_commit:
+            pr.sent_commit = heartbeat.leader_commit
+        self._send(heartbeat)
+
+    def keepalive(self) -> list[AppendEntries]:
+        """Heartbeats for a driver that cannot tick now (it waits on a long write of the current Ready):
+        what `_send_heartbeat` sends, but changing nothing (no read round, no commit bookkeeping), so the
+        driver may send them in the middle of a Ready. Empty unless this node leads."""
+        if self.role is not Role.LEADER:
+            return []
+        return [self._heartbeat(p, self.progress[p], b"") for p in self._others]
 
     def _broadcast_heartbeat(self) -> None:
         self.read_only.new_round(self.now)

@@ -98,6 +98,7 @@ class _Stats:
     snapshots_taken: int = 0
     snapshots_installed: int = 0  # snapshots from a leader that replaced this node's log
     snapshots_sent: int = 0  # transfers to followers that completed
+    keepalive_heartbeats: int = 0  # heartbeats sent again while a leader's long write held its driver
 
 
 class RaftNode(SnapshotsMixin, MembersMixin):
@@ -409,6 +410,7 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         loop = asyncio.get_running_loop()
         interval = self.config.tick_ms / 1000
         next_tick = loop.time() + interval
+        lease_reads = self.config.lease_read
         try:
             while not self._stopping:
                 if not (self._inbox or self._proposals or self._read_requests or core.has_ready()):
@@ -424,15 +426,18 @@ class RaftNode(SnapshotsMixin, MembersMixin):
                         timer.cancel()
                         self._sleeper = None
                         self.stats.wakeups += 1
-                # After a stall (a pause, GC, a slow disk) a leader sees every elapsed tick before it takes
-                # any input: otherwise it would serve lease reads from a lease that ran out while it stood
-                # still. Other roles take their input first and catch up at most a heartbeat's worth: a
-                # slow follower clock only delays its elections and extends its refusal to vote, which
-                # is the safe side for a leader's lease, and it spares a loaded machine needless elections.
+                # After a stall (a pause, GC, a long write) a leader that serves lease reads sees every
+                # elapsed tick before it takes any input: otherwise it would serve lease reads from a lease
+                # that ran out while it stood still. Every other node takes its input first: a leader
+                # without lease reads counts the answers that reached it meanwhile before check-quorum
+                # looks (its keepalive heartbeats were answered during a long write); the other roles then
+                # catch up at most a heartbeat's worth: a slow follower clock only delays its elections
+                # and extends its refusal to vote, which is the safe side for a leader's lease, and it
+                # spares a loaded machine needless elections.
                 now = loop.time()
                 elapsed = int((now - next_tick) / interval) + 1 if now >= next_tick else 0
                 next_tick += elapsed * interval
-                if elapsed and core.role is Role.LEADER:
+                if elapsed and core.role is Role.LEADER and lease_reads:
                     for _ in range(elapsed):
                         core.tick()
                     elapsed = 0
@@ -513,7 +518,7 @@ class RaftNode(SnapshotsMixin, MembersMixin):
             if inline:
                 self._persist(rd)
             else:
-                await asyncio.get_running_loop().run_in_executor(self._io, self._persist, rd)
+                await self._persist_keeping_alive(core, rd)
             self.stats.entries_persisted += len(rd.entries)
             self.stats.bytes_persisted += size
         if rd.snapshot is not None:
@@ -600,6 +605,21 @@ class RaftNode(SnapshotsMixin, MembersMixin):
             by_peer[m.to_id].append(to_wire_parts(m, cache))
         for to_id, batch in by_peer.items():
             transport.send(to_id, batch)
+
+    async def _persist_keeping_alive(self, core: RaftCore, rd: Ready) -> None:
+        """Persist `rd` on the I/O thread. A leader's driver does not tick while it waits, so a long write
+        (tens of MiB, a slow disk) would leave its followers without heartbeats past their election timeout:
+        meanwhile the core's keepalive heartbeats go out every heartbeat interval."""
+        persist = asyncio.get_running_loop().run_in_executor(self._io, self._persist, rd)
+        interval = self.config.heartbeat_ms / 1000
+        while True:
+            done, _ = await asyncio.wait((persist,), timeout=interval)
+            if done:
+                await persist  # its exception, if any
+                return
+            heartbeats = core.keepalive()
+            self._send(heartbeats)
+            self.stats.keepalive_heartbeats += len(heartbeats)
 
     def _apply(self, entries: Sequence[Entry]) -> None:
         for k, sm in enumerate(self.state_machines):

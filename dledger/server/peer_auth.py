@@ -173,10 +173,15 @@ class PeerSession:
         self._nonce = nonce
         self._metadata: Metadata | None = None
         self._last_failure = ""
+        self._lock = asyncio.Lock()  # a link's two streams share one handshake
 
     async def metadata(self, channel: grpc.aio.Channel, timeout: float) -> Metadata:
         """The metadata that authenticates a call on `channel`, handshaking first when there is no session.
         Raises HandshakeError (refused: logged once per distinct reason) or grpc.aio.AioRpcError."""
+        async with self._lock:
+            return await self._metadata_locked(channel, timeout)
+
+    async def _metadata_locked(self, channel: grpc.aio.Channel, timeout: float) -> Metadata:
         if self._metadata is None:
             try:
                 session = await self._handshake(channel, timeout)

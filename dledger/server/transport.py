@@ -2,8 +2,10 @@
 
 Each direction has its own stream (a follower's responses travel on its own stream to the leader), as in
 etcd's rafthttp. Raft tolerates lost, duplicated and reordered messages, so the transport is lossy by design:
-- `send(to, messages)` never blocks; a peer's outbox is bounded (`max_pending`) and drops what does not fit,
-  counting it; while a peer is unreachable its outbox keeps only the newest messages;
+- `send(to, messages)` never blocks; towards each peer, appends that carry entries and everything else
+  (heartbeats, votes, answers) travel on two streams, so a follower's heartbeats never wait behind megabytes
+  of entries; each stream's outbox is bounded (`max_pending`) and drops what does not fit, counting it;
+  while a peer is unreachable an outbox keeps only the newest messages;
 - a stream is opened only when there is something to send, and a broken one is reopened after a short
   backoff capped at `RETRY_MAX` (100 ms): a peer that comes back (a restarted node) must hear from us
   within a heartbeat or two, or an election that needs its vote waits for our backoff (this once made
@@ -179,8 +181,99 @@ class PeerServicer(pb_grpc.RaftPeerServicer):  # type: ignore[misc]  # generated
         return await self.on_snapshot_chunk(request)
 
 
+class _Lane:
+    """One stream towards a peer: a bounded outbox and the task that streams it, redialling when it breaks."""
+
+    def __init__(self, link: _PeerLink, name: str) -> None:
+        self.link = link
+        self.name = name
+        self.outbox: deque[bytes | Parts] = deque()
+        self.wakeup = asyncio.Event()
+        self.connected = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name=f"peer-{self.name}-{self.link.address}")
+
+    def push(self, messages: Sequence[bytes | Parts]) -> None:
+        stats = self.link.stats
+        room = self.link.max_pending - len(self.outbox)
+        if room < len(messages):
+            if not self.connected:  # keep the newest: old messages to an unreachable peer are stale
+                drop = min(len(self.outbox), len(messages) - room)
+                for _ in range(drop):
+                    self.outbox.popleft()
+                stats["dropped_stale"] += drop
+                room += drop
+            if room < len(messages):
+                stats["dropped_full"] += len(messages) - max(room, 0)
+                messages = messages[: max(room, 0)]
+        self.outbox.extend(messages)
+        self.wakeup.set()
+
+    async def _batches(self) -> AsyncIterator[bytes]:
+        while True:
+            while not self.outbox:
+                self.wakeup.clear()
+                await self.wakeup.wait()
+            yield self._next_batch()
+            self.connected = True
+            self.link.stats["batches_sent"] += 1
+
+    def _next_batch(self) -> bytes:
+        """The framing of the outbox's oldest messages, as many as fit in `max_batch_bytes` (at least one)."""
+        outbox = self.outbox
+        limit = self.link.max_batch_bytes
+        taken: list[bytes | Parts] = []
+        size = 0
+        while outbox:
+            n = wire_size(outbox[0]) + _FRAMING
+            if taken and size + n > limit:
+                self.link.stats["batches_split"] += 1
+                break
+            taken.append(outbox.popleft())
+            size += n
+        return frame_batch(taken)
+
+    async def _run(self) -> None:
+        link, stats = self.link, self.link.stats
+        delay = RETRY_MIN
+        while True:
+            while not self.outbox:  # an idle lane does not dial: nothing to say, nothing to retry
+                self.wakeup.clear()
+                await self.wakeup.wait()
+            try:
+                await link._stream(self._batches(), metadata=await link.call_metadata())
+            except asyncio.CancelledError:
+                raise
+            except HandshakeError:  # logged by the session, once per reason
+                stats["handshake_refused"] += 1
+            except grpc.aio.AioRpcError as exc:
+                if self.connected:
+                    log.info("%s stream to %s broke: %s", self.name, link.address, exc.code())
+                stats[f"stream_error_{exc.code().name.lower()}"] += 1
+                if link.session is not None:  # bound to its connection: a broken stream most likely lost it
+                    link.session.forget()
+            except Exception:  # a bug must not kill the lane silently
+                log.exception("%s stream to %s failed", self.name, link.address)
+            if self.connected:
+                delay = RETRY_MIN
+            self.connected = False
+            await link._sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
 class _PeerLink:
-    """The outgoing side towards one peer: a bounded outbox and the task that streams it."""
+    """The outgoing side towards one peer: one channel, two lanes. Appends that carry entries travel on the
+    `bulk` lane; everything else (heartbeats, votes, answers, TimeoutNow) on the `control` lane, so that
+    megabytes of entries queued for a slow follower never hold up the heartbeats that keep it from
+    campaigning (Raft tolerates the reordering between lanes; each lane keeps its own order)."""
 
     def __init__(
         self,
@@ -194,11 +287,8 @@ class _PeerLink:
     ) -> None:
         self.address = address
         self.session = session
-        self.outbox: deque[bytes | Parts] = deque()
         self.max_pending = max_pending
         self.max_batch_bytes = max_batch_bytes
-        self.wakeup = asyncio.Event()
-        self.connected = False
         self.stats = stats
         self._channel = (
             grpc.aio.insecure_channel(address, options=options)
@@ -211,74 +301,29 @@ class _PeerLink:
             STREAM_METHOD, request_serializer=_as_is, response_deserializer=pb.PeerAck.FromString
         )
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # a seam for tests
-        self._task: asyncio.Task[None] | None = None
+        self.control = _Lane(self, "control")
+        self.bulk = _Lane(self, "bulk")
+
+    @property
+    def connected(self) -> bool:
+        return self.control.connected or self.bulk.connected
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"peer-link-{self.address}")
+        self.control.start()
+        self.bulk.start()
 
     def push(self, messages: Sequence[Outgoing]) -> None:
-        room = self.max_pending - len(self.outbox)
-        if room < len(messages):
-            if not self.connected:  # keep the newest: old messages to an unreachable peer are stale
-                drop = min(len(self.outbox), len(messages) - room)
-                for _ in range(drop):
-                    self.outbox.popleft()
-                self.stats["dropped_stale"] += drop
-                room += drop
-            if room < len(messages):
-                self.stats["dropped_full"] += len(messages) - max(room, 0)
-                messages = messages[: max(room, 0)]
-        self.outbox.extend(m.SerializeToString() if isinstance(m, pb.PeerMessage) else m for m in messages)
-        self.wakeup.set()
-
-    async def _batches(self) -> AsyncIterator[bytes]:
-        while True:
-            while not self.outbox:
-                self.wakeup.clear()
-                await self.wakeup.wait()
-            yield self._next_batch()
-            self.connected = True
-            self.stats["batches_sent"] += 1
-
-    def _next_batch(self) -> bytes:
-        """The framing of the outbox's oldest messages, as many as fit in `max_batch_bytes` (at least one)."""
-        outbox = self.outbox
-        taken: list[bytes | Parts] = []
-        size = 0
-        while outbox:
-            n = wire_size(outbox[0]) + _FRAMING
-            if taken and size + n > self.max_batch_bytes:
-                self.stats["batches_split"] += 1
-                break
-            taken.append(outbox.popleft())
-            size += n
-        return frame_batch(taken)
-
-    async def _run(self) -> None:
-        delay = RETRY_MIN
-        while True:
-            while not self.outbox:  # an idle link does not dial: nothing to say, nothing to retry
-                self.wakeup.clear()
-                await self.wakeup.wait()
-            try:
-                await self._stream(self._batches(), metadata=await self.call_metadata())
-            except asyncio.CancelledError:
-                raise
-            except HandshakeError:  # logged by the session, once per reason
-                self.stats["handshake_refused"] += 1
-            except grpc.aio.AioRpcError as exc:
-                if self.connected:
-                    log.info("stream to %s broke: %s", self.address, exc.code())
-                self.stats[f"stream_error_{exc.code().name.lower()}"] += 1
-                if self.session is not None:  # bound to its connection: a broken stream most likely lost it
-                    self.session.forget()
-            except Exception:  # a bug must not kill the link silently
-                log.exception("stream to %s failed", self.address)
-            if self.connected:
-                delay = RETRY_MIN
-            self.connected = False
-            await self._sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
+        control: list[bytes | Parts] = []
+        bulk: list[bytes | Parts] = []
+        for m in messages:
+            if isinstance(m, Parts):  # an AppendEntries with entries (`codec.to_wire_parts`)
+                bulk.append(m)
+            else:
+                control.append(m.SerializeToString() if isinstance(m, pb.PeerMessage) else m)
+        if control:
+            self.control.push(control)
+        if bulk:
+            self.bulk.push(bulk)
 
     async def call_metadata(self) -> Sequence[tuple[str, bytes]] | None:
         """What authenticates a call to the peer (handshaking first when needed); None without a session."""
@@ -287,9 +332,7 @@ class _PeerLink:
         return await self.session.metadata(self._channel, HANDSHAKE_DEADLINE)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(self.control.close(), self.bulk.close())
         await self._channel.close()
 
 

@@ -337,3 +337,44 @@ def test_membership_changes_open_and_close_links_and_the_servicer_still_hears_no
             await c.server.stop(None)
 
     run(main)
+
+
+def test_heartbeats_do_not_wait_behind_appends_the_peer_is_slow_to_take() -> None:
+    """Megabytes of entries stuck on their way to a slow follower must not hold up its heartbeats (which keep
+    it from campaigning): appends with entries and everything else travel on separate streams."""
+
+    async def main() -> None:
+        from collections import Counter
+
+        from dledger.raft.messages import AppendEntries
+        from dledger.server.codec import to_wire_parts
+        from dledger.server.transport import _PeerLink
+        from dledger.storage_api import Entry, EntryKind
+
+        got: list[pb.PeerMessage] = []
+        stuck = asyncio.Event()
+
+        async def stream(batches: AsyncIterator[bytes], metadata: object = None) -> pb.PeerAck:
+            async for raw in batches:
+                messages = list(pb.PeerBatch.FromString(raw).messages)
+                if any(m.append_entries.entry_data for m in messages):
+                    stuck.set()
+                    await asyncio.Event().wait()  # a peer that never takes this stream's next bytes
+                got.extend(messages)
+            return pb.PeerAck()
+
+        link = _PeerLink("127.0.0.1:9", [], 100, Counter())
+        link._stream = stream
+        link.start()
+        try:
+            entries = (Entry(1, 1, b"x" * 1024, EntryKind.NORMAL),)
+            append = AppendEntries(term=1, from_id="a", to_id="b", group="g", entries=entries)
+            link.push([to_wire_parts(append)])
+            await asyncio.wait_for(stuck.wait(), 5)
+            link.push([msg("a", "b", 1)])  # a heartbeat
+            await wait_for(lambda: len(got) == 1)
+            assert got[0].append_entries.term == 1 and not got[0].append_entries.entry_data
+        finally:
+            await link.close()
+
+    run(main)
