@@ -146,7 +146,7 @@ HISTORY = {
     "a commit hash": r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{7,40}\b",
     "an A/B figure": r"\bA/B\b",
 }
-USER_DOCS = ["README.md", "docs/operating.md", "docs/embedding.md", "docs/protocol.md"]
+USER_DOCS = ["README.md", "docs/operating.md", "docs/embedding.md", "docs/protocol.md", "docs/benchmarks.md"]
 
 
 def test_readme_is_a_front_door() -> None:
