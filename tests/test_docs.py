@@ -147,7 +147,7 @@ HISTORY = {
     "an A/B figure": r"\bA/B\b",
 }
 USER_DOCS = ["README.md", "docs/operating.md", "docs/embedding.md", "docs/protocol.md", "docs/benchmarks.md"]
-USER_DOCS += ["docs/testing.md", "docs/architecture.md"]
+USER_DOCS += ["docs/testing.md", "docs/architecture.md", "CHANGELOG.md"]
 
 
 def test_readme_is_a_front_door() -> None:
