@@ -175,7 +175,9 @@ def test_cli_examples_run_as_written(tmp_path: pathlib.Path) -> None:
     finally:
         if (store / "cluster.json").exists():  # a block failed before the README's own stop
             subprocess.run(["dledger", "cluster", "stop", str(store)], env=env, capture_output=True, timeout=TIMEOUT)
-    assert '"data": "hello"' in outputs[0]  # `dledger get ... 2` read back the first appended entry
+    # `dledger get ... 2` printed a committed entry (index 1 is the first leader's no-op, so usually "hello")
+    got = [json.loads(line) for line in outputs[0].splitlines() if line.startswith("{")]
+    assert [e["index"] for e in got] == [2]
     assert "leadership transfer to n1 started" in outputs[0]
     assert "stopped n0, n1, n2" in outputs[-1]
     assert re.search(r"entries \(1\.\.\d+\): clean", outputs[-1])  # `dledger log verify` of a stopped node
@@ -224,10 +226,14 @@ def test_broker_examples_run_as_written(tmp_path: pathlib.Path) -> None:
     try:
         assert proc.wait(timeout=TIMEOUT) == 0
         logs = [tmp_path / "dledger-group" / f"n{n}.log" for n in range(3)]
-        wait_until(
-            lambda: all(p.exists() and "ready: MessagingService" in p.read_text(errors="replace") for p in logs),
-            "three broker replicas to serve",
-        )
+
+        def serving() -> bool:
+            texts = [p.read_text(errors="replace") if p.exists() else "" for p in logs]
+            failed = [t for t in texts if "dledger broker: " in t]  # a replica's one-line start-up error
+            assert not failed, f"a broker replica did not start:\n{failed[0]}"
+            return all("ready: MessagingService" in t for t in texts)
+
+        wait_until(serving, "three broker replicas to serve")
         wait_until(lambda: _leader_elected(env), "a leader (dledger status --config ...)")
         outputs = [run_block(block, ROOT, env) for block in rest]
     finally:
