@@ -45,6 +45,22 @@ def _table(client: DLedgerClient) -> str:
     return "\n".join(out)
 
 
+LEADER_WAIT = 30.0  # seconds `cluster --detach` waits for the group to elect before it returns
+
+
+def _wait_for_leader(peers: dict[str, str], group: str, timeout: float) -> str | None:
+    """The leader's id once every node answers and one leads (None after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    with DLedgerClient(peers, group=group) as client:
+        while time.monotonic() < deadline:
+            nodes = client.status(timeout=1.0)
+            leaders = [n.id for n in nodes if n.reachable and n.role == "leader"]
+            if len(leaders) == 1 and all(n.reachable for n in nodes):
+                return leaders[0]
+            time.sleep(0.05)
+    return None
+
+
 def _cmd_cluster(args: argparse.Namespace) -> int:
     if args.action == "stop":
         if not args.dir:
@@ -71,6 +87,11 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
         print(f"started {len(group.peers)} nodes of group {args.group!r}: {format_peers(group.peers)}")
         print(f"logs and stores in {group.root}")
         print(f"status: dledger status --cluster {group.root}\nstop:   dledger cluster stop {group.root}")
+        leader = _wait_for_leader(group.peers, args.group, LEADER_WAIT)
+        if leader is None:
+            print(f"no leader within {LEADER_WAIT:.0f} s: see {group.root}/<id>.log", file=sys.stderr)
+            return 1
+        print(f"leader: {leader}")
         return 0
     stop_on_terminate()
     try:

@@ -36,6 +36,10 @@ def test_detached_cluster_status_and_stop(tmp_path: pathlib.Path) -> None:
             nodes = json.loads(status.stdout) if status.returncode == 0 else []
             return sorted(n["role"] for n in nodes) == ["follower", "follower", "leader"]
 
+        leader = out.stdout.strip().splitlines()[-1]
+        assert leader.startswith("leader: n"), out.stdout  # it returns once the group has elected
+        status = json.loads(cli("status", "--cluster", str(root), "--json").stdout)
+        assert [n["role"] for n in status if n["id"] == leader.removeprefix("leader: ")] == ["leader"]
         wait_until(one_leader, 30, "a leader in the detached cluster", poll=0.2)
         appended = cli("append", "--cluster", str(root), "x")
         assert appended.returncode == 0, appended.stderr
