@@ -1,1 +1,1 @@
-"""Benchmarks: `python -m bench.<name>`. Figures go in the README, never into timed tests."""
+"""Benchmarks: `python -m bench.<name>`. Figures go in docs/benchmarks.md, never into timed tests."""

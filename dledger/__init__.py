@@ -1,6 +1,6 @@
 """dledger: a Raft-replicated commit log for RocketMQ-style brokers.
 
-Layers (see ARCHITECTURE.md): `dledger.raft` (pure consensus core), `dledger.commitlog` (durable
+Layers (see docs/architecture.md): `dledger.raft` (pure consensus core), `dledger.commitlog` (durable
 segmented log + LMDB hard state), `dledger.server` (node runtime), `dledger.broker_adapter` (message store).
 """
 

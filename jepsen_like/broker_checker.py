@@ -10,7 +10,7 @@ anomaly. Anomalies (each names the operations involved):
 - `failed-send-delivered`: a delivered body whose send had `fail` (the broker promised nothing was written);
 - `duplicated-send`: one send stored as two messages (its body delivered at two positions). The workload
   turns the client's resend off, so each send is one SendMessage request: a second copy was made by the
-  broker, which must then not have answered anything that promised "once" (see the README);
+  broker, which must then not have answered anything that promised "once" (see docs/testing.md);
 - `divergent`: one position delivered with two different bodies or message ids;
 - `receipt-mismatch`: an acknowledged send's receipt (message id, queue offset) differs from what the
   consumers got for its body;

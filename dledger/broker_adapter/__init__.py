@@ -1,4 +1,4 @@
-"""A RocketMQ-style message store on the replicated log (see ARCHITECTURE.md, "The broker adapter").
+"""A RocketMQ-style message store on the replicated log (see docs/architecture.md).
 
 `MessageStore` is a `SnapshottingStateMachine` of a `DLedgerServer` and the broker's API: put / get / query,
 topics, consumer offsets, Pop consumption (receive, ack, change-invisible, redelivery, dead letters, FIFO,

@@ -1,10 +1,9 @@
 """The event loop dledger's own processes run on: uvloop when it is installed, else asyncio's default.
 
 gRPC's asyncio stack costs a loop wake-up for every completed operation (each stream read and write), and uvloop's
-wake-ups are cheaper: a grpc.aio 1 KiB bidi echo on loopback takes about 111 us per round trip on uvloop against 161 us
-on the default loop (2-core machine), and one client's append latency on a 3-node group falls by about 12% (p50 1.46 ->
-1.28 ms, `bench.rev_ab`, 3 rounds; see README, performance). `DLEDGER_EVENT_LOOP=asyncio` forces the default loop (to
-compare, or to rule uvloop out); `=uvloop` insists on uvloop and fails when it is missing.
+wake-ups are cheaper, so each peer hop and each client append costs less (docs/benchmarks.md has the figures).
+`DLEDGER_EVENT_LOOP=asyncio` forces the default loop (to compare, or to rule uvloop out); `=uvloop` insists on uvloop
+and fails when it is missing.
 
 Invariant: only processes and threads that dledger starts itself take this loop (`dledger node`, `dledger
 broker`, `SyncDLedgerServer`'s thread); code that embeds `DLedgerServer` in its own loop keeps its loop.

@@ -1,4 +1,4 @@
-"""The adapter uses only the public node API (ARCHITECTURE.md): never raft or commitlog internals."""
+"""The adapter uses only the public node API (docs/architecture.md): never raft or commitlog internals."""
 
 from __future__ import annotations
 

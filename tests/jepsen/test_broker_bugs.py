@@ -1,4 +1,4 @@
-"""Minimal reproductions of the broker anomalies the broker workload found (see the README's jepsen section).
+"""Minimal reproductions of the broker anomalies the broker workload found (see docs/testing.md).
 
 Setup of both: a 3-replica `LocalBrokerGroup`; one official Python producer whose only endpoint is a
 follower, with the client's own resend switched off (so one `send` is one SendMessage request); the follower

@@ -99,7 +99,7 @@ def test_without_root_it_says_so_and_falls_back_to_proxies(monkeypatch: pytest.M
         runner._net_mode("netns")
 
 
-# Broker anomalies the short run may meet until dledger fixes them (see the README's jepsen section and
+# Broker anomalies the short run may meet until dledger fixes them (see docs/testing.md and
 # test_broker_bugs.py): a follower whose forward of a send failed after sending forwards it again to the new
 # leader, or answers HA_NOT_AVAILABLE ("nothing was written") although it was written.
 def test_short_broker_run_through_the_official_client(tmp_path: pathlib.Path) -> None:
