@@ -144,16 +144,21 @@ class PeerGate:
                     data = await asyncio.wait_for(anext(requests), HANDSHAKE_TIMEOUT)
                 except (StopAsyncIteration, TimeoutError):
                     raise HandshakeError("the dialler did not finish the handshake") from None
-                yield listener.receive(data)
+                reply = listener.receive(data)
+                if listener.done:  # before the ACCEPT leaves: the dialler's next call presents the session
+                    self._keep(listener.session, listener.peer_id, context.peer())
+                yield reply
         except HandshakeError as exc:
             who = f"{listener.peer_id} at {context.peer()}" if listener.peer_id else context.peer()
             self.note_refusal("a peer handshake", str(exc), who)
             yield refusal("authentication failed" if listener.peer_id else str(exc))
             return
-        self._sessions[listener.session] = (listener.peer_id, context.peer())
+
+    def _keep(self, session: bytes, peer_id: str, connection: str) -> None:
+        self._sessions[session] = (peer_id, connection)
         while len(self._sessions) > MAX_SESSIONS:
             self._sessions.popitem(last=False)
-        log.info("peer %s authenticated (from %s)", listener.peer_id, context.peer())
+        log.info("peer %s authenticated (from %s)", peer_id, connection)
 
 
 class PeerSession:
