@@ -26,30 +26,25 @@ from tests.server.procs import ProcessGroup, wait_until
 EVIL = b"attacker's bytes"
 
 
-def _group(root: pathlib.Path, secret: bool) -> ProcessGroup:
+def _running(root: pathlib.Path, secret: bool) -> Iterator[ProcessGroup]:
     group = ProcessGroup(root, flush="sync")
     group.peer_secret = secret  # the launcher makes the group a secret unless told not to
     group.start_all()
-    group.wait_for_leader(timeout=30)
-    return group
+    try:
+        group.wait_for_leader(timeout=30)
+        yield group
+    finally:
+        group.stop_all()
 
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessGroup]:
-    group = _group(tmp_path_factory.mktemp("secured"), secret=True)
-    try:
-        yield group
-    finally:
-        group.stop_all()
+    yield from _running(tmp_path_factory.mktemp("secured"), secret=True)
 
 
 @pytest.fixture(scope="module")
 def open_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessGroup]:
-    group = _group(tmp_path_factory.mktemp("open"), secret=False)
-    try:
-        yield group
-    finally:
-        group.stop_all()
+    yield from _running(tmp_path_factory.mktemp("open"), secret=False)
 
 
 def _send(address: str, messages: list[pb.PeerMessage]) -> grpc.StatusCode:
