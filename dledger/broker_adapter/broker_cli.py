@@ -27,6 +27,7 @@ import dledger.server.event_loop as event_loop
 from dledger.broker_adapter.endpoint_config import ENDPOINT_KEYS, EndpointConfig
 from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions
 from dledger.broker_adapter.store import MessageStore
+from dledger.commitlog import StoreInUseError
 from dledger.server.config import ConfigError, NodeConfig, format_peers, load_properties
 from dledger.server.gc_tuning import tune_gc
 from dledger.server.launcher import BROKER_MODULE, STATE_FILE, free_ports, stop_on_terminate
@@ -122,6 +123,9 @@ def _cmd_broker(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"dledger broker: {exc} (install the extra: pip install 'dledger[rocketmq]')", file=sys.stderr)
         return 2
+    except StoreInUseError as exc:
+        print(f"dledger broker: the store is in use: {exc} (another replica runs on it)", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"dledger broker: {exc}", file=sys.stderr)
         return 1

@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+from dledger.commitlog import SegmentedLog
+from dledger.server.launcher import free_ports
 from tests.server.procs import ROOT
 
 NOWHERE = "n0-127.0.0.1:1"  # nothing listens on port 1
@@ -83,3 +85,18 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(tmp_path: pathlib.Path, name:
     lines = out.stderr.splitlines()
     assert len(lines) == 1, f"{name}: {len(lines)} lines on stderr:\n{out.stderr}"
     assert lines[0].startswith("dledger"), lines[0]
+
+
+@pytest.mark.parametrize("command", ["node", "broker"])
+def test_a_store_in_use_is_one_line(tmp_path: pathlib.Path, command: str) -> None:
+    """The store's lock is held (here by this test process): the second opener says so, no traceback."""
+    port = free_ports(1)[0]
+    conf = tmp_path / "broker.conf"
+    conf.write_text(f"dLegerPeers=n0-127.0.0.1:{port}\ndLegerSelfId=n0\nstorePathRootDir={tmp_path}/s\n"
+                    f"grpcServerPort={free_ports(1)[0]}\n")  # fmt: skip
+    with SegmentedLog.open(tmp_path / "s" / "log"):
+        out = subprocess.run([sys.executable, "-m", "dledger", command, "--config", str(conf)], capture_output=True,
+                             text=True, cwd=ROOT, timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert out.returncode == 1
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and "store is in use" in lines[0], out.stderr
