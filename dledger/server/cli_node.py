@@ -22,7 +22,7 @@ from dledger.server.gc_tuning import tune_gc
 from dledger.server.malloc_tuning import tune_malloc
 from dledger.server.server import DLedgerServer
 
-__all__ = ["add_node_commands", "add_tls_flags", "config_from_args"]
+__all__ = ["add_node_commands", "add_tls_flags", "bind_problem", "config_from_args", "listen_problem"]
 
 log = logging.getLogger("dledger.node")
 
@@ -121,7 +121,7 @@ async def _serve(config: NodeConfig, durable_report_ms: int | None = None) -> No
     await server.stop()
 
 
-def _bind_problem(host: str, port: int) -> str | None:
+def bind_problem(host: str, port: int) -> str | None:
     """Why a server cannot listen on host:port right now (a probe bind, closed at once), or None."""
     try:
         socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET).close()
@@ -137,11 +137,11 @@ def listen_problem(config: NodeConfig) -> str | None:
     builds anything, so a port in use leaves no store directory behind; the probe uses SO_REUSEADDR, as the
     server's own listener does, so a port held only by closing connections is not refused."""
     host, port = parse_address(config.address)
-    problem = _bind_problem(host, port)
+    problem = bind_problem(host, port)
     if problem:
         return f"cannot listen on {config.address}: {problem.lower()} (is another node running there?)"
     if config.metrics_port:  # 0: any free port
-        problem = _bind_problem(config.metrics_host, config.metrics_port)
+        problem = bind_problem(config.metrics_host, config.metrics_port)
         if problem:
             return f"metrics port {config.metrics_port} on {config.metrics_host}: {problem.lower()}"
     return None

@@ -6,6 +6,7 @@ A user error is never a Python traceback: each case below runs the real command 
 from __future__ import annotations
 
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -100,3 +101,20 @@ def test_a_store_in_use_is_one_line(tmp_path: pathlib.Path, command: str) -> Non
     assert out.returncode == 1
     lines = out.stderr.splitlines()
     assert len(lines) == 1 and "store is in use" in lines[0], out.stderr
+
+
+@pytest.mark.parametrize("held", ["dLegerPeers", "grpcServerPort"])
+def test_broker_port_in_use_is_one_line_naming_it(tmp_path: pathlib.Path, held: str) -> None:
+    """Checked before the replica builds anything: no store directory is left behind."""
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        busy = sock.getsockname()[1]
+        node, grpc = (busy, free_ports(1)[0]) if held == "dLegerPeers" else (free_ports(1)[0], busy)
+        conf = tmp_path / "broker.conf"
+        conf.write_text(f"dLegerPeers=n0-127.0.0.1:{node}\ndLegerSelfId=n0\nstorePathRootDir={tmp_path}/s\n"
+                        f"grpcServerPort={grpc}\n")  # fmt: skip
+        out = subprocess.run([sys.executable, "-m", "dledger", "broker", "--config", str(conf)], capture_output=True,
+                             text=True, cwd=ROOT, timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert out.returncode == 1
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and f"127.0.0.1:{busy}" in lines[0] and "in use" in lines[0], out.stderr
+    assert not (tmp_path / "s").exists()
