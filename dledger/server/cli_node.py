@@ -125,9 +125,9 @@ def bind_problem(host: str, port: int) -> str | None:
     """Why a server cannot listen on host:port right now (a probe bind, closed at once), or None."""
     try:
         socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET).close()
-    except socket.gaierror as exc:
-        return f"cannot resolve {host!r}: {exc.strerror}"
-    except OSError as exc:
+    except OSError as exc:  # a name that does not resolve comes as a negative (getaddrinfo) errno
+        if isinstance(exc, socket.gaierror) or (exc.errno is not None and exc.errno < 0):
+            return f"the host {host!r} does not resolve"
         return os.strerror(exc.errno) if exc.errno else str(exc)
     return None
 
@@ -139,7 +139,8 @@ def listen_problem(config: NodeConfig) -> str | None:
     host, port = parse_address(config.address)
     problem = bind_problem(host, port)
     if problem:
-        return f"cannot listen on {config.address}: {problem.lower()} (is another node running there?)"
+        hint = " (is another node running there?)" if "in use" in problem else ""
+        return f"cannot listen on {config.address}: {problem.lower()}{hint}"
     if config.metrics_port:  # 0: any free port
         problem = bind_problem(config.metrics_host, config.metrics_port)
         if problem:
