@@ -1,8 +1,9 @@
 """`dledger cluster`: a local group of node processes with a live status table; `dledger cluster stop DIR`.
 
 Foreground (default): start the nodes, redraw the table every `--refresh` seconds, and on Ctrl-C stop them
-all gracefully. `--detach`: start them in their own session, print how to reach them, and return; the state
-file in the store dir lets `dledger cluster stop DIR` and `dledger status --cluster DIR` find them.
+all gracefully. `--detach`: start them in their own session, wait until each is ready (a node that exits
+instead is reported with its last log line, and the others are stopped), print how to reach them, and
+return; the state file in the store dir lets `dledger cluster stop DIR` and `dledger status --cluster DIR` find them.
 `--broker`: the same for broker replicas. A directory whose group still runs is refused (exit 1), and
 SIGTERM or SIGHUP to a foreground group stops its nodes as Ctrl-C does.
 """
@@ -45,6 +46,44 @@ def _table(client: DLedgerClient) -> str:
     return "\n".join(out)
 
 
+READY_TIMEOUT_S = 60.0  # generous: a loaded machine starts a node in seconds
+
+
+class ClusterStartError(Exception):
+    """A node of a detached group did not start (the others were stopped)."""
+
+
+def _log_sizes(group: LocalProcessGroup) -> dict[str, int]:
+    """Each node's log size before this start (the logs are appended to across runs)."""
+    sizes = {}
+    for node_id in group.peers:
+        path = group.root / f"{node_id}.log"
+        sizes[node_id] = path.stat().st_size if path.exists() else 0
+    return sizes
+
+
+def _wait_ready(group: LocalProcessGroup, offsets: dict[str, int], timeout: float) -> dict[str, str]:
+    """Wait until every node has logged its ready line; the nodes that exited or did not get there, each with
+    why (the last line it logged)."""
+    pending = set(group.peers)
+    failed: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while pending:
+        for node_id in sorted(pending):
+            with open(group.root / f"{node_id}.log", "rb") as f:
+                f.seek(offsets[node_id])
+                text = f.read().decode(errors="replace")
+            if " ready on " in text:
+                pending.discard(node_id)
+            elif not group.alive(node_id) or time.monotonic() > deadline:
+                lines = [line for line in text.splitlines() if line.strip()]
+                last = lines[-1] if lines else "no output"
+                failed[node_id] = f"{'exited' if not group.alive(node_id) else 'not ready'}: {last}"
+                pending.discard(node_id)
+        time.sleep(0.05)
+    return failed
+
+
 def _cmd_cluster(args: argparse.Namespace) -> int:
     if args.action == "stop":
         if not args.dir:
@@ -67,7 +106,12 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     group = LocalProcessGroup.create(root, args.nodes, base_port=args.base_port, group=args.group, flush=args.flush)
     group.detached = args.detach
     if args.detach:
+        offsets = _log_sizes(group)
         group.start_all()
+        failed = _wait_ready(group, offsets, READY_TIMEOUT_S)
+        if failed:
+            group.stop_all()
+            raise ClusterStartError("; ".join(f"{node_id} {why}" for node_id, why in failed.items()))
         print(f"started {len(group.peers)} nodes of group {args.group!r}: {format_peers(group.peers)}")
         print(f"logs and stores in {group.root}")
         print(f"status: dledger status --cluster {group.root}\nstop:   dledger cluster stop {group.root}")
@@ -118,6 +162,6 @@ def _run_cluster(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"dledger cluster: {exc}", file=sys.stderr)
         return 2
-    except ClusterRunningError as exc:
+    except (ClusterRunningError, ClusterStartError) as exc:
         print(f"dledger cluster: {exc}", file=sys.stderr)
         return 1
