@@ -31,7 +31,15 @@ from dledger.commitlog import StoreInUseError
 from dledger.server.cli_node import bind_problem, listen_problem
 from dledger.server.config import ConfigError, NodeConfig, format_peers, load_properties, parse_address
 from dledger.server.gc_tuning import tune_gc
-from dledger.server.launcher import BROKER_MODULE, STATE_FILE, free_ports, stop_on_terminate
+from dledger.server.launcher import (
+    BROKER_MODULE,
+    READY_TIMEOUT_S,
+    STATE_FILE,
+    free_ports,
+    log_sizes,
+    stop_on_terminate,
+    wait_ready,
+)
 from dledger.server.malloc_tuning import tune_malloc
 from dledger.server.server import DLedgerServer
 
@@ -301,7 +309,14 @@ def run_local_group(
         return 2
     g.detached, g.flush = detach, flush
     if detach:
+        offsets = log_sizes(g.root, g.peers)
         g.start_all()
+        failed = wait_ready(g.root, offsets, g.alive, READY_TIMEOUT_S)
+        if failed:
+            g.stop_all()
+            why = "; ".join(f"{node_id} {reason}" for node_id, reason in failed.items())
+            print(f"dledger cluster: {why}", file=sys.stderr)
+            return 1
         print(f"broker group {group!r}: {nodes} replicas; clients use endpoints={g.access_point!r}")
         print(f"configs and logs in {g.root}")
         print(f"status: dledger status --cluster {g.root}\nstop:   dledger cluster stop {g.root}")

@@ -19,11 +19,15 @@ from dledger.server.cli_client import format_status_table
 from dledger.server.client import DLedgerClient, NodeInfo
 from dledger.server.config import ConfigError, format_peers
 from dledger.server.launcher import (
+    READY_TIMEOUT_S,
     ClusterRunningError,
+    ClusterStartError,
     LocalProcessGroup,
+    log_sizes,
     refuse_if_running,
     stop_detached,
     stop_on_terminate,
+    wait_ready,
 )
 
 __all__ = ["add_cluster_commands", "with_lag"]
@@ -44,44 +48,6 @@ def _table(client: DLedgerClient) -> str:
     for line, (_, lag) in zip(table[1:], lags, strict=True):
         out.append(line.ljust(width) + f"  {'-' if lag is None else lag}")
     return "\n".join(out)
-
-
-READY_TIMEOUT_S = 60.0  # generous: a loaded machine starts a node in seconds
-
-
-class ClusterStartError(Exception):
-    """A node of a detached group did not start (the others were stopped)."""
-
-
-def _log_sizes(group: LocalProcessGroup) -> dict[str, int]:
-    """Each node's log size before this start (the logs are appended to across runs)."""
-    sizes = {}
-    for node_id in group.peers:
-        path = group.root / f"{node_id}.log"
-        sizes[node_id] = path.stat().st_size if path.exists() else 0
-    return sizes
-
-
-def _wait_ready(group: LocalProcessGroup, offsets: dict[str, int], timeout: float) -> dict[str, str]:
-    """Wait until every node has logged its ready line; the nodes that exited or did not get there, each with
-    why (the last line it logged)."""
-    pending = set(group.peers)
-    failed: dict[str, str] = {}
-    deadline = time.monotonic() + timeout
-    while pending:
-        for node_id in sorted(pending):
-            with open(group.root / f"{node_id}.log", "rb") as f:
-                f.seek(offsets[node_id])
-                text = f.read().decode(errors="replace")
-            if " ready on " in text:
-                pending.discard(node_id)
-            elif not group.alive(node_id) or time.monotonic() > deadline:
-                lines = [line for line in text.splitlines() if line.strip()]
-                last = lines[-1] if lines else "no output"
-                failed[node_id] = f"{'exited' if not group.alive(node_id) else 'not ready'}: {last}"
-                pending.discard(node_id)
-        time.sleep(0.05)
-    return failed
 
 
 def _cmd_cluster(args: argparse.Namespace) -> int:
@@ -106,9 +72,9 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     group = LocalProcessGroup.create(root, args.nodes, base_port=args.base_port, group=args.group, flush=args.flush)
     group.detached = args.detach
     if args.detach:
-        offsets = _log_sizes(group)
+        offsets = log_sizes(group.root, group.peers)
         group.start_all()
-        failed = _wait_ready(group, offsets, READY_TIMEOUT_S)
+        failed = wait_ready(group.root, offsets, group.alive, READY_TIMEOUT_S)
         if failed:
             group.stop_all()
             raise ClusterStartError("; ".join(f"{node_id} {why}" for node_id, why in failed.items()))

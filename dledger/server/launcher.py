@@ -11,33 +11,46 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from dledger.server.config import ConfigError, format_peers, parse_peers
 
 __all__ = [
+    "READY_TIMEOUT_S",
     "STATE_FILE",
     "ClusterRunningError",
+    "ClusterStartError",
     "LocalProcessGroup",
     "free_ports",
     "load_state",
+    "log_sizes",
     "refuse_if_running",
     "running_nodes",
     "stop_on_terminate",
+    "wait_ready",
 ]
 
 STATE_FILE = "cluster.json"
 BROKER_MODULE = "dledger.broker_adapter.broker_cli"  # how `LocalBrokerGroup` runs a replica
 
 
+READY_TIMEOUT_S = 60.0  # generous: a loaded machine starts a node in seconds
+_READY = re.compile(r"^dledger (node|broker) \S+ ready", re.MULTILINE)  # what a node or replica prints
+
+
 class ClusterRunningError(Exception):
     """A local group already runs in the directory a new one was to start in."""
+
+
+class ClusterStartError(Exception):
+    """A node of a detached group did not start (the others were stopped)."""
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
@@ -187,6 +200,35 @@ def stop_on_terminate() -> None:
     node: their default action would end the launcher alone and leave its nodes running."""
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_interrupt)
+
+
+def log_sizes(root: pathlib.Path, ids: Iterable[str]) -> dict[str, int]:
+    """Each node's `<root>/<id>.log` size before a start (the logs are appended to across runs)."""
+    return {i: (root / f"{i}.log").stat().st_size if (root / f"{i}.log").exists() else 0 for i in ids}
+
+
+def wait_ready(
+    root: pathlib.Path, offsets: dict[str, int], alive: Callable[[str], bool], timeout: float
+) -> dict[str, str]:
+    """Wait until every node has logged its ready line past `offsets`; returns the nodes that exited or did not
+    get there in `timeout` seconds, each with why (the last line it logged)."""
+    pending = set(offsets)
+    failed: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while pending:
+        for node_id in sorted(pending):
+            with open(root / f"{node_id}.log", "rb") as f:
+                f.seek(offsets[node_id])
+                text = f.read().decode(errors="replace")
+            if _READY.search(text):
+                pending.discard(node_id)
+            elif not alive(node_id) or time.monotonic() > deadline:
+                lines = [line for line in text.splitlines() if line.strip()]
+                last = lines[-1] if lines else "no output"
+                failed[node_id] = f"{'exited' if not alive(node_id) else 'not ready'}: {last}"
+                pending.discard(node_id)
+        time.sleep(0.05)
+    return failed
 
 
 def running_nodes(root: str | os.PathLike[str]) -> list[str]:
