@@ -131,6 +131,12 @@ def test_broker_cluster_detaches_and_stops(tmp_path: pathlib.Path) -> None:
     assert group == "broker-a" and list(pids) == ["n0"]
     try:
         assert is_our_node(pids["n0"], root.resolve())
+
+        def leads() -> bool:  # the state file's peers are the replicas' dLedger nodes
+            status = cli("status", "--cluster", str(root), "--json")
+            return status.returncode == 0 and json.loads(status.stdout)[0]["role"] == "leader"
+
+        wait_until(leads, 30, "the replica leading", poll=0.2)
     finally:
         stopped = cli("cluster", "stop", str(root))
     assert stopped.returncode == 0 and "n0" in stopped.stdout, stopped.stdout + stopped.stderr
