@@ -18,7 +18,7 @@ from typing import Any
 
 from dledger.server.client import DLedgerClient, Member, NodeInfo
 from dledger.server.client_policy import DLedgerError, OutcomeUnknownError
-from dledger.server.config import ConfigError, format_peers, load_properties, parse_peers
+from dledger.server.config import ConfigError, format_peers, load_properties, parse_address, parse_peers
 from dledger.server.tls import TlsConfig
 
 __all__ = ["add_client_commands", "format_status_table"]
@@ -280,4 +280,6 @@ def add_client_commands(sub: Any) -> None:
 def _member_checked(args: argparse.Namespace) -> int:
     if args.action != "list" and not args.id:
         raise ConfigError(f"member {args.action} needs a node id")
+    if args.address is not None:
+        parse_address(args.address, key="--address")
     return _cmd_member(args)

@@ -66,6 +66,7 @@ def cases(tmp: pathlib.Path) -> dict[str, list[str]]:
         "member bad action": ["member", "frob", *peers],
         "member add no id": ["member", "add", *peers],
         "member add no address": ["member", "add", "n3", *peers],
+        "member add bad address": ["member", "add", "n3", "--address", "host-without-port", *peers],
         "log no subcommand": ["log"],
         "log verify missing dir": ["log", "verify", str(tmp / "none")],
         "log verify not a store": ["log", "verify", str(tmp)],
@@ -122,3 +123,9 @@ def test_broker_port_in_use_is_one_line_naming_it(tmp_path: pathlib.Path, held: 
     lines = out.stderr.splitlines()
     assert len(lines) == 1 and f"127.0.0.1:{busy}" in lines[0] and "in use" in lines[0], out.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_member_add_checks_the_address_before_asking_the_group() -> None:
+    out = subprocess.run([sys.executable, "-m", "dledger", "member", "add", "n3", "--address", "nonsense", "--peers",
+                          NOWHERE, "--timeout", "1"], capture_output=True, text=True, cwd=ROOT, timeout=60)  # fmt: skip
+    assert out.returncode == 2 and out.stderr.startswith("dledger: --address: 'nonsense' is not host:port"), out.stderr
