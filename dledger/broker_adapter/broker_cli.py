@@ -27,15 +27,16 @@ import dledger.server.event_loop as event_loop
 from dledger.broker_adapter.endpoint_config import ENDPOINT_KEYS, EndpointConfig
 from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions
 from dledger.broker_adapter.store import MessageStore
-from dledger.commitlog import StoreInUseError
-from dledger.server.cli_node import bind_problem, listen_problem
 from dledger.server.config import ConfigError, NodeConfig, format_peers, load_properties, parse_address
 from dledger.server.gc_tuning import tune_gc
 from dledger.server.launcher import (
     BROKER_MODULE,
     READY_TIMEOUT_S,
     STATE_FILE,
+    StoreInUseError,
+    bind_problem,
     free_ports,
+    listen_problem,
     log_sizes,
     stop_on_terminate,
     wait_ready,

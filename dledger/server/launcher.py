@@ -1,5 +1,9 @@
 """Start and stop a local group of `dledger node` processes (for `dledger cluster`, `dledger demo`, tests).
 
+Also the checks that `dledger node` and `dledger broker` make before they build anything (a port in use,
+an address not on this host), and `StoreInUseError`, which their start raises when another process has the
+store open.
+
 A launched group has a state file `<root>/cluster.json` (group, peers, flush, pids) so that another command
 can find it (`dledger cluster stop DIR`, `dledger status --cluster DIR`). Invariants: every node keeps its
 store in `<root>/<id>` and writes its log to `<root>/<id>.log`; `stop` only signals processes whose command
@@ -20,7 +24,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from dledger.server.config import ConfigError, format_peers, parse_peers
+from dledger.commitlog import StoreInUseError  # re-exported: what a node's start raises on a store in use
+from dledger.server.config import ConfigError, NodeConfig, format_peers, parse_address, parse_peers
 
 __all__ = [
     "READY_TIMEOUT_S",
@@ -28,7 +33,10 @@ __all__ = [
     "ClusterRunningError",
     "ClusterStartError",
     "LocalProcessGroup",
+    "StoreInUseError",
+    "bind_problem",
     "free_ports",
+    "listen_problem",
     "load_state",
     "log_sizes",
     "refuse_if_running",
@@ -200,6 +208,33 @@ def stop_on_terminate() -> None:
     node: their default action would end the launcher alone and leave its nodes running."""
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_interrupt)
+
+
+def bind_problem(host: str, port: int) -> str | None:
+    """Why a server cannot listen on host:port right now (a probe bind, closed at once), or None."""
+    try:
+        socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET).close()
+    except OSError as exc:  # a name that does not resolve comes as a negative (getaddrinfo) errno
+        if isinstance(exc, socket.gaierror) or (exc.errno is not None and exc.errno < 0):
+            return f"the host {host!r} does not resolve"
+        return os.strerror(exc.errno) if exc.errno else str(exc)
+    return None
+
+
+def listen_problem(config: NodeConfig) -> str | None:
+    """Why this node cannot serve on its peer address or its metrics port, or None. Checked before the node
+    builds anything, so a port in use leaves no store directory behind; the probe uses SO_REUSEADDR, as the
+    server's own listener does, so a port held only by closing connections is not refused."""
+    host, port = parse_address(config.address)
+    problem = bind_problem(host, port)
+    if problem:
+        hint = " (is another node running there?)" if "in use" in problem else ""
+        return f"cannot listen on {config.address}: {problem.lower()}{hint}"
+    if config.metrics_port:  # 0: any free port
+        problem = bind_problem(config.metrics_host, config.metrics_port)
+        if problem:
+            return f"metrics port {config.metrics_port} on {config.metrics_host}: {problem.lower()}"
+    return None
 
 
 def log_sizes(root: pathlib.Path, ids: Iterable[str]) -> dict[str, int]:
