@@ -11,19 +11,18 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from dledger import __version__
+from dledger.server.cli_client import entry_index
 
 
-def _index_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an index: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"an index cannot be negative: {value}")
-    return value
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (`dledger get: error: ...`), exit 2;
+    the sub-command parsers are of this class too (argparse makes them of the parent's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _store_problem(directory: str) -> str | None:
@@ -89,19 +88,37 @@ def _log_dump(args: argparse.Namespace) -> int:
     if problem:
         print(f"dledger log dump: {problem}", file=sys.stderr)
         return 2
-    bad = 0
+    bad = shown = 0
     try:
         for item in dump_entries(args.dir, args.from_, None if args.to is None else args.to + 1):
             if isinstance(item, Problem):
                 bad += 1
                 print(f"BAD {item}")
             else:
+                shown += 1
                 data = _preview(item.data, None if args.full else 64)
                 print(f"{item.index}\t{item.term}\t{item.kind.name}\t{len(item.data)}\t{data}")
+        if not shown and not bad:
+            print(f"dledger log dump: {_empty_range(args.dir, args.from_, args.to)}", file=sys.stderr)
+            return 1
     except (CorruptStoreError, PermissionError) as exc:
         print(f"dledger log dump: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, CorruptStoreError) else 2
     return 1 if bad else 0
+
+
+def _empty_range(directory: str, lo: int, hi: int | None) -> str:
+    """Why `lo..hi` holds no entry: the log is empty, the range ends before its first entry, or it starts
+    past its last (indexes are contiguous from the first, so only its first entry need be read)."""
+    from dledger.commitlog import Problem, dump_entries
+
+    first = next((e.index for e in dump_entries(directory, 0, None) if not isinstance(e, Problem)), None)
+    wanted = f"{lo}..{'' if hi is None else hi}"
+    if first is None:
+        return f"no entries in {wanted}: the log is empty"
+    if hi is not None and hi < first:
+        return f"no entries in {wanted}: the log starts at {first}"
+    return f"no entries in {wanted}: past the end of the log"
 
 
 def add_log_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -117,9 +134,9 @@ def add_log_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     dump.add_argument("dir", nargs="?", help="the log directory (holding data/ and index/)")
     dump.add_argument("--store-dir", help="a node's --store-dir (its log is STORE_DIR/log)")
     dump.add_argument(
-        "--from", dest="from_", type=_index_arg, default=0, metavar="I", help="first index (default: the first)"
+        "--from", dest="from_", type=entry_index, default=0, metavar="I", help="first index (default: the first)"
     )
-    dump.add_argument("--to", type=_index_arg, default=None, metavar="J", help="last index, inclusive (default: last)")
+    dump.add_argument("--to", type=entry_index, default=None, metavar="J", help="last index, inclusive (default: last)")
     dump.add_argument("--full", action="store_true", help="print whole bodies, not the first 64 bytes")
     dump.set_defaults(func=_log_dump)
 
@@ -161,9 +178,9 @@ def add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dledger", description="A Raft-replicated commit log.")
+    parser = OneLineParser(prog="dledger", description="A Raft-replicated commit log.")
     parser.add_argument("--version", action="version", version=f"dledger {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub: Any = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     # each feature module adds its commands here
     from dledger.broker_adapter.broker_cli import add_broker_command

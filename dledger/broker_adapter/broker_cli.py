@@ -27,9 +27,21 @@ import dledger.server.event_loop as event_loop
 from dledger.broker_adapter.endpoint_config import ENDPOINT_KEYS, EndpointConfig
 from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions
 from dledger.broker_adapter.store import MessageStore
-from dledger.server.config import ConfigError, NodeConfig, format_peers, load_properties
+from dledger.server.config import ConfigError, NodeConfig, format_peers, load_properties, parse_address
 from dledger.server.gc_tuning import tune_gc
-from dledger.server.launcher import BROKER_MODULE, STATE_FILE, ensure_peer_secret, free_ports, stop_on_terminate
+from dledger.server.launcher import (
+    BROKER_MODULE,
+    READY_TIMEOUT_S,
+    STATE_FILE,
+    StoreInUseError,
+    bind_problem,
+    ensure_peer_secret,
+    free_ports,
+    listen_problem,
+    log_sizes,
+    stop_on_terminate,
+    wait_ready,
+)
 from dledger.server.malloc_tuning import tune_malloc
 from dledger.server.server import DLedgerServer
 
@@ -41,12 +53,16 @@ log = logging.getLogger("dledger.broker")
 class BrokerReplica:
     """One replica in this process: `await start()`, then serve until `await stop()`."""
 
-    def __init__(self, props: dict[str, str], *, seed: int | None = None) -> None:
+    def __init__(self, props: dict[str, str], *, seed: int | None = None, probe_ports: bool = False) -> None:
+        """`probe_ports`: first check that the node's and the endpoint's ports are free (OSError naming the
+        one in use), before the store directory is made."""
         from dledger.broker_adapter.endpoint import MessagingEndpoint  # needs the dledger[rocketmq] extra
         from dledger.broker_adapter.endpoint_support import ApplyNotifier
 
         self.node_config = NodeConfig.from_properties(props, other_keys=[*BROKER_KEYS, *ENDPOINT_KEYS])
         self.config = EndpointConfig.from_properties(props, self.node_config)
+        if probe_ports:
+            _probe_ports(self.node_config, self.config)
         options = StoreOptions.from_properties(props, file_reserved_hours=self.node_config.file_reserved_hours)
         self.store = MessageStore(self.node_config.store_dir, options)
         self.notifier = ApplyNotifier(self.store.last_applied())
@@ -56,8 +72,8 @@ class BrokerReplica:
         self._grpc: Any = None
 
     @classmethod
-    def from_file(cls, path: str | pathlib.Path) -> BrokerReplica:
-        return cls(load_properties(path))
+    def from_file(cls, path: str | pathlib.Path, *, probe_ports: bool = False) -> BrokerReplica:
+        return cls(load_properties(path), probe_ports=probe_ports)
 
     async def start(self) -> None:
         import grpc.aio
@@ -93,8 +109,19 @@ class BrokerReplica:
         self.store.close()
 
 
+def _probe_ports(node: NodeConfig, endpoint: EndpointConfig) -> None:
+    problem = listen_problem(node)
+    if problem is None:
+        host, port = parse_address(endpoint.address)
+        problem = bind_problem(host, port)
+        if problem is not None:
+            problem = f"cannot serve clients on {endpoint.address} (grpcServerPort): {problem.lower()}"
+    if problem is not None:
+        raise OSError(problem)
+
+
 async def _serve(path: str) -> None:
-    replica = BrokerReplica.from_file(path)
+    replica = BrokerReplica.from_file(path, probe_ports=True)
     await replica.start()
     tune_gc()
     cfg = replica.config
@@ -122,6 +149,9 @@ def _cmd_broker(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"dledger broker: {exc} (install the extra: pip install 'dledger[rocketmq]')", file=sys.stderr)
         return 2
+    except StoreInUseError as exc:
+        print(f"dledger broker: the store is in use: {exc} (another replica runs on it)", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"dledger broker: {exc}", file=sys.stderr)
         return 1
@@ -282,7 +312,14 @@ def run_local_group(
         return 2
     g.detached, g.flush = detach, flush
     if detach:
+        offsets = log_sizes(g.root, g.peers)
         g.start_all()
+        failed = wait_ready(g.root, offsets, g.alive, READY_TIMEOUT_S)
+        if failed:
+            g.stop_all()
+            why = "; ".join(f"{node_id} {reason}" for node_id, reason in failed.items())
+            print(f"dledger cluster: {why}", file=sys.stderr)
+            return 1
         print(f"broker group {group!r}: {nodes} replicas; clients use endpoints={g.access_point!r}")
         print(f"configs and logs in {g.root}")
         print(f"status: dledger status --cluster {g.root}\nstop:   dledger cluster stop {g.root}")

@@ -12,12 +12,13 @@ import argparse
 import json
 import pathlib
 import sys
+import time
 from dataclasses import asdict
 from typing import Any
 
 from dledger.server.client import DLedgerClient, Member, NodeInfo
 from dledger.server.client_policy import DLedgerError, OutcomeUnknownError
-from dledger.server.config import ConfigError, format_peers, load_properties, parse_peers
+from dledger.server.config import ConfigError, format_peers, load_properties, parse_address, parse_peers
 from dledger.server.tls import TlsConfig
 
 __all__ = ["add_client_commands", "format_status_table"]
@@ -103,6 +104,20 @@ def _cmd_append(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_INDEX = (1 << 63) - 1  # indexes travel as 64-bit integers
+
+
+def entry_index(text: str) -> int:
+    """An argparse type: a log index, 0 <= index < 2**63 (a bad one is a usage error, not a traceback)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an index: {text!r}") from None
+    if not 0 <= value <= MAX_INDEX:
+        raise argparse.ArgumentTypeError(f"an index is between 0 and {MAX_INDEX}, not {value}")
+    return value
+
+
 def _cmd_get(args: argparse.Namespace) -> int:
     with _client(args) as client:
         entry = client.get(args.index)
@@ -156,11 +171,31 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0 if all(n.reachable for n in nodes) else 1
 
 
+def _leader(client: DLedgerClient, timeout: float) -> NodeInfo | None:
+    return next((n for n in client.status(timeout=timeout) if n.reachable and n.role == "leader"), None)
+
+
 def _cmd_transfer(args: argparse.Namespace) -> int:
+    """Ask for the transfer, then report whether `--to` leads within `--timeout` (a transfer to the node
+    that already leads is said so, not "started")."""
     with _client(args) as client:
+        probe = min(args.timeout, 2.0)
+        leader = _leader(client, probe)
+        if leader is not None and leader.id == args.to:
+            print(f"{args.to} already leads (term {leader.term}); nothing to transfer")
+            return 0
         client.transfer_leadership(args.to)
-    print(f"leadership transfer to {args.to} started")
-    return 0
+        deadline = time.monotonic() + args.timeout
+        while True:
+            leader = _leader(client, probe)
+            if leader is not None and leader.id == args.to:
+                print(f"leadership moved to {args.to} (term {leader.term})")
+                return 0
+            if time.monotonic() >= deadline:
+                now = f"{leader.id} leads" if leader is not None else "no leader is known"
+                print(f"dledger: transfer to {args.to} asked for, but {now} after {args.timeout:g} s", file=sys.stderr)
+                return 1
+            time.sleep(0.05)
 
 
 def format_members(members: tuple[Member, ...] | list[Member]) -> str:
@@ -209,7 +244,7 @@ def add_client_commands(sub: Any) -> None:
 
     p = sub.add_parser("get", help="print one committed entry")
     _common(p)
-    p.add_argument("index", type=int)
+    p.add_argument("index", type=entry_index, help="the entry's index (1 and up)")
     p.add_argument("--raw", action="store_true", help="write the entry's bytes only")
     p.set_defaults(func=_run(_cmd_get))
 
@@ -245,4 +280,6 @@ def add_client_commands(sub: Any) -> None:
 def _member_checked(args: argparse.Namespace) -> int:
     if args.action != "list" and not args.id:
         raise ConfigError(f"member {args.action} needs a node id")
+    if args.address is not None:
+        parse_address(args.address, key="--address")
     return _cmd_member(args)

@@ -1,8 +1,9 @@
 """`dledger cluster`: a local group of node processes with a live status table; `dledger cluster stop DIR`.
 
 Foreground (default): start the nodes, redraw the table every `--refresh` seconds, and on Ctrl-C stop them
-all gracefully. `--detach`: start them in their own session, print how to reach them, and return; the state
-file in the store dir lets `dledger cluster stop DIR` and `dledger status --cluster DIR` find them.
+all gracefully. `--detach`: start them in their own session, wait until each is ready (a node that exits
+instead is reported with its last log line, and the others are stopped), print how to reach them, and
+return; the state file in the store dir lets `dledger cluster stop DIR` and `dledger status --cluster DIR` find them.
 `--broker`: the same for broker replicas. A directory whose group still runs is refused (exit 1), and
 SIGTERM or SIGHUP to a foreground group stops its nodes as Ctrl-C does.
 """
@@ -18,11 +19,15 @@ from dledger.server.cli_client import format_status_table
 from dledger.server.client import DLedgerClient, NodeInfo
 from dledger.server.config import ConfigError, format_peers
 from dledger.server.launcher import (
+    READY_TIMEOUT_S,
     ClusterRunningError,
+    ClusterStartError,
     LocalProcessGroup,
+    log_sizes,
     refuse_if_running,
     stop_detached,
     stop_on_terminate,
+    wait_ready,
 )
 
 __all__ = ["add_cluster_commands", "with_lag"]
@@ -83,7 +88,12 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     group = LocalProcessGroup.create(root, args.nodes, base_port=args.base_port, group=args.group, flush=args.flush)
     group.detached = args.detach
     if args.detach:
+        offsets = log_sizes(group.root, group.peers)
         group.start_all()
+        failed = wait_ready(group.root, offsets, group.alive, READY_TIMEOUT_S)
+        if failed:
+            group.stop_all()
+            raise ClusterStartError("; ".join(f"{node_id} {why}" for node_id, why in failed.items()))
         print(f"started {len(group.peers)} nodes of group {args.group!r}: {format_peers(group.peers)}")
         print(f"logs and stores in {group.root}")
         print(f"status: dledger status --cluster {group.root}\nstop:   dledger cluster stop {group.root}")
@@ -139,6 +149,6 @@ def _run_cluster(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"dledger cluster: {exc}", file=sys.stderr)
         return 2
-    except ClusterRunningError as exc:
+    except (ClusterRunningError, ClusterStartError) as exc:
         print(f"dledger cluster: {exc}", file=sys.stderr)
         return 1

@@ -9,16 +9,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
-import socket
 import sys
 from typing import Any
 
 from dledger.commitlog import StoreInUseError
 from dledger.server import event_loop
-from dledger.server.config import ConfigError, NodeConfig, parse_address, parse_peers, read_peer_secret
+from dledger.server.config import ConfigError, NodeConfig, parse_peers, read_peer_secret
 from dledger.server.gc_tuning import tune_gc
+from dledger.server.launcher import listen_problem
 from dledger.server.malloc_tuning import tune_malloc
 from dledger.server.server import DLedgerServer
 
@@ -122,32 +121,6 @@ async def _serve(config: NodeConfig, durable_report_ms: int | None = None) -> No
     await stop.wait()
     log.info("node %s stopping", config.self_id)
     await server.stop()
-
-
-def _bind_problem(host: str, port: int) -> str | None:
-    """Why a server cannot listen on host:port right now (a probe bind, closed at once), or None."""
-    try:
-        socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET).close()
-    except socket.gaierror as exc:
-        return f"cannot resolve {host!r}: {exc.strerror}"
-    except OSError as exc:
-        return os.strerror(exc.errno) if exc.errno else str(exc)
-    return None
-
-
-def listen_problem(config: NodeConfig) -> str | None:
-    """Why this node cannot serve on its peer address or its metrics port, or None. Checked before the node
-    builds anything, so a port in use leaves no store directory behind; the probe uses SO_REUSEADDR, as the
-    server's own listener does, so a port held only by closing connections is not refused."""
-    host, port = parse_address(config.address)
-    problem = _bind_problem(host, port)
-    if problem:
-        return f"cannot listen on {config.address}: {problem.lower()} (is another node running there?)"
-    if config.metrics_port:  # 0: any free port
-        problem = _bind_problem(config.metrics_host, config.metrics_port)
-        if problem:
-            return f"metrics port {config.metrics_port} on {config.metrics_host}: {problem.lower()}"
-    return None
 
 
 def _cmd_node(args: argparse.Namespace) -> int:

@@ -64,6 +64,10 @@ ROCKETMQ_BROKER_KEYS: frozenset[str] = frozenset(
         "rejectTransactionMessage", "transactionCheckMax", "maxDelayTime", "checkCRCOnRecover",
         "offsetCheckInSlave", "useServerSideResetOffset",
         "enableTopicQueueIdRange", "defaultQueryMaxNum", "debugLockEnable", "startAcceptSendRequestTimeStamp",
+        # RocketMQ keys that `dledger broker` reads (quiet for `dledger node` given the same file)
+        "autoCreateTopicEnable", "defaultTopicQueueNums", "diskMaxUsedSpaceRatio", "diskSpaceWarningLevelRatio",
+        "maxReconsumeTimes", "accessKey", "secretKey", "transactionTimeOut", "transactionCheckInterval",
+        "defaultInvisibleTimeMills", "grpcServerPort",
         # RocketMQ 5 proxy
         "proxyMode", "remotingListenPort", "grpcBossLoopNum", "grpcWorkerLoopNum", "grpcThreadPoolNums",
         "grpcThreadPoolQueueCapacity", "enableGrpcEpoll", "grpcMaxInboundMessageSize",

@@ -20,7 +20,7 @@ from dledger.commitlog import SegmentedLog
 from dledger.server.cli_cluster import with_lag
 from dledger.server.client import DLedgerClient
 from dledger.server.client_policy import DLedgerError
-from dledger.server.launcher import LocalProcessGroup
+from dledger.server.launcher import LocalProcessGroup, stop_on_terminate
 
 __all__ = ["add_demo_command", "run_demo", "time_failover"]
 
@@ -166,4 +166,5 @@ def _checked(args: argparse.Namespace) -> int:
     if args.entries < 2 or args.batch < 1:
         print("dledger demo: --entries must be >= 2 and --batch >= 1", file=sys.stderr)
         return 2
+    stop_on_terminate()  # SIGTERM stops the demo's nodes as Ctrl-C does
     return run_demo(args.entries, args.batch, args.keep)

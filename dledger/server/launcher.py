@@ -1,5 +1,9 @@
 """Start and stop a local group of `dledger node` processes (for `dledger cluster`, `dledger demo`, tests).
 
+Also the checks that `dledger node` and `dledger broker` make before they build anything (a port in use,
+an address not on this host), and `StoreInUseError`, which their start raises when another process has the
+store open.
+
 A launched group has a state file `<root>/cluster.json` (group, peers, flush, pids) so that another command
 can find it (`dledger cluster stop DIR`, `dledger status --cluster DIR`). Invariants: every node keeps its
 store in `<root>/<id>` and writes its log to `<root>/<id>.log`; the nodes prove a group secret to each other,
@@ -13,33 +17,46 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from dledger.server.config import ConfigError, format_peers, parse_peers
+from dledger.commitlog import StoreInUseError  # re-exported: what a node's start raises on a store in use
+from dledger.server.config import ConfigError, NodeConfig, format_peers, parse_address, parse_peers
 
 __all__ = [
+    "READY_TIMEOUT_S",
     "SECRET_FILE",
     "STATE_FILE",
     "ClusterRunningError",
+    "ClusterStartError",
     "LocalProcessGroup",
+    "StoreInUseError",
+    "bind_problem",
     "ensure_peer_secret",
     "free_ports",
+    "listen_problem",
     "load_state",
+    "log_sizes",
     "refuse_if_running",
     "running_nodes",
     "stop_on_terminate",
+    "wait_ready",
 ]
 
 STATE_FILE = "cluster.json"
 SECRET_FILE = "peer.secret"
 BROKER_MODULE = "dledger.broker_adapter.broker_cli"  # how `LocalBrokerGroup` runs a replica
+
+
+READY_TIMEOUT_S = 60.0  # generous: a loaded machine starts a node in seconds
+_READY = re.compile(r"^dledger (node|broker) \S+ ready", re.MULTILINE)  # what a node or replica prints
 
 
 class ClusterRunningError(Exception):
@@ -56,6 +73,10 @@ def ensure_peer_secret(root: pathlib.Path) -> pathlib.Path:
     with os.fdopen(fd, "w") as out:
         out.write(secrets.token_hex(32) + "\n")
     return path
+
+
+class ClusterStartError(Exception):
+    """A node of a detached group did not start (the others were stopped)."""
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
@@ -209,6 +230,62 @@ def stop_on_terminate() -> None:
     node: their default action would end the launcher alone and leave its nodes running."""
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_interrupt)
+
+
+def bind_problem(host: str, port: int) -> str | None:
+    """Why a server cannot listen on host:port right now (a probe bind, closed at once), or None."""
+    try:
+        socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET).close()
+    except OSError as exc:  # a name that does not resolve comes as a negative (getaddrinfo) errno
+        if isinstance(exc, socket.gaierror) or (exc.errno is not None and exc.errno < 0):
+            return f"the host {host!r} does not resolve"
+        return os.strerror(exc.errno) if exc.errno else str(exc)
+    return None
+
+
+def listen_problem(config: NodeConfig) -> str | None:
+    """Why this node cannot serve on its peer address or its metrics port, or None. Checked before the node
+    builds anything, so a port in use leaves no store directory behind; the probe uses SO_REUSEADDR, as the
+    server's own listener does, so a port held only by closing connections is not refused."""
+    host, port = parse_address(config.address)
+    problem = bind_problem(host, port)
+    if problem:
+        hint = " (is another node running there?)" if "in use" in problem else ""
+        return f"cannot listen on {config.address}: {problem.lower()}{hint}"
+    if config.metrics_port:  # 0: any free port
+        problem = bind_problem(config.metrics_host, config.metrics_port)
+        if problem:
+            return f"metrics port {config.metrics_port} on {config.metrics_host}: {problem.lower()}"
+    return None
+
+
+def log_sizes(root: pathlib.Path, ids: Iterable[str]) -> dict[str, int]:
+    """Each node's `<root>/<id>.log` size before a start (the logs are appended to across runs)."""
+    return {i: (root / f"{i}.log").stat().st_size if (root / f"{i}.log").exists() else 0 for i in ids}
+
+
+def wait_ready(
+    root: pathlib.Path, offsets: dict[str, int], alive: Callable[[str], bool], timeout: float
+) -> dict[str, str]:
+    """Wait until every node has logged its ready line past `offsets`; returns the nodes that exited or did not
+    get there in `timeout` seconds, each with why (the last line it logged)."""
+    pending = set(offsets)
+    failed: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while pending:
+        for node_id in sorted(pending):
+            with open(root / f"{node_id}.log", "rb") as f:
+                f.seek(offsets[node_id])
+                text = f.read().decode(errors="replace")
+            if _READY.search(text):
+                pending.discard(node_id)
+            elif not alive(node_id) or time.monotonic() > deadline:
+                lines = [line for line in text.splitlines() if line.strip()]
+                last = lines[-1] if lines else "no output"
+                failed[node_id] = f"{'exited' if not alive(node_id) else 'not ready'}: {last}"
+                pending.discard(node_id)
+        time.sleep(0.05)
+    return failed
 
 
 def running_nodes(root: str | os.PathLike[str]) -> list[str]:

@@ -7,6 +7,7 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 
@@ -134,7 +135,26 @@ def test_broker_cluster_detaches_and_stops(tmp_path: pathlib.Path) -> None:
     assert group == "broker-a" and list(pids) == ["n0"]
     try:
         assert is_our_node(pids["n0"], root.resolve())
+
+        def leads() -> bool:  # the state file's peers are the replicas' dLedger nodes
+            status = cli("status", "--cluster", str(root), "--json")
+            return status.returncode == 0 and json.loads(status.stdout)[0]["role"] == "leader"
+
+        wait_until(leads, 30, "the replica leading", poll=0.2)
     finally:
         stopped = cli("cluster", "stop", str(root))
     assert stopped.returncode == 0 and "n0" in stopped.stdout, stopped.stdout + stopped.stderr
     wait_until(lambda: not is_our_node(pids["n0"], root.resolve()), 15, "replica gone")
+
+
+def test_detached_start_reports_a_node_that_exits(tmp_path: pathlib.Path) -> None:
+    """A node that cannot start (its port is taken) is reported with its reason, not "started 3 nodes", and
+    the others are stopped."""
+    root = tmp_path / "c"
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = held.getsockname()[1]
+        out = cli("cluster", "--nodes", "2", "--store-dir", str(root), "--base-port", str(port), "--detach")
+    assert out.returncode == 1 and "started" not in out.stdout
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and f"n0 exited: dledger node: cannot listen on 127.0.0.1:{port}" in lines[0], out.stderr
+    assert load_state(root)[2] == {}  # n1 was stopped

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import re
 
 import pytest
 
-from dledger.server.config import ConfigError, NodeConfig, format_peers, load_properties, parse_peers
+from dledger.server.config import PROPERTY_KEYS, ConfigError, NodeConfig, format_peers, load_properties, parse_peers
+from dledger.server.config_keys import ROCKETMQ_BROKER_KEYS
 
 PEERS = "n0-127.0.0.1:40911;n1-127.0.0.1:40912;n2-127.0.0.1:40913"
 
@@ -212,3 +214,12 @@ def test_keyword_construction_validates() -> None:
     config = NodeConfig(self_id="n0", peers=peers, store_dir=pathlib.Path("/s"))
     assert config.election_tick == 10 and config.heartbeat_tick == 2
     assert config.replace(self_id="n2").address == "127.0.0.1:40913"
+
+
+def test_the_documented_list_of_quiet_rocketmq_keys_is_the_code_list() -> None:
+    """docs/configuration.md lists every key accepted without a word, and only those."""
+    docs = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    section = docs.split("The RocketMQ keys accepted without a word", 1)[1].split("\n\n", 1)[0]
+    listed = set(re.findall(r"`([A-Za-z0-9]+)`", section))
+    assert listed == set(ROCKETMQ_BROKER_KEYS)
+    assert not listed & set(PROPERTY_KEYS)  # a key the node reads is never ignored
