@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
+import weakref
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +28,7 @@ from dledger.server.client_policy import (
     Sleep,
     run_request,
 )
-from dledger.server.config import parse_peers
+from dledger.server.config import format_peers, parse_peers
 from dledger.server.tls import TlsConfig
 from dledger.storage_api import Entry, EntryKind
 
@@ -195,13 +197,18 @@ class ClientBase:
 
 
 class DLedgerClient(ClientBase):
-    """Blocking client. `peers` is a `dLegerPeers` string (`n0-host:port;n1-host:port`) or a mapping."""
+    """Blocking client. `peers` is a `dLegerPeers` string (`n0-host:port;n1-host:port`) or a mapping.
+
+    Use it as a context manager or call `close()`; a client collected unclosed closes its channels then
+    (with a ResourceWarning), and one still open when the interpreter exits is closed before the exit."""
 
     def __init__(self, peers: str | Mapping[str, str], **kwargs: Any) -> None:
         super().__init__(peers, **kwargs)
-        self._channels: dict[str, grpc.Channel] = {}
-        self._stubs: dict[str, pb_grpc.DLedgerClientServiceStub] = {}
-        self._states: dict[str, _ChannelState] = {}
+        self._nodes: dict[str, _NodeChannel] = {}
+        self._lock = threading.Lock()
+        self._finalizer = weakref.finalize(
+            self, _release_unclosed, self._nodes, self._lock, format_peers(self._route.peers)
+        )
 
     # ---- public API ----
     def append(self, data: bytes, *, timeout: float | None = None) -> AppendResult:
@@ -269,18 +276,14 @@ class DLedgerClient(ClientBase):
                 out.append(NodeInfo(node_id, address, reachable=False, error=str(exc.code())))
         return out
 
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
     def close(self) -> None:
-        # gRPC's connectivity poller wakes every 0.2 s; once unsubscribed it stops at its next wake. Closing
-        # the channel under it makes it fail on a closed channel, so the channels close just after that.
-        channels = list(self._channels.items())
-        for node_id, channel in channels:
-            channel.unsubscribe(self._states[node_id].update)
-        if channels:
-            closer = threading.Timer(0.25, lambda: [c.close() for _, c in channels])
-            closer.daemon = True
-            closer.start()
-        self._channels.clear()
-        self._stubs.clear()
+        """Close every channel now (idempotent); calls made after this raise `DLedgerError`."""
+        if self._finalizer.detach() is not None:
+            _close_all(self._nodes, self._lock)
 
     def __enter__(self) -> DLedgerClient:
         return self
@@ -293,7 +296,7 @@ class DLedgerClient(ClientBase):
         return _drive(self._policy(method, request, write, timeout), self._call)
 
     def _call(self, call: Call) -> Any:
-        if call.must_connect and not self._connected(call.node_id, call.timeout):
+        if call.must_connect and not self._node(call.node_id).ready(call.timeout):
             return RpcOutcome.NOT_CONNECTED
         try:
             return getattr(self._stub(call.node_id), call.method)(call.request, timeout=call.timeout)
@@ -302,45 +305,92 @@ class DLedgerClient(ClientBase):
                 return RpcOutcome.NOT_CONNECTED if exc.code() not in REFUSED_CODES else RpcOutcome.REFUSED
             return classify_rpc_error(exc.code())
 
+    def _node(self, node_id: str) -> _NodeChannel:
+        node = self._nodes.get(node_id)
+        if node is None:
+            with self._lock:
+                if self.closed:
+                    raise DLedgerError("the client is closed")
+                node = self._nodes.get(node_id)
+                if node is None:
+                    address = self._route.peers[node_id]
+                    node = self._nodes[node_id] = _NodeChannel(address, self._options, self._credentials)
+        return node
+
     def _stub(self, node_id: str) -> pb_grpc.DLedgerClientServiceStub:
-        stub = self._stubs.get(node_id)
-        if stub is None:
-            address = self._route.peers[node_id]
-            channel = (
-                grpc.insecure_channel(address, options=self._options)
-                if self._credentials is None
-                else grpc.secure_channel(address, self._credentials, options=self._options)
-            )
-            state = _ChannelState()
-            channel.subscribe(state.update, try_to_connect=True)
-            self._channels[node_id], self._states[node_id] = channel, state
-            stub = self._stubs[node_id] = pb_grpc.DLedgerClientServiceStub(channel)
-        return stub
-
-    def _connected(self, node_id: str, timeout: float) -> bool:
-        self._stub(node_id)
-        return self._states[node_id].wait_settled(timeout)
+        return self._node(node_id).stub
 
 
-class _ChannelState:
-    """The last connectivity state gRPC reported for a channel (callbacks arrive on gRPC's thread)."""
+class _NodeChannel:
+    """One node's channel, its stub, and the connectivity gRPC last reported for it (callbacks arrive on
+    gRPC's polling thread).
 
-    _PENDING = (grpc.ChannelConnectivity.IDLE, grpc.ChannelConnectivity.CONNECTING)
+    A channel whose connection dropped goes IDLE and stays IDLE until something asks it to connect, so
+    `ready` asks again every time it finds it IDLE; it waits only for the first connection attempt of a
+    new channel, and answers at once for a channel that is known to be down (IDLE or TRANSIENT_FAILURE), so
+    that the caller moves on to another node instead of waiting out its RPC timeout here."""
 
-    def __init__(self) -> None:
+    _SETTLED = (
+        grpc.ChannelConnectivity.READY,
+        grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+        grpc.ChannelConnectivity.SHUTDOWN,
+    )
+
+    def __init__(self, address: str, options: Sequence[tuple[str, Any]], credentials: Any) -> None:
+        self.channel = (
+            grpc.insecure_channel(address, options=options)
+            if credentials is None
+            else grpc.secure_channel(address, credentials, options=options)
+        )
+        self.stub = pb_grpc.DLedgerClientServiceStub(self.channel)
         self._cond = threading.Condition()
-        self._state = grpc.ChannelConnectivity.IDLE
+        self._state: grpc.ChannelConnectivity | None = None
+        self._settled_once = False
+        self.channel.subscribe(self._update, try_to_connect=True)
 
-    def update(self, state: grpc.ChannelConnectivity) -> None:
+    def _update(self, state: grpc.ChannelConnectivity) -> None:
         with self._cond:
             self._state = state
+            self._settled_once = self._settled_once or state in self._SETTLED
             self._cond.notify_all()
 
-    def wait_settled(self, timeout: float) -> bool:
-        """Wait while the channel is still connecting; True only if it is READY (a failed one answers now)."""
+    def ready(self, timeout: float) -> bool:
+        """True only if the channel is READY: a request sent now that fails may have arrived, one that was
+        never sent did not. Waits (up to `timeout`) only while a new channel makes its first attempt."""
         with self._cond:
-            self._cond.wait_for(lambda: self._state not in self._PENDING, timeout)
-            return bool(self._state == grpc.ChannelConnectivity.READY)
+            self._cond.wait_for(lambda: self._settled_once, timeout)
+            state = self._state
+        if state == grpc.ChannelConnectivity.READY:
+            return True
+        if state == grpc.ChannelConnectivity.IDLE:
+            self._reconnect()
+        return False
+
+    def _reconnect(self) -> None:
+        # gRPC's public way to ask an idle channel to connect: a subscription with try_to_connect. The
+        # extra subscription is dropped at once (unsubscribe removes one of the two equal callbacks); the
+        # request to connect stays with the channel's poller.
+        self.channel.subscribe(self._update, try_to_connect=True)
+        self.channel.unsubscribe(self._update)
+
+    def close(self) -> None:
+        self.channel.unsubscribe(self._update)
+        self.channel.close()
+
+
+def _close_all(nodes: dict[str, _NodeChannel], lock: threading.Lock) -> None:
+    with lock:
+        channels = list(nodes.values())
+        nodes.clear()
+    for node in channels:
+        node.close()
+
+
+def _release_unclosed(nodes: dict[str, _NodeChannel], lock: threading.Lock, peers: str) -> None:
+    """Finalizer of a client collected (or left at interpreter exit) without `close()`."""
+    if nodes:
+        warnings.warn(f"unclosed DLedgerClient for {peers}; use it as a context manager", ResourceWarning, stacklevel=1)
+    _close_all(nodes, lock)
 
 
 def _drive(gen: Generator[Call | Sleep, Any, Any], call: Any) -> Any:
