@@ -120,9 +120,14 @@ class Route:
         return True
 
     def failed(self, node_id: str) -> None:
+        """`node_id` did not take the request: forget it as the leader, and move the turn past it (the next
+        node in turn is never the one that just failed, when there is another)."""
         if self.leader == node_id:
             self.leader = None
         self._turn += 1
+        ids = list(self.peers)
+        if len(ids) > 1 and ids[self._turn % len(ids)] == node_id:
+            self._turn += 1
 
 
 _BACKOFF_START = 0.005

@@ -176,3 +176,16 @@ def test_a_leader_that_answers_unavailable_is_not_asked_first_again() -> None:
     with pytest.raises(OutcomeUnknownError):
         drive(route, lambda c: pb.AppendResponse(status=pb.STATUS_UNAVAILABLE, message="lost leadership"))
     assert route.leader is None
+
+
+@pytest.mark.parametrize("turn", range(3))
+def test_a_leader_whose_outcome_is_unknown_is_never_the_next_node_tried(turn: int) -> None:
+    """Whatever the turn was, the request after an unknown outcome on the leader starts elsewhere (the
+    leader may just have died; its channel can still look ready for a moment)."""
+    route = Route(PEERS)
+    route._turn = turn
+    route.leader = "n2"
+    with pytest.raises(OutcomeUnknownError):
+        drive(route, lambda c: RpcOutcome.FAILED_AFTER_SEND)
+    _, calls = drive(route, lambda c: ok())
+    assert calls[0].node_id != "n2"
