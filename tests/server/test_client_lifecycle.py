@@ -29,12 +29,13 @@ from dledger.server.client import DLedgerClient
 from dledger.server.client_policy import DLedgerError
 from dledger.server.config import format_peers
 
-peers, group = sys.argv[1], sys.argv[2]
+peers, group, keep = sys.argv[1], sys.argv[2], sys.argv[3] == "keep"
 clients = []
 
 def work(k):
     client = DLedgerClient(peers, group=group, timeout=30, rpc_timeout=5)
-    clients.append(client)
+    if keep:
+        clients.append(client)
     for i in range(5):
         client.append(f"t{k}-{i}".encode())
     client.status()
@@ -57,12 +58,14 @@ def group(tmp_path: pathlib.Path) -> Iterator[ProcessGroup]:
     g.stop_all()
 
 
-def test_unclosed_clients_in_threads_do_not_hang_the_process_at_exit(group: ProcessGroup) -> None:
+@pytest.mark.parametrize("keep", ["keep", "drop"])
+def test_unclosed_clients_in_threads_do_not_hang_the_process_at_exit(group: ProcessGroup, keep: str) -> None:
+    """`keep`: the clients are still referenced at exit; `drop`: each is dropped when its thread ends."""
     group.start_all()
     group.wait_for_leader(timeout=60)
     proc = subprocess.Popen(
         [sys.executable, "-W", "ignore::ResourceWarning", "-c", _UNCLOSED_SCRIPT,
-         format_peers(group.peers), group.group],
+         format_peers(group.peers), group.group, keep],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
