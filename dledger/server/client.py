@@ -322,19 +322,14 @@ class DLedgerClient(ClientBase):
 
 
 class _NodeChannel:
-    """One node's channel, its stub, and the connectivity gRPC last reported for it (callbacks arrive on
-    gRPC's polling thread).
+    """One node's channel and its stub, and whether the channel is connected.
 
     A channel whose connection dropped goes IDLE and stays IDLE until something asks it to connect, so
-    `ready` asks again every time it finds it IDLE; it waits only for the first connection attempt of a
-    new channel, and answers at once for a channel that is known to be down (IDLE or TRANSIENT_FAILURE), so
-    that the caller moves on to another node instead of waiting out its RPC timeout here."""
-
-    _SETTLED = (
-        grpc.ChannelConnectivity.READY,
-        grpc.ChannelConnectivity.TRANSIENT_FAILURE,
-        grpc.ChannelConnectivity.SHUTDOWN,
-    )
+    `ready` asks every time. It asks gRPC's core channel directly (the calls grpc.aio exposes as
+    `get_state(try_to_connect)` and `wait_for_state_change`): the blocking channel's only public way,
+    `subscribe`, runs a polling thread that acts on a request to connect at its next wake (up to 0.2 s
+    later) and races `close()`, and a live polling thread is what a channel collected at interpreter exit
+    hangs on."""
 
     def __init__(self, address: str, options: Sequence[tuple[str, Any]], credentials: Any) -> None:
         self.channel = (
@@ -343,39 +338,34 @@ class _NodeChannel:
             else grpc.secure_channel(address, credentials, options=options)
         )
         self.stub = pb_grpc.DLedgerClientServiceStub(self.channel)
-        self._cond = threading.Condition()
-        self._state: grpc.ChannelConnectivity | None = None
-        self._settled_once = False
-        self.channel.subscribe(self._update, try_to_connect=True)
+        self._core: Any = self.channel._channel
+        self._core.check_connectivity_state(True)  # start connecting now, before the first request
 
-    def _update(self, state: grpc.ChannelConnectivity) -> None:
-        with self._cond:
-            self._state = state
-            self._settled_once = self._settled_once or state in self._SETTLED
-            self._cond.notify_all()
+    def state(self, try_to_connect: bool) -> grpc.ChannelConnectivity:
+        return _CONNECTIVITY[self._core.check_connectivity_state(try_to_connect)]
 
     def ready(self, timeout: float) -> bool:
-        """True only if the channel is READY: a request sent now that fails may have arrived, one that was
-        never sent did not. Waits (up to `timeout`) only while a new channel makes its first attempt."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._settled_once, timeout)
-            state = self._state
-        if state == grpc.ChannelConnectivity.READY:
-            return True
-        if state == grpc.ChannelConnectivity.IDLE:
-            self._reconnect()
-        return False
-
-    def _reconnect(self) -> None:
-        # gRPC's public way to ask an idle channel to connect: a subscription with try_to_connect. The
-        # extra subscription is dropped at once (unsubscribe removes one of the two equal callbacks); the
-        # request to connect stays with the channel's poller.
-        self.channel.subscribe(self._update, try_to_connect=True)
-        self.channel.unsubscribe(self._update)
+        """True only if the channel is READY, so that a request sent now that fails may have arrived and one
+        that was never sent did not. Waits (up to `timeout`) only while a connection attempt is under way,
+        which on a dead node's address ends at once with "connection refused"; a channel that is failing
+        (TRANSIENT_FAILURE: gRPC retries it in the background) answers False at once."""
+        deadline = time.monotonic() + timeout
+        state = self.state(True)
+        while state in _CONNECTING:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._core.watch_connectivity_state(state.value[0], time.time() + min(remaining, _WATCH_SLICE))
+            state = self.state(True)
+        return bool(state == grpc.ChannelConnectivity.READY)
 
     def close(self) -> None:
-        self.channel.unsubscribe(self._update)
         self.channel.close()
+
+
+_CONNECTIVITY = {s.value[0]: s for s in grpc.ChannelConnectivity}
+_CONNECTING = (grpc.ChannelConnectivity.IDLE, grpc.ChannelConnectivity.CONNECTING)
+_WATCH_SLICE = 0.1  # a watch is re-armed this often, so a missed state change costs at most this
 
 
 def _close_all(nodes: dict[str, _NodeChannel], lock: threading.Lock) -> None:
