@@ -113,8 +113,24 @@ def _wait(cond: Callable[[], object], timeout: float, what: str) -> object:
     return value
 
 
-def _one_run(group: LocalProcessGroup, status: DLedgerClient, loop: Loop) -> tuple[str, int, float]:
-    """Kill the leader of a healthy group; (the leader, its term, seconds to the first ack after the kill)."""
+@dataclass(frozen=True)
+class Run:
+    leader: str
+    term: int
+    ack_s: float  # kill -> the client's first ack in a newer term
+    elected_s: float | None  # kill -> a status poll first saw a newer leader (None: the ack came first)
+
+
+def _new_leader(status: DLedgerClient, term: int) -> bool:
+    try:
+        return any(n.reachable and n.role == "leader" and n.term > term for n in status.status(timeout=0.2))
+    except DLedgerError:
+        return False
+
+
+def _one_run(group: LocalProcessGroup, status: DLedgerClient, loop: Loop) -> Run:
+    """Kill the leader of a healthy group and time the client's first ack after it (and, by polling the
+    nodes' status meanwhile, roughly when the group had a new leader)."""
     found = _wait(lambda: _healthy_leader(status, set(group.procs)), 60, "a healthy group")
     assert isinstance(found, tuple)
     leader, term = found
@@ -126,22 +142,24 @@ def _one_run(group: LocalProcessGroup, status: DLedgerClient, loop: Loop) -> tup
     _wait(appending, 30, "appends before the kill")
     killed_at = time.monotonic()
     group.kill(leader)
+    elected_at: float | None = None
+    deadline = killed_at + 30
+    while (at := loop.first_ack_after(killed_at, term)) is None:
+        if loop.error is not None:
+            raise SystemExit(f"the append loop failed: {loop.error!r}")
+        if time.monotonic() > deadline:
+            raise SystemExit("no acknowledged append within 30 s of the kill")
+        if elected_at is None and _new_leader(status, term):
+            elected_at = time.monotonic()
+        time.sleep(0.002)
+    return Run(leader, term, at - killed_at, None if elected_at is None else elected_at - killed_at)
 
-    def acked() -> float | bool | None:
-        return loop.first_ack_after(killed_at, term) or loop.error is not None
 
-    at = _wait(acked, 30, "an ack after the kill")
-    if loop.error is not None:
-        raise SystemExit(f"the append loop failed: {loop.error!r}")
-    assert isinstance(at, float)
-    return leader, term, at - killed_at
-
-
-def run(kind: str, runs: int, flush: str) -> list[float]:
+def run(kind: str, runs: int, flush: str) -> list[Run]:
     root = tempfile.mkdtemp(prefix="dledger-failover-")
     group = LocalProcessGroup.create(root, 3, group=GROUP, flush=flush)
     loop = Loop()
-    times: list[float] = []
+    results: list[Run] = []
     appender = threading.Thread(target=_run_loop, args=(kind, group.peers, loop), daemon=True)
     try:
         group.start_all()
@@ -149,18 +167,20 @@ def run(kind: str, runs: int, flush: str) -> list[float]:
             appender.start()
             for k in range(runs):
                 unknown, not_written = loop.unknown, loop.not_written
-                leader, term, dt = _one_run(group, status, loop)
-                times.append(dt)
-                print(f"run {k + 1:2d}/{runs}: killed {leader} (term {term}), first ack after {dt * 1000:4.0f} ms; "
+                r = _one_run(group, status, loop)
+                results.append(r)
+                seen = "before" if r.elected_s is None else f"{r.elected_s * 1000:4.0f} ms"
+                print(f"run {k + 1:2d}/{runs}: killed {r.leader} (term {r.term}), first ack after "
+                      f"{r.ack_s * 1000:4.0f} ms (status polls saw a new leader: {seen}); "
                       f"failed around the kill: {loop.unknown - unknown} outcome unknown, "
                       f"{loop.not_written - not_written} not written", flush=True)  # fmt: skip
-                group.start(leader)
+                group.start(r.leader)
     finally:
         loop.stop.set()
         appender.join(30)
         group.stop_all()
         shutil.rmtree(root, ignore_errors=True)
-    return times
+    return results
 
 
 def _p90(times: list[float]) -> float:
@@ -177,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    times = run(args.client, args.runs, args.flush)
+    results = run(args.client, args.runs, args.flush)
+    times = [r.ack_s for r in results]
     result = {
         "client": args.client,
         "runs": len(times),
@@ -185,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         "p90_s": _p90(times),
         "max_s": max(times),
         "times_s": times,
+        "new_leader_seen_s": [r.elected_s for r in results],
     }
     print(f"{args.client} client failover over {len(times)} runs: median {result['median_s'] * 1000:.0f} ms, "
           f"p90 {result['p90_s'] * 1000:.0f} ms, max {result['max_s'] * 1000:.0f} ms")  # fmt: skip
