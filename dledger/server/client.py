@@ -350,13 +350,16 @@ class _NodeChannel:
         which on a dead node's address ends at once with "connection refused"; a channel that is failing
         (TRANSIENT_FAILURE: gRPC retries it in the background) answers False at once."""
         deadline = time.monotonic() + timeout
-        state = self.state(True)
-        while state in _CONNECTING:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self._core.watch_connectivity_state(state.value[0], time.time() + min(remaining, _WATCH_SLICE))
+        try:
             state = self.state(True)
+            while state in _CONNECTING:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._core.watch_connectivity_state(state.value[0], time.time() + min(remaining, _WATCH_SLICE))
+                state = self.state(True)
+        except ValueError:  # gRPC's answer on a channel closed meanwhile (by close() on another thread)
+            raise DLedgerError("the client is closed") from None
         return bool(state == grpc.ChannelConnectivity.READY)
 
     def close(self) -> None:

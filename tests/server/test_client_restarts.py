@@ -7,12 +7,14 @@ the client was told succeeded is readable with the same bytes after a storm of r
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 import threading
 from collections.abc import Iterator
 
 import pytest
 
+from dledger.server.aio_client import AsyncDLedgerClient
 from dledger.server.client import DLedgerClient
 from dledger.server.client_policy import DLedgerError, NotWrittenError, OutcomeUnknownError
 from tests.server.procs import ProcessGroup, wait_until
@@ -112,3 +114,52 @@ def _read(client: DLedgerClient, index: int) -> bytes:
     data = wait_until(attempt, 60, f"reading entry {index}")
     assert isinstance(data, bytes)
     return data
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_a_long_lived_asyncio_client_keeps_working_through_a_storm_of_restarts(
+    group: ProcessGroup, streaming: bool
+) -> None:
+    """The same storm under `AsyncDLedgerClient`, over its append stream and over unary calls."""
+    group.start_all()
+    group.wait_for_leader(timeout=60)
+
+    async def main() -> None:
+        async with AsyncDLedgerClient(
+            group.peers, group=group.group, timeout=10, rpc_timeout=5, streaming=streaming
+        ) as client:
+            acked: dict[int, bytes] = {}
+            stop = asyncio.Event()
+
+            async def append_loop() -> None:
+                k = 0
+                while not stop.is_set():
+                    data = f"storm-{k}".encode()
+                    k += 1
+                    try:
+                        acked[(await client.append(data)).index] = data
+                    except (OutcomeUnknownError, NotWrittenError):
+                        await asyncio.sleep(0)
+
+            async def wait_for_acks(count: int, what: str) -> None:
+                for _ in range(6000):
+                    if len(acked) >= count or appender.done():
+                        break
+                    await asyncio.sleep(0.01)
+                assert len(acked) >= count, what
+
+            appender = asyncio.get_running_loop().create_task(append_loop())
+            try:
+                await wait_for_acks(20, "appends before the storm")
+                for _ in range(3):
+                    for node_id in list(group.peers):
+                        before = len(acked)
+                        await asyncio.to_thread(_restart, group, node_id)
+                        await wait_for_acks(before + 1, f"an append after restarting {node_id}")
+            finally:
+                stop.set()
+                await asyncio.wait_for(appender, 60)  # re-raises anything the loop did not expect
+            for index, data in sorted(acked.items()):
+                assert (await client.get(index, timeout=60)).data == data, f"entry {index}"
+
+    asyncio.run(main())
