@@ -2,7 +2,9 @@
 
 It follows the leader (NOT_LEADER carries the leader's id and address), retries only what was definitely
 not written, and raises `OutcomeUnknownError` when a write may have happened (see `client_policy`).
-Thread-safety: one client per thread, or guard it; channels are opened lazily, one per node.
+Thread-safety: one client per thread, or guard it. Channels are opened lazily, one per node; a request goes
+only over a channel that is connected (one that is not is asked to reconnect, and the request moves on to
+another node at once), and `close()` or leaving a `with` block closes them all.
 """
 
 from __future__ import annotations
