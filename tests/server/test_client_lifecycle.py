@@ -64,7 +64,7 @@ def test_unclosed_clients_in_threads_do_not_hang_the_process_at_exit(group: Proc
     group.start_all()
     group.wait_for_leader(timeout=60)
     proc = subprocess.Popen(
-        [sys.executable, "-W", "ignore::ResourceWarning", "-c", _UNCLOSED_SCRIPT,
+        [sys.executable, "-W", "always::ResourceWarning", "-c", _UNCLOSED_SCRIPT,
          format_peers(group.peers), group.group, keep],
         cwd=ROOT,
         stdin=subprocess.PIPE,
@@ -86,6 +86,8 @@ def test_unclosed_clients_in_threads_do_not_hang_the_process_at_exit(group: Proc
         pytest.fail("a process with unclosed clients did not exit within 60 s of finishing its work")
     assert proc.returncode == 0, err
     assert "exiting" in out
+    # each client's finalizer ran (at collection, or at exit for the ones still referenced) and said so
+    assert err.count("ResourceWarning: unclosed DLedgerClient") == 4, err
 
 
 def test_a_client_collected_unclosed_warns_and_closes_its_channels() -> None:
