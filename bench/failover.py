@@ -7,7 +7,8 @@ an application would. Each run waits for a healthy group (one leader, every node
 leader, and measures the time from the kill to the first append the client sees acknowledged in a newer
 term (so an answer the old leader sent before it died never counts); then it restarts the killed node.
 Appends that fail around the kill (outcome unknown, or definitely not written) are counted and retried by
-the loop, as an application would. Prints every run, then the median, p90 and maximum.
+the loop, as an application would. Prints every run, then the median, p90 and maximum; and, from status polls
+made meanwhile, roughly how much of each run was the election and how much the client's own search.
 """
 
 from __future__ import annotations
@@ -210,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"{args.client} client failover over {len(times)} runs: median {result['median_s'] * 1000:.0f} ms, "
           f"p90 {result['p90_s'] * 1000:.0f} ms, max {result['max_s'] * 1000:.0f} ms")  # fmt: skip
+    shares = [r.ack_s - r.elected_s for r in results if r.elected_s is not None]
+    if shares:
+        print(f"the client's share (first ack minus when status polls saw the new leader): "
+              f"median {statistics.median(shares) * 1000:.0f} ms, max {max(shares) * 1000:.0f} ms "
+              f"over {len(shares)} runs")  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
