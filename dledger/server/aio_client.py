@@ -11,6 +11,8 @@ unknown", exactly as on the unary path.
 from __future__ import annotations
 
 import asyncio
+import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,7 +33,15 @@ from dledger.server.client import (
     members_from_pb,
     node_info_from_pb,
 )
-from dledger.server.client_policy import Call, InvalidRequestError, OutcomeUnknownError, RpcOutcome, Sleep
+from dledger.server.client_policy import (
+    Call,
+    DLedgerError,
+    InvalidRequestError,
+    OutcomeUnknownError,
+    RpcOutcome,
+    Sleep,
+)
+from dledger.server.config import format_peers
 from dledger.storage_api import Entry
 
 __all__ = ["AsyncDLedgerClient", "channel_ready"]
@@ -58,7 +68,9 @@ async def channel_ready(channel: grpc.aio.Channel, timeout: float) -> bool:
 
 
 class AsyncDLedgerClient(ClientBase):
-    """asyncio client; `peers` is a `dLegerPeers` string or a mapping. Use `async with` or `await close()`."""
+    """asyncio client; `peers` is a `dLegerPeers` string or a mapping. Use `async with` or `await close()`;
+    a client collected unclosed drops its channels then (gRPC closes a collected channel), with a
+    ResourceWarning."""
 
     def __init__(self, peers: str | Mapping[str, str], *, streaming: bool = True, **kwargs: Any) -> None:
         super().__init__(peers, **kwargs)
@@ -67,6 +79,9 @@ class AsyncDLedgerClient(ClientBase):
         self._stubs: dict[str, pb_grpc.DLedgerClientServiceStub] = {}
         self._stream: AppendStream | None = None
         self._opening: asyncio.Task[AppendStream | None] | None = None
+        self._finalizer = weakref.finalize(
+            self, _release_unclosed, self._channels, self._stubs, format_peers(self._route.peers)
+        )
 
     async def append(self, data: bytes, *, timeout: float | None = None) -> AppendResult:
         return (await self.append_batch([data], timeout=timeout))[0]
@@ -171,7 +186,13 @@ class AsyncDLedgerClient(ClientBase):
 
         return list(await asyncio.gather(*(one(i, a) for i, a in list(self._route.peers.items()))))
 
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
     async def close(self) -> None:
+        """Close the stream and every channel (idempotent); calls made after this raise `DLedgerError`."""
+        self._finalizer.detach()
         if self._opening is not None:
             self._opening.cancel()
             await asyncio.gather(self._opening, return_exceptions=True)
@@ -217,6 +238,8 @@ class AsyncDLedgerClient(ClientBase):
     def _stub(self, node_id: str) -> pb_grpc.DLedgerClientServiceStub:
         stub = self._stubs.get(node_id)
         if stub is None:
+            if self.closed:
+                raise DLedgerError("the client is closed")
             address = self._route.peers[node_id]
             channel = (
                 grpc.aio.insecure_channel(address, options=self._options)
@@ -228,4 +251,17 @@ class AsyncDLedgerClient(ClientBase):
         return stub
 
     async def _connected(self, node_id: str, timeout: float) -> bool:
+        self._stub(node_id)  # opens the channel (or refuses on a closed client)
         return await channel_ready(self._channels[node_id], timeout)
+
+
+def _release_unclosed(channels: dict[str, grpc.aio.Channel], stubs: dict[str, Any], peers: str) -> None:
+    """Finalizer of a client collected without `close()`: drop its channels, which gRPC closes as they go."""
+    if channels:
+        warnings.warn(
+            f"unclosed AsyncDLedgerClient for {peers}; use `async with` or `await close()`",
+            ResourceWarning,
+            stacklevel=1,
+        )
+    stubs.clear()
+    channels.clear()

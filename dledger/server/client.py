@@ -2,13 +2,17 @@
 
 It follows the leader (NOT_LEADER carries the leader's id and address), retries only what was definitely
 not written, and raises `OutcomeUnknownError` when a write may have happened (see `client_policy`).
-Thread-safety: one client per thread, or guard it; channels are opened lazily, one per node.
+Thread-safety: one client per thread, or guard it. Channels are opened lazily, one per node; a request goes
+only over a channel that is connected (one that is not is asked to reconnect, and the request moves on to
+another node at once), and `close()` or leaving a `with` block closes them all.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import warnings
+import weakref
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +30,7 @@ from dledger.server.client_policy import (
     Sleep,
     run_request,
 )
-from dledger.server.config import parse_peers
+from dledger.server.config import format_peers, parse_peers
 from dledger.server.tls import TlsConfig
 from dledger.storage_api import Entry, EntryKind
 
@@ -195,13 +199,18 @@ class ClientBase:
 
 
 class DLedgerClient(ClientBase):
-    """Blocking client. `peers` is a `dLegerPeers` string (`n0-host:port;n1-host:port`) or a mapping."""
+    """Blocking client. `peers` is a `dLegerPeers` string (`n0-host:port;n1-host:port`) or a mapping.
+
+    Use it as a context manager or call `close()`; a client collected unclosed closes its channels then
+    (with a ResourceWarning), and one still open when the interpreter exits is closed before the exit."""
 
     def __init__(self, peers: str | Mapping[str, str], **kwargs: Any) -> None:
         super().__init__(peers, **kwargs)
-        self._channels: dict[str, grpc.Channel] = {}
-        self._stubs: dict[str, pb_grpc.DLedgerClientServiceStub] = {}
-        self._states: dict[str, _ChannelState] = {}
+        self._nodes: dict[str, _NodeChannel] = {}
+        self._lock = threading.Lock()
+        self._finalizer = weakref.finalize(
+            self, _release_unclosed, self._nodes, self._lock, format_peers(self._route.peers)
+        )
 
     # ---- public API ----
     def append(self, data: bytes, *, timeout: float | None = None) -> AppendResult:
@@ -269,18 +278,14 @@ class DLedgerClient(ClientBase):
                 out.append(NodeInfo(node_id, address, reachable=False, error=str(exc.code())))
         return out
 
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
     def close(self) -> None:
-        # gRPC's connectivity poller wakes every 0.2 s; once unsubscribed it stops at its next wake. Closing
-        # the channel under it makes it fail on a closed channel, so the channels close just after that.
-        channels = list(self._channels.items())
-        for node_id, channel in channels:
-            channel.unsubscribe(self._states[node_id].update)
-        if channels:
-            closer = threading.Timer(0.25, lambda: [c.close() for _, c in channels])
-            closer.daemon = True
-            closer.start()
-        self._channels.clear()
-        self._stubs.clear()
+        """Close every channel now (idempotent); calls made after this raise `DLedgerError`."""
+        if self._finalizer.detach() is not None:
+            _close_all(self._nodes, self._lock)
 
     def __enter__(self) -> DLedgerClient:
         return self
@@ -293,7 +298,7 @@ class DLedgerClient(ClientBase):
         return _drive(self._policy(method, request, write, timeout), self._call)
 
     def _call(self, call: Call) -> Any:
-        if call.must_connect and not self._connected(call.node_id, call.timeout):
+        if call.must_connect and not self._node(call.node_id).ready(call.timeout):
             return RpcOutcome.NOT_CONNECTED
         try:
             return getattr(self._stub(call.node_id), call.method)(call.request, timeout=call.timeout)
@@ -302,45 +307,85 @@ class DLedgerClient(ClientBase):
                 return RpcOutcome.NOT_CONNECTED if exc.code() not in REFUSED_CODES else RpcOutcome.REFUSED
             return classify_rpc_error(exc.code())
 
+    def _node(self, node_id: str) -> _NodeChannel:
+        node = self._nodes.get(node_id)
+        if node is None:
+            with self._lock:
+                if self.closed:
+                    raise DLedgerError("the client is closed")
+                node = self._nodes.get(node_id)
+                if node is None:
+                    address = self._route.peers[node_id]
+                    node = self._nodes[node_id] = _NodeChannel(address, self._options, self._credentials)
+        return node
+
     def _stub(self, node_id: str) -> pb_grpc.DLedgerClientServiceStub:
-        stub = self._stubs.get(node_id)
-        if stub is None:
-            address = self._route.peers[node_id]
-            channel = (
-                grpc.insecure_channel(address, options=self._options)
-                if self._credentials is None
-                else grpc.secure_channel(address, self._credentials, options=self._options)
-            )
-            state = _ChannelState()
-            channel.subscribe(state.update, try_to_connect=True)
-            self._channels[node_id], self._states[node_id] = channel, state
-            stub = self._stubs[node_id] = pb_grpc.DLedgerClientServiceStub(channel)
-        return stub
-
-    def _connected(self, node_id: str, timeout: float) -> bool:
-        self._stub(node_id)
-        return self._states[node_id].wait_settled(timeout)
+        return self._node(node_id).stub
 
 
-class _ChannelState:
-    """The last connectivity state gRPC reported for a channel (callbacks arrive on gRPC's thread)."""
+class _NodeChannel:
+    """One node's channel and its stub, and whether the channel is connected.
 
-    _PENDING = (grpc.ChannelConnectivity.IDLE, grpc.ChannelConnectivity.CONNECTING)
+    A channel whose connection dropped goes IDLE and stays IDLE until something asks it to connect, so
+    `ready` asks every time. It asks gRPC's core channel directly (the calls grpc.aio exposes as
+    `get_state(try_to_connect)` and `wait_for_state_change`): the blocking channel's only public way,
+    `subscribe`, runs a polling thread that acts on a request to connect at its next wake (up to 0.2 s
+    later) and races `close()`, and a live polling thread is what a channel collected at interpreter exit
+    hangs on."""
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._state = grpc.ChannelConnectivity.IDLE
+    def __init__(self, address: str, options: Sequence[tuple[str, Any]], credentials: Any) -> None:
+        self.channel = (
+            grpc.insecure_channel(address, options=options)
+            if credentials is None
+            else grpc.secure_channel(address, credentials, options=options)
+        )
+        self.stub = pb_grpc.DLedgerClientServiceStub(self.channel)
+        self._core: Any = self.channel._channel
+        self._core.check_connectivity_state(True)  # start connecting now, before the first request
 
-    def update(self, state: grpc.ChannelConnectivity) -> None:
-        with self._cond:
-            self._state = state
-            self._cond.notify_all()
+    def state(self, try_to_connect: bool) -> grpc.ChannelConnectivity:
+        return _CONNECTIVITY[self._core.check_connectivity_state(try_to_connect)]
 
-    def wait_settled(self, timeout: float) -> bool:
-        """Wait while the channel is still connecting; True only if it is READY (a failed one answers now)."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._state not in self._PENDING, timeout)
-            return bool(self._state == grpc.ChannelConnectivity.READY)
+    def ready(self, timeout: float) -> bool:
+        """True only if the channel is READY, so that a request sent now that fails may have arrived and one
+        that was never sent did not. Waits (up to `timeout`) only while a connection attempt is under way,
+        which on a dead node's address ends at once with "connection refused"; a channel that is failing
+        (TRANSIENT_FAILURE: gRPC retries it in the background) answers False at once."""
+        deadline = time.monotonic() + timeout
+        try:
+            state = self.state(True)
+            while state in _CONNECTING:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._core.watch_connectivity_state(state.value[0], time.time() + min(remaining, _WATCH_SLICE))
+                state = self.state(True)
+        except ValueError:  # gRPC's answer on a channel closed meanwhile (by close() on another thread)
+            raise DLedgerError("the client is closed") from None
+        return bool(state == grpc.ChannelConnectivity.READY)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+_CONNECTIVITY = {s.value[0]: s for s in grpc.ChannelConnectivity}
+_CONNECTING = (grpc.ChannelConnectivity.IDLE, grpc.ChannelConnectivity.CONNECTING)
+_WATCH_SLICE = 0.1  # a watch is re-armed this often, so a missed state change costs at most this
+
+
+def _close_all(nodes: dict[str, _NodeChannel], lock: threading.Lock) -> None:
+    with lock:
+        channels = list(nodes.values())
+        nodes.clear()
+    for node in channels:
+        node.close()
+
+
+def _release_unclosed(nodes: dict[str, _NodeChannel], lock: threading.Lock, peers: str) -> None:
+    """Finalizer of a client collected (or left at interpreter exit) without `close()`."""
+    if nodes:
+        warnings.warn(f"unclosed DLedgerClient for {peers}; use it as a context manager", ResourceWarning, stacklevel=1)
+    _close_all(nodes, lock)
 
 
 def _drive(gen: Generator[Call | Sleep, Any, Any], call: Any) -> Any:

@@ -9,6 +9,10 @@ rules live in one place. The rules:
   UNAVAILABLE / STORAGE_ERROR), the outcome is unknown: `OutcomeUnknownError`, never retried, because a retry
   could write the data twice;
 - reads are idempotent, so every failure of a read is retried until the deadline.
+Finding the leader: a NOT_LEADER hint is followed at once, unless it names a node this request has just
+found unreachable (most likely a dead leader that the follower has not yet given up on); such a node is
+passed over for a moment, and while no leader answers the policy asks again every 20 ms at most, so that
+it finds a newly elected leader within about that much of the election (BUSY backs off up to 0.2 s).
 """
 
 from __future__ import annotations
@@ -120,13 +124,20 @@ class Route:
         return True
 
     def failed(self, node_id: str) -> None:
+        """`node_id` did not take the request: forget it as the leader, and move the turn past it (the next
+        node in turn is never the one that just failed, when there is another)."""
         if self.leader == node_id:
             self.leader = None
         self._turn += 1
+        ids = list(self.peers)
+        if len(ids) > 1 and ids[self._turn % len(ids)] == node_id:
+            self._turn += 1
 
 
 _BACKOFF_START = 0.005
-_BACKOFF_MAX = 0.2
+_BACKOFF_MAX = 0.2  # a BUSY leader: back off up to this
+_LEADERLESS_MAX = 0.02  # no leader found (an election, most likely): ask again at least this often
+_DOWN_MEMORY = 0.1  # a node found unreachable is passed over for this long (gRPC reconnects in the background)
 
 
 def run_request(
@@ -145,6 +156,12 @@ def run_request(
     backoff = _BACKOFF_START
     last_hint = ("", "")
     last_problem = "no node answered"
+    down: dict[str, float] = {}  # node -> when this request found it unreachable (since it last answered)
+
+    def recently_down(node: str) -> bool:
+        found = down.get(node)
+        return found is not None and now() - found < _DOWN_MEMORY
+
     while True:
         remaining = deadline - now()
         if remaining <= 0:
@@ -153,6 +170,7 @@ def run_request(
             raise DLedgerError(f"no answer within {timeout:.3g} s: {last_problem}")
         node_id = route.target()
         reply = yield Call(node_id, method, request, min(remaining, rpc_timeout), must_connect=write)
+        cap = _LEADERLESS_MAX
         if isinstance(reply, RpcOutcome):
             if reply is RpcOutcome.REFUSED:
                 raise InvalidRequestError(f"{method} to {node_id} was refused by gRPC (too large or not allowed)")
@@ -160,8 +178,11 @@ def run_request(
                 route.failed(node_id)  # the next request tries elsewhere (this node may be paused or cut off)
                 raise OutcomeUnknownError(f"{method} to {node_id}: no reply after sending; the outcome is unknown")
             last_problem = f"{node_id} {reply.value}"
+            if reply is RpcOutcome.NOT_CONNECTED:
+                down[node_id] = now()
             route.failed(node_id)
         else:
+            down.pop(node_id, None)
             status = reply.status
             if status == pb.STATUS_OK or (not write and status in (pb.STATUS_NOT_FOUND, pb.STATUS_COMPACTED)):
                 if write:
@@ -171,7 +192,9 @@ def run_request(
             if status == pb.STATUS_NOT_LEADER:
                 last_hint = hint
                 last_problem = f"{node_id} is not the leader (leader: {hint[0] or 'unknown'})"
-                if route.redirect(*hint) and route.leader != node_id:
+                # a hint naming a node just found unreachable is most likely stale (the follower has not yet
+                # noticed a dead leader): asking the others again shortly finds the new leader sooner
+                if not recently_down(hint[0]) and route.redirect(*hint) and route.leader != node_id:
                     backoff = _BACKOFF_START
                     continue  # go straight to the named leader
                 route.failed(node_id)
@@ -183,5 +206,10 @@ def run_request(
             else:  # BUSY, or a read that met UNAVAILABLE / STORAGE_ERROR: definitely nothing done, retry
                 last_problem = f"{node_id}: {pb.Status.Name(status)} {reply.message}"
                 route.failed(node_id)
+                cap = _BACKOFF_MAX
+        for _ in range(len(route.peers) - 1):  # pass over nodes just found down, while another may answer
+            if not recently_down(route.target()):
+                break
+            route.failed(route.target())
         yield Sleep(min(backoff, max(0.0, deadline - now())))
-        backoff = min(backoff * 2, _BACKOFF_MAX)
+        backoff = min(backoff * 2, cap)

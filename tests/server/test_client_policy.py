@@ -176,3 +176,73 @@ def test_a_leader_that_answers_unavailable_is_not_asked_first_again() -> None:
     with pytest.raises(OutcomeUnknownError):
         drive(route, lambda c: pb.AppendResponse(status=pb.STATUS_UNAVAILABLE, message="lost leadership"))
     assert route.leader is None
+
+
+@pytest.mark.parametrize("turn", range(3))
+def test_a_leader_whose_outcome_is_unknown_is_never_the_next_node_tried(turn: int) -> None:
+    """Whatever the turn was, the request after an unknown outcome on the leader starts elsewhere (the
+    leader may just have died; its channel can still look ready for a moment)."""
+    route = Route(PEERS)
+    route._turn = turn
+    route.leader = "n2"
+    with pytest.raises(OutcomeUnknownError):
+        drive(route, lambda c: RpcOutcome.FAILED_AFTER_SEND)
+    _, calls = drive(route, lambda c: ok())
+    assert calls[0].node_id != "n2"
+
+
+def _drive_timed(
+    route: Route, replies: Callable[[Call, float], Any], timeout: float = 5.0
+) -> tuple[Any, list[Call], list[float]]:
+    """Like `drive`, but `replies` also gets the fake time; returns the sleeps too."""
+    clock = FakeClock()
+    calls: list[Call] = []
+    sleeps: list[float] = []
+    gen = run_request(route, "Append", object(), write=True, timeout=timeout, rpc_timeout=0.5, now=clock)
+    try:
+        effect = next(gen)
+        while True:
+            if isinstance(effect, Sleep):
+                sleeps.append(effect.seconds)
+                clock.t += max(effect.seconds, 0.001)
+                effect = gen.send(None)
+            else:
+                calls.append(effect)
+                clock.t += 0.001
+                effect = gen.send(replies(effect, clock.t))
+    except StopIteration as stop:
+        return stop.value, calls, sleeps
+
+
+def test_stale_hints_to_a_dead_leader_are_not_chased_and_the_new_leader_is_found_soon() -> None:
+    """n0 died; the followers name it until n2 wins an election at t=0.3 s."""
+
+    def replies(call: Call, t: float) -> Any:
+        if call.node_id == "n0":
+            return RpcOutcome.NOT_CONNECTED
+        if t < 0.3:
+            return not_leader("n0", "h:1")
+        return ok(7) if call.node_id == "n2" else not_leader("n2", "h:3")
+
+    route = Route(PEERS)
+    route.leader = "n0"
+    reply, calls, sleeps = _drive_timed(route, replies)
+    assert reply.first_index == 7 and route.leader == "n2"
+    # the dead node is looked at about once per 0.1 s, not after every stale hint
+    assert sum(c.node_id == "n0" for c in calls) <= 6
+    # while no leader answers, it asks again at least every 20 ms: found within ~20 ms of the election
+    assert max(sleeps) <= 0.02
+    assert sum(sleeps) < 0.3 + 0.05
+
+
+def test_a_leader_found_unreachable_once_is_asked_again_when_it_is_back() -> None:
+    """n2 leads but its channel is reconnecting for 0.15 s; n1 keeps naming it; n0 is dead."""
+
+    def replies(call: Call, t: float) -> Any:
+        if call.node_id == "n0" or (call.node_id == "n2" and t < 0.15):
+            return RpcOutcome.NOT_CONNECTED
+        return ok(8) if call.node_id == "n2" else not_leader("n2", "h:3")
+
+    reply, calls, _ = _drive_timed(Route(PEERS), replies)
+    assert reply.first_index == 8
+    assert calls[-1].node_id == "n2"
