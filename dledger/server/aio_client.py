@@ -137,7 +137,7 @@ class AsyncDLedgerClient(ClientBase):
             await old.close()
         if not await self._connected(leader, self.rpc_timeout):
             return None  # the unary path finds out what is wrong
-        self._stream = AppendStream(self._stub(leader), leader, self.group)
+        self._stream = AppendStream(self._stub(leader), leader, self.group, self._metadata)
         return self._stream
 
     async def get(self, index: int, *, timeout: float | None = None) -> Entry:
@@ -229,7 +229,7 @@ class AsyncDLedgerClient(ClientBase):
         if call.must_connect and not await self._connected(call.node_id, call.timeout):
             return RpcOutcome.NOT_CONNECTED
         try:
-            return await getattr(stub, call.method)(call.request, timeout=call.timeout)
+            return await getattr(stub, call.method)(call.request, timeout=call.timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             if not call.must_connect:
                 return RpcOutcome.REFUSED if exc.code() in REFUSED_CODES else RpcOutcome.NOT_CONNECTED

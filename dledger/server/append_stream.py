@@ -38,11 +38,11 @@ class Unanswered(Exception):
 class AppendStream:
     """One stream to `node_id` (see the module docstring). Used by one event loop."""
 
-    def __init__(self, stub: Any, node_id: str, group: str) -> None:
+    def __init__(self, stub: Any, node_id: str, group: str, metadata: Any = None) -> None:
         self.node_id = node_id
         self.group = group
         self.closed = False
-        self._call = stub.AppendStream()
+        self._call = stub.AppendStream(metadata=metadata)
         self._pending: dict[int, asyncio.Future[pb.AppendResponse]] = {}
         self._queued: list[tuple[pb.AppendRequest, int]] = []  # and its payload bytes
         self._next_id = 1

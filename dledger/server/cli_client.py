@@ -62,7 +62,20 @@ def _tls_of(args: argparse.Namespace) -> TlsConfig | None:
 
 def _client(args: argparse.Namespace) -> DLedgerClient:
     peers, group = _peers_of(args)
-    return DLedgerClient(peers, group=group, timeout=args.timeout, tls=_tls_of(args))
+    return DLedgerClient(peers, group=group, timeout=args.timeout, tls=_tls_of(args), token=_token_of(args))
+
+
+def _token_of(args: argparse.Namespace) -> str | None:
+    """The bearer token in `--token-file` (white space stripped), for a group with client authorization."""
+    if not args.token_file:
+        return None
+    try:
+        token = pathlib.Path(args.token_file).expanduser().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--token-file: cannot read {args.token_file!r}: {exc}") from None
+    if not token:
+        raise ConfigError(f"--token-file: {args.token_file!r} is empty")
+    return token
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -74,6 +87,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-ca", help="PEM CA that signed the nodes' certificates")
     p.add_argument("--tls-cert", help="PEM client certificate (for mutual TLS)")
     p.add_argument("--tls-key", help="PEM client key (for mutual TLS)")
+    p.add_argument("--token-file", metavar="PATH", help="a file holding a client token (client authorization)")
 
 
 def _run(func: Any) -> Any:

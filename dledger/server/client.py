@@ -153,8 +153,12 @@ class ClientBase:
         rpc_timeout: float = 1.0,
         channel_options: Sequence[tuple[str, Any]] = (),
         tls: TlsConfig | None = None,
+        token: str | None = None,
     ) -> None:
+        """`token`: a bearer token for a group with client authorization on (docs/security.md); every call
+        carries it (use TLS with it: a plaintext channel shows it to anyone on the path)."""
         self.group = group
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.timeout = timeout
         self.rpc_timeout = rpc_timeout
         self._route = Route(_peers(peers))
@@ -301,7 +305,9 @@ class DLedgerClient(ClientBase):
         if call.must_connect and not self._node(call.node_id).ready(call.timeout):
             return RpcOutcome.NOT_CONNECTED
         try:
-            return getattr(self._stub(call.node_id), call.method)(call.request, timeout=call.timeout)
+            return getattr(self._stub(call.node_id), call.method)(
+                call.request, timeout=call.timeout, metadata=self._metadata
+            )
         except grpc.RpcError as exc:
             if not call.must_connect:
                 return RpcOutcome.NOT_CONNECTED if exc.code() not in REFUSED_CODES else RpcOutcome.REFUSED

@@ -145,3 +145,70 @@ def test_methods_map_to_rights() -> None:
     assert right_of("/dledger.v1.DLedgerClientService/ChangeMembership") == "admin"
     assert right_of("/dledger.v1.DLedgerClientService/SomethingNew") == "admin"  # fail closed
     assert right_of("/dledger.v1.RaftPeer/Stream") is None  # peers authenticate on their own
+
+
+def test_both_clients_carry_their_token(tmp_path: pathlib.Path) -> None:
+    from dledger.server.aio_client import AsyncDLedgerClient
+    from dledger.server.client import DLedgerClient
+    from dledger.server.client_policy import InvalidRequestError
+
+    grants = tmp_path / "grants"
+    grants.write_text(GRANTS)
+    config = NodeConfig(self_id="n0", peers=peers_for(["n0"]), store_dir=tmp_path / "n0", client_grants=grants)
+
+    async def main() -> None:
+        server = DLedgerServer(config)
+        await server.start()
+        try:
+            await server.wait_for_leader()
+            async with AsyncDLedgerClient(config.peers, token=WRITER) as writer:
+                index = (await writer.append(b"streamed")).index  # over the append stream
+            async with AsyncDLedgerClient(config.peers, token=READER, streaming=False) as reader:
+                assert (await reader.get(index)).data == b"streamed"
+                with pytest.raises(InvalidRequestError, match="not allowed"):
+                    await reader.append(b"no")
+
+            def blocking() -> None:
+                with DLedgerClient(config.peers, token=ADMIN) as admin:
+                    assert admin.get(admin.append(b"sync").index).data == b"sync"
+                with DLedgerClient(config.peers) as anonymous, pytest.raises(InvalidRequestError):
+                    anonymous.append(b"no")
+
+            await asyncio.get_running_loop().run_in_executor(None, blocking)
+        finally:
+            await server.stop()
+
+    asyncio.run(main())
+
+
+def test_the_cli_takes_a_token_file(tmp_path: pathlib.Path) -> None:
+    import subprocess
+    import sys
+
+    grants = tmp_path / "grants"
+    grants.write_text(GRANTS)
+    token = tmp_path / "token"
+    token.write_text(WRITER + "\n")
+    config = NodeConfig(self_id="n0", peers=peers_for(["n0"]), store_dir=tmp_path / "n0", client_grants=grants)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        base = [sys.executable, "-m", "dledger", "append", "--peers", f"n0-{config.address}", *args, "hello"]
+        return subprocess.run(base, capture_output=True, text=True, timeout=60)
+
+    async def main() -> None:
+        server = DLedgerServer(config)
+        await server.start()
+        try:
+            await server.wait_for_leader()
+            loop = asyncio.get_running_loop()
+            ok = await loop.run_in_executor(None, cli, "--token-file", str(token))
+            assert ok.returncode == 0, ok.stderr
+            refused = await loop.run_in_executor(None, cli)
+            assert refused.returncode != 0 and "not allowed" in refused.stderr
+            missing = await loop.run_in_executor(None, cli, "--token-file", str(tmp_path / "nope"))
+            assert missing.returncode == 2 and "--token-file: cannot read" in missing.stderr
+            assert "Traceback" not in refused.stderr + missing.stderr
+        finally:
+            await server.stop()
+
+    asyncio.run(main())
