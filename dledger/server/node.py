@@ -34,7 +34,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from dledger._proto import dledger_pb2 as pb
-from dledger.commitlog import HardStateStore, SegmentedLog, SnapshotStore
+from dledger.commitlog import (
+    CorruptStoreError,
+    HardStateCorruptError,
+    HardStateStore,
+    RecoveryRefusedError,
+    SegmentedLog,
+    SnapshotStore,
+)
 from dledger.raft import (
     Config,
     Membership,
@@ -57,11 +64,16 @@ from dledger.server.state_machine import StateMachine
 from dledger.server.transport import PeerTransport
 from dledger.storage_api import Entry, HardState, SnapshotMeta, UnavailableError
 
-__all__ = ["COMMIT_SAVE_INTERVAL", "RaftNode", "RoleCallback"]
+__all__ = ["COMMIT_SAVE_INTERVAL", "REPLACE_STORE_HINT", "RaftNode", "RoleCallback"]
 
 log = logging.getLogger(__name__)
 
 COMMIT_SAVE_INTERVAL = 0.2
+# the documented recovery for a store a node must not start on (docs/durability.md, "Replacing a disk")
+REPLACE_STORE_HINT = (
+    "recover this node as a replaced disk: `dledger member remove ID`, move the store aside, start the node with"
+    " --join and `dledger member add` / `promote` it (docs/durability.md)"
+)
 INLINE_MAX_BYTES = 4 << 20  # async-flush persists up to this size run on the loop thread (see _persist_inline_ok)
 INLINE_MAX_ENTRIES = 8192
 # payload bytes in flight to one follower. 32 MiB (the core's default) buffered so much in the transport and
@@ -141,19 +153,36 @@ class RaftNode(SnapshotsMixin, MembersMixin):
 
     # ---- lifecycle ----
     def open_storage(self) -> None:
-        """Recover the log and hard state and build the core (blocking: call before `start`)."""
+        """Recover the log and hard state and build the core (blocking: call before `start`). On an error
+        (e.g. `RecoveryRefusedError`) whatever was opened is closed again."""
+        try:
+            self._open_storage()
+        except BaseException:
+            self.core = None
+            for closable in (self.log, self.hard_state_store):
+                if closable is not None:
+                    closable.close()
+            self.log = self.hard_state_store = None
+            raise
+
+    def _open_storage(self) -> None:
         cfg = self.config
-        self.log = SegmentedLog.open(
-            cfg.store_dir / "log",
-            segment_bytes=cfg.segment_bytes,
-            drop_behind_bytes=cfg.drop_behind_bytes,
-            flush=cfg.flush,
-            flush_interval_ms=cfg.flush_interval_ms,
-            max_entry_bytes=max(cfg.max_entry_bytes + 48, 4096),
-        )
+        try:
+            self.log = SegmentedLog.open(
+                cfg.store_dir / "log",
+                segment_bytes=cfg.segment_bytes,
+                drop_behind_bytes=cfg.drop_behind_bytes,
+                flush=cfg.flush,
+                flush_interval_ms=cfg.flush_interval_ms,
+                max_entry_bytes=max(cfg.max_entry_bytes + 48, 4096),
+            )
+        except CorruptStoreError as exc:
+            if isinstance(exc, RecoveryRefusedError):
+                raise
+            raise RecoveryRefusedError(f"refusing to start: {exc}; {REPLACE_STORE_HINT}") from exc
         self.hard_state_store = HardStateStore.open(cfg.store_dir / "state")
-        saved = self.hard_state_store.load()
         self.snapshots = SnapshotStore(cfg.store_dir / "snapshots", keep=cfg.snapshot_keep)
+        saved = self._load_hard_state()
         latest = self._recover_from_snapshot()
         self._sm_applied = [sm.last_applied() for sm in self.state_machines]
         last = self.log.last_index
@@ -191,6 +220,28 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         if latest is not None:
             self.core.set_snapshot(latest)
         self._check_membership_at_start(self.core)
+
+    def _load_hard_state(self) -> HardState:
+        """The saved hard state, refusing (`RecoveryRefusedError`, one line) a record that fails its CRC or a
+        missing one beside a log or snapshot: starting at term 0 with no vote could vote twice in a term.
+        A brand-new store gets its (zero) record at once, so that a missing record always means damage."""
+        store, log_store, snapshots = self.hard_state_store, self.log, self.snapshots
+        assert store is not None and log_store is not None and snapshots is not None
+        try:
+            saved = store.load()
+        except HardStateCorruptError as exc:
+            raise RecoveryRefusedError(f"refusing to start: {exc}; {REPLACE_STORE_HINT}") from exc
+        if store.exists():
+            return saved
+        latest = snapshots.latest()
+        if log_store.last_index > 0 or latest is not None:
+            what = f"a log up to index {log_store.last_index}" if log_store.last_index else f"snapshot {latest}"
+            raise RecoveryRefusedError(
+                f"refusing to start: {store.directory}: no hard state record (term, vote, commit) beside {what};"
+                f" {REPLACE_STORE_HINT}"
+            )
+        store.save(saved)
+        return saved
 
     def start(self) -> None:
         """Start the driver task on the running loop (storage must be open)."""
