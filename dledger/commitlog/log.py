@@ -24,7 +24,8 @@ both modes) and by `sync()`; a lagging index costs recovery a forward scan of th
 then index) when an append rolls over to the next one, and new files are made durable in their directory
 before they get data, so only the last segment can ever hold un-fsynced bytes: after a crash, recovery
 needs to repair the last segment only, and the flush checkpoint (`checkpoint.py`, rewritten after each
-flush) tells it where the un-fsynced part of that segment starts.
+flush, and in sync mode after each append too, without an fsync) tells it where the un-fsynced part of
+that segment starts, and so which damage is corruption of durable entries rather than a torn tail.
 
 Page cache: each flush evicts the durable data older than the log's newest `drop_behind_bytes` (default 64
 MiB; 0: never) with `POSIX_FADV_DONTNEED`, and a segment whose handles close is evicted whole, so the log does
@@ -420,6 +421,10 @@ class SegmentedLog:
         self._tail = (entries[-1].index, term)  # publish: readers may now see the batch
         if self._sync_mode:
             self._durable_index = entries[-1].index
+            # the data is fsynced: say so in the checkpoint now (one pwrite, no fsync), so that recovery
+            # tells corruption of these acknowledged entries from a torn tail (see checkpoint.py)
+            active = chunks[-1][0]
+            self._checkpoint(Checkpoint(active.start, active.data_len, active.count), only_if_current=True)
         if created and len(self._segs) > OPEN_WINDOW:
             try:
                 self._close_old_handles()

@@ -25,6 +25,12 @@ the page cache only, and the log then reports it durable. When the header of the
 re-checked window is damaged, recovery walks back to the last entry whose index record and header agree and
 scans forward from there, so it never keeps a damaged entry (term or chain CRC unknown) as the last one.
 
+Corruption is not a torn tail: when the cut falls inside what the flush checkpoint recorded as fsynced (or
+the checkpoint names a segment that is gone), the entries cut there were durable, so acknowledged in sync
+mode. Recovery still cuts them (a log is a valid prefix), but reports it apart (`RecoveryReport.
+durable_damage`: the first index lost and the last one known durable, logged as an error), so that the
+node can refuse to vote until it has them again (protocol-aware recovery: see the node's `recovering`).
+
 Older segments: a missing or inconsistent index is rebuilt by scanning that segment's data. A segment is
 fsynced when the log rolls over to the next one, so a closed segment never loses bytes in a crash; if its
 data is invalid before its end that is real corruption, and opening fails with `CorruptStoreError` rather
@@ -68,10 +74,22 @@ class RecoveryReport:
     data_bytes_cut: int = 0
     segments_deleted: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # corruption of entries the flush checkpoint said were durable: `(first index lost, last index known
+    # durable)`; recovery still cut them (the log must stay a valid prefix), but they were not a torn tail
+    durable_damage: tuple[int, int] | None = None
 
     def note(self, message: str) -> None:
         self.problems.append(message)
         log.warning("commitlog recovery: %s", message)
+
+    def damage(self, first_lost: int, durable_until: int, message: str) -> None:
+        """Record corruption inside the durable range (widening an earlier record)."""
+        if self.durable_damage is not None:
+            first_lost = min(first_lost, self.durable_damage[0])
+            durable_until = max(durable_until, self.durable_damage[1])
+        self.durable_damage = (first_lost, durable_until)
+        self.problems.append(message)
+        log.error("commitlog recovery: CORRUPTION of durable entries: %s", message)
 
 
 def list_segments(directory: str) -> list[int]:
@@ -271,6 +289,14 @@ def _recover_tail(
         report.data_bytes_cut += file_len - scan.end
         ops.truncate(seg.data_fd, scan.end)
         changed = True
+    if ckpt is not None and ckpt.start == seg.start and scan.end < ckpt.data_len:
+        durable_until = max(seg.first_index + ckpt.count - 1, seg.first_index + m - 1)
+        report.damage(
+            seg.first_index + new_count,
+            durable_until,
+            f"{seg.data_path}: entries from {seg.first_index + new_count} were cut at byte {scan.end}, inside the"
+            f" {ckpt.data_len} bytes ({ckpt.count} entries) the flush checkpoint recorded as fsynced",
+        )
     if changed:
         ops.datasync(seg.data_fd)
         ops.datasync(seg.index_fd)
@@ -344,6 +370,16 @@ def recover(directory: str, ops: FileOps, keep_open: int) -> tuple[Base, list[Se
         for seg in segs:
             seg.close_fds(ops)
         raise
+    end = segs[-1].end if segs else base.pos
+    last = segs[-1].last_index if segs else base.index
+    if ckpt is not None and ckpt.count and ckpt.start >= end and (not starts or ckpt.start > starts[-1]):
+        # the checkpoint describes a segment past the log's end: its fsynced entries were lost (a deleted file)
+        report.damage(
+            last + 1,
+            last + ckpt.count,
+            f"{directory}: the flush checkpoint records {ckpt.count} fsynced entries in segment"
+            f" {ckpt.start:0{NAME_DIGITS}d}, which is missing",
+        )
     try:
         # After a kill -9 the tail may sit in the page cache only: make it durable now (once per open, one
         # segment: older ones were fsynced at rollover), and the directories that name the files, before
