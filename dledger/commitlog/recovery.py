@@ -370,13 +370,13 @@ def recover(directory: str, ops: FileOps, keep_open: int) -> tuple[Base, list[Se
         for seg in segs:
             seg.close_fds(ops)
         raise
-    end = segs[-1].end if segs else base.pos
-    last = segs[-1].last_index if segs else base.index
-    if ckpt is not None and ckpt.count and ckpt.start >= end and (not starts or ckpt.start > starts[-1]):
+    log_end = segs[-1].end if segs else base.pos
+    log_last = segs[-1].last_index if segs else base.index
+    if ckpt is not None and ckpt.count and ckpt.start >= log_end and (not starts or ckpt.start > starts[-1]):
         # the checkpoint describes a segment past the log's end: its fsynced entries were lost (a deleted file)
         report.damage(
-            last + 1,
-            last + ckpt.count,
+            log_last + 1,
+            log_last + ckpt.count,
             f"{directory}: the flush checkpoint records {ckpt.count} fsynced entries in segment"
             f" {ckpt.start:0{NAME_DIGITS}d}, which is missing",
         )
