@@ -40,6 +40,8 @@ from dledger.storage_api import HardState
 __all__ = ["HARD_STATE_KEY", "MAX_CONFIG_BYTES", "HardStateStore", "read_hard_state"]
 
 HARD_STATE_KEY = b"raft/hard_state"
+RECOVERING_KEY = b"raft/recovering_until"
+_MARK = struct.Struct("<QI")
 _VERSION = 3
 _CRC = struct.Struct("<I")
 _FIXED = struct.Struct("<BQQHI")
@@ -162,6 +164,29 @@ class HardStateStore:
         if raw is None:
             return HardState()
         return _decode(bytes(raw), self._dir)
+
+    def load_recovering_until(self) -> int:
+        """The saved `recovering_until` mark (0: none; see `save_recovering_until`)."""
+        with self._env.begin(write=False) as txn:
+            raw = txn.get(RECOVERING_KEY)
+        if raw is None:
+            return 0
+        raw = bytes(raw)
+        if len(raw) != _MARK.size or zlib.crc32(raw[:8]) != _MARK.unpack(raw)[1]:
+            raise HardStateCorruptError(f"{self._dir}: the recovering mark fails its CRC")
+        return int(_MARK.unpack(raw)[0])
+
+    def save_recovering_until(self, index: int) -> None:
+        """Durably keep (or, with 0, clear) the index up to which the node's log lost entries it had
+        persisted: the node votes again only once its log reaches it, across restarts (u64 LE + CRC32)."""
+        if type(index) is not int or not 0 <= index <= _MAX_U64:
+            raise ValueError(f"recovering_until must be an int in [0, 2**64), not {index!r}")
+        with self._env.begin(write=True) as txn:
+            if index == 0:
+                txn.delete(RECOVERING_KEY)
+            else:
+                head = struct.pack("<Q", index)
+                txn.put(RECOVERING_KEY, head + _CRC.pack(zlib.crc32(head)))
 
     def save(self, state: HardState) -> None:
         """Store `state`; returns once the LMDB commit is durable."""

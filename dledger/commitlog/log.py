@@ -138,9 +138,14 @@ class SegmentedLog:
         flush_interval_ms: float = DEFAULT_FLUSH_INTERVAL_MS,
         max_entry_bytes: int = MAX_ENTRY_BYTES,
         drop_behind_bytes: int = DEFAULT_DROP_BEHIND_BYTES,
+        verify_closed: bool = False,
         file_ops: FileOps | None = None,
     ) -> SegmentedLog:
         """Recover the store in `directory` (created if missing) and return the open log.
+
+        `verify_closed`: also check every entry of the closed segments (reads the whole log once; see
+        `recovery.recover`): damage there is cut and reported in `recovery.durable_damage` instead of
+        refusing to open, and an index that disagrees with its data is rebuilt.
 
         `drop_behind_bytes`: the newest durable bytes left in the page cache (`dropbehind.py`; 0: never evict).
         `file_ops` is a test seam (fault injection, I/O counting); leave it None.
@@ -160,7 +165,7 @@ class SegmentedLog:
         ops = file_ops or FileOps()
         lock_fd = lock_store(path)
         try:
-            base, segs, report = recover(path, ops, OPEN_WINDOW)
+            base, segs, report = recover(path, ops, OPEN_WINDOW, verify_closed=verify_closed)
             log = cls(
                 path, base, segs, report, ops, segment_bytes=segment_bytes, sync_mode=flush == "sync",
                 flush_interval_ms=flush_interval_ms, max_entry_bytes=max_entry_bytes,

@@ -303,9 +303,60 @@ def _recover_tail(
     seg.count, seg.data_len, seg.last_chain, seg.last_term = new_count, scan.end, scan.chain, scan.term
 
 
-def recover(directory: str, ops: FileOps, keep_open: int) -> tuple[Base, list[Segment], RecoveryReport]:
+def _last_index_of(directory: str, ops: FileOps, starts: list[int]) -> int:
+    """The index the last of `starts`' index files ends at (by its last record), or 0 when unreadable."""
+    for start in reversed(starts):
+        path = os.path.join(directory, INDEX_DIR, Segment(directory, start, 0).name)
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size // INDEX_SIZE
+                if size:
+                    f.seek((size - 1) * INDEX_SIZE)
+                    magic, _pos, _size, idx, _term = INDEX.unpack(f.read(INDEX_SIZE))
+                    if magic == INDEX_MAGIC:
+                        return int(idx)
+        except OSError:
+            continue
+    return 0
+
+
+def _cut_closed(
+    directory: str, ops: FileOps, seg: Segment, scan: _Scan, later: list[int], report: RecoveryReport
+) -> None:
+    """A closed segment is invalid before its end (a flipped bit, a missing later segment): keep its valid
+    prefix, drop every later segment, and report the entries lost as durable damage (closed segments were
+    fsynced at rollover: they are not a torn tail)."""
+    assert seg.data_fd is not None and seg.index_fd is not None
+    known = _last_index_of(directory, ops, later)
+    first_lost = seg.first_index + scan.count
+    why = scan.reason or f"its entries end at byte {scan.end}, where no next segment starts"
+    for start in later:
+        Segment(directory, start, 0).remove_files(ops)
+        report.segments_deleted.append(Segment(directory, start, 0).name)
+    ops.truncate(seg.data_fd, scan.end)
+    ops.truncate(seg.index_fd, 0)
+    ops.pwrite(seg.index_fd, scan.records, 0)
+    ops.datasync(seg.data_fd)
+    ops.datasync(seg.index_fd)
+    for sub in (DATA_DIR, INDEX_DIR):
+        ops.fsync_dir(os.path.join(directory, sub))
+    report.damage(
+        first_lost,
+        max(known, first_lost),
+        f"{seg.data_path}: a closed (fsynced) segment is invalid before its end ({why}); cut at entry"
+        f" {first_lost} with {len(later)} later segment(s)",
+    )
+
+
+def recover(
+    directory: str, ops: FileOps, keep_open: int, *, verify_closed: bool = False
+) -> tuple[Base, list[Segment], RecoveryReport]:
     """Open (creating if needed) the store in `directory`: its base and its segments, the last `keep_open` of
-    them with open file handles (older ones are closed as soon as they are checked: no fd per segment)."""
+    them with open file handles (older ones are closed as soon as they are checked: no fd per segment).
+
+    `verify_closed`: check every entry of every closed segment (reads the whole log once) and rebuild any
+    index that disagrees with its data; a closed segment invalid before its end is cut there, with every
+    later segment, and reported as durable damage, instead of refusing to open (`CorruptStoreError`)."""
     report = RecoveryReport()
     for sub in (DATA_DIR, INDEX_DIR):
         os.makedirs(os.path.join(directory, sub), exist_ok=True)
@@ -336,7 +387,25 @@ def recover(directory: str, ops: FileOps, keep_open: int) -> tuple[Base, list[Se
             seeds.append((chain, term))
             assert seg.data_fd is not None
             seg.mtime = os.fstat(seg.data_fd).st_mtime
-            if k < len(starts) - 1 and not _check_closed(seg, ops, starts[k + 1] - start):
+            closed = k < len(starts) - 1
+            if closed and verify_closed:
+                scan = _scan(seg, ops, seg.data_fd, 0, seg.first_index, chain, term, ops.size(seg.data_fd))
+                if scan.end != starts[k + 1] - start:
+                    _cut_closed(directory, ops, seg, scan, starts[k + 1 :], report)
+                    del starts[k + 1 :]
+                    closed = False  # now the last segment: the tail procedure below checks it again
+                else:
+                    assert seg.index_fd is not None
+                    if ops.pread(seg.index_fd, ops.size(seg.index_fd) + 1, 0) != bytes(scan.records):
+                        ops.truncate(seg.index_fd, 0)
+                        ops.pwrite(seg.index_fd, scan.records, 0)
+                        ops.datasync(seg.index_fd)
+                        report.index_records_rebuilt += scan.count
+                        report.note(f"{seg.index_path}: index rebuilt from data ({scan.count} entries)")
+                    seg.count, seg.data_len, seg.last_chain, seg.last_term = (
+                        scan.count, scan.end, scan.chain, scan.term,
+                    )  # fmt: skip
+            elif closed and not _check_closed(seg, ops, starts[k + 1] - start):
                 scan = _scan(seg, ops, seg.data_fd, 0, seg.first_index, chain, term, ops.size(seg.data_fd))
                 if scan.end != starts[k + 1] - start:
                     why = scan.reason or f"its entries end at byte {scan.end}, the next one at {starts[k + 1] - start}"
@@ -351,7 +420,7 @@ def recover(directory: str, ops: FileOps, keep_open: int) -> tuple[Base, list[Se
                 report.index_records_rebuilt += scan.count
                 report.note(f"{seg.index_path}: index rebuilt from data ({scan.count} entries)")
                 seg.count, seg.data_len, seg.last_chain, seg.last_term = scan.count, scan.end, scan.chain, scan.term
-            if k < len(starts) - 1:
+            if closed:
                 chain, term, index = seg.last_chain, seg.last_term, seg.last_index
             if k < len(starts) - keep_open:
                 seg.close_fds(ops)

@@ -142,6 +142,7 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         self._fenced: BaseException | None = None
         self._saved = HardState()
         self._commit_saved_at = 0.0
+        self._recovering_mark = 0  # the durable recovering mark this run keeps (0: none)
         self.log: SegmentedLog | None = None
         self.hard_state_store: HardStateStore | None = None
         self.core: RaftCore | None = None
@@ -175,6 +176,8 @@ class RaftNode(SnapshotsMixin, MembersMixin):
                 flush=cfg.flush,
                 flush_interval_ms=cfg.flush_interval_ms,
                 max_entry_bytes=max(cfg.max_entry_bytes + 48, 4096),
+                # every entry checked at start: damage anywhere is found now, and recovered from the leader
+                verify_closed=True,
             )
         except CorruptStoreError as exc:
             if isinstance(exc, RecoveryRefusedError):
@@ -185,13 +188,12 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         saved = self._load_hard_state()
         latest = self._recover_from_snapshot()
         self._sm_applied = [sm.last_applied() for sm in self.state_machines]
-        last = self.log.last_index
         applied = min(self._sm_applied, default=0)
-        # whatever a state machine applied was committed; the log may be shorter after losing unsynced writes
-        commit = min(max(saved.commit_index, applied, latest.index if latest else 0), last)
-        if applied > last:
-            log.warning("state machines applied up to %d but the log ends at %d (lost unsynced writes?)", applied, last)
+        # whatever a state machine applied was committed. The commit index is not cut to the log's end: a log
+        # that ends below it lost entries it had persisted, and the node starts recovering (see _recovering_start)
+        commit = max(saved.commit_index, applied, latest.index if latest else 0)
         applied = max(min(applied, commit), latest.index if latest else 0)
+        recovering_until = self._recovering_start(commit)
         self._saved = HardState(saved.current_term, saved.voted_for, commit, saved.config)
         # a joining node is not one of the initial voters: they are the others it was given
         initial = tuple(p for p in cfg.peers if not (cfg.join and p == cfg.self_id))
@@ -212,6 +214,7 @@ class RaftNode(SnapshotsMixin, MembersMixin):
                 group=cfg.group,
                 applied=applied,
                 join=cfg.join,
+                recovering_until=recovering_until,
             ),
             self.log,
             self._saved,
@@ -242,6 +245,52 @@ class RaftNode(SnapshotsMixin, MembersMixin):
             )
         store.save(saved)
         return saved
+
+    def _recovering_start(self, commit: int) -> int:
+        """Whether this node starts recovering (see `RaftCore`): the index its log must reach again before it
+        votes, or 0. It recovers when its log ends below its commit index, below where recovery found
+        corruption of durable entries (`RecoveryReport.durable_damage`), or below a mark an earlier run left.
+        The mark is saved durably before the core starts, so a restart before the entries are back keeps it."""
+        store, hs_store = self.log, self.hard_state_store
+        assert store is not None and hs_store is not None
+        try:
+            mark = hs_store.load_recovering_until()
+        except HardStateCorruptError as exc:
+            raise RecoveryRefusedError(f"refusing to start: {exc}; {REPLACE_STORE_HINT}") from exc
+        damage = store.recovery.durable_damage
+        target = max(mark, commit, damage[1] if damage is not None else 0)
+        last = store.last_index
+        if target <= last:
+            if mark:
+                hs_store.save_recovering_until(0)
+            return 0
+        if target != mark:
+            hs_store.save_recovering_until(target)
+        why = (
+            f"entries {damage[0]}..{damage[1]} it had fsynced were damaged"
+            if damage is not None
+            else f"its log ends below its saved commit index {commit}"
+            if commit > last
+            else "an earlier run had not finished recovering"
+        )
+        log.error(
+            "node %s starts RECOVERING: %s; its log ends at %d. It grants no vote and never campaigns until it has"
+            " entries %d..%d again from the leader",
+            self.config.self_id, why, last, last + 1, target,
+        )  # fmt: skip
+        self._recovering_mark = target
+        return target
+
+    async def _end_recovering(self, core: RaftCore) -> None:
+        """The core has its lost range again, persisted: clear the durable mark (off the loop thread)."""
+        target, self._recovering_mark = self._recovering_mark, 0
+        store = self.hard_state_store
+        assert store is not None
+        await asyncio.get_running_loop().run_in_executor(self._io, store.save_recovering_until, 0)
+        log.warning(
+            "node %s RECOVERED: its log reaches %d again (last index %d); it votes again",
+            self.config.self_id, target, core.last_index,
+        )  # fmt: skip
 
     def start(self) -> None:
         """Start the driver task on the running loop (storage must be open)."""
@@ -401,6 +450,8 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         role = self.role
         if role == "follower" and not core.is_voter():
             role = "learner" if core.membership.is_learner(self.config.self_id) else "non-member"
+        elif role == "follower" and core.recovering_until:
+            role = "recovering"
         return pb.NodeStatus(
             id=self.config.self_id,
             address=self.config.address,
@@ -413,6 +464,7 @@ class RaftNode(SnapshotsMixin, MembersMixin):
             applied_index=core.applied,
             healthy=self._fenced is None and not self._stopping and core.leader_id is not None,
             error=self.stats.fenced,
+            recovering_until=core.recovering_until,
         )
 
     @property
@@ -577,6 +629,8 @@ class RaftNode(SnapshotsMixin, MembersMixin):
             if future is not None:
                 self._reads_ready.append((rs.index, future))
         core.advance(rd)
+        if self._recovering_mark and not core.recovering_until:
+            await self._end_recovering(core)
         self._on_membership(core)
         if rd.committed_entries and self.config.snapshot_entries:
             snap = core.snapshot

@@ -9,6 +9,7 @@ import shutil
 
 from dledger.commitlog import Entry, SegmentedLog
 from dledger.commitlog.checkpoint import read_checkpoint
+from dledger.commitlog.verify import verify_store
 from tests.commitlog.conftest import NoSyncOps, data_files, entries
 
 
@@ -81,3 +82,50 @@ def test_a_deleted_last_segment_is_reported_as_lost_durable_entries(tmp_path: pa
         first_lost, until = reopened.recovery.durable_damage
         assert first_lost == reopened.last_index + 1 and until >= 100
         reopened.append([Entry(reopened.last_index + 1, 3, b"x")])
+
+
+def _multi(tmp_path: pathlib.Path) -> pathlib.Path:
+    src = tmp_path / "live"
+    log = SegmentedLog.open(src, flush="sync", segment_bytes=1000, flush_interval_ms=3_600_000, file_ops=NoSyncOps())
+    log.append(entries(1, 201))
+    _kill(src, tmp_path / "s")
+    log.close()
+    return tmp_path / "s"
+
+
+def test_a_flipped_bit_in_a_closed_segment_is_cut_there_and_reported_when_verifying(tmp_path: pathlib.Path) -> None:
+    store = _multi(tmp_path)
+    files = data_files(store)
+    assert len(files) > 4
+    raw = bytearray(files[2].read_bytes())
+    raw[len(raw) // 2] ^= 0x04
+    files[2].write_bytes(raw)
+    with SegmentedLog.open(store, file_ops=NoSyncOps(), verify_closed=True) as reopened:
+        damage = reopened.recovery.durable_damage
+        assert damage is not None and damage == (reopened.last_index + 1, 200)
+        assert reopened.read(1, reopened.last_index + 1) == entries(1, reopened.last_index + 1)
+        assert len(data_files(store)) == 3
+    assert verify_store(str(store)).clean
+
+
+def test_a_missing_closed_segment_is_cut_there_and_reported_when_verifying(tmp_path: pathlib.Path) -> None:
+    store = _multi(tmp_path)
+    gone = data_files(store)[2]
+    gone.unlink()
+    (store / "index" / gone.name).unlink()
+    with SegmentedLog.open(store, file_ops=NoSyncOps(), verify_closed=True) as reopened:
+        damage = reopened.recovery.durable_damage
+        assert damage is not None and damage[0] == reopened.last_index + 1 and damage[1] == 200
+        assert reopened.read(1, reopened.last_index + 1) == entries(1, reopened.last_index + 1)
+
+
+def test_a_flipped_index_record_of_a_closed_segment_is_rebuilt_from_the_data(tmp_path: pathlib.Path) -> None:
+    store = _multi(tmp_path)
+    path = sorted((store / "index").iterdir())[1]
+    raw = bytearray(path.read_bytes())
+    raw[32 + 9] ^= 0x01  # the second record's position
+    path.write_bytes(raw)
+    with SegmentedLog.open(store, file_ops=NoSyncOps(), verify_closed=True) as reopened:
+        assert reopened.recovery.durable_damage is None and reopened.recovery.index_records_rebuilt > 0
+        assert reopened.read(1, 201) == entries(1, 201)
+    assert verify_store(str(store)).clean
