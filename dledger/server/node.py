@@ -286,11 +286,11 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         target, self._recovering_mark = self._recovering_mark, 0
         store = self.hard_state_store
         assert store is not None
-        await asyncio.get_running_loop().run_in_executor(self._io, store.save_recovering_until, 0)
         log.warning(
             "node %s RECOVERED: its log reaches %d again (last index %d); it votes again",
             self.config.self_id, target, core.last_index,
         )  # fmt: skip
+        await asyncio.get_running_loop().run_in_executor(self._io, store.save_recovering_until, 0)
 
     def start(self) -> None:
         """Start the driver task on the running loop (storage must be open)."""
