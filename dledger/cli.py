@@ -51,6 +51,7 @@ def _resolve_store(args: argparse.Namespace) -> str | None:
 
 def _log_verify(args: argparse.Namespace) -> int:
     from dledger.commitlog import CorruptStoreError, verify_store
+    from dledger.commitlog.verify_state import check_hard_state, state_dir_beside
 
     problem = _resolve_store(args)
     if problem:
@@ -69,7 +70,15 @@ def _log_verify(args: argparse.Namespace) -> int:
     span = f"{report.first_index}..{report.last_index}"
     verdict = "clean" if report.clean else f"{len(report.problems)} problem(s)"
     print(f"{args.dir}: {report.segments} segment(s), {report.entries} entries ({span}): {verdict}")
-    return 0 if report.clean else 1
+    state_ok = True
+    state_dir = os.path.join(args.store_dir, "state") if args.store_dir else state_dir_beside(args.dir)
+    if state_dir is not None:
+        # the node keeps the valid prefix: entries before the first problem
+        valid_last = min([report.last_index, *((p.index - 1) for p in report.problems if p.index is not None)])
+        state = check_hard_state(state_dir, report.first_index, valid_last)
+        print(state.line)
+        state_ok = state.ok
+    return 0 if report.clean and state_ok else 1
 
 
 def _preview(data: bytes, limit: int | None) -> str:

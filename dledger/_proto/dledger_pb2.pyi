@@ -317,7 +317,7 @@ class StatusRequest(_message.Message):
     def __init__(self, group: _Optional[str] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("id", "address", "role", "term", "leader_id", "first_index", "last_index", "commit_index", "applied_index", "healthy", "error")
+    __slots__ = ("id", "address", "role", "term", "leader_id", "first_index", "last_index", "commit_index", "applied_index", "healthy", "error", "recovering_until")
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -329,6 +329,7 @@ class NodeStatus(_message.Message):
     APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
     HEALTHY_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    RECOVERING_UNTIL_FIELD_NUMBER: _ClassVar[int]
     id: str
     address: str
     role: str
@@ -340,7 +341,8 @@ class NodeStatus(_message.Message):
     applied_index: int
     healthy: bool
     error: str
-    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[str] = ..., first_index: _Optional[int] = ..., last_index: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., healthy: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+    recovering_until: int
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[str] = ..., first_index: _Optional[int] = ..., last_index: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., healthy: _Optional[bool] = ..., error: _Optional[str] = ..., recovering_until: _Optional[int] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
     __slots__ = ("status", "node")

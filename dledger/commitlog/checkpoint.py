@@ -1,6 +1,7 @@
 """The flush checkpoint: how much of the last segment is known fsynced, so recovery can check the rest.
 
-After every background flush (and at rollover, truncation and close) the log records, in the small file
+After every background flush (and at rollover, truncation and close; in sync mode after every append,
+whose data is fsynced before it is published) the log records, in the small file
 `checkpoint`, the last segment's start and its fsynced length and entry count:
 
     magic 4 (CHECKPOINT_MAGIC), segment start 8, data bytes 8, entries 8, CRC 4 (of the 28 bytes before)

@@ -13,7 +13,9 @@ __all__ = [
     "CorruptStoreError",
     "DiskFullError",
     "EntryTooLargeError",
+    "HardStateCorruptError",
     "LogClosedError",
+    "RecoveryRefusedError",
     "SnapshotCorruptError",
     "SnapshotError",
     "SnapshotNotFoundError",
@@ -41,6 +43,16 @@ class CorruptEntryError(Exception):
 
 class CorruptStoreError(Exception):
     """The store cannot be opened as is (e.g. its checksummed meta file is damaged, or files are missing)."""
+
+
+class HardStateCorruptError(CorruptStoreError):
+    """The stored hard state (term, vote, commit index, membership) fails its CRC or does not decode."""
+
+
+class RecoveryRefusedError(CorruptStoreError, OSError):
+    """A node refuses to start on this store: its message is one line naming what is wrong, the file, and
+    the documented recovery. An `OSError` too, so that callers reporting start-up I/O errors as one line
+    report it the same way."""
 
 
 class EntryTooLargeError(ValueError):

@@ -24,7 +24,8 @@ both modes) and by `sync()`; a lagging index costs recovery a forward scan of th
 then index) when an append rolls over to the next one, and new files are made durable in their directory
 before they get data, so only the last segment can ever hold un-fsynced bytes: after a crash, recovery
 needs to repair the last segment only, and the flush checkpoint (`checkpoint.py`, rewritten after each
-flush) tells it where the un-fsynced part of that segment starts.
+flush, and in sync mode after each append too, without an fsync) tells it where the un-fsynced part of
+that segment starts, and so which damage is corruption of durable entries rather than a torn tail.
 
 Page cache: each flush evicts the durable data older than the log's newest `drop_behind_bytes` (default 64
 MiB; 0: never) with `POSIX_FADV_DONTNEED`, and a segment whose handles close is evicted whole, so the log does
@@ -137,9 +138,14 @@ class SegmentedLog:
         flush_interval_ms: float = DEFAULT_FLUSH_INTERVAL_MS,
         max_entry_bytes: int = MAX_ENTRY_BYTES,
         drop_behind_bytes: int = DEFAULT_DROP_BEHIND_BYTES,
+        verify_closed: bool = False,
         file_ops: FileOps | None = None,
     ) -> SegmentedLog:
         """Recover the store in `directory` (created if missing) and return the open log.
+
+        `verify_closed`: also check every entry of the closed segments (reads the whole log once; see
+        `recovery.recover`): damage there is cut and reported in `recovery.durable_damage` instead of
+        refusing to open, and an index that disagrees with its data is rebuilt.
 
         `drop_behind_bytes`: the newest durable bytes left in the page cache (`dropbehind.py`; 0: never evict).
         `file_ops` is a test seam (fault injection, I/O counting); leave it None.
@@ -159,7 +165,7 @@ class SegmentedLog:
         ops = file_ops or FileOps()
         lock_fd = lock_store(path)
         try:
-            base, segs, report = recover(path, ops, OPEN_WINDOW)
+            base, segs, report = recover(path, ops, OPEN_WINDOW, verify_closed=verify_closed)
             log = cls(
                 path, base, segs, report, ops, segment_bytes=segment_bytes, sync_mode=flush == "sync",
                 flush_interval_ms=flush_interval_ms, max_entry_bytes=max_entry_bytes,
@@ -420,6 +426,10 @@ class SegmentedLog:
         self._tail = (entries[-1].index, term)  # publish: readers may now see the batch
         if self._sync_mode:
             self._durable_index = entries[-1].index
+            # the data is fsynced: say so in the checkpoint now (one pwrite, no fsync), so that recovery
+            # tells corruption of these acknowledged entries from a torn tail (see checkpoint.py)
+            active = chunks[-1][0]
+            self._checkpoint(Checkpoint(active.start, active.data_len, active.count), only_if_current=True)
         if created and len(self._segs) > OPEN_WINDOW:
             try:
                 self._close_old_handles()

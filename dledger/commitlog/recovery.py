@@ -25,6 +25,12 @@ the page cache only, and the log then reports it durable. When the header of the
 re-checked window is damaged, recovery walks back to the last entry whose index record and header agree and
 scans forward from there, so it never keeps a damaged entry (term or chain CRC unknown) as the last one.
 
+Corruption is not a torn tail: when the cut falls inside what the flush checkpoint recorded as fsynced (or
+the checkpoint names a segment that is gone), the entries cut there were durable, so acknowledged in sync
+mode. Recovery still cuts them (a log is a valid prefix), but reports it apart (`RecoveryReport.
+durable_damage`: the first index lost and the last one known durable, logged as an error), so that the
+node can refuse to vote until it has them again (protocol-aware recovery: see the node's `recovering`).
+
 Older segments: a missing or inconsistent index is rebuilt by scanning that segment's data. A segment is
 fsynced when the log rolls over to the next one, so a closed segment never loses bytes in a crash; if its
 data is invalid before its end that is real corruption, and opening fails with `CorruptStoreError` rather
@@ -68,10 +74,22 @@ class RecoveryReport:
     data_bytes_cut: int = 0
     segments_deleted: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # corruption of entries the flush checkpoint said were durable: `(first index lost, last index known
+    # durable)`; recovery still cut them (the log must stay a valid prefix), but they were not a torn tail
+    durable_damage: tuple[int, int] | None = None
 
     def note(self, message: str) -> None:
         self.problems.append(message)
         log.warning("commitlog recovery: %s", message)
+
+    def damage(self, first_lost: int, durable_until: int, message: str) -> None:
+        """Record corruption inside the durable range (widening an earlier record)."""
+        if self.durable_damage is not None:
+            first_lost = min(first_lost, self.durable_damage[0])
+            durable_until = max(durable_until, self.durable_damage[1])
+        self.durable_damage = (first_lost, durable_until)
+        self.problems.append(message)
+        log.error("commitlog recovery: CORRUPTION of durable entries: %s", message)
 
 
 def list_segments(directory: str) -> list[int]:
@@ -271,15 +289,74 @@ def _recover_tail(
         report.data_bytes_cut += file_len - scan.end
         ops.truncate(seg.data_fd, scan.end)
         changed = True
+    if ckpt is not None and ckpt.start == seg.start and scan.end < ckpt.data_len:
+        durable_until = max(seg.first_index + ckpt.count - 1, seg.first_index + m - 1)
+        report.damage(
+            seg.first_index + new_count,
+            durable_until,
+            f"{seg.data_path}: entries from {seg.first_index + new_count} were cut at byte {scan.end}, inside the"
+            f" {ckpt.data_len} bytes ({ckpt.count} entries) the flush checkpoint recorded as fsynced",
+        )
     if changed:
         ops.datasync(seg.data_fd)
         ops.datasync(seg.index_fd)
     seg.count, seg.data_len, seg.last_chain, seg.last_term = new_count, scan.end, scan.chain, scan.term
 
 
-def recover(directory: str, ops: FileOps, keep_open: int) -> tuple[Base, list[Segment], RecoveryReport]:
+def _last_index_of(directory: str, ops: FileOps, starts: list[int]) -> int:
+    """The index the last of `starts`' index files ends at (by its last record), or 0 when unreadable."""
+    for start in reversed(starts):
+        path = os.path.join(directory, INDEX_DIR, Segment(directory, start, 0).name)
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size // INDEX_SIZE
+                if size:
+                    f.seek((size - 1) * INDEX_SIZE)
+                    magic, _pos, _size, idx, _term = INDEX.unpack(f.read(INDEX_SIZE))
+                    if magic == INDEX_MAGIC:
+                        return int(idx)
+        except OSError:
+            continue
+    return 0
+
+
+def _cut_closed(
+    directory: str, ops: FileOps, seg: Segment, scan: _Scan, later: list[int], report: RecoveryReport
+) -> None:
+    """A closed segment is invalid before its end (a flipped bit, a missing later segment): keep its valid
+    prefix, drop every later segment, and report the entries lost as durable damage (closed segments were
+    fsynced at rollover: they are not a torn tail)."""
+    assert seg.data_fd is not None and seg.index_fd is not None
+    known = _last_index_of(directory, ops, later)
+    first_lost = seg.first_index + scan.count
+    why = scan.reason or f"its entries end at byte {scan.end}, where no next segment starts"
+    for start in later:
+        Segment(directory, start, 0).remove_files(ops)
+        report.segments_deleted.append(Segment(directory, start, 0).name)
+    ops.truncate(seg.data_fd, scan.end)
+    ops.truncate(seg.index_fd, 0)
+    ops.pwrite(seg.index_fd, scan.records, 0)
+    ops.datasync(seg.data_fd)
+    ops.datasync(seg.index_fd)
+    for sub in (DATA_DIR, INDEX_DIR):
+        ops.fsync_dir(os.path.join(directory, sub))
+    report.damage(
+        first_lost,
+        max(known, first_lost),
+        f"{seg.data_path}: a closed (fsynced) segment is invalid before its end ({why}); cut at entry"
+        f" {first_lost} with {len(later)} later segment(s)",
+    )
+
+
+def recover(
+    directory: str, ops: FileOps, keep_open: int, *, verify_closed: bool = False
+) -> tuple[Base, list[Segment], RecoveryReport]:
     """Open (creating if needed) the store in `directory`: its base and its segments, the last `keep_open` of
-    them with open file handles (older ones are closed as soon as they are checked: no fd per segment)."""
+    them with open file handles (older ones are closed as soon as they are checked: no fd per segment).
+
+    `verify_closed`: check every entry of every closed segment (reads the whole log once) and rebuild any
+    index that disagrees with its data; a closed segment invalid before its end is cut there, with every
+    later segment, and reported as durable damage, instead of refusing to open (`CorruptStoreError`)."""
     report = RecoveryReport()
     for sub in (DATA_DIR, INDEX_DIR):
         os.makedirs(os.path.join(directory, sub), exist_ok=True)
@@ -310,7 +387,25 @@ def recover(directory: str, ops: FileOps, keep_open: int) -> tuple[Base, list[Se
             seeds.append((chain, term))
             assert seg.data_fd is not None
             seg.mtime = os.fstat(seg.data_fd).st_mtime
-            if k < len(starts) - 1 and not _check_closed(seg, ops, starts[k + 1] - start):
+            closed = k < len(starts) - 1
+            if closed and verify_closed:
+                scan = _scan(seg, ops, seg.data_fd, 0, seg.first_index, chain, term, ops.size(seg.data_fd))
+                if scan.end != starts[k + 1] - start:
+                    _cut_closed(directory, ops, seg, scan, starts[k + 1 :], report)
+                    del starts[k + 1 :]
+                    closed = False  # now the last segment: the tail procedure below checks it again
+                else:
+                    assert seg.index_fd is not None
+                    if ops.pread(seg.index_fd, ops.size(seg.index_fd) + 1, 0) != bytes(scan.records):
+                        ops.truncate(seg.index_fd, 0)
+                        ops.pwrite(seg.index_fd, scan.records, 0)
+                        ops.datasync(seg.index_fd)
+                        report.index_records_rebuilt += scan.count
+                        report.note(f"{seg.index_path}: index rebuilt from data ({scan.count} entries)")
+                    seg.count, seg.data_len, seg.last_chain, seg.last_term = (
+                        scan.count, scan.end, scan.chain, scan.term,
+                    )  # fmt: skip
+            elif closed and not _check_closed(seg, ops, starts[k + 1] - start):
                 scan = _scan(seg, ops, seg.data_fd, 0, seg.first_index, chain, term, ops.size(seg.data_fd))
                 if scan.end != starts[k + 1] - start:
                     why = scan.reason or f"its entries end at byte {scan.end}, the next one at {starts[k + 1] - start}"
@@ -325,7 +420,7 @@ def recover(directory: str, ops: FileOps, keep_open: int) -> tuple[Base, list[Se
                 report.index_records_rebuilt += scan.count
                 report.note(f"{seg.index_path}: index rebuilt from data ({scan.count} entries)")
                 seg.count, seg.data_len, seg.last_chain, seg.last_term = scan.count, scan.end, scan.chain, scan.term
-            if k < len(starts) - 1:
+            if closed:
                 chain, term, index = seg.last_chain, seg.last_term, seg.last_index
             if k < len(starts) - keep_open:
                 seg.close_fds(ops)
@@ -344,6 +439,16 @@ def recover(directory: str, ops: FileOps, keep_open: int) -> tuple[Base, list[Se
         for seg in segs:
             seg.close_fds(ops)
         raise
+    log_end = segs[-1].end if segs else base.pos
+    log_last = segs[-1].last_index if segs else base.index
+    if ckpt is not None and ckpt.count and ckpt.start >= log_end and (not starts or ckpt.start > starts[-1]):
+        # the checkpoint describes a segment past the log's end: its fsynced entries were lost (a deleted file)
+        report.damage(
+            log_last + 1,
+            log_last + ckpt.count,
+            f"{directory}: the flush checkpoint records {ckpt.count} fsynced entries in segment"
+            f" {ckpt.start:0{NAME_DIGITS}d}, which is missing",
+        )
     try:
         # After a kill -9 the tail may sit in the page cache only: make it durable now (once per open, one
         # segment: older ones were fsynced at rollover), and the directories that name the files, before

@@ -58,6 +58,16 @@ class Config:
     # later) instead of from a message of its own: a lone append costs half the peer messages (hashicorp/raft
     # does the same). Only when followers' state machines may lag by a heartbeat.
     lazy_commit: bool = False
+    # protocol-aware recovery: this replica may have lost entries up to this index that it had persisted
+    # (so acknowledged): its storage was damaged, not crashed. Until its log reaches it again the core is
+    # `recovering`: it grants no vote (nor pre-vote), never campaigns, and only takes the leader's entries.
+    # 0: nothing lost. The core also recovers when the saved commit index lies past its log's end.
+    recovering_until: int = 0
+    # the term of the entry at `recovering_until` when the driver knows it (0: unknown). Then a recovering
+    # core answers votes as its undamaged log would have: it grants one only to a candidate at least as
+    # up-to-date as (recovering_term, recovering_until), so a group that needs its vote can still elect a
+    # leader that has everything it had. 0: it grants none.
+    recovering_term: int = 0
 
     def __post_init__(self) -> None:
         peers = tuple(self.peers)
@@ -88,6 +98,10 @@ class Config:
                 raise ValueError(f"{name} must be positive")
         if self.applied < 0:
             raise ValueError("applied must be >= 0")
+        if type(self.recovering_until) is not int or self.recovering_until < 0:
+            raise ValueError("recovering_until must be an int >= 0")
+        if type(self.recovering_term) is not int or self.recovering_term < 0:
+            raise ValueError("recovering_term must be an int >= 0")
         if self.read_only is ReadOnlyOption.LEASE and not self.check_quorum:
             raise ValueError("lease reads require check_quorum")
         if self.preferred_leader is not None and self.preferred_leader not in peers:

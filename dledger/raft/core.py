@@ -41,6 +41,19 @@ Rules of the state machine:
   up-to-date check refuses every candidate that could still count it. Its appends are guarded by its term,
   not here: the runtime starts a joining node at a term its group's leader confirmed after the removal
   (`dledger.server.join_term`), so a stale leader that still lists the old store as a voter is refused.
+- Recovering (protocol-aware recovery, after Alagappan et al., FAST 2018): a replica whose storage lost
+  entries it had persisted (`Config.recovering_until`; or its log ends below its saved commit index or
+  below what its state machine applied) may have acknowledged them, and so counted in the quorum that
+  committed them: with a shorter log it could vote for a candidate that lacks them. Until its stable log
+  reaches `recovering_until` again (entries from the leader, or a snapshot, persisted by the driver) it
+  grants no vote or pre-vote, never campaigns (timeout or TimeoutNow), and so is counted in no election;
+  it takes AppendEntries and InstallSnapshot as any follower. One exception, when the driver knows the
+  term of the last lost entry (`Config.recovering_term`): it answers votes as its undamaged log would
+  have (the usual rules, with the candidate also at least as up-to-date as that lost tip), which is as
+  strict as Raft's own check on the log it had, and keeps a group that needs its vote live. Once
+  recovered it is an ordinary voter: its log is a prefix of a leader's that reaches past everything it
+  had acknowledged. The driver must keep
+  `recovering_until` durable until `recovering_until` reads 0 (a restart meanwhile must not forget it).
 - Only a voter campaigns (on timeout or TimeoutNow): a voter of its current configuration, or a node whose
   removal is in its log but not committed (see `ConfMixin._can_campaign`); learners, removed nodes and
   joining nodes never do. Votes are counted among the voters of the candidate's current configuration.
@@ -99,7 +112,7 @@ class RaftCore(LeaderMixin, ConfMixin, SnapshotMixin):
     (in `LeaderMixin`), `propose_conf_change` (in `ConfMixin`), `set_snapshot`, `report_snapshot` (in
     `SnapshotMixin`), `has_ready`, `ready`, `advance`; views `role`, `current_term`, `voted_for`,
     `leader_id`, `commit_index`, `applied`, `last_index`, `hard_state`, `membership`, `snapshot`,
-    `progress`, `dropped`.
+    `progress`, `dropped`, `recovering_until` (0 unless recovering).
     """
 
     def __init__(self, config: Config, log: LogStorage, hard_state: HardState, rng: RandomSource) -> None:
@@ -107,7 +120,16 @@ class RaftCore(LeaderMixin, ConfMixin, SnapshotMixin):
         self.id = config.id
         self.group = config.group
         self._rng = rng
-        self.log = RaftLog(log, hard_state.commit_index, config.applied)
+        last = log.last_index
+        # recovering (module docstring): the log lost entries this replica had persisted, or is shorter than
+        # its saved commit index or what its state machine applied; the core starts at what the log holds
+        target = max(config.recovering_until, hard_state.commit_index, config.applied)
+        self.recovering_until = target if target > last else 0
+        # the tip of the log before the damage, when known: votes are answered against it (see Config)
+        self._recovering_tip = (config.recovering_term, config.recovering_until) if config.recovering_term else None
+        self.log = RaftLog(log, min(hard_state.commit_index, last), min(config.applied, last))
+        # the saved commit index stays the floor of the one the core saves: never write it back down
+        self._commit_floor = hard_state.commit_index
         self.current_term = hard_state.current_term
         self.voted_for = hard_state.voted_for
         self.role = Role.FOLLOWER
@@ -136,9 +158,7 @@ class RaftCore(LeaderMixin, ConfMixin, SnapshotMixin):
         self._ready_out = False
         self.snapshot: SnapshotMeta | None = None  # the newest snapshot the driver stored (set_snapshot)
         self._init_membership(hard_state)
-        self._prev_hard_state = HardState(
-            self.current_term, self.voted_for, self.log.commit_index, self._conf_base_bytes
-        )
+        self._prev_hard_state = self.hard_state
         self._prev_soft_state = SoftState(None, Role.FOLLOWER.value)
         self._become_follower(self.current_term, None)
 
@@ -161,7 +181,8 @@ class RaftCore(LeaderMixin, ConfMixin, SnapshotMixin):
 
     @property
     def hard_state(self) -> HardState:
-        return HardState(self.current_term, self.voted_for, self.log.commit_index, self._conf_base_bytes)
+        commit = max(self.log.commit_index, self._commit_floor)
+        return HardState(self.current_term, self.voted_for, commit, self._conf_base_bytes)
 
     # ---- inputs ----
 
@@ -304,7 +325,7 @@ class RaftCore(LeaderMixin, ConfMixin, SnapshotMixin):
         driver asks `has_ready` several times per wake-up). `_HARD_STATE_FIELDS`, atop the module, pins the fields."""
         prev = self._prev_hard_state
         return (
-            prev.commit_index != self.log.commit_index
+            prev.commit_index != max(self.log.commit_index, self._commit_floor)
             or prev.current_term != self.current_term
             or prev.voted_for != self.voted_for
             or prev.config != self._conf_base_bytes
@@ -362,6 +383,11 @@ class RaftCore(LeaderMixin, ConfMixin, SnapshotMixin):
             self.log.stable_to(last.index, last.term)
         if rd.committed_entries:
             self.log.applied_to(rd.committed_entries[-1].index)
+        if self.recovering_until and self.log.stable_last_index() >= self.recovering_until:
+            self.recovering_until = 0  # persisted again: a voter once more
+            # its log is a leader's prefix up to past the saved commit index: those entries are the committed ones
+            if self.log.commit_to(min(self._commit_floor, self.log.stable_last_index())):
+                self._conf_fold()
         if self.role is Role.LEADER and self.progress[self.id].maybe_update(self.log.stable_last_index()):
             self._maybe_commit()
 
@@ -462,6 +488,9 @@ class RaftCore(LeaderMixin, ConfMixin, SnapshotMixin):
         elif result is VoteResult.LOST:
             self._become_follower(self.current_term, None)
 
+    def _may_campaign(self) -> bool:
+        return not self.recovering_until and self._can_campaign()
+
     def _in_lease(self) -> bool:
         """Leader stickiness (thesis 4.2.3): ignore a disruptive vote request."""
         if self.role is Role.LEADER:
@@ -475,7 +504,7 @@ class RaftCore(LeaderMixin, ConfMixin, SnapshotMixin):
         self.election_elapsed += 1
         if self.election_elapsed >= self.config.election_tick:
             self._boot_guard = False
-        if self.election_elapsed >= self.randomized_election_timeout and self._can_campaign():
+        if self.election_elapsed >= self.randomized_election_timeout and self._may_campaign():
             self.election_elapsed = 0
             self._campaign()
 
@@ -507,6 +536,11 @@ class RaftCore(LeaderMixin, ConfMixin, SnapshotMixin):
             or (self.voted_for is None and self.leader_id is None)
             or (m.pre_vote and m.term > self.current_term)
         )
+        if self.recovering_until:
+            tip = self._recovering_tip
+            if tip is None or (m.last_log_term, m.last_log_index) < tip:
+                can_vote = False
+                self.dropped["vote_while_recovering"] += 1
         if can_vote and self.log.is_up_to_date(m.last_log_index, m.last_log_term):
             if m.pre_vote:
                 self._send(
@@ -546,7 +580,7 @@ class RaftCore(LeaderMixin, ConfMixin, SnapshotMixin):
             self.leader_id = m.from_id
             self._handle_install_snapshot(m)
         elif isinstance(m, TimeoutNow):
-            if self._can_campaign():
+            if self._may_campaign():
                 self._campaign(transfer=True)
             else:
                 self.dropped["not_voter"] += 1

@@ -42,6 +42,11 @@ class _NodeCollector(Collector):
             ("dledger_applied_index", status.applied_index, "last index applied to the state machines"),
             ("dledger_first_index", status.first_index, "first index still in the log"),
             ("dledger_healthy", 1.0 if status.healthy else 0.0, "1 when the node knows a leader and can write"),
+            (
+                "dledger_recovering_until",
+                status.recovering_until,
+                "while recovering (no votes): the index its log must reach again; 0 otherwise",
+            ),
         ):
             g = GaugeMetricFamily(name, doc, labels=names)
             g.add_metric(labels, float(value))

@@ -34,7 +34,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from dledger._proto import dledger_pb2 as pb
-from dledger.commitlog import HardStateStore, SegmentedLog, SnapshotStore
+from dledger.commitlog import (
+    CorruptStoreError,
+    HardStateCorruptError,
+    HardStateStore,
+    RecoveryRefusedError,
+    SegmentedLog,
+    SnapshotStore,
+)
 from dledger.raft import (
     Config,
     Membership,
@@ -58,11 +65,16 @@ from dledger.server.state_machine import StateMachine
 from dledger.server.transport import PeerTransport
 from dledger.storage_api import Entry, HardState, SnapshotMeta, UnavailableError
 
-__all__ = ["COMMIT_SAVE_INTERVAL", "RaftNode", "RoleCallback"]
+__all__ = ["COMMIT_SAVE_INTERVAL", "REPLACE_STORE_HINT", "RaftNode", "RoleCallback"]
 
 log = logging.getLogger(__name__)
 
 COMMIT_SAVE_INTERVAL = 0.2
+# the documented recovery for a store a node must not start on (docs/durability.md, "Replacing a disk")
+REPLACE_STORE_HINT = (
+    "recover this node as a replaced disk: `dledger member remove ID`, move the store aside, start the node with"
+    " --join and `dledger member add` / `promote` it (docs/durability.md)"
+)
 INLINE_MAX_BYTES = 4 << 20  # async-flush persists up to this size run on the loop thread (see _persist_inline_ok)
 INLINE_MAX_ENTRIES = 8192
 # payload bytes in flight to one follower. 32 MiB (the core's default) buffered so much in the transport and
@@ -132,6 +144,7 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         self._fenced: BaseException | None = None
         self._saved = HardState()
         self._commit_saved_at = 0.0
+        self._recovering_mark = 0  # the durable recovering mark this run keeps (0: none)
         self.log: SegmentedLog | None = None
         self.hard_state_store: HardStateStore | None = None
         self.core: RaftCore | None = None
@@ -143,28 +156,46 @@ class RaftNode(SnapshotsMixin, MembersMixin):
 
     # ---- lifecycle ----
     def open_storage(self) -> None:
-        """Recover the log and hard state and build the core (blocking: call before `start`)."""
+        """Recover the log and hard state and build the core (blocking: call before `start`). On an error
+        (e.g. `RecoveryRefusedError`) whatever was opened is closed again."""
+        try:
+            self._open_storage()
+        except BaseException:
+            self.core = None
+            for closable in (self.log, self.hard_state_store):
+                if closable is not None:
+                    closable.close()
+            self.log = self.hard_state_store = None
+            raise
+
+    def _open_storage(self) -> None:
         cfg = self.config
-        self.log = SegmentedLog.open(
-            cfg.store_dir / "log",
-            segment_bytes=cfg.segment_bytes,
-            drop_behind_bytes=cfg.drop_behind_bytes,
-            flush=cfg.flush,
-            flush_interval_ms=cfg.flush_interval_ms,
-            max_entry_bytes=max(cfg.max_entry_bytes + 48, 4096),
-        )
+        try:
+            self.log = SegmentedLog.open(
+                cfg.store_dir / "log",
+                segment_bytes=cfg.segment_bytes,
+                drop_behind_bytes=cfg.drop_behind_bytes,
+                flush=cfg.flush,
+                flush_interval_ms=cfg.flush_interval_ms,
+                max_entry_bytes=max(cfg.max_entry_bytes + 48, 4096),
+                # every entry checked at start: damage anywhere is found now, and recovered from the leader
+                verify_closed=True,
+            )
+        except CorruptStoreError as exc:
+            if isinstance(exc, RecoveryRefusedError):
+                raise
+            raise RecoveryRefusedError(f"refusing to start: {exc}; {REPLACE_STORE_HINT}") from exc
         self.hard_state_store = HardStateStore.open(cfg.store_dir / "state")
-        saved = self.hard_state_store.load()
         self.snapshots = SnapshotStore(cfg.store_dir / "snapshots", keep=cfg.snapshot_keep)
+        saved = self._load_hard_state()
         latest = self._recover_from_snapshot()
         self._sm_applied = [sm.last_applied() for sm in self.state_machines]
-        last = self.log.last_index
         applied = min(self._sm_applied, default=0)
-        # whatever a state machine applied was committed; the log may be shorter after losing unsynced writes
-        commit = min(max(saved.commit_index, applied, latest.index if latest else 0), last)
-        if applied > last:
-            log.warning("state machines applied up to %d but the log ends at %d (lost unsynced writes?)", applied, last)
+        # whatever a state machine applied was committed. The commit index is not cut to the log's end: a log
+        # that ends below it lost entries it had persisted, and the node starts recovering (see _recovering_start)
+        commit = max(saved.commit_index, applied, latest.index if latest else 0)
         applied = max(min(applied, commit), latest.index if latest else 0)
+        recovering_until = self._recovering_start(commit)
         self._saved = HardState(saved.current_term, saved.voted_for, commit, saved.config)
         # a joining node is not one of the initial voters: they are the others it was given
         initial = tuple(p for p in cfg.peers if not (cfg.join and p == cfg.self_id))
@@ -185,6 +216,7 @@ class RaftNode(SnapshotsMixin, MembersMixin):
                 group=cfg.group,
                 applied=applied,
                 join=cfg.join,
+                recovering_until=recovering_until,
             ),
             self.log,
             self._saved,
@@ -193,6 +225,74 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         if latest is not None:
             self.core.set_snapshot(latest)
         self._check_membership_at_start(self.core)
+
+    def _load_hard_state(self) -> HardState:
+        """The saved hard state, refusing (`RecoveryRefusedError`, one line) a record that fails its CRC or a
+        missing one beside a log or snapshot: starting at term 0 with no vote could vote twice in a term.
+        A brand-new store gets its (zero) record at once, so that a missing record always means damage."""
+        store, log_store, snapshots = self.hard_state_store, self.log, self.snapshots
+        assert store is not None and log_store is not None and snapshots is not None
+        try:
+            saved = store.load()
+        except HardStateCorruptError as exc:
+            raise RecoveryRefusedError(f"refusing to start: {exc}; {REPLACE_STORE_HINT}") from exc
+        if store.exists():
+            return saved
+        latest = snapshots.latest()
+        if log_store.last_index > 0 or latest is not None:
+            what = f"a log up to index {log_store.last_index}" if log_store.last_index else f"snapshot {latest}"
+            raise RecoveryRefusedError(
+                f"refusing to start: {store.directory}: no hard state record (term, vote, commit) beside {what};"
+                f" {REPLACE_STORE_HINT}"
+            )
+        store.save(saved)
+        return saved
+
+    def _recovering_start(self, commit: int) -> int:
+        """Whether this node starts recovering (see `RaftCore`): the index its log must reach again before it
+        votes, or 0. It recovers when its log ends below its commit index, below where recovery found
+        corruption of durable entries (`RecoveryReport.durable_damage`), or below a mark an earlier run left.
+        The mark is saved durably before the core starts, so a restart before the entries are back keeps it."""
+        store, hs_store = self.log, self.hard_state_store
+        assert store is not None and hs_store is not None
+        try:
+            mark = hs_store.load_recovering_until()
+        except HardStateCorruptError as exc:
+            raise RecoveryRefusedError(f"refusing to start: {exc}; {REPLACE_STORE_HINT}") from exc
+        damage = store.recovery.durable_damage
+        target = max(mark, commit, damage[1] if damage is not None else 0)
+        last = store.last_index
+        if target <= last:
+            if mark:
+                hs_store.save_recovering_until(0)
+            return 0
+        if target != mark:
+            hs_store.save_recovering_until(target)
+        why = (
+            f"entries {damage[0]}..{damage[1]} it had fsynced were damaged"
+            if damage is not None
+            else f"its log ends below its saved commit index {commit}"
+            if commit > last
+            else "an earlier run had not finished recovering"
+        )
+        log.error(
+            "node %s starts RECOVERING: %s; its log ends at %d. It grants no vote and never campaigns until it has"
+            " entries %d..%d again from the leader",
+            self.config.self_id, why, last, last + 1, target,
+        )  # fmt: skip
+        self._recovering_mark = target
+        return target
+
+    async def _end_recovering(self, core: RaftCore) -> None:
+        """The core has its lost range again, persisted: clear the durable mark (off the loop thread)."""
+        target, self._recovering_mark = self._recovering_mark, 0
+        store = self.hard_state_store
+        assert store is not None
+        log.warning(
+            "node %s RECOVERED: its log reaches %d again (last index %d); it votes again",
+            self.config.self_id, target, core.last_index,
+        )  # fmt: skip
+        await asyncio.get_running_loop().run_in_executor(self._io, store.save_recovering_until, 0)
 
     def start(self) -> None:
         """Start the driver task on the running loop (storage must be open)."""
@@ -353,6 +453,8 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         role = self.role
         if role == "follower" and not core.is_voter():
             role = "learner" if core.membership.is_learner(self.config.self_id) else "non-member"
+        elif role == "follower" and core.recovering_until:
+            role = "recovering"
         return pb.NodeStatus(
             id=self.config.self_id,
             address=self.config.address,
@@ -365,6 +467,7 @@ class RaftNode(SnapshotsMixin, MembersMixin):
             applied_index=core.applied,
             healthy=self._fenced is None and not self._stopping and core.leader_id is not None,
             error=self.stats.fenced,
+            recovering_until=core.recovering_until,
         )
 
     @property
@@ -533,6 +636,8 @@ class RaftNode(SnapshotsMixin, MembersMixin):
             if future is not None:
                 self._reads_ready.append((rs.index, future))
         core.advance(rd)
+        if self._recovering_mark and not core.recovering_until:
+            await self._end_recovering(core)
         self._on_membership(core)
         if rd.committed_entries and self.config.snapshot_entries:
             snap = core.snapshot

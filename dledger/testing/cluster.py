@@ -11,7 +11,11 @@ Persistence is modelled honestly, following the contract of `dledger.raft.ready`
   `MemoryHardStateStore`, only then releases `ready.persisted_messages`, applies the committed entries to
   the node's (durable) state machine, records read states and calls `advance`;
 - `crash(id)` throws away the core and the pending Ready: only what `persist` wrote survives, and
-  `restart(id)` builds a new core from it (applied = what the state machine holds).
+  `restart(id)` builds a new core from it (applied = what the state machine holds);
+- `damage(id, keep)` is not a crash: a down node's durable log loses its entries after `keep`, which it
+  had persisted (and so may have acknowledged); it restarts recovering (`Config.recovering_until`) until
+  the leader has given them back. Its state machine keeps what it applied, so entries committed again are
+  checked equal to those it applied before.
 Messages between nodes may be delivered in any order, dropped or duplicated; links can be cut.
 
 Membership and snapshots:
@@ -75,6 +79,10 @@ class SimNode:
     incarnation: int = 0
     generation: int = 0  # how many times its store was lost (`Cluster.wipe`)
     snapshot: SnapshotMeta | None = None  # the newest snapshot stored (taken or installed)
+    # durable: entries up to here were persisted before `Cluster.damage` cut them (0: none lost); given
+    # to the core as `Config.recovering_until` at each start, cleared once the core has them again
+    recovering_until: int = 0
+    recovering_term: int = 0  # the term of the entry at `recovering_until` before the damage
 
     @property
     def alive(self) -> bool:
@@ -146,7 +154,12 @@ class Cluster:
     def start(self, node_id: str) -> None:
         node = self.nodes[node_id]
         node.incarnation += 1
-        cfg = replace(node.config, applied=len(node.applied))
+        cfg = replace(
+            node.config,
+            applied=len(node.applied),
+            recovering_until=node.recovering_until,
+            recovering_term=node.recovering_term,
+        )
         rng = random.Random(f"{self.seed}/{node_id}/{node.incarnation}")
         node.core = RaftCore(cfg, node.log, node.store.load(), rng)
         if node.snapshot is not None:
@@ -193,6 +206,8 @@ class Cluster:
         """Snapshot `node_id`'s state machine at its applied index minus `keep`, and compact its log."""
         node = self.nodes[node_id]
         index = len(node.applied) - keep
+        if node.core is not None:  # a recovering core may be behind its state machine: snapshot what it applied
+            index = min(index, node.core.applied - keep)
         if index <= 0 or (node.snapshot is not None and index <= node.snapshot.index):
             return None
         prefix = tuple(node.applied[:index])
@@ -220,6 +235,26 @@ class Cluster:
         if len(applied) >= first - 1:
             return applied[: first - 1] + tail
         return list(self.snapshots[(first - 1, log.term(first - 1))]) + tail
+
+    def damage(self, node_id: str, keep: int, *, remember: bool = True) -> int:
+        """A down node's durable log is damaged, not crashed: every entry after `keep` is lost (at least
+        down to the log's first index - 1; its snapshot and state machine survive). With `remember` its
+        runtime knew what was durable (the flush checkpoint) and starts it recovering until the lost range
+        is back; `remember=False` models a runtime that took the damage for a torn tail (only to show the
+        hazard). Its snapshot stays covered (a runtime resets its log to it). Returns how many entries were lost."""
+        node = self.nodes[node_id]
+        if node.alive:
+            raise ValueError(f"{node_id} is running: stop it before its log is damaged")
+        log = node.log
+        keep = max(keep, log.first_index - 1, node.snapshot.index if node.snapshot is not None else 0)
+        lost = log.last_index - keep
+        if lost <= 0:
+            return 0
+        if remember and log.last_index > node.recovering_until:
+            node.recovering_until, node.recovering_term = log.last_index, log.term_at(log.last_index)
+        log.truncate_after(keep)
+        self.stats["damages"] += 1
+        return lost
 
     def crash(self, node_id: str) -> None:
         """Lose the core and anything not persisted (the pending Ready, unstable entries, volatile state)."""
@@ -283,6 +318,10 @@ class Cluster:
             self.on_persist(node_id, rd)
         self._send(rd.persisted_messages)
         for e in rd.committed_entries:
+            if e.index <= len(node.applied):  # applied before its log was damaged: the same entry again
+                if node.applied[e.index - 1] != e:
+                    raise AssertionError(f"{node_id} re-applies {e} over {node.applied[e.index - 1]}")
+                continue
             if e.index != len(node.applied) + 1:
                 raise AssertionError(f"{node_id} applies {e.index} after {len(node.applied)}")
             node.applied.append(e)
@@ -294,6 +333,9 @@ class Cluster:
                 self.on_read(node_id, rs)
         node.pending = None
         core.advance(rd)
+        if node.recovering_until and not core.recovering_until:
+            node.recovering_until = node.recovering_term = 0  # the core has the lost range again, persisted
+            self.stats["recoveries"] += 1
         return True
 
     def handle_ready(self, node_id: str) -> bool:

@@ -133,3 +133,59 @@ def test_python_dash_m_entry_point(store: pathlib.Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "clean" in done.stdout
+
+
+def _node_store(root: pathlib.Path, commit: int) -> pathlib.Path:
+    from dledger.commitlog import HardStateStore
+    from dledger.storage_api import HardState
+
+    with SegmentedLog.open(root / "log") as log:
+        log.append(entries(1, 20))
+    with HardStateStore.open(root / "state") as hs:
+        hs.save(HardState(2, "n0", commit, b""))
+    return root
+
+
+def test_verify_checks_the_hard_state_beside_the_log(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _node_store(tmp_path / "n0", 19)
+    assert main(["log", "verify", "--store-dir", str(root)]) == 0
+    assert "commit 19): CRC ok" in capsys.readouterr().out
+
+
+def test_verify_says_a_log_shorter_than_the_commit_index_means_recovering(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The only segment deleted beside a saved commit index: not "clean", and what the node will do."""
+    root = _node_store(tmp_path / "n0", 19)
+    for sub in ("data", "index"):
+        for f in (root / "log" / sub).iterdir():
+            f.unlink()
+    assert main(["log", "verify", str(root / "log")]) == 1
+    out = capsys.readouterr().out
+    assert "RECOVER" in out and "start recovering" in out and "until its log again reaches 19" in out
+
+
+def test_verify_reports_a_damaged_or_missing_hard_state(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import lmdb
+
+    from dledger.commitlog.hardstate import HARD_STATE_KEY
+
+    root = _node_store(tmp_path / "n0", 19)
+    env = lmdb.open(str(root / "state"), max_dbs=8)
+    with env.begin(write=True) as txn:
+        raw = bytearray(txn.get(HARD_STATE_KEY))
+        raw[1] ^= 1
+        txn.put(HARD_STATE_KEY, bytes(raw))
+    env.close()
+    assert main(["log", "verify", "--store-dir", str(root)]) == 1
+    assert "fails its CRC; the node will refuse to start" in capsys.readouterr().out
+    env = lmdb.open(str(root / "state"), max_dbs=8)
+    with env.begin(write=True) as txn:
+        txn.delete(HARD_STATE_KEY)
+    env.close()
+    assert main(["log", "verify", "--store-dir", str(root)]) == 1
+    assert "no record beside a log up to index 19; the node will refuse to start" in capsys.readouterr().out

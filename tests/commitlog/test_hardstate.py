@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dledger.commitlog import CorruptStoreError, HardState, HardStateStore
+from dledger.commitlog import CorruptStoreError, HardState, HardStateCorruptError, HardStateStore
 from dledger.commitlog.hardstate import HARD_STATE_KEY, MAX_CONFIG_BYTES, _decode, _encode
 from dledger.storage_api import HardStateStore as HardStateStoreProtocol
 
@@ -147,8 +147,53 @@ def test_a_version_1_record_loads_with_an_empty_config_and_is_upgraded_on_save(
     env = lmdb.open(str(tmp_path), max_dbs=8)
     with env.begin() as txn:
         stored = txn.get(HARD_STATE_KEY)
-    assert stored is not None and bytes(stored)[0] == 2
+    assert stored is not None and bytes(stored)[0] == 3
     env.close()
+
+
+def _put_raw(path: pathlib.Path, raw: bytes) -> None:
+    env = lmdb.open(str(path), max_dbs=8)
+    with env.begin(write=True) as txn:
+        txn.put(HARD_STATE_KEY, raw)
+    env.close()
+
+
+def _get_raw(path: pathlib.Path) -> bytes:
+    env = lmdb.open(str(path), max_dbs=8)
+    with env.begin() as txn:
+        raw = txn.get(HARD_STATE_KEY)
+    env.close()
+    assert raw is not None
+    return bytes(raw)
+
+
+def test_a_version_2_record_without_a_crc_still_loads(tmp_path: pathlib.Path) -> None:
+    """Stores written before the CRC: version 2 records, byte for byte as the old code wrote them."""
+    v2 = struct.pack("<BQQHI", 2, 9, 4, 2, 3) + b"n2" + b"cfg"
+    _put_raw(tmp_path, v2)
+    with HardStateStore.open(tmp_path) as store:
+        assert store.exists()
+        assert store.load() == HardState(9, "n2", 4, b"cfg")
+
+
+def test_every_flipped_bit_of_a_record_is_refused(tmp_path: pathlib.Path) -> None:
+    """A term 2 that reads back as 1, a vote for n0 that reads as n1: no flip loads as another state."""
+    with HardStateStore.open(tmp_path) as store:
+        store.save(HardState(2, "n0", 817, b"conf"))
+    good = _get_raw(tmp_path)
+    for bit in range(len(good) * 8):
+        bad = bytearray(good)
+        bad[bit // 8] ^= 1 << (bit % 8)
+        _put_raw(tmp_path, bytes(bad))
+        with HardStateStore.open(tmp_path) as store, pytest.raises(HardStateCorruptError):
+            store.load()
+
+
+def test_exists_tells_a_missing_record_from_the_zero_state(tmp_path: pathlib.Path) -> None:
+    with HardStateStore.open(tmp_path) as store:
+        assert not store.exists() and store.load() == HardState()
+        store.save(HardState())
+        assert store.exists() and store.load() == HardState()
 
 
 @settings(max_examples=60, deadline=None)

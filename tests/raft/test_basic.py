@@ -76,6 +76,7 @@ def test_config_rejects_bad_settings(kwargs: dict[str, object]) -> None:
         Config(**kwargs)  # type: ignore[arg-type]
 
 
-def test_core_rejects_commit_past_log_end() -> None:
-    with pytest.raises(ValueError):
-        RaftCore(Config(id="a", peers=("a",)), MemoryLog(), HardState(1, None, 5), random.Random(0))
+def test_a_commit_index_past_the_log_end_starts_the_core_recovering() -> None:
+    """The log lost entries it had (a damaged disk): the core starts at what the log holds, recovering."""
+    core = RaftCore(Config(id="a", peers=("a",)), MemoryLog(), HardState(1, None, 5), random.Random(0))
+    assert core.recovering_until == 5 and core.commit_index == 0

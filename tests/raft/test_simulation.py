@@ -1,7 +1,8 @@
 """Randomized simulation: a hypothesis RuleBasedStateMachine over the Cluster harness (3 and 5 nodes).
 
 Rules: ticks, Ready processing and persisting, deliveries in any order, drops, duplicates, partitions,
-crashes, restarts, proposals, reads, leadership transfers, membership changes (add a learner, a brand-new
+crashes, restarts, damaged logs (a replica's durable log loses its tail and it restarts recovering: see
+`Cluster.damage`), proposals, reads, leadership transfers, membership changes (add a learner, a brand-new
 node that joins; promote it; remove any member, the leader included; re-add a removed node under its old
 id with its store wiped, as an operator replaces a lost disk) and snapshots (a node compacts its log behind
 a snapshot; lagging followers then install the leader's). After every step `SafetyChecker.check()`
@@ -396,6 +397,21 @@ class RaftMachine(RuleBasedStateMachine):
             self._change_at_leader(ConfChange(ConfChangeOp.PROMOTE, node))
             self._settle(lambda: node in checker.committed_config[1].voters)
 
+    @rule(k=st.integers(0, 4), lose=st.integers(1, 8))
+    def damage_log(self, k: int, lose: int) -> None:
+        """Not a crash: a replica's durable log loses its last `lose` entries (a deleted segment, a cut or a
+        flipped bit in fsynced data), and it restarts recovering. One replica at a time: one heals before
+        the next is damaged (two of three damaged at once may leave no quorum that can elect)."""
+        self._count()
+        c = self.c
+        node = self._node(k)
+        if any(n.recovering_until for n in c.nodes.values()):
+            return
+        if c.nodes[node].alive:
+            c.crash(node)
+        c.damage(node, c.nodes[node].log.last_index - lose)
+        c.restart(node)
+
     @rule(k=st.integers(0, 6), keep=st.integers(0, 2))
     def compact(self, k: int, keep: int) -> None:
         self._count()
@@ -446,6 +462,8 @@ class RaftMachine(RuleBasedStateMachine):
             ("timeout_now", c.stats["sent.TimeoutNow"]),
             ("snapshots_installed", c.stats["snapshots_installed"]),
             ("wipes", c.stats["wipes"]),
+            ("damages", c.stats["damages"]),
+            ("recoveries", c.stats["recoveries"]),
             ("final_voters", len(c.core(lead).membership.voters)),
             ("examples", 1),
         ):
