@@ -13,6 +13,10 @@ from dledger.broker_adapter import commands as c
 from dledger.broker_adapter.tables import Inflight
 from tests.broker_adapter.group_util import BrokerGroup, FakeClock, dump, run_group
 
+# tiny segments, and a group whose leader stays put on a loaded machine (these tests are not about elections:
+# a leader change mid-test would fail a write they expect to succeed)
+STEADY = {"segment_bytes": 4096, "election_timeout_ms": 1000, "heartbeat_ms": 100}
+
 
 def _quiet_disk(_: pathlib.Path) -> float:
     """A disk far below every ratio: these tests must not depend on how full the test machine's disk is
@@ -53,7 +57,7 @@ def test_old_segments_are_compacted_once_every_replica_has_them(tmp_path: pathli
         assert (await master.put_message(Message("T", b"after"))).queue_offset == 40
 
     opts = StoreOptions(disk_usage=_quiet_disk, retention_interval_s=0, file_reserved_hours=1e-9)
-    run_group(tmp_path, body, opts, segment_bytes=4096)
+    run_group(tmp_path, body, opts, **STEADY)
 
 
 def test_disk_ratio_compacts_young_segments_one_per_pass(tmp_path: pathlib.Path) -> None:
@@ -74,7 +78,7 @@ def test_disk_ratio_compacts_young_segments_one_per_pass(tmp_path: pathlib.Path)
         assert first.disk_ratio == 0.8
 
     opts = StoreOptions(retention_interval_s=0, disk_usage=lambda _: ratio[0], default_queue_count=1)
-    run_group(tmp_path, body, opts, segment_bytes=4096)
+    run_group(tmp_path, body, opts, **STEADY)
 
 
 async def _lose_tables_after_retention(group: BrokerGroup, tmp_path: pathlib.Path, *, snapshots: bool) -> str:
@@ -113,7 +117,7 @@ def test_tables_lost_after_compaction_come_back_from_the_snapshot(tmp_path: path
         assert store.max_offset("T", 0) == 31
         assert dump(store) == dump(master)
 
-    run_group(tmp_path, body, RETENTION_OPTIONS, segment_bytes=4096)
+    run_group(tmp_path, body, RETENTION_OPTIONS, **STEADY)
 
 
 def test_tables_and_snapshots_lost_after_compaction_are_refused_not_half_rebuilt(tmp_path: pathlib.Path) -> None:
@@ -122,7 +126,7 @@ def test_tables_and_snapshots_lost_after_compaction_are_refused_not_half_rebuilt
         with pytest.raises(RuntimeError, match="no snapshot covers the gap"):
             await group.start(follower)
 
-    run_group(tmp_path, body, RETENTION_OPTIONS, segment_bytes=4096)
+    run_group(tmp_path, body, RETENTION_OPTIONS, **STEADY)
 
 
 def test_pending_prepared_and_in_flight_messages_pin_their_log_entries(tmp_path: pathlib.Path) -> None:
@@ -162,7 +166,7 @@ def test_pending_prepared_and_in_flight_messages_pin_their_log_entries(tmp_path:
     opts = StoreOptions(
         disk_usage=_quiet_disk, clock=clock, retention_interval_s=0, timer_interval_s=0.005, file_reserved_hours=1e-9
     )
-    run_group(tmp_path, body, opts, segment_bytes=4096)
+    run_group(tmp_path, body, opts, **STEADY)
 
 
 def test_min_offset_after_compaction_keeps_a_live_message_before_a_released_delayed_one(tmp_path: pathlib.Path) -> None:
@@ -196,7 +200,7 @@ def test_min_offset_after_compaction_keeps_a_live_message_before_a_released_dela
     opts = StoreOptions(
         disk_usage=_quiet_disk, clock=clock, retention_interval_s=0, timer_interval_s=0.005, file_reserved_hours=1e-9
     )
-    run_group(tmp_path, body, opts, segment_bytes=4096)
+    run_group(tmp_path, body, opts, **STEADY)
 
 
 def test_a_new_pop_group_over_a_compacted_head_gets_live_messages_and_no_phantoms(tmp_path: pathlib.Path) -> None:
@@ -221,7 +225,7 @@ def test_a_new_pop_group_over_a_compacted_head_gets_live_messages_and_no_phantom
             assert all(Inflight.unpack(raw).index >= report.first_index for _, raw in inflight)
 
     opts = StoreOptions(disk_usage=_quiet_disk, retention_interval_s=0, file_reserved_hours=1e-9)
-    run_group(tmp_path, body, opts, segment_bytes=4096)
+    run_group(tmp_path, body, opts, **STEADY)
 
 
 def test_pop_receive_written_before_first_index_existed_still_decodes() -> None:
@@ -251,4 +255,4 @@ def test_pins_do_not_hold_against_disk_pressure(tmp_path: pathlib.Path) -> None:
         assert master.tables.first_pinned() == pinned  # the record stays; only its body is gone
 
     opts = StoreOptions(retention_interval_s=0, disk_usage=lambda _: ratio[0], default_queue_count=1)
-    run_group(tmp_path, body, opts, segment_bytes=4096)
+    run_group(tmp_path, body, opts, **STEADY)
