@@ -3,13 +3,15 @@
 Invariants: a message sent by a client and received by a consumer has the same topic (without namespace),
 body bytes, tag, keys, user properties, message id, message group, delivery time and born host/time; the
 wire-only system fields the store has no column for (born host, body encoding) travel as reserved
-properties with the `__dl.` prefix, which are never shown to consumers. Namespaces map to RocketMQ's
+properties with the `__dl.` prefix, which are never shown to consumers. The body digest a consumer receives is
+the MD5 of the body bytes as stored (compressed, if the producer compressed them) in uppercase hex, as
+RocketMQ's proxy sends it. Namespaces map to RocketMQ's
 `namespace%name` store names. Timestamps are epoch milliseconds in the store.
 """
 
 from __future__ import annotations
 
-import zlib
+import hashlib
 from typing import Any
 
 from rocketmq.grpc_protocol import definition_pb2 as d  # type: ignore[import-untyped]
@@ -130,8 +132,8 @@ def to_proto(
         sp.tag = msg.tags
     sp.keys.extend(msg.keys)
     sp.message_id = msg.msg_id
-    sp.body_digest.type = d.DigestType.CRC32
-    sp.body_digest.checksum = format(zlib.crc32(msg.body) & 0xFFFFFFFF, "08X")
+    sp.body_digest.type = d.DigestType.MD5  # as RocketMQ's proxy: every official client verifies it alike
+    sp.body_digest.checksum = hashlib.md5(msg.body, usedforsecurity=False).hexdigest().upper()
     gz = msg.properties.get(_ENCODING) == "gzip"
     sp.body_encoding = d.Encoding.GZIP if gz else d.Encoding.IDENTITY
     sp.message_type = message_type(msg)

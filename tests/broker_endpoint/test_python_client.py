@@ -16,6 +16,7 @@ from rocketmq.v5.consumer.push.message_listener import ConsumeResult, MessageLis
 from rocketmq.v5.producer import TransactionChecker
 
 from dledger.broker_adapter.broker_cli import LocalBrokerGroup
+from tests.broker_endpoint.test_nodejs import digest_bodies
 from tests.broker_endpoint.util import (
     config,
     drain,
@@ -166,3 +167,14 @@ def test_push_consumer_consumes_with_a_listener(group: LocalBrokerGroup) -> None
     finally:
         c.shutdown()
     assert failed_once and failed_once <= consumed
+
+
+def test_no_received_message_is_flagged_corrupted(group: LocalBrokerGroup) -> None:
+    """The client checks each body against the digest the broker sends (MD5, as RocketMQ's proxy sends it)."""
+    bodies = [b.encode() for b in digest_bodies()]
+    with producer(group, ("digest",)) as p:
+        sent = {send_eventually(p, message("digest", body)).message_id: body for body in bodies}
+    with simple_consumer(group, "g-digest", "digest") as c:
+        got = drain(c, set(sent))
+    assert {mid: m.body for mid, m in got.items()} == sent
+    assert [mid for mid, m in got.items() if m.corrupted] == []
