@@ -14,9 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dledger.server.config import ConfigError
+from dledger.server.config import ConfigError, NodeConfig
 
-__all__ = ["BROKER_KEYS", "StoreOptions", "disk_used_ratio", "wall_clock_ms"]
+__all__ = ["BROKER_KEYS", "ENTRY_HEADROOM", "StoreOptions", "disk_used_ratio", "wall_clock_ms", "with_entry_room"]
+
+#: room in a log entry beyond maxMessageSize (which RocketMQ applies to the body alone): the properties (16 KiB
+#: a message), names and the per-message table of a batch
+ENTRY_HEADROOM = 1 << 20
 
 
 def wall_clock_ms() -> int:
@@ -102,3 +106,9 @@ BROKER_KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "fileReservedTime": ("file_reserved_hours", float),
     "maxReconsumeTimes": ("max_delivery_attempts", int),
 }
+
+
+def with_entry_room(node: NodeConfig, options: StoreOptions) -> NodeConfig:
+    """`node` with a log entry limit that holds a body of `maxMessageSize` plus its headers and properties."""
+    want = options.max_message_bytes + ENTRY_HEADROOM
+    return node if node.max_entry_bytes >= want else dataclasses.replace(node, max_entry_bytes=want)
