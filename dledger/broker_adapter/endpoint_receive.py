@@ -4,6 +4,8 @@ The receive is a write (a pop is a replicated command), so it runs on the master
 leader like every write (`MessagingEndpoint._write`). Long polling: while the master finds nothing to
 deliver, it waits for the next applied batch (`ApplyNotifier`) or at most 0.5 s (so that expired
 invisibility is noticed), until the client's long polling timeout, always answering before its deadline.
+A group new to a topic starts after the messages stored before its first receive (RocketMQ 5's proxy starts
+a new group at the end of each queue), or at the beginning with `consumeFromWhere=CONSUME_FROM_FIRST_OFFSET`.
 Tags: the store pops without a filter; messages whose tag the subscription does not take are acknowledged
 for this group at once and never delivered to it (what a broker-side tag filter means for Pop).
 The answer is a status, the messages, then the delivery timestamp (which the clients' metrics read).
@@ -67,7 +69,9 @@ async def receive(ep: MessagingEndpoint, request: Any, context: Any) -> list[Any
 
     async def local() -> list[Any]:
         while True:
-            result = await ep.store.pop_messages(group, topic, request.batch_size, invisible)
+            result = await ep.store.pop_messages(
+                group, topic, request.batch_size, invisible, from_end=ep.store.options.consume_from_last
+            )
             if result.status in (PopStatus.NOT_LEADER, PopStatus.SERVICE_NOT_AVAILABLE):
                 raise _NotMaster(result.reason)
             if result.status is PopStatus.TOPIC_NOT_FOUND and ep.store.options.auto_create_topic:

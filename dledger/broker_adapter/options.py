@@ -41,6 +41,7 @@ class StoreOptions:
     default_queue_count: int = 8  # defaultTopicQueueNums
     max_message_bytes: int = 4 << 20  # maxMessageSize (one body)
     max_delivery_attempts: int = 16  # pop: then the message goes to %DLQ%<group>
+    consume_from_last: bool = True  # consumeFromWhere: where a group new to a topic starts its RocketMQ receives
     disk_max_used_ratio: float = 0.75  # diskMaxUsedSpaceRatio: above it, old segments are compacted early
     disk_hard_ratio: float = 0.90  # diskSpaceWarningLevelRatio: above it, writes are refused (DISK_FULL)
     file_reserved_hours: float | None = None  # fileReservedTime; None: the node config's value
@@ -93,6 +94,14 @@ def _bool(text: str) -> bool:
     return text.lower() == "true"
 
 
+def _consume_from(text: str) -> bool:
+    """consumeFromWhere: CONSUME_FROM_LAST_OFFSET (a new group skips what was stored before its first receive,
+    as RocketMQ 5's proxy does) or CONSUME_FROM_FIRST_OFFSET (it receives everything still retained)."""
+    if text not in ("CONSUME_FROM_LAST_OFFSET", "CONSUME_FROM_FIRST_OFFSET"):
+        raise ValueError(text)
+    return text == "CONSUME_FROM_LAST_OFFSET"
+
+
 def _percent(text: str) -> float:
     return int(text) / 100  # RocketMQ writes these ratios as percentages
 
@@ -105,6 +114,7 @@ BROKER_KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "diskSpaceWarningLevelRatio": ("disk_hard_ratio", float),
     "fileReservedTime": ("file_reserved_hours", float),
     "maxReconsumeTimes": ("max_delivery_attempts", int),
+    "consumeFromWhere": ("consume_from_last", _consume_from),
 }
 
 
