@@ -6,8 +6,9 @@ deliver, it waits for the next applied batch (`ApplyNotifier`) or at most 0.5 s 
 invisibility is noticed), until the client's long polling timeout, always answering before its deadline.
 A group new to a topic starts after the messages stored before its first receive (RocketMQ 5's proxy starts
 a new group at the end of each queue), or at the beginning with `consumeFromWhere=CONSUME_FROM_FIRST_OFFSET`.
-Tags: the store pops without a filter; messages whose tag the subscription does not take are acknowledged
-for this group at once and never delivered to it (what a broker-side tag filter means for Pop).
+Filters (tags, or SQL92 expressions, `sql92.py`): the store pops without a filter; messages the subscription
+does not take are acknowledged for this group at once and never delivered to it (what a broker-side filter
+means for Pop). A SQL92 expression sees the message's user properties plus `TAGS` and `KEYS`.
 The answer is a status, the messages, then the delivery timestamp (which the clients' metrics read).
 """
 
@@ -20,16 +21,36 @@ from rocketmq.grpc_protocol import definition_pb2 as d  # type: ignore[import-un
 from rocketmq.grpc_protocol import service_pb2 as s
 
 from dledger.broker_adapter.codes import Code, pop_code
-from dledger.broker_adapter.endpoint_convert import store_name, to_proto
+from dledger.broker_adapter.endpoint_convert import RESERVED, store_name, to_proto
+from dledger.broker_adapter.message import Message
 from dledger.broker_adapter.reader import parse_tag_filter
 from dledger.broker_adapter.results import NAME, PopStatus
+from dledger.broker_adapter.sql92 import Filter, SqlError
+from dledger.broker_adapter.sql92 import parse as parse_sql
 
 if TYPE_CHECKING:
     from dledger.broker_adapter.endpoint import MessagingEndpoint
 
 MAX_POLL_S = 60.0
 
-__all__ = ["receive"]
+__all__ = ["receive", "sql_properties"]
+
+
+def sql_properties(msg: Message) -> dict[str, str]:
+    """What a SQL92 filter sees of a message: its user properties, and `TAGS` and `KEYS` (space-separated)
+    as RocketMQ stores them among a message's properties."""
+    props = {k: v for k, v in msg.properties.items() if not k.startswith(RESERVED)}
+    if msg.tags:
+        props["TAGS"] = msg.tags
+    if msg.keys:
+        props["KEYS"] = " ".join(msg.keys)
+    return props
+
+
+def _takes(msg: Message, tags: frozenset[str] | None, sql: Filter | None) -> bool:
+    if sql is not None:
+        return sql.matches(sql_properties(msg))
+    return tags is None or msg.tags in tags
 
 
 async def receive(ep: MessagingEndpoint, request: Any, context: Any) -> list[Any]:
@@ -59,12 +80,18 @@ async def receive(ep: MessagingEndpoint, request: Any, context: Any) -> list[Any
     if not 0 <= poll <= MAX_POLL_S:
         return fail(Code.ILLEGAL_POLLING_TIME, f"long polling {poll} s is not in [0, {MAX_POLL_S}]")
     fx = request.filter_expression
+    tags: frozenset[str] | None = None
+    sql: Filter | None = None
     if fx.type == d.FilterType.SQL:
-        return fail(Code.UNSUPPORTED, "SQL92 filters are not supported; use tags")
-    try:
-        tags = parse_tag_filter(fx.expression or None)
-    except ValueError:
-        return fail(Code.ILLEGAL_FILTER_EXPRESSION, f"bad tag expression {fx.expression!r}")
+        try:
+            sql = parse_sql(fx.expression)
+        except SqlError as exc:
+            return fail(Code.ILLEGAL_FILTER_EXPRESSION, f"bad SQL92 expression {fx.expression[:200]!r}: {exc}")
+    else:
+        try:
+            tags = parse_tag_filter(fx.expression or None)
+        except ValueError:
+            return fail(Code.ILLEGAL_FILTER_EXPRESSION, f"bad tag expression {fx.expression!r}")
     until = min(ep._deadline(context) - 0.3, time.monotonic() + poll)
 
     async def local() -> list[Any]:
@@ -78,10 +105,8 @@ async def receive(ep: MessagingEndpoint, request: Any, context: Any) -> list[Any
                 pass  # not written yet: long-poll like an empty topic
             elif result.status not in (PopStatus.FOUND, PopStatus.NO_NEW_MSG):
                 return fail(pop_code(result.status), result.reason)
-            wanted = [m for m in result.messages if tags is None or m.stored.message.tags in tags]
-            skipped = [
-                m.receipt_handle for m in result.messages if tags is not None and m.stored.message.tags not in tags
-            ]
+            wanted = [m for m in result.messages if _takes(m.stored.message, tags, sql)]
+            skipped = [m.receipt_handle for m in result.messages if not _takes(m.stored.message, tags, sql)]
             if skipped:  # not for this subscription: consumed for this group (like a broker-side filter)
                 await ep.store.ack_messages(group, skipped)
             if wanted:

@@ -66,8 +66,9 @@ def test_bad_requests_get_4xx_codes(stub: Any) -> None:
     assert send(s.SendMessageRequest(messages=[far]), metadata=MD, timeout=5).status.code == C.ILLEGAL_DELIVERY_TIME
     assert _receive(stub, invisible_duration={"seconds": 0})[0].status.code == C.ILLEGAL_INVISIBLE_TIME
     assert _receive(stub, invisible_duration={"seconds": 5}, batch_size=0)[0].status.code == C.BAD_REQUEST
-    sql = {"type": d.FilterType.SQL, "expression": "a > 1"}
-    assert _receive(stub, invisible_duration={"seconds": 5}, filter_expression=sql)[0].status.code == C.UNSUPPORTED
+    sql = {"type": d.FilterType.SQL, "expression": "a > 1 AND b"}
+    bad_sql = _receive(stub, invisible_duration={"seconds": 5}, filter_expression=sql)[0].status
+    assert bad_sql.code == C.ILLEGAL_FILTER_EXPRESSION and "column 11" in bad_sql.message
     ack = s.AckMessageRequest(entries=[s.AckMessageEntry(message_id="x", receipt_handle="codes:0:99:1")])
     ack.group.name = "g-codes"
     assert stub.AckMessage(ack, metadata=MD, timeout=5).status.code == C.INVALID_RECEIPT_HANDLE
