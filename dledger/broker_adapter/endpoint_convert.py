@@ -14,7 +14,8 @@ the tag and keys (MESSAGE_PROPERTIES_TOO_LARGE); a topic name is 1-127 of `[%|a-
 message group under `MAX_MESSAGE_GROUP_BYTES` bytes; keys, tags, groups and properties may not be blank or hold
 control characters. A message read from a dead-letter queue reports that queue's topic `%DLQ%<group>`, and
 its original topic and message id both in `dead_letter_queue` and in the properties `DLQ_ORIGIN_TOPIC` and
-`DLQ_ORIGIN_MESSAGE_ID` (RocketMQ's names), which a producer may not set itself.
+`DLQ_ORIGIN_MESSAGE_ID` (RocketMQ's names), which a producer may not set itself; this holds for a message the
+broker dead-lettered (a consume queue record pointing at the original) and for a copy a client forwarded.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "from_proto",
     "message_type",
     "store_name",
+    "store_name_part",
     "to_proto",
 ]
 
@@ -191,6 +193,11 @@ def _split_name(name: str) -> tuple[str, str]:
     return (ns, rest) if sep and ns and not name.startswith("%") else ("", name)
 
 
+def store_name_part(name: str) -> str:
+    """A store name without its namespace (what a client calls the resource)."""
+    return _split_name(name)[1]
+
+
 def to_proto(
     stored: StoredMessage, store_host: str, received: ReceivedMessage | None = None, invisible_ms: int = 0
 ) -> Any:
@@ -205,12 +212,12 @@ def to_proto(
     for key, value in msg.properties.items():
         if not key.startswith(RESERVED):
             pm.user_properties[key] = value
-    if stored.topic and stored.topic != msg.topic:  # read from a dead-letter queue
-        origin = _split_name(msg.topic)[1]
-        sp.dead_letter_queue.topic = origin
-        sp.dead_letter_queue.message_id = msg.msg_id
-        pm.user_properties[DLQ_ORIGIN_TOPIC] = origin
+    if stored.topic and stored.topic != msg.topic:  # dead-lettered by the broker: the record points at the original
+        pm.user_properties[DLQ_ORIGIN_TOPIC] = store_name_part(msg.topic)
         pm.user_properties[DLQ_ORIGIN_MESSAGE_ID] = msg.msg_id
+    if DLQ_ORIGIN_TOPIC in pm.user_properties:  # (a copy forwarded by a client carries them as properties)
+        sp.dead_letter_queue.topic = pm.user_properties[DLQ_ORIGIN_TOPIC]
+        sp.dead_letter_queue.message_id = pm.user_properties.get(DLQ_ORIGIN_MESSAGE_ID, "")
     if msg.tags:
         sp.tag = msg.tags
     sp.keys.extend(msg.keys)

@@ -15,7 +15,13 @@ from rocketmq.grpc_protocol import definition_pb2 as d  # type: ignore[import-un
 from rocketmq.grpc_protocol import service_pb2 as s
 
 from dledger.broker_adapter.codes import Code, ack_code, put_code
-from dledger.broker_adapter.endpoint_convert import store_name, to_proto
+from dledger.broker_adapter.endpoint_convert import (
+    DLQ_ORIGIN_MESSAGE_ID,
+    DLQ_ORIGIN_TOPIC,
+    store_name,
+    store_name_part,
+    to_proto,
+)
 from dledger.broker_adapter.pop import parse_handle
 from dledger.broker_adapter.reader import parse_tag_filter
 from dledger.broker_adapter.results import NAME, AckStatus, GetStatus, PutStatus, StoreError
@@ -169,7 +175,11 @@ async def forward_to_dlq(ep: MessagingEndpoint, request: Any, context: Any) -> A
                 raise _NotMaster(exc.reason) from None
             return Resp(status=_status(put_code(exc.status), exc.reason))
         msg = got.messages[0].message
-        put = await ep.store.put_message(msg.replace(topic=dlq, queue_id=0, message_group="", delivery_timestamp=0))
+        origin = {DLQ_ORIGIN_TOPIC: store_name_part(msg.topic), DLQ_ORIGIN_MESSAGE_ID: msg.msg_id}
+        dead = msg.replace(
+            topic=dlq, queue_id=0, message_group="", delivery_timestamp=0, properties={**msg.properties, **origin}
+        )
+        put = await ep.store.put_message(dead)
         if put.status in (PutStatus.NOT_LEADER, PutStatus.SERVICE_NOT_AVAILABLE):
             raise _NotMaster(put.reason)
         if not put.ok:

@@ -83,6 +83,9 @@ def test_forward_to_dead_letter_queue(group: LocalBrokerGroup) -> None:
         assert st.ForwardMessageToDeadLetterQueue(fwd, metadata=MD, timeout=10).status.code == C.OK
         dead = eventually("the message in %DLQ%g-dlq", lambda: receive("%DLQ%g-dlq", "g-dlq-reader"), timeout=30)
         assert dead[0].body == b"poison" and dead[0].system_properties.message_id == "DLQ-1"
+        assert dead[0].topic.name == "%DLQ%g-dlq" and dead[0].user_properties["DLQ_ORIGIN_TOPIC"] == "dlq"
+        origin = dead[0].system_properties.dead_letter_queue
+        assert (origin.topic, origin.message_id) == ("dlq", "DLQ-1")
         again = st.ForwardMessageToDeadLetterQueue(fwd, metadata=MD, timeout=10).status.code
         assert again == C.INVALID_RECEIPT_HANDLE  # acknowledged by the forward: the handle is spent
         assert len(receive("%DLQ%g-dlq", "g-dlq-reader2")) == 1  # and the stale handle put no second copy
