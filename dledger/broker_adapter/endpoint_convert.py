@@ -37,6 +37,7 @@ __all__ = [
     "ConvertError",
     "from_proto",
     "message_type",
+    "sql_properties",
     "store_name",
     "store_name_part",
     "to_proto",
@@ -176,6 +177,17 @@ def from_proto(pm: Any, *, max_body: int, now_ms: int) -> Message:
         delivery_timestamp=delivery if mtype == d.MessageType.DELAY else 0,
         transaction=mtype == d.MessageType.TRANSACTION,
     )
+
+
+def sql_properties(msg: Message) -> dict[str, str]:
+    """What a SQL92 filter sees of a message: its user properties, and `TAGS` and `KEYS` (space-separated)
+    as RocketMQ keeps them among a message's properties."""
+    props = {k: v for k, v in msg.properties.items() if not k.startswith(RESERVED)}
+    if msg.tags:
+        props["TAGS"] = msg.tags
+    if msg.keys:
+        props["KEYS"] = " ".join(msg.keys)
+    return props
 
 
 def message_type(msg: Message) -> int:

@@ -21,7 +21,7 @@ from rocketmq.grpc_protocol import definition_pb2 as d  # type: ignore[import-un
 from rocketmq.grpc_protocol import service_pb2 as s
 
 from dledger.broker_adapter.codes import Code, pop_code
-from dledger.broker_adapter.endpoint_convert import RESERVED, store_name, to_proto
+from dledger.broker_adapter.endpoint_convert import sql_properties, store_name, to_proto
 from dledger.broker_adapter.message import Message
 from dledger.broker_adapter.reader import parse_tag_filter
 from dledger.broker_adapter.results import NAME, PopStatus
@@ -33,18 +33,7 @@ if TYPE_CHECKING:
 
 MAX_POLL_S = 60.0
 
-__all__ = ["receive", "sql_properties"]
-
-
-def sql_properties(msg: Message) -> dict[str, str]:
-    """What a SQL92 filter sees of a message: its user properties, and `TAGS` and `KEYS` (space-separated)
-    as RocketMQ stores them among a message's properties."""
-    props = {k: v for k, v in msg.properties.items() if not k.startswith(RESERVED)}
-    if msg.tags:
-        props["TAGS"] = msg.tags
-    if msg.keys:
-        props["KEYS"] = " ".join(msg.keys)
-    return props
+__all__ = ["receive"]
 
 
 def _takes(msg: Message, tags: frozenset[str] | None, sql: Filter | None) -> bool:

@@ -55,6 +55,14 @@ def test_offsets_and_pull(group: LocalBrokerGroup) -> None:
         assert pulled[0].status.code == C.OK
         assert {r.message.system_properties.message_id for r in pulled if r.HasField("message")} <= set(ids)
         assert pulled[-1].next_offset == end[queue]
+        sql = {"type": d.FilterType.SQL, "expression": "missing > 1"}  # no message has the property
+        none = list(st.PullMessage(s.PullMessageRequest(group=d.Resource(name="g-off"), message_queue=_mq(
+            "offsets", queue), batch_size=8, filter_expression=sql), metadata=MD, timeout=10))  # fmt: skip
+        assert none[0].status.code == C.MESSAGE_NOT_FOUND and none[-1].next_offset == end[queue]
+        sql["expression"] = "missing >"
+        bad = st.PullMessage(s.PullMessageRequest(group=d.Resource(name="g-off"), message_queue=_mq(
+            "offsets", queue), batch_size=8, filter_expression=sql), metadata=MD, timeout=10)  # fmt: skip
+        assert next(iter(bad)).status.code == C.ILLEGAL_FILTER_EXPRESSION
         get = s.GetOffsetRequest(group=d.Resource(name="g-off"), message_queue=_mq("offsets", queue))
         assert st.GetOffset(get, metadata=MD, timeout=5).status.code == C.OFFSET_NOT_FOUND
         upd = s.UpdateOffsetRequest(group=d.Resource(name="g-off"), message_queue=_mq("offsets", queue), offset=1)
