@@ -5,13 +5,25 @@ The group is this module's own: the shared one starts new groups at offset 0."""
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+from rocketmq import FilterExpression, PushConsumer
+from rocketmq.v5.consumer.push.message_listener import ConsumeResult, MessageListener
 
 from dledger.broker_adapter.broker_cli import LocalBrokerGroup
-from tests.broker_endpoint.util import drain, message, producer, receive, send_eventually, simple_consumer
+from tests.broker_endpoint.util import (
+    config,
+    drain,
+    eventually,
+    message,
+    producer,
+    receive,
+    send_eventually,
+    simple_consumer,
+)
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +97,42 @@ def test_a_body_of_exactly_max_message_size_is_accepted(fresh: LocalBrokerGroup)
                 p.send(message("big", body + b"x"))
         got = drain(c, {mid}, timeout=60)
     assert got[mid].body == body
+
+
+def test_a_new_push_consumer_group_skips_history(fresh: LocalBrokerGroup) -> None:
+    consumed: set[str] = set()
+    lock = threading.Lock()
+
+    class Listener(MessageListener):
+        def consume(self, msg: object) -> ConsumeResult:
+            with lock:
+                consumed.add(msg.message_id)  # type: ignore[attr-defined]
+            return ConsumeResult.SUCCESS
+
+    with producer(fresh, ("push-late",)) as p:
+        old = {send_eventually(p, message("push-late", f"old {i}".encode())).message_id for i in range(6)}
+        c = PushConsumer(config(fresh), "g-push-late", Listener(), {"push-late": FilterExpression("*")})
+        c.startup()
+        try:
+            # the group starts at its first receive, which the client makes on its own: probe until one arrives
+            probes: set[str] = set()
+
+            def live() -> bool:
+                probes.add(send_eventually(p, message("push-late", b"probe")).message_id)
+                return wait_until(lambda: bool(probes & consumed), 2.0)
+
+            eventually("the push consumer receiving", live, timeout=60, interval=0.1)
+            new = {send_eventually(p, message("push-late", f"new {i}".encode())).message_id for i in range(6)}
+            eventually("every new message consumed", lambda: new <= consumed, timeout=60, interval=0.1)
+        finally:
+            c.shutdown()
+    assert not old & consumed
+
+
+def wait_until(cond: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
