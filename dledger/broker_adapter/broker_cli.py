@@ -25,7 +25,7 @@ from typing import Any
 
 import dledger.server.event_loop as event_loop
 from dledger.broker_adapter.endpoint_config import ENDPOINT_KEYS, EndpointConfig
-from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions
+from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions, with_entry_room
 from dledger.broker_adapter.store import MessageStore
 from dledger.server.config import ConfigError, NodeConfig, format_peers, load_properties, parse_address
 from dledger.server.gc_tuning import tune_gc
@@ -64,6 +64,7 @@ class BrokerReplica:
         if probe_ports:
             _probe_ports(self.node_config, self.config)
         options = StoreOptions.from_properties(props, file_reserved_hours=self.node_config.file_reserved_hours)
+        self.node_config = with_entry_room(self.node_config, options)  # maxMessageSize limits the body alone
         self.store = MessageStore(self.node_config.store_dir, options)
         self.notifier = ApplyNotifier(self.store.last_applied())
         self.server = DLedgerServer(self.node_config, [self.store, self.notifier], seed=seed)

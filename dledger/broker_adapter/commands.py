@@ -65,6 +65,7 @@ class Tag(enum.IntEnum):
     TICK = 7
     END_TRANSACTION = 8
     POP_RECEIVE_FROM = 9  # POP_RECEIVE plus the leader's first log index
+    POP_RECEIVE_END = 10  # POP_RECEIVE_FROM plus `from_end` (written only when it is true)
 
 
 #: per message of a PUT, written by the leader so that apply never parses message bytes:
@@ -117,6 +118,7 @@ class PopReceive:
     invisible_ms: int
     max_attempts: int
     first_index: int = 0  # the leader's first log index: records pointing before it are passed over, not popped
+    from_end: bool = False  # a group new to the topic starts at the end of each queue (see `pop.py`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +158,7 @@ Command = Put | CreateTopic | CommitOffset | PopReceive | Ack | ChangeInvisible 
 _FIELDS: dict[type, tuple[Tag, str]] = {
     CreateTopic: (Tag.CREATE_TOPIC, "sii"),
     CommitOffset: (Tag.COMMIT_OFFSET, "ssiq"),
-    PopReceive: (Tag.POP_RECEIVE_FROM, "ssiiiqiq"),
+    PopReceive: (Tag.POP_RECEIVE_END, "ssiiiqiqB"),
     Ack: (Tag.ACK, "sL"),
     ChangeInvisible: (Tag.CHANGE_INVISIBLE, "ssq"),
     Tick: (Tag.TICK, ""),
@@ -164,6 +166,7 @@ _FIELDS: dict[type, tuple[Tag, str]] = {
 }
 _BY_TAG = {tag: (cls, kinds) for cls, (tag, kinds) in _FIELDS.items()}
 _BY_TAG[Tag.POP_RECEIVE] = (PopReceive, "ssiiiqi")  # written before POP_RECEIVE_FROM: first_index 0
+_BY_TAG[Tag.POP_RECEIVE_FROM] = (PopReceive, "ssiiiqiq")  # from_end false (how such a receive is written)
 
 
 def _put_str(out: list[bytes], text: str) -> None:
@@ -177,8 +180,10 @@ def encode_command(cmd: Command) -> bytes:
     if isinstance(cmd, Put):
         return encode_put(cmd.nonce, cmd.now, cmd.topics, cmd.metas, cmd.blobs)
     tag, kinds = _FIELDS[type(cmd)]
-    out = [_HEAD.pack(MAGIC, VERSION, tag), _Q.pack(cmd.nonce), _Q.pack(cmd.now)]
     values = [getattr(cmd, name) for name in cmd.__dataclass_fields__][2:]
+    if isinstance(cmd, PopReceive) and not cmd.from_end:  # the older layout: replicas that predate the flag read it
+        tag, kinds, values = Tag.POP_RECEIVE_FROM, kinds[:-1], values[:-1]
+    out = [_HEAD.pack(MAGIC, VERSION, tag), _Q.pack(cmd.nonce), _Q.pack(cmd.now)]
     try:
         for kind, value in zip(kinds, values, strict=True):
             if kind == "q":

@@ -1,6 +1,7 @@
 """The offset calls (QueryOffset, GetOffset, UpdateOffset), PullMessage and ForwardMessageToDeadLetterQueue.
 
-QueryOffset / GetOffset / PullMessage are reads from this replica's applied state; UpdateOffset and the
+QueryOffset / GetOffset / PullMessage are reads from this replica's applied state (PullMessage takes tag and
+SQL92 filters: the messages a filter does not take are left out, next_offset still passes them); UpdateOffset and the
 dead-letter forward are writes (master, or forwarded to the leader). Forwarding to the dead-letter queue is
 three store writes: a change of its invisible time (which checks that the handle is current), a put of the
 message to `%DLQ%<group>`, then an ack: if the ack fails after the put, the message may reach the
@@ -15,10 +16,19 @@ from rocketmq.grpc_protocol import definition_pb2 as d  # type: ignore[import-un
 from rocketmq.grpc_protocol import service_pb2 as s
 
 from dledger.broker_adapter.codes import Code, ack_code, put_code
-from dledger.broker_adapter.endpoint_convert import store_name, to_proto
+from dledger.broker_adapter.endpoint_convert import (
+    DLQ_ORIGIN_MESSAGE_ID,
+    DLQ_ORIGIN_TOPIC,
+    sql_properties,
+    store_name,
+    store_name_part,
+    to_proto,
+)
 from dledger.broker_adapter.pop import parse_handle
 from dledger.broker_adapter.reader import parse_tag_filter
 from dledger.broker_adapter.results import NAME, AckStatus, GetStatus, PutStatus, StoreError
+from dledger.broker_adapter.sql92 import SqlError
+from dledger.broker_adapter.sql92 import parse as parse_sql
 
 if TYPE_CHECKING:
     from dledger.broker_adapter.endpoint import MessagingEndpoint
@@ -119,16 +129,21 @@ async def pull_message(ep: MessagingEndpoint, request: Any, context: Any) -> lis
     if request.offset < 0 or not 0 < request.batch_size <= 1024:
         return [s.PullMessageResponse(status=_status(Code.BAD_REQUEST, "offset >= 0 and batch_size in 1..1024"))]
     fx = request.filter_expression
+    sql = None
     if fx.type == d.FilterType.SQL:
-        return [s.PullMessageResponse(status=_status(Code.UNSUPPORTED, "SQL92 filters are not supported"))]
-    result = await ep.store.get_messages(
-        group, q[0], q[1], request.offset, request.batch_size, tag_filter=parse_tag_filter(fx.expression or None)
-    )
+        try:
+            sql = parse_sql(fx.expression)
+        except SqlError as exc:
+            why = f"bad SQL92 expression {fx.expression[:200]!r}: {exc}"
+            return [s.PullMessageResponse(status=_status(Code.ILLEGAL_FILTER_EXPRESSION, why))]
+    tags = None if sql is not None else parse_tag_filter(fx.expression or None)
+    result = await ep.store.get_messages(group, q[0], q[1], request.offset, request.batch_size, tag_filter=tags)
+    messages = [m for m in result.messages if sql is None or sql.matches(sql_properties(m.message))]
     if result.status in (GetStatus.OFFSET_OVERFLOW_BADLY, GetStatus.OFFSET_TOO_SMALL):
         out = [s.PullMessageResponse(status=_status(Code.ILLEGAL_OFFSET, result.status.value))]
-    elif result.messages:
+    elif messages:
         out = [s.PullMessageResponse(status=_status(Code.OK))]
-        out += [s.PullMessageResponse(message=to_proto(m, ep.config.address)) for m in result.messages]
+        out += [s.PullMessageResponse(message=to_proto(m, ep.config.address)) for m in messages]
     else:
         out = [s.PullMessageResponse(status=_status(Code.MESSAGE_NOT_FOUND, result.status.value))]
     out.append(s.PullMessageResponse(next_offset=result.next_offset))
@@ -169,7 +184,11 @@ async def forward_to_dlq(ep: MessagingEndpoint, request: Any, context: Any) -> A
                 raise _NotMaster(exc.reason) from None
             return Resp(status=_status(put_code(exc.status), exc.reason))
         msg = got.messages[0].message
-        put = await ep.store.put_message(msg.replace(topic=dlq, queue_id=0, message_group="", delivery_timestamp=0))
+        origin = {DLQ_ORIGIN_TOPIC: store_name_part(msg.topic), DLQ_ORIGIN_MESSAGE_ID: msg.msg_id}
+        dead = msg.replace(
+            topic=dlq, queue_id=0, message_group="", delivery_timestamp=0, properties={**msg.properties, **origin}
+        )
+        put = await ep.store.put_message(dead)
         if put.status in (PutStatus.NOT_LEADER, PutStatus.SERVICE_NOT_AVAILABLE):
             raise _NotMaster(put.reason)
         if not put.ok:

@@ -4,8 +4,11 @@ The receive is a write (a pop is a replicated command), so it runs on the master
 leader like every write (`MessagingEndpoint._write`). Long polling: while the master finds nothing to
 deliver, it waits for the next applied batch (`ApplyNotifier`) or at most 0.5 s (so that expired
 invisibility is noticed), until the client's long polling timeout, always answering before its deadline.
-Tags: the store pops without a filter; messages whose tag the subscription does not take are acknowledged
-for this group at once and never delivered to it (what a broker-side tag filter means for Pop).
+A group new to a topic starts after the messages stored before its first receive (RocketMQ 5's proxy starts
+a new group at the end of each queue), or at the beginning with `consumeFromWhere=CONSUME_FROM_FIRST_OFFSET`.
+Filters (tags, or SQL92 expressions, `sql92.py`): the store pops without a filter; messages the subscription
+does not take are acknowledged for this group at once and never delivered to it (what a broker-side filter
+means for Pop). A SQL92 expression sees the message's user properties plus `TAGS` and `KEYS`.
 The answer is a status, the messages, then the delivery timestamp (which the clients' metrics read).
 """
 
@@ -18,9 +21,12 @@ from rocketmq.grpc_protocol import definition_pb2 as d  # type: ignore[import-un
 from rocketmq.grpc_protocol import service_pb2 as s
 
 from dledger.broker_adapter.codes import Code, pop_code
-from dledger.broker_adapter.endpoint_convert import store_name, to_proto
+from dledger.broker_adapter.endpoint_convert import sql_properties, store_name, to_proto
+from dledger.broker_adapter.message import Message
 from dledger.broker_adapter.reader import parse_tag_filter
 from dledger.broker_adapter.results import NAME, PopStatus
+from dledger.broker_adapter.sql92 import Filter, SqlError
+from dledger.broker_adapter.sql92 import parse as parse_sql
 
 if TYPE_CHECKING:
     from dledger.broker_adapter.endpoint import MessagingEndpoint
@@ -28,6 +34,12 @@ if TYPE_CHECKING:
 MAX_POLL_S = 60.0
 
 __all__ = ["receive"]
+
+
+def _takes(msg: Message, tags: frozenset[str] | None, sql: Filter | None) -> bool:
+    if sql is not None:
+        return sql.matches(sql_properties(msg))
+    return tags is None or msg.tags in tags
 
 
 async def receive(ep: MessagingEndpoint, request: Any, context: Any) -> list[Any]:
@@ -57,27 +69,33 @@ async def receive(ep: MessagingEndpoint, request: Any, context: Any) -> list[Any
     if not 0 <= poll <= MAX_POLL_S:
         return fail(Code.ILLEGAL_POLLING_TIME, f"long polling {poll} s is not in [0, {MAX_POLL_S}]")
     fx = request.filter_expression
+    tags: frozenset[str] | None = None
+    sql: Filter | None = None
     if fx.type == d.FilterType.SQL:
-        return fail(Code.UNSUPPORTED, "SQL92 filters are not supported; use tags")
-    try:
-        tags = parse_tag_filter(fx.expression or None)
-    except ValueError:
-        return fail(Code.ILLEGAL_FILTER_EXPRESSION, f"bad tag expression {fx.expression!r}")
+        try:
+            sql = parse_sql(fx.expression)
+        except SqlError as exc:
+            return fail(Code.ILLEGAL_FILTER_EXPRESSION, f"bad SQL92 expression {fx.expression[:200]!r}: {exc}")
+    else:
+        try:
+            tags = parse_tag_filter(fx.expression or None)
+        except ValueError:
+            return fail(Code.ILLEGAL_FILTER_EXPRESSION, f"bad tag expression {fx.expression!r}")
     until = min(ep._deadline(context) - 0.3, time.monotonic() + poll)
 
     async def local() -> list[Any]:
         while True:
-            result = await ep.store.pop_messages(group, topic, request.batch_size, invisible)
+            result = await ep.store.pop_messages(
+                group, topic, request.batch_size, invisible, from_end=ep.store.options.consume_from_last
+            )
             if result.status in (PopStatus.NOT_LEADER, PopStatus.SERVICE_NOT_AVAILABLE):
                 raise _NotMaster(result.reason)
             if result.status is PopStatus.TOPIC_NOT_FOUND and ep.store.options.auto_create_topic:
                 pass  # not written yet: long-poll like an empty topic
             elif result.status not in (PopStatus.FOUND, PopStatus.NO_NEW_MSG):
                 return fail(pop_code(result.status), result.reason)
-            wanted = [m for m in result.messages if tags is None or m.stored.message.tags in tags]
-            skipped = [
-                m.receipt_handle for m in result.messages if tags is not None and m.stored.message.tags not in tags
-            ]
+            wanted = [m for m in result.messages if _takes(m.stored.message, tags, sql)]
+            skipped = [m.receipt_handle for m in result.messages if not _takes(m.stored.message, tags, sql)]
             if skipped:  # not for this subscription: consumed for this group (like a broker-side filter)
                 await ep.store.ack_messages(group, skipped)
             if wanted:

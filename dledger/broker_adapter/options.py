@@ -14,9 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dledger.server.config import ConfigError
+from dledger.server.config import ConfigError, NodeConfig
 
-__all__ = ["BROKER_KEYS", "StoreOptions", "disk_used_ratio", "wall_clock_ms"]
+__all__ = ["BROKER_KEYS", "ENTRY_HEADROOM", "StoreOptions", "disk_used_ratio", "wall_clock_ms", "with_entry_room"]
+
+#: room in a log entry beyond maxMessageSize (which RocketMQ applies to the body alone): the properties (16 KiB
+#: a message), names and the per-message table of a batch
+ENTRY_HEADROOM = 1 << 20
 
 
 def wall_clock_ms() -> int:
@@ -37,6 +41,7 @@ class StoreOptions:
     default_queue_count: int = 8  # defaultTopicQueueNums
     max_message_bytes: int = 4 << 20  # maxMessageSize (one body)
     max_delivery_attempts: int = 16  # pop: then the message goes to %DLQ%<group>
+    consume_from_last: bool = True  # consumeFromWhere: where a group new to a topic starts its RocketMQ receives
     disk_max_used_ratio: float = 0.75  # diskMaxUsedSpaceRatio: above it, old segments are compacted early
     disk_hard_ratio: float = 0.90  # diskSpaceWarningLevelRatio: above it, writes are refused (DISK_FULL)
     file_reserved_hours: float | None = None  # fileReservedTime; None: the node config's value
@@ -89,6 +94,14 @@ def _bool(text: str) -> bool:
     return text.lower() == "true"
 
 
+def _consume_from(text: str) -> bool:
+    """consumeFromWhere: CONSUME_FROM_LAST_OFFSET (a new group skips what was stored before its first receive,
+    as RocketMQ 5's proxy does) or CONSUME_FROM_FIRST_OFFSET (it receives everything still retained)."""
+    if text not in ("CONSUME_FROM_LAST_OFFSET", "CONSUME_FROM_FIRST_OFFSET"):
+        raise ValueError(text)
+    return text == "CONSUME_FROM_LAST_OFFSET"
+
+
 def _percent(text: str) -> float:
     return int(text) / 100  # RocketMQ writes these ratios as percentages
 
@@ -101,4 +114,11 @@ BROKER_KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "diskSpaceWarningLevelRatio": ("disk_hard_ratio", float),
     "fileReservedTime": ("file_reserved_hours", float),
     "maxReconsumeTimes": ("max_delivery_attempts", int),
+    "consumeFromWhere": ("consume_from_last", _consume_from),
 }
+
+
+def with_entry_room(node: NodeConfig, options: StoreOptions) -> NodeConfig:
+    """`node` with a log entry limit that holds a body of `maxMessageSize` plus its headers and properties."""
+    want = options.max_message_bytes + ENTRY_HEADROOM
+    return node if node.max_entry_bytes >= want else dataclasses.replace(node, max_entry_bytes=want)

@@ -13,7 +13,14 @@ Rules:
 - a consume queue record whose log entry is before the leader's first index (`first_index` in the command:
   its body was compacted) is passed over, never recorded as in flight;
 - FIFO topics: at most one message of a message group is in flight; new messages are delivered in queue order
-  and delivery stops at the first one whose group is blocked (head-of-line, never out of order).
+  and delivery stops at the first one whose group is blocked (head-of-line, never out of order);
+- where a group new to a topic starts: at offset 0 of each queue, unless the receive says `from_end`. Then
+  the group's first receive on the topic (even before the topic exists) records its own log index as the
+  group's start mark (`popcur` row `group NUL topic NUL 0xFFFFFFFF`), and each queue without a position of
+  the group starts at its first message written after that mark: the messages stored before the group's
+  first receive are never delivered to it, every later one is. A group that already has a position on any
+  queue of the topic (a committed offset, or receives without `from_end`) keeps it and gets no mark (its
+  queues without a position start at 0).
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from dledger.broker_adapter.tables import (
 if TYPE_CHECKING:
     from dledger.broker_adapter.apply import Applier
 
-__all__ = ["Delivery", "format_handle", "parse_handle"]
+__all__ = ["START_MARK", "Delivery", "format_handle", "parse_handle", "start_mark_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +85,49 @@ def parse_handle(handle: str) -> tuple[str, int, int, int] | None:
 
 def _keys(group: str, topic: str, queue: int) -> bytes:
     return qkey(group, topic) + queue.to_bytes(4, "big")
+
+
+START_MARK = b"\xff\xff\xff\xff"  # after `group NUL topic NUL` in `popcur`: never a queue id (those are < 1024)
+
+
+def start_mark_key(group: str, topic: str) -> bytes:
+    return qkey(group, topic) + START_MARK
+
+
+def _first_at_or_after(a: Applier, txn: Any, topic: str, queue: int, mark: int) -> int:
+    """The first offset of the queue whose log index is >= `mark` (its end if none): a binary search, as log
+    indexes grow along a consume queue; a record that is gone (retention) is older than any mark."""
+    cqk = topic.encode() + b"\0" + queue.to_bytes(4, "big")
+    lo, hi = 0, a.next_offset(txn, cqk)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        raw = txn.get(cqk + U64.pack(mid), db=a.db["cq"])
+        if raw is None or CQ.unpack(raw)[0] < mark:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _start_from_end(a: Applier, txn: Any, cmd: c.PopReceive, seq: int, queue_count: int) -> None:
+    """Give each queue without a position of the group its start after the group's start mark (see the rules)."""
+    popcur, offsets = a.db["popcur"], a.db["offsets"]
+    mark_key = start_mark_key(cmd.group, cmd.topic)
+    raw = txn.get(mark_key, db=popcur)
+    known = [q for q in range(queue_count) if txn.get(_keys(cmd.group, cmd.topic, q), db=popcur) is not None
+             or txn.get(_keys(cmd.group, cmd.topic, q), db=offsets) is not None]  # fmt: skip
+    if raw is None:
+        if known:  # the group consumed this topic before, from the beginning: its other queues start at 0
+            mark = 0
+        else:
+            txn.put(mark_key, U64.pack(seq), db=popcur)
+            mark = seq
+    else:
+        mark = U64.unpack(raw)[0]
+    for queue in range(queue_count):
+        if queue not in known:
+            start = _first_at_or_after(a, txn, cmd.topic, queue, mark)
+            txn.put(_keys(cmd.group, cmd.topic, queue), U64.pack(start), db=popcur)
 
 
 def _set_inflight(a: Applier, txn: Any, qk: bytes, offset: int, old: Inflight | None, new: Inflight) -> None:
@@ -211,7 +261,11 @@ class _Receive:
 def receive(a: Applier, txn: Any, cmd: c.PopReceive, seq: int) -> list[Delivery] | None:
     """Apply a POP_RECEIVE; None if the topic does not exist."""
     cfg = a.topic(txn, cmd.topic)
-    if cfg is None or cmd.max_count <= 0 or cmd.max_attempts <= 0:
+    if cmd.max_count <= 0 or cmd.max_attempts <= 0:
+        return None
+    if cmd.from_end and valid_name(cmd.topic, MAX_TOPIC_BYTES):
+        _start_from_end(a, txn, cmd, seq, cfg.queue_count if cfg is not None else 0)
+    if cfg is None:
         return None
     n = cfg.queue_count
     if cmd.queue_id >= 0:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from dledger.broker_adapter import commands as c
 from dledger.broker_adapter.message import MessageType
-from dledger.broker_adapter.pop import Delivery
+from dledger.broker_adapter.pop import Delivery, start_mark_key
 from dledger.broker_adapter.results import (
     AckResult,
     AckStatus,
@@ -77,11 +77,14 @@ class PopMixin:
         invisible_ms: int = 30_000,
         queue_id: int = -1,
         max_attempts: int | None = None,
+        from_end: bool = False,
     ) -> PopResult:
         """Receive up to `max_count` messages, invisible to the group for `invisible_ms` unless acknowledged.
 
         `queue_id = -1` takes from any queue (round robin). A message delivered `max_attempts` times
-        (default `options.max_delivery_attempts`) and not acknowledged goes to `%DLQ%<group>`.
+        (default `options.max_delivery_attempts`) and not acknowledged goes to `%DLQ%<group>`. A group new to
+        the topic starts at offset 0, or with `from_end` after the messages stored before its first receive
+        (the rules are in `pop.py`).
         """
         try:
             self._check_master()
@@ -92,19 +95,22 @@ class PopMixin:
                     PutStatus.MESSAGE_ILLEGAL, f"max_count must be >= 1 and invisible_ms in 0..{MAX_INVISIBLE_MS}"
                 )
             cfg = self._rd().topic(topic)
-            if cfg is None:
+            unmarked = from_end and self._unmarked(group, topic)
+            if cfg is None and not unmarked:
                 return PopResult(PopStatus.TOPIC_NOT_FOUND, reason=f"topic {topic!r} does not exist")
-            if queue_id >= cfg.queue_count:
+            count = cfg.queue_count if cfg is not None else 1
+            if cfg is not None and queue_id >= count:
                 raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"queue {queue_id} does not exist")
-            if not self._may_deliver(group, topic, queue_id, cfg.queue_count, cfg.message_type == MessageType.FIFO):
+            fifo = cfg is not None and cfg.message_type == MessageType.FIFO
+            if not unmarked and not self._may_deliver(group, topic, queue_id, count, fifo, from_end):
                 return PopResult(PopStatus.NO_NEW_MSG)
             self._pop_rr += 1
             attempts = max_attempts or self.options.max_delivery_attempts
-            start = self._pop_rr % cfg.queue_count
+            start = self._pop_rr % count
             first = self._rd().first_index()
             out: list[Delivery] | None = await self._command(
                 lambda n, now: c.PopReceive(
-                    n, now, group, topic, queue_id, start, max_count, invisible_ms, attempts, first
+                    n, now, group, topic, queue_id, start, max_count, invisible_ms, attempts, first, from_end
                 )
             )
         except StoreError as exc:
@@ -120,9 +126,26 @@ class PopMixin:
             received.append(ReceivedMessage(stored, d.handle, d.attempt, d.invisible_until))
         return PopResult(PopStatus.FOUND if received else PopStatus.NO_NEW_MSG, received)
 
-    def _may_deliver(self, group: str, topic: str, queue_id: int, queue_count: int, fifo: bool = False) -> bool:
+    def _unmarked(self, group: str, topic: str) -> bool:
+        """Has the group neither a start mark nor a position on the topic (applied state)? Then a `from_end`
+        receive is proposed even when it can deliver nothing: it records where the group starts."""
+        db = self.tables.db
+        base = qkey(group, topic)
+        with self.tables.env.begin() as txn:
+            if txn.get(start_mark_key(group, topic), db=db["popcur"]) is not None:
+                return False
+            for name in ("popcur", "offsets"):
+                cursor = txn.cursor(db=db[name])
+                if cursor.set_range(base) and cursor.key().startswith(base):
+                    return False
+        return True
+
+    def _may_deliver(
+        self, group: str, topic: str, queue_id: int, queue_count: int, fifo: bool = False, from_end: bool = False
+    ) -> bool:
         """A cheap check on applied state: does any queue have new messages (on a FIFO topic: a next message
-        whose message group is not blocked by one in flight) or expired in-flight ones?"""
+        whose message group is not blocked by one in flight) or expired in-flight ones? With `from_end`, a queue
+        the group has no position on yet counts too (the receive gives it one)."""
         now = self.stamp_time()
         db = self.tables.db
         queues = [queue_id] if queue_id >= 0 else range(queue_count)
@@ -130,6 +153,8 @@ class PopMixin:
             for queue in queues:
                 qk = qkey(group, topic) + queue.to_bytes(4, "big")
                 cur = txn.get(qk, db=db["popcur"]) or txn.get(qk, db=db["offsets"])
+                if from_end and cur is None:
+                    return True
                 end = txn.get(topic.encode() + b"\0" + queue.to_bytes(4, "big"), db=db["cqmax"])
                 head = U64.unpack(cur)[0] if cur else 0
                 if (U64.unpack(end)[0] if end else 0) > head and not (

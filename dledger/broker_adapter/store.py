@@ -31,7 +31,7 @@ from dledger.broker_adapter import commands as c
 from dledger.broker_adapter.apply import Applier, PutOutcome
 from dledger.broker_adapter.image import load_image, write_image
 from dledger.broker_adapter.message import Message, MessageType
-from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions
+from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions, with_entry_room
 from dledger.broker_adapter.popapi import PopMixin
 from dledger.broker_adapter.prepare import Preparer
 from dledger.broker_adapter.reader import Reader, parse_tag_filter
@@ -101,7 +101,8 @@ class MessageStore(PopMixin):
         props = load_properties(path)
         config = NodeConfig.from_properties(props, other_keys=BROKER_KEYS)
         overrides.setdefault("file_reserved_hours", config.file_reserved_hours)
-        return cls.create(config, StoreOptions.from_properties(props, **overrides), seed=seed)
+        options = StoreOptions.from_properties(props, **overrides)
+        return cls.create(with_entry_room(config, options), options, seed=seed)
 
     def bind(self, server: DLedgerServer) -> None:
         """Attach to the server this store is registered on (before `server.start()`)."""

@@ -8,6 +8,7 @@ import pathlib
 import pytest
 
 from dledger.broker_adapter import AckStatus, Message, MessageStore, MessageType, PopStatus, PutStatus
+from dledger.broker_adapter import commands as c
 from dledger.broker_adapter.results import StoreError
 from tests.broker_adapter.group_util import FakeClock
 from tests.broker_adapter.single_util import run_single, wait_for
@@ -175,3 +176,57 @@ def test_a_fifo_topic_does_not_grow_so_a_message_group_keeps_its_queue(tmp_path:
         assert (await store.create_topic("N", 4)).queue_count == 4  # other topics still grow
 
     run_single(tmp_path, body)
+
+
+def test_a_group_new_to_a_topic_starts_after_what_was_stored_before_its_first_receive(tmp_path: pathlib.Path) -> None:
+    """`from_end`: the group's first receive marks where it starts, on every queue at once (RocketMQ 5's proxy
+    starts a new group at the end of each queue); without it a new group starts at offset 0."""
+
+    async def body(store: MessageStore, clock: FakeClock) -> None:
+        await store.create_topic("T", 2)
+        await store.put_messages([Message("T", b"old0", queue_id=0), Message("T", b"old1", queue_id=1)])
+        last = store._srv().status().last_index
+        first = await store.pop_messages("G", "T", max_count=10, from_end=True)
+        assert first.status is PopStatus.NO_NEW_MSG
+        assert store._srv().status().last_index == last + 1  # written anyway: it records the start
+        idle = await store.pop_messages("G", "T", max_count=10, from_end=True)
+        assert idle.status is PopStatus.NO_NEW_MSG and store._srv().status().last_index == last + 1  # no log write
+        await store.put_messages([Message("T", b"new0", queue_id=0), Message("T", b"new1", queue_id=1)])
+        got = await store.pop_messages("G", "T", max_count=10, from_end=True)
+        assert sorted(bodies(got)) == [b"new0", b"new1"]
+        everything = await store.pop_messages("G2", "T", max_count=10)  # the library default: from offset 0
+        assert sorted(bodies(everything)) == [b"new0", b"new1", b"old0", b"old1"]
+        # a group that has positions keeps them: committed offset 1 on queue 0, nothing on queue 1 (offset 0)
+        await store.commit_offset("G3", "T", 0, 1)
+        kept = await store.pop_messages("G3", "T", max_count=10, from_end=True)
+        assert sorted(bodies(kept)) == [b"new0", b"new1", b"old1"]
+
+    run_single(tmp_path, body)
+
+
+def test_a_group_that_waits_for_a_topic_gets_its_first_messages(tmp_path: pathlib.Path) -> None:
+    """A `from_end` receive on a topic that does not exist yet marks the group's start: everything the topic
+    gets afterwards is delivered, including the messages that create it."""
+
+    async def body(store: MessageStore, clock: FakeClock) -> None:
+        waiting = await store.pop_messages("G", "U", max_count=10, from_end=True)
+        assert waiting.status is PopStatus.TOPIC_NOT_FOUND
+        last = store._srv().status().last_index
+        again = await store.pop_messages("G", "U", max_count=10, from_end=True)
+        assert again.status is PopStatus.TOPIC_NOT_FOUND and store._srv().status().last_index == last  # marked once
+        await store.put_messages([Message("U", f"u{k}".encode()) for k in range(3)])
+        got = await store.pop_messages("G", "U", max_count=10, from_end=True)
+        assert sorted(bodies(got)) == [b"u0", b"u1", b"u2"]
+        late = await store.pop_messages("G-late", "U", max_count=10, from_end=True)
+        assert late.status is PopStatus.NO_NEW_MSG
+
+    run_single(tmp_path, body)
+
+
+def test_pop_receive_commands_keep_their_layouts() -> None:
+    """A receive without `from_end` is written in the layout that replicas without the flag read."""
+    plain = c.PopReceive(1, 2, "G", "T", -1, 0, 32, 1000, 16, 5)
+    marked = c.PopReceive(1, 2, "G", "T", -1, 0, 32, 1000, 16, 5, True)
+    assert c.encode_command(plain)[3] == c.Tag.POP_RECEIVE_FROM
+    assert c.encode_command(marked)[3] == c.Tag.POP_RECEIVE_END
+    assert [c.decode_command(c.encode_command(x)) for x in (plain, marked)] == [plain, marked]

@@ -9,6 +9,7 @@ import pytest
 
 from dledger.broker_adapter import BROKER_KEYS, Message, MessageStore, StoreOptions, TopicConfig
 from dledger.broker_adapter import commands as c
+from dledger.broker_adapter.options import ENTRY_HEADROOM, with_entry_room
 from dledger.broker_adapter.prepare import Preparer
 from dledger.broker_adapter.tables import U32, Tables
 from dledger.server.config import ConfigError, NodeConfig
@@ -127,3 +128,15 @@ def test_layout_1_tables_get_their_pins_in_place(tmp_path: pathlib.Path) -> None
     assert not store.tables.rebuilt and store.last_applied() == len(data)
     assert dump(store)["pins"] == pins
     store.close()
+
+
+def test_consume_from_where_and_the_entry_room_for_a_full_body(tmp_path: pathlib.Path) -> None:
+    assert StoreOptions.from_properties({}).consume_from_last is True
+    first = StoreOptions.from_properties({"consumeFromWhere": "CONSUME_FROM_FIRST_OFFSET"})
+    assert first.consume_from_last is False
+    with pytest.raises(ConfigError, match="consumeFromWhere"):
+        StoreOptions.from_properties({"consumeFromWhere": "LAST"})
+    node = NodeConfig(self_id="n0", peers={"n0": "127.0.0.1:40911"}, store_dir=tmp_path)
+    # maxMessageSize limits the body: the log entry needs room for its headers and properties too
+    assert with_entry_room(node, StoreOptions()).max_entry_bytes == (4 << 20) + ENTRY_HEADROOM
+    assert with_entry_room(node, StoreOptions(max_message_bytes=8 << 20)).max_entry_bytes == (9 << 20)

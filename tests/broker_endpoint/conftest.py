@@ -14,7 +14,12 @@ from tests.broker_endpoint.util import message, producer, send_eventually
 def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBrokerGroup]:
     g = LocalBrokerGroup.create(
         tmp_path_factory.mktemp("brokers"),
-        extra={"transactionTimeOut": "1000", "transactionCheckInterval": "1000"},
+        # the tests on this group send before their consumer group's first receive: they start at offset 0
+        extra={
+            "transactionTimeOut": "1000",
+            "transactionCheckInterval": "1000",
+            "consumeFromWhere": "CONSUME_FROM_FIRST_OFFSET",
+        },
     )
     g.start_all()
     try:

@@ -12,7 +12,16 @@ from collections.abc import Iterator
 import pytest
 
 from dledger.broker_adapter.broker_cli import LocalBrokerGroup
-from tests.broker_endpoint.util import drain, eventually, leader_id, message, producer, send_eventually, simple_consumer
+from tests.broker_endpoint.util import (
+    drain,
+    eventually,
+    leader_id,
+    message,
+    producer,
+    receive,
+    send_eventually,
+    simple_consumer,
+)
 
 
 @pytest.fixture
@@ -34,6 +43,7 @@ def test_leader_sigkill_loses_no_acknowledged_message(own_group: LocalBrokerGrou
 
     with producer(g, ("failover",)) as p, simple_consumer(g, "g-failover", "failover") as c:
         send_eventually(p, message("failover", b"first"))
+        receive(c, 32, 5)  # the group's first receive: it gets every message sent from now on
 
         def produce() -> None:
             n = 0

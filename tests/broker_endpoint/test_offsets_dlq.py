@@ -55,6 +55,14 @@ def test_offsets_and_pull(group: LocalBrokerGroup) -> None:
         assert pulled[0].status.code == C.OK
         assert {r.message.system_properties.message_id for r in pulled if r.HasField("message")} <= set(ids)
         assert pulled[-1].next_offset == end[queue]
+        sql = {"type": d.FilterType.SQL, "expression": "missing > 1"}  # no message has the property
+        none = list(st.PullMessage(s.PullMessageRequest(group=d.Resource(name="g-off"), message_queue=_mq(
+            "offsets", queue), batch_size=8, filter_expression=sql), metadata=MD, timeout=10))  # fmt: skip
+        assert none[0].status.code == C.MESSAGE_NOT_FOUND and none[-1].next_offset == end[queue]
+        sql["expression"] = "missing >"
+        bad = st.PullMessage(s.PullMessageRequest(group=d.Resource(name="g-off"), message_queue=_mq(
+            "offsets", queue), batch_size=8, filter_expression=sql), metadata=MD, timeout=10)  # fmt: skip
+        assert next(iter(bad)).status.code == C.ILLEGAL_FILTER_EXPRESSION
         get = s.GetOffsetRequest(group=d.Resource(name="g-off"), message_queue=_mq("offsets", queue))
         assert st.GetOffset(get, metadata=MD, timeout=5).status.code == C.OFFSET_NOT_FOUND
         upd = s.UpdateOffsetRequest(group=d.Resource(name="g-off"), message_queue=_mq("offsets", queue), offset=1)
@@ -83,6 +91,9 @@ def test_forward_to_dead_letter_queue(group: LocalBrokerGroup) -> None:
         assert st.ForwardMessageToDeadLetterQueue(fwd, metadata=MD, timeout=10).status.code == C.OK
         dead = eventually("the message in %DLQ%g-dlq", lambda: receive("%DLQ%g-dlq", "g-dlq-reader"), timeout=30)
         assert dead[0].body == b"poison" and dead[0].system_properties.message_id == "DLQ-1"
+        assert dead[0].topic.name == "%DLQ%g-dlq" and dead[0].user_properties["DLQ_ORIGIN_TOPIC"] == "dlq"
+        origin = dead[0].system_properties.dead_letter_queue
+        assert (origin.topic, origin.message_id) == ("dlq", "DLQ-1")
         again = st.ForwardMessageToDeadLetterQueue(fwd, metadata=MD, timeout=10).status.code
         assert again == C.INVALID_RECEIPT_HANDLE  # acknowledged by the forward: the handle is spent
         assert len(receive("%DLQ%g-dlq", "g-dlq-reader2")) == 1  # and the stale handle put no second copy

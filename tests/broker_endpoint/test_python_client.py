@@ -10,12 +10,13 @@ import contextlib
 import threading
 import time
 
-from rocketmq import FilterExpression, PushConsumer
-from rocketmq.grpc_protocol import TransactionResolution
+from rocketmq import FilterExpression, PushConsumer, SimpleConsumer
+from rocketmq.grpc_protocol import FilterType, TransactionResolution
 from rocketmq.v5.consumer.push.message_listener import ConsumeResult, MessageListener
 from rocketmq.v5.producer import TransactionChecker
 
 from dledger.broker_adapter.broker_cli import LocalBrokerGroup
+from tests.broker_endpoint.test_nodejs import digest_bodies
 from tests.broker_endpoint.util import (
     config,
     drain,
@@ -166,3 +167,49 @@ def test_push_consumer_consumes_with_a_listener(group: LocalBrokerGroup) -> None
     finally:
         c.shutdown()
     assert failed_once and failed_once <= consumed
+
+
+def test_no_received_message_is_flagged_corrupted(group: LocalBrokerGroup) -> None:
+    """The client checks each body against the digest the broker sends (MD5, as RocketMQ's proxy sends it)."""
+    bodies = [b.encode() for b in digest_bodies()]
+    with producer(group, ("digest",)) as p:
+        sent = {send_eventually(p, message("digest", body)).message_id: body for body in bodies}
+    with simple_consumer(group, "g-digest", "digest") as c:
+        got = drain(c, set(sent))
+    assert {mid: m.body for mid, m in got.items()} == sent
+    assert [mid for mid, m in got.items() if m.corrupted] == []
+
+
+def test_sql92_subscription_receives_exactly_the_matching_messages(group: LocalBrokerGroup) -> None:
+    expression = "(price > 10 AND region IN ('eu', 'us')) OR TAGS = 'vip' OR rank BETWEEN 1 AND 2"
+    cases = [
+        ({"price": "20", "region": "eu"}, "", True),
+        ({"price": "20", "region": "asia"}, "", False),
+        ({"price": "5", "region": "us"}, "", False),
+        ({"price": "cheap", "region": "us"}, "", False),  # does not convert to a number: no match
+        ({"region": "eu"}, "vip", True),
+        ({}, "", False),  # every property absent: unknown, not delivered
+        ({"rank": "2"}, "other", True),
+        ({"rank": "3"}, "", False),
+    ]
+    want: set[str] = set()
+    sent: set[str] = set()
+    with producer(group, ("sql",)) as p:
+        for k, (props, tag, matches) in enumerate(cases):
+            msg = message("sql", f"case {k}".encode(), **({"tag": tag} if tag else {}))
+            for key, value in props.items():
+                msg.add_property(key, value)
+            mid = send_eventually(p, msg).message_id
+            sent.add(mid)
+            if matches:
+                want.add(mid)
+    c = SimpleConsumer(config(group), "g-sql", {"sql": FilterExpression(expression, FilterType.SQL)}, await_duration=1)
+    c.startup()
+    try:
+        got = drain(c, want)
+        assert set(got) == want
+        assert receive(c, 32, 20) == []  # the others were filtered out for this group, not left behind
+    finally:
+        c.shutdown()
+    with simple_consumer(group, "g-sql-all", "sql") as everything:  # another group still sees every message
+        assert set(drain(everything, sent)) == sent

@@ -66,8 +66,9 @@ def test_bad_requests_get_4xx_codes(stub: Any) -> None:
     assert send(s.SendMessageRequest(messages=[far]), metadata=MD, timeout=5).status.code == C.ILLEGAL_DELIVERY_TIME
     assert _receive(stub, invisible_duration={"seconds": 0})[0].status.code == C.ILLEGAL_INVISIBLE_TIME
     assert _receive(stub, invisible_duration={"seconds": 5}, batch_size=0)[0].status.code == C.BAD_REQUEST
-    sql = {"type": d.FilterType.SQL, "expression": "a > 1"}
-    assert _receive(stub, invisible_duration={"seconds": 5}, filter_expression=sql)[0].status.code == C.UNSUPPORTED
+    sql = {"type": d.FilterType.SQL, "expression": "a > 1 AND b"}
+    bad_sql = _receive(stub, invisible_duration={"seconds": 5}, filter_expression=sql)[0].status
+    assert bad_sql.code == C.ILLEGAL_FILTER_EXPRESSION and "column 11" in bad_sql.message
     ack = s.AckMessageRequest(entries=[s.AckMessageEntry(message_id="x", receipt_handle="codes:0:99:1")])
     ack.group.name = "g-codes"
     assert stub.AckMessage(ack, metadata=MD, timeout=5).status.code == C.INVALID_RECEIPT_HANDLE
@@ -148,3 +149,32 @@ def test_signatures_are_checked_when_credentials_are_configured(tmp_path: Any) -
             p.send(message("auth", b"badly signed"))  # its route query is refused
     finally:
         g.stop_all()
+
+
+def test_property_limits_are_refused_with_rocketmq_codes(stub: Any) -> None:
+    """maxMessageSize limits the body alone; properties, tag, keys, topic and message group have RocketMQ's own
+    limits (16 KiB of user properties with the tag and keys, 128 properties, 127-character topics, ...)."""
+
+    def code(m: Any) -> int:
+        return int(stub.SendMessage(s.SendMessageRequest(messages=[m]), metadata=MD, timeout=20).status.code)
+
+    def with_props(props: dict[str, str], body: bytes = b"x", keys: tuple[str, ...] = (), **sp: Any) -> Any:
+        m = _msg("limits", body, mid=f"LIM-{time.monotonic_ns()}", **sp)
+        m.user_properties.update(props)
+        m.system_properties.keys.extend(keys)
+        return m
+
+    full = {"p": "v" * (16 * 1024 - 1 - len("tg") - len("k1"))}
+    assert code(with_props(full, b"y" * (4 << 20), tag="tg", keys=("k1",))) == C.OK  # 4 MiB body + 16 KiB
+    assert code(with_props(full, tag="tg", keys=("k12",))) == C.MESSAGE_PROPERTIES_TOO_LARGE  # one byte more
+    assert code(with_props({f"k{i}": "v" for i in range(129)})) == C.MESSAGE_PROPERTIES_TOO_LARGE
+    assert code(with_props({f"k{i}": "v" for i in range(128)})) == C.OK
+    assert code(with_props({"DLQ_ORIGIN_TOPIC": "spoofed"})) == C.ILLEGAL_MESSAGE_PROPERTY_KEY
+    assert code(with_props({"a": "bell\x07"})) == C.ILLEGAL_MESSAGE_PROPERTY_KEY
+    assert code(with_props({}, tag="a|b")) == C.ILLEGAL_MESSAGE_TAG
+    assert code(with_props({}, keys=("  ",))) == C.ILLEGAL_MESSAGE_KEY
+    assert code(_msg("t" * 128, b"x")) == C.ILLEGAL_TOPIC
+    assert code(_msg("t" * 127, b"x")) == C.OK
+    fifo = d.MessageType.FIFO
+    assert code(_msg("limits-fifo", b"x", message_type=fifo, message_group="g" * 64)) == C.ILLEGAL_MESSAGE_GROUP
+    assert code(_msg("limits-fifo", b"x", message_type=fifo, message_group="g" * 63)) == C.OK
