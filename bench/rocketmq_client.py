@@ -131,7 +131,7 @@ def main() -> None:
     ap.add_argument("--dir", help="where the replicas keep their stores (default: a temporary directory)")
     args = ap.parse_args()
     root = pathlib.Path(args.dir or tempfile.mkdtemp(prefix="bench-rmq-"))
-    group = LocalBrokerGroup.create(root)
+    group = LocalBrokerGroup.create(root, extra={"consumeFromWhere": "CONSUME_FROM_FIRST_OFFSET"})  # send, then read
     group.start_all()
     try:
         config = ClientConfiguration(group.access_point, Credentials(), request_timeout=10)

@@ -190,6 +190,7 @@ class Cluster:
             "grpcServerPort": self.endpoints[node_id].rpartition(":")[2],
             "defaultTopicQueueNums": str(BROKER_QUEUES),
             "maxReconsumeTimes": "100000",
+            "consumeFromWhere": "CONSUME_FROM_FIRST_OFFSET",  # consumers start with the producers
         }
         return "".join(f"{k}={v}\n" for k, v in keys.items())
 

@@ -101,7 +101,8 @@ def test_forward_to_dead_letter_queue(group: LocalBrokerGroup) -> None:
 
 
 def test_endpoint_keys(tmp_path: pathlib.Path) -> None:
-    node = NodeConfig(self_id="a", peers={"a": "10.0.0.1:40911", "b": "10.0.0.2:40911"}, store_dir=tmp_path)
+    peers = {"a": "10.0.0.1:40911", "b": "10.0.0.2:40911"}
+    node = NodeConfig(self_id="a", peers=peers, store_dir=tmp_path, peer_secret=b"s" * 16)
     derived = EndpointConfig.from_properties({"grpcServerPort": "9000"}, node)
     assert dict(derived.endpoints) == {"a": "10.0.0.1:9000", "b": "10.0.0.2:9000"}
     assert derived.broker_name == "default" and derived.port == 9000

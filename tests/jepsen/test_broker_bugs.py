@@ -154,7 +154,9 @@ def _drain(g: LocalBrokerGroup, want: set[str]) -> dict[str, set[tuple[int, int]
 
 @pytest.fixture
 def group(tmp_path: pathlib.Path) -> Any:
-    g = LocalBrokerGroup.create(tmp_path, extra={"maxReconsumeTimes": "1000"})
+    g = LocalBrokerGroup.create(
+        tmp_path, extra={"maxReconsumeTimes": "1000", "consumeFromWhere": "CONSUME_FROM_FIRST_OFFSET"}
+    )
     g.start_all()
     try:
         yield g
