@@ -157,10 +157,10 @@ class Tables:
             txn.put(b"layout", U32.pack(LAYOUT), db=self.db["meta"])
 
     def _open(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(0o700, parents=True, exist_ok=True)  # the store's files are its owner's only
         # sync=False: a process crash keeps every committed transaction (the OS has the pages); after an
         # OS crash a torn environment fails to open or lags, and is rebuilt or replayed from the log.
-        self.env: Any = lmdb.open(str(self.path), map_size=self.map_size, max_dbs=len(_DBS) + 1, sync=False)
+        self.env: Any = lmdb.open(str(self.path), map_size=self.map_size, max_dbs=len(_DBS) + 1, sync=False, mode=0o600)
         self.db.clear()
         for name in _DBS:
             self.db[name] = self.env.open_db(name.encode(), dupsort=False)

@@ -22,7 +22,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from dledger.commitlog.fileops import FileOps
+from dledger.commitlog.fileops import FILE_MODE, FileOps
 
 __all__ = ["CHECKPOINT_NAME", "Checkpoint", "CheckpointFile", "read_checkpoint"]
 
@@ -66,7 +66,7 @@ class CheckpointFile:
     """The open checkpoint file; `write` replaces the record in place (one pwrite, no fsync)."""
 
     def __init__(self, directory: str) -> None:
-        self._fd = os.open(os.path.join(directory, CHECKPOINT_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._fd = os.open(os.path.join(directory, CHECKPOINT_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
 
     def write(self, cp: Checkpoint) -> None:
         os.pwrite(self._fd, _encode(cp), 0)

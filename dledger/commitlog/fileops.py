@@ -6,13 +6,18 @@ that recovery reads. The counters (`reads`, `bytes_read`, `writes`, `syncs`, `dr
 without a lock: they are instrumentation, exact when one thread does the I/O being measured.
 
 Invariant: `pwrite` writes all of `data` or raises; `pread` returns fewer bytes than asked only at end of file.
+Everything the store creates is its owner's only: files `FILE_MODE` (0600), directories `DIR_MODE` (0700); the
+process umask still applies, so a stricter one wins.
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["FileOps"]
+__all__ = ["DIR_MODE", "FILE_MODE", "FileOps"]
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 
 _FADVISE = getattr(os, "posix_fadvise", None)  # not on macOS
 
@@ -29,7 +34,7 @@ class FileOps:
 
     def open(self, path: str, *, create: bool) -> int:
         flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
-        return os.open(path, flags, 0o644)
+        return os.open(path, flags, FILE_MODE)
 
     def open_readonly(self, path: str) -> int:
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC)

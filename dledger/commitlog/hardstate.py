@@ -35,6 +35,7 @@ import lmdb
 
 from dledger.commitlog.codec import MAX_CONFIG_BYTES
 from dledger.commitlog.errors import HardStateCorruptError
+from dledger.commitlog.fileops import DIR_MODE, FILE_MODE
 from dledger.storage_api import HardState
 
 __all__ = ["HARD_STATE_KEY", "MAX_CONFIG_BYTES", "HardStateStore", "read_hard_state"]
@@ -145,8 +146,10 @@ class HardStateStore:
         """Open (creating if needed) the store in `directory` (`map_size` must leave room for a few records of
         `MAX_CONFIG_BYTES`: LMDB keeps old pages until readers are done)."""
         path = os.fspath(directory)
-        os.makedirs(path, exist_ok=True)
-        env = lmdb.open(path, map_size=map_size, subdir=True, sync=True, metasync=True, max_dbs=8, lock=True)
+        os.makedirs(path, DIR_MODE, exist_ok=True)
+        env = lmdb.open(
+            path, map_size=map_size, subdir=True, sync=True, metasync=True, max_dbs=8, lock=True, mode=FILE_MODE
+        )
         return cls(env, path)
 
     @property

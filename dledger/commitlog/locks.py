@@ -15,6 +15,7 @@ import os
 import threading
 
 from dledger.commitlog.errors import StoreInUseError
+from dledger.commitlog.fileops import FILE_MODE
 
 __all__ = ["LOCK_NAME", "RWLock", "lock_store"]
 
@@ -23,7 +24,7 @@ LOCK_NAME = "LOCK"
 
 def lock_store(path: str) -> int:
     """Take the store's exclusive lock; returns the fd to close to release it."""
-    fd = os.open(os.path.join(path, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(os.path.join(path, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

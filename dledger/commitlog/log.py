@@ -68,7 +68,7 @@ from dledger.commitlog.checkpoint import Checkpoint, CheckpointFile
 from dledger.commitlog.codec import INDEX_SIZE, MAX_ENTRY_BYTES, Batch, encode_batch
 from dledger.commitlog.dropbehind import behind
 from dledger.commitlog.errors import DiskFullError, LogClosedError
-from dledger.commitlog.fileops import FileOps
+from dledger.commitlog.fileops import DIR_MODE, FileOps
 from dledger.commitlog.flusher import Flusher
 from dledger.commitlog.locks import RWLock, lock_store
 from dledger.commitlog.meta import Base, write_base
@@ -161,7 +161,7 @@ class SegmentedLog:
         if drop_behind_bytes < 0:
             raise ValueError(f"drop_behind_bytes must be 0 or more, not {drop_behind_bytes}")
         path = os.fspath(directory)
-        os.makedirs(path, exist_ok=True)
+        os.makedirs(path, DIR_MODE, exist_ok=True)
         ops = file_ops or FileOps()
         lock_fd = lock_store(path)
         try:

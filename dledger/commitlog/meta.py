@@ -28,7 +28,7 @@ import zlib
 from dataclasses import dataclass
 
 from dledger.commitlog.errors import CorruptStoreError
-from dledger.commitlog.fileops import FileOps
+from dledger.commitlog.fileops import FILE_MODE, FileOps
 
 __all__ = ["META_NAME", "Base", "read_base", "write_base"]
 
@@ -76,7 +76,7 @@ def write_base(directory: str, base: Base, ops: FileOps) -> None:
     raw = record + _CRC.pack(zlib.crc32(record))
     path = os.path.join(directory, META_NAME)
     tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
     try:
         ops.pwrite(fd, raw, 0)
         ops.datasync(fd)  # the new file's data and size

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from dledger.commitlog.checkpoint import CHECKPOINT_NAME, Checkpoint, read_checkpoint
 from dledger.commitlog.codec import DATA_MAGIC, HEADER_SIZE, INDEX, INDEX_MAGIC, INDEX_SIZE, check_entry
 from dledger.commitlog.errors import CorruptStoreError
-from dledger.commitlog.fileops import FileOps
+from dledger.commitlog.fileops import DIR_MODE, FILE_MODE, FileOps
 from dledger.commitlog.meta import Base, read_base
 from dledger.commitlog.segment import DATA_DIR, INDEX_DIR, NAME_DIGITS, Segment
 
@@ -359,7 +359,7 @@ def recover(
     later segment, and reported as durable damage, instead of refusing to open (`CorruptStoreError`)."""
     report = RecoveryReport()
     for sub in (DATA_DIR, INDEX_DIR):
-        os.makedirs(os.path.join(directory, sub), exist_ok=True)
+        os.makedirs(os.path.join(directory, sub), DIR_MODE, exist_ok=True)
     base = read_base(directory)
     ckpt = read_checkpoint(directory)
     starts = list_segments(directory)
@@ -461,7 +461,7 @@ def recover(
         for sub in (DATA_DIR, INDEX_DIR):
             ops.fsync_dir(os.path.join(directory, sub))
         # the checkpoint file's name too (empty until the log writes it: ignored), so that fsyncing it counts
-        os.close(os.open(os.path.join(directory, CHECKPOINT_NAME), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        os.close(os.open(os.path.join(directory, CHECKPOINT_NAME), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
         ops.fsync_dir(directory)
     except BaseException:
         for seg in segs:

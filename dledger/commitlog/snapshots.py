@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from dledger.commitlog.crc import body_crc
 from dledger.commitlog.errors import SnapshotCorruptError, SnapshotNotFoundError
-from dledger.commitlog.fileops import FileOps
+from dledger.commitlog.fileops import DIR_MODE, FileOps
 from dledger.commitlog.snapfile import (
     READ_CHUNK,
     TRAILER,
@@ -81,7 +81,7 @@ class SnapshotStore:
         self._ops = file_ops or FileOps()
         self._lock = threading.Lock()  # publishing and pruning
         self._receiver: SnapshotReceiver | None = None
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(DIR_MODE, parents=True, exist_ok=True)
         entries = self._entries()
         newest = entries[-1][:2] if entries else None
         for name in os.listdir(self.directory):

@@ -84,6 +84,7 @@ class DLedgerServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         await ensure_join_term(self.config)  # a wiped node re-added under its old id: see join_term.py
+        self.config.store_dir.mkdir(0o700, parents=True, exist_ok=True)  # the store is its owner's only
         await loop.run_in_executor(None, self.node.open_storage)
         if self.config.peer_auth_mode == "none":
             log.warning(
