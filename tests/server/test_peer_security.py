@@ -184,12 +184,59 @@ def test_a_node_with_the_wrong_secret_cannot_join_and_both_sides_say_why(tmp_pat
         assert leader != "n2"
         indexes = _appends_work(group, 3)
         wait_until(lambda: "did not prove the group secret" in group.log_text("n2"), 20, "n2 saying why")
-        wait_until(
-            lambda: "did not prove the group secret" in group.log_text(leader), 20, f"{leader} saying why"
-        )
+        wait_until(lambda: "did not prove the group secret" in group.log_text(leader), 20, f"{leader} saying why")
         status = group.statuses()["n2"]
         assert status.last_index < indexes[-1] and status.role != "leader"
         for node_id in group.peers:
             assert "Traceback" not in group.log_text(node_id)
+    finally:
+        group.stop_all()
+
+
+def test_under_mutual_tls_a_client_certificate_cannot_speak_as_a_peer(tmp_path: pathlib.Path) -> None:
+    from tests.server.certs import Authority
+
+    ca = Authority.create(tmp_path, "ca")
+    group = ProcessGroup(tmp_path)
+    group.peer_secret = False  # TLS mode: the certificates name the nodes
+    certs = {i: ca.issue(tmp_path, i, uris=[f"dledger://{group.group}/{i}"]) for i in group.peers}
+    app = ca.issue(tmp_path, "app")  # a legitimate client certificate of the same CA
+    command = group.command
+
+    def with_tls(node_id: str) -> list[str]:
+        tls = ["--tls-ca", str(ca.cert), "--tls-cert", str(certs[node_id].cert), "--tls-key", str(certs[node_id].key)]
+        return [*command(node_id), *tls]
+
+    group.command = with_tls  # type: ignore[method-assign]
+    group.start_all()
+    try:
+        creds = grpc.ssl_channel_credentials(ca.cert.read_bytes(), app.key.read_bytes(), app.cert.read_bytes())
+        client_tls = {"ca": ca.cert, "cert": app.cert, "key": app.key}
+        from dledger.server.tls import TlsConfig
+
+        def leader() -> str | None:
+            with group.client(tls=TlsConfig(**client_tls)) as client:
+                leaders = [s.id for s in client.status(timeout=1) if s.reachable and s.role == "leader"]
+            return leaders[0] if len(leaders) == 1 else None
+
+        lead = wait_until(leader, 30, "a leader over mutual TLS", poll=0.1)
+        with group.client(tls=TlsConfig(**client_tls)) as client:
+            status = {s.id: s for s in client.status(timeout=2)}
+            index = client.append(b"legit").index
+        for node_id, address in group.peers.items():
+            if node_id == lead:
+                continue
+            last = status[node_id].last_index
+            heads, data = pack_entries([Entry(last + 1, status[lead].term + 1, EVIL, EntryKind.NORMAL)])
+            forged = pb.PeerMessage(group=group.group, from_id=lead, to_id=node_id, append_entries=pb.AppendEntries(
+                term=status[lead].term + 1, prev_log_index=last, prev_log_term=status[node_id].term,
+                leader_commit=last + 1, entry_heads=heads, entry_data=data))  # fmt: skip
+            with grpc.secure_channel(address, creds) as channel, pytest.raises(grpc.RpcError) as caught:
+                pb_grpc.RaftPeerStub(channel).Send(pb.PeerBatch(messages=[forged]), timeout=5)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with group.client(tls=TlsConfig(**client_tls)) as client:
+            assert client.get(index).data == b"legit"
+            assert all(client.get(i).data != EVIL for i in range(1, index + 1))
+        assert leader() == lead
     finally:
         group.stop_all()
