@@ -9,7 +9,7 @@ from tests.broker_endpoint.util import drain, message, producer, send_eventually
 
 
 def test_a_group_named_broker_a_sends_and_receives(tmp_path: pathlib.Path) -> None:
-    g = LocalBrokerGroup.create(tmp_path, 1, group="broker-a")
+    g = LocalBrokerGroup.create(tmp_path, 1, group="broker-a", extra={"consumeFromWhere": "CONSUME_FROM_FIRST_OFFSET"})
     g.start_all()
     try:
         with producer(g, ("named",)) as p:

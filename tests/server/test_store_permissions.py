@@ -23,7 +23,7 @@ def test_every_directory_and_file_of_a_store_is_private(tmp_path: pathlib.Path) 
             await server.start()
             try:
                 await server.wait_for_leader()
-                for k in range(20):
+                for _ in range(20):
                     await server.append([b"x" * 100])
                 assert await server.take_snapshot() is not None
             finally:
