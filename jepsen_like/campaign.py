@@ -68,6 +68,7 @@ LONG_PLAN = [
     Plan(["clock-skew", "pause-isolate-leader"], lease_read=True),
     Plan(["transfer-storm", "partition-halves", "kill-random"]),
     Plan(["lost-writes"], flush="sync"),
+    Plan(["damage-log", "kill-leader"], flush="sync"),
     Plan(["all"], nodes=5, extra={"overlap": True}),
     Plan(["kill", "lost-writes", "partition"], flush="async", extra={"overlap": True}),
     Plan(["partition-ring", "partition-bridge", "pause-leader"], nodes=5, flush="async"),

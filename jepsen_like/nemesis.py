@@ -7,7 +7,8 @@ clock rate, and the network is whole. Invariant: `heal_everything` brings any cl
 whatever faults are active, so a run ends healed even after an error in a nemesis.
 
 Names: kill-random, kill-leader, pause-random, pause-leader, partition-leader, partition-halves,
-partition-ring, partition-bridge, pause-isolate-leader, restart, lost-writes, clock-skew, transfer-storm,
+partition-ring, partition-bridge, pause-isolate-leader, restart, lost-writes, damage-log (`nemesis_damage.py`:
+a stopped follower's log damaged inside its durable range), clock-skew, transfer-storm,
 the membership changes of `membership.py`: membership, replace (group `member`), and the compactions of
 `compaction.py`: compact-follower, compact-all (group `compact`; process faults for `overlap`). Membership
 changes are not undone by `heal_everything` (a removed node stays removed): `membership.restore` does that
@@ -30,6 +31,7 @@ from typing import Any
 from jepsen_like.cluster import Cluster
 from jepsen_like.compaction import COMPACTION_NEMESES
 from jepsen_like.membership import MEMBERSHIP_NEMESES
+from jepsen_like.nemesis_damage import DAMAGE_NEMESES
 
 __all__ = [
     "NEMESES",
@@ -321,6 +323,7 @@ NEMESES: dict[str, Nemesis] = {
     "transfer-storm": Nemesis("transfer-storm", _storm_start, _storm_stop),
     **{name: Nemesis(name, start, stop) for name, (start, stop) in MEMBERSHIP_NEMESES.items()},
     **{name: Nemesis(name, start, stop) for name, (start, stop) in COMPACTION_NEMESES.items()},
+    **{name: Nemesis(name, start, stop) for name, (start, stop) in DAMAGE_NEMESES.items()},
 }
 
 GROUPS = {

@@ -27,6 +27,10 @@ needs to repair the last segment only, and the flush checkpoint (`checkpoint.py`
 flush, and in sync mode after each append too, without an fsync) tells it where the un-fsynced part of
 that segment starts, and so which damage is corruption of durable entries rather than a torn tail.
 
+Each flush also checks that the open segments' files are still there and not shorter than what the log
+wrote (`fstat`): a segment deleted or cut under the running log poisons it at the next flush, instead of
+going unnoticed until the next open.
+
 Page cache: each flush evicts the durable data older than the log's newest `drop_behind_bytes` (default 64
 MiB; 0: never) with `POSIX_FADV_DONTNEED`, and a segment whose handles close is evicted whole, so the log does
 not grow the page cache without bound (`dropbehind.py`); reads of evicted entries go to the disk. Advice
@@ -67,7 +71,7 @@ from typing import Literal
 from dledger.commitlog.checkpoint import Checkpoint, CheckpointFile
 from dledger.commitlog.codec import INDEX_SIZE, MAX_ENTRY_BYTES, Batch, encode_batch
 from dledger.commitlog.dropbehind import behind
-from dledger.commitlog.errors import DiskFullError, LogClosedError
+from dledger.commitlog.errors import CorruptStoreError, DiskFullError, LogClosedError
 from dledger.commitlog.fileops import DIR_MODE, FileOps
 from dledger.commitlog.flusher import Flusher
 from dledger.commitlog.locks import RWLock, lock_store
@@ -604,6 +608,8 @@ class SegmentedLog:
                 last = self._tail[0]
                 segs = self._segs
                 for seg in segs:
+                    if seg.fds_open:
+                        self._check_files(seg)
                     if seg.fds_open and (seg.data_len > seg.flushed_data or seg.count > seg.flushed_index):
                         data_len, count = self._sync_segment(seg)
                         if seg is segs[-1]:
@@ -613,6 +619,18 @@ class SegmentedLog:
                 self._durable_index = max(self._durable_index, last)
             finally:
                 self._rw.release_read()
+
+    def _check_files(self, seg: Segment) -> None:
+        """Raise `CorruptStoreError` when a segment's files were deleted or cut under the open log (an
+        fsync of an unlinked file succeeds, so the flush alone would not notice; the flush then poisons
+        the log, and the node fences itself until a restart recovers the store)."""
+        assert seg.data_fd is not None and seg.index_fd is not None
+        for fd, path, length in ((seg.data_fd, seg.data_path, seg.data_len), (seg.index_fd, seg.index_path, 0)):
+            st = os.fstat(fd)
+            if st.st_nlink == 0:
+                raise CorruptStoreError(f"{path}: the file was deleted under the running log")
+            if st.st_size < length:
+                raise CorruptStoreError(f"{path}: the file was cut to {st.st_size} bytes under the running log")
 
     def close(self) -> None:
         """Flush, stop the flusher, close every file. Idempotent."""

@@ -161,6 +161,9 @@ class Cluster:
             recovering_term=node.recovering_term,
         )
         rng = random.Random(f"{self.seed}/{node_id}/{node.incarnation}")
+        snap = node.snapshot
+        if snap is not None and snap.index > node.log.last_index:  # a damaged log: continue after the snapshot
+            node.log.reset(snap.index, snap.term)  # (as the runtime does at start)
         node.core = RaftCore(cfg, node.log, node.store.load(), rng)
         if node.snapshot is not None:
             node.core.set_snapshot(node.snapshot)

@@ -129,3 +129,21 @@ def test_a_flipped_index_record_of_a_closed_segment_is_rebuilt_from_the_data(tmp
         assert reopened.recovery.durable_damage is None and reopened.recovery.index_records_rebuilt > 0
         assert reopened.read(1, 201) == entries(1, 201)
     assert verify_store(str(store)).clean
+
+
+def test_a_segment_deleted_under_the_running_log_is_noticed_at_the_next_flush(tmp_path: pathlib.Path) -> None:
+    import pytest
+
+    from dledger.commitlog import LogClosedError
+    from dledger.commitlog.errors import CorruptStoreError
+
+    log = SegmentedLog.open(tmp_path / "s", flush="sync", flush_interval_ms=3_600_000, file_ops=NoSyncOps())
+    try:
+        log.append(entries(1, 11))
+        data_files(tmp_path / "s")[-1].unlink()
+        with pytest.raises((CorruptStoreError, LogClosedError), match="deleted under the running log"):
+            log.sync()
+        with pytest.raises(LogClosedError):
+            log.append(entries(11, 12))
+    finally:
+        log.close()

@@ -299,6 +299,8 @@ class RaftMachine(RuleBasedStateMachine):
         half: a node whose removal is committed is stopped and added again, as a learner, under its old id.
         Its store is wiped only once that addition commits (`wipe_readded`)."""
         self._count()
+        if any(n.recovering_until for n in self.c.nodes.values()):
+            return  # one damaged store at a time (see damage_log)
         core = self._any_leader(k)
         assert self.checker is not None
         if core is None:
@@ -370,6 +372,8 @@ class RaftMachine(RuleBasedStateMachine):
         re-add it and wipe it once that commits (jepsen_like), promote it; stale messages of the old store
         may still be in flight."""
         self._count()
+        if any(n.recovering_until for n in self.c.nodes.values()):
+            return  # one damaged store at a time (see damage_log)
         c, checker = self.c, self.checker
         assert checker is not None
         if not self._settle(lambda: c.leader() is not None):
@@ -405,7 +409,18 @@ class RaftMachine(RuleBasedStateMachine):
         self._count()
         c = self.c
         node = self._node(k)
-        if any(n.recovering_until for n in c.nodes.values()):
+        if any(n.recovering_until for n in c.nodes.values()) or c.stats["wipes"] or self.to_wipe:
+            return  # (a replaced disk is a second damaged replica: not combined with this fault here)
+        # and only a replica whose log another holds a log at least as up-to-date as: a replica that alone
+        # held entries (uncommitted, or committed with its ack and since lost elsewhere) refuses every
+        # candidate that lacks them and cannot lead without them, so the group may stay leaderless
+        log = c.nodes[node].log
+        tip = (log.term_at(log.last_index), log.last_index)
+        if not any(
+            (other.log.term_at(other.log.last_index), other.log.last_index) >= tip
+            for i, other in c.nodes.items()
+            if i != node and other.alive
+        ):
             return
         if c.nodes[node].alive:
             c.crash(node)

@@ -161,6 +161,8 @@ def _damage_one(
             120,
             f"{victim} healed and caught up",
         )
+        if damage is flip_index:
+            assert "index rebuilt from data" in group.log_text(victim)
         if recovers:  # each recovering run ends (the line follows the status by a moment)
             wait_until(
                 lambda: (t := group.log_text(victim)).count("starts RECOVERING") == t.count("RECOVERED") >= 1,
