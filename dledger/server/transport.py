@@ -255,6 +255,14 @@ class _Lane:
                 stats[f"stream_error_{exc.code().name.lower()}"] += 1
                 if link.session is not None:  # bound to its connection: a broken stream most likely lost it
                     link.session.forget()
+                elif exc.code() == grpc.StatusCode.UNAUTHENTICATED and not link.told_unauthenticated:
+                    link.told_unauthenticated = True  # once per link: it retries every 100 ms
+                    log.error(
+                        "%s wants peers to authenticate (%s): give this node the group's peer secret "
+                        "(--peer-secret-file) or its node certificate",
+                        link.address,
+                        exc.details(),
+                    )
             except Exception:  # a bug must not kill the lane silently
                 log.exception("%s stream to %s failed", self.name, link.address)
             if self.connected:
@@ -287,6 +295,7 @@ class _PeerLink:
     ) -> None:
         self.address = address
         self.session = session
+        self.told_unauthenticated = False
         self.max_pending = max_pending
         self.max_batch_bytes = max_batch_bytes
         self.stats = stats

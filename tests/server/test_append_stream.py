@@ -50,7 +50,7 @@ class FakeStub:
     def __init__(self) -> None:
         self.call = FakeCall()
 
-    def AppendStream(self) -> FakeCall:
+    def AppendStream(self, metadata: object = None) -> FakeCall:
         return self.call
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import pathlib
 from collections.abc import AsyncIterator
 
@@ -28,6 +29,18 @@ read,admin    cert:ops
 """
 
 
+@contextlib.asynccontextmanager
+async def _serving(config: NodeConfig) -> AsyncIterator[DLedgerServer]:
+    """A started single-node server that has elected itself, stopped afterwards."""
+    server = DLedgerServer(config)
+    await server.start()
+    try:
+        await server.wait_for_leader()
+        yield server
+    finally:
+        await server.stop()
+
+
 def _md(token: str | None) -> tuple[tuple[str, str], ...]:
     return () if token is None else (("authorization", f"Bearer {token}"),)
 
@@ -46,10 +59,7 @@ def test_each_right_opens_only_its_methods(tmp_path: pathlib.Path) -> None:
     config = NodeConfig(self_id="n0", peers=peers_for(["n0"]), store_dir=tmp_path / "n0", client_grants=grants)
 
     async def main() -> None:
-        server = DLedgerServer(config)
-        await server.start()
-        try:
-            await server.wait_for_leader()
+        async with _serving(config) as server:
             async with grpc.aio.insecure_channel(config.address) as channel:
                 stub = pb_grpc.DLedgerClientServiceStub(channel)
                 append = pb.AppendRequest(group="default", data=[b"x"])
@@ -83,8 +93,6 @@ def test_each_right_opens_only_its_methods(tmp_path: pathlib.Path) -> None:
                 answers = [r async for r in stub.AppendStream(one(), metadata=_md(WRITER), timeout=5)]
                 assert answers[0].responses[0].status == pb.STATUS_OK
             assert server.status().last_index == 3  # the no-op, the writer's append and its stream append
-        finally:
-            await server.stop()
 
     asyncio.run(main())
 
@@ -104,15 +112,10 @@ def test_a_client_certificate_grants_by_its_name(tmp_path: pathlib.Path) -> None
             return await _status(pb_grpc.DLedgerClientServiceStub(channel).Compact(request, timeout=5))
 
     async def main() -> None:
-        server = DLedgerServer(config)
-        await server.start()
-        try:
-            await server.wait_for_leader()
+        async with _serving(config):
             request = pb.CompactRequest(group="default")
             assert await call(ops, request) == grpc.StatusCode.OK
             assert await call(app, request) == grpc.StatusCode.UNAUTHENTICATED  # signed by the CA, granted nothing
-        finally:
-            await server.stop()
 
     asyncio.run(main())
 
@@ -157,10 +160,7 @@ def test_both_clients_carry_their_token(tmp_path: pathlib.Path) -> None:
     config = NodeConfig(self_id="n0", peers=peers_for(["n0"]), store_dir=tmp_path / "n0", client_grants=grants)
 
     async def main() -> None:
-        server = DLedgerServer(config)
-        await server.start()
-        try:
-            await server.wait_for_leader()
+        async with _serving(config):
             async with AsyncDLedgerClient(config.peers, token=WRITER) as writer:
                 index = (await writer.append(b"streamed")).index  # over the append stream
             async with AsyncDLedgerClient(config.peers, token=READER, streaming=False) as reader:
@@ -175,8 +175,6 @@ def test_both_clients_carry_their_token(tmp_path: pathlib.Path) -> None:
                     anonymous.append(b"no")
 
             await asyncio.get_running_loop().run_in_executor(None, blocking)
-        finally:
-            await server.stop()
 
     asyncio.run(main())
 
@@ -196,10 +194,7 @@ def test_the_cli_takes_a_token_file(tmp_path: pathlib.Path) -> None:
         return subprocess.run(base, capture_output=True, text=True, timeout=60)
 
     async def main() -> None:
-        server = DLedgerServer(config)
-        await server.start()
-        try:
-            await server.wait_for_leader()
+        async with _serving(config):
             loop = asyncio.get_running_loop()
             ok = await loop.run_in_executor(None, cli, "--token-file", str(token))
             assert ok.returncode == 0, ok.stderr
@@ -208,7 +203,5 @@ def test_the_cli_takes_a_token_file(tmp_path: pathlib.Path) -> None:
             missing = await loop.run_in_executor(None, cli, "--token-file", str(tmp_path / "nope"))
             assert missing.returncode == 2 and "--token-file: cannot read" in missing.stderr
             assert "Traceback" not in refused.stderr + missing.stderr
-        finally:
-            await server.stop()
 
     asyncio.run(main())

@@ -240,3 +240,25 @@ def test_under_mutual_tls_a_client_certificate_cannot_speak_as_a_peer(tmp_path: 
         assert leader() == lead
     finally:
         group.stop_all()
+
+
+def test_a_node_without_the_secret_is_told_what_it_lacks(tmp_path: pathlib.Path) -> None:
+    group = ProcessGroup(tmp_path)  # the launcher gives n0 and n1 the group's secret
+    command = group.command
+
+    def without_secret_for_n2(node_id: str) -> list[str]:
+        args = command(node_id)
+        if node_id == "n2":
+            at = args.index("--peer-secret-file")
+            del args[at : at + 2]
+        return args
+
+    group.command = without_secret_for_n2  # type: ignore[method-assign]
+    group.start_all()
+    try:
+        assert group.wait_for_leader(timeout=30) != "n2"
+        _appends_work(group, 1)
+        wait_until(lambda: "wants peers to authenticate" in group.log_text("n2"), 20, "n2 saying what it lacks")
+        assert group.log_text("n2").count("wants peers to authenticate") <= 2  # once per link, not per retry
+    finally:
+        group.stop_all()

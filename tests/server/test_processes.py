@@ -193,7 +193,8 @@ def test_cli_member_commands_grow_and_shrink_a_group_of_processes(group: Process
     with open(group.root / "n3.log", "ab") as log:
         joiner = subprocess.Popen(
             [sys.executable, "-m", "dledger", "node", "--join", "--group", "t", "--id", "n3",
-             "--peers", format_peers(everyone), "--store-dir", str(group.root / "n3")],
+             "--peers", format_peers(everyone), "--store-dir", str(group.root / "n3"),
+             "--peer-secret-file", str(group.root / "peer.secret")],  # a new member proves the group's secret
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
         )  # fmt: skip
     try:
