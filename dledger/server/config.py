@@ -146,7 +146,7 @@ class NodeConfig:
     tls_ca: pathlib.Path | None = None  # with tls_cert and tls_key: TLS everywhere, peers and clients need
     tls_cert: pathlib.Path | None = None  # a certificate signed by tls_ca (mutual TLS)
     tls_key: pathlib.Path | None = None
-    # membership and snapshots (issue #10)
+    # membership and snapshots
     join: bool = False  # a new member: `peers` are the running group plus this node; it waits to be added
     snapshot_entries: int = 1_000_000  # take a snapshot every this many applied entries (0: only on compact)
     snapshot_keep: int = 2  # snapshots kept on disk (the newest ones)

@@ -1,6 +1,6 @@
 """The snapshot half of the node driver (`RaftNode` mixes it in): taking, installing and sending snapshots.
 
-Rules (issue #10; the core's side is in `dledger/raft/snapshot.py`):
+Rules (the core's side is in `dledger/raft/snapshot.py`):
 - at start, before the core is built: a snapshot newer than the log's end (an install interrupted before
   the log was reset, or a log that lost its unsynced tail) resets the log after it; a state machine whose
   own state ends below the log's first entry is restored from the latest snapshot, and a node with no
