@@ -89,7 +89,7 @@ class Cluster:
             ports = free_ports(2 * n)
             self.addresses = {i: f"127.0.0.1:{p}" for i, p in zip(self.ids, ports[:n], strict=True)}
             self.endpoints = {i: f"127.0.0.1:{p}" for i, p in zip(self.ids, ports[n:], strict=True)}
-            self.proxies = LinkProxies(self.addresses)
+            self.proxies = LinkProxies(self.addresses, avoid=ports)
         (root / "logs").mkdir(parents=True, exist_ok=True)
         (root / "stores").mkdir(parents=True, exist_ok=True)
         self._logs: dict[str, IO[bytes]] = {}

@@ -26,11 +26,15 @@ __all__ = ["LinkProxies", "free_ports"]
 class LinkProxies:
     """Proxies for every ordered pair of `addresses` (node id -> real 127.0.0.1:port)."""
 
-    def __init__(self, addresses: dict[str, str]) -> None:
+    def __init__(self, addresses: dict[str, str], avoid: Iterable[int] = ()) -> None:
+        """`avoid`: ports the run uses otherwise (the nodes' own and their endpoints'), which were chosen and
+        released before; a proxy on one of them would keep that node from ever starting."""
         self.addresses = dict(addresses)
         ids = list(addresses)
         links = [(a, b) for a in ids for b in ids if a != b]
-        self.ports = dict(zip(links, free_ports(len(links)), strict=True))
+        taken = {int(a.rpartition(":")[2]) for a in addresses.values()} | set(avoid)
+        ports = [p for p in free_ports(len(links) + len(taken)) if p not in taken][: len(links)]
+        self.ports = dict(zip(links, ports, strict=True))
         self.cuts: set[frozenset[str]] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="jepsen-proxy", daemon=True)

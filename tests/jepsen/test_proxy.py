@@ -67,3 +67,14 @@ def test_cut_closes_links_blackholes_new_ones_and_heal_restores(proxies: LinkPro
     assert _echoes(fresh)
     for s in (live, fresh):
         s.close()
+
+
+def test_proxies_never_take_a_port_the_run_chose_for_a_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ports chosen and released earlier can come back from the kernel: a proxy listening on a node's own
+    port (or its endpoint's) kept that node from ever starting."""
+    from jepsen_like import proxy
+
+    handed = iter([[41001, 42001, 41002, 42002, 42003, 42004, 42005, 42006, 42007, 42008]])
+    monkeypatch.setattr(proxy, "free_ports", lambda n: next(handed)[:n])
+    links = proxy.LinkProxies({"a": "127.0.0.1:41001", "b": "127.0.0.1:41002"}, avoid=[41001, 41002, 42001])
+    assert set(links.ports.values()) == {42002, 42003}
