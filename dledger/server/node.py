@@ -714,17 +714,24 @@ class RaftNode(SnapshotsMixin, MembersMixin):
     async def _persist_keeping_alive(self, core: RaftCore, rd: Ready) -> None:
         """Persist `rd` on the I/O thread. A leader's driver does not tick while it waits, so a long write
         (tens of MiB, a slow disk) would leave its followers without heartbeats past their election timeout:
-        meanwhile the core's keepalive heartbeats go out every heartbeat interval."""
-        persist = asyncio.get_running_loop().run_in_executor(self._io, self._persist, rd)
+        meanwhile the core's keepalive heartbeats go out every heartbeat interval (a timer, so a write that
+        ends sooner, the usual case, costs one timer and nothing more)."""
+        loop = asyncio.get_running_loop()
         interval = self.config.heartbeat_ms / 1000
-        while True:
-            done, _ = await asyncio.wait((persist,), timeout=interval)
-            if done:
-                await persist  # its exception, if any
-                return
+        timer: asyncio.TimerHandle | None = None
+
+        def keepalive() -> None:
+            nonlocal timer
             heartbeats = core.keepalive()
             self._send(heartbeats)
             self.stats.keepalive_heartbeats += len(heartbeats)
+            timer = loop.call_later(interval, keepalive)
+
+        timer = loop.call_later(interval, keepalive)
+        try:
+            await loop.run_in_executor(self._io, self._persist, rd)
+        finally:
+            timer.cancel()
 
     def _apply(self, entries: Sequence[Entry]) -> None:
         for k, sm in enumerate(self.state_machines):
