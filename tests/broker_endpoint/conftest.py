@@ -7,24 +7,15 @@ from collections.abc import Iterator
 import pytest
 
 from dledger.broker_adapter.broker_cli import LocalBrokerGroup
-from tests.broker_endpoint.util import message, producer, send_eventually
+from tests.broker_endpoint.util import running_group
 
 
 @pytest.fixture(scope="module")
 def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBrokerGroup]:
-    g = LocalBrokerGroup.create(
-        tmp_path_factory.mktemp("brokers"),
-        # the tests on this group send before their consumer group's first receive: they start at offset 0
-        extra={
-            "transactionTimeOut": "1000",
-            "transactionCheckInterval": "1000",
-            "consumeFromWhere": "CONSUME_FROM_FIRST_OFFSET",
-        },
-    )
-    g.start_all()
-    try:
-        with producer(g) as p:
-            send_eventually(p, message("warmup", b"w"))
-        yield g
-    finally:
-        g.stop_all()
+    # the tests on this group send before their consumer group's first receive: they start at offset 0
+    extra = {
+        "transactionTimeOut": "1000",
+        "transactionCheckInterval": "1000",
+        "consumeFromWhere": "CONSUME_FROM_FIRST_OFFSET",
+    }
+    yield from running_group(tmp_path_factory.mktemp("brokers"), extra)

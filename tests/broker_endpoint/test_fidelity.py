@@ -21,6 +21,7 @@ from tests.broker_endpoint.util import (
     message,
     producer,
     receive,
+    running_group,
     send_eventually,
     simple_consumer,
 )
@@ -28,14 +29,7 @@ from tests.broker_endpoint.util import (
 
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBrokerGroup]:
-    g = LocalBrokerGroup.create(tmp_path_factory.mktemp("fresh"), extra={"maxReconsumeTimes": "2"})
-    g.start_all()
-    try:
-        with producer(g) as p:
-            send_eventually(p, message("warmup", b"w"))
-        yield g
-    finally:
-        g.stop_all()
+    yield from running_group(tmp_path_factory.mktemp("fresh"), {"maxReconsumeTimes": "2"})
 
 
 def test_a_new_group_receives_only_what_is_sent_after_its_first_receive(fresh: LocalBrokerGroup) -> None:

@@ -5,6 +5,7 @@ Every wait has a deadline and polls a condition; nothing sleeps for a fixed time
 
 from __future__ import annotations
 
+import pathlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +33,18 @@ def eventually(what: str, probe: Callable[[], T | None], timeout: float = 60.0, 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
         time.sleep(interval)
+
+
+def running_group(root: pathlib.Path, extra: dict[str, str]) -> Iterator[LocalBrokerGroup]:
+    """A started 3-replica group that has taken one message (so it has elected and serves), stopped after."""
+    g = LocalBrokerGroup.create(root, extra=extra)
+    g.start_all()
+    try:
+        with producer(g) as p:
+            send_eventually(p, message("warmup", b"w"))
+        yield g
+    finally:
+        g.stop_all()
 
 
 def config(group: LocalBrokerGroup, ak: str = "", sk: str = "", request_timeout: int = 3) -> ClientConfiguration:
