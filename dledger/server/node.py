@@ -12,8 +12,12 @@ Invariants:
 - a client hears "ok" only after its entries are committed (on a quorum, each of which persisted them per
   its flush mode) and applied here; "not written" only when that is certain (refused before proposing,
   or another entry was committed at the proposal's first index); anything else is "outcome unknown";
-- a storage error fences the node: it stops taking part in Raft (sends nothing more, so the others elect a
-  new leader), fails its waiters as unknown, and reports itself unhealthy; it never acknowledges again;
+- storage damage found while running (a corrupt entry or index record, a segment file deleted or cut under
+  the log) is repaired in place (`node_repair`): the node drops its core, reopens its log as a restart
+  would, and takes the lost range again from the leader while recovering. Any other storage error, or a
+  repair that cannot be done, fences the node: it stops taking part in Raft (sends nothing more, so the
+  others elect a new leader), fails its waiters as unknown, and reports itself unhealthy; it never
+  acknowledges again;
 - term and vote are saved durably before any message that depends on them leaves; the commit index is
   saved at most every `COMMIT_SAVE_INTERVAL` seconds (it only speeds up a restart: it is not needed for
   safety), so that an async-flush node does not fsync on every Ready.
@@ -35,9 +39,11 @@ from typing import Any
 
 from dledger._proto import dledger_pb2 as pb
 from dledger.commitlog import (
+    CorruptEntryError,
     CorruptStoreError,
     HardStateCorruptError,
     HardStateStore,
+    LogClosedError,
     RecoveryRefusedError,
     SegmentedLog,
     SnapshotStore,
@@ -57,6 +63,7 @@ from dledger.raft.messages import InstallSnapshot, Message
 from dledger.server.codec import CodecError, Parts, WireCache, from_pb, to_wire_parts
 from dledger.server.config import NodeConfig
 from dledger.server.node_members import MembersMixin
+from dledger.server.node_repair import REPLACE_STORE_HINT, RepairMixin, storage_damage
 from dledger.server.node_snapshots import SnapshotsMixin
 from dledger.server.peer_auth import peer_sessions
 from dledger.server.services import BusyError, LeaderHint, NodeNotLeaderError, NodeStoppedError, OutcomeUnknown
@@ -70,11 +77,6 @@ __all__ = ["COMMIT_SAVE_INTERVAL", "REPLACE_STORE_HINT", "RaftNode", "RoleCallba
 log = logging.getLogger(__name__)
 
 COMMIT_SAVE_INTERVAL = 0.2
-# the documented recovery for a store a node must not start on (docs/durability.md, "Replacing a disk")
-REPLACE_STORE_HINT = (
-    "recover this node as a replaced disk: `dledger member remove ID`, move the store aside, start the node with"
-    " --join and `dledger member add` / `promote` it (docs/durability.md)"
-)
 INLINE_MAX_BYTES = 4 << 20  # async-flush persists up to this size run on the loop thread (see _persist_inline_ok)
 INLINE_MAX_ENTRIES = 8192
 # payload bytes in flight to one follower. 32 MiB (the core's default) buffered so much in the transport and
@@ -111,9 +113,10 @@ class _Stats:
     snapshots_installed: int = 0  # snapshots from a leader that replaced this node's log
     snapshots_sent: int = 0  # transfers to followers that completed
     keepalive_heartbeats: int = 0  # heartbeats sent again while a leader's long write held its driver
+    repairs: int = 0  # storage damage found while running and repaired in place (see node_repair)
 
 
-class RaftNode(SnapshotsMixin, MembersMixin):
+class RaftNode(SnapshotsMixin, MembersMixin, RepairMixin):
     """Drives one `RaftCore` over a `SegmentedLog`, an LMDB hard state and the peer transport."""
 
     def __init__(self, config: NodeConfig, state_machines: Sequence[StateMachine] = (), *, seed: int | None = None):
@@ -153,6 +156,7 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         self.snapshot_inbox: SnapshotInbox | None = None
         self._snapshot_sends: dict[str, asyncio.Task[None]] = {}
         self._membership_seen: Membership | None = None
+        self._init_repair()
 
     # ---- lifecycle ----
     def open_storage(self) -> None:
@@ -168,23 +172,28 @@ class RaftNode(SnapshotsMixin, MembersMixin):
             self.log = self.hard_state_store = None
             raise
 
-    def _open_storage(self) -> None:
+    def _open_log(self) -> SegmentedLog:
+        """The log, recovered with every entry checked: damage anywhere is found now, and recovered from the
+        leader. A store it cannot open raises `RecoveryRefusedError` (one line)."""
         cfg = self.config
         try:
-            self.log = SegmentedLog.open(
+            return SegmentedLog.open(
                 cfg.store_dir / "log",
                 segment_bytes=cfg.segment_bytes,
                 drop_behind_bytes=cfg.drop_behind_bytes,
                 flush=cfg.flush,
                 flush_interval_ms=cfg.flush_interval_ms,
                 max_entry_bytes=max(cfg.max_entry_bytes + 48, 4096),
-                # every entry checked at start: damage anywhere is found now, and recovered from the leader
                 verify_closed=True,
             )
         except CorruptStoreError as exc:
             if isinstance(exc, RecoveryRefusedError):
                 raise
             raise RecoveryRefusedError(f"refusing to start: {exc}; {REPLACE_STORE_HINT}") from exc
+
+    def _open_storage(self) -> None:
+        cfg = self.config
+        self.log = self._open_log()
         self.hard_state_store = HardStateStore.open(cfg.store_dir / "state")
         self.snapshots = SnapshotStore(cfg.store_dir / "snapshots", keep=cfg.snapshot_keep)
         saved = self._load_hard_state()
@@ -197,9 +206,18 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         applied = max(min(applied, commit), latest.index if latest else 0)
         recovering_until = self._recovering_start(commit)
         self._saved = HardState(saved.current_term, saved.voted_for, commit, saved.config)
+        self.core = self._build_core(applied, self._saved, recovering_until, 0)
+        if latest is not None:
+            self.core.set_snapshot(latest)
+        self._check_membership_at_start(self.core)
+
+    def _build_core(self, applied: int, hs: HardState, recovering_until: int, recovering_term: int) -> RaftCore:
+        """A core over the open log from hard state `hs` (at start, and after an in-place repair)."""
+        cfg, store = self.config, self.log
+        assert store is not None
         # a joining node is not one of the initial voters: they are the others it was given
         initial = tuple(p for p in cfg.peers if not (cfg.join and p == cfg.self_id))
-        self.core = RaftCore(
+        return RaftCore(
             Config(
                 id=cfg.self_id,
                 peers=initial,
@@ -217,14 +235,12 @@ class RaftNode(SnapshotsMixin, MembersMixin):
                 applied=applied,
                 join=cfg.join,
                 recovering_until=recovering_until,
+                recovering_term=recovering_term,
             ),
-            self.log,
-            self._saved,
-            random.Random(self._seed),
+            store,
+            hs,
+            random.Random(self._seed + self.stats.repairs),
         )
-        if latest is not None:
-            self.core.set_snapshot(latest)
-        self._check_membership_at_start(self.core)
 
     def _load_hard_state(self) -> HardState:
         """The saved hard state, refusing (`RecoveryRefusedError`, one line) a record that fails its CRC or a
@@ -248,52 +264,6 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         store.save(saved)
         return saved
 
-    def _recovering_start(self, commit: int) -> int:
-        """Whether this node starts recovering (see `RaftCore`): the index its log must reach again before it
-        votes, or 0. It recovers when its log ends below its commit index, below where recovery found
-        corruption of durable entries (`RecoveryReport.durable_damage`), or below a mark an earlier run left.
-        The mark is saved durably before the core starts, so a restart before the entries are back keeps it."""
-        store, hs_store = self.log, self.hard_state_store
-        assert store is not None and hs_store is not None
-        try:
-            mark = hs_store.load_recovering_until()
-        except HardStateCorruptError as exc:
-            raise RecoveryRefusedError(f"refusing to start: {exc}; {REPLACE_STORE_HINT}") from exc
-        damage = store.recovery.durable_damage
-        target = max(mark, commit, damage[1] if damage is not None else 0)
-        last = store.last_index
-        if target <= last:
-            if mark:
-                hs_store.save_recovering_until(0)
-            return 0
-        if target != mark:
-            hs_store.save_recovering_until(target)
-        why = (
-            f"entries {damage[0]}..{damage[1]} it had fsynced were damaged"
-            if damage is not None
-            else f"its log ends below its saved commit index {commit}"
-            if commit > last
-            else "an earlier run had not finished recovering"
-        )
-        log.error(
-            "node %s starts RECOVERING: %s; its log ends at %d. It grants no vote and never campaigns until it has"
-            " entries %d..%d again from the leader",
-            self.config.self_id, why, last, last + 1, target,
-        )  # fmt: skip
-        self._recovering_mark = target
-        return target
-
-    async def _end_recovering(self, core: RaftCore) -> None:
-        """The core has its lost range again, persisted: clear the durable mark (off the loop thread)."""
-        target, self._recovering_mark = self._recovering_mark, 0
-        store = self.hard_state_store
-        assert store is not None
-        log.warning(
-            "node %s RECOVERED: its log reaches %d again (last index %d); it votes again",
-            self.config.self_id, target, core.last_index,
-        )  # fmt: skip
-        await asyncio.get_running_loop().run_in_executor(self._io, store.save_recovering_until, 0)
-
     def start(self) -> None:
         """Start the driver task on the running loop (storage must be open)."""
         if self.core is None:
@@ -311,7 +281,7 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         assert self.snapshots is not None and self.core is not None
         core = self.core
         self.snapshot_inbox = SnapshotInbox(
-            self.snapshots, self._io, self.config.self_id, lambda: core.current_term, self.deliver
+            self.snapshots, self._io, self.config.self_id, lambda: self.current_term, self.deliver
         )
         self._on_membership(core)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"raft-{self.config.self_id}")
@@ -389,7 +359,17 @@ class RaftNode(SnapshotsMixin, MembersMixin):
             await self.read_index()  # afterwards every entry committed before this call is readable
             if index > self._readable(core):
                 raise UnavailableError(f"index {index} is not committed (commit index {core.commit_index})")
-        return store.read(index, index + 1)[0]
+            core, store = self.core, self.log  # a repair may have run meanwhile
+            assert core is not None and store is not None
+        if self._repairing:
+            raise NodeNotLeaderError(LeaderHint(), "this node is repairing its log")
+        try:
+            return store.read(index, index + 1)[0]
+        except (CorruptEntryError, LogClosedError) as exc:
+            if storage_damage(exc) is None:
+                raise
+            self._damage_found(exc)  # the driver repairs it; the leader (or another replica) answers meanwhile
+            raise NodeNotLeaderError(LeaderHint(), f"this node found damaged storage: {exc}") from None
 
     @staticmethod
     def _readable(core: RaftCore) -> int:
@@ -453,7 +433,7 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         role = self.role
         if role == "follower" and not core.is_voter():
             role = "learner" if core.membership.is_learner(self.config.self_id) else "non-member"
-        elif role == "follower" and core.recovering_until:
+        elif (role == "follower" and core.recovering_until) or self._repairing:
             role = "recovering"
         return pb.NodeStatus(
             id=self.config.self_id,
@@ -508,49 +488,64 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         return LeaderHint(leader_id, self.config.peers.get(leader_id, ""))
 
     async def _run(self) -> None:
+        """Drive the core; storage damage found meanwhile is repaired in place (`RepairMixin._repair`), and
+        drives the new core; any other error, or a repair that fails, fences the node."""
+        while not self._stopping:
+            try:
+                await self._drive()
+            except Exception as exc:  # storage or an invariant: fence, never go on half-broken
+                damage = storage_damage(exc)
+                if damage is None or self._stopping:
+                    self._fence(exc)
+                    return
+                try:
+                    await self._repair(damage)
+                except Exception as failed:
+                    self._fence(failed)
+                    return
+
+    async def _drive(self) -> None:
         core, wake = self.core, self._wake
         assert core is not None and wake is not None
         loop = asyncio.get_running_loop()
         interval = self.config.tick_ms / 1000
         next_tick = loop.time() + interval
         lease_reads = self.config.lease_read
-        try:
-            while not self._stopping:
-                if not (self._inbox or self._proposals or self._read_requests or core.has_ready()):
-                    delay = next_tick - loop.time()
-                    if delay > 0:
-                        wake.clear()
-                        sleeper = loop.create_future()
-                        self._sleeper = sleeper
-                        # at least the timer resolution: uvloop's clock and timers count whole milliseconds
-                        # and run a shorter delay at once, which spun this loop until the clock moved on
-                        timer = loop.call_later(max(delay, TIMER_RESOLUTION), _wake_up, sleeper)
-                        await sleeper
-                        timer.cancel()
-                        self._sleeper = None
-                        self.stats.wakeups += 1
-                # After a stall (a pause, GC, a long write) a leader that serves lease reads sees every
-                # elapsed tick before it takes any input: otherwise it would serve lease reads from a lease
-                # that ran out while it stood still. Every other node takes its input first: a leader
-                # without lease reads counts the answers that reached it meanwhile before check-quorum
-                # looks (its keepalive heartbeats were answered during a long write); the other roles then
-                # catch up at most a heartbeat's worth: a slow follower clock only delays its elections
-                # and extends its refusal to vote, which is the safe side for a leader's lease, and it
-                # spares a loaded machine needless elections.
-                now = loop.time()
-                elapsed = int((now - next_tick) / interval) + 1 if now >= next_tick else 0
-                next_tick += elapsed * interval
-                if elapsed and core.role is Role.LEADER and lease_reads:
-                    for _ in range(elapsed):
-                        core.tick()
-                    elapsed = 0
-                self._feed(core)
-                for _ in range(min(elapsed, core.config.heartbeat_tick)):
+        while not self._stopping:
+            if not (self._inbox or self._proposals or self._read_requests or core.has_ready()):
+                delay = next_tick - loop.time()
+                if delay > 0:
+                    wake.clear()
+                    sleeper = loop.create_future()
+                    self._sleeper = sleeper
+                    # at least the timer resolution: uvloop's clock and timers count whole milliseconds
+                    # and run a shorter delay at once, which spun this loop until the clock moved on
+                    timer = loop.call_later(max(delay, TIMER_RESOLUTION), _wake_up, sleeper)
+                    await sleeper
+                    timer.cancel()
+                    self._sleeper = None
+                    self.stats.wakeups += 1
+            # After a stall (a pause, GC, a long write) a leader that serves lease reads sees every
+            # elapsed tick before it takes any input: otherwise it would serve lease reads from a lease
+            # that ran out while it stood still. Every other node takes its input first: a leader
+            # without lease reads counts the answers that reached it meanwhile before check-quorum
+            # looks (its keepalive heartbeats were answered during a long write); the other roles then
+            # catch up at most a heartbeat's worth: a slow follower clock only delays its elections
+            # and extends its refusal to vote, which is the safe side for a leader's lease, and it
+            # spares a loaded machine needless elections.
+            now = loop.time()
+            elapsed = int((now - next_tick) / interval) + 1 if now >= next_tick else 0
+            next_tick += elapsed * interval
+            if elapsed and core.role is Role.LEADER and lease_reads:
+                for _ in range(elapsed):
                     core.tick()
-                while core.has_ready() and not self._stopping:
-                    await self._handle_ready(core, core.ready())
-        except Exception as exc:  # storage or an invariant: fence, never go on half-broken
-            self._fence(exc)
+                elapsed = 0
+            self._take_damage()
+            self._feed(core)
+            for _ in range(min(elapsed, core.config.heartbeat_tick)):
+                core.tick()
+            while core.has_ready() and not self._stopping:
+                await self._handle_ready(core, core.ready())
 
     def _feed(self, core: RaftCore) -> None:
         inbox, self._inbox = self._inbox, []

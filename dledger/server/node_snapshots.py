@@ -125,6 +125,8 @@ class SnapshotsMixin:
             return core.snapshot
         if applied == 0 or applied != core.commit_index or not self._can_snapshot():
             return None
+        if any(done != applied for done in self._sm_applied):
+            return None  # after an in-place repair the machines are ahead until the leader gives the range back
         meta = SnapshotMeta(applied, store.term_at(applied), core.committed_membership.encode())
         with snapshots.create(meta) as writer:
             write_image(writer, self.state_machines, applied)  # type: ignore[arg-type]

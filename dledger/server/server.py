@@ -125,6 +125,7 @@ class DLedgerServer:
         path = pathlib.Path(store.directory) / "DURABLE"
         tmp = path.with_suffix(".tmp")
         while True:
+            store = self.node.log or store  # an in-place repair reopens the log
             lengths = store.durable_lengths()  # read before writing: the report may lag, never lead
             tmp.write_text(json.dumps({name: list(v) for name, v in lengths.items()}))
             os.replace(tmp, path)
