@@ -401,11 +401,13 @@ class RaftMachine(RuleBasedStateMachine):
             self._change_at_leader(ConfChange(ConfChangeOp.PROMOTE, node))
             self._settle(lambda: node in checker.committed_config[1].voters)
 
-    @rule(k=st.integers(0, 4), lose=st.integers(1, 8))
-    def damage_log(self, k: int, lose: int) -> None:
+    @rule(k=st.integers(0, 4), lose=st.integers(1, 8), running=st.booleans())
+    def damage_log(self, k: int, lose: int, running: bool) -> None:
         """Not a crash: a replica's durable log loses its last `lose` entries (a deleted segment, a cut or a
-        flipped bit in fsynced data), and it restarts recovering. One replica at a time: one heals before
-        the next is damaged (two of three damaged at once may leave no quorum that can elect)."""
+        flipped bit in fsynced data), and it restarts recovering; or, `running`, a running replica finds
+        the damage mid-run and repairs in place (`Cluster.repair_in_place`: no restart, a recovering core
+        at once). One replica at a time: one heals before the next is damaged (two of three damaged at once
+        may leave no quorum that can elect)."""
         self._count()
         c = self.c
         node = self._node(k)
@@ -421,6 +423,9 @@ class RaftMachine(RuleBasedStateMachine):
             for i, other in c.nodes.items()
             if i != node and other.alive
         ):
+            return
+        if running and c.nodes[node].alive:
+            c.repair_in_place(node, c.nodes[node].log.last_index - lose)
             return
         if c.nodes[node].alive:
             c.crash(node)
@@ -479,6 +484,7 @@ class RaftMachine(RuleBasedStateMachine):
             ("wipes", c.stats["wipes"]),
             ("damages", c.stats["damages"]),
             ("recoveries", c.stats["recoveries"]),
+            ("repairs_in_place", c.stats["repairs"]),
             ("final_voters", len(c.core(lead).membership.voters)),
             ("examples", 1),
         ):
