@@ -21,7 +21,7 @@ from typing import Any
 
 from dledger.server import event_loop
 from dledger.server.aio_client import AsyncDLedgerClient
-from dledger.server.gc_tuning import tune_gc
+from dledger.node.gc_tuning import tune_gc
 
 MAX_SAMPLES = 200_000
 

@@ -26,9 +26,9 @@ from typing import Any
 
 from dledger.server import event_loop
 from dledger.server.cli_node import add_node_commands, config_from_args, configure_logging, start_node
-from dledger.server.config import NodeConfig
-from dledger.server.malloc_tuning import tune_malloc
-from dledger.server.server import DLedgerServer
+from dledger.node.config import NodeConfig
+from dledger.node.malloc_tuning import tune_malloc
+from dledger.node.server import DLedgerServer
 
 
 async def _load(server: DLedgerServer, req: dict[str, Any]) -> dict[str, Any]:

@@ -22,15 +22,15 @@ _LAZY = {
     "AsyncDLedgerClient": "dledger.server.aio_client",
     "DLedgerClient": "dledger.server.client",
     "DLedgerError": "dledger.server.client_policy",
-    "DLedgerServer": "dledger.server.server",
-    "NodeConfig": "dledger.server.config",
+    "DLedgerServer": "dledger.node.server",
+    "NodeConfig": "dledger.node.config",
     "NodeInfo": "dledger.server.client",
     "NotWrittenError": "dledger.server.client_policy",
     "OutcomeUnknownError": "dledger.server.client_policy",
-    "StateMachine": "dledger.server.state_machine",
-    "SyncDLedgerServer": "dledger.server.server",
-    "tune_gc": "dledger.server.gc_tuning",
-    "tune_malloc": "dledger.server.malloc_tuning",
+    "StateMachine": "dledger.node.state_machine",
+    "SyncDLedgerServer": "dledger.node.server",
+    "tune_gc": "dledger.node.gc_tuning",
+    "tune_malloc": "dledger.node.malloc_tuning",
 }
 
 

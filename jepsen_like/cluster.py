@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from typing import IO, Literal
 
 from dledger.server.client import DLedgerClient, NodeInfo
-from dledger.server.config import format_peers
+from dledger.node.config import format_peers
 from dledger.server.launcher import ensure_peer_secret
 from jepsen_like.membership import MemberView
 from jepsen_like.netns import NetnsNetwork

@@ -23,12 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import dledger.server.event_loop as event_loop
+import dledger.node.event_loop as event_loop
 from dledger.broker_adapter.endpoint_config import ENDPOINT_KEYS, EndpointConfig
 from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions, with_entry_room
 from dledger.broker_adapter.store import MessageStore
-from dledger.server.config import ConfigError, NodeConfig, format_peers, load_properties, parse_address
-from dledger.server.gc_tuning import tune_gc
+from dledger.node.config import ConfigError, NodeConfig, format_peers, load_properties, parse_address
+from dledger.node.gc_tuning import tune_gc
 from dledger.server.launcher import (
     BROKER_MODULE,
     READY_TIMEOUT_S,
@@ -42,8 +42,8 @@ from dledger.server.launcher import (
     stop_on_terminate,
     wait_ready,
 )
-from dledger.server.malloc_tuning import tune_malloc
-from dledger.server.server import DLedgerServer
+from dledger.node.malloc_tuning import tune_malloc
+from dledger.node.server import DLedgerServer
 
 __all__ = ["BrokerReplica", "LocalBrokerGroup", "add_broker_command", "main", "run_local_group"]
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from dledger.server.config import ConfigError, NodeConfig, parse_address, parse_peers
+from dledger.node.config import ConfigError, NodeConfig, parse_address, parse_peers
 
 __all__ = ["ENDPOINT_KEYS", "EndpointConfig"]
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from dledger.server.aio_client import AsyncDLedgerClient
-from dledger.server.server import DLedgerServer
+from dledger.node.server import DLedgerServer
 
 if TYPE_CHECKING:
     from dledger.broker_adapter.store import MessageStore

@@ -41,7 +41,7 @@ from dledger.server.client_policy import (
     RpcOutcome,
     Sleep,
 )
-from dledger.server.config import format_peers
+from dledger.node.config import format_peers
 from dledger.storage_api import Entry
 
 __all__ = ["AsyncDLedgerClient", "channel_ready"]

@@ -17,7 +17,7 @@ from typing import Any
 
 from dledger.server.cli_client import format_status_table
 from dledger.server.client import DLedgerClient, NodeInfo
-from dledger.server.config import ConfigError, format_peers
+from dledger.node.config import ConfigError, format_peers
 from dledger.server.launcher import (
     READY_TIMEOUT_S,
     ClusterRunningError,

@@ -15,11 +15,11 @@ from typing import Any
 
 from dledger.commitlog import StoreInUseError
 from dledger.server import event_loop
-from dledger.server.config import ConfigError, NodeConfig, parse_peers, read_peer_secret
-from dledger.server.gc_tuning import tune_gc
+from dledger.node.config import ConfigError, NodeConfig, parse_peers, read_peer_secret
+from dledger.node.gc_tuning import tune_gc
 from dledger.server.launcher import listen_problem
-from dledger.server.malloc_tuning import tune_malloc
-from dledger.server.server import DLedgerServer
+from dledger.node.malloc_tuning import tune_malloc
+from dledger.node.server import DLedgerServer
 
 __all__ = ["add_node_commands", "add_tls_flags", "config_from_args"]
 

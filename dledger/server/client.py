@@ -30,8 +30,8 @@ from dledger.server.client_policy import (
     Sleep,
     run_request,
 )
-from dledger.server.config import format_peers, parse_peers
-from dledger.server.tls import TlsConfig
+from dledger.node.config import format_peers, parse_peers
+from dledger.node.tls import TlsConfig
 from dledger.storage_api import Entry, EntryKind
 
 __all__ = [

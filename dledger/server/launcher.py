@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from dledger.commitlog import StoreInUseError  # re-exported: what a node's start raises on a store in use
-from dledger.server.config import ConfigError, NodeConfig, format_peers, parse_address, parse_peers
+from dledger.node.config import ConfigError, NodeConfig, format_peers, parse_address, parse_peers
 
 __all__ = [
     "READY_TIMEOUT_S",

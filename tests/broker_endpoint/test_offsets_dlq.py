@@ -16,7 +16,7 @@ from rocketmq.grpc_protocol import service_pb2_grpc as sg
 
 from dledger.broker_adapter.broker_cli import LocalBrokerGroup
 from dledger.broker_adapter.endpoint_config import EndpointConfig
-from dledger.server.config import ConfigError, NodeConfig
+from dledger.node.config import ConfigError, NodeConfig
 from tests.broker_endpoint.util import eventually
 
 C = d.Code

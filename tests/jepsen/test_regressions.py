@@ -17,8 +17,8 @@ from typing import TypeVar
 
 from dledger.server.client import DLedgerClient
 from dledger.server.client_policy import DLedgerError
-from dledger.server.config import NodeConfig
-from dledger.server.server import DLedgerServer
+from dledger.node.config import NodeConfig
+from dledger.node.server import DLedgerServer
 from dledger.storage_api import HardState
 from dledger.testing import Cluster as SimCluster
 from jepsen_like.cluster import GROUP, Cluster

@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dledger.server.config import NodeConfig
+from dledger.node.config import NodeConfig
 from dledger.server.launcher import free_ports
-from dledger.server.server import DLedgerServer
+from dledger.node.server import DLedgerServer
 from dledger.storage_api import Entry
 
 

@@ -13,9 +13,9 @@ import pytest
 
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
-from dledger.server.client_auth import ClientGrants, right_of
-from dledger.server.config import ConfigError, NodeConfig
-from dledger.server.server import DLedgerServer
+from dledger.node.client_auth import ClientGrants, right_of
+from dledger.node.config import ConfigError, NodeConfig
+from dledger.node.server import DLedgerServer
 from tests.server.certs import Authority
 from tests.server.cluster_util import peers_for
 

@@ -8,7 +8,7 @@ import pytest
 
 from dledger.server.aio_client import AsyncDLedgerClient
 from dledger.server.client_policy import EntryNotFoundError, InvalidRequestError
-from dledger.server.services import NodeNotLeaderError
+from dledger.node.services import NodeNotLeaderError
 from dledger.storage_api import EntryKind
 from tests.server.cluster_util import LocalGroup, run_group
 

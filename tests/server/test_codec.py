@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from dledger._proto import dledger_pb2 as pb
 from dledger.raft import messages as m
-from dledger.server.codec import (
+from dledger.node.codec import (
     MAX_NUMBER,
     CodecError,
     Parts,

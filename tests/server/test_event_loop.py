@@ -1,4 +1,4 @@
-"""`dledger.server.event_loop`: uvloop by default when installed, `DLEDGER_EVENT_LOOP` chooses, bad values fail."""
+"""`dledger.node.event_loop`: uvloop by default when installed, `DLEDGER_EVENT_LOOP` chooses, bad values fail."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from dledger.server import event_loop
+from dledger.node import event_loop
 from dledger.server.launcher import free_ports
 from tests.server.cluster_util import LocalGroup, peers_for
 from tests.server.procs import ROOT

@@ -9,8 +9,8 @@ import pathlib
 import pytest
 
 from dledger.commitlog.hardstate import HardStateStore
-from dledger.server.config import NodeConfig
-from dledger.server.join_term import ensure_join_term
+from dledger.node.config import NodeConfig
+from dledger.node.join_term import ensure_join_term
 from dledger.server.launcher import free_ports
 from dledger.storage_api import HardState
 

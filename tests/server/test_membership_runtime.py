@@ -19,10 +19,10 @@ import pytest
 from dledger.server.aio_client import AsyncDLedgerClient
 from dledger.server.client import Member
 from dledger.server.client_policy import DLedgerError
-from dledger.server.config import NodeConfig
+from dledger.node.config import NodeConfig
 from dledger.server.launcher import free_ports
-from dledger.server.server import DLedgerServer
-from dledger.server.state_machine import ListStateMachine
+from dledger.node.server import DLedgerServer
+from dledger.node.state_machine import ListStateMachine
 from tests.server.cluster_util import wait_for
 
 

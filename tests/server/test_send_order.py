@@ -16,8 +16,8 @@ from typing import Any
 
 from dledger.raft import RaftCore, Role
 from dledger.raft.messages import AppendEntries, AppendEntriesResponse, Message, RequestVote, RequestVoteResponse
-from dledger.server.config import NodeConfig
-from dledger.server.node import RaftNode
+from dledger.node.config import NodeConfig
+from dledger.node.node import RaftNode
 from dledger.storage_api import Entry
 from tests.server.cluster_util import RecordingStateMachine
 

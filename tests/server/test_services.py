@@ -19,7 +19,7 @@ from dledger.server.client_policy import (
     NotLeaderError,
     OutcomeUnknownError,
 )
-from dledger.server.services import (
+from dledger.node.services import (
     BusyError,
     ClientServicer,
     LeaderHint,

@@ -9,9 +9,9 @@ import pytest
 
 from dledger.server.aio_client import AsyncDLedgerClient
 from dledger.server.client_policy import NotWrittenError
-from dledger.server.config import ConfigError, NodeConfig
-from dledger.server.server import DLedgerServer
-from dledger.server.tls import TlsConfig
+from dledger.node.config import ConfigError, NodeConfig
+from dledger.node.server import DLedgerServer
+from dledger.node.tls import TlsConfig
 from tests.server.certs import Authority
 from tests.server.cluster_util import peers_for
 

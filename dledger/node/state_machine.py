@@ -68,7 +68,7 @@ def require_snapshotting(machine: StateMachine) -> SnapshottingStateMachine:
     missing = [name for name in ("snapshot", "restore") if not callable(getattr(machine, name, None))]
     raise TypeError(
         f"state machine {type(machine).__qualname__} cannot be snapshotted: it has no {' / '.join(missing)} "
-        "(see dledger.server.state_machine.SnapshottingStateMachine); turn snapshots off or implement them"
+        "(see dledger.node.state_machine.SnapshottingStateMachine); turn snapshots off or implement them"
     )
 
 

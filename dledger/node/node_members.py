@@ -29,18 +29,18 @@ from dledger.raft import (
     Role,
     apply_change,
 )
-from dledger.server.config import check_member
-from dledger.server.services import BusyError, LeaderHint, NodeNotLeaderError
+from dledger.node.config import check_member
+from dledger.node.services import BusyError, LeaderHint, NodeNotLeaderError
 
 if TYPE_CHECKING:
     from collections import deque
 
-    from dledger.server.config import NodeConfig
-    from dledger.server.transport import PeerTransport
+    from dledger.node.config import NodeConfig
+    from dledger.node.transport import PeerTransport
 
 __all__ = ["MembersMixin"]
 
-log = logging.getLogger("dledger.server.node")
+log = logging.getLogger("dledger.node.node")
 
 _MEMBER_OPS = {
     pb.MEMBER_OP_ADD_LEARNER: ConfChangeOp.ADD_LEARNER,

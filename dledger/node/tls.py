@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from dledger.server.config import ConfigError
+from dledger.node.config import ConfigError
 
 __all__ = ["TlsConfig", "read_pem"]
 

@@ -25,16 +25,16 @@ from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
 from dledger.commitlog import SegmentInfo
 from dledger.server import event_loop
-from dledger.server.client_auth import ClientAuthInterceptor, ClientGrants
-from dledger.server.config import NodeConfig, parse_address
-from dledger.server.join_term import ensure_join_term
-from dledger.server.log_limits import quiet_grpc_decode_errors
-from dledger.server.metrics import NodeMetrics
-from dledger.server.node import RaftNode, RoleCallback
-from dledger.server.peer_auth import PeerGate
-from dledger.server.services import ClientServicer
-from dledger.server.state_machine import StateMachine
-from dledger.server.transport import PeerServicer, server_options
+from dledger.node.client_auth import ClientAuthInterceptor, ClientGrants
+from dledger.node.config import NodeConfig, parse_address
+from dledger.node.join_term import ensure_join_term
+from dledger.node.log_limits import quiet_grpc_decode_errors
+from dledger.node.metrics import NodeMetrics
+from dledger.node.node import RaftNode, RoleCallback
+from dledger.node.peer_auth import PeerGate
+from dledger.node.services import ClientServicer
+from dledger.node.state_machine import StateMachine
+from dledger.node.transport import PeerServicer, server_options
 from dledger.storage_api import Entry, SnapshotMeta
 
 __all__ = ["DLedgerServer", "SyncDLedgerServer"]

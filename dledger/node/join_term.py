@@ -26,7 +26,7 @@ import logging
 from dledger.commitlog.hardstate import HardStateStore
 from dledger.server.aio_client import AsyncDLedgerClient
 from dledger.server.client_policy import DLedgerError
-from dledger.server.config import NodeConfig
+from dledger.node.config import NodeConfig
 from dledger.storage_api import HardState
 
 __all__ = ["ensure_join_term"]

@@ -40,8 +40,8 @@ import grpc.aio
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
 from dledger.net.handshake import HandshakeError
-from dledger.server.codec import Parts, frame_batch, wire_size
-from dledger.server.peer_auth import PeerAuthError, PeerGate, PeerSession, StaleSessionError
+from dledger.node.codec import Parts, frame_batch, wire_size
+from dledger.node.peer_auth import PeerAuthError, PeerGate, PeerSession, StaleSessionError
 
 __all__ = ["PeerServicer", "PeerTransport", "channel_options", "server_options"]
 

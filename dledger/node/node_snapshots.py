@@ -24,21 +24,21 @@ from typing import TYPE_CHECKING, Any
 from dledger._proto import dledger_pb2 as pb
 from dledger.raft import RaftCore
 from dledger.raft.messages import InstallSnapshot
-from dledger.server.snapshot_image import restore_image, write_image
-from dledger.server.snapshot_transfer import SnapshotInbox, send_snapshot
-from dledger.server.state_machine import SnapshottingStateMachine, StateMachine
+from dledger.node.snapshot_image import restore_image, write_image
+from dledger.node.snapshot_transfer import SnapshotInbox, send_snapshot
+from dledger.node.state_machine import SnapshottingStateMachine, StateMachine
 from dledger.storage_api import SnapshotMeta
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
 
     from dledger.commitlog import SegmentedLog, SnapshotStore
-    from dledger.server.config import NodeConfig
-    from dledger.server.transport import PeerTransport
+    from dledger.node.config import NodeConfig
+    from dledger.node.transport import PeerTransport
 
 __all__ = ["SnapshotsMixin"]
 
-log = logging.getLogger("dledger.server.node")
+log = logging.getLogger("dledger.node.node")
 
 
 class SnapshotsMixin:

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from dledger.server.node import RaftNode
+from dledger.node.node import RaftNode
 
 __all__ = ["ROLES", "NodeMetrics"]
 

@@ -22,10 +22,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from dledger.server.config_keys import classify_unknown_keys
+from dledger.node.config_keys import classify_unknown_keys
 
 if TYPE_CHECKING:
-    from dledger.server.tls import TlsConfig
+    from dledger.node.tls import TlsConfig
 
 __all__ = [
     "PROPERTY_KEYS",
@@ -154,7 +154,7 @@ class NodeConfig:
     # peer authentication: "auto" is "secret" with a peer_secret, else "tls" with TLS, else "none" on loopback
     peer_auth: PeerAuthChoice = "auto"
     peer_secret: bytes | None = field(default=None, repr=False)  # the group's shared secret (>= 16 bytes)
-    client_grants: pathlib.Path | None = None  # client API authorization (dledger.server.client_auth); None: off
+    client_grants: pathlib.Path | None = None  # client API authorization (dledger.node.client_auth); None: off
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "peers", _peers_arg(self.peers))
@@ -200,7 +200,7 @@ class NodeConfig:
 
     @property
     def peer_auth_mode(self) -> Literal["secret", "tls", "none"]:
-        """How peers authenticate (see dledger.server.peer_auth); ConfigError for a choice that cannot hold."""
+        """How peers authenticate (see dledger.node.peer_auth); ConfigError for a choice that cannot hold."""
         choice = self.peer_auth
         if choice not in ("auto", "secret", "tls", "none"):
             raise ConfigError(f"peer_auth: {choice!r} must be secret, tls or none (dLegerPeerAuth)")
@@ -240,7 +240,7 @@ class NodeConfig:
         """The node's TLS settings (mutual TLS), or None for plaintext."""
         if self.tls_ca is None:
             return None
-        from dledger.server.tls import TlsConfig
+        from dledger.node.tls import TlsConfig
 
         return TlsConfig(ca=pathlib.Path(self.tls_ca), cert=_opt_path(self.tls_cert), key=_opt_path(self.tls_key))
 

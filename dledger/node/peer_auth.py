@@ -30,8 +30,8 @@ import grpc
 import grpc.aio
 
 from dledger.net.handshake import NONCE_BYTES, Dialler, HandshakeError, Listener, refusal
-from dledger.server.config import NodeConfig
-from dledger.server.log_limits import LogLimiter
+from dledger.node.config import NodeConfig
+from dledger.node.log_limits import LogLimiter
 
 __all__ = [
     "HANDSHAKE_METHOD",

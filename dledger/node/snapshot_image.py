@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import BinaryIO
 
-from dledger.server.state_machine import SnapshotError, StateMachine, require_snapshotting
+from dledger.node.state_machine import SnapshotError, StateMachine, require_snapshotting
 
 __all__ = ["read_exact", "restore_image", "write_image"]
 

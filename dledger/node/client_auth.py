@@ -30,7 +30,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from dledger.server.config import ConfigError
+from dledger.node.config import ConfigError
 
 __all__ = ["CLIENT_SERVICE", "RIGHTS", "ClientAuthInterceptor", "ClientGrants", "right_of"]
 
