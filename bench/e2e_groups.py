@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import IO, Any, TypeVar
 
-from dledger.server.client import DLedgerClient, NodeInfo
+from dledger.client.client import DLedgerClient, NodeInfo
 from dledger.node.config import format_peers
 from dledger.server.launcher import ensure_peer_secret, free_ports
 from dledger.node.malloc_tuning import MMAP_THRESHOLD, TRIM_THRESHOLD

@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from dledger.server import event_loop
-from dledger.server.aio_client import AsyncDLedgerClient
+from dledger.client.aio_client import AsyncDLedgerClient
 from dledger.node.gc_tuning import tune_gc
 
 MAX_SAMPLES = 200_000

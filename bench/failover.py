@@ -25,9 +25,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dledger.server.aio_client import AsyncDLedgerClient
-from dledger.server.client import DLedgerClient
-from dledger.server.client_policy import DLedgerError, NotWrittenError, OutcomeUnknownError
+from dledger.client.aio_client import AsyncDLedgerClient
+from dledger.client.client import DLedgerClient
+from dledger.client.client_policy import DLedgerError, NotWrittenError, OutcomeUnknownError
 from dledger.server.launcher import LocalProcessGroup
 
 GROUP = "failover"

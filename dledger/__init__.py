@@ -18,15 +18,15 @@ __version__ = "0.1.0"
 
 # the runtime pulls in grpc: load it only when one of its names is used (PEP 562)
 _LAZY = {
-    "AppendResult": "dledger.server.client",
-    "AsyncDLedgerClient": "dledger.server.aio_client",
-    "DLedgerClient": "dledger.server.client",
-    "DLedgerError": "dledger.server.client_policy",
+    "AppendResult": "dledger.client.client",
+    "AsyncDLedgerClient": "dledger.client.aio_client",
+    "DLedgerClient": "dledger.client.client",
+    "DLedgerError": "dledger.client.client_policy",
     "DLedgerServer": "dledger.node.server",
     "NodeConfig": "dledger.node.config",
-    "NodeInfo": "dledger.server.client",
-    "NotWrittenError": "dledger.server.client_policy",
-    "OutcomeUnknownError": "dledger.server.client_policy",
+    "NodeInfo": "dledger.client.client",
+    "NotWrittenError": "dledger.client.client_policy",
+    "OutcomeUnknownError": "dledger.client.client_policy",
     "StateMachine": "dledger.node.state_machine",
     "SyncDLedgerServer": "dledger.node.server",
     "tune_gc": "dledger.node.gc_tuning",

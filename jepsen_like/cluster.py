@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterable
 from typing import IO, Literal
 
-from dledger.server.client import DLedgerClient, NodeInfo
+from dledger.client.client import DLedgerClient, NodeInfo
 from dledger.node.config import format_peers
 from dledger.server.launcher import ensure_peer_secret
 from jepsen_like.membership import MemberView

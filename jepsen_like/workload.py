@@ -33,8 +33,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from dledger.server.client import DLedgerClient
-from dledger.server.client_policy import EntryNotFoundError, NotWrittenError, OutcomeUnknownError
+from dledger.client.client import DLedgerClient
+from dledger.client.client_policy import EntryNotFoundError, NotWrittenError, OutcomeUnknownError
 from dledger.node.config import parse_peers
 from jepsen_like.history import HistoryWriter
 

@@ -23,7 +23,7 @@ from typing import Any
 import grpc.aio
 from rocketmq.grpc_protocol import service_pb2_grpc as sg  # type: ignore[import-untyped]
 
-from dledger.server.aio_client import channel_ready
+from dledger.client.aio_client import channel_ready
 from dledger.storage_api import Entry
 
 __all__ = ["FORWARDED", "ApplyNotifier", "LeaderLink", "check_signature", "client_metadata"]

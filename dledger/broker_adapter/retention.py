@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from dledger.server.aio_client import AsyncDLedgerClient
+from dledger.client.aio_client import AsyncDLedgerClient
 from dledger.node.server import DLedgerServer
 
 if TYPE_CHECKING:

@@ -24,8 +24,8 @@ import asyncio
 import logging
 
 from dledger.commitlog.hardstate import HardStateStore
-from dledger.server.aio_client import AsyncDLedgerClient
-from dledger.server.client_policy import DLedgerError
+from dledger.client.aio_client import AsyncDLedgerClient
+from dledger.client.client_policy import DLedgerError
 from dledger.node.config import NodeConfig
 from dledger.storage_api import HardState
 

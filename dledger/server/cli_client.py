@@ -16,8 +16,8 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from dledger.server.client import DLedgerClient, Member, NodeInfo
-from dledger.server.client_policy import DLedgerError, OutcomeUnknownError
+from dledger.client.client import DLedgerClient, Member, NodeInfo
+from dledger.client.client_policy import DLedgerError, OutcomeUnknownError
 from dledger.node.config import ConfigError, format_peers, load_properties, parse_address, parse_peers
 from dledger.node.tls import TlsConfig
 

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from dledger.server.cli_client import format_status_table
-from dledger.server.client import DLedgerClient, NodeInfo
+from dledger.client.client import DLedgerClient, NodeInfo
 from dledger.node.config import ConfigError, format_peers
 from dledger.server.launcher import (
     READY_TIMEOUT_S,

@@ -18,8 +18,8 @@ from typing import Any
 
 from dledger.commitlog import SegmentedLog
 from dledger.server.cli_cluster import with_lag
-from dledger.server.client import DLedgerClient
-from dledger.server.client_policy import DLedgerError
+from dledger.client.client import DLedgerClient
+from dledger.client.client_policy import DLedgerError
 from dledger.server.launcher import LocalProcessGroup, stop_on_terminate
 
 __all__ = ["add_demo_command", "run_demo", "time_failover"]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from dledger.commitlog import Entry, SegmentedLog
-from dledger.server.client import NodeInfo
+from dledger.client.client import NodeInfo
 from jepsen_like import compaction, nemesis
 from jepsen_like.campaign import COMPACT_PLAN, COMPACT_SHORT, LONG_PLAN, SHORT_PLAN, plans
 from jepsen_like.checker import check

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from dledger.server.client import DLedgerClient
-from dledger.server.client_policy import DLedgerError
+from dledger.client.client import DLedgerClient
+from dledger.client.client_policy import DLedgerError
 from dledger.node.config import NodeConfig
 from dledger.node.server import DLedgerServer
 from dledger.storage_api import HardState

@@ -151,9 +151,9 @@ def test_methods_map_to_rights() -> None:
 
 
 def test_both_clients_carry_their_token(tmp_path: pathlib.Path) -> None:
-    from dledger.server.aio_client import AsyncDLedgerClient
-    from dledger.server.client import DLedgerClient
-    from dledger.server.client_policy import InvalidRequestError
+    from dledger.client.aio_client import AsyncDLedgerClient
+    from dledger.client.client import DLedgerClient
+    from dledger.client.client_policy import InvalidRequestError
 
     grants = tmp_path / "grants"
     grants.write_text(GRANTS)

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from dledger.server.aio_client import AsyncDLedgerClient
-from dledger.server.client import DLedgerClient
-from dledger.server.client_policy import DLedgerError
+from dledger.client.aio_client import AsyncDLedgerClient
+from dledger.client.client import DLedgerClient
+from dledger.client.client_policy import DLedgerError
 from dledger.node.config import format_peers
 from tests.server.procs import ROOT, ProcessGroup
 
@@ -25,8 +25,8 @@ from tests.server.procs import ROOT, ProcessGroup
 # nodes, the script returns from main and the interpreter must exit.
 _UNCLOSED_SCRIPT = """
 import sys, threading
-from dledger.server.client import DLedgerClient
-from dledger.server.client_policy import DLedgerError
+from dledger.client.client import DLedgerClient
+from dledger.client.client_policy import DLedgerError
 from dledger.node.config import format_peers
 
 peers, group, keep = sys.argv[1], sys.argv[2], sys.argv[3] == "keep"

@@ -6,8 +6,8 @@ import pathlib
 
 import pytest
 
-from dledger.server.aio_client import AsyncDLedgerClient
-from dledger.server.client_policy import EntryNotFoundError, InvalidRequestError
+from dledger.client.aio_client import AsyncDLedgerClient
+from dledger.client.client_policy import EntryNotFoundError, InvalidRequestError
 from dledger.node.services import NodeNotLeaderError
 from dledger.storage_api import EntryKind
 from tests.server.cluster_util import LocalGroup, run_group

@@ -18,7 +18,7 @@ import pytest
 
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
-from dledger.server.client import NodeInfo
+from dledger.client.client import NodeInfo
 from dledger.node.codec import pack_entries
 from dledger.storage_api import Entry, EntryKind
 from tests.server.procs import ProcessGroup, wait_until

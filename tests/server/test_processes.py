@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dledger.server.client_policy import EntryNotFoundError, NotWrittenError, OutcomeUnknownError
+from dledger.client.client_policy import EntryNotFoundError, NotWrittenError, OutcomeUnknownError
 from tests.server.procs import ROOT, ProcessGroup, wait_until
 
 

@@ -20,7 +20,7 @@ import pytest
 from dledger.commitlog import SegmentedLog
 from dledger.commitlog.hardstate import HARD_STATE_KEY
 from dledger.commitlog.verify import verify_store
-from dledger.server.client_policy import DLedgerError
+from dledger.client.client_policy import DLedgerError
 from tests.server.procs import ProcessGroup, wait_until
 
 SEGMENT_BYTES = 65536

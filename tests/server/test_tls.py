@@ -7,8 +7,8 @@ import pathlib
 
 import pytest
 
-from dledger.server.aio_client import AsyncDLedgerClient
-from dledger.server.client_policy import NotWrittenError
+from dledger.client.aio_client import AsyncDLedgerClient
+from dledger.client.client_policy import NotWrittenError
 from dledger.node.config import ConfigError, NodeConfig
 from dledger.node.server import DLedgerServer
 from dledger.node.tls import TlsConfig

@@ -21,8 +21,8 @@ import grpc.aio
 
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
-from dledger.server.append_stream import AppendStream, NotSent, Unanswered
-from dledger.server.client import (
+from dledger.client.append_stream import AppendStream, NotSent, Unanswered
+from dledger.client.client import (
     REFUSED_CODES,
     AppendResult,
     ClientBase,
@@ -33,7 +33,7 @@ from dledger.server.client import (
     members_from_pb,
     node_info_from_pb,
 )
-from dledger.server.client_policy import (
+from dledger.client.client_policy import (
     Call,
     DLedgerError,
     InvalidRequestError,

@@ -21,7 +21,7 @@ import grpc
 
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
-from dledger.server.client_policy import (
+from dledger.client.client_policy import (
     Call,
     DLedgerError,
     EntryNotFoundError,

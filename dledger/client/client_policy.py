@@ -1,7 +1,7 @@
 """The client's retry policy, sans I/O: where to send a request, what a reply means, when to give up.
 
 A request is a generator (`run_request`) that yields effects (`Call`, `Sleep`) and receives their results;
-`dledger.server.client` drives it with blocking gRPC and `dledger.server.aio_client` with grpc.aio, so the
+`dledger.client.client` drives it with blocking gRPC and `dledger.client.aio_client` with grpc.aio, so the
 rules live in one place. The rules:
 - a write that was definitely not applied (NOT_LEADER, BUSY, could not connect, wrong group, invalid) raises
   a `NotWrittenError` subclass; only those failures are retried (NOT_LEADER follows the leader's address);
