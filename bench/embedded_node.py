@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from dledger.server import event_loop
-from dledger.server.cli_node import add_node_commands, config_from_args, configure_logging, start_node
+from dledger.cli.node import add_node_commands, config_from_args, configure_logging, start_node
 from dledger.node.config import NodeConfig
 from dledger.node.malloc_tuning import tune_malloc
 from dledger.node.server import DLedgerServer

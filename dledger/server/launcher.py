@@ -52,7 +52,7 @@ __all__ = [
 
 STATE_FILE = "cluster.json"
 SECRET_FILE = "peer.secret"
-BROKER_MODULE = "dledger.broker_adapter.broker_cli"  # how `LocalBrokerGroup` runs a replica
+BROKER_MODULE = "dledger.cli.broker"  # how `LocalBrokerGroup` runs a replica
 
 
 READY_TIMEOUT_S = 60.0  # generous: a loaded machine starts a node in seconds

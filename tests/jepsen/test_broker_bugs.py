@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from dledger.broker_adapter.broker_cli import LocalBrokerGroup
+from dledger.cli.broker import LocalBrokerGroup
 from dledger.client.client import DLedgerClient
 from jepsen_like.broker_workload import _no_resend, status_code
 

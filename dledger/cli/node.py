@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from dledger.commitlog import StoreInUseError
-from dledger.server import event_loop
+from dledger.node import event_loop
 from dledger.node.config import ConfigError, NodeConfig, parse_peers, read_peer_secret
 from dledger.node.gc_tuning import tune_gc
 from dledger.server.launcher import listen_problem

@@ -1,7 +1,7 @@
 """`dledger broker --config broker.conf`: one replica = a dledger node + `MessageStore` + RocketMQ 5 endpoint.
 
 This module imports grpc and the RocketMQ stubs only when a replica is built, so `add_broker_command` can be
-registered by `dledger.cli` without the `dledger[rocketmq]` extra. `LocalBrokerGroup` (for `dledger cluster
+registered by `dledger.cli.main` without the `dledger[rocketmq]` extra. `LocalBrokerGroup` (for `dledger cluster
 --broker` and the tests) is a local broker group, one process per replica, each with its own generated
 broker.conf under the root directory, and a `cluster.json` state file like `LocalProcessGroup`'s (so
 `dledger cluster stop DIR` finds the replicas). Exit codes: 2 for a bad setting or a

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from dledger import __version__
-from dledger.server.cli_client import entry_index
+from dledger.cli.client import entry_index
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -192,11 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub: Any = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     # each feature module adds its commands here
-    from dledger.broker_adapter.broker_cli import add_broker_command
-    from dledger.server.cli_client import add_client_commands
-    from dledger.server.cli_cluster import add_cluster_commands
-    from dledger.server.cli_node import add_node_commands
-    from dledger.server.demo import add_demo_command
+    from dledger.cli.broker import add_broker_command
+    from dledger.cli.client import add_client_commands
+    from dledger.cli.cluster import add_cluster_commands
+    from dledger.cli.node import add_node_commands
+    from dledger.cli.demo import add_demo_command
 
     add_demo_command(sub)
     add_node_commands(sub)

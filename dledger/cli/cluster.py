@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from dledger.server.cli_client import format_status_table
+from dledger.cli.client import format_status_table
 from dledger.client.client import DLedgerClient, NodeInfo
 from dledger.node.config import ConfigError, format_peers
 from dledger.server.launcher import (
@@ -78,7 +78,7 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
         raise ConfigError("give --store-dir DIR (where the nodes keep their stores and logs)")
     refuse_if_running(root)
     if args.broker:
-        from dledger.broker_adapter.broker_cli import run_local_group
+        from dledger.cli.broker import run_local_group
 
         return int(
             run_local_group(

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from dledger.commitlog import SegmentedLog
-from dledger.server.cli_cluster import with_lag
+from dledger.cli.cluster import with_lag
 from dledger.client.client import DLedgerClient
 from dledger.client.client_policy import DLedgerError
 from dledger.server.launcher import LocalProcessGroup, stop_on_terminate
