@@ -20,7 +20,7 @@ from typing import IO, Any, TypeVar
 
 from dledger.client.client import DLedgerClient, NodeInfo
 from dledger.node.config import format_peers
-from dledger.server.launcher import ensure_peer_secret, free_ports
+from dledger.testing.launcher import ensure_peer_secret, free_ports
 from dledger.node.malloc_tuning import MMAP_THRESHOLD, TRIM_THRESHOLD
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

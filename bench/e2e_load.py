@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any
 
-from dledger.server import event_loop
+from dledger.node import event_loop
 from dledger.client.aio_client import AsyncDLedgerClient
 from dledger.node.gc_tuning import tune_gc
 

@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any
 
-from dledger.server import event_loop
+from dledger.node import event_loop
 from dledger.cli.node import add_node_commands, config_from_args, configure_logging, start_node
 from dledger.node.config import NodeConfig
 from dledger.node.malloc_tuning import tune_malloc

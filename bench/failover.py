@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from dledger.client.aio_client import AsyncDLedgerClient
 from dledger.client.client import DLedgerClient
 from dledger.client.client_policy import DLedgerError, NotWrittenError, OutcomeUnknownError
-from dledger.server.launcher import LocalProcessGroup
+from dledger.testing.launcher import LocalProcessGroup
 
 GROUP = "failover"
 

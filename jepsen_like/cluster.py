@@ -36,7 +36,7 @@ from typing import IO, Literal
 
 from dledger.client.client import DLedgerClient, NodeInfo
 from dledger.node.config import format_peers
-from dledger.server.launcher import ensure_peer_secret
+from dledger.testing.launcher import ensure_peer_secret
 from jepsen_like.membership import MemberView
 from jepsen_like.netns import NetnsNetwork
 from jepsen_like.procutil import RunState

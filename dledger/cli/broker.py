@@ -29,7 +29,7 @@ from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions, with_entry
 from dledger.broker_adapter.store import MessageStore
 from dledger.node.config import ConfigError, NodeConfig, format_peers, load_properties, parse_address
 from dledger.node.gc_tuning import tune_gc
-from dledger.server.launcher import (
+from dledger.testing.launcher import (
     BROKER_MODULE,
     READY_TIMEOUT_S,
     STATE_FILE,

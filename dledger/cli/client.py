@@ -28,7 +28,7 @@ EXIT_UNKNOWN = 3
 
 def _peers_of(args: argparse.Namespace) -> tuple[str, str]:
     if getattr(args, "cluster", None):
-        from dledger.server.launcher import load_state
+        from dledger.testing.launcher import load_state
 
         group, peers_map, _ = load_state(args.cluster)
         return format_peers(peers_map), args.group or group

@@ -18,7 +18,7 @@ from typing import Any
 from dledger.cli.client import format_status_table
 from dledger.client.client import DLedgerClient, NodeInfo
 from dledger.node.config import ConfigError, format_peers
-from dledger.server.launcher import (
+from dledger.testing.launcher import (
     READY_TIMEOUT_S,
     ClusterRunningError,
     ClusterStartError,

@@ -20,7 +20,7 @@ from dledger.commitlog import SegmentedLog
 from dledger.cli.cluster import with_lag
 from dledger.client.client import DLedgerClient
 from dledger.client.client_policy import DLedgerError
-from dledger.server.launcher import LocalProcessGroup, stop_on_terminate
+from dledger.testing.launcher import LocalProcessGroup, stop_on_terminate
 
 __all__ = ["add_demo_command", "run_demo", "time_failover"]
 

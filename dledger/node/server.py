@@ -24,7 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
 from dledger.commitlog import SegmentInfo
-from dledger.server import event_loop
+from dledger.node import event_loop
 from dledger.node.client_auth import ClientAuthInterceptor, ClientGrants
 from dledger.node.config import NodeConfig, parse_address
 from dledger.node.join_term import ensure_join_term

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dledger.node.config import NodeConfig
-from dledger.server.launcher import free_ports
+from dledger.testing.launcher import free_ports
 from dledger.node.server import DLedgerServer
 from dledger.storage_api import Entry
 

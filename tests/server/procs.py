@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from dledger.client.client import DLedgerClient, NodeInfo
-from dledger.server.launcher import LocalProcessGroup
+from dledger.testing.launcher import LocalProcessGroup
 from tests.server.cluster_util import peers_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from dledger.commitlog import SegmentedLog
-from dledger.server.launcher import free_ports
+from dledger.testing.launcher import free_ports
 from tests.server.procs import ROOT
 
 NOWHERE = "n0-127.0.0.1:1"  # nothing listens on port 1

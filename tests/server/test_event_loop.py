@@ -12,7 +12,7 @@ import time
 import pytest
 
 from dledger.node import event_loop
-from dledger.server.launcher import free_ports
+from dledger.testing.launcher import free_ports
 from tests.server.cluster_util import LocalGroup, peers_for
 from tests.server.procs import ROOT
 

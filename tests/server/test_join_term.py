@@ -11,7 +11,7 @@ import pytest
 from dledger.commitlog.hardstate import HardStateStore
 from dledger.node.config import NodeConfig
 from dledger.node.join_term import ensure_join_term
-from dledger.server.launcher import free_ports
+from dledger.testing.launcher import free_ports
 from dledger.storage_api import HardState
 
 

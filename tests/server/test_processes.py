@@ -180,7 +180,7 @@ def test_cli_member_commands_grow_and_shrink_a_group_of_processes(group: Process
     import json
 
     from dledger.node.config import format_peers
-    from dledger.server.launcher import free_ports
+    from dledger.testing.launcher import free_ports
 
     group.start_all()
     group.wait_for_leader()
