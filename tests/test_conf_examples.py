@@ -13,7 +13,7 @@ import pathlib
 
 import pytest
 
-from dledger.broker_adapter.endpoint_config import ENDPOINT_KEYS, EndpointConfig
+from dledger.rocketmq.v5.config import ENDPOINT_KEYS, EndpointConfig
 from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions
 from dledger.node.config import NodeConfig, load_properties, parse_address
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dledger.node.event_loop as event_loop
-from dledger.broker_adapter.endpoint_config import ENDPOINT_KEYS, EndpointConfig
+from dledger.rocketmq.v5.config import ENDPOINT_KEYS, EndpointConfig
 from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions, with_entry_room
 from dledger.broker_adapter.store import MessageStore
 from dledger.node.config import ConfigError, NodeConfig, format_peers, load_properties, parse_address
@@ -56,8 +56,8 @@ class BrokerReplica:
     def __init__(self, props: dict[str, str], *, seed: int | None = None, probe_ports: bool = False) -> None:
         """`probe_ports`: first check that the node's and the endpoint's ports are free (OSError naming the
         one in use), before the store directory is made."""
-        from dledger.broker_adapter.endpoint import MessagingEndpoint  # needs the dledger[rocketmq] extra
-        from dledger.broker_adapter.endpoint_support import ApplyNotifier
+        from dledger.rocketmq.v5.service import MessagingEndpoint  # needs the dledger[rocketmq] extra
+        from dledger.rocketmq.v5.support import ApplyNotifier
 
         self.node_config = NodeConfig.from_properties(props, other_keys=[*BROKER_KEYS, *ENDPOINT_KEYS])
         self.config = EndpointConfig.from_properties(props, self.node_config)

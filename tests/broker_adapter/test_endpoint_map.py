@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from dledger.broker_adapter.endpoint_config import EndpointConfig
+from dledger.rocketmq.v5.config import EndpointConfig
 from dledger.node.config import ConfigError, NodeConfig
 from tests.server.procs import ROOT
 

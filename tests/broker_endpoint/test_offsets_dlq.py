@@ -15,7 +15,7 @@ from rocketmq.grpc_protocol import service_pb2 as s
 from rocketmq.grpc_protocol import service_pb2_grpc as sg
 
 from dledger.cli.broker import LocalBrokerGroup
-from dledger.broker_adapter.endpoint_config import EndpointConfig
+from dledger.rocketmq.v5.config import EndpointConfig
 from dledger.node.config import ConfigError, NodeConfig
 from tests.broker_endpoint.util import eventually
 

@@ -31,17 +31,17 @@ from rocketmq.grpc_protocol import definition_pb2 as d  # type: ignore[import-un
 from rocketmq.grpc_protocol import service_pb2 as s
 from rocketmq.grpc_protocol import service_pb2_grpc as sg
 
-from dledger.broker_adapter.codes import Code, ack_code, put_code
-from dledger.broker_adapter.endpoint_config import EndpointConfig
-from dledger.broker_adapter.endpoint_convert import ConvertError, from_proto, store_name
-from dledger.broker_adapter.endpoint_support import (
+from dledger.rocketmq.v5.codes import Code, ack_code, put_code
+from dledger.rocketmq.v5.config import EndpointConfig
+from dledger.rocketmq.v5.convert import ConvertError, from_proto, store_name
+from dledger.rocketmq.v5.support import (
     FORWARDED,
     ApplyNotifier,
     LeaderLink,
     check_signature,
     client_metadata,
 )
-from dledger.broker_adapter.endpoint_telemetry import Telemetry
+from dledger.rocketmq.v5.telemetry import Telemetry
 from dledger.broker_adapter.message import MessageType
 from dledger.broker_adapter.results import NAME, AckStatus, PutStatus
 from dledger.broker_adapter.store import MessageStore
@@ -288,7 +288,7 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
 
     # ---- pop consumption ----
     async def ReceiveMessage(self, request: Any, context: Any) -> AsyncIterator[Any]:
-        from dledger.broker_adapter.endpoint_receive import receive
+        from dledger.rocketmq.v5.receive import receive
 
         for response in await receive(self, request, context):
             yield response
@@ -349,28 +349,28 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
         )
 
     async def ForwardMessageToDeadLetterQueue(self, request: Any, context: Any) -> Any:
-        from dledger.broker_adapter.endpoint_offsets import forward_to_dlq
+        from dledger.rocketmq.v5.offsets import forward_to_dlq
 
         return await forward_to_dlq(self, request, context)
 
-    # ---- offsets and pull (endpoint_offsets) ----
+    # ---- offsets and pull (offsets) ----
     async def QueryOffset(self, request: Any, context: Any) -> Any:
-        from dledger.broker_adapter.endpoint_offsets import query_offset
+        from dledger.rocketmq.v5.offsets import query_offset
 
         return await query_offset(self, request, context)
 
     async def GetOffset(self, request: Any, context: Any) -> Any:
-        from dledger.broker_adapter.endpoint_offsets import get_offset
+        from dledger.rocketmq.v5.offsets import get_offset
 
         return await get_offset(self, request, context)
 
     async def UpdateOffset(self, request: Any, context: Any) -> Any:
-        from dledger.broker_adapter.endpoint_offsets import update_offset
+        from dledger.rocketmq.v5.offsets import update_offset
 
         return await update_offset(self, request, context)
 
     async def PullMessage(self, request: Any, context: Any) -> AsyncIterator[Any]:
-        from dledger.broker_adapter.endpoint_offsets import pull_message
+        from dledger.rocketmq.v5.offsets import pull_message
 
         for response in await pull_message(self, request, context):
             yield response

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from rocketmq.grpc_protocol import definition_pb2 as d  # type: ignore[import-untyped]
 from rocketmq.grpc_protocol import service_pb2 as s
 
-from dledger.broker_adapter.codes import Code, ack_code, put_code
-from dledger.broker_adapter.endpoint_convert import (
+from dledger.rocketmq.v5.codes import Code, ack_code, put_code
+from dledger.rocketmq.v5.convert import (
     DLQ_ORIGIN_MESSAGE_ID,
     DLQ_ORIGIN_TOPIC,
     sql_properties,
@@ -31,7 +31,7 @@ from dledger.broker_adapter.sql92 import SqlError
 from dledger.broker_adapter.sql92 import parse as parse_sql
 
 if TYPE_CHECKING:
-    from dledger.broker_adapter.endpoint import MessagingEndpoint
+    from dledger.rocketmq.v5.service import MessagingEndpoint
 
 __all__ = ["forward_to_dlq", "get_offset", "pull_message", "query_offset", "update_offset"]
 
@@ -89,7 +89,7 @@ async def get_offset(ep: MessagingEndpoint, request: Any, context: Any) -> Any:
 
 
 async def update_offset(ep: MessagingEndpoint, request: Any, context: Any) -> Any:
-    from dledger.broker_adapter.endpoint import _NotMaster
+    from dledger.rocketmq.v5.service import _NotMaster
 
     if (denied := ep._denied(context)) is not None:
         return s.UpdateOffsetResponse(status=denied)
@@ -151,7 +151,7 @@ async def pull_message(ep: MessagingEndpoint, request: Any, context: Any) -> lis
 
 
 async def forward_to_dlq(ep: MessagingEndpoint, request: Any, context: Any) -> Any:
-    from dledger.broker_adapter.endpoint import _NotMaster
+    from dledger.rocketmq.v5.service import _NotMaster
 
     Resp = s.ForwardMessageToDeadLetterQueueResponse
     if (denied := ep._denied(context)) is not None:

@@ -27,12 +27,12 @@ from google.protobuf import duration_pb2
 from rocketmq.grpc_protocol import definition_pb2 as d  # type: ignore[import-untyped]
 from rocketmq.grpc_protocol import service_pb2 as s
 
-from dledger.broker_adapter.endpoint_convert import store_name, to_proto
-from dledger.broker_adapter.endpoint_support import client_metadata
+from dledger.rocketmq.v5.convert import store_name, to_proto
+from dledger.rocketmq.v5.support import client_metadata
 from dledger.broker_adapter.message import MessageType
 
 if TYPE_CHECKING:
-    from dledger.broker_adapter.endpoint import MessagingEndpoint
+    from dledger.rocketmq.v5.service import MessagingEndpoint
 
 __all__ = ["CONSUMER_BACKOFF_S", "Telemetry"]
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 from rocketmq.grpc_protocol import definition_pb2 as d  # type: ignore[import-untyped]
 from rocketmq.grpc_protocol import service_pb2 as s
 
-from dledger.broker_adapter.codes import Code, pop_code
-from dledger.broker_adapter.endpoint_convert import sql_properties, store_name, to_proto
+from dledger.rocketmq.v5.codes import Code, pop_code
+from dledger.rocketmq.v5.convert import sql_properties, store_name, to_proto
 from dledger.broker_adapter.message import Message
 from dledger.broker_adapter.reader import parse_tag_filter
 from dledger.broker_adapter.results import NAME, PopStatus
@@ -29,7 +29,7 @@ from dledger.broker_adapter.sql92 import Filter, SqlError
 from dledger.broker_adapter.sql92 import parse as parse_sql
 
 if TYPE_CHECKING:
-    from dledger.broker_adapter.endpoint import MessagingEndpoint
+    from dledger.rocketmq.v5.service import MessagingEndpoint
 
 MAX_POLL_S = 60.0
 
@@ -43,7 +43,7 @@ def _takes(msg: Message, tags: frozenset[str] | None, sql: Filter | None) -> boo
 
 
 async def receive(ep: MessagingEndpoint, request: Any, context: Any) -> list[Any]:
-    from dledger.broker_adapter.endpoint import MAX_INVISIBLE_MS, _ms, _NotMaster, _now_ts, _status
+    from dledger.rocketmq.v5.service import MAX_INVISIBLE_MS, _ms, _NotMaster, _now_ts, _status
 
     def fail(code: int, why: str) -> list[Any]:
         return [s.ReceiveMessageResponse(status=_status(code, why))]
