@@ -1,6 +1,6 @@
 """The membership half of the node driver (`RaftNode` mixes it in): changes, views and peer addresses.
 
-Rules (the core's side is in `dledger/raft/conf.py`):
+Rules (the core's side is in `dledger/raft/conf_change.py`):
 - the peers given at start are the initial configuration only; after that the log rules, and a node whose
   flags disagree with it logs which one is in effect;
 - a change is validated against the current configuration first (an invalid one is "invalid request",

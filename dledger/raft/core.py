@@ -66,7 +66,7 @@ from collections.abc import Sequence
 from dataclasses import fields
 from typing import Protocol
 
-from dledger.raft.conf import ConfMixin
+from dledger.raft.conf_change import ConfMixin
 from dledger.raft.config import Config, ReadOnlyOption
 from dledger.raft.errors import NotLeaderError, ProposalDroppedError, RaftInvariantError
 from dledger.raft.leader import LeaderMixin
