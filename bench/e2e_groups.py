@@ -20,8 +20,8 @@ from typing import IO, Any, TypeVar
 
 from dledger.client.client import DLedgerClient, NodeInfo
 from dledger.node.config import format_peers
-from dledger.testing.launcher import ensure_peer_secret, free_ports
 from dledger.node.malloc_tuning import MMAP_THRESHOLD, TRIM_THRESHOLD
+from dledger.testing.launcher import ensure_peer_secret, free_ports
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GROUP = "bench"

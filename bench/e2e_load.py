@@ -19,8 +19,8 @@ import sys
 import time
 from typing import Any
 
-from dledger.node import event_loop
 from dledger.client.aio_client import AsyncDLedgerClient
+from dledger.node import event_loop
 from dledger.node.gc_tuning import tune_gc
 
 MAX_SAMPLES = 200_000

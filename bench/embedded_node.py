@@ -24,8 +24,8 @@ import threading
 import time
 from typing import Any
 
-from dledger.node import event_loop
 from dledger.cli.node import add_node_commands, config_from_args, configure_logging, start_node
+from dledger.node import event_loop
 from dledger.node.config import NodeConfig
 from dledger.node.malloc_tuning import tune_malloc
 from dledger.node.server import DLedgerServer

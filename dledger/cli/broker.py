@@ -24,11 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dledger.node.event_loop as event_loop
-from dledger.rocketmq.v5.config import ENDPOINT_KEYS, EndpointConfig
 from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions, with_entry_room
 from dledger.broker_adapter.store import MessageStore
 from dledger.node.config import ConfigError, NodeConfig, format_peers, load_properties, parse_address
 from dledger.node.gc_tuning import tune_gc
+from dledger.node.malloc_tuning import tune_malloc
+from dledger.node.server import DLedgerServer
+from dledger.rocketmq.v5.config import ENDPOINT_KEYS, EndpointConfig
 from dledger.testing.launcher import (
     BROKER_MODULE,
     READY_TIMEOUT_S,
@@ -42,8 +44,6 @@ from dledger.testing.launcher import (
     stop_on_terminate,
     wait_ready,
 )
-from dledger.node.malloc_tuning import tune_malloc
-from dledger.node.server import DLedgerServer
 
 __all__ = ["BrokerReplica", "LocalBrokerGroup", "add_broker_command", "main", "run_local_group"]
 

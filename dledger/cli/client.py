@@ -18,8 +18,8 @@ from typing import Any
 
 from dledger.client.client import DLedgerClient, Member, NodeInfo
 from dledger.client.client_policy import DLedgerError, OutcomeUnknownError
+from dledger.net.tls import TlsConfig
 from dledger.node.config import ConfigError, format_peers, load_properties, parse_address, parse_peers
-from dledger.node.tls import TlsConfig
 
 __all__ = ["add_client_commands", "format_status_table"]
 

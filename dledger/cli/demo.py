@@ -16,10 +16,10 @@ import tempfile
 import time
 from typing import Any
 
-from dledger.commitlog import SegmentedLog
 from dledger.cli.cluster import with_lag
 from dledger.client.client import DLedgerClient
 from dledger.client.client_policy import DLedgerError
+from dledger.commitlog import SegmentedLog
 from dledger.testing.launcher import LocalProcessGroup, stop_on_terminate
 
 __all__ = ["add_demo_command", "run_demo", "time_failover"]

@@ -195,8 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     from dledger.cli.broker import add_broker_command
     from dledger.cli.client import add_client_commands
     from dledger.cli.cluster import add_cluster_commands
-    from dledger.cli.node import add_node_commands
     from dledger.cli.demo import add_demo_command
+    from dledger.cli.node import add_node_commands
 
     add_demo_command(sub)
     add_node_commands(sub)

@@ -17,9 +17,9 @@ from dledger.commitlog import StoreInUseError
 from dledger.node import event_loop
 from dledger.node.config import ConfigError, NodeConfig, parse_peers, read_peer_secret
 from dledger.node.gc_tuning import tune_gc
-from dledger.testing.launcher import listen_problem
 from dledger.node.malloc_tuning import tune_malloc
 from dledger.node.server import DLedgerServer
+from dledger.testing.launcher import listen_problem
 
 __all__ = ["add_node_commands", "add_tls_flags", "config_from_args"]
 

@@ -41,7 +41,7 @@ from dledger.client.client_policy import (
     RpcOutcome,
     Sleep,
 )
-from dledger.node.config import format_peers
+from dledger.net.addresses import format_peers
 from dledger.storage_api import Entry
 
 __all__ = ["AsyncDLedgerClient", "channel_ready"]

@@ -30,8 +30,8 @@ from dledger.client.client_policy import (
     Sleep,
     run_request,
 )
-from dledger.node.config import format_peers, parse_peers
-from dledger.node.tls import TlsConfig
+from dledger.net.addresses import format_peers, parse_peers
+from dledger.net.tls import TlsConfig
 from dledger.storage_api import Entry, EntryKind
 
 __all__ = [

@@ -20,12 +20,11 @@ import pathlib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from dledger.net.addresses import ConfigError, check_token, format_peers, parse_address, parse_peers
+from dledger.net.tls import TlsConfig
 from dledger.node.config_keys import classify_unknown_keys
-
-if TYPE_CHECKING:
-    from dledger.node.tls import TlsConfig
 
 __all__ = [
     "PROPERTY_KEYS",
@@ -45,57 +44,8 @@ FlushMode = Literal["sync", "async"]
 PeerAuthChoice = Literal["auto", "secret", "tls", "none"]
 MIN_PEER_SECRET_BYTES = 16  # dledger.net.handshake.MIN_SECRET_BYTES
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_.]+$")
-_HOST = re.compile(r"^[A-Za-z0-9_.:%-]+$")  # a DNS name, an IPv4 address or an IPv6 one (with a %zone)
 _GROUP = re.compile(r"^[A-Za-z0-9_.-]+$")  # a group name is never split, so '-' is allowed
 _MiB = 1 << 20
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing or invalid; the message names the key and the value."""
-
-
-def parse_address(text: str, *, key: str = "address") -> tuple[str, int]:
-    """`host:port` or `[v6]:port` -> (host, port)."""
-    host, sep, port_text = text.strip().rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ConfigError(f"{key}: {text!r} is not host:port with a port in 1..65535")
-    if not _HOST.match(host):
-        raise ConfigError(f"{key}: {text!r} is not host:port (the host {host!r} is not a name or an IP address)")
-    return host, int(port_text)
-
-
-def parse_peers(text: str, *, key: str = "dLegerPeers") -> dict[str, str]:
-    """`n0-127.0.0.1:40911;n1-127.0.0.1:40912` -> {"n0": "127.0.0.1:40911", ...}, in the given order."""
-    if "," in text:
-        raise ConfigError(f"{key}: {text!r}: separate the peers with ';' (ID-host:port;ID-host:port), not ','")
-    peers: dict[str, str] = {}
-    for part in (p.strip() for p in text.split(";")):
-        if not part:
-            continue
-        node_id, sep, address = part.partition("-")
-        if not sep:
-            raise ConfigError(f"{key}: {part!r} is not ID-host:port")
-        _check_token(node_id, key=key)
-        parse_address(address, key=key)
-        if node_id in peers:
-            raise ConfigError(f"{key}: node id {node_id!r} appears twice")
-        peers[node_id] = address.strip()
-    if not peers:
-        raise ConfigError(f"{key}: {text!r} names no peers")
-    return peers
-
-
-def format_peers(peers: Mapping[str, str]) -> str:
-    """The inverse of `parse_peers`."""
-    return ";".join(f"{node_id}-{address}" for node_id, address in peers.items())
-
-
-def _check_token(value: str, *, key: str) -> None:
-    if not _TOKEN.match(value):
-        raise ConfigError(f"{key}: {value!r} must be letters, digits, '_' or '.' (no '-' or ';')")
 
 
 def _peers_arg(value: object) -> dict[str, str]:
@@ -160,12 +110,12 @@ class NodeConfig:
         object.__setattr__(self, "peers", _peers_arg(self.peers))
         object.__setattr__(self, "store_dir", pathlib.Path(self.store_dir))
         _check_group(self.group)
-        _check_token(self.self_id, key="self_id")
+        check_token(self.self_id, key="self_id")
         if not self.peers:
             raise ConfigError("peers: no peers configured")
         addresses: set[str] = set()
         for node_id, address in self.peers.items():
-            _check_token(node_id, key="peers")
+            check_token(node_id, key="peers")
             parse_address(address, key=f"peers[{node_id}]")
             if address in addresses:
                 raise ConfigError(f"peers: address {address!r} is used by two nodes")
@@ -240,8 +190,6 @@ class NodeConfig:
         """The node's TLS settings (mutual TLS), or None for plaintext."""
         if self.tls_ca is None:
             return None
-        from dledger.node.tls import TlsConfig
-
         return TlsConfig(ca=pathlib.Path(self.tls_ca), cert=_opt_path(self.tls_cert), key=_opt_path(self.tls_key))
 
     @property
@@ -294,7 +242,7 @@ class NodeConfig:
 def check_member(node_id: str, address: str) -> None:
     """A membership change's node id (the peers-string token) and address (`host:port`, when given);
     ValueError (a ConfigError) naming what is wrong."""
-    _check_token(node_id, key="node id")
+    check_token(node_id, key="node id")
     if address:
         parse_address(address, key="address")
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from dledger.commitlog.hardstate import HardStateStore
 from dledger.client.aio_client import AsyncDLedgerClient
 from dledger.client.client_policy import DLedgerError
+from dledger.commitlog.hardstate import HardStateStore
 from dledger.node.config import NodeConfig
 from dledger.storage_api import HardState
 

@@ -42,6 +42,15 @@ from dledger.commitlog import (
     SegmentedLog,
     SnapshotStore,
 )
+from dledger.node.codec import CodecError, Parts, WireCache, from_pb, to_wire_parts
+from dledger.node.config import NodeConfig
+from dledger.node.node_members import MembersMixin
+from dledger.node.node_snapshots import SnapshotsMixin
+from dledger.node.peer_auth import peer_sessions
+from dledger.node.services import BusyError, LeaderHint, NodeNotLeaderError, NodeStoppedError, OutcomeUnknown
+from dledger.node.snapshot_transfer import SnapshotInbox
+from dledger.node.state_machine import StateMachine
+from dledger.node.transport import PeerTransport
 from dledger.raft import (
     Config,
     Membership,
@@ -54,15 +63,6 @@ from dledger.raft import (
 )
 from dledger.raft.log import payload_size
 from dledger.raft.messages import InstallSnapshot, Message
-from dledger.node.codec import CodecError, Parts, WireCache, from_pb, to_wire_parts
-from dledger.node.config import NodeConfig
-from dledger.node.node_members import MembersMixin
-from dledger.node.node_snapshots import SnapshotsMixin
-from dledger.node.peer_auth import peer_sessions
-from dledger.node.services import BusyError, LeaderHint, NodeNotLeaderError, NodeStoppedError, OutcomeUnknown
-from dledger.node.snapshot_transfer import SnapshotInbox
-from dledger.node.state_machine import StateMachine
-from dledger.node.transport import PeerTransport
 from dledger.storage_api import Entry, HardState, SnapshotMeta, UnavailableError
 
 __all__ = ["COMMIT_SAVE_INTERVAL", "REPLACE_STORE_HINT", "RaftNode", "RoleCallback"]

@@ -19,6 +19,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from dledger._proto import dledger_pb2 as pb
+from dledger.node.config import check_member
+from dledger.node.services import BusyError, LeaderHint, NodeNotLeaderError
 from dledger.raft import (
     ConfChange,
     ConfChangeError,
@@ -29,8 +31,6 @@ from dledger.raft import (
     Role,
     apply_change,
 )
-from dledger.node.config import check_member
-from dledger.node.services import BusyError, LeaderHint, NodeNotLeaderError
 
 if TYPE_CHECKING:
     from collections import deque

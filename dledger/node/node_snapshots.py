@@ -22,11 +22,11 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from dledger._proto import dledger_pb2 as pb
-from dledger.raft import RaftCore
-from dledger.raft.messages import InstallSnapshot
 from dledger.node.snapshot_image import restore_image, write_image
 from dledger.node.snapshot_transfer import SnapshotInbox, send_snapshot
 from dledger.node.state_machine import SnapshottingStateMachine, StateMachine
+from dledger.raft import RaftCore
+from dledger.raft.messages import InstallSnapshot
 from dledger.storage_api import SnapshotMeta
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ from rocketmq.grpc_protocol import service_pb2 as s
 from rocketmq.grpc_protocol import service_pb2_grpc as sg
 
 from dledger.cli.broker import LocalBrokerGroup
-from dledger.rocketmq.v5.config import EndpointConfig
 from dledger.node.config import ConfigError, NodeConfig
+from dledger.rocketmq.v5.config import EndpointConfig
 from tests.broker_endpoint.util import eventually
 
 C = d.Code

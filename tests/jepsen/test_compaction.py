@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from dledger.commitlog import Entry, SegmentedLog
 from dledger.client.client import NodeInfo
+from dledger.commitlog import Entry, SegmentedLog
 from jepsen_like import compaction, nemesis
 from jepsen_like.campaign import COMPACT_PLAN, COMPACT_SHORT, LONG_PLAN, SHORT_PLAN, plans
 from jepsen_like.checker import check

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dledger.node.config import NodeConfig
-from dledger.testing.launcher import free_ports
 from dledger.node.server import DLedgerServer
 from dledger.storage_api import Entry
+from dledger.testing.launcher import free_ports
 
 
 async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition", poll: float = 0.01) -> Any:

@@ -20,9 +20,9 @@ from dledger.client.aio_client import AsyncDLedgerClient
 from dledger.client.client import Member
 from dledger.client.client_policy import DLedgerError
 from dledger.node.config import NodeConfig
-from dledger.testing.launcher import free_ports
 from dledger.node.server import DLedgerServer
 from dledger.node.state_machine import ListStateMachine
+from dledger.testing.launcher import free_ports
 from tests.server.cluster_util import wait_for
 
 

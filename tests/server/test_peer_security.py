@@ -212,7 +212,7 @@ def test_under_mutual_tls_a_client_certificate_cannot_speak_as_a_peer(tmp_path: 
     try:
         creds = grpc.ssl_channel_credentials(ca.cert.read_bytes(), app.key.read_bytes(), app.cert.read_bytes())
         client_tls = {"ca": ca.cert, "cert": app.cert, "key": app.key}
-        from dledger.node.tls import TlsConfig
+        from dledger.net.tls import TlsConfig
 
         def leader() -> str | None:
             with group.client(tls=TlsConfig(**client_tls)) as client:

@@ -9,9 +9,9 @@ import pytest
 
 from dledger.client.aio_client import AsyncDLedgerClient
 from dledger.client.client_policy import NotWrittenError
+from dledger.net.tls import TlsConfig
 from dledger.node.config import ConfigError, NodeConfig
 from dledger.node.server import DLedgerServer
-from dledger.node.tls import TlsConfig
 from tests.server.certs import Authority
 from tests.server.cluster_util import peers_for
 

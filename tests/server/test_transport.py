@@ -346,9 +346,9 @@ def test_heartbeats_do_not_wait_behind_appends_the_peer_is_slow_to_take() -> Non
     async def main() -> None:
         from collections import Counter
 
-        from dledger.raft.messages import AppendEntries
         from dledger.node.codec import to_wire_parts
         from dledger.node.transport import _PeerLink
+        from dledger.raft.messages import AppendEntries
         from dledger.storage_api import Entry, EntryKind
 
         got: list[pb.PeerMessage] = []

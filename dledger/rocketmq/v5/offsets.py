@@ -10,12 +10,18 @@ dead-letter queue twice (at least once, never lost); a stale handle puts nothing
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rocketmq.grpc_protocol import definition_pb2 as d  # type: ignore[import-untyped]
 from rocketmq.grpc_protocol import service_pb2 as s
 
+from dledger.broker_adapter.pop import parse_handle
+from dledger.broker_adapter.reader import parse_tag_filter
+from dledger.broker_adapter.results import NAME, AckStatus, GetStatus, PutStatus, StoreError
+from dledger.broker_adapter.sql92 import SqlError
+from dledger.broker_adapter.sql92 import parse as parse_sql
 from dledger.rocketmq.v5.codes import Code, ack_code, put_code
+from dledger.rocketmq.v5.context import NotMaster, ServiceContext, status
 from dledger.rocketmq.v5.convert import (
     DLQ_ORIGIN_MESSAGE_ID,
     DLQ_ORIGIN_TOPIC,
@@ -24,37 +30,25 @@ from dledger.rocketmq.v5.convert import (
     store_name_part,
     to_proto,
 )
-from dledger.broker_adapter.pop import parse_handle
-from dledger.broker_adapter.reader import parse_tag_filter
-from dledger.broker_adapter.results import NAME, AckStatus, GetStatus, PutStatus, StoreError
-from dledger.broker_adapter.sql92 import SqlError
-from dledger.broker_adapter.sql92 import parse as parse_sql
-
-if TYPE_CHECKING:
-    from dledger.rocketmq.v5.service import MessagingEndpoint
 
 __all__ = ["forward_to_dlq", "get_offset", "pull_message", "query_offset", "update_offset"]
 
 
-def _status(code: int, message: str = "") -> Any:
-    return d.Status(code=code, message=message or d.Code.Name(code))
-
-
-def _queue(ep: MessagingEndpoint, mq: Any) -> tuple[str, int] | Any:
+def _queue(ep: ServiceContext, mq: Any) -> tuple[str, int] | Any:
     """(store topic, queue id), or an error Status."""
     topic = store_name(mq.topic)
     if not mq.topic.name or not NAME.match(topic):
-        return _status(Code.ILLEGAL_TOPIC, f"illegal topic {mq.topic.name!r}")
+        return status(Code.ILLEGAL_TOPIC, f"illegal topic {mq.topic.name!r}")
     cfg = ep.store.topic(topic)
     if cfg is None:
-        return _status(Code.TOPIC_NOT_FOUND, f"topic {mq.topic.name!r}")
+        return status(Code.TOPIC_NOT_FOUND, f"topic {mq.topic.name!r}")
     if not 0 <= mq.id < cfg.queue_count:
-        return _status(Code.BAD_REQUEST, f"queue {mq.id} does not exist (the topic has {cfg.queue_count})")
+        return status(Code.BAD_REQUEST, f"queue {mq.id} does not exist (the topic has {cfg.queue_count})")
     return topic, int(mq.id)
 
 
-async def query_offset(ep: MessagingEndpoint, request: Any, context: Any) -> Any:
-    if (denied := ep._denied(context)) is not None:
+async def query_offset(ep: ServiceContext, request: Any, context: Any) -> Any:
+    if (denied := ep.denied(context)) is not None:
         return s.QueryOffsetResponse(status=denied)
     q = _queue(ep, request.message_queue)
     if not isinstance(q, tuple):
@@ -67,67 +61,65 @@ async def query_offset(ep: MessagingEndpoint, request: Any, context: Any) -> Any
         offset = ep.store.max_offset(topic, queue)
     else:
         if not request.HasField("timestamp"):
-            return s.QueryOffsetResponse(status=_status(Code.BAD_REQUEST, "policy TIMESTAMP needs a timestamp"))
+            return s.QueryOffsetResponse(status=status(Code.BAD_REQUEST, "policy TIMESTAMP needs a timestamp"))
         ms = request.timestamp.seconds * 1000 + request.timestamp.nanos // 1_000_000
         offset = ep.store.offset_for_timestamp(topic, queue, ms)
-    return s.QueryOffsetResponse(status=_status(Code.OK), offset=offset)
+    return s.QueryOffsetResponse(status=status(Code.OK), offset=offset)
 
 
-async def get_offset(ep: MessagingEndpoint, request: Any, context: Any) -> Any:
-    if (denied := ep._denied(context)) is not None:
+async def get_offset(ep: ServiceContext, request: Any, context: Any) -> Any:
+    if (denied := ep.denied(context)) is not None:
         return s.GetOffsetResponse(status=denied)
     group = store_name(request.group)
     if not request.group.name or not NAME.match(group):
-        return s.GetOffsetResponse(status=_status(Code.ILLEGAL_CONSUMER_GROUP, "illegal consumer group"))
+        return s.GetOffsetResponse(status=status(Code.ILLEGAL_CONSUMER_GROUP, "illegal consumer group"))
     q = _queue(ep, request.message_queue)
     if not isinstance(q, tuple):
         return s.GetOffsetResponse(status=q)
     offset = ep.store.committed_offset(group, *q)
     if offset < 0:
-        return s.GetOffsetResponse(status=_status(Code.OFFSET_NOT_FOUND, "the group has no offset here"))
-    return s.GetOffsetResponse(status=_status(Code.OK), offset=offset)
+        return s.GetOffsetResponse(status=status(Code.OFFSET_NOT_FOUND, "the group has no offset here"))
+    return s.GetOffsetResponse(status=status(Code.OK), offset=offset)
 
 
-async def update_offset(ep: MessagingEndpoint, request: Any, context: Any) -> Any:
-    from dledger.rocketmq.v5.service import _NotMaster
-
-    if (denied := ep._denied(context)) is not None:
+async def update_offset(ep: ServiceContext, request: Any, context: Any) -> Any:
+    if (denied := ep.denied(context)) is not None:
         return s.UpdateOffsetResponse(status=denied)
     group = store_name(request.group)
     if not request.group.name or not NAME.match(group):
-        return s.UpdateOffsetResponse(status=_status(Code.ILLEGAL_CONSUMER_GROUP, "illegal consumer group"))
+        return s.UpdateOffsetResponse(status=status(Code.ILLEGAL_CONSUMER_GROUP, "illegal consumer group"))
     q = _queue(ep, request.message_queue)
     if not isinstance(q, tuple):
         return s.UpdateOffsetResponse(status=q)
     if request.offset < 0:
-        return s.UpdateOffsetResponse(status=_status(Code.ILLEGAL_OFFSET, f"offset {request.offset}"))
+        return s.UpdateOffsetResponse(status=status(Code.ILLEGAL_OFFSET, f"offset {request.offset}"))
 
     async def local() -> Any:
         try:
             await ep.store.commit_offset(group, q[0], q[1], request.offset)
         except StoreError as exc:
             if exc.status in (PutStatus.NOT_LEADER, PutStatus.SERVICE_NOT_AVAILABLE):
-                raise _NotMaster(exc.reason) from None
-            return s.UpdateOffsetResponse(status=_status(put_code(exc.status), exc.reason))
-        return s.UpdateOffsetResponse(status=_status(Code.OK))
+                raise NotMaster(exc.reason) from None
+            return s.UpdateOffsetResponse(status=status(put_code(exc.status), exc.reason))
+        return s.UpdateOffsetResponse(status=status(Code.OK))
 
     def fail(code: int, why: str) -> Any:
-        return s.UpdateOffsetResponse(status=_status(code, why))
+        return s.UpdateOffsetResponse(status=status(code, why))
 
-    return await ep._write(context, local, lambda st, md, t: st.UpdateOffset(request, metadata=md, timeout=t), fail)
+    return await ep.write(context, local, lambda st, md, t: st.UpdateOffset(request, metadata=md, timeout=t), fail)
 
 
-async def pull_message(ep: MessagingEndpoint, request: Any, context: Any) -> list[Any]:
-    if (denied := ep._denied(context)) is not None:
+async def pull_message(ep: ServiceContext, request: Any, context: Any) -> list[Any]:
+    if (denied := ep.denied(context)) is not None:
         return [s.PullMessageResponse(status=denied)]
     group = store_name(request.group)
     if not request.group.name or not NAME.match(group):
-        return [s.PullMessageResponse(status=_status(Code.ILLEGAL_CONSUMER_GROUP, "illegal consumer group"))]
+        return [s.PullMessageResponse(status=status(Code.ILLEGAL_CONSUMER_GROUP, "illegal consumer group"))]
     q = _queue(ep, request.message_queue)
     if not isinstance(q, tuple):
         return [s.PullMessageResponse(status=q)]
     if request.offset < 0 or not 0 < request.batch_size <= 1024:
-        return [s.PullMessageResponse(status=_status(Code.BAD_REQUEST, "offset >= 0 and batch_size in 1..1024"))]
+        return [s.PullMessageResponse(status=status(Code.BAD_REQUEST, "offset >= 0 and batch_size in 1..1024"))]
     fx = request.filter_expression
     sql = None
     if fx.type == d.FilterType.SQL:
@@ -135,33 +127,31 @@ async def pull_message(ep: MessagingEndpoint, request: Any, context: Any) -> lis
             sql = parse_sql(fx.expression)
         except SqlError as exc:
             why = f"bad SQL92 expression {fx.expression[:200]!r}: {exc}"
-            return [s.PullMessageResponse(status=_status(Code.ILLEGAL_FILTER_EXPRESSION, why))]
+            return [s.PullMessageResponse(status=status(Code.ILLEGAL_FILTER_EXPRESSION, why))]
     tags = None if sql is not None else parse_tag_filter(fx.expression or None)
     result = await ep.store.get_messages(group, q[0], q[1], request.offset, request.batch_size, tag_filter=tags)
     messages = [m for m in result.messages if sql is None or sql.matches(sql_properties(m.message))]
     if result.status in (GetStatus.OFFSET_OVERFLOW_BADLY, GetStatus.OFFSET_TOO_SMALL):
-        out = [s.PullMessageResponse(status=_status(Code.ILLEGAL_OFFSET, result.status.value))]
+        out = [s.PullMessageResponse(status=status(Code.ILLEGAL_OFFSET, result.status.value))]
     elif messages:
-        out = [s.PullMessageResponse(status=_status(Code.OK))]
+        out = [s.PullMessageResponse(status=status(Code.OK))]
         out += [s.PullMessageResponse(message=to_proto(m, ep.config.address)) for m in messages]
     else:
-        out = [s.PullMessageResponse(status=_status(Code.MESSAGE_NOT_FOUND, result.status.value))]
+        out = [s.PullMessageResponse(status=status(Code.MESSAGE_NOT_FOUND, result.status.value))]
     out.append(s.PullMessageResponse(next_offset=result.next_offset))
     return out
 
 
-async def forward_to_dlq(ep: MessagingEndpoint, request: Any, context: Any) -> Any:
-    from dledger.rocketmq.v5.service import _NotMaster
-
+async def forward_to_dlq(ep: ServiceContext, request: Any, context: Any) -> Any:
     Resp = s.ForwardMessageToDeadLetterQueueResponse
-    if (denied := ep._denied(context)) is not None:
+    if (denied := ep.denied(context)) is not None:
         return Resp(status=denied)
     group = store_name(request.group)
     if not request.group.name or not NAME.match(group):
-        return Resp(status=_status(Code.ILLEGAL_CONSUMER_GROUP, "illegal consumer group"))
+        return Resp(status=status(Code.ILLEGAL_CONSUMER_GROUP, "illegal consumer group"))
     parsed = parse_handle(request.receipt_handle)
     if parsed is None:
-        return Resp(status=_status(Code.INVALID_RECEIPT_HANDLE, "malformed receipt handle"))
+        return Resp(status=status(Code.INVALID_RECEIPT_HANDLE, "malformed receipt handle"))
     topic, queue, offset, _ = parsed
 
     async def local() -> Any:
@@ -169,20 +159,20 @@ async def forward_to_dlq(ep: MessagingEndpoint, request: Any, context: Any) -> A
         # must not put a second copy into the dead-letter queue
         held = await ep.store.change_invisible_duration(group, request.receipt_handle, 60_000)
         if held.status in (AckStatus.NOT_LEADER, AckStatus.SERVICE_NOT_AVAILABLE):
-            raise _NotMaster(held.reason)
+            raise NotMaster(held.reason)
         if held.status is not AckStatus.OK:
-            return Resp(status=_status(ack_code(held.status), "the receipt handle is not current"))
+            return Resp(status=status(ack_code(held.status), "the receipt handle is not current"))
         got = await ep.store.get_messages(group, topic, queue, offset, 1)
         if not got.messages or got.messages[0].queue_offset != offset:
-            return Resp(status=_status(Code.INVALID_RECEIPT_HANDLE, "the message is gone"))
+            return Resp(status=status(Code.INVALID_RECEIPT_HANDLE, "the message is gone"))
         dlq = f"%DLQ%{group}"
         try:
             if ep.store.topic(dlq) is None:
                 await ep.store.create_topic(dlq, 1)
         except StoreError as exc:
             if exc.status in (PutStatus.NOT_LEADER, PutStatus.SERVICE_NOT_AVAILABLE):
-                raise _NotMaster(exc.reason) from None
-            return Resp(status=_status(put_code(exc.status), exc.reason))
+                raise NotMaster(exc.reason) from None
+            return Resp(status=status(put_code(exc.status), exc.reason))
         msg = got.messages[0].message
         origin = {DLQ_ORIGIN_TOPIC: store_name_part(msg.topic), DLQ_ORIGIN_MESSAGE_ID: msg.msg_id}
         dead = msg.replace(
@@ -190,17 +180,17 @@ async def forward_to_dlq(ep: MessagingEndpoint, request: Any, context: Any) -> A
         )
         put = await ep.store.put_message(dead)
         if put.status in (PutStatus.NOT_LEADER, PutStatus.SERVICE_NOT_AVAILABLE):
-            raise _NotMaster(put.reason)
+            raise NotMaster(put.reason)
         if not put.ok:
-            return Resp(status=_status(put_code(put.status, put.reason), put.reason))
+            return Resp(status=status(put_code(put.status, put.reason), put.reason))
         acked = await ep.store.ack_message(group, held.receipt_handle)
         if acked.status in (AckStatus.NOT_LEADER, AckStatus.SERVICE_NOT_AVAILABLE):
-            raise _NotMaster(acked.reason)
-        return Resp(status=_status(ack_code(acked.status)))
+            raise NotMaster(acked.reason)
+        return Resp(status=status(ack_code(acked.status)))
 
     def fail(code: int, why: str) -> Any:
-        return Resp(status=_status(code, why))
+        return Resp(status=status(code, why))
 
-    return await ep._write(
+    return await ep.write(
         context, local, lambda st, md, t: st.ForwardMessageToDeadLetterQueue(request, metadata=md, timeout=t), fail
     )

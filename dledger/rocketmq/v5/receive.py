@@ -1,7 +1,7 @@
 """ReceiveMessage: Pop consumption with invisible duration, long polling and tag filtering.
 
 The receive is a write (a pop is a replicated command), so it runs on the master or is forwarded to the
-leader like every write (`MessagingEndpoint._write`). Long polling: while the master finds nothing to
+leader like every write (`ServiceContext._write`). Long polling: while the master finds nothing to
 deliver, it waits for the next applied batch (`ApplyNotifier`) or at most 0.5 s (so that expired
 invisibility is noticed), until the client's long polling timeout, always answering before its deadline.
 A group new to a topic starts after the messages stored before its first receive (RocketMQ 5's proxy starts
@@ -15,21 +15,19 @@ The answer is a status, the messages, then the delivery timestamp (which the cli
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rocketmq.grpc_protocol import definition_pb2 as d  # type: ignore[import-untyped]
 from rocketmq.grpc_protocol import service_pb2 as s
 
-from dledger.rocketmq.v5.codes import Code, pop_code
-from dledger.rocketmq.v5.convert import sql_properties, store_name, to_proto
 from dledger.broker_adapter.message import Message
 from dledger.broker_adapter.reader import parse_tag_filter
 from dledger.broker_adapter.results import NAME, PopStatus
 from dledger.broker_adapter.sql92 import Filter, SqlError
 from dledger.broker_adapter.sql92 import parse as parse_sql
-
-if TYPE_CHECKING:
-    from dledger.rocketmq.v5.service import MessagingEndpoint
+from dledger.rocketmq.v5.codes import Code, pop_code
+from dledger.rocketmq.v5.context import MAX_INVISIBLE_MS, NotMaster, ServiceContext, ms, now_ts, status
+from dledger.rocketmq.v5.convert import sql_properties, store_name, to_proto
 
 MAX_POLL_S = 60.0
 
@@ -42,13 +40,11 @@ def _takes(msg: Message, tags: frozenset[str] | None, sql: Filter | None) -> boo
     return tags is None or msg.tags in tags
 
 
-async def receive(ep: MessagingEndpoint, request: Any, context: Any) -> list[Any]:
-    from dledger.rocketmq.v5.service import MAX_INVISIBLE_MS, _ms, _NotMaster, _now_ts, _status
-
+async def receive(ep: ServiceContext, request: Any, context: Any) -> list[Any]:
     def fail(code: int, why: str) -> list[Any]:
-        return [s.ReceiveMessageResponse(status=_status(code, why))]
+        return [s.ReceiveMessageResponse(status=status(code, why))]
 
-    if (denied := ep._denied(context)) is not None:
+    if (denied := ep.denied(context)) is not None:
         return [s.ReceiveMessageResponse(status=denied)]
     group, topic = store_name(request.group), store_name(request.message_queue.topic)
     if not request.group.name or not NAME.match(group):
@@ -58,14 +54,14 @@ async def receive(ep: MessagingEndpoint, request: Any, context: Any) -> list[Any
     if request.batch_size <= 0 or request.batch_size > 1024:
         return fail(Code.BAD_REQUEST, f"batch_size {request.batch_size} is not in 1..1024")
     if request.HasField("invisible_duration"):
-        invisible = _ms(request.invisible_duration)
+        invisible = ms(request.invisible_duration)
     elif request.auto_renew:
         invisible = ep.config.default_invisible_ms
     else:
         invisible = 0
     if not 0 < invisible <= MAX_INVISIBLE_MS:
         return fail(Code.ILLEGAL_INVISIBLE_TIME, f"invisible duration {invisible} ms is not in (0, 12 h]")
-    poll = _ms(request.long_polling_timeout) / 1000 if request.HasField("long_polling_timeout") else 0.0
+    poll = ms(request.long_polling_timeout) / 1000 if request.HasField("long_polling_timeout") else 0.0
     if not 0 <= poll <= MAX_POLL_S:
         return fail(Code.ILLEGAL_POLLING_TIME, f"long polling {poll} s is not in [0, {MAX_POLL_S}]")
     fx = request.filter_expression
@@ -81,7 +77,7 @@ async def receive(ep: MessagingEndpoint, request: Any, context: Any) -> list[Any
             tags = parse_tag_filter(fx.expression or None)
         except ValueError:
             return fail(Code.ILLEGAL_FILTER_EXPRESSION, f"bad tag expression {fx.expression!r}")
-    until = min(ep._deadline(context) - 0.3, time.monotonic() + poll)
+    until = min(ep.deadline(context) - 0.3, time.monotonic() + poll)
 
     async def local() -> list[Any]:
         while True:
@@ -89,7 +85,7 @@ async def receive(ep: MessagingEndpoint, request: Any, context: Any) -> list[Any
                 group, topic, request.batch_size, invisible, from_end=ep.store.options.consume_from_last
             )
             if result.status in (PopStatus.NOT_LEADER, PopStatus.SERVICE_NOT_AVAILABLE):
-                raise _NotMaster(result.reason)
+                raise NotMaster(result.reason)
             if result.status is PopStatus.TOPIC_NOT_FOUND and ep.store.options.auto_create_topic:
                 pass  # not written yet: long-poll like an empty topic
             elif result.status not in (PopStatus.FOUND, PopStatus.NO_NEW_MSG):
@@ -99,11 +95,11 @@ async def receive(ep: MessagingEndpoint, request: Any, context: Any) -> list[Any
             if skipped:  # not for this subscription: consumed for this group (like a broker-side filter)
                 await ep.store.ack_messages(group, skipped)
             if wanted:
-                out = [s.ReceiveMessageResponse(status=_status(Code.OK))]
+                out = [s.ReceiveMessageResponse(status=status(Code.OK))]
                 for m in wanted:
                     pm = to_proto(m.stored, ep.config.address, m, invisible)
                     out.append(s.ReceiveMessageResponse(message=pm))
-                out.append(s.ReceiveMessageResponse(delivery_timestamp=_now_ts()))
+                out.append(s.ReceiveMessageResponse(delivery_timestamp=now_ts()))
                 return out
             left = until - time.monotonic()
             if left <= 0:
@@ -113,4 +109,4 @@ async def receive(ep: MessagingEndpoint, request: Any, context: Any) -> list[Any
     async def forward(stub: Any, md: list[tuple[str, str]], timeout: float) -> list[Any]:
         return [r async for r in stub.ReceiveMessage(request, metadata=md, timeout=timeout)]
 
-    return await ep._write(context, local, forward, fail)
+    return await ep.write(context, local, forward, fail)

@@ -21,18 +21,16 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from google.protobuf import duration_pb2
 from rocketmq.grpc_protocol import definition_pb2 as d  # type: ignore[import-untyped]
 from rocketmq.grpc_protocol import service_pb2 as s
 
+from dledger.broker_adapter.message import MessageType
+from dledger.rocketmq.v5.context import ServiceContext
 from dledger.rocketmq.v5.convert import store_name, to_proto
 from dledger.rocketmq.v5.support import client_metadata
-from dledger.broker_adapter.message import MessageType
-
-if TYPE_CHECKING:
-    from dledger.rocketmq.v5.service import MessagingEndpoint
 
 __all__ = ["CONSUMER_BACKOFF_S", "Telemetry"]
 
@@ -61,7 +59,7 @@ def _duration(seconds: float) -> Any:
 
 
 class Telemetry:
-    def __init__(self, endpoint: MessagingEndpoint) -> None:
+    def __init__(self, endpoint: ServiceContext) -> None:
         self.endpoint = endpoint
         self.sessions: set[_Session] = set()
         self._checked: dict[str, float] = {}

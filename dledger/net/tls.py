@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from dledger.node.config import ConfigError
+from dledger.net.addresses import ConfigError
 
 __all__ = ["TlsConfig", "read_pem"]
 
