@@ -29,8 +29,8 @@ _LAZY = {
     "OutcomeUnknownError": "dledger.client.client_policy",
     "StateMachine": "dledger.node.state_machine",
     "SyncDLedgerServer": "dledger.node.server",
-    "tune_gc": "dledger.node.gc_tuning",
-    "tune_malloc": "dledger.node.malloc_tuning",
+    "tune_gc": "dledger.node.tuning",
+    "tune_malloc": "dledger.node.tuning",
 }
 
 

@@ -23,13 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import dledger.node.event_loop as event_loop
 from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions, with_entry_room
 from dledger.broker_adapter.store import MessageStore
+from dledger.node import tuning
 from dledger.node.config import ConfigError, NodeConfig, format_peers, load_properties, parse_address
-from dledger.node.gc_tuning import tune_gc
-from dledger.node.malloc_tuning import tune_malloc
 from dledger.node.server import DLedgerServer
+from dledger.node.tuning import tune_gc, tune_malloc
 from dledger.rocketmq.v5.config import ENDPOINT_KEYS, EndpointConfig
 from dledger.testing.launcher import (
     BROKER_MODULE,
@@ -141,10 +140,10 @@ def _cmd_broker(args: argparse.Namespace) -> int:
     )
     try:
         load_properties(args.config)
-        factory = event_loop.loop_factory()
+        factory = tuning.loop_factory()
         tune_malloc()
-        event_loop.run(_serve(args.config), factory)
-    except (ConfigError, event_loop.EventLoopChoiceError) as exc:
+        tuning.run(_serve(args.config), factory)
+    except (ConfigError, tuning.EventLoopChoiceError) as exc:
         print(f"dledger broker: {exc}", file=sys.stderr)
         return 2
     except ImportError as exc:

@@ -14,11 +14,10 @@ import sys
 from typing import Any
 
 from dledger.commitlog import StoreInUseError
-from dledger.node import event_loop
+from dledger.node import tuning
 from dledger.node.config import ConfigError, NodeConfig, parse_peers, read_peer_secret
-from dledger.node.gc_tuning import tune_gc
-from dledger.node.malloc_tuning import tune_malloc
 from dledger.node.server import DLedgerServer
+from dledger.node.tuning import tune_gc, tune_malloc
 from dledger.testing.launcher import listen_problem
 
 __all__ = ["add_node_commands", "add_tls_flags", "config_from_args"]
@@ -106,7 +105,7 @@ async def start_node(config: NodeConfig, durable_report_ms: int | None = None) -
         config.address,
         config.store_dir,
         config.flush,
-        event_loop.loop_name(asyncio.get_running_loop()),
+        tuning.loop_name(asyncio.get_running_loop()),
     )
     return server
 
@@ -131,8 +130,8 @@ def _cmd_node(args: argparse.Namespace) -> int:
         print(f"dledger node: {exc}", file=sys.stderr)
         return 2
     try:
-        factory = event_loop.loop_factory()
-    except event_loop.EventLoopChoiceError as exc:
+        factory = tuning.loop_factory()
+    except tuning.EventLoopChoiceError as exc:
         print(f"dledger node: {exc}", file=sys.stderr)
         return 2
     problem = listen_problem(config)
@@ -141,7 +140,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
         return 1
     tune_malloc()
     try:
-        event_loop.run(_serve(config, args.report_durable_ms), factory)
+        tuning.run(_serve(config, args.report_durable_ms), factory)
     except ConfigError as exc:  # a file a setting names (grants, certificates) read at start
         print(f"dledger node: {exc}", file=sys.stderr)
         return 2

@@ -44,10 +44,10 @@ from dledger.commitlog import (
 )
 from dledger.node.codec import CodecError, Parts, WireCache, from_pb, to_wire_parts
 from dledger.node.config import NodeConfig
+from dledger.node.errors import BusyError, LeaderHint, NodeNotLeaderError, NodeStoppedError, OutcomeUnknown
 from dledger.node.node_members import MembersMixin
 from dledger.node.node_snapshots import SnapshotsMixin
 from dledger.node.peer_auth import peer_sessions
-from dledger.node.services import BusyError, LeaderHint, NodeNotLeaderError, NodeStoppedError, OutcomeUnknown
 from dledger.node.snapshot_transfer import SnapshotInbox
 from dledger.node.state_machine import StateMachine
 from dledger.node.transport import PeerTransport

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from dledger._proto import dledger_pb2 as pb
 from dledger.node.config import check_member
-from dledger.node.services import BusyError, LeaderHint, NodeNotLeaderError
+from dledger.node.errors import BusyError, LeaderHint, NodeNotLeaderError
 from dledger.raft import (
     ConfChange,
     ConfChangeError,

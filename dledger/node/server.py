@@ -24,7 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
 from dledger.commitlog import SegmentInfo
-from dledger.node import event_loop
+from dledger.node import tuning
 from dledger.node.client_auth import ClientAuthInterceptor, ClientGrants
 from dledger.node.config import NodeConfig, parse_address
 from dledger.node.join_term import ensure_join_term
@@ -228,7 +228,7 @@ class SyncDLedgerServer:
         self, config: NodeConfig, state_machines: Sequence[StateMachine] = (), *, seed: int | None = None
     ) -> None:
         self.server = DLedgerServer(config, state_machines, seed=seed)
-        self._loop = event_loop.new_event_loop()
+        self._loop = tuning.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="dledger-loop", daemon=True)
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:

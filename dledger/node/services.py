@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, TypeAlias, TypeVar
 
@@ -20,46 +19,12 @@ import grpc.aio
 
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
+from dledger.node.errors import BusyError, LeaderHint, NodeNotLeaderError, NodeStoppedError, OutcomeUnknown
 from dledger.storage_api import CompactedError, Entry, UnavailableError
 
-__all__ = [
-    "BusyError",
-    "ClientServicer",
-    "LeaderHint",
-    "NodeAPI",
-    "NodeNotLeaderError",
-    "NodeStoppedError",
-    "OutcomeUnknown",
-    "RequestMetrics",
-]
+__all__ = ["ClientServicer", "NodeAPI", "RequestMetrics"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class LeaderHint:
-    leader_id: str = ""
-    leader_address: str = ""
-
-
-class NodeNotLeaderError(Exception):
-    """This node cannot serve the request; it was not proposed. Carries where the leader is, if known."""
-
-    def __init__(self, hint: LeaderHint, message: str = "not the leader") -> None:
-        super().__init__(message)
-        self.hint = hint
-
-
-class BusyError(Exception):
-    """Back-pressure or a leadership transfer in progress: the request was refused, not proposed."""
-
-
-class OutcomeUnknown(Exception):
-    """The request was proposed but its fate is unknown (leadership lost, timeout, write error)."""
-
-
-class NodeStoppedError(Exception):
-    """The node is shutting down; nothing was proposed."""
 
 
 class NodeAPI(Protocol):

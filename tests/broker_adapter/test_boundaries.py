@@ -15,9 +15,9 @@ ALLOWED = (
     "dledger.node.services",
     "dledger.client.aio_client",  # `dledger.AsyncDLedgerClient`, for the replicas' status in retention
     "dledger.testing.launcher",  # local process groups and free ports, as `dledger cluster` uses them
-    "dledger.node.malloc_tuning",  # `dledger.tune_malloc`, which `dledger broker` calls like `dledger node`
-    "dledger.node.gc_tuning",  # `dledger.tune_gc`, likewise
-    "dledger.node.event_loop",  # the loop `dledger node` runs on (uvloop), for `dledger broker` too
+    "dledger.node.tuning",  # `dledger.tune_malloc`, which `dledger broker` calls like `dledger node`
+    "dledger.node.tuning",  # `dledger.tune_gc`, likewise
+    "dledger.node.tuning",  # the loop `dledger node` runs on (uvloop), for `dledger broker` too
     "dledger.storage_api",
 )
 

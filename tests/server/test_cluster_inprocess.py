@@ -8,7 +8,7 @@ import pytest
 
 from dledger.client.aio_client import AsyncDLedgerClient
 from dledger.client.client_policy import EntryNotFoundError, InvalidRequestError
-from dledger.node.services import NodeNotLeaderError
+from dledger.node.errors import NodeNotLeaderError
 from dledger.storage_api import EntryKind
 from tests.server.cluster_util import LocalGroup, run_group
 

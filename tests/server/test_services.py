@@ -19,14 +19,8 @@ from dledger.client.client_policy import (
     NotLeaderError,
     OutcomeUnknownError,
 )
-from dledger.node.services import (
-    BusyError,
-    ClientServicer,
-    LeaderHint,
-    NodeNotLeaderError,
-    NodeStoppedError,
-    OutcomeUnknown,
-)
+from dledger.node.errors import BusyError, LeaderHint, NodeNotLeaderError, NodeStoppedError, OutcomeUnknown
+from dledger.node.services import ClientServicer
 from dledger.storage_api import Entry, UnavailableError
 
 
