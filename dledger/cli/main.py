@@ -7,7 +7,6 @@ Exit codes: 0 ok, 1 the command ran and found a problem (e.g. a corrupt entry), 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -150,48 +149,13 @@ def add_log_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     dump.set_defaults(func=_log_dump)
 
 
-def _import_bench(name: str) -> Any:
-    """`bench.<name>` from the installed path or, for an editable install, from the source tree beside us;
-    None when the benchmarks are not there (they ship with the source tree, not the package)."""
-    try:
-        return importlib.import_module(f"bench.{name}")
-    except ImportError:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        if not os.path.exists(os.path.join(root, "bench", f"{name}.py")):
-            return None
-        sys.path.insert(0, root)
-        return importlib.import_module(f"bench.{name}")
-
-
-def _bench_storage(args: argparse.Namespace) -> int:
-    module = _import_bench("storage")
-    if module is None:
-        print("dledger bench storage: the benchmark ships with the source tree (bench/storage.py)", file=sys.stderr)
-        return 2
-    return int(module.run(quick=args.quick, json_path=args.json, directory=args.dir))
-
-
-def add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`dledger bench storage [--quick] [--json PATH] [--dir DIR]`."""
-    bench = sub.add_parser("bench", help="benchmarks")
-    bench_sub = bench.add_subparsers(dest="bench_command", metavar="SUBCOMMAND")
-    bench_sub.required = True
-    storage = bench_sub.add_parser("storage", help="commit log append/read/reopen throughput vs plain os.write")
-    storage.add_argument("--quick", action="store_true", help="a smaller run (< 30 s)")
-    storage.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    storage.add_argument("--dir", metavar="DIR", help="where to make the scratch dir (default /tmp)")
-    storage.set_defaults(func=_bench_storage)
-    e2e = _import_bench("e2e")
-    if e2e is not None:  # a group of node processes beside PySyncObj (the `bench` extra)
-        e2e.add_e2e_bench_command(bench_sub)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="dledger", description="A Raft-replicated commit log.")
     parser.add_argument("--version", action="version", version=f"dledger {__version__}")
     sub: Any = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     # each feature module adds its commands here
+    from dledger.cli.bench import add_bench_commands
     from dledger.cli.broker import add_broker_command
     from dledger.cli.client import add_client_commands
     from dledger.cli.cluster import add_cluster_commands

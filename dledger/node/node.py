@@ -35,10 +35,7 @@ from typing import Any
 
 from dledger._proto import dledger_pb2 as pb
 from dledger.commitlog import (
-    CorruptStoreError,
-    HardStateCorruptError,
     HardStateStore,
-    RecoveryRefusedError,
     SegmentedLog,
     SnapshotStore,
 )
@@ -49,15 +46,15 @@ from dledger.node.node_members import MembersMixin
 from dledger.node.node_snapshots import SnapshotsMixin
 from dledger.node.peer_auth import peer_sessions
 from dledger.node.snapshot_transfer import SnapshotInbox
+from dledger.node.startup import REPLACE_STORE_HINT, core_config, load_hard_state, open_log, recovering_start
 from dledger.node.state_machine import StateMachine
+from dledger.node.stats import NodeStats
 from dledger.node.transport import PeerTransport
 from dledger.raft import (
-    Config,
     Membership,
     NotLeaderError,
     ProposalDroppedError,
     RaftCore,
-    ReadOnlyOption,
     Ready,
     Role,
 )
@@ -70,17 +67,8 @@ __all__ = ["COMMIT_SAVE_INTERVAL", "REPLACE_STORE_HINT", "RaftNode", "RoleCallba
 log = logging.getLogger(__name__)
 
 COMMIT_SAVE_INTERVAL = 0.2
-# the documented recovery for a store a node must not start on (docs/durability.md, "Replacing a disk")
-REPLACE_STORE_HINT = (
-    "recover this node as a replaced disk: `dledger member remove ID`, move the store aside, start the node with"
-    " --join and `dledger member add` / `promote` it (docs/durability.md)"
-)
 INLINE_MAX_BYTES = 4 << 20  # async-flush persists up to this size run on the loop thread (see _persist_inline_ok)
 INLINE_MAX_ENTRIES = 8192
-# payload bytes in flight to one follower. 32 MiB (the core's default) buffered so much in the transport and
-# gRPC that a catching-up follower got 148 MB/s with the leader at 289 MB RSS; 8 MiB: 242-272 MB/s at 155 MB
-# (1 GiB behind). 4 MiB caught up faster still but cost 64 KiB appends 10%.
-MAX_INFLIGHT_BYTES = 8 << 20
 TIMER_RESOLUTION = 0.001  # seconds: the shortest wait the driver asks of the event loop (see _run)
 RoleCallback = Callable[[str, int, str | None], None]  # (role, term, leader id)
 _Future = asyncio.Future[tuple[int, int]]
@@ -96,23 +84,6 @@ class _Waiter:
     proposed_at: float = 0.0  # time.perf_counter() when proposed, for the commit latency
 
 
-@dataclass(slots=True)
-class _Stats:
-    decode_errors: int = 0
-    fenced: str = ""
-    role_changes: int = 0
-    readies: int = 0
-    wakeups: int = 0  # times the driver's loop woke from waiting (a tick, a message, a request)
-    entries_persisted: int = 0
-    bytes_persisted: int = 0
-    elections: int = 0  # times this node became a candidate
-    leader_changes: int = 0  # times the leader it knows of changed
-    snapshots_taken: int = 0
-    snapshots_installed: int = 0  # snapshots from a leader that replaced this node's log
-    snapshots_sent: int = 0  # transfers to followers that completed
-    keepalive_heartbeats: int = 0  # heartbeats sent again while a leader's long write held its driver
-
-
 class RaftNode(SnapshotsMixin, MembersMixin):
     """Drives one `RaftCore` over a `SegmentedLog`, an LMDB hard state and the peer transport."""
 
@@ -121,7 +92,7 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         self.group = config.group
         self.max_entry_bytes = config.max_entry_bytes
         self.state_machines = list(state_machines)
-        self.stats = _Stats()
+        self.stats = NodeStats()
         self._seed = seed if seed is not None else int.from_bytes(os.urandom(8), "little")
         self._role_callbacks: list[RoleCallback] = []
         self._last_leader: str | None = None
@@ -170,54 +141,22 @@ class RaftNode(SnapshotsMixin, MembersMixin):
 
     def _open_storage(self) -> None:
         cfg = self.config
-        try:
-            self.log = SegmentedLog.open(
-                cfg.store_dir / "log",
-                segment_bytes=cfg.segment_bytes,
-                drop_behind_bytes=cfg.drop_behind_bytes,
-                flush=cfg.flush,
-                flush_interval_ms=cfg.flush_interval_ms,
-                max_entry_bytes=max(cfg.max_entry_bytes + 48, 4096),
-                # every entry checked at start: damage anywhere is found now, and recovered from the leader
-                verify_closed=True,
-            )
-        except CorruptStoreError as exc:
-            if isinstance(exc, RecoveryRefusedError):
-                raise
-            raise RecoveryRefusedError(f"refusing to start: {exc}; {REPLACE_STORE_HINT}") from exc
+        self.log = open_log(cfg)
         self.hard_state_store = HardStateStore.open(cfg.store_dir / "state")
         self.snapshots = SnapshotStore(cfg.store_dir / "snapshots", keep=cfg.snapshot_keep)
-        saved = self._load_hard_state()
+        saved = load_hard_state(self.hard_state_store, self.log, self.snapshots)
         latest = self._recover_from_snapshot()
         self._sm_applied = [sm.last_applied() for sm in self.state_machines]
         applied = min(self._sm_applied, default=0)
         # whatever a state machine applied was committed. The commit index is not cut to the log's end: a log
-        # that ends below it lost entries it had persisted, and the node starts recovering (see _recovering_start)
+        # that ends below it lost entries it had persisted, and the node starts recovering (see `recovering_start`)
         commit = max(saved.commit_index, applied, latest.index if latest else 0)
         applied = max(min(applied, commit), latest.index if latest else 0)
-        recovering_until = self._recovering_start(commit)
+        recovering_until = recovering_start(self.log, self.hard_state_store, commit, cfg.self_id)
+        self._recovering_mark = recovering_until
         self._saved = HardState(saved.current_term, saved.voted_for, commit, saved.config)
-        # a joining node is not one of the initial voters: they are the others it was given
-        initial = tuple(p for p in cfg.peers if not (cfg.join and p == cfg.self_id))
         self.core = RaftCore(
-            Config(
-                id=cfg.self_id,
-                peers=initial,
-                election_tick=cfg.election_tick,
-                heartbeat_tick=cfg.heartbeat_tick,
-                pre_vote=cfg.pre_vote,
-                check_quorum=cfg.check_quorum,
-                read_only=ReadOnlyOption.LEASE if cfg.lease_read else ReadOnlyOption.READ_INDEX,
-                max_append_bytes=min(1 << 20, cfg.max_message_bytes // 4),
-                max_inflight_bytes=MAX_INFLIGHT_BYTES,
-                max_uncommitted_bytes=max(64 << 20, 4 * cfg.max_entry_bytes),
-                preferred_leader=cfg.preferred_leader,
-                lazy_commit=cfg.lazy_commit,
-                group=cfg.group,
-                applied=applied,
-                join=cfg.join,
-                recovering_until=recovering_until,
-            ),
+            core_config(cfg, applied, recovering_until),
             self.log,
             self._saved,
             random.Random(self._seed),
@@ -225,63 +164,6 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         if latest is not None:
             self.core.set_snapshot(latest)
         self._check_membership_at_start(self.core)
-
-    def _load_hard_state(self) -> HardState:
-        """The saved hard state, refusing (`RecoveryRefusedError`, one line) a record that fails its CRC or a
-        missing one beside a log or snapshot: starting at term 0 with no vote could vote twice in a term.
-        A brand-new store gets its (zero) record at once, so that a missing record always means damage."""
-        store, log_store, snapshots = self.hard_state_store, self.log, self.snapshots
-        assert store is not None and log_store is not None and snapshots is not None
-        try:
-            saved = store.load()
-        except HardStateCorruptError as exc:
-            raise RecoveryRefusedError(f"refusing to start: {exc}; {REPLACE_STORE_HINT}") from exc
-        if store.exists():
-            return saved
-        latest = snapshots.latest()
-        if log_store.last_index > 0 or latest is not None:
-            what = f"a log up to index {log_store.last_index}" if log_store.last_index else f"snapshot {latest}"
-            raise RecoveryRefusedError(
-                f"refusing to start: {store.directory}: no hard state record (term, vote, commit) beside {what};"
-                f" {REPLACE_STORE_HINT}"
-            )
-        store.save(saved)
-        return saved
-
-    def _recovering_start(self, commit: int) -> int:
-        """Whether this node starts recovering (see `RaftCore`): the index its log must reach again before it
-        votes, or 0. It recovers when its log ends below its commit index, below where recovery found
-        corruption of durable entries (`RecoveryReport.durable_damage`), or below a mark an earlier run left.
-        The mark is saved durably before the core starts, so a restart before the entries are back keeps it."""
-        store, hs_store = self.log, self.hard_state_store
-        assert store is not None and hs_store is not None
-        try:
-            mark = hs_store.load_recovering_until()
-        except HardStateCorruptError as exc:
-            raise RecoveryRefusedError(f"refusing to start: {exc}; {REPLACE_STORE_HINT}") from exc
-        damage = store.recovery.durable_damage
-        target = max(mark, commit, damage[1] if damage is not None else 0)
-        last = store.last_index
-        if target <= last:
-            if mark:
-                hs_store.save_recovering_until(0)
-            return 0
-        if target != mark:
-            hs_store.save_recovering_until(target)
-        why = (
-            f"entries {damage[0]}..{damage[1]} it had fsynced were damaged"
-            if damage is not None
-            else f"its log ends below its saved commit index {commit}"
-            if commit > last
-            else "an earlier run had not finished recovering"
-        )
-        log.error(
-            "node %s starts RECOVERING: %s; its log ends at %d. It grants no vote and never campaigns until it has"
-            " entries %d..%d again from the leader",
-            self.config.self_id, why, last, last + 1, target,
-        )  # fmt: skip
-        self._recovering_mark = target
-        return target
 
     async def _end_recovering(self, core: RaftCore) -> None:
         """The core has its lost range again, persisted: clear the durable mark (off the loop thread)."""

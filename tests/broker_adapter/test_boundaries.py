@@ -12,12 +12,8 @@ ALLOWED = (
     "dledger.node.server",
     "dledger.node.state_machine",
     "dledger.node.config",
-    "dledger.node.services",
+    "dledger.node.errors",
     "dledger.client.aio_client",  # `dledger.AsyncDLedgerClient`, for the replicas' status in retention
-    "dledger.testing.launcher",  # local process groups and free ports, as `dledger cluster` uses them
-    "dledger.node.tuning",  # `dledger.tune_malloc`, which `dledger broker` calls like `dledger node`
-    "dledger.node.tuning",  # `dledger.tune_gc`, likewise
-    "dledger.node.tuning",  # the loop `dledger node` runs on (uvloop), for `dledger broker` too
     "dledger.storage_api",
 )
 
