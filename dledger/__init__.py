@@ -1,7 +1,10 @@
 """dledger: a Raft-replicated commit log for RocketMQ-style brokers.
 
-Layers (see docs/architecture.md): `dledger.raft` (pure consensus core), `dledger.commitlog` (durable
-segmented log + LMDB hard state), `dledger.server` (node runtime), `dledger.broker_adapter` (message store).
+Packages (see docs/architecture.md): `dledger.raft` (the pure consensus core), `dledger.commitlog` (the durable
+segmented log and LMDB hard state), `dledger.node` (the node runtime), `dledger.client` (the clients),
+`dledger.broker_adapter` (the replicated message store), `dledger.rocketmq` (RocketMQ's protocols on the
+store), `dledger.cli` (the `dledger` command), `dledger.net` (shared network pieces), `dledger.testing`
+(simulation harness and local process groups).
 """
 
 from dledger.storage_api import (
