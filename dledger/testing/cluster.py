@@ -16,7 +16,7 @@ Persistence is modelled honestly, following the contract of `dledger.raft.ready`
   had persisted (and so may have acknowledged); it restarts recovering (`Config.recovering_until`) until
   the leader has given them back. Its state machine keeps what it applied, so entries committed again are
   checked equal to those it applied before. `repair_in_place(id, keep)` is the same damage found by a
-  running node: as the runtime does (`dledger.server.node_repair`), its core and pending Ready are
+  running node: as the runtime does (`dledger.node.node_repair`), its core and pending Ready are
   dropped, its log loses the entries after `keep`, and a recovering core is built at once (no restart).
 Messages between nodes may be delivered in any order, dropped or duplicated; links can be cut.
 
@@ -184,7 +184,7 @@ class Cluster:
         """A down node's disk is lost: it starts again under its old id as a joining node with an empty
         log (`Config(join=True)`, peers = the initial voters but itself) and a hard state holding only
         `term`, the term floor the runtime learns from the group before it starts a joining node (see
-        `dledger.server.join_term`). Its state machine is lost too. Safe only once its removal is
+        `dledger.node.join_term`). Its state machine is lost too. Safe only once its removal is
         committed and `term` is at least the term in which that happened; the caller's test decides."""
         old = self.nodes[node_id]
         if old.alive:

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from dledger.client.client import DLedgerClient
+from dledger.client.client_policy import DLedgerError
 from dledger.commitlog import SegmentedLog
 from dledger.commitlog.codec import INDEX, INDEX_SIZE
 from dledger.commitlog.verify import verify_store
-from dledger.server.client import DLedgerClient
-from dledger.server.client_policy import DLedgerError
 from tests.server.procs import ProcessGroup, wait_until
 from tests.server.test_recovery_faults import SEGMENT_BYTES, Load
 
