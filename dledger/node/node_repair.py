@@ -1,20 +1,19 @@
-"""Protocol-aware recovery of a `RaftNode`: at start, and in place when a running node finds damage.
+"""In-place repair of a running `RaftNode`'s storage, and the end of its recovering state.
 
-At start (`_recovering_start`): a node whose log ends below its saved commit index, below where recovery
-found corruption of entries it had fsynced, or below a mark an earlier run left, starts **recovering** (see
-`RaftCore`): no votes, no campaigns, not counted in any election, until its log reaches that index again.
+A node that starts recovering (`startup.recovering_start`: its log lost entries it had persisted) grants no
+vote and never campaigns until its log reaches the recovering mark again; `_end_recovering` clears it.
 
 While running, damage is found by a read (a corrupt entry or index record read for a follower's
-AppendEntries, for an apply, for a snapshot's term, or for a client `get`) or by a flush (a segment file
-deleted or cut under the open log, which poisons it). The node then recovers **in place**, through the very
+AppendEntries, for an apply, for a snapshot's term, or for a client `get`) or by a flush or append (a
+segment file deleted or cut under the open log, which poisons it). The node then recovers **in place**, through the very
 path a restart takes, without a restart:
 
 1. it stops taking part: the old core is dropped (a leader thereby stops leading: its followers elect
    another after an election timeout), its clients hear "not leader" (refused) or "outcome unknown"
    (proposed), and its role callbacks hear `follower`;
 2. on the I/O thread: the hard state (term, vote, commit) is saved, the log is closed and opened again
-   with every entry checked (`startup.open_log`): index records that disagree with
-   their data are rebuilt from the data, the log is cut back before the first damaged or missing entry,
+   with every entry checked (`startup.open_log`): index records that disagree with their data are
+   rebuilt from the data, the log is cut back before the first damaged or missing entry,
    and the recovering mark (the larger of the saved commit index, the durable damage and the last entry
    this run had persisted, so possibly acknowledged) is saved in the hard-state store before the new core
    exists;
@@ -26,7 +25,7 @@ path a restart takes, without a restart:
 
 Invariants:
 - a damaged log is never read again: the old `SegmentedLog` is closed before the new one is opened, and
-  readers meanwhile (`get`) are sent to the leader;
+  readers meanwhile (`get`) hear "not leader" and ask another replica;
 - the recovering mark is durable before the new core can answer anyone, so a crash mid-repair restarts
   recovering too; while the term of the last entry this run had persisted is known, the recovering core
   answers votes as that undamaged log would have (`Config.recovering_term`), which keeps a group whose
