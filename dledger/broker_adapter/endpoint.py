@@ -42,6 +42,7 @@ from dledger.broker_adapter.endpoint_support import (
     client_metadata,
 )
 from dledger.broker_adapter.endpoint_telemetry import Telemetry
+from dledger.broker_adapter.endpoint_topics import ACCEPTS, permission, recall_handle, recall_message, type_conflict
 from dledger.broker_adapter.message import MessageType
 from dledger.broker_adapter.results import NAME, AckStatus, PutStatus
 from dledger.broker_adapter.store import MessageStore
@@ -54,12 +55,6 @@ R = TypeVar("R")
 WRITE_WAIT_S = 3.0  # how long a write waits for a leader (within the client's deadline)
 FORWARDED_WAIT_S = 1.0  # how long a forwarded write waits for this replica to become master
 MAX_INVISIBLE_MS = 12 * 3600 * 1000
-_TYPES = {
-    MessageType.NORMAL: d.MessageType.NORMAL,
-    MessageType.FIFO: d.MessageType.FIFO,
-    MessageType.DELAY: d.MessageType.DELAY,
-    MessageType.TRANSACTION: d.MessageType.TRANSACTION,
-}
 
 
 def _status(code: int, message: str = "") -> Any:
@@ -172,14 +167,12 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
         if cfg is None and not opts.auto_create_topic:
             return None
         count = cfg.queue_count if cfg else opts.default_queue_count
-        types = [_TYPES[cfg.message_type]] if cfg else list(_TYPES.values())
+        types = ACCEPTS[cfg.message_type] if cfg else ACCEPTS[MessageType.MIXED]
         endpoints = access_point if access_point.addresses else self.route_endpoints
         broker = d.Broker(name=self.config.broker_name, id=0, endpoints=endpoints)
         ids = range(count) if queue_id is None else [queue_id]
         return [
-            d.MessageQueue(
-                topic=topic, id=q, permission=d.Permission.READ_WRITE, broker=broker, accept_message_types=types
-            )
+            d.MessageQueue(topic=topic, id=q, permission=permission(cfg), broker=broker, accept_message_types=types)
             for q in ids
         ]
 
@@ -223,14 +216,8 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
             batch = [from_proto(m, max_body=limit, now_ms=now) for m in request.messages]
         except ConvertError as exc:
             return s.SendMessageResponse(status=_status(exc.code, str(exc)))
-        for msg in batch:
-            cfg = self.store.topic(msg.topic)
-            mtype = MessageType.TRANSACTION if msg.transaction else None
-            mtype = mtype or (MessageType.FIFO if msg.message_group else None)
-            mtype = mtype or (MessageType.DELAY if msg.delivery_timestamp else MessageType.NORMAL)
-            if cfg is not None and cfg.message_type != mtype:
-                why = f"topic {msg.topic!r} takes {cfg.message_type.name} messages, not {mtype.name}"
-                return s.SendMessageResponse(status=_status(Code.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE, why))
+        if (why := type_conflict(self.store, batch)) is not None:
+            return s.SendMessageResponse(status=_status(Code.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE, why))
 
         async def local() -> Any:
             result = await self.store.put_messages(batch)
@@ -244,6 +231,7 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
                     message_id=mid,
                     transaction_id=mid if msg.transaction else "",
                     offset=off,
+                    recall_handle=recall_handle(msg, mid, now),
                 )
                 for mid, off, msg in zip(result.msg_ids, result.queue_offsets, batch, strict=False)
             ]
@@ -375,9 +363,10 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
         for response in await pull_message(self, request, context):
             yield response
 
-    # ---- not supported ----
     async def RecallMessage(self, request: Any, context: Any) -> Any:
-        return s.RecallMessageResponse(status=_status(Code.UNSUPPORTED, "recalling delayed messages is not supported"))
+        return await recall_message(self, request, context, _NotMaster)
+
+    # ---- not supported ----
 
     async def SyncLiteSubscription(self, request: Any, context: Any) -> Any:
         return s.SyncLiteSubscriptionResponse(status=_status(Code.UNSUPPORTED, "lite topics are not supported"))
