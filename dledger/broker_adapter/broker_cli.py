@@ -24,9 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dledger.server.event_loop as event_loop
+from dledger.broker_adapter.admin_service import AdminService
+from dledger.broker_adapter.broker_metrics import BrokerCollector
 from dledger.broker_adapter.endpoint_config import ENDPOINT_KEYS, EndpointConfig
 from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions, with_entry_room
 from dledger.broker_adapter.store import MessageStore
+from dledger.server.client_auth import ClientGrants
 from dledger.server.config import ConfigError, NodeConfig, format_peers, load_properties, parse_address
 from dledger.server.gc_tuning import tune_gc
 from dledger.server.launcher import (
@@ -70,6 +73,11 @@ class BrokerReplica:
         self.server = DLedgerServer(self.node_config, [self.store, self.notifier], seed=seed)
         self.store.bind(self.server)
         self.endpoint = MessagingEndpoint(self.store, self.config, self.notifier)
+        grants = self.node_config.client_grants
+        self.admin = AdminService(
+            self.store, dict(self.config.endpoints), ClientGrants.load(grants) if grants is not None else None
+        )
+        self.server.metrics.registry.register(BrokerCollector(self.store))
         self._grpc: Any = None
 
     @classmethod
@@ -87,6 +95,7 @@ class BrokerReplica:
                 options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
             )
             sg.add_MessagingServiceServicer_to_server(self.endpoint, server)
+            server.add_generic_rpc_handlers((self.admin.handler(),))  # the admin RPC, on the same port
             host, _, port = self.config.address.rpartition(":")
             try:
                 server.add_insecure_port(f"{host}:{port}")
