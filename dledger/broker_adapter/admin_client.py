@@ -65,7 +65,7 @@ class AdminClient:
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else None
                 if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-                    raise AdminCallError(f"{address}: {exc.details()}") from None  # type: ignore[attr-defined]
+                    raise AdminCallError(f"{address}: {exc.details()}") from None
                 last = f"{address}: {code.name if code else exc}"
             except ValueError:
                 last = f"{address}: the answer is not JSON"
