@@ -102,6 +102,7 @@ class Applier:
         self.wanted: set[int] = set()
         self.outcomes: dict[int, Any] = {}
         self.on_noop: Callable[[Entry], None] | None = None
+        self.on_queues_dropped: Callable[[], None] | None = None  # consume queues were deleted (readers' caches)
         self.skipped = 0
         self.failed: BaseException | None = None
         self._txn: Any = None
@@ -166,10 +167,13 @@ class Applier:
         return cfg
 
     def forget_queues(self, prefix: bytes) -> None:
-        """Drop the cached next offsets of the consume queues whose keys start with `prefix` (deleted ones)."""
+        """Drop the cached next offsets of the consume queues whose keys start with `prefix` (deleted ones), and
+        tell `on_queues_dropped` (a queue of the same name may start again at offset 0)."""
         for qk in [qk for qk in self.cqmax if qk.startswith(prefix)]:
             del self.cqmax[qk]
             self._dirty.discard(qk)
+        if self.on_queues_dropped is not None:
+            self.on_queues_dropped()
 
     # ---- apply ----
     def apply(self, entry: Entry) -> None:

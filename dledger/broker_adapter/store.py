@@ -109,6 +109,7 @@ class MessageStore(AdminMixin, PopMixin):
         """Attach to the server this store is registered on (before `server.start()`)."""
         self.server = server
         self.reader = Reader(self.tables, server.get, lambda: int(server.status().first_index) or 1)
+        self.applier.on_queues_dropped = self.reader.forget
         self._preparer = Preparer(self.options, self.reader.topic)
         self.retention = Retention(self, server)
         server.on_role_change(self._on_role_change)

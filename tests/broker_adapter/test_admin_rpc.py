@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import pathlib
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from rocketmq.grpc_protocol import definition_pb2 as d  # type: ignore[import-untyped]
 
 from dledger.broker_adapter import Message, MessageStore
 from dledger.broker_adapter.admin_cli import render, table
@@ -16,6 +18,7 @@ from dledger.broker_adapter.admin_model import GroupConfig, StartFrom
 from dledger.broker_adapter.admin_ops import run_op
 from dledger.broker_adapter.admin_service import MAX_REQUEST_BYTES, AdminService
 from dledger.broker_adapter.broker_metrics import BrokerCollector
+from dledger.broker_adapter.endpoint_telemetry import Telemetry
 from dledger.server.client_auth import ClientGrants
 from tests.broker_adapter.group_util import FakeClock
 from tests.broker_adapter.single_util import run_single
@@ -149,3 +152,20 @@ def test_tables_for_people() -> None:
     assert text.splitlines() == ["A   BB", "1   long value", "22"]
     assert render("topic.delete", None) == "done"
     assert "no progress" in render("progress", [])
+
+
+def test_a_configured_group_gets_its_retry_policy_and_fifo_flag_in_the_settings(tmp_path: pathlib.Path) -> None:
+    async def body(store: MessageStore, clock: FakeClock) -> None:
+        cfg = GroupConfig("G", max_attempts=3, backoff_initial_ms=500, backoff_max_ms=8000, fifo=True)
+        await store.put_group(cfg, create=True)
+        telemetry = Telemetry(SimpleNamespace(store=store))  # type: ignore[arg-type]
+        asked = d.Settings(subscription=d.Subscription(group=d.Resource(name="G")))
+        out = telemetry.reply(asked).settings
+        assert out.backoff_policy.max_attempts == 3 and out.subscription.fifo is True
+        eb = out.backoff_policy.exponential_backoff
+        assert (eb.initial.nanos, eb.max.seconds, eb.multiplier) == (500_000_000, 8, 2.0)
+        other = telemetry.reply(d.Settings(subscription=d.Subscription(group=d.Resource(name="H")))).settings
+        assert other.backoff_policy.max_attempts == store.options.max_delivery_attempts
+        assert other.backoff_policy.HasField("customized_backoff")
+
+    run_single(tmp_path, body)
