@@ -339,7 +339,7 @@ class Applier:
         elif isinstance(cmd, c.PopReceive):
             outcome = pop.receive(self, txn, cmd, entry.index)
         elif isinstance(cmd, c.Ack):
-            outcome = [pop.ack(self, txn, cmd.group, handle) for handle in cmd.handles]
+            outcome = pop.ack(self, txn, cmd.group, cmd.handles)
         elif isinstance(cmd, c.ChangeInvisible):
             outcome = pop.change_invisible(self, txn, cmd, entry.index)
         elif isinstance(cmd, c.EndTransaction):

@@ -31,6 +31,7 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -338,15 +339,20 @@ def _find(a: Applier, txn: Any, group: str, handle: str) -> tuple[bytes, int, In
     return (qk, offset, rec) if rec.seq == seq else None
 
 
-def ack(a: Applier, txn: Any, group: str, handle: str) -> bool:
-    found = _find(a, txn, group, handle)
-    if found is None:
-        return False
-    _drop_inflight(a, txn, *found)
-    parsed = parse_handle(handle)
-    assert parsed is not None
-    bump_stats(a, txn, group, parsed[0], acked=1)
-    return True
+def ack(a: Applier, txn: Any, group: str, handles: Sequence[str]) -> list[bool]:
+    """Acknowledge each handle (False: stale or unknown); counts the acknowledgements per topic once."""
+    out = []
+    acked: dict[str, int] = {}
+    for handle in handles:
+        found = _find(a, txn, group, handle)
+        if found is not None:
+            _drop_inflight(a, txn, *found)
+            topic = handle.rsplit(":", 3)[0]  # (a valid handle: `_find` parsed it)
+            acked[topic] = acked.get(topic, 0) + 1
+        out.append(found is not None)
+    for topic, count in acked.items():
+        bump_stats(a, txn, group, topic, acked=count)
+    return out
 
 
 def change_invisible(a: Applier, txn: Any, cmd: c.ChangeInvisible, seq: int) -> tuple[str, int] | None:
