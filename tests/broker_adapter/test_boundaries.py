@@ -18,6 +18,7 @@ ALLOWED = (
     "dledger.server.malloc_tuning",  # `dledger.tune_malloc`, which `dledger broker` calls like `dledger node`
     "dledger.server.gc_tuning",  # `dledger.tune_gc`, likewise
     "dledger.server.event_loop",  # the loop `dledger node` runs on (uvloop), for `dledger broker` too
+    "dledger.server.client_auth",  # the client grants: the broker admin RPC checks rights like the client API
     "dledger.storage_api",
 )
 
