@@ -173,3 +173,22 @@ def test_a_new_group_configured_to_start_first_receives_history(
         assert set(drain(c, old)) == old
     with simple_consumer(admin_group, "g-from-last", "adm-history") as c:
         assert receive(c, 8, 20) == []  # not configured: starts at the end, as RocketMQ 5's proxy
+
+
+def test_admin_state_survives_a_sigkill_of_the_master(
+    admin_group: LocalBrokerGroup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin_json(admin_group, capsys, "group", "create", "g-survives", "--max-attempts", "4", "--fifo", "on")
+    admin_json(admin_group, capsys, "topic", "create", "adm-survives", "--queues", "3", "--type", "DELAY")
+    old = leader_id(admin_group)
+    admin_group.kill(old)
+    try:
+        eventually("a new leader", lambda: leader_id(admin_group) != old, timeout=60)
+        group = admin_json(admin_group, capsys, "group", "describe", "g-survives")
+        assert group["max_attempts"] == 4 and group["fifo"] is True
+        topic = admin_json(admin_group, capsys, "topic", "describe", "adm-survives")
+        assert (topic["type"], topic["queues"]) == ("DELAY", 3)
+        admin_json(admin_group, capsys, "group", "update", "g-survives", "--max-attempts", "6")
+    finally:
+        admin_group.start(old)
+    assert admin_json(admin_group, capsys, "group", "describe", "g-survives")["max_attempts"] == 6
