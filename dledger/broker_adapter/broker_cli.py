@@ -332,7 +332,8 @@ def run_local_group(
             return 1
         print(f"broker group {group!r}: {nodes} replicas; clients use endpoints={g.access_point!r}")
         print(f"configs and logs in {g.root}")
-        print(f"status: dledger status --cluster {g.root}\nstop:   dledger cluster stop {g.root}")
+        print(f"status: dledger status --cluster {g.root}\nadmin:  dledger admin --cluster {g.root} topic list")
+        print(f"stop:   dledger cluster stop {g.root}")
         return 0
     stop_on_terminate()
     try:
