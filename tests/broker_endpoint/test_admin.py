@@ -166,7 +166,7 @@ def test_a_recalled_delay_message_is_never_delivered(admin_group: LocalBrokerGro
     with simple_consumer(admin_group, "g-recall", "adm-delay") as c:
         assert receive(c, 8, 20) == []  # the group starts here
         with producer(admin_group, ("adm-delay",)) as p:
-            when = int(time.time()) + 4  # epoch seconds, as this client version sends them
+            when = int(time.time()) + 10  # epoch seconds, as this client version sends them
             recalled = send_eventually(p, message("adm-delay", b"recalled", delivery_timestamp=when))
             kept = send_eventually(p, message("adm-delay", b"kept", delivery_timestamp=when))
             assert recalled.recall_handle and kept.recall_handle
