@@ -17,7 +17,7 @@ or False, on every replica alike).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from dledger.broker_adapter import commands as c
 from dledger.broker_adapter.admin_model import GroupConfig, GroupStats, StartFrom
@@ -37,10 +37,9 @@ from dledger.broker_adapter.tables import (
     valid_name,
 )
 
-if TYPE_CHECKING:
-    from dledger.broker_adapter.apply import Applier
-
 __all__ = [
+    "AdminContext",
+    "TablesContext",
     "bump_stats",
     "delete_group",
     "delete_topic",
@@ -52,7 +51,24 @@ __all__ = [
 ]
 
 
-def group_config(a: Applier, txn: Any, group: str) -> GroupConfig | None:
+class TablesContext(Protocol):
+    """The applier's database handles (what the group settings and counters need)."""
+
+    db: dict[str, Any]
+
+
+class AdminContext(TablesContext, Protocol):
+    """What the admin commands use of the store's applier (`dledger.broker_adapter.apply.Applier`): its tables,
+    its topic cache and reads, and the cache of consume queue ends."""
+
+    topics: dict[str, TopicConfig | None]
+
+    def topic(self, txn: Any, name: str) -> TopicConfig | None: ...
+
+    def forget_queues(self, prefix: bytes) -> None: ...
+
+
+def group_config(a: TablesContext, txn: Any, group: str) -> GroupConfig | None:
     """The group's settings, or None when the group was never configured (the broker's defaults apply)."""
     if not valid_name(group, MAX_GROUP_BYTES):
         return None
@@ -60,13 +76,13 @@ def group_config(a: Applier, txn: Any, group: str) -> GroupConfig | None:
     return GroupConfig.unpack(group, raw) if raw is not None else None
 
 
-def bump_stats(a: Applier, txn: Any, group: str, topic: str, **deltas: int) -> None:
+def bump_stats(a: TablesContext, txn: Any, group: str, topic: str, **deltas: int) -> None:
     key = qkey(group, topic)
     old = GroupStats.unpack(txn.get(key, db=a.db["gstats"]))
     txn.put(key, old.plus(**deltas).pack(), db=a.db["gstats"])
 
 
-def update_topic(a: Applier, txn: Any, cmd: c.UpdateTopic) -> TopicConfig | None:
+def update_topic(a: AdminContext, txn: Any, cmd: c.UpdateTopic) -> TopicConfig | None:
     if cmd.message_type not in MessageType._value2member_map_ or not 0 <= cmd.perm <= 7:
         return None
     if not 1 <= cmd.queue_count <= 1024 or not valid_name(cmd.topic, MAX_TOPIC_BYTES):
@@ -83,7 +99,7 @@ def update_topic(a: Applier, txn: Any, cmd: c.UpdateTopic) -> TopicConfig | None
     return TopicConfig(cmd.topic, count, kind, cmd.perm)
 
 
-def topic_exists(a: Applier, txn: Any, topic: str) -> bool:
+def topic_exists(a: AdminContext, txn: Any, topic: str) -> bool:
     return a.topic(txn, topic) is not None
 
 
@@ -99,7 +115,7 @@ def _delete_prefix(txn: Any, db: Any, prefix: bytes) -> list[tuple[bytes, bytes]
     return gone
 
 
-def _drop_inflight_rows(a: Applier, txn: Any, rows: list[tuple[bytes, bytes]]) -> None:
+def _drop_inflight_rows(a: AdminContext, txn: Any, rows: list[tuple[bytes, bytes]]) -> None:
     """The `popexp` and `pins` rows of deleted `inflight` rows (key: group NUL topic NUL u32 queue u64 offset)."""
     for key, raw in rows:
         rec = Inflight.unpack(raw)
@@ -118,7 +134,7 @@ def _group_topic_keys(txn: Any, db: Any, topic: bytes) -> list[bytes]:
     return out
 
 
-def delete_topic(a: Applier, txn: Any, cmd: c.DeleteTopic) -> bool:
+def delete_topic(a: AdminContext, txn: Any, cmd: c.DeleteTopic) -> bool:
     if not valid_name(cmd.topic, MAX_TOPIC_BYTES) or a.topic(txn, cmd.topic) is None:
         return False
     name = cmd.topic.encode()
@@ -139,7 +155,7 @@ def delete_topic(a: Applier, txn: Any, cmd: c.DeleteTopic) -> bool:
     return True
 
 
-def update_group(a: Applier, txn: Any, cmd: c.UpdateGroup) -> GroupConfig | None:
+def update_group(a: AdminContext, txn: Any, cmd: c.UpdateGroup) -> GroupConfig | None:
     if not valid_name(cmd.group, MAX_GROUP_BYTES) or cmd.start not in StartFrom._value2member_map_:
         return None
     cfg = GroupConfig(
@@ -158,7 +174,7 @@ def update_group(a: Applier, txn: Any, cmd: c.UpdateGroup) -> GroupConfig | None
     return cfg
 
 
-def delete_group(a: Applier, txn: Any, cmd: c.DeleteGroup) -> bool:
+def delete_group(a: AdminContext, txn: Any, cmd: c.DeleteGroup) -> bool:
     if not valid_name(cmd.group, MAX_GROUP_BYTES):
         return False
     found = bool(txn.delete(cmd.group.encode(), db=a.db["groups"]))
@@ -170,7 +186,7 @@ def delete_group(a: Applier, txn: Any, cmd: c.DeleteGroup) -> bool:
     return found or bool(rows)
 
 
-def recall(a: Applier, txn: Any, cmd: c.Recall) -> bool:
+def recall(a: AdminContext, txn: Any, cmd: c.Recall) -> bool:
     msg_id = cmd.msg_id.encode()
     if not 0 < len(msg_id) <= MAX_ID_BYTES:
         return False

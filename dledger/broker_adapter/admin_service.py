@@ -24,7 +24,7 @@ import grpc.aio
 
 from dledger.broker_adapter.admin_ops import WRITES, run_op
 from dledger.broker_adapter.store import MessageStore
-from dledger.server.client_auth import ClientGrants
+from dledger.node.client_auth import ClientGrants
 
 __all__ = ["ADMIN_METHOD", "ADMIN_SERVICE", "MAX_REQUEST_BYTES", "AdminService"]
 

@@ -13,13 +13,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from rocketmq.grpc_protocol import definition_pb2 as d  # type: ignore[import-untyped]
 
 from dledger.broker_adapter import Message, MessageStore
-from dledger.broker_adapter.admin_cli import render, table
 from dledger.broker_adapter.admin_model import GroupConfig, StartFrom
 from dledger.broker_adapter.admin_ops import run_op
 from dledger.broker_adapter.admin_service import MAX_REQUEST_BYTES, AdminService
 from dledger.broker_adapter.broker_metrics import BrokerCollector
-from dledger.broker_adapter.endpoint_telemetry import Telemetry
-from dledger.server.client_auth import ClientGrants
+from dledger.cli.admin import render, table
+from dledger.node.client_auth import ClientGrants
+from dledger.rocketmq.v5.telemetry import Telemetry
 from tests.broker_adapter.group_util import FakeClock
 from tests.broker_adapter.single_util import run_single
 

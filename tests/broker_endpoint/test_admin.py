@@ -16,8 +16,8 @@ from rocketmq.grpc_protocol import service_pb2 as s
 from rocketmq.grpc_protocol import service_pb2_grpc as sg
 
 from dledger.broker_adapter.admin_client import AdminClient
-from dledger.broker_adapter.broker_cli import LocalBrokerGroup
-from dledger.cli import main as cli_main
+from dledger.cli.broker import LocalBrokerGroup
+from dledger.cli.main import main as cli_main
 from tests.broker_endpoint.util import (
     drain,
     eventually,
