@@ -209,4 +209,42 @@ def test_admin_state_survives_a_sigkill_of_the_master(
         admin_json(admin_group, capsys, "group", "update", "g-survives", "--max-attempts", "6")
     finally:
         admin_group.start(old)
+
+        def serving() -> bool:  # the restarted replica answers again (the next tests may call it)
+            with AdminClient([admin_group.endpoints[old]], timeout=2) as client:
+                return bool(client.call({"op": "topic.list", "any_replica": True})["ok"])
+
+        eventually(f"{old} to serve again", serving, timeout=60)
     assert admin_json(admin_group, capsys, "group", "describe", "g-survives")["max_attempts"] == 6
+
+
+def test_topic_permissions_refuse_with_forbidden(
+    admin_group: LocalBrokerGroup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin_json(admin_group, capsys, "topic", "create", "adm-perm", "--queues", "1", "--perm", "w")
+    md = [("x-mq-client-id", "adm")]
+    with grpc.insecure_channel(admin_group.endpoints[leader_id(admin_group)]) as channel:
+        stub = sg.MessagingServiceStub(channel)
+        m = d.Message(body=b"x", topic=d.Resource(name="adm-perm"))
+        m.system_properties.message_id = "ADM-PERM-1"
+        m.system_properties.message_type = d.MessageType.NORMAL
+        assert stub.SendMessage(s.SendMessageRequest(messages=[m]), metadata=md, timeout=10).status.code == d.Code.OK
+        queue = d.MessageQueue(topic=d.Resource(name="adm-perm"), id=0)
+
+        def pull_refused() -> bool:
+            pull = s.PullMessageRequest(group=d.Resource(name="g-perm"), message_queue=queue, batch_size=8)
+            first, *_ = stub.PullMessage(pull, metadata=md, timeout=10)
+            return bool(first.status.code == d.Code.FORBIDDEN)
+
+        assert eventually("the permission to apply", pull_refused, timeout=30)
+        receive = s.ReceiveMessageRequest(
+            group=d.Resource(name="g-perm"), message_queue=queue, batch_size=4, invisible_duration={"seconds": 10}
+        )
+        answer, *_ = stub.ReceiveMessage(receive, metadata=md, timeout=10)
+        assert answer.status.code == d.Code.FORBIDDEN and "not readable" in answer.status.message
+        admin_json(admin_group, capsys, "topic", "update", "adm-perm", "--perm", "r")
+        m.system_properties.message_id = "ADM-PERM-2"
+        sent = stub.SendMessage(s.SendMessageRequest(messages=[m]), metadata=md, timeout=10).status
+        assert sent.code == d.Code.FORBIDDEN and "not writable" in sent.message
+        route = stub.QueryRoute(s.QueryRouteRequest(topic=d.Resource(name="adm-perm")), metadata=md, timeout=10)
+        assert route.message_queues[0].permission == d.Permission.READ

@@ -3,7 +3,8 @@
 - A send whose message type the topic does not take is refused as RocketMQ 5's proxy refuses it:
   MESSAGE_PROPERTY_CONFLICT_WITH_TYPE, "TopicMessageType validate failed, the expected type is X, but actual
   type is Y". A MIXED topic (every auto-created one) takes every type.
-- A route lists the topic's permission (read, write, both, none) and the types it accepts.
+- A route lists the topic's permission (read, write, both, none) and the types it accepts; a topic without the
+  read permission refuses PullMessage with FORBIDDEN (receives are refused by the store).
 - The send receipt of a delayed message carries a recall handle (`admin_model.format_recall_handle`);
   RecallMessage with it withdraws the message while it waits (a replicated command, so it runs on the master
   or is forwarded like every write); a message delivered or recalled already answers NOT_FOUND, a handle that is
@@ -26,7 +27,7 @@ from dledger.rocketmq.v5.codes import Code, put_code
 from dledger.rocketmq.v5.context import NotMaster, ServiceContext, status
 from dledger.rocketmq.v5.convert import store_name
 
-__all__ = ["ACCEPTS", "permission", "recall_handle", "recall_message", "type_conflict"]
+__all__ = ["ACCEPTS", "permission", "readable", "recall_handle", "recall_message", "type_conflict"]
 
 ACCEPTS = {
     MessageType.NORMAL: [d.MessageType.NORMAL],
@@ -66,6 +67,11 @@ def type_conflict(store: MessageStore, batch: Sequence[Message]) -> str | None:
 
 def permission(cfg: TopicConfig | None) -> int:
     return int(_PERMISSIONS.get(cfg.perm & 6, d.Permission.READ_WRITE) if cfg is not None else d.Permission.READ_WRITE)
+
+
+def readable(cfg: TopicConfig | None) -> bool:
+    """May the topic be read (received, pulled)? A topic that does not exist yet may."""
+    return cfg is None or bool(cfg.perm & PERM_READ)
 
 
 def recall_handle(msg: Message, msg_id: str, now_ms: int) -> str:
