@@ -23,9 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dledger.broker_adapter.admin_service import AdminService
+from dledger.broker_adapter.broker_metrics import BrokerCollector
 from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions, with_entry_room
 from dledger.broker_adapter.store import MessageStore
 from dledger.node import tuning
+from dledger.node.client_auth import ClientGrants
 from dledger.node.config import ConfigError, NodeConfig, format_peers, load_properties, parse_address
 from dledger.node.server import DLedgerServer
 from dledger.node.tuning import tune_gc, tune_malloc
@@ -69,6 +72,11 @@ class BrokerReplica:
         self.server = DLedgerServer(self.node_config, [self.store, self.notifier], seed=seed)
         self.store.bind(self.server)
         self.endpoint = MessagingEndpoint(self.store, self.config, self.notifier)
+        grants = self.node_config.client_grants
+        self.admin = AdminService(
+            self.store, dict(self.config.endpoints), ClientGrants.load(grants) if grants is not None else None
+        )
+        self.server.metrics.registry.register(BrokerCollector(self.store))
         self._grpc: Any = None
 
     @classmethod
@@ -86,6 +94,7 @@ class BrokerReplica:
                 options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
             )
             sg.add_MessagingServiceServicer_to_server(self.endpoint, server)
+            server.add_generic_rpc_handlers((self.admin.handler(),))  # the admin RPC, on the same port
             host, _, port = self.config.address.rpartition(":")
             try:
                 server.add_insecure_port(f"{host}:{port}")
@@ -322,7 +331,8 @@ def run_local_group(
             return 1
         print(f"broker group {group!r}: {nodes} replicas; clients use endpoints={g.access_point!r}")
         print(f"configs and logs in {g.root}")
-        print(f"status: dledger status --cluster {g.root}\nstop:   dledger cluster stop {g.root}")
+        print(f"status: dledger status --cluster {g.root}\nadmin:  dledger admin --cluster {g.root} topic list")
+        print(f"stop:   dledger cluster stop {g.root}")
         return 0
     stop_on_terminate()
     try:

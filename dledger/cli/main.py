@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub: Any = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     # each feature module adds its commands here
+    from dledger.cli import admin
     from dledger.cli.bench import add_bench_commands
     from dledger.cli.broker import add_broker_command
     from dledger.cli.client import add_client_commands
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_command(sub)
     add_node_commands(sub)
     add_broker_command(sub)
+    admin.add_parser(sub)
     add_cluster_commands(sub)
     add_client_commands(sub)
     add_log_commands(sub)

@@ -37,18 +37,12 @@ from dledger.rocketmq.v5.offsets import forward_to_dlq, get_offset, pull_message
 from dledger.rocketmq.v5.receive import receive
 from dledger.rocketmq.v5.support import ApplyNotifier, client_metadata
 from dledger.rocketmq.v5.telemetry import Telemetry
+from dledger.rocketmq.v5.topics import ACCEPTS, permission, recall_handle, recall_message, type_conflict
 
 __all__ = ["MessagingEndpoint"]
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
-
-_TYPES = {
-    MessageType.NORMAL: d.MessageType.NORMAL,
-    MessageType.FIFO: d.MessageType.FIFO,
-    MessageType.DELAY: d.MessageType.DELAY,
-    MessageType.TRANSACTION: d.MessageType.TRANSACTION,
-}
 
 
 class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
@@ -80,14 +74,12 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
         if cfg is None and not opts.auto_create_topic:
             return None
         count = cfg.queue_count if cfg else opts.default_queue_count
-        types = [_TYPES[cfg.message_type]] if cfg else list(_TYPES.values())
+        types = ACCEPTS[cfg.message_type] if cfg else ACCEPTS[MessageType.MIXED]
         endpoints = access_point if access_point.addresses else self.route_endpoints
         broker = d.Broker(name=self.config.broker_name, id=0, endpoints=endpoints)
         ids = range(count) if queue_id is None else [queue_id]
         return [
-            d.MessageQueue(
-                topic=topic, id=q, permission=d.Permission.READ_WRITE, broker=broker, accept_message_types=types
-            )
+            d.MessageQueue(topic=topic, id=q, permission=permission(cfg), broker=broker, accept_message_types=types)
             for q in ids
         ]
 
@@ -131,14 +123,8 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
             batch = [from_proto(m, max_body=limit, now_ms=now) for m in request.messages]
         except ConvertError as exc:
             return s.SendMessageResponse(status=status(exc.code, str(exc)))
-        for msg in batch:
-            cfg = self.store.topic(msg.topic)
-            mtype = MessageType.TRANSACTION if msg.transaction else None
-            mtype = mtype or (MessageType.FIFO if msg.message_group else None)
-            mtype = mtype or (MessageType.DELAY if msg.delivery_timestamp else MessageType.NORMAL)
-            if cfg is not None and cfg.message_type != mtype:
-                why = f"topic {msg.topic!r} takes {cfg.message_type.name} messages, not {mtype.name}"
-                return s.SendMessageResponse(status=status(Code.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE, why))
+        if (why := type_conflict(self.store, batch)) is not None:
+            return s.SendMessageResponse(status=status(Code.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE, why))
 
         async def local() -> Any:
             result = await self.store.put_messages(batch)
@@ -152,6 +138,7 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
                     message_id=mid,
                     transaction_id=mid if msg.transaction else "",
                     offset=off,
+                    recall_handle=recall_handle(msg, mid, now),
                 )
                 for mid, off, msg in zip(result.msg_ids, result.queue_offsets, batch, strict=False)
             ]
@@ -269,9 +256,10 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
         for response in await pull_message(self.ctx, request, context):
             yield response
 
-    # ---- not supported ----
     async def RecallMessage(self, request: Any, context: Any) -> Any:
-        return s.RecallMessageResponse(status=status(Code.UNSUPPORTED, "recalling delayed messages is not supported"))
+        return await recall_message(self.ctx, request, context)
+
+    # ---- not supported ----
 
     async def SyncLiteSubscription(self, request: Any, context: Any) -> Any:
         return s.SyncLiteSubscriptionResponse(status=status(Code.UNSUPPORTED, "lite topics are not supported"))
