@@ -58,11 +58,10 @@ from dledger.server.codec import CodecError, Parts, WireCache, from_pb, to_wire_
 from dledger.server.config import NodeConfig
 from dledger.server.node_members import MembersMixin
 from dledger.server.node_snapshots import SnapshotsMixin
-from dledger.server.peer_auth import peer_sessions
+from dledger.server.peer_transports import Transport, make_transport
 from dledger.server.services import BusyError, LeaderHint, NodeNotLeaderError, NodeStoppedError, OutcomeUnknown
 from dledger.server.snapshot_transfer import SnapshotInbox
 from dledger.server.state_machine import StateMachine
-from dledger.server.transport import PeerTransport
 from dledger.storage_api import Entry, HardState, SnapshotMeta, UnavailableError
 
 __all__ = ["COMMIT_SAVE_INTERVAL", "REPLACE_STORE_HINT", "RaftNode", "RoleCallback"]
@@ -148,7 +147,7 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         self.log: SegmentedLog | None = None
         self.hard_state_store: HardStateStore | None = None
         self.core: RaftCore | None = None
-        self.transport: PeerTransport | None = None
+        self.transport: Transport | None = None
         self.snapshots: SnapshotStore | None = None
         self.snapshot_inbox: SnapshotInbox | None = None
         self._snapshot_sends: dict[str, asyncio.Task[None]] = {}
@@ -299,14 +298,7 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         if self.core is None:
             raise RuntimeError("open_storage() first")
         self._wake = asyncio.Event()
-        tls = self.config.tls
-        self.transport = PeerTransport(
-            self.config.self_id,
-            self.config.peers,
-            max_message_bytes=self.config.max_message_bytes,
-            credentials=tls.channel_credentials() if tls is not None else None,
-            session=peer_sessions(self.config),
-        )
+        self.transport = make_transport(self.config)
         self.transport.start()
         assert self.snapshots is not None and self.core is not None
         core = self.core
