@@ -50,8 +50,10 @@ class Transport(Protocol):
 
 
 def silence_timeout(config: NodeConfig) -> float:
-    """How long a TCP lane waits for any answer after writing before it redials: the election timeout."""
-    return max(config.election_timeout_ms, 50) / 1000
+    """How long a TCP lane waits for any answer after writing before it redials: twice the election timeout
+    (a follower starved of CPU for one election timeout is not yet a dead connection; a redial drops what
+    was in flight)."""
+    return 2 * max(config.election_timeout_ms, 50) / 1000
 
 
 def _grpc(config: NodeConfig) -> PeerTransport:
@@ -81,6 +83,7 @@ def make_transport(config: NodeConfig) -> Transport:
         max_message_bytes=config.max_message_bytes,
         port_offset=config.peer_port_offset,
         silence_timeout=silence_timeout(config),
+        handshake_timeout=max(1.0, 2 * silence_timeout(config)),
         ssl_context=client_ssl_context(tls) if tls is not None else None,
     )
 

@@ -97,6 +97,12 @@ class DLedgerServer:
                 self.config.address,
                 self.config.group,
             )
+        if self.config.peer_transport == "tcp":  # first: a gRPC server bound but never started keeps its port
+            try:
+                await self._listen_for_peers()
+            except OSError:
+                await loop.run_in_executor(None, self.node._close_storage)
+                raise
         quiet_grpc_decode_errors()
         server = grpc.aio.server(options=server_options(self.config.max_message_bytes), interceptors=self._interceptors)
         pb_grpc.add_RaftPeerServicer_to_server(self.peer_servicer, server)
@@ -112,14 +118,11 @@ class DLedgerServer:
             else:
                 server.add_secure_port(bind, tls.server_credentials())
         except RuntimeError as exc:
+            if self.peer_listener is not None:
+                await self.peer_listener.close()
+                self.peer_listener = None
             await loop.run_in_executor(None, self.node._close_storage)
             raise OSError(f"cannot listen on {self.config.address}: {exc}") from None
-        if self.config.peer_transport == "tcp":
-            try:
-                await self._listen_for_peers()
-            except OSError:
-                await loop.run_in_executor(None, self.node._close_storage)
-                raise
         await server.start()
         self._grpc = server
         self.node.start()

@@ -179,6 +179,8 @@ class _Lane:
                 await asyncio.wait([conn.closed], timeout=silence / 4)
                 since = self.unanswered_since
                 if since and time.monotonic() - since > silence and conn.is_open:
+                    await asyncio.sleep(0)  # after a stall of this loop, an ACK may be waiting to be read
+                if self.unanswered_since and time.monotonic() - self.unanswered_since > silence and conn.is_open:
                     self.link.stats["silent_redial"] += 1
                     why = f"no answer from {self.link.peer_id} for {silence * 1000:.0f} ms: redialling"
                     conn.fail(why, logging.INFO)

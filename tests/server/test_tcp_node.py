@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+import socket
 
 import pytest
 
@@ -167,3 +168,25 @@ def test_node_processes_on_tcp_keep_every_acknowledged_append_when_the_leader_is
         assert "peer n" in group.log_text(old) and "connected (from" in group.log_text(new)
     finally:
         group.stop_all()
+
+
+def test_a_taken_peer_port_stops_the_start_with_a_clear_error(tmp_path: pathlib.Path) -> None:
+    peers = tcp_peers(["n0"])
+    config = NodeConfig(self_id="n0", peers=peers, store_dir=tmp_path / "n0", peer_transport="tcp")
+    host, port = tcp_peer_address(config.address, config.peer_port_offset)
+
+    async def main() -> None:
+        with socket.socket() as squatter:
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind((host, port))
+            squatter.listen()
+            with pytest.raises(OSError, match=f"cannot listen for peers on {host}:{port}"):
+                await DLedgerServer(config).start()
+        server = DLedgerServer(config)  # the store was closed and nothing is left listening: a retry starts
+        await server.start()
+        try:
+            await _leader([server])
+        finally:
+            await server.stop(grace=0)
+
+    asyncio.run(main())
