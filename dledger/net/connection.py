@@ -5,7 +5,8 @@ sans-I/O frame decoder.
 in the same callback (no task, no queue); `write(parts)` hands a list of byte strings to the transport in
 one `writelines` (one writev where the loop supports it); `pause_writing` / `resume_writing` from the
 transport flip `writable`, and `on_writable` runs when the buffer drained below the low-water mark, so a
-sender keeps its own bounded outbox instead of growing the transport's buffer without limit.
+sender keeps its own bounded outbox instead of growing the transport's buffer without limit. `on_data`, when
+set, runs for every chunk received (before decoding): a sign of life even while a long frame is incomplete.
 
 Invariants:
 - a decoder error (`FrameError`: garbage, a length out of bounds, a wrong version) or an error raised by
@@ -53,6 +54,7 @@ class FrameConnection(asyncio.Protocol, Generic[F]):
         self.on_frames = on_frames
         self.on_lost = on_lost
         self.on_writable = on_writable
+        self.on_data: Callable[[], None] | None = None
         self.name = name
         self.transport: asyncio.Transport | None = None
         self.writable = True
@@ -72,6 +74,8 @@ class FrameConnection(asyncio.Protocol, Generic[F]):
     def data_received(self, data: bytes) -> None:
         if self.transport is None or self.closed.done():
             return
+        if self.on_data is not None:
+            self.on_data()
         try:
             frames = self.decoder.feed(data)
         except FrameError as exc:

@@ -50,10 +50,11 @@ class Transport(Protocol):
 
 
 def silence_timeout(config: NodeConfig) -> float:
-    """How long a TCP lane waits for any answer after writing before it redials: twice the election timeout
-    (a follower starved of CPU for one election timeout is not yet a dead connection; a redial drops what
-    was in flight)."""
-    return 2 * max(config.election_timeout_ms, 50) / 1000
+    """How long a TCP lane waits for any answer after writing before it redials: twice the election timeout,
+    at least a second. A redial drops what was in flight, and a healthy follower's loop can be held that
+    long by a write the kernel throttles (dirty page writeback) or a starved CPU; gRPC's keepalive took
+    two seconds to give up on a peer."""
+    return max(2 * config.election_timeout_ms / 1000, 1.0)
 
 
 def _grpc(config: NodeConfig) -> PeerTransport:
@@ -104,5 +105,5 @@ def make_listener(
         max_message_bytes=config.max_message_bytes,
         secret=config.peer_secret,
         ssl_context=server_ssl_context(tls) if tls is not None else None,
-        ack_delay=silence_timeout(config) / 8,
+        ack_delay=min(config.election_timeout_ms / 4000, silence_timeout(config) / 8),
     )

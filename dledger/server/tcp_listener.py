@@ -11,7 +11,8 @@ within `handshake_timeout` seconds.
 Once accepted, every BATCH goes through `check(batch, sender)` (the same rules as the gRPC peer service:
 group ours, recipient us, sender the authenticated node, no bare InstallSnapshot); a refused batch closes
 the connection and changes nothing. The listener ACKs a connection at most once per `ack_delay` seconds
-while batches arrive (the dialler's proof that this end is alive, see tcp_transport).
+while bytes arrive, also in the middle of a long frame (the dialler's proof that this end is alive and
+reading, see tcp_transport).
 
 Invariants: malformed bytes, an undecodable batch or a frame out of turn close that connection only, with
 one logged line; nothing from a peer reaches `on_messages` before its connection is authenticated; the
@@ -176,6 +177,7 @@ class TcpPeerListener:
         if state.timer is not None:
             state.timer.cancel()
             state.timer = None
+        state.conn.on_data = lambda: self._schedule_ack(state)
         log.info("peer %s connected (from %s)", sender, state.conn.peer)
 
     def _hello_frame(self, state: _Inbound, frame: Frame) -> None:
@@ -254,6 +256,8 @@ class TcpPeerListener:
         self.batches += 1
         if batch.messages:
             self.on_messages(batch.messages)
+
+    def _schedule_ack(self, state: _Inbound) -> None:
         if not state.ack_pending:
             state.ack_pending = True
             asyncio.get_running_loop().call_later(self.ack_delay, self._ack, state)

@@ -4,10 +4,11 @@
 The same contract as the gRPC transport (`transport.PeerTransport`), on a framed connection per lane:
 - `send(to, messages)` never blocks: towards each peer, appends that carry entries go on the `bulk` lane
   and everything else on the `control` lane, each with its own connection and bounded outbox
-  (`max_pending`, the newest kept while the peer is unreachable); a connected lane writes the outbox at
-  once, inside `send`, as BATCH frames of at most `max_message_bytes` in one `writelines`; while the
-  socket's buffer is above its high-water mark (`pause_writing`) messages wait in the outbox and go when it
-  drains;
+  (`max_pending`, the newest kept while the peer is unreachable); a connected lane writes its outbox at
+  the end of the loop turn that queued it (so what the driver sends in one turn, such as a heartbeat's
+  answer and an append's, leaves together and in order), as BATCH frames of at most `max_message_bytes`
+  in one `writelines`; while the socket's buffer is above its high-water mark (`pause_writing`) messages
+  wait in the outbox and go when it drains;
 - a lane dials only with something to send, and after a failure retries after a backoff doubling from
   `RETRY_MIN` up to `RETRY_MAX` (100 ms);
 - on connect the lane handshakes (HELLO, or the secret handshake in AUTH frames) within
@@ -71,6 +72,7 @@ class _Lane:
         self.conn: FrameConnection[Frame] | None = None
         self.unanswered_since = 0.0  # when we first wrote after the peer's last ACK (0: nothing unanswered)
         self.last_refusal = ""
+        self.flush_due = False
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -94,13 +96,15 @@ class _Lane:
                 stats["dropped_full"] += len(messages) - max(room, 0)
                 messages = messages[: max(room, 0)]
         self.outbox.extend(messages)
-        if self.connected:
-            self.flush()
-        else:
+        if not self.connected:
             self.wakeup.set()
+        elif not self.flush_due:  # at the end of this loop turn: what the driver queues meanwhile joins it
+            self.flush_due = True
+            asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
         """Write the outbox as BATCH frames while the connection takes more (one writelines for all)."""
+        self.flush_due = False
         conn = self.conn
         outbox = self.outbox
         if conn is None or not outbox or not conn.writable or not conn.is_open:
@@ -176,11 +180,12 @@ class _Lane:
         try:
             self.flush()
             while not conn.closed.done():
+                started = time.monotonic()
                 await asyncio.wait([conn.closed], timeout=silence / 4)
+                if time.monotonic() - started > silence / 2:
+                    continue  # this loop stalled: an ACK may be waiting unread; judge on the next round
                 since = self.unanswered_since
                 if since and time.monotonic() - since > silence and conn.is_open:
-                    await asyncio.sleep(0)  # after a stall of this loop, an ACK may be waiting to be read
-                if self.unanswered_since and time.monotonic() - self.unanswered_since > silence and conn.is_open:
                     self.link.stats["silent_redial"] += 1
                     why = f"no answer from {self.link.peer_id} for {silence * 1000:.0f} ms: redialling"
                     conn.fail(why, logging.INFO)
