@@ -83,10 +83,11 @@ def test_short_membership_run_removes_adds_and_replaces_nodes_under_faults(tmp_p
     assert any(e["type"] == "restore" and e["detail"]["done"] for e in events)
 
 
-def test_short_compaction_run_makes_a_follower_catch_up_by_snapshot(tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize("transport", ["grpc", "tcp"])
+def test_short_compaction_run_makes_a_follower_catch_up_by_snapshot(tmp_path: pathlib.Path, transport: str) -> None:
     out = tmp_path / "report"
     opts = RunOptions(seed=41, duration=14, nemeses=["compact-follower"], clients=2, threads=1, recovery=2,
-                      net="proxy", out=str(out), plots=False)  # fmt: skip
+                      net="proxy", out=str(out), plots=False, peer_transport=transport)  # fmt: skip
     assert run(opts) == 0
     verdict = json.loads((out / "verdict.json").read_text())
     stats = verdict["stats"]

@@ -21,8 +21,8 @@ from dledger.net.peer_frames import (
     parse_refusal,
     refusal_body,
 )
+from dledger.node.codec import Parts, WireCache, to_wire, to_wire_parts
 from dledger.raft.messages import AppendEntries, RequestVote
-from dledger.server.codec import Parts, WireCache, to_wire, to_wire_parts
 from dledger.storage_api import Entry
 
 ENTRIES = tuple(Entry(index=i, term=2, data=bytes([i % 256]) * (i * 7 % 300)) for i in range(1, 51))

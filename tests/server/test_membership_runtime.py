@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from dledger.server.aio_client import AsyncDLedgerClient
-from dledger.server.client import Member
-from dledger.server.client_policy import DLedgerError
-from dledger.server.config import NodeConfig
-from dledger.server.launcher import free_port_pairs, free_ports
-from dledger.server.server import DLedgerServer
-from dledger.server.state_machine import ListStateMachine
+from dledger.client.aio_client import AsyncDLedgerClient
+from dledger.client.client import Member
+from dledger.client.client_policy import DLedgerError
+from dledger.node.config import NodeConfig
+from dledger.node.server import DLedgerServer
+from dledger.node.state_machine import ListStateMachine
+from dledger.testing.launcher import free_port_pairs, free_ports
 from tests.server.cluster_util import wait_for
 
 
@@ -228,8 +228,7 @@ def test_replace_a_node_whose_disk_was_wiped(tmp_path: pathlib.Path) -> None:
     run(tmp_path, body, total=3)
 
 
-@pytest.mark.parametrize("transport", ["grpc", "tcp"])
-def test_a_follower_down_past_compaction_catches_up_by_snapshot(tmp_path: pathlib.Path, transport: str) -> None:
+def test_a_follower_down_past_compaction_catches_up_by_snapshot(tmp_path: pathlib.Path) -> None:
     async def body(group: Group) -> None:
         leader = group.leader()
         assert leader is not None
@@ -257,13 +256,13 @@ def test_a_follower_down_past_compaction_catches_up_by_snapshot(tmp_path: pathli
                 lambda: group.servers[group.leader() or leader].node.stats.snapshots_sent >= 1, 15, "snapshot counted"
             )
 
-    run(tmp_path, body, total=3, segment_bytes=16384, snapshot_chunk_bytes=4096, peer_transport=transport)
+    run(tmp_path, body, total=3, segment_bytes=16384, snapshot_chunk_bytes=4096)
 
 
 def test_a_bad_membership_request_is_refused_without_a_change(tmp_path: pathlib.Path) -> None:
     async def body(group: Group) -> None:
         async with group.client() as client:
-            from dledger.server.client_policy import InvalidRequestError
+            from dledger.client.client_policy import InvalidRequestError
 
             before = await client.members()
             with pytest.raises(InvalidRequestError):

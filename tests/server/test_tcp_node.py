@@ -9,13 +9,13 @@ import socket
 
 import pytest
 
-from dledger.server.client_policy import NotWrittenError, OutcomeUnknownError
-from dledger.server.config import ConfigError, NodeConfig
-from dledger.server.launcher import free_port_pairs
-from dledger.server.server import DLedgerServer
-from dledger.server.tcp_listener import TcpPeerListener
-from dledger.server.tcp_peer import tcp_peer_address
-from dledger.server.tcp_transport import TcpPeerTransport
+from dledger.client.client_policy import NotWrittenError, OutcomeUnknownError
+from dledger.node.config import ConfigError, NodeConfig
+from dledger.node.server import DLedgerServer
+from dledger.node.tcp_listener import TcpPeerListener
+from dledger.node.tcp_peer import tcp_peer_address
+from dledger.node.tcp_transport import TcpPeerTransport
+from dledger.testing.launcher import free_port_pairs
 from tests.server.certs import Authority
 from tests.server.procs import ProcessGroup, wait_until
 
@@ -130,7 +130,7 @@ def test_a_node_of_another_ca_is_refused_on_tcp(tmp_path: pathlib.Path, caplog: 
 
     asyncio.run(main())
     text = "\n".join(f"{r.name}: {r.getMessage()}" for r in caplog.records)
-    assert "dledger.server.tcp_transport: peer n2 (control lane): [SSL: CERTIFICATE_VERIFY_FAILED]" in text
+    assert "dledger.node.tcp_transport: peer n2 (control lane): [SSL: CERTIFICATE_VERIFY_FAILED]" in text
 
 
 def test_node_processes_on_tcp_keep_every_acknowledged_append_when_the_leader_is_killed(
