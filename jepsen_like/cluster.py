@@ -195,9 +195,9 @@ class Cluster:
             "defaultTopicQueueNums": str(BROKER_QUEUES),
             "maxReconsumeTimes": "100000",
             "consumeFromWhere": "CONSUME_FROM_FIRST_OFFSET",  # consumers start with the producers
-            "dLegerPeerTransport": self.peer_transport,
-            "dledgerPeerPortOffset": str(PEER_PORT_OFFSET),
         }
+        if self.peer_transport != "grpc":
+            keys.update(dLegerPeerTransport=self.peer_transport, dledgerPeerPortOffset=str(PEER_PORT_OFFSET))
         return "".join(f"{k}={v}\n" for k, v in keys.items())
 
     def endpoints_string(self) -> str:
