@@ -193,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     # each feature module adds its commands here
     from dledger.broker_adapter.broker_cli import add_broker_command
+    from dledger.rocketmq.namesrv import cli as namesrv_cli
     from dledger.server.cli_client import add_client_commands
     from dledger.server.cli_cluster import add_cluster_commands
     from dledger.server.cli_node import add_node_commands
@@ -201,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_command(sub)
     add_node_commands(sub)
     add_broker_command(sub)
+    namesrv_cli.add_parser(sub)
     add_cluster_commands(sub)
     add_client_commands(sub)
     add_log_commands(sub)

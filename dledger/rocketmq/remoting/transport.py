@@ -185,17 +185,30 @@ class RemotingConnection(asyncio.Protocol):
 class RemotingServer:
     """Accepts remoting connections and hands their requests to one handler."""
 
-    def __init__(self, handler: RequestHandler, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(
+        self,
+        handler: RequestHandler,
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        on_connection_lost: Callable[[RemotingConnection], None] | None = None,
+    ) -> None:
+        """`on_connection_lost`: called once for each accepted connection when it closes."""
         self.handler = handler
         self.max_frame = max_frame
+        self.on_connection_lost = on_connection_lost
         self.connections: set[RemotingConnection] = set()
         self._server: asyncio.Server | None = None
 
     def _protocol(self) -> RemotingConnection:
         conn = RemotingConnection(self.handler, max_frame=self.max_frame)
         self.connections.add(conn)
-        conn.on_lost = self.connections.discard
+        conn.on_lost = self._lost
         return conn
+
+    def _lost(self, conn: RemotingConnection) -> None:
+        self.connections.discard(conn)
+        if self.on_connection_lost is not None:
+            self.on_connection_lost(conn)
 
     async def start(self, host: str, port: int) -> None:
         """Listen on host:port (port 0: one the system picks, see `port`); OSError when it cannot."""
