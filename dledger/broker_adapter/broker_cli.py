@@ -26,6 +26,7 @@ from typing import Any
 import dledger.server.event_loop as event_loop
 from dledger.broker_adapter.endpoint_config import ENDPOINT_KEYS, EndpointConfig
 from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions, with_entry_room
+from dledger.broker_adapter.registration import REGISTRAR_KEYS, broker_registrar
 from dledger.broker_adapter.store import MessageStore
 from dledger.server.config import ConfigError, NodeConfig, format_peers, load_properties, parse_address
 from dledger.server.gc_tuning import tune_gc
@@ -59,7 +60,7 @@ class BrokerReplica:
         from dledger.broker_adapter.endpoint import MessagingEndpoint  # needs the dledger[rocketmq] extra
         from dledger.broker_adapter.endpoint_support import ApplyNotifier
 
-        self.node_config = NodeConfig.from_properties(props, other_keys=[*BROKER_KEYS, *ENDPOINT_KEYS])
+        self.node_config = NodeConfig.from_properties(props, other_keys=[*BROKER_KEYS, *ENDPOINT_KEYS, *REGISTRAR_KEYS])
         self.config = EndpointConfig.from_properties(props, self.node_config)
         if probe_ports:
             _probe_ports(self.node_config, self.config)
@@ -70,6 +71,9 @@ class BrokerReplica:
         self.server = DLedgerServer(self.node_config, [self.store, self.notifier], seed=seed)
         self.store.bind(self.server)
         self.endpoint = MessagingEndpoint(self.store, self.config, self.notifier)
+        self.registrar = broker_registrar(
+            props, self.node_config, self.config.broker_name, self.server, self.store, options
+        )
         self._grpc: Any = None
 
     @classmethod
@@ -94,6 +98,8 @@ class BrokerReplica:
                 raise OSError(f"cannot listen on {self.config.address}: {exc}") from None
             await server.start()
             self._grpc = server
+            if self.registrar is not None:
+                await self.registrar.start()
         except BaseException:
             await self.store.stop()
             await self.server.stop()
@@ -101,6 +107,8 @@ class BrokerReplica:
             raise
 
     async def stop(self) -> None:
+        if self.registrar is not None:
+            await self.registrar.stop()
         if self._grpc is not None:
             await self._grpc.stop(0.5)
             self._grpc = None
