@@ -19,6 +19,7 @@ ALLOWED = (
     "dledger.server.gc_tuning",  # `dledger.tune_gc`, likewise
     "dledger.server.event_loop",  # the loop `dledger node` runs on (uvloop), for `dledger broker` too
     "dledger.storage_api",
+    "dledger.rocketmq",  # RocketMQ's own protocols: the remoting codec, the NameServer's bodies, the registrar
 )
 
 
