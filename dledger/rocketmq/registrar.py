@@ -6,8 +6,9 @@ brokerIP1 defaults to the host of the replica's own dLeger peer address, listenP
 `registerNameServerPeriod` (ms between registrations, default 30000).
 
 Broker ids follow RocketMQ 4.5+'s DLedger mode: the replica that leads registers as broker id 0 (the
-master); the others as slaves 1, 2, ... in the order of their node ids, skipping the leader. A replica that
-knows no leader takes 1 + its position among all the group's node ids, so ids stay distinct.
+master); every other replica as its own fixed slave id, 1 + its position among the group's node ids in
+sorted order (n0 -> 1, n1 -> 2, n2 -> 3, as RocketMQ derives it from `dLegerSelfId`). Slave ids never
+depend on who leads, so two replicas never claim the same slave id and a leader change moves only id 0.
 
 Invariants:
 - A registration goes to every NameServer each period, and at once after any role or leader change (so a
@@ -69,12 +70,10 @@ class RegistrarConfigError(ValueError):
 
 
 def broker_id_for(self_id: str, peer_ids: Iterable[str], leader_id: str | None) -> int:
-    """This replica's broker id: 0 when it leads, else 1 + its rank among the other replicas."""
-    peers = sorted(peer_ids)
+    """This replica's broker id: 0 when it leads, else 1 + its position among the sorted node ids."""
     if leader_id == self_id:
         return MASTER_ID
-    others = [p for p in peers if p != leader_id] if leader_id in peers else peers
-    return 1 + others.index(self_id)
+    return 1 + sorted(peer_ids).index(self_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,11 +15,11 @@ from dledger.rocketmq.remoting import RemotingCommand, RequestCode, ResponseCode
 
 
 def test_broker_ids_follow_leadership() -> None:
-    peers = ["n0", "n1", "n2"]
-    assert [broker_id_for(p, peers, "n1") for p in peers] == [1, 0, 2]
-    assert [broker_id_for(p, peers, "n0") for p in peers] == [0, 1, 2]
-    assert [broker_id_for(p, peers, None) for p in peers] == [1, 2, 3]
-    assert [broker_id_for(p, peers, "gone") for p in peers] == [1, 2, 3]
+    peers = ["n2", "n0", "n1"]
+    assert [broker_id_for(p, peers, "n1") for p in peers] == [3, 1, 0]
+    assert [broker_id_for(p, peers, "n0") for p in peers] == [3, 0, 2]
+    assert [broker_id_for(p, peers, None) for p in peers] == [3, 1, 2]
+    assert [broker_id_for(p, peers, "gone") for p in peers] == [3, 1, 2]
 
 
 def test_config_keys() -> None:
@@ -87,7 +87,7 @@ def test_registrars_follow_the_leader_and_survive_a_name_server_restart() -> Non
         try:
 
             async def three() -> bool:
-                return await _addrs(port) == {"0": "127.0.0.1:10911", "1": "127.0.0.1:10912", "2": "127.0.0.1:10913"}
+                return await _addrs(port) == {"0": "127.0.0.1:10911", "2": "127.0.0.1:10912", "3": "127.0.0.1:10913"}
 
             await _until(three)
             # a leader change: every replica re-registers at once, long before the next period
