@@ -13,9 +13,10 @@ depend on who leads, so two replicas never claim the same slave id and a leader 
 Invariants:
 - A registration goes to every NameServer each period, and at once after any role or leader change (so a
   new leader takes id 0 within one round trip of its election, not at the next period).
-- Each NameServer gets one long-lived connection (a NameServer drops a broker whose connection closes);
-  a failed connection is retried at the next registration; a NameServer that fails or recovers is one log
-  line, not one per period.
+- Each NameServer gets one long-lived connection (a NameServer drops a broker whose connection closes).
+  A lost connection triggers a registration at once, and while any NameServer fails the registrations
+  repeat every `RETRY_S` (or the period, if shorter), so a restarted NameServer has this broker back within
+  about a second; a NameServer that fails or recovers is one log line, not one per attempt.
 - The topics registered are the store's at registration time; the data version's counter moves only when
   they change.
 - `stop()` unregisters from every NameServer (best effort, short timeout) and closes the connections.
@@ -55,6 +56,8 @@ log = logging.getLogger("dledger.registrar")
 DEFAULT_CLUSTER = "DefaultCluster"
 DEFAULT_LISTEN_PORT = 10911
 DEFAULT_PERIOD_MS = 30_000
+#: seconds between registrations while a NameServer fails
+RETRY_S = 1.0
 REGISTRAR_KEYS = (
     "brokerClusterName",
     "brokerName",
@@ -147,8 +150,9 @@ class Registrar:
         while True:
             self._kick.clear()
             await self.register_all()
+            wait = min(self.config.period_s, RETRY_S) if self._failing else self.config.period_s
             try:
-                await asyncio.wait_for(self._kick.wait(), self.config.period_s)
+                await asyncio.wait_for(self._kick.wait(), wait)
             except TimeoutError:
                 pass
 
@@ -181,6 +185,7 @@ class Registrar:
             conn = self._conns.get(addr)
             if conn is None or not conn.is_open:
                 conn = self._conns[addr] = await connect(addr, timeout=self.request_timeout)
+                conn.on_lost = self._lost
             response = await conn.request(request, self.request_timeout)
             if response.code != ResponseCode.SUCCESS:
                 raise RemotingError(f"answered code {response.code}: {response.remark}")
@@ -195,6 +200,10 @@ class Registrar:
         if addr in self._failing:
             self._failing.discard(addr)
             log.info("registrar: registered with name server %s again", addr)
+
+    def _lost(self, conn: RemotingConnection) -> None:
+        if self._task is not None and any(c is conn for c in self._conns.values()):
+            self._kick.set()
 
     async def stop(self) -> None:
         if self._task is not None:

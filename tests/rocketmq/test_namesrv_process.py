@@ -26,7 +26,7 @@ from tests.broker_endpoint.util import leader_id
 
 pytest.importorskip("rocketmq")
 
-PERIOD_MS = 1000
+PERIOD_MS = 30_000  # the default: re-registration after a NameServer restart must not wait for it
 
 
 def leader_is_master(ns: NamesrvProcess, group: RegisteringGroup) -> dict[int, str] | None:
@@ -66,7 +66,7 @@ def test_route_follows_the_leader_and_a_restarted_name_server(setup: tuple[Names
     ns.start()
     t0 = time.monotonic()
     eventually("every replica registered again", lambda: full_route(group, ns.address), 60)
-    assert time.monotonic() - t0 < 30  # one period (1 s) plus a loaded machine's slack
+    assert time.monotonic() - t0 < 30  # a second of retry plus a loaded machine's slack
     eventually("the leader registered as id 0", lambda: leader_is_master(ns, group), 60)
 
 
