@@ -30,9 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from dledger.broker_adapter.broker_cli import LocalBrokerGroup
+from dledger.cli.broker import LocalBrokerGroup
 from dledger.rocketmq.remoting import RemotingCommand, RemotingError, RequestCode, ResponseCode, fastjson, invoke
-from dledger.server.launcher import free_ports
+from dledger.testing.launcher import free_ports
 
 T = TypeVar("T")
 TOPIC = "TBW102"  # registered by every replica while autoCreateTopicEnable is on (the default)

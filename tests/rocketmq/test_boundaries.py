@@ -1,5 +1,6 @@
-"""`dledger/rocketmq/` stands on the shared network code alone: it never imports the node runtime, the
-broker adapter or the CLI (they import it), and its codec modules stay sans-I/O."""
+"""RocketMQ's remoting protocol, the NameServer and the registrar stand on the shared network code alone:
+they never import the node runtime, the store, the 5.x face or the CLI (`registration` wires the registrar
+to a replica), and the codec modules stay sans-I/O."""
 
 from __future__ import annotations
 
@@ -22,13 +23,14 @@ def _imports(path: pathlib.Path) -> set[str]:
     return names
 
 
-def test_rocketmq_imports_only_itself_and_net() -> None:
-    files = list(PACKAGE.rglob("*.py"))
+def test_remoting_namesrv_and_registrar_import_only_each_other_and_net() -> None:
+    files = [*(PACKAGE / "remoting").glob("*.py"), *(PACKAGE / "namesrv").glob("*.py"), PACKAGE / "registrar.py"]
     assert len(files) > 10
+    allowed = ("dledger.rocketmq.remoting", "dledger.rocketmq.namesrv", "dledger.net")
     for path in files:
         for name in _imports(path):
             if name.startswith("dledger"):
-                assert name.startswith(("dledger.rocketmq", "dledger.net")), f"{path.name} imports {name}"
+                assert name.startswith(allowed), f"{path.name} imports {name}"
 
 
 def test_codecs_do_no_io() -> None:
