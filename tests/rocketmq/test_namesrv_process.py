@@ -17,12 +17,12 @@ import pytest
 
 from bench.namesrv_flip import (
     NamesrvProcess,
-    RegisteringGroup,
     cluster_info,
     eventually,
     full_route,
     kill_leader_and_time_flip,
 )
+from dledger.cli.broker_groups import RegisteringGroup
 from tests.broker_endpoint.util import leader_id
 
 pytest.importorskip("rocketmq")
