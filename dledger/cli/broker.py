@@ -56,7 +56,8 @@ class BrokerReplica:
     def __init__(self, props: dict[str, str], *, seed: int | None = None, probe_ports: bool = False) -> None:
         """`probe_ports`: first check that the node's and the endpoint's ports are free (OSError naming the
         one in use), before the store directory is made."""
-        from dledger.rocketmq.v5.service import MessagingEndpoint  # needs the dledger[rocketmq] extra
+        from dledger.rocketmq.v5.cluster import ClusterRoutes  # needs the dledger[rocketmq] extra
+        from dledger.rocketmq.v5.service import MessagingEndpoint
         from dledger.rocketmq.v5.support import ApplyNotifier
 
         self.node_config = NodeConfig.from_properties(props, other_keys=[*BROKER_KEYS, *ENDPOINT_KEYS, *REGISTRAR_KEYS])
@@ -71,8 +72,16 @@ class BrokerReplica:
         self.store.bind(self.server)
         self.endpoint = MessagingEndpoint(self.store, self.config, self.notifier)
         self.registrar = broker_registrar(
-            props, self.node_config, self.config.broker_name, self.server, self.store, options
+            props,
+            self.node_config,
+            self.config.broker_name,
+            self.server,
+            self.store,
+            options,
+            grpc_endpoints=list(self.config.endpoints.values()),
         )
+        if self.registrar is not None:
+            self.endpoint.cluster = ClusterRoutes(self.registrar.config.namesrv_addrs, self.config.broker_name)
         self._grpc: Any = None
 
     @classmethod

@@ -97,15 +97,26 @@ class LocalBrokerCluster:
     namesrv: subprocess.Popen[bytes] | None = field(default=None)
 
     @classmethod
-    def create(cls, root: str | os.PathLike[str], groups: int, *, flush: str = "async") -> LocalBrokerCluster:
+    def create(
+        cls,
+        root: str | os.PathLike[str],
+        groups: int,
+        *,
+        flush: str = "async",
+        period_ms: int = 30_000,
+        extra: dict[str, str] | None = None,
+    ) -> LocalBrokerCluster:
+        """`extra`: more broker.conf keys for every replica."""
         if not 1 <= groups <= 9:
             raise ConfigError(f"--groups: {groups} must be between 1 and 9")
         path = pathlib.Path(root).resolve()
         path.mkdir(parents=True, exist_ok=True)
         port = free_ports(1)[0]
-        extra = {"flushDiskType": "SYNC_FLUSH" if flush == "sync" else "ASYNC_FLUSH"}
+        extra = {"flushDiskType": "SYNC_FLUSH" if flush == "sync" else "ASYNC_FLUSH", **(extra or {})}
         made = [
-            RegisteringGroup.with_namesrv(path / name, f"127.0.0.1:{port}", group=name, extra=extra)
+            RegisteringGroup.with_namesrv(
+                path / name, f"127.0.0.1:{port}", group=name, extra=extra, period_ms=period_ms
+            )
             for name in (f"broker-{chr(ord('a') + k)}" for k in range(groups))
         ]
         return cls(path, port, made)

@@ -44,6 +44,7 @@ from dledger.rocketmq.remoting import (
 
 __all__ = [
     "DEFAULT_CLUSTER",
+    "GRPC_ENDPOINTS_NAMESPACE",
     "REGISTRAR_KEYS",
     "Registrar",
     "RegistrarConfig",
@@ -54,6 +55,8 @@ __all__ = [
 log = logging.getLogger("dledger.registrar")
 
 DEFAULT_CLUSTER = "DefaultCluster"
+#: the NameServer KV namespace where a group's master publishes its RocketMQ 5 endpoints (key: broker name)
+GRPC_ENDPOINTS_NAMESPACE = "DLEDGER_GRPC_ENDPOINTS"
 DEFAULT_LISTEN_PORT = 10911
 DEFAULT_PERIOD_MS = 30_000
 #: seconds between registrations while a NameServer fails
@@ -123,13 +126,17 @@ class Registrar:
         peer_ids: Sequence[str],
         leader_id: Callable[[], str | None],
         topics: Callable[[], Iterable[TopicQueues]],
+        master_kv: Mapping[tuple[str, str], str] | None = None,
         request_timeout: float = 3.0,
     ) -> None:
+        """`master_kv`: (namespace, key) -> value put in every NameServer's KV config after each registration
+        as master (what other brokers of the cluster read about this group)."""
         self.config = config
         self.self_id = self_id
         self.peer_ids = tuple(peer_ids)
         self.leader_id = leader_id
         self.topics = topics
+        self.master_kv = dict(master_kv or {})
         self.request_timeout = request_timeout
         self.broker_id: int | None = None  # the id of the last registration sent
         self._conns: dict[str, RemotingConnection] = {}
@@ -176,19 +183,25 @@ class Registrar:
             "compressed": "false",
             "bodyCrc32": str(zlib.crc32(body) & 0x7FFFFFFF),
         }
-        request = RemotingCommand.request(RequestCode.REGISTER_BROKER, fields, body)
-        await asyncio.gather(*(self._send(addr, request) for addr in self.config.namesrv_addrs))
+        requests = [RemotingCommand.request(RequestCode.REGISTER_BROKER, fields, body)]
+        if broker_id == MASTER_ID:
+            requests += [
+                RemotingCommand.request(RequestCode.PUT_KV_CONFIG, {"namespace": ns, "key": key, "value": value})
+                for (ns, key), value in self.master_kv.items()
+            ]
+        await asyncio.gather(*(self._send(addr, requests) for addr in self.config.namesrv_addrs))
         self.broker_id = broker_id
 
-    async def _send(self, addr: str, request: RemotingCommand) -> None:
+    async def _send(self, addr: str, requests: Sequence[RemotingCommand]) -> None:
         try:
             conn = self._conns.get(addr)
             if conn is None or not conn.is_open:
                 conn = self._conns[addr] = await connect(addr, timeout=self.request_timeout)
                 conn.on_lost = self._lost
-            response = await conn.request(request, self.request_timeout)
-            if response.code != ResponseCode.SUCCESS:
-                raise RemotingError(f"answered code {response.code}: {response.remark}")
+            for request in requests:
+                response = await conn.request(request, self.request_timeout)
+                if response.code != ResponseCode.SUCCESS:
+                    raise RemotingError(f"answered code {response.code}: {response.remark}")
         except RemotingError as exc:
             if addr not in self._failing:
                 self._failing.add(addr)
