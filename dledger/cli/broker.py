@@ -32,6 +32,7 @@ from dledger.node.client_auth import ClientGrants
 from dledger.node.config import ConfigError, NodeConfig, format_peers, load_properties, parse_address
 from dledger.node.server import DLedgerServer
 from dledger.node.tuning import tune_gc, tune_malloc
+from dledger.rocketmq.registration import REGISTRAR_KEYS, broker_registrar
 from dledger.rocketmq.v5.config import ENDPOINT_KEYS, EndpointConfig
 from dledger.testing.launcher import (
     BROKER_MODULE,
@@ -58,10 +59,11 @@ class BrokerReplica:
     def __init__(self, props: dict[str, str], *, seed: int | None = None, probe_ports: bool = False) -> None:
         """`probe_ports`: first check that the node's and the endpoint's ports are free (OSError naming the
         one in use), before the store directory is made."""
-        from dledger.rocketmq.v5.service import MessagingEndpoint  # needs the dledger[rocketmq] extra
+        from dledger.rocketmq.v5.cluster import ClusterRoutes  # needs the dledger[rocketmq] extra
+        from dledger.rocketmq.v5.service import MessagingEndpoint
         from dledger.rocketmq.v5.support import ApplyNotifier
 
-        self.node_config = NodeConfig.from_properties(props, other_keys=[*BROKER_KEYS, *ENDPOINT_KEYS])
+        self.node_config = NodeConfig.from_properties(props, other_keys=[*BROKER_KEYS, *ENDPOINT_KEYS, *REGISTRAR_KEYS])
         self.config = EndpointConfig.from_properties(props, self.node_config)
         if probe_ports:
             _probe_ports(self.node_config, self.config)
@@ -77,6 +79,17 @@ class BrokerReplica:
             self.store, dict(self.config.endpoints), ClientGrants.load(grants) if grants is not None else None
         )
         self.server.metrics.registry.register(BrokerCollector(self.store))
+        self.registrar = broker_registrar(
+            props,
+            self.node_config,
+            self.config.broker_name,
+            self.server,
+            self.store,
+            options,
+            grpc_endpoints=list(self.config.endpoints.values()),
+        )
+        if self.registrar is not None:
+            self.endpoint.cluster = ClusterRoutes(self.registrar.config.namesrv_addrs, self.config.broker_name)
         self._grpc: Any = None
 
     @classmethod
@@ -102,6 +115,8 @@ class BrokerReplica:
                 raise OSError(f"cannot listen on {self.config.address}: {exc}") from None
             await server.start()
             self._grpc = server
+            if self.registrar is not None:
+                await self.registrar.start()
         except BaseException:
             await self.store.stop()
             await self.server.stop()
@@ -109,6 +124,8 @@ class BrokerReplica:
             raise
 
     async def stop(self) -> None:
+        if self.registrar is not None:
+            await self.registrar.stop()
         if self._grpc is not None:
             await self._grpc.stop(0.5)
             self._grpc = None

@@ -47,12 +47,11 @@ from dledger.node.errors import BusyError, LeaderHint, NodeNotLeaderError, NodeS
 from dledger.node.node_members import MembersMixin
 from dledger.node.node_repair import RepairMixin
 from dledger.node.node_snapshots import SnapshotsMixin
-from dledger.node.peer_auth import peer_sessions
+from dledger.node.peer_transports import Transport, make_transport
 from dledger.node.snapshot_transfer import SnapshotInbox
 from dledger.node.startup import REPLACE_STORE_HINT, core_config, load_hard_state, open_log, recovering_start
 from dledger.node.state_machine import StateMachine
 from dledger.node.stats import NodeStats
-from dledger.node.transport import PeerTransport
 from dledger.raft import (
     Membership,
     NotLeaderError,
@@ -122,7 +121,7 @@ class RaftNode(SnapshotsMixin, MembersMixin, RepairMixin):
         self.log: SegmentedLog | None = None
         self.hard_state_store: HardStateStore | None = None
         self.core: RaftCore | None = None
-        self.transport: PeerTransport | None = None
+        self.transport: Transport | None = None
         self.snapshots: SnapshotStore | None = None
         self.snapshot_inbox: SnapshotInbox | None = None
         self._snapshot_sends: dict[str, asyncio.Task[None]] = {}
@@ -174,14 +173,7 @@ class RaftNode(SnapshotsMixin, MembersMixin, RepairMixin):
         if self.core is None:
             raise RuntimeError("open_storage() first")
         self._wake = asyncio.Event()
-        tls = self.config.tls
-        self.transport = PeerTransport(
-            self.config.self_id,
-            self.config.peers,
-            max_message_bytes=self.config.max_message_bytes,
-            credentials=tls.channel_credentials() if tls is not None else None,
-            session=peer_sessions(self.config),
-        )
+        self.transport = make_transport(self.config)
         self.transport.start()
         assert self.snapshots is not None and self.core is not None
         core = self.core

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from dledger.commitlog import SegmentedLog, SnapshotStore
     from dledger.node.config import NodeConfig
-    from dledger.node.transport import PeerTransport
+    from dledger.node.peer_transports import Transport
 
 __all__ = ["SnapshotsMixin"]
 
@@ -52,7 +52,7 @@ class SnapshotsMixin:
     log: SegmentedLog | None
     snapshots: SnapshotStore | None
     snapshot_inbox: SnapshotInbox | None
-    transport: PeerTransport | None
+    transport: Transport | None
     _io: ThreadPoolExecutor
     _sm_applied: list[int]
     _snapshot_sends: dict[str, asyncio.Task[None]]

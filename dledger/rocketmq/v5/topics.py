@@ -27,7 +27,7 @@ from dledger.rocketmq.v5.codes import Code, put_code
 from dledger.rocketmq.v5.context import NotMaster, ServiceContext, status
 from dledger.rocketmq.v5.convert import store_name
 
-__all__ = ["ACCEPTS", "permission", "readable", "recall_handle", "recall_message", "type_conflict"]
+__all__ = ["ACCEPTS", "permission", "permission_of", "readable", "recall_handle", "recall_message", "type_conflict"]
 
 ACCEPTS = {
     MessageType.NORMAL: [d.MessageType.NORMAL],
@@ -65,8 +65,13 @@ def type_conflict(store: MessageStore, batch: Sequence[Message]) -> str | None:
     return None
 
 
+def permission_of(perm: int) -> int:
+    """The route's permission for RocketMQ's permission bits (read 4, write 2)."""
+    return int(_PERMISSIONS.get(perm & (PERM_READ | PERM_WRITE), d.Permission.READ_WRITE))
+
+
 def permission(cfg: TopicConfig | None) -> int:
-    return int(_PERMISSIONS.get(cfg.perm & 6, d.Permission.READ_WRITE) if cfg is not None else d.Permission.READ_WRITE)
+    return permission_of(cfg.perm) if cfg is not None else int(d.Permission.READ_WRITE)
 
 
 def readable(cfg: TopicConfig | None) -> bool:
