@@ -203,7 +203,7 @@ class Reader:
                 continue
             if tags is not None and msg.tags not in tags:
                 continue
-            found.append(StoredMessage(msg, topic, queue, o, index, ts))
+            found.append(StoredMessage(msg, topic, queue, o, index, ts, pos))
             size += length
         if found:
             return GetResult(GetStatus.FOUND, next_offset, lo, hi, found)
@@ -219,7 +219,7 @@ class Reader:
         msg = await self.body(index, pos, size)
         if msg is None:
             return None
-        return StoredMessage(msg, msg.topic, queue, offset, index, ts)
+        return StoredMessage(msg, msg.topic, queue, offset, index, ts, pos)
 
     async def query_by_key(
         self, topic: str, key: str, max_count: int, begin_ms: int, end_ms: int
