@@ -210,6 +210,15 @@ class Reader:
         status = GetStatus.MESSAGE_WAS_REMOVING if removed else GetStatus.NO_MATCHED_MESSAGE
         return GetResult(status, next_offset, lo, hi)
 
+    def locate(self, msg_id: str) -> tuple[int, int] | None:
+        """(log index, byte position in the entry) of the message stored under `msg_id`, or None."""
+        with self.t.env.begin() as txn:
+            raw = txn.get(msg_id.encode(), db=self.db["ids"])
+        if raw is None:
+            return None
+        index, pos = LOC.unpack(raw)[:2]
+        return index, pos
+
     async def query_by_id(self, msg_id: str) -> StoredMessage | None:
         with self.t.env.begin() as txn:
             raw = txn.get(msg_id.encode(), db=self.db["ids"])
