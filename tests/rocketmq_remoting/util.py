@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -33,15 +35,31 @@ from tests.server.cluster_util import peers_for
 T = TypeVar("T")
 
 
-def cpp_client() -> Any:
-    """The `rocketmq.client` module of rocketmq-python-cvs, or skip the test saying why it cannot load."""
-    try:
-        from rocketmq import client  # type: ignore[import-untyped]
+def cpp_client_path() -> pathlib.Path:
+    """Where rocketmq-python-cvs is installed: `$ROCKETMQ_CPP_CLIENT`, else `<venv>/rocketmq-cpp` (`pip install
+    --target`; its package is also named `rocketmq` and would shadow the 5.x client's if installed beside it)."""
+    return pathlib.Path(os.environ.get("ROCKETMQ_CPP_CLIENT") or pathlib.Path(sys.prefix) / "rocketmq-cpp")
 
-        client.Producer  # noqa: B018 (the attribute proves it is the C++ client's package, not the 5.x one)
-    except (ImportError, OSError, AttributeError) as exc:
-        pytest.skip(f"the C++ RocketMQ client (rocketmq-python-cvs) cannot load: {exc}")
-    return client
+
+@functools.cache
+def _cpp_problem() -> str | None:
+    path = cpp_client_path()
+    if not (path / "rocketmq" / "client.py").exists():
+        return f"the C++ RocketMQ client is not installed in {path} (pip install --target {path} rocketmq-python-cvs)"
+    probe = subprocess.run(
+        [sys.executable, "-c", "from rocketmq.client import Producer, PushConsumer"],
+        env={**os.environ, "PYTHONPATH": str(path)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    if probe.returncode != 0:
+        return f"the C++ RocketMQ client in {path} cannot load: {(probe.stderr.strip().splitlines() or ['?'])[-1]}"
+    return None
+
+
+def cpp_client() -> None:
+    """Skip the test, saying why, when the C++ client (rocketmq-python-cvs) cannot run here."""
+    problem = _cpp_problem()
+    if problem is not None:
+        pytest.skip(problem)
 
 
 def eventually(what: str, probe: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.05) -> T:
@@ -159,10 +177,12 @@ class Worker:
         self.path = out_dir / f"{name}.jsonl"
         self.log = out_dir / f"{name}.err"
         root = pathlib.Path(__file__).resolve().parents[2]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(cpp_client_path()), str(root)])}
         with open(self.path, "wb") as out, open(self.log, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.rocketmq_remoting.cpp_worker", *args], cwd=root, stdout=out, stderr=err
-            )
+                [sys.executable, "-m", "tests.rocketmq_remoting.cpp_worker", *args],
+                cwd=root, stdout=out, stderr=err, env=env,
+            )  # fmt: skip
 
     def records(self) -> list[dict[str, Any]]:
         lines = self.path.read_text().splitlines()
@@ -199,29 +219,4 @@ class Worker:
         self.proc.wait(10)
 
 
-def consume_status_callback(client: Any, handler: Callable[[Any], bool]) -> Any:
-    """A C-level message callback for `PushConsumer`: `handler(msg)` True consumes, False asks for a
-    redelivery (RECONSUME_LATER), which the Python wrapper's own callback cannot express."""
-    from rocketmq.ffi import MSG_CALLBACK_FUNC  # type: ignore[import-untyped]
-
-    def on_message(consumer: Any, msg: Any) -> int:
-        try:
-            return 0 if handler(client.RecvMessage(msg)) else 1
-        except Exception:
-            return 1
-
-    return MSG_CALLBACK_FUNC(on_message)
-
-
-def subscribe(client: Any, consumer: Any, topic: str, handler: Callable[[Any], bool], expression: str = "*") -> None:
-    """Subscribe `consumer` with `consume_status_callback(handler)` (the reference is kept on the consumer)."""
-    from rocketmq.ffi import dll  # type: ignore[import-untyped]
-
-    func = consume_status_callback(client, handler)
-    consumer._callback_refs.append(func)
-    dll.Subscribe(consumer._handle, topic.encode(), expression.encode())
-    register = dll.RegisterMessageCallbackOrderly if consumer._orderly else dll.RegisterMessageCallback
-    register(consumer._handle, func)
-
-
-__all__ = ["InProcessBroker", "LoopThread", "RouteServer", "Worker", "cpp_client", "eventually", "subscribe"]
+__all__ = ["InProcessBroker", "LoopThread", "RouteServer", "Worker", "cpp_client", "eventually"]
