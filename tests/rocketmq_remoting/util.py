@@ -78,19 +78,20 @@ def eventually(what: str, probe: Callable[[], T | None], timeout: float = 60.0, 
 
 
 class RouteServer:
-    """Answers GET_ROUTEINFO_BY_TOPIC with one broker (id 0 at `address`) for the topics `topics()` lists."""
+    """Answers GET_ROUTEINFO_BY_TOPIC with one broker (id 0 at `address()`) and `queues_of(topic)` queues (no
+    route when None): the part of a NameServer the C++ client needs."""
 
-    def __init__(self, broker_name: str, address: Callable[[], str], topics: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, broker_name: str, address: Callable[[], str], queues_of: Callable[[str], int | None]) -> None:
         self.broker_name = broker_name
         self.address = address
-        self.topics = topics
+        self.queues_of = queues_of
         self.server = RemotingServer(self.handle)
 
     async def handle(self, cmd: RemotingCommand, conn: RemotingConnection) -> RemotingCommand:
         if cmd.code != RequestCode.GET_ROUTEINFO_BY_TOPIC:
             return cmd.response_to(ResponseCode.REQUEST_CODE_NOT_SUPPORTED, "route lookups only")
         topic = cmd.ext_fields.get("topic", "")
-        queues = self.topics().get(topic)
+        queues = self.queues_of(topic)
         if queues is None:
             return cmd.response_to(ResponseCode.TOPIC_NOT_EXIST, f"No topic route info in name server for {topic}")
         route = {

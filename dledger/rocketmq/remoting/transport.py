@@ -22,6 +22,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from dledger.rocketmq.remoting.codec import DEFAULT_MAX_FRAME, CommandDecoder, encode_command
 from dledger.rocketmq.remoting.codes import FLAG_ONEWAY, FLAG_RESPONSE, ResponseCode, code_name
@@ -51,8 +52,8 @@ class RemotingConnection(asyncio.Protocol):
 
     # ---- asyncio.Protocol ----
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's TCP transport is not an asyncio.Transport subclass, but has its interface
+        self._transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer = f"{peer[0]}:{peer[1]}"
