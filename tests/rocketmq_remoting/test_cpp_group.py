@@ -88,7 +88,7 @@ def test_cpp_to_grpc_and_grpc_to_cpp(group: LocalBrokerGroup, route: LeaderRoute
     with producer(group, ("X2",)) as p5:
         ids = {}
         for i in range(10):
-            receipt = send_eventually(p5, message("X2", f"v5-{i}".encode(), tag="TagB", keys=[f"k{i}"]))
+            receipt = send_eventually(p5, message("X2", f"v5-{i}".encode(), tag="TagB", keys=f"k{i}"))
             ids[f"v5-{i}"] = receipt.message_id
     cons = Worker(tmp_path, "c", "consume", "--namesrv", route.namesrv, "--topic", "X2", "--group", "xg4")
     try:
