@@ -33,8 +33,8 @@ from multiprocessing.connection import Connection
 from typing import Any, Literal
 
 from dledger.broker_adapter import GetStatus, Message, MessageStore, StoreOptions
-from dledger.server.config import NodeConfig, read_peer_secret
-from dledger.server.launcher import ensure_peer_secret, free_ports
+from dledger.node.config import NodeConfig, read_peer_secret
+from dledger.testing.launcher import ensure_peer_secret, free_ports
 
 IDS = ("n0", "n1", "n2")
 TOPIC = "Bench"

@@ -269,7 +269,7 @@ class Bench:
         self.record("failover max", "s", system, max(times) if times else None, higher=False)
 
     def _dledger_failover(self, g: DledgerGroup, lead: str) -> float | None:
-        from dledger.server.client import DLedgerClient
+        from dledger.client.client import DLedgerClient
 
         # short per-call deadlines, so that the client's retry backoff (which doubles up to 200 ms within a
         # call) does not hide when the new leader starts answering; PySyncObj's probe polls every 5 ms

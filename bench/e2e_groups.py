@@ -18,10 +18,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import IO, Any, TypeVar
 
-from dledger.server.client import DLedgerClient, NodeInfo
-from dledger.server.config import format_peers
-from dledger.server.launcher import ensure_peer_secret, free_ports
-from dledger.server.malloc_tuning import MMAP_THRESHOLD, TRIM_THRESHOLD
+from dledger.client.client import DLedgerClient, NodeInfo
+from dledger.node.config import format_peers
+from dledger.node.tuning import MMAP_THRESHOLD, TRIM_THRESHOLD
+from dledger.testing.launcher import ensure_peer_secret, free_ports
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GROUP = "bench"
@@ -63,7 +63,7 @@ def cpu_seconds(pid: int) -> float:
 
 def _env() -> dict[str, str]:
     """Every process of both systems (nodes, PySyncObj peers, load clients) runs with the malloc thresholds
-    that `dledger node` sets for itself (`dledger.server.malloc_tuning`), so neither side has an allocator
+    that `dledger node` sets for itself (`dledger.node.tuning`), so neither side has an allocator
     the other lacks."""
     path = os.environ.get("PYTHONPATH", "")
     return {

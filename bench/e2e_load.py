@@ -19,9 +19,9 @@ import sys
 import time
 from typing import Any
 
-from dledger.server import event_loop
-from dledger.server.aio_client import AsyncDLedgerClient
-from dledger.server.gc_tuning import tune_gc
+from dledger.client.aio_client import AsyncDLedgerClient
+from dledger.node import tuning
+from dledger.node.tuning import tune_gc
 
 MAX_SAMPLES = 200_000
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start-at", type=float, default=0.0)
     p.add_argument("--unary", action="store_true", help="one unary Append call per request (no AppendStream)")
     args = p.parse_args(argv)
-    result = event_loop.run(run(args))  # the loop dledger's nodes run on (uvloop when installed)
+    result = tuning.run(run(args))  # the loop dledger's nodes run on (uvloop when installed)
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
     return 0

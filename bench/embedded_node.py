@@ -24,11 +24,11 @@ import threading
 import time
 from typing import Any
 
-from dledger.server import event_loop
-from dledger.server.cli_node import add_node_commands, config_from_args, configure_logging, start_node
-from dledger.server.config import NodeConfig
-from dledger.server.malloc_tuning import tune_malloc
-from dledger.server.server import DLedgerServer
+from dledger.cli.node import add_node_commands, config_from_args, configure_logging, start_node
+from dledger.node import tuning
+from dledger.node.config import NodeConfig
+from dledger.node.server import DLedgerServer
+from dledger.node.tuning import tune_malloc
 
 
 async def _load(server: DLedgerServer, req: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(["node", *(sys.argv[1:] if argv is None else argv)])
     configure_logging(args.log_level)
     tune_malloc()
-    event_loop.run(_serve(config_from_args(args)))
+    tuning.run(_serve(config_from_args(args)))
     return 0
 
 

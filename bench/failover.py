@@ -25,10 +25,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dledger.server.aio_client import AsyncDLedgerClient
-from dledger.server.client import DLedgerClient
-from dledger.server.client_policy import DLedgerError, NotWrittenError, OutcomeUnknownError
-from dledger.server.launcher import LocalProcessGroup
+from dledger.client.aio_client import AsyncDLedgerClient
+from dledger.client.client import DLedgerClient
+from dledger.client.client_policy import DLedgerError, NotWrittenError, OutcomeUnknownError
+from dledger.testing.launcher import LocalProcessGroup
 
 GROUP = "failover"
 

@@ -40,7 +40,7 @@ from typing import Any
 from pysyncobj import SyncObj, SyncObjConf, replicated
 
 from bench.e2e_settings import COMMON, PROFILES
-from dledger.server.gc_tuning import tune_gc
+from dledger.node.tuning import tune_gc
 
 
 class AppendLog(SyncObj):  # type: ignore[misc]  # untyped library

@@ -29,7 +29,7 @@ from typing import Any
 
 from rocketmq import ClientConfiguration, Credentials, FilterExpression, Message, Producer, SimpleConsumer
 
-from dledger.broker_adapter.broker_cli import LocalBrokerGroup
+from dledger.cli.broker import LocalBrokerGroup
 
 TOPIC = "BenchClient"
 GROUP = "bench-group"

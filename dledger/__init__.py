@@ -1,7 +1,10 @@
 """dledger: a Raft-replicated commit log for RocketMQ-style brokers.
 
-Layers (see docs/architecture.md): `dledger.raft` (pure consensus core), `dledger.commitlog` (durable
-segmented log + LMDB hard state), `dledger.server` (node runtime), `dledger.broker_adapter` (message store).
+Packages (see docs/architecture.md): `dledger.raft` (the pure consensus core), `dledger.commitlog` (the durable
+segmented log and LMDB hard state), `dledger.node` (the node runtime), `dledger.client` (the clients),
+`dledger.broker_adapter` (the replicated message store), `dledger.rocketmq` (RocketMQ's protocols on the
+store), `dledger.cli` (the `dledger` command), `dledger.net` (shared network pieces), `dledger.testing`
+(simulation harness and local process groups).
 """
 
 from dledger.storage_api import (
@@ -18,19 +21,26 @@ __version__ = "0.1.0"
 
 # the runtime pulls in grpc: load it only when one of its names is used (PEP 562)
 _LAZY = {
-    "AppendResult": "dledger.server.client",
-    "AsyncDLedgerClient": "dledger.server.aio_client",
-    "DLedgerClient": "dledger.server.client",
-    "DLedgerError": "dledger.server.client_policy",
-    "DLedgerServer": "dledger.server.server",
-    "NodeConfig": "dledger.server.config",
-    "NodeInfo": "dledger.server.client",
-    "NotWrittenError": "dledger.server.client_policy",
-    "OutcomeUnknownError": "dledger.server.client_policy",
-    "StateMachine": "dledger.server.state_machine",
-    "SyncDLedgerServer": "dledger.server.server",
-    "tune_gc": "dledger.server.gc_tuning",
-    "tune_malloc": "dledger.server.malloc_tuning",
+    "AppendResult": "dledger.client.client",
+    "AsyncDLedgerClient": "dledger.client.aio_client",
+    "BusyError": "dledger.node.errors",
+    "DLedgerClient": "dledger.client.client",
+    "DLedgerError": "dledger.client.client_policy",
+    "DLedgerServer": "dledger.node.server",
+    "LeaderHint": "dledger.node.errors",
+    "NodeConfig": "dledger.node.config",
+    "NodeInfo": "dledger.client.client",
+    "NodeNotLeaderError": "dledger.node.errors",
+    "NodeStoppedError": "dledger.node.errors",
+    "NotWrittenError": "dledger.client.client_policy",
+    "OutcomeUnknown": "dledger.node.errors",
+    "OutcomeUnknownError": "dledger.client.client_policy",
+    "SnapshotError": "dledger.node.state_machine",
+    "SnapshottingStateMachine": "dledger.node.state_machine",
+    "StateMachine": "dledger.node.state_machine",
+    "SyncDLedgerServer": "dledger.node.server",
+    "tune_gc": "dledger.node.tuning",
+    "tune_malloc": "dledger.node.tuning",
 }
 
 

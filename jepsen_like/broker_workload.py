@@ -242,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("rocketmq").setLevel(logging.CRITICAL)
     from rocketmq import ClientConfiguration, Credentials
 
-    from dledger.server.config import parse_peers
+    from dledger.node.config import parse_peers
 
     # every replica, as the endpoint's docs advise: the client's one channel takes the lowest address (it sorts
     # them) and fails over to another when that replica is unreachable; a follower forwards writes to the leader

@@ -34,9 +34,9 @@ import time
 from collections.abc import Iterable
 from typing import IO, Literal
 
-from dledger.server.client import DLedgerClient, NodeInfo
-from dledger.server.config import format_peers
-from dledger.server.launcher import ensure_peer_secret
+from dledger.client.client import DLedgerClient, NodeInfo
+from dledger.node.config import format_peers
+from dledger.testing.launcher import ensure_peer_secret
 from jepsen_like.membership import MemberView
 from jepsen_like.netns import NetnsNetwork
 from jepsen_like.procutil import RunState

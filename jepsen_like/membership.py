@@ -32,8 +32,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dledger.server.client import DLedgerClient, Member
-from dledger.server.client_policy import NotWrittenError, OutcomeUnknownError
+from dledger.client.client import DLedgerClient, Member
+from dledger.client.client_policy import NotWrittenError, OutcomeUnknownError
 
 if TYPE_CHECKING:
     from jepsen_like.cluster import Cluster

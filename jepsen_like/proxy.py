@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
-from dledger.server.launcher import free_ports
+from dledger.testing.launcher import free_ports
 
 __all__ = ["LinkProxies", "free_ports"]
 

@@ -33,9 +33,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from dledger.server.client import DLedgerClient
-from dledger.server.client_policy import EntryNotFoundError, NotWrittenError, OutcomeUnknownError
-from dledger.server.config import parse_peers
+from dledger.client.client import DLedgerClient
+from dledger.client.client_policy import EntryNotFoundError, NotWrittenError, OutcomeUnknownError
+from dledger.node.config import parse_peers
 from jepsen_like.history import HistoryWriter
 
 __all__ = ["MemberFollower", "Worker", "compacted_first", "main"]

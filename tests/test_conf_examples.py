@@ -13,9 +13,9 @@ import pathlib
 
 import pytest
 
-from dledger.broker_adapter.endpoint_config import ENDPOINT_KEYS, EndpointConfig
 from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions
-from dledger.server.config import NodeConfig, load_properties, parse_address
+from dledger.node.config import NodeConfig, load_properties, parse_address
+from dledger.rocketmq.v5.config import ENDPOINT_KEYS, EndpointConfig
 
 CONF = pathlib.Path(__file__).resolve().parent.parent / "conf" / "dledger"
 FILES = sorted(CONF.glob("broker-n*.conf"))

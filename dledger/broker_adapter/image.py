@@ -36,7 +36,7 @@ from typing import Any, BinaryIO
 import lmdb
 
 from dledger.broker_adapter.tables import LAYOUT, MAX_KEY_BYTES, U32, U64, Tables
-from dledger.server.state_machine import SnapshotError
+from dledger.node.state_machine import SnapshotError
 
 __all__ = ["IMAGE_VERSION", "TABLE_IDS", "load_image", "write_image"]
 

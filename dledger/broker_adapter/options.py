@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dledger.server.config import ConfigError, NodeConfig
+from dledger.node.config import ConfigError, NodeConfig
 
 __all__ = ["BROKER_KEYS", "ENTRY_HEADROOM", "StoreOptions", "disk_used_ratio", "wall_clock_ms", "with_entry_room"]
 

@@ -26,10 +26,11 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from dledger.broker_adapter import commands as c
 from dledger.broker_adapter.message import MessageType
+from dledger.broker_adapter.results import TopicConfig
 from dledger.broker_adapter.tables import (
     CQ,
     MAX_TIME,
@@ -42,10 +43,23 @@ from dledger.broker_adapter.tables import (
     valid_name,
 )
 
-if TYPE_CHECKING:
-    from dledger.broker_adapter.apply import Applier
+__all__ = ["START_MARK", "Delivery", "PopContext", "format_handle", "parse_handle", "start_mark_key"]
 
-__all__ = ["START_MARK", "Delivery", "format_handle", "parse_handle", "start_mark_key"]
+
+class PopContext(Protocol):
+    """What the Pop rules use of the store's applier (`dledger.broker_adapter.apply.Applier`): its tables, the
+    replicated time of the command being applied, and its consume queue and topic writes."""
+
+    db: dict[str, Any]
+    log_time: int
+
+    def next_offset(self, txn: Any, qk: bytes) -> int: ...
+
+    def enqueue(self, txn: Any, topic: str, queue: int, rec: tuple[int, int, int, int, int]) -> int: ...
+
+    def topic(self, txn: Any, name: str) -> TopicConfig | None: ...
+
+    def ensure_topic(self, txn: Any, name: str, queue_count: int, kind: MessageType) -> TopicConfig: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +108,7 @@ def start_mark_key(group: str, topic: str) -> bytes:
     return qkey(group, topic) + START_MARK
 
 
-def _first_at_or_after(a: Applier, txn: Any, topic: str, queue: int, mark: int) -> int:
+def _first_at_or_after(a: PopContext, txn: Any, topic: str, queue: int, mark: int) -> int:
     """The first offset of the queue whose log index is >= `mark` (its end if none): a binary search, as log
     indexes grow along a consume queue; a record that is gone (retention) is older than any mark."""
     cqk = topic.encode() + b"\0" + queue.to_bytes(4, "big")
@@ -109,7 +123,7 @@ def _first_at_or_after(a: Applier, txn: Any, topic: str, queue: int, mark: int) 
     return lo
 
 
-def _start_from_end(a: Applier, txn: Any, cmd: c.PopReceive, seq: int, queue_count: int) -> None:
+def _start_from_end(a: PopContext, txn: Any, cmd: c.PopReceive, seq: int, queue_count: int) -> None:
     """Give each queue without a position of the group its start after the group's start mark (see the rules)."""
     popcur, offsets = a.db["popcur"], a.db["offsets"]
     mark_key = start_mark_key(cmd.group, cmd.topic)
@@ -130,7 +144,7 @@ def _start_from_end(a: Applier, txn: Any, cmd: c.PopReceive, seq: int, queue_cou
             txn.put(_keys(cmd.group, cmd.topic, queue), U64.pack(start), db=popcur)
 
 
-def _set_inflight(a: Applier, txn: Any, qk: bytes, offset: int, old: Inflight | None, new: Inflight) -> None:
+def _set_inflight(a: PopContext, txn: Any, qk: bytes, offset: int, old: Inflight | None, new: Inflight) -> None:
     db = a.db
     if old is not None:
         txn.delete(qk + U64.pack(old.until) + U64.pack(offset), db=db["popexp"])
@@ -141,20 +155,20 @@ def _set_inflight(a: Applier, txn: Any, qk: bytes, offset: int, old: Inflight | 
     txn.put(qk + U64.pack(new.until) + U64.pack(offset), b"", db=db["popexp"])
 
 
-def _drop_inflight(a: Applier, txn: Any, qk: bytes, offset: int, rec: Inflight) -> None:
+def _drop_inflight(a: PopContext, txn: Any, qk: bytes, offset: int, rec: Inflight) -> None:
     txn.delete(qk + U64.pack(offset), db=a.db["inflight"])
     txn.delete(qk + U64.pack(rec.until) + U64.pack(offset), db=a.db["popexp"])
     txn.delete(pin_key(rec.index, PIN_INFLIGHT, qk + U64.pack(offset)), db=a.db["pins"])
 
 
-def _to_dlq(a: Applier, txn: Any, group: str, rec: Inflight) -> None:
+def _to_dlq(a: PopContext, txn: Any, group: str, rec: Inflight) -> None:
     dlq = f"%DLQ%{group}"
     a.ensure_topic(txn, dlq, 1, MessageType.NORMAL)
     a.enqueue(txn, dlq, 0, (rec.index, rec.pos, rec.size, rec.tag_hash, rec.group_hash))
 
 
 class _Receive:
-    def __init__(self, a: Applier, txn: Any, cmd: c.PopReceive, seq: int) -> None:
+    def __init__(self, a: PopContext, txn: Any, cmd: c.PopReceive, seq: int) -> None:
         self.a, self.txn, self.cmd, self.seq = a, txn, cmd, seq
         self.now = a.log_time
         self.until = min(self.now + max(cmd.invisible_ms, 0), MAX_TIME)
@@ -258,7 +272,7 @@ class _Receive:
         self.new_messages(queue, blocked)
 
 
-def receive(a: Applier, txn: Any, cmd: c.PopReceive, seq: int) -> list[Delivery] | None:
+def receive(a: PopContext, txn: Any, cmd: c.PopReceive, seq: int) -> list[Delivery] | None:
     """Apply a POP_RECEIVE; None if the topic does not exist."""
     cfg = a.topic(txn, cmd.topic)
     if cmd.max_count <= 0 or cmd.max_attempts <= 0:
@@ -283,7 +297,7 @@ def receive(a: Applier, txn: Any, cmd: c.PopReceive, seq: int) -> list[Delivery]
     return r.out
 
 
-def _find(a: Applier, txn: Any, group: str, handle: str) -> tuple[bytes, int, Inflight] | None:
+def _find(a: PopContext, txn: Any, group: str, handle: str) -> tuple[bytes, int, Inflight] | None:
     parsed = parse_handle(handle)
     if parsed is None:
         return None
@@ -296,7 +310,7 @@ def _find(a: Applier, txn: Any, group: str, handle: str) -> tuple[bytes, int, In
     return (qk, offset, rec) if rec.seq == seq else None
 
 
-def ack(a: Applier, txn: Any, group: str, handle: str) -> bool:
+def ack(a: PopContext, txn: Any, group: str, handle: str) -> bool:
     found = _find(a, txn, group, handle)
     if found is None:
         return False
@@ -304,7 +318,7 @@ def ack(a: Applier, txn: Any, group: str, handle: str) -> bool:
     return True
 
 
-def change_invisible(a: Applier, txn: Any, cmd: c.ChangeInvisible, seq: int) -> tuple[str, int] | None:
+def change_invisible(a: PopContext, txn: Any, cmd: c.ChangeInvisible, seq: int) -> tuple[str, int] | None:
     """A new (handle, invisible_until), or None for a stale or unknown handle."""
     found = _find(a, txn, cmd.group, cmd.handle)
     if found is None:

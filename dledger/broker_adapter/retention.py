@@ -26,17 +26,32 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from pathlib import Path
+from typing import Protocol
 
-from dledger.server.aio_client import AsyncDLedgerClient
-from dledger.server.server import DLedgerServer
-
-if TYPE_CHECKING:
-    from dledger.broker_adapter.store import MessageStore
+from dledger.broker_adapter.options import StoreOptions
+from dledger.broker_adapter.tables import Tables
+from dledger.client.aio_client import AsyncDLedgerClient
+from dledger.node.server import DLedgerServer
 
 __all__ = ["Retention", "RetentionReport", "compactable_before"]
 
 log = logging.getLogger(__name__)
+
+
+class RetainedStore(Protocol):
+    """What retention reads of the message store it compacts for."""
+
+    @property
+    def options(self) -> StoreOptions: ...
+
+    @property
+    def store_dir(self) -> Path: ...
+
+    @property
+    def tables(self) -> Tables: ...
+
+    def last_applied(self) -> int: ...
 
 
 class SegmentInfo(Protocol):
@@ -77,7 +92,7 @@ def compactable_before(segments: Sequence[SegmentInfo], safe_index: int, expire_
 
 
 class Retention:
-    def __init__(self, store: MessageStore, server: DLedgerServer) -> None:
+    def __init__(self, store: RetainedStore, server: DLedgerServer) -> None:
         self.store = store
         self.server = server
         self._client: AsyncDLedgerClient | None = None

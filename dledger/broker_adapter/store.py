@@ -46,9 +46,9 @@ from dledger.broker_adapter.results import (
 )
 from dledger.broker_adapter.retention import Retention, RetentionReport
 from dledger.broker_adapter.tables import MAX_ID_BYTES, Tables
-from dledger.server.config import NodeConfig, load_properties
-from dledger.server.server import DLedgerServer
-from dledger.server.services import BusyError, NodeNotLeaderError, NodeStoppedError, OutcomeUnknown
+from dledger.node.config import NodeConfig, load_properties
+from dledger.node.errors import BusyError, NodeNotLeaderError, NodeStoppedError, OutcomeUnknown
+from dledger.node.server import DLedgerServer
 from dledger.storage_api import Entry
 
 __all__ = ["MessageStore"]

@@ -40,7 +40,7 @@ Rules of the state machine:
   Once a configuration names it, its log holds the committed removal of any earlier incarnation, so the
   up-to-date check refuses every candidate that could still count it. Its appends are guarded by its term,
   not here: the runtime starts a joining node at a term its group's leader confirmed after the removal
-  (`dledger.server.join_term`), so a stale leader that still lists the old store as a voter is refused.
+  (`dledger.node.join_term`), so a stale leader that still lists the old store as a voter is refused.
 - Recovering (protocol-aware recovery, after Alagappan et al., FAST 2018): a replica whose storage lost
   entries it had persisted (`Config.recovering_until`; or its log ends below its saved commit index or
   below what its state machine applied) may have acknowledged them, and so counted in the quorum that
@@ -66,7 +66,7 @@ from collections.abc import Sequence
 from dataclasses import fields
 from typing import Protocol
 
-from dledger.raft.conf import ConfMixin
+from dledger.raft.conf_change import ConfMixin
 from dledger.raft.config import Config, ReadOnlyOption
 from dledger.raft.errors import NotLeaderError, ProposalDroppedError, RaftInvariantError
 from dledger.raft.leader import LeaderMixin

@@ -1,7 +1,8 @@
 """Test helpers that users may use too: in-memory storage fakes, a deterministic cluster harness for the
-raft core, and a checker of Raft's safety properties over a cluster's history.
+raft core, a checker of Raft's safety properties over a cluster's history, and (`launcher`) one local
+process group of nodes or brokers, as `dledger cluster`, `dledger demo` and the tests start them.
 
-Invariant: nothing in this package touches disk, sockets or clocks.
+Invariant: the names exported here touch no disk, sockets or clocks; `launcher` (imported on its own) does.
 """
 
 from dledger.testing.cluster import Cluster, SimNode

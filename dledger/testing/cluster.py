@@ -182,7 +182,7 @@ class Cluster:
         """A down node's disk is lost: it starts again under its old id as a joining node with an empty
         log (`Config(join=True)`, peers = the initial voters but itself) and a hard state holding only
         `term`, the term floor the runtime learns from the group before it starts a joining node (see
-        `dledger.server.join_term`). Its state machine is lost too. Safe only once its removal is
+        `dledger.node.join_term`). Its state machine is lost too. Safe only once its removal is
         committed and `term` is at least the term in which that happened; the caller's test decides."""
         old = self.nodes[node_id]
         if old.alive:

@@ -9,7 +9,9 @@ import sys
 from bench.e2e import Bench, Profile
 from tests.server.procs import ROOT
 
-NO_PYSYNCOBJ = "import sys; sys.modules['pysyncobj'] = None; from dledger.cli import main; raise SystemExit(main({}))"
+NO_PYSYNCOBJ = (
+    "import sys; sys.modules['pysyncobj'] = None; from dledger.cli.main import main; raise SystemExit(main({}))"
+)
 
 
 def test_without_pysyncobj_it_names_the_extra_to_install() -> None:

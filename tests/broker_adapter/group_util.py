@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dledger.broker_adapter import MessageStore, StoreOptions
-from dledger.server.config import NodeConfig
+from dledger.node.config import NodeConfig
 from tests.server.cluster_util import peers_for, wait_for
 
 IDS = ("n0", "n1", "n2")

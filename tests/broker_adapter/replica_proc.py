@@ -10,7 +10,7 @@ import signal
 import sys
 
 from dledger.broker_adapter import MessageStore, StoreOptions
-from dledger.server.config import NodeConfig
+from dledger.node.config import NodeConfig
 
 
 async def main(node_id: str, peers: dict[str, str], root: pathlib.Path, overrides: dict[str, object]) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dledger.broker_adapter import MessageStore, StoreOptions
-from dledger.server.config import NodeConfig
+from dledger.node.config import NodeConfig
 from tests.broker_adapter.group_util import FakeClock
 from tests.server.cluster_util import peers_for
 from tests.server.cluster_util import wait_for as _wait_for

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 from dledger.broker_adapter import Message, MessageStore, StoreOptions
-from dledger.server.aio_client import AsyncDLedgerClient
+from dledger.client.aio_client import AsyncDLedgerClient
 from tests.broker_adapter.group_util import IDS, BrokerGroup, dump
 from tests.server.cluster_util import peers_for
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from dledger.broker_adapter.endpoint_config import EndpointConfig
-from dledger.server.config import ConfigError, NodeConfig
+from dledger.node.config import ConfigError, NodeConfig
+from dledger.rocketmq.v5.config import EndpointConfig
 from tests.server.procs import ROOT
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from dledger.broker_adapter import MessageStore
 from dledger.broker_adapter import image as image_mod
 from dledger.broker_adapter.tables import LAYOUT
-from dledger.server.state_machine import SnapshotError, SnapshottingStateMachine
+from dledger.node.state_machine import SnapshotError, SnapshottingStateMachine
 from dledger.storage_api import Entry, EntryKind
 from tests.broker_adapter.group_util import dump
 from tests.broker_adapter.snapshot_util import image_of, restored, without_applied

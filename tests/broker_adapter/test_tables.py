@@ -12,7 +12,7 @@ from dledger.broker_adapter import commands as c
 from dledger.broker_adapter.options import ENTRY_HEADROOM, with_entry_room
 from dledger.broker_adapter.prepare import Preparer
 from dledger.broker_adapter.tables import U32, Tables
-from dledger.server.config import ConfigError, NodeConfig
+from dledger.node.config import ConfigError, NodeConfig
 from dledger.storage_api import Entry, EntryKind
 from tests.broker_adapter.group_util import dump
 

@@ -13,7 +13,7 @@ import pytest
 from rocketmq import FilterExpression, PushConsumer
 from rocketmq.v5.consumer.push.message_listener import ConsumeResult, MessageListener
 
-from dledger.broker_adapter.broker_cli import LocalBrokerGroup
+from dledger.cli.broker import LocalBrokerGroup
 from tests.broker_endpoint.util import (
     config,
     drain,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pathlib
 
-from dledger.broker_adapter.broker_cli import LocalBrokerGroup
+from dledger.cli.broker import LocalBrokerGroup
 from tests.broker_endpoint.util import drain, message, producer, send_eventually, simple_consumer
 
 

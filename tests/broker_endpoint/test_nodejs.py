@@ -15,7 +15,7 @@ import zlib
 
 import pytest
 
-from dledger.broker_adapter.broker_cli import LocalBrokerGroup
+from dledger.cli.broker import LocalBrokerGroup
 from tests.broker_endpoint.util import leader_id, message, producer, send_eventually
 
 NODE_DIR = pathlib.Path(__file__).parent / "node"

@@ -14,9 +14,9 @@ from rocketmq.grpc_protocol import definition_pb2 as d
 from rocketmq.grpc_protocol import service_pb2 as s
 from rocketmq.grpc_protocol import service_pb2_grpc as sg
 
-from dledger.broker_adapter.broker_cli import LocalBrokerGroup
-from dledger.broker_adapter.endpoint_config import EndpointConfig
-from dledger.server.config import ConfigError, NodeConfig
+from dledger.cli.broker import LocalBrokerGroup
+from dledger.node.config import ConfigError, NodeConfig
+from dledger.rocketmq.v5.config import EndpointConfig
 from tests.broker_endpoint.util import eventually
 
 C = d.Code
@@ -117,6 +117,6 @@ def test_endpoint_keys(tmp_path: pathlib.Path) -> None:
 def test_cli_rejects_a_bad_config(tmp_path: pathlib.Path) -> None:
     conf = tmp_path / "broker.conf"
     conf.write_text(f"dLegerSelfId=n0\ndLegerPeers=n0-127.0.0.1:1\nstorePathRootDir={tmp_path}\ngrpcServerPort=0\n")
-    run = subprocess.run([sys.executable, "-m", "dledger.broker_adapter.broker_cli", "--config", str(conf)],
+    run = subprocess.run([sys.executable, "-m", "dledger.cli.broker", "--config", str(conf)],
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert run.returncode == 2 and "grpcServerPort" in run.stderr

@@ -15,7 +15,7 @@ from rocketmq.grpc_protocol import FilterType, TransactionResolution
 from rocketmq.v5.consumer.push.message_listener import ConsumeResult, MessageListener
 from rocketmq.v5.producer import TransactionChecker
 
-from dledger.broker_adapter.broker_cli import LocalBrokerGroup
+from dledger.cli.broker import LocalBrokerGroup
 from tests.broker_endpoint.test_nodejs import digest_bodies
 from tests.broker_endpoint.util import (
     config,

@@ -17,7 +17,7 @@ from rocketmq.grpc_protocol import service_pb2 as s
 from rocketmq.grpc_protocol import service_pb2_grpc as sg
 from rocketmq.v5.util import Signature
 
-from dledger.broker_adapter.broker_cli import LocalBrokerGroup
+from dledger.cli.broker import LocalBrokerGroup
 from tests.broker_endpoint.util import config, eventually, leader_id, message, producer, send_eventually
 
 C = d.Code

@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 from rocketmq import ClientConfiguration, Credentials, FilterExpression, Message, Producer, SimpleConsumer
 
-from dledger.broker_adapter.broker_cli import LocalBrokerGroup
-from dledger.server.client import DLedgerClient
+from dledger.cli.broker import LocalBrokerGroup
+from dledger.client.client import DLedgerClient
 
 T = TypeVar("T")
 

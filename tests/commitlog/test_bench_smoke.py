@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from dledger.cli import main
+from dledger.cli.main import main
 
 
 def test_bench_storage_quick_runs_and_writes_json(

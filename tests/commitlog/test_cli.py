@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from dledger.cli import main
+from dledger.cli.main import main
 from dledger.commitlog import Entry, EntryKind, SegmentedLog
 from tests.commitlog.conftest import data_files, entries
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dledger.cli import main
+from dledger.cli.main import main
 from dledger.commitlog import CorruptEntryError, CorruptStoreError, Entry, SegmentedLog
 from dledger.commitlog import recovery as recovery_mod
 from dledger.commitlog.codec import HEADER_SIZE

@@ -12,8 +12,8 @@ from dledger.commitlog import FileOps, SegmentedLog
 from dledger.commitlog.dropbehind import ALIGN, behind
 from dledger.commitlog.log import DEFAULT_DROP_BEHIND_BYTES, DEFAULT_FLUSH_INTERVAL_MS, OPEN_WINDOW
 from dledger.commitlog.segment import Segment
-from dledger.server.config import NodeConfig
-from dledger.server.node import RaftNode
+from dledger.node.config import NodeConfig
+from dledger.node.node import RaftNode
 from tests.commitlog.conftest import entries, wait_for
 
 MiB = 1 << 20

@@ -2,7 +2,7 @@
 
 Setup of both: a 3-replica `LocalBrokerGroup`; one official Python producer whose only endpoint is a
 follower, with the client's own resend switched off (so one `send` is one SendMessage request); the follower
-forwards every send to the leader (`MessagingEndpoint._write` in dledger/broker_adapter/endpoint.py). The
+forwards every send to the leader (`MessagingEndpoint._write` in dledger/rocketmq/v5/service.py). The
 leader is hit a few times while sends are in flight; afterwards a SimpleConsumer drains the topic and every
 stored copy is located by its receipt handle (`topic:queue:offset:seq`).
 - `duplicated-send` (SIGKILL of the leader): when the leader dies after the entry reached a follower but
@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from dledger.broker_adapter.broker_cli import LocalBrokerGroup
-from dledger.server.client import DLedgerClient
+from dledger.cli.broker import LocalBrokerGroup
+from dledger.client.client import DLedgerClient
 from jepsen_like.broker_workload import _no_resend, status_code
 
 TOPIC = "bug-topic"

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from dledger.client.client import NodeInfo
 from dledger.commitlog import Entry, SegmentedLog
-from dledger.server.client import NodeInfo
 from jepsen_like import compaction, nemesis
 from jepsen_like.campaign import COMPACT_PLAN, COMPACT_SHORT, LONG_PLAN, SHORT_PLAN, plans
 from jepsen_like.checker import check
@@ -199,9 +199,9 @@ def test_campaign_plans_with_compaction() -> None:
 
 def test_installed_snapshots_are_read_from_the_node_log(tmp_path: pathlib.Path) -> None:
     log = tmp_path / "n1.log"
-    log.write_text("x INFO dledger.server.node: installed the leader's snapshot at index 315 (term 1)\n"
-                   "x INFO dledger.server.node: snapshot taken at index 898 (term 1)\n"
-                   "x INFO dledger.server.node: installed the leader's snapshot at index 3536 (term 2)\n")  # fmt: skip
+    log.write_text("x INFO dledger.node.node: installed the leader's snapshot at index 315 (term 1)\n"
+                   "x INFO dledger.node.node: snapshot taken at index 898 (term 1)\n"
+                   "x INFO dledger.node.node: installed the leader's snapshot at index 3536 (term 2)\n")  # fmt: skip
     assert compaction.installed_snapshots(log) == [315, 3536]
     assert compaction.installed_snapshots(tmp_path / "none.log") == []
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from dledger.server.client import Member, MembershipResult, NodeInfo
-from dledger.server.client_policy import NotLeaderError, OutcomeUnknownError
+from dledger.client.client import Member, MembershipResult, NodeInfo
+from dledger.client.client_policy import NotLeaderError, OutcomeUnknownError
 from jepsen_like import membership, nemesis
 from jepsen_like.cluster import Cluster
 from jepsen_like.membership import MemberView, restore

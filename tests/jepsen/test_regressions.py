@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from dledger.server.client import DLedgerClient
-from dledger.server.client_policy import DLedgerError
-from dledger.server.config import NodeConfig
-from dledger.server.server import DLedgerServer
+from dledger.client.client import DLedgerClient
+from dledger.client.client_policy import DLedgerError
+from dledger.node.config import NodeConfig
+from dledger.node.server import DLedgerServer
 from dledger.storage_api import HardState
 from dledger.testing import Cluster as SimCluster
 from jepsen_like.cluster import GROUP, Cluster

@@ -628,7 +628,7 @@ def test_a_wiped_node_starts_at_the_groups_term_so_a_stale_leader_cannot_count_i
     """The simulation's lost-disk replacement (raft5, long run) found it: a stale leader whose configuration
     still lists a wiped node as a voter won that node's acknowledgement (an empty store takes any leader's
     term) and committed over entries the group had committed. Votes were already refused (above); the
-    term floor the runtime learns before starting a joining node (`dledger.server.join_term`) makes the
+    term floor the runtime learns before starting a joining node (`dledger.node.join_term`) makes the
     wiped node reject the stale leader's term, so the stale leader learns of the new term and steps down."""
     with pytest.raises(AssertionError, match=r"committed a different entry|state machine safety"):
         _stale_leader_meets_wiped_node(floor=False)  # the hazard, as the simulation found it

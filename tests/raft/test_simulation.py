@@ -332,7 +332,7 @@ class RaftMachine(RuleBasedStateMachine):
 
     def _term_floor(self) -> int:
         """The term a wiped node starts at: what the runtime learns from a read the leader confirmed after
-        the node's removal committed (`dledger.server.join_term`). Modelled by its lowest honest value, the
+        the node's removal committed (`dledger.node.join_term`). Modelled by its lowest honest value, the
         term in which the latest committed configuration (the removal, or a later one) was first seen."""
         assert self.checker is not None
         ci = self.checker.committed_config[0]

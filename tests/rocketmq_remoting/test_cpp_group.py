@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dledger.broker_adapter.broker_cli import LocalBrokerGroup
+from dledger.cli.broker import LocalBrokerGroup
 from tests.broker_endpoint.util import (
     drain,
     leader_id,

@@ -8,10 +8,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dledger.server.config import NodeConfig
-from dledger.server.launcher import free_ports
-from dledger.server.server import DLedgerServer
+from dledger.node.config import NodeConfig
+from dledger.node.server import DLedgerServer
 from dledger.storage_api import Entry
+from dledger.testing.launcher import free_ports
 
 
 async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition", poll: float = 0.01) -> Any:

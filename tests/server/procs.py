@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from dledger.server.client import DLedgerClient, NodeInfo
-from dledger.server.launcher import LocalProcessGroup
+from dledger.client.client import DLedgerClient, NodeInfo
+from dledger.testing.launcher import LocalProcessGroup
 from tests.server.cluster_util import peers_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -11,9 +11,9 @@ import pytest
 
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
-from dledger.server.aio_client import AsyncDLedgerClient
-from dledger.server.append_stream import AppendStream, NotSent, Unanswered
-from dledger.server.client_policy import InvalidRequestError
+from dledger.client.aio_client import AsyncDLedgerClient
+from dledger.client.append_stream import AppendStream, NotSent, Unanswered
+from dledger.client.client_policy import InvalidRequestError
 from dledger.storage_api import EntryKind
 from tests.server.cluster_util import LocalGroup, run_group
 

@@ -7,7 +7,7 @@ import pathlib
 import subprocess
 import sys
 
-from dledger.server.launcher import is_our_node, load_state
+from dledger.testing.launcher import is_our_node, load_state
 from tests.server.procs import ROOT, wait_until
 
 

@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from dledger.server.config import ConfigError
-from dledger.server.launcher import STATE_FILE, is_our_node, load_state, stop_detached
+from dledger.node.config import ConfigError
+from dledger.testing.launcher import STATE_FILE, is_our_node, load_state, stop_detached
 from tests.server.procs import ROOT, wait_until
 
 

@@ -13,16 +13,16 @@ import sys
 import pytest
 
 from dledger.commitlog import SegmentedLog
-from dledger.server.launcher import free_ports
+from dledger.testing.launcher import free_ports
 from tests.server.procs import ROOT
 
 NOWHERE = "n0-127.0.0.1:1"  # nothing listens on port 1
 
 
 def cases(tmp: pathlib.Path) -> dict[str, list[str]]:
-    """Case name -> argv; `tmp` is an empty directory (as a store that is not one, or a cluster that is not)."""
+    """Case name -> argv; `tmp` is an empty directory (as a store that is not one, or a cluster that is not),
+    where `write_typo_conf` puts the config file with a misspelled key. Touches no disk, so it names the cases."""
     conf = tmp / "typo.conf"
-    conf.write_text(f"dLegerPeers={NOWHERE}\ndLegerSelfId=n0\nstorePathRootDir={tmp}/s\nflushDiskTpye=SYNC_FLUSH\n")
     peers = ["--peers", NOWHERE, "--timeout", "1"]
     return {
         "no command": [],
@@ -78,11 +78,18 @@ def cases(tmp: pathlib.Path) -> dict[str, list[str]]:
     }  # fmt: skip
 
 
+def write_typo_conf(tmp: pathlib.Path) -> None:
+    (tmp / "typo.conf").write_text(
+        f"dLegerPeers={NOWHERE}\ndLegerSelfId=n0\nstorePathRootDir={tmp}/s\nflushDiskTpye=SYNC_FLUSH\n"
+    )
+
+
 NAMES = list(cases(pathlib.Path("/nonexistent")))
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_bad_input_is_one_line_and_a_non_zero_exit(tmp_path: pathlib.Path, name: str) -> None:
+    write_typo_conf(tmp_path)
     argv = cases(tmp_path)[name]
     out = subprocess.run([sys.executable, "-m", "dledger", *argv], capture_output=True, text=True, cwd=ROOT,
                          timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 
-from dledger.server.launcher import free_ports
+from dledger.testing.launcher import free_ports
 from tests.server.procs import ROOT
 
 PEERS = "n0-127.0.0.1:40911;n1-127.0.0.1:40912;n2-127.0.0.1:40913"

@@ -13,9 +13,9 @@ import pytest
 
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
-from dledger.server.client_auth import ClientGrants, right_of
-from dledger.server.config import ConfigError, NodeConfig
-from dledger.server.server import DLedgerServer
+from dledger.node.client_auth import ClientGrants, right_of
+from dledger.node.config import ConfigError, NodeConfig
+from dledger.node.server import DLedgerServer
 from tests.server.certs import Authority
 from tests.server.cluster_util import peers_for
 
@@ -151,9 +151,9 @@ def test_methods_map_to_rights() -> None:
 
 
 def test_both_clients_carry_their_token(tmp_path: pathlib.Path) -> None:
-    from dledger.server.aio_client import AsyncDLedgerClient
-    from dledger.server.client import DLedgerClient
-    from dledger.server.client_policy import InvalidRequestError
+    from dledger.client.aio_client import AsyncDLedgerClient
+    from dledger.client.client import DLedgerClient
+    from dledger.client.client_policy import InvalidRequestError
 
     grants = tmp_path / "grants"
     grants.write_text(GRANTS)

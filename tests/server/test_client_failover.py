@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from dledger.server.aio_client import AsyncDLedgerClient
-from dledger.server.client import AppendResult, DLedgerClient
-from dledger.server.client_policy import Call, DLedgerError, RpcOutcome
+from dledger.client.aio_client import AsyncDLedgerClient
+from dledger.client.client import AppendResult, DLedgerClient
+from dledger.client.client_policy import Call, DLedgerError, RpcOutcome
 from tests.server.procs import ProcessGroup, wait_until
 
 PATIENT = 600.0  # the clients' RPC timeout and deadline: far past the test's own limits

@@ -15,19 +15,19 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from dledger.server.aio_client import AsyncDLedgerClient
-from dledger.server.client import DLedgerClient
-from dledger.server.client_policy import DLedgerError
-from dledger.server.config import format_peers
+from dledger.client.aio_client import AsyncDLedgerClient
+from dledger.client.client import DLedgerClient
+from dledger.client.client_policy import DLedgerError
+from dledger.node.config import format_peers
 from tests.server.procs import ROOT, ProcessGroup
 
 # Threads that each append through their own client and never close it; once the parent has stopped the
 # nodes, the script returns from main and the interpreter must exit.
 _UNCLOSED_SCRIPT = """
 import sys, threading
-from dledger.server.client import DLedgerClient
-from dledger.server.client_policy import DLedgerError
-from dledger.server.config import format_peers
+from dledger.client.client import DLedgerClient
+from dledger.client.client_policy import DLedgerError
+from dledger.node.config import format_peers
 
 peers, group, keep = sys.argv[1], sys.argv[2], sys.argv[3] == "keep"
 clients = []

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from dledger._proto import dledger_pb2 as pb
-from dledger.server.client_policy import (
+from dledger.client.client_policy import (
     Call,
     DLedgerError,
     InvalidRequestError,

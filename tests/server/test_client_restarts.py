@@ -14,9 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from dledger.server.aio_client import AsyncDLedgerClient
-from dledger.server.client import DLedgerClient
-from dledger.server.client_policy import DLedgerError, NotWrittenError, OutcomeUnknownError
+from dledger.client.aio_client import AsyncDLedgerClient
+from dledger.client.client import DLedgerClient
+from dledger.client.client_policy import DLedgerError, NotWrittenError, OutcomeUnknownError
 from tests.server.procs import ProcessGroup, wait_until
 
 

@@ -6,9 +6,9 @@ import pathlib
 
 import pytest
 
-from dledger.server.aio_client import AsyncDLedgerClient
-from dledger.server.client_policy import EntryNotFoundError, InvalidRequestError
-from dledger.server.services import NodeNotLeaderError
+from dledger.client.aio_client import AsyncDLedgerClient
+from dledger.client.client_policy import EntryNotFoundError, InvalidRequestError
+from dledger.node.errors import NodeNotLeaderError
 from dledger.storage_api import EntryKind
 from tests.server.cluster_util import LocalGroup, run_group
 

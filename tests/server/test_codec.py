@@ -10,8 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dledger._proto import dledger_pb2 as pb
-from dledger.raft import messages as m
-from dledger.server.codec import (
+from dledger.node.codec import (
     MAX_NUMBER,
     CodecError,
     Parts,
@@ -25,6 +24,7 @@ from dledger.server.codec import (
     unpack_entries,
     wire_size,
 )
+from dledger.raft import messages as m
 from dledger.storage_api import Entry, EntryKind
 
 u64 = st.integers(min_value=0, max_value=MAX_NUMBER)  # what the codec takes (see test_numbers_past_the_cap)

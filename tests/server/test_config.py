@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from dledger.server.config import PROPERTY_KEYS, ConfigError, NodeConfig, format_peers, load_properties, parse_peers
-from dledger.server.config_keys import ROCKETMQ_BROKER_KEYS
+from dledger.node.config import PROPERTY_KEYS, ConfigError, NodeConfig, format_peers, load_properties, parse_peers
+from dledger.node.config_keys import ROCKETMQ_BROKER_KEYS
 
 PEERS = "n0-127.0.0.1:40911;n1-127.0.0.1:40912;n2-127.0.0.1:40913"
 
@@ -82,7 +82,7 @@ preferredLeaderId=n2
 
 def test_unknown_keys_are_warned_about(tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture) -> None:
     path = write(tmp_path, f"dLegerPeers={PEERS}\ndLegerSelfId=n0\nstorePathRootDir=/s\nbogusKey=1\n")
-    with caplog.at_level(logging.WARNING, logger="dledger.server.config"):
+    with caplog.at_level(logging.WARNING, logger="dledger.node.config"):
         NodeConfig.from_file(path)
     assert "bogusKey" in caplog.text
 

@@ -1,4 +1,4 @@
-"""`dledger.server.event_loop`: uvloop by default when installed, `DLEDGER_EVENT_LOOP` chooses, bad values fail."""
+"""`dledger.node.tuning`: uvloop by default when installed, `DLEDGER_EVENT_LOOP` chooses, bad values fail."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from dledger.server import event_loop
-from dledger.server.launcher import free_ports
+from dledger.node import tuning
+from dledger.testing.launcher import free_ports
 from tests.server.cluster_util import LocalGroup, peers_for
 from tests.server.procs import ROOT
 
@@ -21,14 +21,14 @@ uvloop = pytest.importorskip("uvloop", reason="uvloop is a dependency on Linux; 
 
 def _name_of_running_loop(monkeypatch: pytest.MonkeyPatch, value: str | None) -> str:
     if value is None:
-        monkeypatch.delenv(event_loop.ENV_VAR, raising=False)
+        monkeypatch.delenv(tuning.ENV_VAR, raising=False)
     else:
-        monkeypatch.setenv(event_loop.ENV_VAR, value)
+        monkeypatch.setenv(tuning.ENV_VAR, value)
 
     async def name() -> str:
-        return event_loop.loop_name(asyncio.get_running_loop())
+        return tuning.loop_name(asyncio.get_running_loop())
 
-    return event_loop.run(name())
+    return tuning.run(name())
 
 
 def test_uvloop_by_default_and_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,18 +42,18 @@ def test_asyncio_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_an_unknown_choice_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(event_loop.ENV_VAR, "tokio")
-    with pytest.raises(event_loop.EventLoopChoiceError, match="DLEDGER_EVENT_LOOP must be"):
-        event_loop.loop_factory()
+    monkeypatch.setenv(tuning.ENV_VAR, "tokio")
+    with pytest.raises(tuning.EventLoopChoiceError, match="DLEDGER_EVENT_LOOP must be"):
+        tuning.loop_factory()
 
 
 def test_uvloop_asked_but_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(event_loop.ENV_VAR, "uvloop")
+    monkeypatch.setenv(tuning.ENV_VAR, "uvloop")
     monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now raises ImportError
-    with pytest.raises(event_loop.EventLoopChoiceError, match="not installed"):
-        event_loop.loop_factory()
-    monkeypatch.delenv(event_loop.ENV_VAR)
-    assert event_loop.loop_factory() is asyncio.new_event_loop  # unset: falls back quietly
+    with pytest.raises(tuning.EventLoopChoiceError, match="not installed"):
+        tuning.loop_factory()
+    monkeypatch.delenv(tuning.ENV_VAR)
+    assert tuning.loop_factory() is asyncio.new_event_loop  # unset: falls back quietly
 
 
 def test_node_refuses_a_bad_choice_before_starting(tmp_path: pathlib.Path) -> None:
@@ -62,7 +62,7 @@ def test_node_refuses_a_bad_choice_before_starting(tmp_path: pathlib.Path) -> No
         [sys.executable, "-m", "dledger", "node", "--id", "n0", "--peers", f"n0-127.0.0.1:{port}",
          "--store-dir", str(tmp_path / "s")],
         capture_output=True, text=True, cwd=ROOT, timeout=60,
-        env={**os.environ, event_loop.ENV_VAR: "tokio"},
+        env={**os.environ, tuning.ENV_VAR: "tokio"},
     )  # fmt: skip
     assert out.returncode == 2, out.stderr
     assert "DLEDGER_EVENT_LOOP must be" in out.stderr and "Traceback" not in out.stderr
@@ -75,10 +75,10 @@ def test_an_idle_node_wakes_about_once_per_tick(
 ) -> None:
     """uvloop's clock and timers count whole milliseconds and run a shorter delay at once: the driver used
     to spin until the clock moved on, thousands of wake-ups a second for 50 ticks (20 ms each)."""
-    monkeypatch.setenv(event_loop.ENV_VAR, choice)
+    monkeypatch.setenv(tuning.ENV_VAR, choice)
 
     async def main() -> tuple[int, float]:
-        assert event_loop.loop_name(asyncio.get_running_loop()) == choice
+        assert tuning.loop_name(asyncio.get_running_loop()) == choice
         group = LocalGroup(tmp_path, peers_for(["n0"]))
         server = await group.start("n0")
         try:
@@ -90,7 +90,7 @@ def test_an_idle_node_wakes_about_once_per_tick(
         finally:
             await group.stop_all()
 
-    wakeups, seconds = event_loop.run(main())
+    wakeups, seconds = tuning.run(main())
     ticks = seconds / 0.02
     # the bug is the high end; the low end only says the driver runs (a stalled box folds missed ticks into one)
     assert 5 <= wakeups <= ticks * 2.5, (wakeups, ticks)

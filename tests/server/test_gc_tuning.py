@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dledger.server.gc_tuning import YOUNG_THRESHOLD, tune_gc
+from dledger.node.tuning import YOUNG_THRESHOLD, tune_gc
 
 
 @pytest.fixture

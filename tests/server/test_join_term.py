@@ -9,10 +9,10 @@ import pathlib
 import pytest
 
 from dledger.commitlog.hardstate import HardStateStore
-from dledger.server.config import NodeConfig
-from dledger.server.join_term import ensure_join_term
-from dledger.server.launcher import free_ports
+from dledger.node.config import NodeConfig
+from dledger.node.join_term import ensure_join_term
 from dledger.storage_api import HardState
+from dledger.testing.launcher import free_ports
 
 
 def _config(tmp_path: pathlib.Path, join: bool) -> NodeConfig:

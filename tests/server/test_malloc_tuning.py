@@ -12,7 +12,7 @@ import pytest
 PROBE = textwrap.dedent(
     """
     import ctypes, sys
-    from dledger.server.malloc_tuning import tune_malloc
+    from dledger.node.tuning import tune_malloc
 
     class MallInfo2(ctypes.Structure):
         _fields_ = [(n, ctypes.c_size_t) for n in

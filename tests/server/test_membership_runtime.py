@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from dledger.server.aio_client import AsyncDLedgerClient
-from dledger.server.client import Member
-from dledger.server.client_policy import DLedgerError
-from dledger.server.config import NodeConfig
-from dledger.server.launcher import free_ports
-from dledger.server.server import DLedgerServer
-from dledger.server.state_machine import ListStateMachine
+from dledger.client.aio_client import AsyncDLedgerClient
+from dledger.client.client import Member
+from dledger.client.client_policy import DLedgerError
+from dledger.node.config import NodeConfig
+from dledger.node.server import DLedgerServer
+from dledger.node.state_machine import ListStateMachine
+from dledger.testing.launcher import free_ports
 from tests.server.cluster_util import wait_for
 
 
@@ -260,7 +260,7 @@ def test_a_follower_down_past_compaction_catches_up_by_snapshot(tmp_path: pathli
 def test_a_bad_membership_request_is_refused_without_a_change(tmp_path: pathlib.Path) -> None:
     async def body(group: Group) -> None:
         async with group.client() as client:
-            from dledger.server.client_policy import InvalidRequestError
+            from dledger.client.client_policy import InvalidRequestError
 
             before = await client.members()
             with pytest.raises(InvalidRequestError):

@@ -9,9 +9,9 @@ import urllib.request
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from dledger.server.aio_client import AsyncDLedgerClient
-from dledger.server.config import NodeConfig
-from dledger.server.server import DLedgerServer
+from dledger.client.aio_client import AsyncDLedgerClient
+from dledger.node.config import NodeConfig
+from dledger.node.server import DLedgerServer
 from tests.server.cluster_util import LocalGroup, peers_for
 from tests.server.procs import ProcessGroup, wait_until
 

@@ -14,9 +14,9 @@ import pytest
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
 from dledger.net.handshake import HandshakeError
-from dledger.server.config import ConfigError, NodeConfig, load_properties
-from dledger.server.peer_auth import PeerGate, PeerSession, node_of_certificate
-from dledger.server.transport import PeerServicer
+from dledger.node.config import ConfigError, NodeConfig, load_properties
+from dledger.node.peer_auth import PeerGate, PeerSession, node_of_certificate
+from dledger.node.transport import PeerServicer
 from tests.server.certs import Authority
 
 SECRET = b"k" * 24

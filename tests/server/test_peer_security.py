@@ -18,8 +18,8 @@ import pytest
 
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
-from dledger.server.client import NodeInfo
-from dledger.server.codec import pack_entries
+from dledger.client.client import NodeInfo
+from dledger.node.codec import pack_entries
 from dledger.storage_api import Entry, EntryKind
 from tests.server.procs import ProcessGroup, wait_until
 
@@ -212,7 +212,7 @@ def test_under_mutual_tls_a_client_certificate_cannot_speak_as_a_peer(tmp_path: 
     try:
         creds = grpc.ssl_channel_credentials(ca.cert.read_bytes(), app.key.read_bytes(), app.cert.read_bytes())
         client_tls = {"ca": ca.cert, "cert": app.cert, "key": app.key}
-        from dledger.server.tls import TlsConfig
+        from dledger.net.tls import TlsConfig
 
         def leader() -> str | None:
             with group.client(tls=TlsConfig(**client_tls)) as client:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dledger._proto import dledger_pb2 as pb
+from dledger.node.codec import EntriesCache, from_pb, to_pb
 from dledger.raft.messages import AppendEntries, AppendEntriesResponse
-from dledger.server.codec import EntriesCache, from_pb, to_pb
 from dledger.storage_api import Entry, EntryKind
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dledger.server.client_policy import EntryNotFoundError, NotWrittenError, OutcomeUnknownError
+from dledger.client.client_policy import EntryNotFoundError, NotWrittenError, OutcomeUnknownError
 from tests.server.procs import ROOT, ProcessGroup, wait_until
 
 
@@ -124,7 +124,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_cli_client_commands_against_a_group(group: ProcessGroup) -> None:
     import json
 
-    from dledger.server.config import format_peers
+    from dledger.node.config import format_peers
 
     group.start_all()
     leader = group.wait_for_leader()
@@ -179,8 +179,8 @@ def test_log_verify_and_dump_accept_a_nodes_store_dir(tmp_path: pathlib.Path) ->
 def test_cli_member_commands_grow_and_shrink_a_group_of_processes(group: ProcessGroup) -> None:
     import json
 
-    from dledger.server.config import format_peers
-    from dledger.server.launcher import free_ports
+    from dledger.node.config import format_peers
+    from dledger.testing.launcher import free_ports
 
     group.start_all()
     group.wait_for_leader()

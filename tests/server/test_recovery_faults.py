@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterator
 import lmdb
 import pytest
 
+from dledger.client.client_policy import DLedgerError
 from dledger.commitlog import SegmentedLog
 from dledger.commitlog.hardstate import HARD_STATE_KEY
 from dledger.commitlog.verify import verify_store
-from dledger.server.client_policy import DLedgerError
 from tests.server.procs import ProcessGroup, wait_until
 
 SEGMENT_BYTES = 65536

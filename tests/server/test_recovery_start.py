@@ -13,8 +13,8 @@ import pytest
 
 from dledger.commitlog import HardStateStore, RecoveryRefusedError, SegmentedLog
 from dledger.commitlog.hardstate import HARD_STATE_KEY
-from dledger.server.config import NodeConfig
-from dledger.server.node import RaftNode
+from dledger.node.config import NodeConfig
+from dledger.node.node import RaftNode
 from dledger.storage_api import Entry, HardState
 from tests.server.cluster_util import peers_for
 

@@ -14,10 +14,10 @@ import pytest
 
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
-from dledger.server.aio_client import AsyncDLedgerClient
-from dledger.server.client_policy import NotWrittenError, OutcomeUnknownError
-from dledger.server.config import NodeConfig
-from dledger.server.server import DLedgerServer, SyncDLedgerServer
+from dledger.client.aio_client import AsyncDLedgerClient
+from dledger.client.client_policy import NotWrittenError, OutcomeUnknownError
+from dledger.node.config import NodeConfig
+from dledger.node.server import DLedgerServer, SyncDLedgerServer
 from dledger.storage_api import Entry
 from tests.server.cluster_util import LocalGroup, peers_for, run_group
 

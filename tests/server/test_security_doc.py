@@ -14,8 +14,8 @@ import pytest
 
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
-from dledger.server.config import NodeConfig
-from dledger.server.server import DLedgerServer
+from dledger.node.config import NodeConfig
+from dledger.node.server import DLedgerServer
 from tests.server.cluster_util import peers_for
 
 DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "security.md"

@@ -14,10 +14,10 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from dledger.node.config import NodeConfig
+from dledger.node.node import RaftNode
 from dledger.raft import RaftCore, Role
 from dledger.raft.messages import AppendEntries, AppendEntriesResponse, Message, RequestVote, RequestVoteResponse
-from dledger.server.config import NodeConfig
-from dledger.server.node import RaftNode
 from dledger.storage_api import Entry
 from tests.server.cluster_util import RecordingStateMachine
 

@@ -11,22 +11,16 @@ import pytest
 
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
-from dledger.server.aio_client import AsyncDLedgerClient
-from dledger.server.client import DLedgerClient
-from dledger.server.client_policy import (
+from dledger.client.aio_client import AsyncDLedgerClient
+from dledger.client.client import DLedgerClient
+from dledger.client.client_policy import (
     EntryNotFoundError,
     InvalidRequestError,
     NotLeaderError,
     OutcomeUnknownError,
 )
-from dledger.server.services import (
-    BusyError,
-    ClientServicer,
-    LeaderHint,
-    NodeNotLeaderError,
-    NodeStoppedError,
-    OutcomeUnknown,
-)
+from dledger.node.errors import BusyError, LeaderHint, NodeNotLeaderError, NodeStoppedError, OutcomeUnknown
+from dledger.node.services import ClientServicer
 from dledger.storage_api import Entry, UnavailableError
 
 

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from dledger._proto import dledger_pb2 as pb
 from dledger.commitlog import SnapshotStore
+from dledger.node.snapshot_transfer import SnapshotInbox, send_snapshot
 from dledger.raft.messages import InstallSnapshot
-from dledger.server.snapshot_transfer import SnapshotInbox, send_snapshot
 from dledger.storage_api import SnapshotMeta
 
 BODY = bytes(range(256)) * 40  # 10 KiB: several 4 KiB chunks

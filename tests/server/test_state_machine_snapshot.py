@@ -1,4 +1,4 @@
-"""The `SnapshottingStateMachine` contract (dledger/server/state_machine.py), as one conformance suite that
+"""The `SnapshottingStateMachine` contract (dledger/node/state_machine.py), as one conformance suite that
 every implementation passes: the reference `ListStateMachine` and the broker adapter's `MessageStore`."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from dledger.broker_adapter import MessageStore
-from dledger.server.state_machine import (
+from dledger.node.state_machine import (
     ListStateMachine,
     SnapshotError,
     SnapshottingStateMachine,

@@ -7,8 +7,8 @@ import os
 import pathlib
 import stat
 
-from dledger.server.config import NodeConfig
-from dledger.server.server import DLedgerServer
+from dledger.node.config import NodeConfig
+from dledger.node.server import DLedgerServer
 from tests.server.cluster_util import peers_for
 
 

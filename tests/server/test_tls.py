@@ -7,11 +7,11 @@ import pathlib
 
 import pytest
 
-from dledger.server.aio_client import AsyncDLedgerClient
-from dledger.server.client_policy import NotWrittenError
-from dledger.server.config import ConfigError, NodeConfig
-from dledger.server.server import DLedgerServer
-from dledger.server.tls import TlsConfig
+from dledger.client.aio_client import AsyncDLedgerClient
+from dledger.client.client_policy import NotWrittenError
+from dledger.net.tls import TlsConfig
+from dledger.node.config import ConfigError, NodeConfig
+from dledger.node.server import DLedgerServer
 from tests.server.certs import Authority
 from tests.server.cluster_util import peers_for
 

@@ -12,7 +12,7 @@ import pytest
 
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
-from dledger.server.transport import PeerServicer, PeerTransport, server_options
+from dledger.node.transport import PeerServicer, PeerTransport, server_options
 
 MAX = 1 << 20
 
@@ -276,7 +276,7 @@ def test_link_redials_only_with_something_to_send_and_caps_its_backoff() -> None
     async def main() -> None:
         from collections import Counter
 
-        from dledger.server.transport import RETRY_MAX, RETRY_MIN, _PeerLink
+        from dledger.node.transport import RETRY_MAX, RETRY_MIN, _PeerLink
 
         link = _PeerLink("127.0.0.1:9", [], 100, Counter())
         stub = _FailingStub()
@@ -346,9 +346,9 @@ def test_heartbeats_do_not_wait_behind_appends_the_peer_is_slow_to_take() -> Non
     async def main() -> None:
         from collections import Counter
 
+        from dledger.node.codec import to_wire_parts
+        from dledger.node.transport import _PeerLink
         from dledger.raft.messages import AppendEntries
-        from dledger.server.codec import to_wire_parts
-        from dledger.server.transport import _PeerLink
         from dledger.storage_api import Entry, EntryKind
 
         got: list[pb.PeerMessage] = []

@@ -15,8 +15,8 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from dledger.node.config import ConfigError
 from dledger.rocketmq.remoting.storemap import DEFAULT_DELAY_LEVELS, delay_levels
-from dledger.server.config import ConfigError
 
 __all__ = ["REMOTING_KEYS", "RemotingConfig"]
 

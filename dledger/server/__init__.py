@@ -1,1 +1,0 @@
-"""The node runtime (driver, gRPC transport, services, client). Built by the node-runtime issue."""
