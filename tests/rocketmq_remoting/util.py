@@ -148,7 +148,7 @@ class InProcessBroker:
         self.routes = RouteServer(
             "broker-a",
             lambda: f"127.0.0.1:{self.broker.port}",
-            lambda: {t.name: t.queue_count for t in self.store.topics()},
+            lambda topic: getattr(self.store.topic(topic), "queue_count", None),
         )
         await self.routes.server.start("127.0.0.1", 0)
 
