@@ -29,6 +29,7 @@ from dledger.node import tuning
 from dledger.node.config import ConfigError, NodeConfig, format_peers, load_properties, parse_address
 from dledger.node.server import DLedgerServer
 from dledger.node.tuning import tune_gc, tune_malloc
+from dledger.rocketmq.registration import REGISTRAR_KEYS, broker_registrar
 from dledger.rocketmq.remoting.broker import RemotingBroker
 from dledger.rocketmq.remoting.brokerconfig import REMOTING_KEYS, RemotingConfig
 from dledger.rocketmq.v5.config import ENDPOINT_KEYS, EndpointConfig
@@ -60,7 +61,9 @@ class BrokerReplica:
         from dledger.rocketmq.v5.service import MessagingEndpoint  # needs the dledger[rocketmq] extra
         from dledger.rocketmq.v5.support import ApplyNotifier
 
-        self.node_config = NodeConfig.from_properties(props, other_keys=[*BROKER_KEYS, *ENDPOINT_KEYS, *REMOTING_KEYS])
+        self.node_config = NodeConfig.from_properties(
+            props, other_keys=[*BROKER_KEYS, *ENDPOINT_KEYS, *REGISTRAR_KEYS, *REMOTING_KEYS]
+        )
         self.config = EndpointConfig.from_properties(props, self.node_config)
         if probe_ports:
             _probe_ports(self.node_config, self.config)
@@ -71,6 +74,9 @@ class BrokerReplica:
         self.server = DLedgerServer(self.node_config, [self.store, self.notifier], seed=seed)
         self.store.bind(self.server)
         self.endpoint = MessagingEndpoint(self.store, self.config, self.notifier)
+        self.registrar = broker_registrar(
+            props, self.node_config, self.config.broker_name, self.server, self.store, options
+        )
         self._grpc: Any = None
         # RocketMQ 4.x clients and tools: the remoting face on listenPort (10911 unless the conf says)
         self.remoting = RemotingBroker(self.store, RemotingConfig.from_properties(props), self.notifier.wait)
@@ -98,7 +104,11 @@ class BrokerReplica:
             await server.start()
             self._grpc = server
             await self.remoting.start()
+            if self.registrar is not None:
+                self.remoting.on_topics_changed(self.registrar.register_soon)
+                await self.registrar.start()
         except BaseException:
+            await self.remoting.stop()
             if self._grpc is not None:
                 await self._grpc.stop(0)
                 self._grpc = None
@@ -108,6 +118,8 @@ class BrokerReplica:
             raise
 
     async def stop(self) -> None:
+        if self.registrar is not None:
+            await self.registrar.stop()
         await self.remoting.stop()
         if self._grpc is not None:
             await self._grpc.stop(0.5)

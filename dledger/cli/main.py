@@ -161,10 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     from dledger.cli.cluster import add_cluster_commands
     from dledger.cli.demo import add_demo_command
     from dledger.cli.node import add_node_commands
+    from dledger.rocketmq.namesrv import cli as namesrv_cli
 
     add_demo_command(sub)
     add_node_commands(sub)
     add_broker_command(sub)
+    namesrv_cli.add_parser(sub)
     add_cluster_commands(sub)
     add_client_commands(sub)
     add_log_commands(sub)

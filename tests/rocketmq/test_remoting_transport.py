@@ -47,11 +47,17 @@ async def _server(handler: Echo) -> tuple[RemotingServer, str]:
     return server, f"127.0.0.1:{server.port}"
 
 
-def run(coro: object) -> None:
-    asyncio.run(coro)  # type: ignore[arg-type]
+def run(coro: object, loop: str = "asyncio") -> None:
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(coro)  # type: ignore[arg-type]
+    else:
+        asyncio.run(coro)  # type: ignore[arg-type]
 
 
-def test_concurrent_requests_match_by_opaque() -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_concurrent_requests_match_by_opaque(loop: str) -> None:
     async def main() -> None:
         server, addr = await _server(Echo())
         conn = await connect(addr)
@@ -72,7 +78,7 @@ def test_concurrent_requests_match_by_opaque() -> None:
             conn.close()
             await server.close()
 
-    run(main())
+    run(main(), loop)
 
 
 def test_oneway_is_not_answered_and_handler_errors_answer_system_error() -> None:

@@ -22,6 +22,7 @@ __all__ = ["INT32_MAX", "INT32_MIN", "RemotingCommand"]
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
 
+
 @dataclass(frozen=True, slots=True)
 class RemotingCommand:
     """One remoting command; build requests with `request`, their answers with `response_to`."""

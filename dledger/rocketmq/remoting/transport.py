@@ -52,7 +52,7 @@ class RemotingConnection(asyncio.Protocol):
 
     # ---- asyncio.Protocol ----
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's TCP transport is not an asyncio.Transport subclass, but has its interface
+        # uvloop's transports implement asyncio.Transport's interface without subclassing it
         self._transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
@@ -186,17 +186,30 @@ class RemotingConnection(asyncio.Protocol):
 class RemotingServer:
     """Accepts remoting connections and hands their requests to one handler."""
 
-    def __init__(self, handler: RequestHandler, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(
+        self,
+        handler: RequestHandler,
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        on_connection_lost: Callable[[RemotingConnection], None] | None = None,
+    ) -> None:
+        """`on_connection_lost`: called once for each accepted connection when it closes."""
         self.handler = handler
         self.max_frame = max_frame
+        self.on_connection_lost = on_connection_lost
         self.connections: set[RemotingConnection] = set()
         self._server: asyncio.Server | None = None
 
     def _protocol(self) -> RemotingConnection:
         conn = RemotingConnection(self.handler, max_frame=self.max_frame)
         self.connections.add(conn)
-        conn.on_lost = self.connections.discard
+        conn.on_lost = self._lost
         return conn
+
+    def _lost(self, conn: RemotingConnection) -> None:
+        self.connections.discard(conn)
+        if self.on_connection_lost is not None:
+            self.on_connection_lost(conn)
 
     async def start(self, host: str, port: int) -> None:
         """Listen on host:port (port 0: one the system picks, see `port`); OSError when it cannot."""
