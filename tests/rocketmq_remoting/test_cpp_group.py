@@ -1,82 +1,76 @@
-"""The official C++ client against a 3-replica group of real `dledger broker` processes through a route
-server that names the current leader as broker id 0 (what the NameServer does with the registrations):
-produce and consume across a SIGKILL of the leader with nothing acknowledged lost, and one store behind two
-protocols (C++ remoting client <-> official RocketMQ 5 gRPC client)."""
+"""The official C++ client through a `dledger namesrv` process and a 3-replica group of `dledger broker`
+processes registering with it: produce and consume across a SIGKILL of the leader with nothing acknowledged
+lost, and one store behind two protocols (C++ remoting client <-> official RocketMQ 5 gRPC client). Topics
+are not created beforehand: the producer finds TBW102's route, the store auto-creates the topic and the
+master registers it at once."""
 
 from __future__ import annotations
 
 import pathlib
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from bench.namesrv_flip import NamesrvProcess, RegisteringGroup, route_addrs
 from dledger.cli.broker import LocalBrokerGroup
+from dledger.rocketmq.registration import AUTO_CREATE_TOPIC
 from tests.broker_endpoint.util import (
     drain,
     leader_id,
     message,
     producer,
-    running_group,
     send_eventually,
     simple_consumer,
 )
-from tests.rocketmq_remoting.util import LoopThread, RouteServer, Worker, cpp_client, eventually
+from tests.rocketmq_remoting.util import Worker, cpp_client, eventually
 
 
-class LeaderRoute:
-    """A route server whose broker id 0 follows the group's leader (polled every 0.2 s)."""
+class Cluster:
+    """A `dledger namesrv` process and a 3-replica group of `dledger broker` processes registering with it."""
 
-    def __init__(self, group: LocalBrokerGroup) -> None:
-        self.group = group
-        self.leader = leader_id(group)
-        self.lt = LoopThread()
-        self.routes = RouteServer(group.group, lambda: group.remoting[self.leader], self.queues_of)
-        self.lt.run(self.routes.server.start("127.0.0.1", 0))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-
-    @staticmethod
-    def queues_of(topic: str) -> int:
-        return 1 if topic.startswith("%RETRY%") else 8  # autoCreateTopicEnable: 8 queues (defaultTopicQueueNums)
+    def __init__(self, root: pathlib.Path) -> None:
+        self.ns = NamesrvProcess(root / "namesrv")
+        extra = {"consumeFromWhere": "CONSUME_FROM_FIRST_OFFSET"}
+        self.group = RegisteringGroup.with_namesrv(root / "group", self.ns.address, group="broker")
+        self.group.extra.update(extra)
 
     @property
     def namesrv(self) -> str:
-        return f"127.0.0.1:{self.routes.server.port}"
+        return self.ns.address
 
-    def _poll(self) -> None:
-        while not self._stop.wait(0.2):
-            try:
-                self.leader = leader_id(self.group, timeout=2.0)
-            except AssertionError:
-                pass
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        self.lt.run(self.routes.server.close())
-        self.lt.close()
+    def master(self) -> str | None:
+        """The node whose address the NameServer routes as broker id 0."""
+        addrs = route_addrs(self.ns.address, AUTO_CREATE_TOPIC, self.group.group)
+        return self.group.node_of(addrs[0]) if 0 in addrs else None
 
 
 @pytest.fixture(scope="module")
-def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBrokerGroup]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cpp_client()
-    yield from running_group(tmp_path_factory.mktemp("brokers"), {"consumeFromWhere": "CONSUME_FROM_FIRST_OFFSET"})
-
-
-@pytest.fixture(scope="module")
-def route(group: LocalBrokerGroup) -> Iterator[LeaderRoute]:
-    r = LeaderRoute(group)
+    c = Cluster(tmp_path_factory.mktemp("cluster"))
+    c.ns.start()
     try:
-        yield r
+        for _ in running_group_started(c.group):
+            eventually("the leader registered as broker id 0", lambda: c.master() == leader_id(c.group), 90)
+            yield c
     finally:
-        r.close()
+        c.ns.stop()
 
 
-def test_cpp_to_grpc_and_grpc_to_cpp(group: LocalBrokerGroup, route: LeaderRoute, tmp_path: pathlib.Path) -> None:
-    prod = Worker(tmp_path, "p", "produce", "--namesrv", route.namesrv, "--topic", "X1", "--group", "xp",
+def running_group_started(group: LocalBrokerGroup) -> Iterator[LocalBrokerGroup]:
+    group.start_all()
+    try:
+        with producer(group) as p:
+            send_eventually(p, message("warmup", b"w"))
+        yield group
+    finally:
+        group.stop_all()
+
+
+def test_cpp_to_grpc_and_grpc_to_cpp(cluster: Cluster, tmp_path: pathlib.Path) -> None:
+    group = cluster.group
+    prod = Worker(tmp_path, "p", "produce", "--namesrv", cluster.namesrv, "--topic", "X1", "--group", "xp",
                   "--count", "10", "--tags", "TagA")  # fmt: skip
     sent = prod.wait_done()
     assert all(r["status"] == "OK" for r in sent), sent
@@ -90,7 +84,7 @@ def test_cpp_to_grpc_and_grpc_to_cpp(group: LocalBrokerGroup, route: LeaderRoute
         for i in range(10):
             receipt = send_eventually(p5, message("X2", f"v5-{i}".encode(), tag="TagB", keys=f"k{i}"))
             ids[f"v5-{i}"] = receipt.message_id
-    cons = Worker(tmp_path, "c", "consume", "--namesrv", route.namesrv, "--topic", "X2", "--group", "xg4")
+    cons = Worker(tmp_path, "c", "consume", "--namesrv", cluster.namesrv, "--topic", "X2", "--group", "xg4")
     try:
         eventually("the 5.x client's messages", lambda: {m["body"] for m in cons.messages()} >= set(ids))
     finally:
@@ -99,20 +93,19 @@ def test_cpp_to_grpc_and_grpc_to_cpp(group: LocalBrokerGroup, route: LeaderRoute
         assert (m["id"], m["tags"]) == (ids[m["body"]], "TagB")
 
 
-def test_nothing_acknowledged_is_lost_across_a_leader_kill(
-    group: LocalBrokerGroup, route: LeaderRoute, tmp_path: pathlib.Path
-) -> None:
-    cons = Worker(tmp_path, "c", "consume", "--namesrv", route.namesrv, "--topic", "F1", "--group", "fg")
-    prod = Worker(tmp_path, "p", "produce", "--namesrv", route.namesrv, "--topic", "F1", "--group", "fp",
+def test_nothing_acknowledged_is_lost_across_a_leader_kill(cluster: Cluster, tmp_path: pathlib.Path) -> None:
+    group = cluster.group
+    cons = Worker(tmp_path, "c", "consume", "--namesrv", cluster.namesrv, "--topic", "F1", "--group", "fg")
+    prod = Worker(tmp_path, "p", "produce", "--namesrv", cluster.namesrv, "--topic", "F1", "--group", "fp",
                   "--count", "-1", "--interval", "0.02", "--timeout-ms", "3000")  # fmt: skip
     try:
         cons.wait_started()
         eventually("consumption under way", lambda: len(cons.messages()) >= 50, timeout=90)
-        old = route.leader
+        old = leader_id(group)
         acked_before = sum(r.get("status") == "OK" for r in prod.records())
         group.kill(old)
         killed_at = time.monotonic()
-        eventually("a new leader", lambda: route.leader != old and route.leader, timeout=60)
+        eventually("a new master in the route", lambda: cluster.master() not in (None, old), timeout=60)
         eventually(
             "sends acknowledged by the new leader",
             lambda: sum(r.get("status") == "OK" for r in prod.records()) >= acked_before + 50,
