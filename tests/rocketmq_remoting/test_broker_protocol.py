@@ -217,3 +217,26 @@ def test_send_back_goes_to_retry_then_dead_letter(broker: InProcessBroker) -> No
     assert body == b"bad" and props["RETRY_TOPIC"] == "P" and props["UNIQ_KEY"] == "SB1"
     missing = call(broker, R.CONSUMER_SEND_MSG_BACK, {**back, "originMsgId": "nope"})
     assert missing.code == ResponseCode.SYSTEM_ERROR
+
+
+def test_admin_topics_lookups_and_connections(broker: InProcessBroker) -> None:
+    r = call(broker, R.UPDATE_AND_CREATE_TOPIC, {"topic": "Adm", "readQueueNums": "3", "writeQueueNums": "3"})
+    assert r.code == ResponseCode.SUCCESS and broker.store.topic("Adm").queue_count == 3
+    table = fastjson.loads(call(broker, R.GET_ALL_TOPIC_CONFIG).body)["topicConfigTable"]
+    assert table["Adm"]["readQueueNums"] == 3 and "P" in table
+    sent = send(broker, "Adm", b"findme", 2, KEYS="order-7", UNIQ_KEY="ADM1")
+    by_key = call(broker, R.QUERY_MESSAGE, {"topic": "Adm", "key": "order-7", "maxNum": "8",
+                                              "beginTimestamp": "0", "endTimestamp": str(2**62)})  # fmt: skip
+    assert by_key.code == ResponseCode.SUCCESS and [b for b, _, _ in decode_bodies(by_key.body)] == [b"findme"]
+    by_uniq = call(broker, R.QUERY_MESSAGE, {"topic": "Adm", "key": "ADM1", "maxNum": "8"})
+    assert [b for b, _, _ in decode_bodies(by_uniq.body)] == [b"findme"]
+    _, _, phys = parse_offset_msg_id(sent.ext_fields["msgId"])
+    viewed = call(broker, R.VIEW_MESSAGE_BY_ID, {"offset": str(phys)})
+    assert viewed.code == ResponseCode.SUCCESS
+    assert [(b, q) for b, _, q in decode_bodies(viewed.body)] == [(b"findme", int(sent.ext_fields["queueOffset"]))]
+    assert call(broker, R.VIEW_MESSAGE_BY_ID, {"offset": str(phys + 3)}).code == ResponseCode.SYSTEM_ERROR
+    assert call(broker, R.VIEW_MESSAGE_BY_ID, {"offset": str(999 << 32)}).code == ResponseCode.SYSTEM_ERROR
+    info = fastjson.loads(call(broker, R.GET_BROKER_RUNTIME_INFO).body)["table"]
+    assert info["brokerRole"] == "SYNC_MASTER"
+    none = call(broker, R.GET_CONSUMER_CONNECTION_LIST, {"consumerGroup": "nobody"})
+    assert none.code == ResponseCode.CONSUMER_NOT_ONLINE

@@ -42,6 +42,8 @@ class ConsumerClient:
     consume_type: str = "CONSUME_PASSIVELY"
     consume_from_where: str = ""
     seen: float = 0.0
+    language: int = 0  # the client's LanguageCode and version, from its heartbeat request
+    version: int = 0
 
 
 def _text(value: Any, limit: int = 255) -> str:

@@ -65,6 +65,8 @@ async def heart_beat(ctx: BrokerContext, cmd: RemotingCommand, conn: object) -> 
     if error is not None:
         return error
     changed, consumers = ctx.clients.heartbeat(conn, data)
+    for client in consumers:
+        client.language, client.version = cmd.language, cmd.version
     if ctx.store.is_master:
         for client in consumers:
             if client.message_model == "CLUSTERING" and ctx.store.topic(retry_topic(client.group)) is None:
