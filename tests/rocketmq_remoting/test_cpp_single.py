@@ -131,3 +131,42 @@ async def _dlq_bodies(broker: InProcessBroker, group: str) -> list[str]:
         return []
     result = await broker.store.get_messages("x", f"%DLQ%{group}", 0, 0, 10)
     return [m.message.body.decode() for m in result.messages]
+
+
+def test_orderly_consumer_gets_each_queue_in_order(broker: InProcessBroker, tmp_path: pathlib.Path) -> None:
+    broker.create_topic("T5", 3)
+    prod = Worker(tmp_path, "p", "produce", "--namesrv", broker.namesrv, "--topic", "T5", "--group", "pg5",
+                  "--count", "12", "--mode", "orderly")  # fmt: skip
+    sent = [r["body"] for r in prod.wait_done()]
+    assert len(sent) == 12
+    o = Worker(tmp_path, "o", "consume", "--namesrv", broker.namesrv, "--topic", "T5", "--group", "og", "--orderly")
+    try:
+        eventually("every message", lambda: {m["body"] for m in o.messages()} >= set(sent))
+    finally:
+        o.kill()
+    by_queue: dict[int, list[int]] = {}
+    for m in o.messages():
+        by_queue.setdefault(m["queue"], []).append(int(m["body"].rsplit("-", 1)[1]))
+    assert all(seq == sorted(seq) for seq in by_queue.values())  # each queue in send order
+    assert {q: sorted(s) for q, s in by_queue.items()} == {q: [i for i in range(12) if i % 3 == q] for q in by_queue}
+
+
+def test_broadcasting_consumers_each_get_every_message(broker: InProcessBroker, tmp_path: pathlib.Path) -> None:
+    broker.create_topic("T6", 2)
+    common = ("--namesrv", broker.namesrv, "--topic", "T6", "--group", "bg", "--broadcast")
+    b1 = Worker(tmp_path, "b1", "consume", *common, "--instance", "b1")
+    b2 = Worker(tmp_path, "b2", "consume", *common, "--instance", "b2")
+    prod = Worker(tmp_path, "p", "produce", "--namesrv", broker.namesrv, "--topic", "T6", "--group", "pg6",
+                  "--count", "-1", "--interval", "0.05")  # fmt: skip
+    try:
+        # a broadcasting consumer starts at the end of each queue: it gets what is sent once it runs
+        eventually("both consuming", lambda: len(b1.messages()) >= 10 and len(b2.messages()) >= 10)
+        prod.kill()
+        acked = {int(r["body"].rsplit("-", 1)[1]) for r in prod.records() if r.get("status") == "OK"}
+        first = max(min(int(m["body"].rsplit("-", 1)[1]) for m in w.messages()) for w in (b1, b2))
+        want = {f"m-{i}" for i in acked if i >= first + 10}  # (a margin for queues not yet rebalanced)
+        for w in (b1, b2):
+            eventually(f"{w.path.stem} got everything", lambda w=w: {m["body"] for m in w.messages()} >= want)
+    finally:
+        for w in (prod, b1, b2):
+            w.kill()
