@@ -6,6 +6,7 @@ master registers it at once."""
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 import time
 from collections.abc import Iterator
@@ -15,6 +16,9 @@ import pytest
 from bench.namesrv_flip import NamesrvProcess, RegisteringGroup, route_addrs
 from dledger.cli.broker import LocalBrokerGroup
 from dledger.rocketmq.registration import AUTO_CREATE_TOPIC
+from dledger.rocketmq.remoting.codes import RequestCode, ResponseCode
+from dledger.rocketmq.remoting.command import RemotingCommand
+from dledger.rocketmq.remoting.transport import invoke
 from tests.broker_endpoint.util import (
     drain,
     leader_id,
@@ -91,6 +95,24 @@ def test_cpp_to_grpc_and_grpc_to_cpp(cluster: Cluster, tmp_path: pathlib.Path) -
         cons.kill()
     for m in cons.messages():
         assert (m["id"], m["tags"]) == (ids[m["body"]], "TagB")
+
+
+def test_a_follower_refuses_sends_and_serves_pulls(cluster: Cluster, tmp_path: pathlib.Path) -> None:
+    group = cluster.group
+    leader = leader_id(group)
+    follower = next(n for n in group.peers if n != leader and group.alive(n))
+    fields = {"topic": "X1", "queueId": "0", "properties": ""}
+    refused = asyncio.run(
+        invoke(group.remoting[follower], RemotingCommand.request(RequestCode.SEND_MESSAGE, fields, b"f"))
+    )
+    assert refused.code == ResponseCode.SERVICE_NOT_AVAILABLE and "NOT_LEADER" in (refused.remark or "")
+    pulled = {}
+    for queue in range(8):
+        pull = {"consumerGroup": "fq", "topic": "X1", "queueId": str(queue), "queueOffset": "0", "maxMsgNums": "32",
+                "sysFlag": "0"}  # fmt: skip
+        r = asyncio.run(invoke(group.remoting[follower], RemotingCommand.request(RequestCode.PULL_MESSAGE, pull)))
+        pulled[queue] = r.code
+    assert ResponseCode.SUCCESS in pulled.values()  # the messages the first test sent to X1, read from a follower
 
 
 def test_nothing_acknowledged_is_lost_across_a_leader_kill(cluster: Cluster, tmp_path: pathlib.Path) -> None:
