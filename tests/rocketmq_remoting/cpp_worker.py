@@ -49,9 +49,12 @@ def produce(args: argparse.Namespace) -> None:
     p.set_namesrv_addr(args.namesrv)
     p.start()
     emit({"started": True})
+    if args.mode == "async":
+        produce_async(p, args)
     i = 0
     while args.count < 0 or i < args.count:
         body = f"{args.prefix}-{i}" + "x" * args.pad
+        t0 = time.time()
         try:
             if args.mode == "batch":
                 msgs = [message(args.topic, f"{body}-{k}", args, i) for k in range(args.batch)]
@@ -73,6 +76,8 @@ def produce(args: argparse.Namespace) -> None:
                         "status": result.status.name,
                         "msg_id": result.msg_id,
                         "offset": result.offset,
+                        "t0": t0,
+                        "t": time.time(),
                     }
                 )
         except Exception as exc:
@@ -84,6 +89,40 @@ def produce(args: argparse.Namespace) -> None:
     if args.mode == "oneway":  # a sync send after them on the same connection: the oneway ones left first
         result = p.send_sync(message(args.topic, f"{args.prefix}-end", args, 0))
         emit({"i": i, "body": f"{args.prefix}-end", "status": result.status.name, "msg_id": result.msg_id})
+    emit({"done": True})
+    os._exit(0)
+
+
+def produce_async(p: Any, args: argparse.Namespace) -> None:
+    """send_async with at most `--inflight` sends outstanding; each acknowledgement is one record."""
+    slots = threading.Semaphore(args.inflight)
+    i = 0
+    while args.count < 0 or i < args.count:
+        body = f"{args.prefix}-{i}" + "x" * args.pad
+        t0 = time.time()
+        slots.acquire()
+
+        def ok(result: Any, i: int = i, body: str = body, t0: float = t0) -> None:
+            emit(
+                {
+                    "i": i,
+                    "body": body,
+                    "status": result.status.name,
+                    "msg_id": result.msg_id,
+                    "t0": t0,
+                    "t": time.time(),
+                }
+            )
+            slots.release()
+
+        def failed(exc: Any, i: int = i, body: str = body) -> None:
+            emit({"i": i, "body": body, "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
+            slots.release()
+
+        p.send_async(message(args.topic, body, args, i), ok, failed)
+        i += 1
+    for _ in range(args.inflight):
+        slots.acquire()
     emit({"done": True})
     os._exit(0)
 
@@ -104,7 +143,7 @@ def consume(args: argparse.Namespace) -> None:
             emit({
                 "topic": m.topic, "body": body, "id": m.id, "tags": m.tags.decode(), "keys": m.keys.decode(),
                 "seq": (m.get_property("seq") or b"").decode(), "reconsume": m.reconsume_times, "queue": m.queue_id,
-                "offset": m.queue_offset, "attempt": attempts[body],
+                "offset": m.queue_offset, "attempt": attempts[body], "t": time.time(),
             })  # fmt: skip
             return 1 if args.fail_all else 0
         except Exception as exc:
@@ -130,7 +169,8 @@ def main() -> None:
     ap.add_argument("--prefix", default="m")
     ap.add_argument("--pad", type=int, default=0)
     ap.add_argument("--tags", default="")
-    ap.add_argument("--mode", default="sync", choices=["sync", "oneway", "orderly", "batch"])
+    ap.add_argument("--mode", default="sync", choices=["sync", "async", "oneway", "orderly", "batch"])
+    ap.add_argument("--inflight", type=int, default=32)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--delay-level", type=int, default=0)
     ap.add_argument("--timeout-ms", type=int, default=5000)

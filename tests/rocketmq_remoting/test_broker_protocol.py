@@ -119,6 +119,8 @@ def test_compressed_and_batched_sends(broker: InProcessBroker) -> None:
 
 
 def test_pull_statuses(broker: InProcessBroker) -> None:
+    assert send(broker, "P", b"red one", 1, color="red").code == ResponseCode.SUCCESS
+    assert send(broker, "P", b"blue one", 1, color="blue").code == ResponseCode.SUCCESS
     end = int(call(broker, R.GET_MAX_OFFSET, {"topic": "P", "queueId": "0"}).ext_fields["offset"])
     assert pull(broker, "P", 0, end).code == ResponseCode.PULL_NOT_FOUND
     moved = pull(broker, "P", 0, end + 100)
@@ -156,6 +158,8 @@ def test_a_suspended_pull_answers_when_a_message_arrives(broker: InProcessBroker
 
 
 def test_consumer_offsets_queries_and_heartbeats(broker: InProcessBroker) -> None:
+    for body in (b"o1", b"o2", b"o3"):
+        assert send(broker, "P", body, 0).code == ResponseCode.SUCCESS
     q = {"consumerGroup": "og", "topic": "P", "queueId": "0"}
     assert call(broker, R.QUERY_CONSUMER_OFFSET, q).ext_fields == {"offset": "0"}  # the queue starts at 0
     assert call(broker, R.UPDATE_CONSUMER_OFFSET, {**q, "commitOffset": "2"}).code == ResponseCode.SUCCESS
@@ -210,6 +214,12 @@ def test_send_back_goes_to_retry_then_dead_letter(broker: InProcessBroker) -> No
             "maxReconsumeTimes": "1"}  # fmt: skip
     assert call(broker, R.CONSUMER_SEND_MSG_BACK, back).code == ResponseCode.SUCCESS
     assert broker.store.topic("%RETRY%sg") is not None
+    deadline = time.monotonic() + 30
+    while (retry := pull(broker, "%RETRY%sg", 0, 0)).code != ResponseCode.SUCCESS:  # delayed by level 3: 1 s
+        assert time.monotonic() < deadline, retry.remark
+        time.sleep(0.05)
+    (body, props, _), *_ = decode_bodies(retry.body)
+    assert body == b"bad" and props["RETRY_TOPIC"] == "P"
     assert call(broker, R.CONSUMER_SEND_MSG_BACK, back).code == ResponseCode.SUCCESS  # reconsumed once: DLQ
     dlq = pull(broker, "%DLQ%sg", 0, 0)
     assert dlq.code == ResponseCode.SUCCESS

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dledger.broker_adapter import MessageStore
+from dledger.broker_adapter import Message, MessageStore, PutResult
+from dledger.rocketmq.remoting.batcher import PutBatcher
 from dledger.rocketmq.remoting.brokerconfig import RemotingConfig
 from dledger.rocketmq.remoting.clients import ClientRegistry
 from dledger.rocketmq.remoting.command import RemotingCommand
@@ -81,6 +82,12 @@ class BrokerContext:
     wait_applied: Waiter = _poll
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     on_topics_changed: list[Callable[[], None]] = field(default_factory=list)
+    batcher: PutBatcher | None = None  # group commit of concurrent sends (see `batcher.py`)
+
+    def put(self, msgs: Sequence[Message]) -> Awaitable[PutResult]:
+        if self.batcher is None:
+            self.batcher = PutBatcher(self.store)
+        return self.batcher.put(msgs)
 
     def topics_changed(self) -> None:
         """Tell the listeners (the NameServer registration) that this replica created a topic."""

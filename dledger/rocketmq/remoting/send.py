@@ -75,7 +75,7 @@ async def ensure_group_topic(ctx: BrokerContext, topic: str) -> None:
 
 async def _put(ctx: BrokerContext, cmd: RemotingCommand, msgs: list[Message]) -> RemotingCommand:
     new_topic = ctx.store.topic(msgs[0].topic) is None  # the store auto-creates it (autoCreateTopicEnable)
-    result = await ctx.store.put_messages(msgs)
+    result = await ctx.put(msgs)
     if result.ok and new_topic:
         ctx.topics_changed()
     if not result.ok:
