@@ -9,8 +9,11 @@ import zlib
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dledger.rocketmq.remoting import fastjson
+from dledger.rocketmq.remoting.broker import HANDLERS
 from dledger.rocketmq.remoting.codes import RequestCode, ResponseCode
 from dledger.rocketmq.remoting.command import RemotingCommand
 from dledger.rocketmq.remoting.msgformat import (
@@ -250,3 +253,55 @@ def test_admin_topics_lookups_and_connections(broker: InProcessBroker) -> None:
     assert info["brokerRole"] == "SYNC_MASTER"
     none = call(broker, R.GET_CONSUMER_CONNECTION_LIST, {"consumerGroup": "nobody"})
     assert none.code == ResponseCode.CONSUMER_NOT_ONLINE
+
+
+FIELD_NAMES = [
+    "topic",
+    "queueId",
+    "queueOffset",
+    "consumerGroup",
+    "group",
+    "sysFlag",
+    "properties",
+    "b",
+    "e",
+    "f",
+    "i",
+    "m",
+    "offset",
+    "originMsgId",
+    "delayLevel",
+    "maxMsgNums",
+    "subscription",
+    "expressionType",
+    "commitOffset",
+    "timestamp",
+    "key",
+    "maxNum",
+    "readQueueNums",
+    "clientID",
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    code=st.sampled_from(sorted(HANDLERS)),
+    fields=st.dictionaries(
+        st.sampled_from(FIELD_NAMES),
+        st.one_of(
+            st.text(max_size=12), st.integers(-(2**70), 2**70).map(str), st.sampled_from(["P", "0", "-1", "true"])
+        ),
+        max_size=8,
+    ),
+    body=st.one_of(st.binary(max_size=64), st.sampled_from([b"{}", b"[]", b'{"clientID": 5}', b'{"mqSet": 1}'])),
+)
+def test_random_requests_get_one_line_answers(
+    broker: InProcessBroker, code: int, fields: dict[str, str], body: bytes
+) -> None:
+    if code == R.PULL_MESSAGE:
+        fields = {**fields, "sysFlag": "0"}  # no long poll: an answer at once
+    r = call(broker, code, fields, body)
+    assert r.is_response and "\n" not in (r.remark or "")
+    assert (
+        r.code != ResponseCode.SYSTEM_ERROR or "Error:" not in (r.remark or "") or "HeaderError" not in (r.remark or "")
+    )
