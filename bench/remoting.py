@@ -8,9 +8,10 @@ In one run, on the same group (async flush):
 - raw: `--raw-tasks` concurrent appends of `--size` bytes through the asyncio client to the leader, one entry
   per append, for `--seconds`;
 - remoting: `--producers` C++-client processes, each sending `--size`-byte messages for `--seconds` (with
-  send_async and at most 32 sends outstanding, or `--mode sync`: send_sync in a loop), while one push consumer process consumes the topic: produce throughput (acknowledged
-  sends per second), consume throughput, and end-to-end latency (send call to the consumer's callback) p50 /
-  p99 over the messages both saw;
+  send_async and at most 32 sends outstanding, or `--mode sync`: send_sync in a loop), while one push
+  consumer process consumes the topic: produce throughput (acknowledged sends per second), consume
+  throughput, and end-to-end latency (send call to the consumer's callback) p50 / p99 over the messages
+  both saw;
 and `ratio` = remoting produce rate / raw append rate. Timing goals live here, never in tests.
 """
 

@@ -210,6 +210,11 @@ class Reader:
         status = GetStatus.MESSAGE_WAS_REMOVING if removed else GetStatus.NO_MATCHED_MESSAGE
         return GetResult(status, next_offset, lo, hi)
 
+    def prepared_ids(self) -> list[str]:
+        """Message ids of the prepared (half) transactional messages applied here, not yet ended."""
+        with self.t.env.begin() as txn:
+            return [bytes(k).decode() for k in txn.cursor(db=self.db["half"]).iternext(keys=True, values=False)]
+
     def locate(self, msg_id: str) -> tuple[int, int] | None:
         """(log index, byte position in the entry) of the message stored under `msg_id`, or None."""
         with self.t.env.begin() as txn:

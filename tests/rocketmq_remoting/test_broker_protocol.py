@@ -31,7 +31,8 @@ R = RequestCode
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessBroker]:
-    b = InProcessBroker(tmp_path_factory.mktemp("proto"), {"messageDelayLevel": " ".join(["1s"] * 18)}).start()
+    props = {"messageDelayLevel": " ".join(["1s"] * 18), "transactionTimeOut": "300", "transactionCheckInterval": "500"}
+    b = InProcessBroker(tmp_path_factory.mktemp("proto"), props).start()
     b.create_topic("P", 2)
     try:
         yield b
@@ -253,6 +254,44 @@ def test_admin_topics_lookups_and_connections(broker: InProcessBroker) -> None:
     assert info["brokerRole"] == "SYNC_MASTER"
     none = call(broker, R.GET_CONSUMER_CONNECTION_LIST, {"consumerGroup": "nobody"})
     assert none.code == ResponseCode.CONSUMER_NOT_ONLINE
+
+
+def test_half_messages_end_transaction_and_the_check_back(broker: InProcessBroker) -> None:
+    checks: list[RemotingCommand] = []
+
+    async def producer_side(cmd: RemotingCommand, conn: object) -> None:
+        checks.append(cmd)
+        return None
+
+    async def scenario() -> tuple[RemotingCommand, RemotingCommand]:
+        conn = await connect(f"127.0.0.1:{broker.broker.port}", producer_side)
+        beat = {"clientID": "tx-client", "producerDataSet": [{"groupName": "txg"}]}
+        await conn.request(RemotingCommand.request(R.HEART_BEAT, None, fastjson.dumps(beat)), 30.0)
+        fields = {"topic": "TX", "queueId": "0", "properties": encode_properties({"TRAN_MSG": "true", "PGROUP": "txg",
+                  "UNIQ_KEY": "TX1"}), "producerGroup": "txg"}  # fmt: skip
+        half = await conn.request(RemotingCommand.request(R.SEND_MESSAGE, fields, b"half"), 30.0)
+        fields2 = {**fields, "properties": encode_properties({"TRAN_MSG": "true", "PGROUP": "txg", "UNIQ_KEY": "TX2"})}
+        rolled = await conn.request(RemotingCommand.request(R.SEND_MESSAGE, fields2, b"rolled back"), 30.0)
+        deadline = time.monotonic() + 30
+        while not any(c.ext_fields.get("transactionId") == "TX1" for c in checks):  # unresolved for 300 ms
+            assert time.monotonic() < deadline, "no CHECK_TRANSACTION_STATE"
+            await asyncio.sleep(0.05)
+        conn.close()
+        return half, rolled
+
+    half, rolled = broker.lt.run(scenario())
+    assert half.code == rolled.code == ResponseCode.SUCCESS and half.ext_fields["transactionId"] == "TX1"
+    assert pull(broker, "TX", 0, 0).code != ResponseCode.SUCCESS  # invisible while prepared
+    check = next(c for c in checks if c.ext_fields.get("transactionId") == "TX1")
+    assert check.code == R.CHECK_TRANSACTION_STATE and [b for b, _, _ in decode_bodies(check.body)] == [b"half"]
+    end = {"producerGroup": "txg", "commitOrRollback": "8", "transactionId": "TX1", "msgId": "TX1",
+           "tranStateTableOffset": "0", "commitLogOffset": "0", "fromTransactionCheck": "true"}  # fmt: skip
+    assert call(broker, R.END_TRANSACTION, end).code == ResponseCode.SUCCESS
+    assert call(broker, R.END_TRANSACTION, {**end, "transactionId": "TX2", "msgId": "TX2",
+                                            "commitOrRollback": "12"}).code == ResponseCode.SUCCESS  # fmt: skip
+    got = pull(broker, "TX", 0, 0)
+    assert got.code == ResponseCode.SUCCESS and [b for b, _, _ in decode_bodies(got.body)] == [b"half"]
+    assert call(broker, R.END_TRANSACTION, end).code == ResponseCode.SYSTEM_ERROR  # ended already
 
 
 FIELD_NAMES = [

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from dledger.broker_adapter import MessageStore, StoreError
-from dledger.rocketmq.remoting import admin, consumers, offsets, pull, send
+from dledger.rocketmq.remoting import admin, consumers, offsets, pull, send, transactions
 from dledger.rocketmq.remoting.brokerconfig import RemotingConfig
 from dledger.rocketmq.remoting.clients import ClientRegistry
 from dledger.rocketmq.remoting.codes import RequestCode, ResponseCode, code_name
@@ -46,6 +46,7 @@ HANDLERS: dict[int, Handler] = {
     R.GET_CONSUMER_LIST_BY_GROUP: consumers.get_consumer_list,
     R.LOCK_BATCH_MQ: consumers.lock_batch,
     R.UNLOCK_BATCH_MQ: consumers.unlock_batch,
+    R.END_TRANSACTION: transactions.end_transaction,
     **admin.HANDLERS,
 }
 
@@ -58,6 +59,7 @@ class RemotingBroker:
         if wait_applied is not None:
             self.ctx.wait_applied = wait_applied
         self.server = RemotingServer(self.handle)
+        self.checker = transactions.TransactionChecker(self.ctx)
 
     @property
     def port(self) -> int:
@@ -72,9 +74,11 @@ class RemotingBroker:
         await self.server.start(self.ctx.config.listen_host, self.ctx.config.listen_port)
         if self.ctx.config.listen_port == 0:  # the port the system picked is the one in message ids
             self.ctx.config = dataclasses.replace(self.ctx.config, listen_port=self.port)
+        self.checker.start()
         log.info("remoting face listening on port %d (clients use %s)", self.port, self.ctx.config.address)
 
     async def stop(self) -> None:
+        await self.checker.stop()
         await self.server.close()
         await self.ctx.close()
 

@@ -3,7 +3,9 @@
 Keys: `listenPort` (10911), `brokerIP1` (the address clients reach this replica at, and the store host in
 message ids; default 127.0.0.1), `brokerName`, `brokerClusterName`, `messageDelayLevel` (the delay of each
 level, "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h" by default), `maxReconsumeTimes` (16:
-used when a consumer does not say its own), `remotingLongPollMaxMs` (the longest a pull is suspended).
+used when a consumer does not say its own), `remotingLongPollMaxMs` (the longest a pull is suspended),
+`transactionTimeOut` (6000 ms: a half message older than this is checked with its producer group) and
+`transactionCheckInterval` (60000 ms between checks of one message).
 
 Invariant: `from_properties` raises `ConfigError` (one line naming the key) on a bad value, never another
 exception; a config it returns has a port in 0..65535 and at least one delay level.
@@ -22,7 +24,7 @@ __all__ = ["REMOTING_KEYS", "RemotingConfig"]
 
 REMOTING_KEYS = (
     "listenPort", "brokerIP1", "brokerName", "brokerClusterName", "messageDelayLevel", "maxReconsumeTimes",
-    "remotingLongPollMaxMs",
+    "remotingLongPollMaxMs", "transactionTimeOut", "transactionCheckInterval",
 )  # fmt: skip
 
 
@@ -36,6 +38,8 @@ class RemotingConfig:
     delay_levels_ms: tuple[int, ...] = field(default_factory=lambda: delay_levels(DEFAULT_DELAY_LEVELS))
     max_reconsume_times: int = 16
     long_poll_max_ms: int = 30_000
+    tx_timeout_ms: int = 6_000  # a half message older than this is checked with its producer group
+    tx_check_interval_ms: int = 60_000  # and checked again at most this often
 
     @property
     def address(self) -> str:
@@ -59,6 +63,10 @@ class RemotingConfig:
                 values["delay_levels_ms"] = delay_levels(props["messageDelayLevel"])
             if "maxReconsumeTimes" in props:
                 values["max_reconsume_times"] = _int_in(props["maxReconsumeTimes"], 0, 10_000)
+            if "transactionTimeOut" in props:
+                values["tx_timeout_ms"] = _int_in(props["transactionTimeOut"], 1, 86_400_000)
+            if "transactionCheckInterval" in props:
+                values["tx_check_interval_ms"] = _int_in(props["transactionCheckInterval"], 100, 86_400_000)
             if "remotingLongPollMaxMs" in props:
                 values["long_poll_max_ms"] = _int_in(props["remotingLongPollMaxMs"], 0, 3_600_000)
         except ValueError as exc:
