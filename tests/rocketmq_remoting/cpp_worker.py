@@ -47,6 +47,8 @@ def message(topic: str, body: str, args: argparse.Namespace, i: int) -> Any:
 def produce(args: argparse.Namespace) -> None:
     p = client.Producer(args.group, timeout=args.timeout_ms)
     p.set_namesrv_addr(args.namesrv)
+    if args.ak:
+        p.set_session_credentials(args.ak, args.sk, "ALIYUN")
     p.start()
     emit({"started": True})
     if args.mode == "async":
@@ -131,6 +133,8 @@ def consume(args: argparse.Namespace) -> None:
     model = client.MessageModel.BROADCASTING if args.broadcast else client.MessageModel.CLUSTERING
     c = client.PushConsumer(args.group, orderly=args.orderly, message_model=model)
     c.set_namesrv_addr(args.namesrv)
+    if args.ak:
+        c.set_session_credentials(args.ak, args.sk, "ALIYUN")
     if args.instance:
         c.set_instance_name(args.instance)
     attempts: dict[str, int] = {}
@@ -181,6 +185,8 @@ def main() -> None:
     ap.add_argument("--orderly", action="store_true")
     ap.add_argument("--broadcast", action="store_true")
     ap.add_argument("--instance", default="")
+    ap.add_argument("--ak", default="")
+    ap.add_argument("--sk", default="")
     args = ap.parse_args()
     (produce if args.role == "produce" else consume)(args)
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dledger.rocketmq.remoting import fastjson
+from dledger.rocketmq.remoting import acl, fastjson
 from dledger.rocketmq.remoting.broker import HANDLERS
 from dledger.rocketmq.remoting.codes import RequestCode, ResponseCode
 from dledger.rocketmq.remoting.command import RemotingCommand
@@ -292,6 +292,24 @@ def test_half_messages_end_transaction_and_the_check_back(broker: InProcessBroke
     got = pull(broker, "TX", 0, 0)
     assert got.code == ResponseCode.SUCCESS and [b for b, _, _ in decode_bodies(got.body)] == [b"half"]
     assert call(broker, R.END_TRANSACTION, end).code == ResponseCode.SYSTEM_ERROR  # ended already
+
+
+def test_acl_signatures(tmp_path_factory: pytest.TempPathFactory) -> None:
+    b = InProcessBroker(tmp_path_factory.mktemp("acl"), {"accessKey": "ak", "secretKey": "sk"}).start()
+    try:
+        fields = {"topic": "P", "queueId": "0"}
+        unsigned = call(b, R.GET_MAX_OFFSET, fields)
+        assert unsigned.code == ResponseCode.NO_PERMISSION and "not signed" in (unsigned.remark or "")
+        signed = {**fields, "AccessKey": "ak"}
+        signed["Signature"] = acl.sign(signed, b"", "sk")
+        assert call(b, R.GET_MAX_OFFSET, signed).code != ResponseCode.NO_PERMISSION
+        forged = {**signed, "queueId": "1"}  # a field changed after signing
+        assert call(b, R.GET_MAX_OFFSET, forged).remark == "the signature does not match"
+        other = {**fields, "AccessKey": "someone"}
+        other["Signature"] = acl.sign(other, b"", "sk")
+        assert call(b, R.GET_MAX_OFFSET, other).remark == "unknown AccessKey"
+    finally:
+        b.stop()
 
 
 FIELD_NAMES = [

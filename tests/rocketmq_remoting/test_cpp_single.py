@@ -170,3 +170,22 @@ def test_broadcasting_consumers_each_get_every_message(broker: InProcessBroker, 
     finally:
         for w in (prod, b1, b2):
             w.kill()
+
+
+def test_acl_signatures_of_the_cpp_client(tmp_path: pathlib.Path) -> None:
+    b = InProcessBroker(tmp_path / "acl", {"accessKey": "ak1", "secretKey": "sk1"}).start()
+    try:
+        b.create_topic("TA", 2)
+        common = ("--namesrv", b.namesrv, "--topic", "TA", "--count", "5")
+        good = Worker(tmp_path, "good", "produce", *common, "--group", "pa", "--ak", "ak1", "--sk", "sk1")
+        assert all(r["status"] == "OK" for r in good.wait_done())
+        bad = Worker(tmp_path, "bad", "produce", *common, "--group", "pb", "--ak", "ak1", "--sk", "wrong")
+        assert all("error" in r for r in bad.wait_done())
+        cons = Worker(tmp_path, "c", "consume", "--namesrv", b.namesrv, "--topic", "TA", "--group", "ca",
+                      "--ak", "ak1", "--sk", "sk1")  # fmt: skip
+        try:
+            eventually("the signed consumer's messages", lambda: len({m["body"] for m in cons.messages()}) >= 5)
+        finally:
+            cons.kill()
+    finally:
+        b.stop()

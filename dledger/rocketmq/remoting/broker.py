@@ -2,7 +2,8 @@
 
 It listens on `listenPort` and answers each request code with the handler module that owns it (`send`,
 `pull`, `offsets`, `consumers`, `admin`); every other code answers REQUEST_CODE_NOT_SUPPORTED with a remark
-naming it. Any replica answers reads; writes need the master (see each handler). A header it cannot read
+naming it. With `accessKey` / `secretKey` set, a request without their ACL 1.0 signature answers
+NO_PERMISSION. Any replica answers reads; writes need the master (see each handler). A header it cannot read
 answers SYSTEM_ERROR with one line; a handler that fails unexpectedly answers SYSTEM_ERROR and logs one line,
 never a traceback to the client and never silence for a two-way request.
 """
@@ -14,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from dledger.broker_adapter import MessageStore, StoreError
-from dledger.rocketmq.remoting import admin, consumers, offsets, pull, send, transactions
+from dledger.rocketmq.remoting import acl, admin, consumers, offsets, pull, send, transactions
 from dledger.rocketmq.remoting.brokerconfig import RemotingConfig
 from dledger.rocketmq.remoting.clients import ClientRegistry
 from dledger.rocketmq.remoting.codes import RequestCode, ResponseCode, code_name
@@ -83,6 +84,11 @@ class RemotingBroker:
         await self.ctx.close()
 
     async def handle(self, cmd: RemotingCommand, conn: RemotingConnection) -> RemotingCommand | None:
+        cfg = self.ctx.config
+        if cfg.access_key:
+            problem = acl.check(cmd.ext_fields, cmd.body, cfg.access_key, cfg.secret_key)
+            if problem is not None:
+                return cmd.response_to(ResponseCode.NO_PERMISSION, problem)
         handler = HANDLERS.get(cmd.code)
         if handler is None:
             return cmd.response_to(

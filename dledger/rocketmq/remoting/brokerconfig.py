@@ -5,7 +5,8 @@ message ids; default 127.0.0.1), `brokerName`, `brokerClusterName`, `messageDela
 level, "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h" by default), `maxReconsumeTimes` (16:
 used when a consumer does not say its own), `remotingLongPollMaxMs` (the longest a pull is suspended),
 `transactionTimeOut` (6000 ms: a half message older than this is checked with its producer group) and
-`transactionCheckInterval` (60000 ms between checks of one message).
+`transactionCheckInterval` (60000 ms between checks of one message), `accessKey` / `secretKey` (when set,
+every request must carry RocketMQ's ACL 1.0 signature with them).
 
 Invariant: `from_properties` raises `ConfigError` (one line naming the key) on a bad value, never another
 exception; a config it returns has a port in 0..65535 and at least one delay level.
@@ -24,7 +25,7 @@ __all__ = ["REMOTING_KEYS", "RemotingConfig"]
 
 REMOTING_KEYS = (
     "listenPort", "brokerIP1", "brokerName", "brokerClusterName", "messageDelayLevel", "maxReconsumeTimes",
-    "remotingLongPollMaxMs", "transactionTimeOut", "transactionCheckInterval",
+    "remotingLongPollMaxMs", "transactionTimeOut", "transactionCheckInterval", "accessKey", "secretKey",
 )  # fmt: skip
 
 
@@ -40,6 +41,8 @@ class RemotingConfig:
     long_poll_max_ms: int = 30_000
     tx_timeout_ms: int = 6_000  # a half message older than this is checked with its producer group
     tx_check_interval_ms: int = 60_000  # and checked again at most this often
+    access_key: str = ""  # with secret_key: every request must carry RocketMQ's ACL 1.0 signature
+    secret_key: str = ""
 
     @property
     def address(self) -> str:
@@ -67,6 +70,10 @@ class RemotingConfig:
                 values["tx_timeout_ms"] = _int_in(props["transactionTimeOut"], 1, 86_400_000)
             if "transactionCheckInterval" in props:
                 values["tx_check_interval_ms"] = _int_in(props["transactionCheckInterval"], 100, 86_400_000)
+            values["access_key"] = props.get("accessKey", "").strip()
+            values["secret_key"] = props.get("secretKey", "").strip()
+            if bool(values["access_key"]) != bool(values["secret_key"]):
+                raise ValueError("accessKey and secretKey: give both or neither")
             if "remotingLongPollMaxMs" in props:
                 values["long_poll_max_ms"] = _int_in(props["remotingLongPollMaxMs"], 0, 3_600_000)
         except ValueError as exc:
