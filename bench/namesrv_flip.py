@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from dledger.cli.broker import LocalBrokerGroup
+from dledger.cli.broker_groups import RegisteringGroup
 from dledger.rocketmq.remoting import RemotingCommand, RemotingError, RequestCode, ResponseCode, fastjson, invoke
 from dledger.testing.launcher import free_ports
 
@@ -85,27 +85,6 @@ class NamesrvProcess:
     def stop(self) -> int | None:
         self.kill(signal.SIGTERM)
         return None if self.proc is None else self.proc.returncode
-
-
-class RegisteringGroup(LocalBrokerGroup):
-    """A local broker group whose replicas register with NameServers, each at its own listenPort."""
-
-    listen_ports: dict[str, int]
-
-    @classmethod
-    def with_namesrv(
-        cls, root: pathlib.Path, namesrv: str, *, period_ms: int = 30_000, cluster: str = "C", group: str = "g1"
-    ) -> RegisteringGroup:
-        extra = {"namesrvAddr": namesrv, "brokerClusterName": cluster, "registerNameServerPeriod": str(period_ms)}
-        g = cls.create(root, 3, group=group, extra=extra)
-        g.listen_ports = {n: int(address.rpartition(":")[2]) for n, address in g.remoting.items()}
-        return g
-
-    def broker_addr(self, node_id: str) -> str:
-        return f"127.0.0.1:{self.listen_ports[node_id]}"
-
-    def node_of(self, broker_addr: str) -> str:
-        return next(n for n in self.peers if self.broker_addr(n) == broker_addr)
 
 
 def _call(address: str, code: int, fields: dict[str, str] | None = None) -> RemotingCommand | None:

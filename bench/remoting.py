@@ -28,7 +28,8 @@ import tempfile
 import time
 from typing import Any
 
-from bench.namesrv_flip import NamesrvProcess, RegisteringGroup
+from bench.namesrv_flip import NamesrvProcess
+from dledger.cli.broker_groups import RegisteringGroup
 from dledger.client.aio_client import AsyncDLedgerClient
 from dledger.rocketmq.remoting.codes import RequestCode, ResponseCode
 from dledger.rocketmq.remoting.command import RemotingCommand

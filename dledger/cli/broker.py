@@ -29,9 +29,9 @@ from dledger.node import tuning
 from dledger.node.config import ConfigError, NodeConfig, format_peers, load_properties, parse_address
 from dledger.node.server import DLedgerServer
 from dledger.node.tuning import tune_gc, tune_malloc
+from dledger.rocketmq.broker.config import REMOTING_KEYS, RemotingConfig
+from dledger.rocketmq.broker.face import RemotingBroker
 from dledger.rocketmq.registration import REGISTRAR_KEYS, broker_registrar
-from dledger.rocketmq.remoting.broker import RemotingBroker
-from dledger.rocketmq.remoting.brokerconfig import REMOTING_KEYS, RemotingConfig
 from dledger.rocketmq.v5.config import ENDPOINT_KEYS, EndpointConfig
 from dledger.testing.launcher import (
     BROKER_MODULE,
@@ -58,7 +58,8 @@ class BrokerReplica:
     def __init__(self, props: dict[str, str], *, seed: int | None = None, probe_ports: bool = False) -> None:
         """`probe_ports`: first check that the node's and the endpoint's ports are free (OSError naming the
         one in use), before the store directory is made."""
-        from dledger.rocketmq.v5.service import MessagingEndpoint  # needs the dledger[rocketmq] extra
+        from dledger.rocketmq.v5.cluster import ClusterRoutes  # needs the dledger[rocketmq] extra
+        from dledger.rocketmq.v5.service import MessagingEndpoint
         from dledger.rocketmq.v5.support import ApplyNotifier
 
         self.node_config = NodeConfig.from_properties(
@@ -75,8 +76,16 @@ class BrokerReplica:
         self.store.bind(self.server)
         self.endpoint = MessagingEndpoint(self.store, self.config, self.notifier)
         self.registrar = broker_registrar(
-            props, self.node_config, self.config.broker_name, self.server, self.store, options
+            props,
+            self.node_config,
+            self.config.broker_name,
+            self.server,
+            self.store,
+            options,
+            grpc_endpoints=list(self.config.endpoints.values()),
         )
+        if self.registrar is not None:
+            self.endpoint.cluster = ClusterRoutes(self.registrar.config.namesrv_addrs, self.config.broker_name)
         self._grpc: Any = None
         # RocketMQ 4.x clients and tools: the remoting face on listenPort (10911 unless the conf says)
         self.remoting = RemotingBroker(self.store, RemotingConfig.from_properties(props), self.notifier.wait)

@@ -13,9 +13,10 @@ depend on who leads, so two replicas never claim the same slave id and a leader 
 Invariants:
 - A registration goes to every NameServer each period, and at once after any role or leader change (so a
   new leader takes id 0 within one round trip of its election, not at the next period).
-- Each NameServer gets one long-lived connection (a NameServer drops a broker whose connection closes);
-  a failed connection is retried at the next registration; a NameServer that fails or recovers is one log
-  line, not one per period.
+- Each NameServer gets one long-lived connection (a NameServer drops a broker whose connection closes).
+  A lost connection triggers a registration at once, and while any NameServer fails the registrations
+  repeat every `RETRY_S` (or the period, if shorter), so a restarted NameServer has this broker back within
+  about a second; a NameServer that fails or recovers is one log line, not one per attempt.
 - The topics registered are the store's at registration time; the data version's counter moves only when
   they change.
 - `stop()` unregisters from every NameServer (best effort, short timeout) and closes the connections.
@@ -43,6 +44,7 @@ from dledger.rocketmq.remoting import (
 
 __all__ = [
     "DEFAULT_CLUSTER",
+    "GRPC_ENDPOINTS_NAMESPACE",
     "REGISTRAR_KEYS",
     "Registrar",
     "RegistrarConfig",
@@ -53,8 +55,12 @@ __all__ = [
 log = logging.getLogger("dledger.registrar")
 
 DEFAULT_CLUSTER = "DefaultCluster"
+#: the NameServer KV namespace where a group's master publishes its RocketMQ 5 endpoints (key: broker name)
+GRPC_ENDPOINTS_NAMESPACE = "DLEDGER_GRPC_ENDPOINTS"
 DEFAULT_LISTEN_PORT = 10911
 DEFAULT_PERIOD_MS = 30_000
+#: seconds between registrations while a NameServer fails
+RETRY_S = 1.0
 REGISTRAR_KEYS = (
     "brokerClusterName",
     "brokerName",
@@ -120,13 +126,17 @@ class Registrar:
         peer_ids: Sequence[str],
         leader_id: Callable[[], str | None],
         topics: Callable[[], Iterable[TopicQueues]],
+        master_kv: Mapping[tuple[str, str], str] | None = None,
         request_timeout: float = 3.0,
     ) -> None:
+        """`master_kv`: (namespace, key) -> value put in every NameServer's KV config after each registration
+        as master (what other brokers of the cluster read about this group)."""
         self.config = config
         self.self_id = self_id
         self.peer_ids = tuple(peer_ids)
         self.leader_id = leader_id
         self.topics = topics
+        self.master_kv = dict(master_kv or {})
         self.request_timeout = request_timeout
         self.broker_id: int | None = None  # the id of the last registration sent
         self._conns: dict[str, RemotingConnection] = {}
@@ -151,8 +161,9 @@ class Registrar:
         while True:
             self._kick.clear()
             await self.register_all()
+            wait = min(self.config.period_s, RETRY_S) if self._failing else self.config.period_s
             try:
-                await asyncio.wait_for(self._kick.wait(), self.config.period_s)
+                await asyncio.wait_for(self._kick.wait(), wait)
             except TimeoutError:
                 pass
 
@@ -176,18 +187,25 @@ class Registrar:
             "compressed": "false",
             "bodyCrc32": str(zlib.crc32(body) & 0x7FFFFFFF),
         }
-        request = RemotingCommand.request(RequestCode.REGISTER_BROKER, fields, body)
-        await asyncio.gather(*(self._send(addr, request) for addr in self.config.namesrv_addrs))
+        requests = [RemotingCommand.request(RequestCode.REGISTER_BROKER, fields, body)]
+        if broker_id == MASTER_ID:
+            requests += [
+                RemotingCommand.request(RequestCode.PUT_KV_CONFIG, {"namespace": ns, "key": key, "value": value})
+                for (ns, key), value in self.master_kv.items()
+            ]
+        await asyncio.gather(*(self._send(addr, requests) for addr in self.config.namesrv_addrs))
         self.broker_id = broker_id
 
-    async def _send(self, addr: str, request: RemotingCommand) -> None:
+    async def _send(self, addr: str, requests: Sequence[RemotingCommand]) -> None:
         try:
             conn = self._conns.get(addr)
             if conn is None or not conn.is_open:
                 conn = self._conns[addr] = await connect(addr, timeout=self.request_timeout)
-            response = await conn.request(request, self.request_timeout)
-            if response.code != ResponseCode.SUCCESS:
-                raise RemotingError(f"answered code {response.code}: {response.remark}")
+                conn.on_lost = self._lost
+            for request in requests:
+                response = await conn.request(request, self.request_timeout)
+                if response.code != ResponseCode.SUCCESS:
+                    raise RemotingError(f"answered code {response.code}: {response.remark}")
         except RemotingError as exc:
             if addr not in self._failing:
                 self._failing.add(addr)
@@ -199,6 +217,10 @@ class Registrar:
         if addr in self._failing:
             self._failing.discard(addr)
             log.info("registrar: registered with name server %s again", addr)
+
+    def _lost(self, conn: RemotingConnection) -> None:
+        if self._task is not None and any(c is conn for c in self._conns.values()):
+            self._kick.set()
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -7,7 +7,7 @@ permission, FIFO topics as ordered), plus RocketMQ's auto-create template topic 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from dledger.broker_adapter.message import MessageType
 from dledger.broker_adapter.options import StoreOptions
@@ -15,7 +15,13 @@ from dledger.broker_adapter.store import MessageStore
 from dledger.node.config import ConfigError, NodeConfig, parse_address
 from dledger.node.server import DLedgerServer
 from dledger.rocketmq.namesrv.routes import TopicQueues
-from dledger.rocketmq.registrar import REGISTRAR_KEYS, Registrar, RegistrarConfig, RegistrarConfigError
+from dledger.rocketmq.registrar import (
+    GRPC_ENDPOINTS_NAMESPACE,
+    REGISTRAR_KEYS,
+    Registrar,
+    RegistrarConfig,
+    RegistrarConfigError,
+)
 
 __all__ = ["AUTO_CREATE_TOPIC", "REGISTRAR_KEYS", "broker_registrar"]
 
@@ -31,8 +37,10 @@ def broker_registrar(
     server: DLedgerServer,
     store: MessageStore,
     options: StoreOptions,
+    grpc_endpoints: Sequence[str] = (),
 ) -> Registrar | None:
-    """The replica's registrar (its role callback attached), or None without `namesrvAddr`; ConfigError."""
+    """The replica's registrar (its role callback attached), or None without `namesrvAddr`; ConfigError.
+    `grpc_endpoints`: the group's RocketMQ 5 endpoints, published for the cluster's other groups."""
     host, _ = parse_address(node.peers[node.self_id])
     try:
         config = RegistrarConfig.from_properties(props, broker_name=broker_name, default_host=host)
@@ -57,6 +65,7 @@ def broker_registrar(
         peer_ids=list(node.peers),
         leader_id=lambda: server.leader_id,
         topics=topics,
+        master_kv={(GRPC_ENDPOINTS_NAMESPACE, broker_name): ";".join(grpc_endpoints)} if grpc_endpoints else None,
     )
     server.on_role_change(registrar.on_role_change)
     return registrar

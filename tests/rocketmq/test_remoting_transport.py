@@ -144,3 +144,31 @@ def test_lost_connection_fails_pending_requests_and_bad_addresses_are_one_line()
             await connect(addr)
 
     run(main())
+
+
+def test_a_connection_handles_at_most_max_inflight_requests_at_once() -> None:
+    async def main() -> None:
+        running = peak = 0
+
+        async def slow(cmd: RemotingCommand, conn: RemotingConnection) -> RemotingCommand:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await asyncio.sleep(0.01)
+            running -= 1
+            return cmd.response_to(ResponseCode.SUCCESS)
+
+        server = RemotingServer(slow, max_inflight=4)
+        await server.start("127.0.0.1", 0)
+        conn = await connect(f"127.0.0.1:{server.port}")
+        try:
+            answers = await asyncio.gather(
+                *(conn.request(RemotingCommand.request(RequestCode.HEART_BEAT), timeout=30) for _ in range(60))
+            )
+            assert all(a.code == ResponseCode.SUCCESS for a in answers)
+            assert peak == 4
+        finally:
+            conn.close()
+            await server.close()
+
+    run(main())

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dledger.rocketmq.broker.face import HANDLERS
 from dledger.rocketmq.remoting import acl, fastjson
-from dledger.rocketmq.remoting.broker import HANDLERS
 from dledger.rocketmq.remoting.codes import RequestCode, ResponseCode
 from dledger.rocketmq.remoting.command import RemotingCommand
 from dledger.rocketmq.remoting.msgformat import (

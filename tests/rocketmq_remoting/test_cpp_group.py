@@ -13,8 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.namesrv_flip import NamesrvProcess, RegisteringGroup, route_addrs
+from bench.namesrv_flip import NamesrvProcess, route_addrs
 from dledger.cli.broker import LocalBrokerGroup
+from dledger.cli.broker_groups import RegisteringGroup
 from dledger.rocketmq.registration import AUTO_CREATE_TOPIC
 from dledger.rocketmq.remoting.codes import RequestCode, ResponseCode
 from dledger.rocketmq.remoting.command import RemotingCommand

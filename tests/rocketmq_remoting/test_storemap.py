@@ -10,8 +10,7 @@ import pytest
 
 from dledger.broker_adapter.message import Message
 from dledger.broker_adapter.results import StoredMessage
-from dledger.rocketmq.remoting.msgformat import COMPRESSED_FLAG, encode_properties
-from dledger.rocketmq.remoting.storemap import (
+from dledger.rocketmq.broker.storemap import (
     RemotingMessageError,
     SendFields,
     delay_levels,
@@ -21,6 +20,7 @@ from dledger.rocketmq.remoting.storemap import (
     split_physical_offset,
     to_message_ext,
 )
+from dledger.rocketmq.remoting.msgformat import COMPRESSED_FLAG, encode_properties
 
 LEVELS = delay_levels()
 HOST = (bytes([10, 1, 2, 3]), 10911)

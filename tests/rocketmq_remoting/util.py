@@ -24,9 +24,9 @@ import pytest
 
 from dledger.broker_adapter import MessageStore, StoreOptions
 from dledger.node.config import NodeConfig
+from dledger.rocketmq.broker.config import RemotingConfig
+from dledger.rocketmq.broker.face import RemotingBroker
 from dledger.rocketmq.remoting import fastjson
-from dledger.rocketmq.remoting.broker import RemotingBroker
-from dledger.rocketmq.remoting.brokerconfig import RemotingConfig
 from dledger.rocketmq.remoting.codes import RequestCode, ResponseCode
 from dledger.rocketmq.remoting.command import RemotingCommand
 from dledger.rocketmq.remoting.transport import RemotingConnection, RemotingServer

@@ -4,8 +4,8 @@
 request or response. `codec`: the frame codec, sans-I/O (`encode_command`, `decode_command`,
 `CommandDecoder`). `fastjson`: JSON in the dialect RocketMQ's fastjson writes. `transport`: an asyncio
 connection, server and client. `errors`: the layer's errors. `msgformat`: RocketMQ's message encodings
-(stored format, batches, properties, message ids). `storemap`: remoting messages on the store's model.
-`broker` and its handler modules: the broker's remoting face on the message store.
+(stored format, batches, properties, message ids). `acl`: RocketMQ's ACL 1.0 request signatures. The
+broker's handlers that answer the protocol on the store are `dledger.rocketmq.broker`.
 """
 
 from dledger.rocketmq.remoting.codec import (

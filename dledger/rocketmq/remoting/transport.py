@@ -14,6 +14,9 @@ Invariants:
   returns None for a two-way request answers nothing (the request times out at the caller, as in RocketMQ
   when a processor returns null); oneway requests are never answered.
 - Opaques this end assigns count up from 1 per connection and skip values still pending.
+- A connection stops reading while `max_inflight` of its requests are being handled or while its peer does
+  not read what it is sent (the transport's write buffer is full), so one client cannot grow this process's
+  memory without bound.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import cast
 
@@ -29,9 +33,12 @@ from dledger.rocketmq.remoting.codes import FLAG_ONEWAY, FLAG_RESPONSE, Response
 from dledger.rocketmq.remoting.command import INT32_MAX, RemotingCommand
 from dledger.rocketmq.remoting.errors import RemotingCodecError, RemotingConnectionError, RemotingTimeoutError
 
-__all__ = ["RemotingConnection", "RemotingServer", "RequestHandler", "connect", "invoke"]
+__all__ = ["DEFAULT_MAX_INFLIGHT", "RemotingConnection", "RemotingServer", "RequestHandler", "connect", "invoke"]
 
 log = logging.getLogger("dledger.rocketmq.remoting")
+
+#: requests handled at once on one connection before it stops reading
+DEFAULT_MAX_INFLIGHT = 1024
 
 RequestHandler = Callable[[RemotingCommand, "RemotingConnection"], Awaitable[RemotingCommand | None]]
 
@@ -39,8 +46,18 @@ RequestHandler = Callable[[RemotingCommand, "RemotingConnection"], Awaitable[Rem
 class RemotingConnection(asyncio.Protocol):
     """One remoting connection; `request`, `send_oneway`, `close`; incoming requests go to `handler`."""
 
-    def __init__(self, handler: RequestHandler | None = None, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(
+        self,
+        handler: RequestHandler | None = None,
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        max_inflight: int = DEFAULT_MAX_INFLIGHT,
+    ) -> None:
+        """`max_inflight`: requests being handled at once on this connection before reading pauses."""
         self.handler = handler
+        self.max_inflight = max_inflight
+        self._paused_for: set[str] = set()
+        self._backlog: deque[RemotingCommand] = deque()
         self._decoder = CommandDecoder(max_frame)
         self._transport: asyncio.Transport | None = None
         self._pending: dict[int, asyncio.Future[RemotingCommand]] = {}
@@ -73,11 +90,45 @@ class RemotingConnection(asyncio.Protocol):
                 else:
                     log.debug("remoting: a response from %s for no pending request (opaque %d)", self.peer, cmd.opaque)
             elif self.handler is not None:
-                task = asyncio.get_running_loop().create_task(self._handle(cmd))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._backlog.append(cmd)
             elif not cmd.is_oneway:
                 self.send(cmd.response_to(ResponseCode.REQUEST_CODE_NOT_SUPPORTED, "this end serves no requests"))
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Start handling backlogged requests up to `max_inflight`; reading pauses while some must wait."""
+        while self._backlog and len(self._tasks) < self.max_inflight:
+            task = asyncio.get_running_loop().create_task(self._handle(self._backlog.popleft()))
+            self._tasks.add(task)
+            task.add_done_callback(self._handled)
+        if self._backlog:
+            self._pause("inflight")
+        else:
+            self._resume("inflight")
+
+    # ---- backpressure: stop reading while the peer does not read our answers or too much is in flight ----
+    def pause_writing(self) -> None:
+        self._pause("writing")
+
+    def resume_writing(self) -> None:
+        self._resume("writing")
+
+    def _handled(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._transport is not None:
+            self._dispatch()
+
+    def _pause(self, why: str) -> None:
+        if not self._paused_for and self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+        self._paused_for.add(why)
+
+    def _resume(self, why: str) -> None:
+        if why not in self._paused_for:
+            return
+        self._paused_for.discard(why)
+        if not self._paused_for and self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -85,6 +136,7 @@ class RemotingConnection(asyncio.Protocol):
             if not future.done():
                 future.set_exception(RemotingConnectionError(f"the connection to {self.peer} was lost"))
         self._pending.clear()
+        self._backlog.clear()
         for task in self._tasks:
             task.cancel()
         if not self._closed.done():
@@ -191,17 +243,19 @@ class RemotingServer:
         handler: RequestHandler,
         *,
         max_frame: int = DEFAULT_MAX_FRAME,
+        max_inflight: int = DEFAULT_MAX_INFLIGHT,
         on_connection_lost: Callable[[RemotingConnection], None] | None = None,
     ) -> None:
         """`on_connection_lost`: called once for each accepted connection when it closes."""
         self.handler = handler
         self.max_frame = max_frame
+        self.max_inflight = max_inflight
         self.on_connection_lost = on_connection_lost
         self.connections: set[RemotingConnection] = set()
         self._server: asyncio.Server | None = None
 
     def _protocol(self) -> RemotingConnection:
-        conn = RemotingConnection(self.handler, max_frame=self.max_frame)
+        conn = RemotingConnection(self.handler, max_frame=self.max_frame, max_inflight=self.max_inflight)
         self.connections.add(conn)
         conn.on_lost = self._lost
         return conn

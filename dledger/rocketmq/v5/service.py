@@ -29,6 +29,7 @@ from rocketmq.grpc_protocol import service_pb2_grpc as sg
 from dledger.broker_adapter.message import MessageType
 from dledger.broker_adapter.results import NAME, AckStatus, PutStatus, StoreError
 from dledger.broker_adapter.store import MessageStore
+from dledger.rocketmq.v5.cluster import PERM_READ, PERM_WRITE, ClusterRoutes, endpoints_of
 from dledger.rocketmq.v5.codes import Code, ack_code, put_code
 from dledger.rocketmq.v5.config import EndpointConfig
 from dledger.rocketmq.v5.context import MAX_INVISIBLE_MS, NotMaster, ServiceContext, ms, status
@@ -49,6 +50,14 @@ _TYPES = {
     MessageType.DELAY: d.MessageType.DELAY,
     MessageType.TRANSACTION: d.MessageType.TRANSACTION,
 }
+_ALL_TYPES = list(_TYPES.values())
+
+
+def _permission(perm: int) -> Any:
+    readable, writable = bool(perm & PERM_READ), bool(perm & PERM_WRITE)
+    if readable and writable:
+        return d.Permission.READ_WRITE
+    return d.Permission.READ if readable else d.Permission.WRITE if writable else d.Permission.NONE
 
 
 class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
@@ -60,6 +69,7 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
         self.link = self.ctx.link
         self.route_endpoints = self.ctx.route_endpoints
         self.telemetry = Telemetry(self.ctx)
+        self.cluster: ClusterRoutes | None = None  # the other groups, when the broker registers with NameServers
 
     # ---- routes and sessions ----
     async def QueryRoute(self, request: Any, context: Any) -> Any:
@@ -67,10 +77,27 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
             return s.QueryRouteResponse(status=denied)
         if not request.topic.name or not NAME.match(store_name(request.topic)):
             return s.QueryRouteResponse(status=status(Code.ILLEGAL_TOPIC, f"illegal topic {request.topic.name!r}"))
-        queues = self._queues(request.topic, None, request.endpoints)
-        if queues is None:
+        queues = (self._queues(request.topic, None, request.endpoints) or []) + await self._others(request.topic, None)
+        if not queues:
             return s.QueryRouteResponse(status=status(Code.TOPIC_NOT_FOUND, f"topic {request.topic.name!r}"))
         return s.QueryRouteResponse(status=status(Code.OK), message_queues=queues)
+
+    async def _others(self, topic: Any, queue_id: int | None) -> list[Any]:
+        """The topic's queues on the cluster's other groups (each with its own endpoints), when this broker
+        registers with NameServers (`cluster`); `queue_id` -1: one entry per group, as `_queues` gives."""
+        if self.cluster is None:
+            return []
+        out = []
+        for g in await self.cluster.other_groups(store_name(topic)):
+            broker = d.Broker(name=g.broker_name, id=0, endpoints=endpoints_of(g.endpoints))
+            ids = range(g.queues) if queue_id is None else [queue_id]
+            out += [
+                d.MessageQueue(
+                    topic=topic, id=q, permission=_permission(g.perm), broker=broker, accept_message_types=_ALL_TYPES
+                )
+                for q in ids
+            ]
+        return out
 
     def _queues(self, topic: Any, queue_id: int | None, access_point: Any) -> list[Any] | None:
         """The topic's queues on the one broker; its endpoints are the client's access point (what it used
@@ -96,8 +123,9 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
             return s.QueryAssignmentResponse(status=denied)
         if not request.group.name or not NAME.match(store_name(request.group)):
             return s.QueryAssignmentResponse(status=status(Code.ILLEGAL_CONSUMER_GROUP, "illegal consumer group"))
-        queues = self._queues(request.topic, -1, request.endpoints)  # the whole broker: pop takes from every queue
-        if queues is None:
+        # the whole broker: pop takes from every queue (and so on every other group of the cluster)
+        queues = (self._queues(request.topic, -1, request.endpoints) or []) + await self._others(request.topic, -1)
+        if not queues:
             return s.QueryAssignmentResponse(status=status(Code.TOPIC_NOT_FOUND, f"topic {request.topic.name!r}"))
         assignments = [d.Assignment(message_queue=q) for q in queues]
         return s.QueryAssignmentResponse(status=status(Code.OK), assignments=assignments)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from dledger.node.config import ConfigError
-from dledger.rocketmq.remoting.storemap import DEFAULT_DELAY_LEVELS, delay_levels
+from dledger.rocketmq.broker.storemap import DEFAULT_DELAY_LEVELS, delay_levels
 
 __all__ = ["REMOTING_KEYS", "RemotingConfig"]
 

@@ -12,9 +12,9 @@ Commits go through the log on the master only; a commit equal to the stored offs
 from __future__ import annotations
 
 from dledger.broker_adapter import StoreError
+from dledger.rocketmq.broker.context import BrokerContext, field_text, int_field
 from dledger.rocketmq.remoting.codes import ResponseCode
 from dledger.rocketmq.remoting.command import RemotingCommand
-from dledger.rocketmq.remoting.context import BrokerContext, field_text, int_field
 
 __all__ = [
     "commit_in_background",

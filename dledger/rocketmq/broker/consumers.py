@@ -13,12 +13,12 @@ import logging
 from typing import Any
 
 from dledger.broker_adapter import StoreError
+from dledger.rocketmq.broker.context import BrokerContext, field_text
+from dledger.rocketmq.broker.send import ensure_group_topic
+from dledger.rocketmq.broker.storemap import retry_topic
 from dledger.rocketmq.remoting import fastjson
 from dledger.rocketmq.remoting.codes import RequestCode, ResponseCode
 from dledger.rocketmq.remoting.command import RemotingCommand
-from dledger.rocketmq.remoting.context import BrokerContext, field_text
-from dledger.rocketmq.remoting.send import ensure_group_topic
-from dledger.rocketmq.remoting.storemap import retry_topic
 
 __all__ = [
     "get_consumer_list",
@@ -29,7 +29,7 @@ __all__ = [
     "unregister_client",
 ]
 
-log = logging.getLogger("dledger.rocketmq.remoting.broker")
+log = logging.getLogger("dledger.rocketmq.broker.face")
 
 
 def _body(cmd: RemotingCommand) -> tuple[Any, RemotingCommand | None]:

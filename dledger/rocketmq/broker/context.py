@@ -15,16 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dledger.broker_adapter import Message, MessageStore, PutResult
-from dledger.rocketmq.remoting.batcher import PutBatcher
-from dledger.rocketmq.remoting.brokerconfig import RemotingConfig
-from dledger.rocketmq.remoting.clients import ClientRegistry
+from dledger.rocketmq.broker.batcher import PutBatcher
+from dledger.rocketmq.broker.clients import ClientRegistry
+from dledger.rocketmq.broker.config import RemotingConfig
+from dledger.rocketmq.broker.storemap import host_of
 from dledger.rocketmq.remoting.command import RemotingCommand
 from dledger.rocketmq.remoting.msgformat import Host
-from dledger.rocketmq.remoting.storemap import host_of
 
 __all__ = ["BrokerContext", "HeaderError", "bool_field", "field_text", "int_field"]
 
-log = logging.getLogger("dledger.rocketmq.remoting.broker")
+log = logging.getLogger("dledger.rocketmq.broker.face")
 
 _INT64 = (-(2**63), 2**63 - 1)
 

@@ -15,17 +15,18 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from dledger.broker_adapter import MessageStore, StoreError
-from dledger.rocketmq.remoting import acl, admin, consumers, offsets, pull, send, transactions
-from dledger.rocketmq.remoting.brokerconfig import RemotingConfig
-from dledger.rocketmq.remoting.clients import ClientRegistry
+from dledger.rocketmq.broker import admin, consumers, offsets, pull, send, transactions
+from dledger.rocketmq.broker.clients import ClientRegistry
+from dledger.rocketmq.broker.config import RemotingConfig
+from dledger.rocketmq.broker.context import BrokerContext, HeaderError, Waiter
+from dledger.rocketmq.remoting import acl
 from dledger.rocketmq.remoting.codes import RequestCode, ResponseCode, code_name
 from dledger.rocketmq.remoting.command import RemotingCommand
-from dledger.rocketmq.remoting.context import BrokerContext, HeaderError, Waiter
 from dledger.rocketmq.remoting.transport import RemotingConnection, RemotingServer
 
 __all__ = ["RemotingBroker"]
 
-log = logging.getLogger("dledger.rocketmq.remoting.broker")
+log = logging.getLogger("dledger.rocketmq.broker.face")
 
 Handler = Callable[[BrokerContext, RemotingCommand, object], Awaitable[RemotingCommand]]
 

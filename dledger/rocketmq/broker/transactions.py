@@ -16,20 +16,20 @@ import logging
 import time
 
 from dledger.broker_adapter import StoreError
+from dledger.rocketmq.broker.context import BrokerContext, field_text, int_field
+from dledger.rocketmq.broker.storemap import SYSTEM_PREFIX, physical_offset, to_message_ext
 from dledger.rocketmq.remoting.codes import RequestCode, ResponseCode
 from dledger.rocketmq.remoting.command import RemotingCommand
-from dledger.rocketmq.remoting.context import BrokerContext, field_text, int_field
 from dledger.rocketmq.remoting.msgformat import (
     TRANSACTION_COMMIT_TYPE,
     TRANSACTION_ROLLBACK_TYPE,
     encode_stored,
     offset_msg_id,
 )
-from dledger.rocketmq.remoting.storemap import SYSTEM_PREFIX, physical_offset, to_message_ext
 
 __all__ = ["TransactionChecker", "end_transaction"]
 
-log = logging.getLogger("dledger.rocketmq.remoting.broker")
+log = logging.getLogger("dledger.rocketmq.broker.face")
 
 
 async def end_transaction(ctx: BrokerContext, cmd: RemotingCommand, conn: object) -> RemotingCommand:

@@ -21,12 +21,12 @@ import time
 
 from dledger.broker_adapter import GetResult, GetStatus
 from dledger.broker_adapter.sql92 import SqlError, parse
+from dledger.rocketmq.broker.context import BrokerContext, field_text, int_field
+from dledger.rocketmq.broker.offsets import commit_in_background
+from dledger.rocketmq.broker.storemap import remoting_properties, to_message_ext
 from dledger.rocketmq.remoting.codes import ResponseCode
 from dledger.rocketmq.remoting.command import RemotingCommand
-from dledger.rocketmq.remoting.context import BrokerContext, field_text, int_field
 from dledger.rocketmq.remoting.msgformat import MessageFormatError, encode_stored
-from dledger.rocketmq.remoting.offsets import commit_in_background
-from dledger.rocketmq.remoting.storemap import remoting_properties, to_message_ext
 
 __all__ = ["FLAG_COMMIT_OFFSET", "FLAG_SUBSCRIPTION", "FLAG_SUSPEND", "pull_message"]
 

@@ -16,12 +16,12 @@ from collections.abc import Awaitable, Callable
 
 from dledger.broker_adapter import MessageFormatError, MessageType, StoredMessage
 from dledger.broker_adapter.message import decode_message, encoded_size
+from dledger.rocketmq.broker.context import BrokerContext, field_text, int_field
+from dledger.rocketmq.broker.storemap import split_physical_offset, to_message_ext
 from dledger.rocketmq.remoting import fastjson
 from dledger.rocketmq.remoting.codes import LanguageCode, RequestCode, ResponseCode
 from dledger.rocketmq.remoting.command import RemotingCommand
-from dledger.rocketmq.remoting.context import BrokerContext, field_text, int_field
 from dledger.rocketmq.remoting.msgformat import encode_stored
-from dledger.rocketmq.remoting.storemap import split_physical_offset, to_message_ext
 
 __all__ = ["HANDLERS"]
 

@@ -20,11 +20,8 @@ Invariants:
 from __future__ import annotations
 
 from dledger.broker_adapter import Message, PutStatus, StoreError
-from dledger.rocketmq.remoting.codes import RequestCode, ResponseCode
-from dledger.rocketmq.remoting.command import RemotingCommand
-from dledger.rocketmq.remoting.context import BrokerContext, field_text, int_field
-from dledger.rocketmq.remoting.msgformat import MessageFormatError, decode_batch, offset_msg_id
-from dledger.rocketmq.remoting.storemap import (
+from dledger.rocketmq.broker.context import BrokerContext, field_text, int_field
+from dledger.rocketmq.broker.storemap import (
     DLQ_GROUP_TOPIC_PREFIX,
     RECONSUME_TIMES,
     RETRY_GROUP_TOPIC_PREFIX,
@@ -36,6 +33,9 @@ from dledger.rocketmq.remoting.storemap import (
     physical_offset,
     retry_topic,
 )
+from dledger.rocketmq.remoting.codes import RequestCode, ResponseCode
+from dledger.rocketmq.remoting.command import RemotingCommand
+from dledger.rocketmq.remoting.msgformat import MessageFormatError, decode_batch, offset_msg_id
 
 __all__ = ["ensure_group_topic", "send_message", "send_message_back", "v1_header"]
 
