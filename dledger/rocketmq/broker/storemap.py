@@ -16,7 +16,7 @@
 
 Invariants: `to_message_ext(stored)` never raises for a message the store holds (a value the stored format
 cannot carry is dropped or clamped, never a crash); `from_remoting` raises `RemotingMessageError` (one line,
-with the response code to answer) for a message the store must not take.
+with the response code to answer, MESSAGE_ILLEGAL) for a message the store must not take.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from dledger.broker_adapter.message import Message
 from dledger.broker_adapter.results import StoredMessage
+from dledger.rocketmq.remoting.codes import ResponseCode
 from dledger.rocketmq.remoting.msgformat import (
     COMPRESSED_FLAG,
     TRANSACTION_PREPARED_TYPE,
@@ -79,6 +80,7 @@ _SYSTEM = frozenset(
 )  # fmt: skip
 _UNITS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _MAX_PHYSICAL_POS = (1 << 32) - 1
+ILLEGAL = ResponseCode.MESSAGE_ILLEGAL
 
 
 class RemotingMessageError(ValueError):
@@ -157,9 +159,9 @@ def _inflate(body: bytes, limit: int) -> bytes:
     try:
         out = inflater.decompress(body, limit + 1)
     except zlib.error as exc:
-        raise RemotingMessageError(13, f"the compressed body does not inflate: {exc}") from None
+        raise RemotingMessageError(ILLEGAL, f"the compressed body does not inflate: {exc}") from None
     if len(out) > limit or inflater.unconsumed_tail:
-        raise RemotingMessageError(13, f"the body inflates to more than maxMessageSize ({limit} bytes)")
+        raise RemotingMessageError(ILLEGAL, f"the body inflates to more than maxMessageSize ({limit} bytes)")
     return out
 
 
@@ -170,9 +172,9 @@ def from_remoting(fields: SendFields, *, now_ms: int, levels: tuple[int, ...], m
     if fields.sys_flag & COMPRESSED_FLAG:
         body = _inflate(body, max_body)
     if not body:
-        raise RemotingMessageError(13, "the message body is empty")
+        raise RemotingMessageError(ILLEGAL, "the message body is empty")
     if len(body) > max_body:
-        raise RemotingMessageError(13, f"the body is {len(body)} bytes; maxMessageSize is {max_body}")
+        raise RemotingMessageError(ILLEGAL, f"the body is {len(body)} bytes; maxMessageSize is {max_body}")
     tags = props.pop(TAGS, "")
     keys = tuple(k for k in props.pop(KEYS, "").split(" ") if k)
     msg_id = props.pop(UNIQ_KEY, "")
@@ -184,7 +186,7 @@ def from_remoting(fields: SendFields, *, now_ms: int, levels: tuple[int, ...], m
     kept: dict[str, str] = {}
     for name, value in props.items():
         if name.startswith("__dl."):
-            raise RemotingMessageError(13, f"property {name!r} is reserved for the broker")
+            raise RemotingMessageError(ILLEGAL, f"property {name!r} is reserved for the broker")
         kept[SYSTEM_PREFIX + name if name in _SYSTEM else name] = value
     if fields.flag:
         kept[FLAG] = str(fields.flag)
@@ -195,7 +197,7 @@ def from_remoting(fields: SendFields, *, now_ms: int, levels: tuple[int, ...], m
     delivery = 0
     if delay:
         if not delay.lstrip("-").isdigit():
-            raise RemotingMessageError(13, f"delay level {delay[:20]!r} is not a number")
+            raise RemotingMessageError(ILLEGAL, f"delay level {delay[:20]!r} is not a number")
         level = int(delay)
         if level > 0:
             delivery = now_ms + levels[min(level, len(levels)) - 1]
