@@ -15,6 +15,7 @@ import pytest
 
 from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions
 from dledger.node.config import NodeConfig, load_properties, parse_address
+from dledger.rocketmq.broker.config import RemotingConfig
 from dledger.rocketmq.v5.config import ENDPOINT_KEYS, EndpointConfig
 
 CONF = pathlib.Path(__file__).resolve().parent.parent / "conf" / "dledger"
@@ -58,6 +59,8 @@ def test_the_files_form_one_group(home: pathlib.Path) -> None:
     nodes = [n for n, _, _ in loaded]
     endpoints = [e for _, e, _ in loaded]
     assert len({n.group for n in nodes}) == 1
+    listen = [RemotingConfig.from_properties(load_properties(p)).listen_port for p in FILES]
+    assert len(set(listen)) == 3  # the replicas share a host: each its own remoting port
     assert all(n.peers == nodes[0].peers for n in nodes)
     assert sorted(n.self_id for n in nodes) == sorted(nodes[0].peers)  # one file per peer, no peer without one
     assert len({n.store_dir for n in nodes}) == 3

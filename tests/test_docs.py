@@ -5,8 +5,8 @@ Every fenced block in README.md follows a marker line: `<!-- doctest: run SESSIO
 (`HOME` points at a temp dir, so `~/...` in an example lands there): `sh` blocks with bash (`-e`, so any
 failing command fails the test), `python` blocks with this interpreter. Sessions:
 - `cli`: a detached local group on ports 40811-40813, the CLI, both Python clients, stop, `dledger log`;
-- `broker`: three `dledger broker` replicas from conf/dledger/ (ports 40911-40913 and 8081-8083), then the
-  official RocketMQ client.
+- `broker`: three `dledger broker` replicas from conf/dledger/ (ports 40911-40913, 8081-8083 and the remoting
+  ports 30911, 30921, 30931), then the official RocketMQ client.
 A session whose fixed ports are taken on this machine is skipped, not failed: the ports are the README's.
 """
 
@@ -29,7 +29,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 MARK = re.compile(r"^<!-- doctest: (run (?P<session>[a-z]+)|skip \((?P<why>[^)]+)\)) -->$")
-SESSIONS = {"cli": (40811, 40812, 40813), "broker": (40911, 40912, 40913, 8081, 8082, 8083)}
+SESSIONS = {"cli": (40811, 40812, 40813), "broker": (40911, 40912, 40913, 8081, 8082, 8083, 30911, 30921, 30931)}
 TIMEOUT = 90.0  # seconds for one block or one wait; generous for a loaded 2-core machine
 
 

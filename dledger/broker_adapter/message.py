@@ -28,6 +28,7 @@ __all__ = [
     "decode_message",
     "encode_message",
     "encode_stamped",
+    "encoded_size",
     "scan_header",
     "tag_hash",
 ]
@@ -220,6 +221,23 @@ def _read_head(
         key, p = _text(data, p)
         keys.append(key)
     return (flags, queue_id, born, stored, delivery), (topic, tags, msg_id, group), keys, p
+
+
+def encoded_size(data: bytes, pos: int) -> int:
+    """The byte length of the message encoded at `data[pos:]` (a log entry holds a batch back to back);
+    `MessageFormatError` if no whole message is there."""
+    try:
+        _, _, _, p = _read_head(data, pos)
+        (count,) = _U16.unpack_from(data, p)
+        p += 2
+        for _ in range(2 * count):
+            _, p = _text(data, p)
+        (size,) = _U32.unpack_from(data, p)
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise MessageFormatError(f"malformed message: {exc}") from None
+    if p + 4 + size > len(data):
+        raise MessageFormatError("truncated message")
+    return int(p + 4 + size - pos)
 
 
 def decode_message(data: bytes) -> Message:

@@ -205,12 +205,26 @@ class Reader:
                 continue
             if tags is not None and msg.tags not in tags:
                 continue
-            found.append(StoredMessage(msg, topic, queue, o, index, ts))
+            found.append(StoredMessage(msg, topic, queue, o, index, ts, pos))
             size += length
         if found:
             return GetResult(GetStatus.FOUND, next_offset, lo, hi, found)
         status = GetStatus.MESSAGE_WAS_REMOVING if removed else GetStatus.NO_MATCHED_MESSAGE
         return GetResult(status, next_offset, lo, hi)
+
+    def prepared_ids(self) -> list[str]:
+        """Message ids of the prepared (half) transactional messages applied here, not yet ended."""
+        with self.t.env.begin() as txn:
+            return [bytes(k).decode() for k in txn.cursor(db=self.db["half"]).iternext(keys=True, values=False)]
+
+    def locate(self, msg_id: str) -> tuple[int, int] | None:
+        """(log index, byte position in the entry) of the message stored under `msg_id`, or None."""
+        with self.t.env.begin() as txn:
+            raw = txn.get(msg_id.encode(), db=self.db["ids"])
+        if raw is None:
+            return None
+        index, pos = LOC.unpack(raw)[:2]
+        return index, pos
 
     async def query_by_id(self, msg_id: str) -> StoredMessage | None:
         with self.t.env.begin() as txn:
@@ -221,7 +235,7 @@ class Reader:
         msg = await self.body(index, pos, size)
         if msg is None:
             return None
-        return StoredMessage(msg, msg.topic, queue, offset, index, ts)
+        return StoredMessage(msg, msg.topic, queue, offset, index, ts, pos)
 
     async def query_by_key(
         self, topic: str, key: str, max_count: int, begin_ms: int, end_ms: int

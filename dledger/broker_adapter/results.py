@@ -133,6 +133,7 @@ class StoredMessage:
     queue_offset: int
     log_index: int
     store_timestamp: int
+    log_pos: int = 0  # the byte position of the message in its log entry's data (one entry holds a batch)
 
 
 @dataclass(frozen=True, slots=True)

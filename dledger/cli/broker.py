@@ -32,6 +32,8 @@ from dledger.node.client_auth import ClientGrants
 from dledger.node.config import ConfigError, NodeConfig, format_peers, load_properties, parse_address
 from dledger.node.server import DLedgerServer
 from dledger.node.tuning import tune_gc, tune_malloc
+from dledger.rocketmq.broker.config import REMOTING_KEYS, RemotingConfig
+from dledger.rocketmq.broker.face import RemotingBroker
 from dledger.rocketmq.registration import REGISTRAR_KEYS, broker_registrar
 from dledger.rocketmq.v5.config import ENDPOINT_KEYS, EndpointConfig
 from dledger.testing.launcher import (
@@ -63,7 +65,9 @@ class BrokerReplica:
         from dledger.rocketmq.v5.service import MessagingEndpoint
         from dledger.rocketmq.v5.support import ApplyNotifier
 
-        self.node_config = NodeConfig.from_properties(props, other_keys=[*BROKER_KEYS, *ENDPOINT_KEYS, *REGISTRAR_KEYS])
+        self.node_config = NodeConfig.from_properties(
+            props, other_keys=[*BROKER_KEYS, *ENDPOINT_KEYS, *REGISTRAR_KEYS, *REMOTING_KEYS]
+        )
         self.config = EndpointConfig.from_properties(props, self.node_config)
         if probe_ports:
             _probe_ports(self.node_config, self.config)
@@ -91,6 +95,8 @@ class BrokerReplica:
         if self.registrar is not None:
             self.endpoint.cluster = ClusterRoutes(self.registrar.config.namesrv_addrs, self.config.broker_name)
         self._grpc: Any = None
+        # RocketMQ 4.x clients and tools: the remoting face on listenPort (10911 unless the conf says)
+        self.remoting = RemotingBroker(self.store, RemotingConfig.from_properties(props), self.notifier.wait)
 
     @classmethod
     def from_file(cls, path: str | pathlib.Path, *, probe_ports: bool = False) -> BrokerReplica:
@@ -115,9 +121,15 @@ class BrokerReplica:
                 raise OSError(f"cannot listen on {self.config.address}: {exc}") from None
             await server.start()
             self._grpc = server
+            await self.remoting.start()
             if self.registrar is not None:
+                self.remoting.on_topics_changed(self.registrar.register_soon)
                 await self.registrar.start()
         except BaseException:
+            await self.remoting.stop()
+            if self._grpc is not None:
+                await self._grpc.stop(0)
+                self._grpc = None
             await self.store.stop()
             await self.server.stop()
             self.store.close()
@@ -126,6 +138,7 @@ class BrokerReplica:
     async def stop(self) -> None:
         if self.registrar is not None:
             await self.registrar.stop()
+        await self.remoting.stop()
         if self._grpc is not None:
             await self._grpc.stop(0.5)
             self._grpc = None
@@ -151,7 +164,8 @@ async def _serve(path: str) -> None:
     await replica.start()
     tune_gc()
     cfg = replica.config
-    print(f"dledger broker {cfg.self_id} ready: MessagingService on {cfg.address}", flush=True)
+    remoting = replica.remoting.ctx.config.address
+    print(f"dledger broker {cfg.self_id} ready: MessagingService on {cfg.address}, remoting on {remoting}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -201,6 +215,7 @@ class LocalBrokerGroup:
     endpoints: dict[str, str]
     group: str = "broker"
     extra: dict[str, str] = field(default_factory=dict)
+    remoting: dict[str, str] = field(default_factory=dict)  # node id -> listenPort address (4.x clients)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     detached: bool = False  # own session: the replicas outlive the launching command and its Ctrl-C
     flush: str = "async"  # recorded in the state file only (the replicas' flush is the conf's flushDiskType)
@@ -215,21 +230,22 @@ class LocalBrokerGroup:
         extra: dict[str, str] | None = None,
         base_port: int | None = None,
     ) -> LocalBrokerGroup:
-        """`base_port`: endpoints on base_port, base_port + 1, ...; the replicas' dLedger ports 100 above
-        (default: free ports the system picks)."""
+        """`base_port`: endpoints on base_port, base_port + 1, ...; the replicas' dLedger ports 100 above,
+        their remoting ports (listenPort) 200 above (default: free ports the system picks)."""
         if not 1 <= nodes <= 9:
             raise ConfigError(f"--nodes: {nodes} must be between 1 and 9")
         if base_port is not None and not 1 <= base_port <= 65535 - 100 - nodes:
             raise ConfigError(f"--base-port: {base_port} leaves no room for {nodes} replicas")
         if base_port is None:
-            ports = free_ports(2 * nodes)
+            ports = free_ports(3 * nodes)
         else:
-            ports = [base_port + 100 + k for k in range(nodes)] + [base_port + k for k in range(nodes)]
+            ports = [base_port + d + k for d in (100, 0, 200) for k in range(nodes)]
         peers = {f"n{k}": f"127.0.0.1:{ports[k]}" for k in range(nodes)}
         endpoints = {f"n{k}": f"127.0.0.1:{ports[nodes + k]}" for k in range(nodes)}
+        remoting = {f"n{k}": f"127.0.0.1:{ports[2 * nodes + k]}" for k in range(nodes)}
         path = pathlib.Path(root).resolve()
         path.mkdir(parents=True, exist_ok=True)
-        return cls(path, peers, endpoints, group, dict(extra or {}))
+        return cls(path, peers, endpoints, group, dict(extra or {}), remoting)
 
     @property
     def access_point(self) -> str:
@@ -248,6 +264,7 @@ class LocalBrokerGroup:
             "storePathRootDir": str(self.root / node_id),
             "grpcEndpoints": format_peers(self.endpoints),
             "grpcServerPort": self.endpoints[node_id].rpartition(":")[2],
+            **({"listenPort": self.remoting[node_id].rpartition(":")[2]} if node_id in self.remoting else {}),
             "dLegerPeerSecretFile": str(ensure_peer_secret(self.root)),
             **self.extra,
         }

@@ -60,14 +60,8 @@ class RegisteringGroup(LocalBrokerGroup):
         keys = {"namesrvAddr": namesrv, "brokerClusterName": cluster, "registerNameServerPeriod": str(period_ms)}
         g = cls.create(root, 3, group=group, extra={**keys, **(extra or {})})
         assert isinstance(g, RegisteringGroup)
-        g.listen_ports = dict(zip(g.peers, free_ports(len(g.peers)), strict=True))
+        g.listen_ports = {n: int(address.rpartition(":")[2]) for n, address in g.remoting.items()}
         return g
-
-    def write_conf(self, node_id: str) -> pathlib.Path:
-        path = super().write_conf(node_id)
-        with open(path, "a") as f:
-            f.write(f"listenPort={self.listen_ports[node_id]}\n")
-        return path
 
     def broker_addr(self, node_id: str) -> str:
         return f"127.0.0.1:{self.listen_ports[node_id]}"

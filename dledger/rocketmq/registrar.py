@@ -153,6 +153,10 @@ class Registrar:
         """The node's role callback: re-register at once."""
         self._kick.set()
 
+    def register_soon(self) -> None:
+        """Re-register at once (this replica created a topic: clients should find its route now)."""
+        self._kick.set()
+
     async def _loop(self) -> None:
         while True:
             self._kick.clear()

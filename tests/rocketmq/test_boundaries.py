@@ -1,6 +1,7 @@
 """RocketMQ's remoting protocol, the NameServer and the registrar stand on the shared network code alone:
-they never import the node runtime, the store, the 5.x face or the CLI (`registration` wires the registrar
-to a replica), and the codec modules stay sans-I/O."""
+they never import the node runtime, the store, the broker's faces (`broker`, `v5`) or the CLI
+(`registration` wires the registrar to a replica); nothing in the package imports the CLI; the codec and
+encoding modules stay sans-I/O."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import pathlib
 import dledger.rocketmq
 
 PACKAGE = pathlib.Path(dledger.rocketmq.__file__).parent
-SANS_IO = ("codes.py", "command.py", "codec.py", "fastjson.py", "errors.py", "routes.py", "bodies.py", "kvconfig.py")
+SANS_IO = (
+    "codes.py", "command.py", "codec.py", "fastjson.py", "errors.py", "routes.py", "bodies.py", "kvconfig.py",
+    "msgformat.py", "acl.py", "storemap.py",
+)  # fmt: skip
 
 
 def _imports(path: pathlib.Path) -> set[str]:
@@ -31,6 +35,11 @@ def test_remoting_namesrv_and_registrar_import_only_each_other_and_net() -> None
         for name in _imports(path):
             if name.startswith("dledger"):
                 assert name.startswith(allowed), f"{path.name} imports {name}"
+
+
+def test_nothing_in_rocketmq_imports_the_cli() -> None:
+    for path in PACKAGE.rglob("*.py"):
+        assert not any(n == "dledger.cli" or n.startswith("dledger.cli.") for n in _imports(path)), path.name
 
 
 def test_codecs_do_no_io() -> None:

@@ -3,7 +3,9 @@
 `codes`: request, response and language codes by RocketMQ's numbers. `command`: `RemotingCommand`, one
 request or response. `codec`: the frame codec, sans-I/O (`encode_command`, `decode_command`,
 `CommandDecoder`). `fastjson`: JSON in the dialect RocketMQ's fastjson writes. `transport`: an asyncio
-connection, server and client. `errors`: the layer's errors.
+connection, server and client. `errors`: the layer's errors. `msgformat`: RocketMQ's message encodings
+(stored format, batches, properties, message ids). `acl`: RocketMQ's ACL 1.0 request signatures. The
+broker's handlers that answer the protocol on the store are `dledger.rocketmq.broker`.
 """
 
 from dledger.rocketmq.remoting.codec import (

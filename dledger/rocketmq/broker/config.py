@@ -1,0 +1,89 @@
+"""`RemotingConfig`: the settings of the broker's remoting face, with RocketMQ's broker.conf names.
+
+Keys: `listenPort` (10911), `brokerIP1` (the address clients reach this replica at, and the store host in
+message ids; default 127.0.0.1), `brokerName`, `brokerClusterName`, `messageDelayLevel` (the delay of each
+level, "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h" by default), `maxReconsumeTimes` (16:
+used when a consumer does not say its own), `remotingLongPollMaxMs` (the longest a pull is suspended),
+`transactionTimeOut` (6000 ms: a half message older than this is checked with its producer group) and
+`transactionCheckInterval` (60000 ms between checks of one message), `accessKey` / `secretKey` (when set,
+every request must carry RocketMQ's ACL 1.0 signature with them).
+
+Invariant: `from_properties` raises `ConfigError` (one line naming the key) on a bad value, never another
+exception; a config it returns has a port in 0..65535 and at least one delay level.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from dledger.node.config import ConfigError
+from dledger.rocketmq.broker.storemap import DEFAULT_DELAY_LEVELS, delay_levels
+
+__all__ = ["REMOTING_KEYS", "RemotingConfig"]
+
+REMOTING_KEYS = (
+    "listenPort", "brokerIP1", "brokerName", "brokerClusterName", "messageDelayLevel", "maxReconsumeTimes",
+    "remotingLongPollMaxMs", "transactionTimeOut", "transactionCheckInterval", "accessKey", "secretKey",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class RemotingConfig:
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 10911
+    broker_ip: str = "127.0.0.1"
+    broker_name: str = "broker-a"
+    cluster_name: str = "DefaultCluster"
+    delay_levels_ms: tuple[int, ...] = field(default_factory=lambda: delay_levels(DEFAULT_DELAY_LEVELS))
+    max_reconsume_times: int = 16
+    long_poll_max_ms: int = 30_000
+    tx_timeout_ms: int = 6_000  # a half message older than this is checked with its producer group
+    tx_check_interval_ms: int = 60_000  # and checked again at most this often
+    access_key: str = ""  # with secret_key: every request must carry RocketMQ's ACL 1.0 signature
+    secret_key: str = ""
+
+    @property
+    def address(self) -> str:
+        """What clients connect to: `brokerIP1:listenPort`."""
+        return f"{self.broker_ip}:{self.listen_port}"
+
+    @classmethod
+    def from_properties(cls, props: Mapping[str, str], **overrides: object) -> RemotingConfig:
+        values: dict[str, object] = {}
+        try:
+            if "listenPort" in props:
+                values["listen_port"] = _int_in(props["listenPort"], 0, 65535)
+            if "brokerIP1" in props:
+                ipaddress.ip_address(props["brokerIP1"].strip())
+                values["broker_ip"] = props["brokerIP1"].strip()
+            if "brokerName" in props:
+                values["broker_name"] = props["brokerName"].strip()
+            if "brokerClusterName" in props:
+                values["cluster_name"] = props["brokerClusterName"].strip()
+            if "messageDelayLevel" in props:
+                values["delay_levels_ms"] = delay_levels(props["messageDelayLevel"])
+            if "maxReconsumeTimes" in props:
+                values["max_reconsume_times"] = _int_in(props["maxReconsumeTimes"], 0, 10_000)
+            if "transactionTimeOut" in props:
+                values["tx_timeout_ms"] = _int_in(props["transactionTimeOut"], 1, 86_400_000)
+            if "transactionCheckInterval" in props:
+                values["tx_check_interval_ms"] = _int_in(props["transactionCheckInterval"], 100, 86_400_000)
+            values["access_key"] = props.get("accessKey", "").strip()
+            values["secret_key"] = props.get("secretKey", "").strip()
+            if bool(values["access_key"]) != bool(values["secret_key"]):
+                raise ValueError("accessKey and secretKey: give both or neither")
+            if "remotingLongPollMaxMs" in props:
+                values["long_poll_max_ms"] = _int_in(props["remotingLongPollMaxMs"], 0, 3_600_000)
+        except ValueError as exc:
+            raise ConfigError(f"remoting settings: {exc}") from None
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _int_in(text: str, lo: int, hi: int) -> int:
+    value = int(text.strip())
+    if not lo <= value <= hi:
+        raise ValueError(f"{value} is not in {lo}..{hi}")
+    return value
