@@ -164,6 +164,9 @@ def test_user_docs_carry_no_history(name: str) -> None:
         assert found is None, f"{name} names {what}: {text[max(0, found.start() - 60) : found.end() + 60]!r}"
 
 
+
+
+@pytest.mark.process
 def test_cli_examples_run_as_written(tmp_path: pathlib.Path) -> None:
     taken = ports_taken(SESSIONS["cli"])
     if taken:
@@ -212,6 +215,7 @@ def _stop_group(pgid: int) -> None:
             time.sleep(0.1)
 
 
+@pytest.mark.process
 def test_broker_examples_run_as_written(tmp_path: pathlib.Path) -> None:
     pytest.importorskip("rocketmq")
     taken = ports_taken(SESSIONS["broker"])

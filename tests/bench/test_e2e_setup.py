@@ -6,8 +6,12 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from bench.e2e import Bench, Profile
 from tests.server.procs import ROOT
+
+pytestmark = pytest.mark.process
 
 NO_PYSYNCOBJ = (
     "import sys; sys.modules['pysyncobj'] = None; from dledger.cli.main import main; raise SystemExit(main({}))"

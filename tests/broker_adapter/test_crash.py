@@ -12,10 +12,14 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from dledger.broker_adapter import Message, MessageStore, StoreOptions
 from dledger.client.aio_client import AsyncDLedgerClient
 from tests.broker_adapter.group_util import IDS, BrokerGroup, dump
 from tests.server.cluster_util import peers_for
+
+pytestmark = pytest.mark.process
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

@@ -26,6 +26,8 @@ from tests.broker_endpoint.util import (
     simple_consumer,
 )
 
+pytestmark = pytest.mark.process
+
 
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBrokerGroup]:

@@ -20,6 +20,8 @@ from rocketmq.v5.util import Signature
 from dledger.cli.broker import LocalBrokerGroup
 from tests.broker_endpoint.util import config, eventually, leader_id, message, producer, send_eventually
 
+pytestmark = pytest.mark.process
+
 C = d.Code
 MD = [("x-mq-client-id", "test-client")]
 

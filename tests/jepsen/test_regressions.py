@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import pytest
+
 from dledger.client.client import DLedgerClient
 from dledger.client.client_policy import DLedgerError
 from dledger.node.config import NodeConfig
@@ -78,6 +80,7 @@ def _wait(cond: Callable[[], T | None], timeout: float, what: str) -> T:
 
 # Found by `python -m jepsen_like run --seed 22 --duration 60 --lease-read --nemesis pause-isolate-leader`
 # (stale-read + nonmonotonic-read); fixed in 53bbe86: the driver accounts every stalled tick before input.
+@pytest.mark.process
 def test_a_paused_then_isolated_lease_leader_does_not_serve_stale_reads(tmp_path: pathlib.Path) -> None:
     state = RunState(f"r{os.getpid() % 4096:03x}")
     cluster = Cluster(tmp_path, 3, flush="sync", net="proxy", state=state, lease_read=True, durable_report_ms=0)

@@ -7,6 +7,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from dledger.testing.launcher import is_our_node, load_state
 from tests.server.procs import ROOT, wait_until
 
@@ -14,6 +16,7 @@ from tests.server.procs import ROOT, wait_until
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "dledger", *args], capture_output=True, text=True, cwd=ROOT,
                           timeout=timeout)  # fmt: skip
+pytestmark = pytest.mark.process
 
 
 def test_transfer_to_the_leader_and_dump_past_the_end_say_so(tmp_path: pathlib.Path) -> None:

@@ -21,6 +21,7 @@ from tests.server.procs import ROOT, wait_until
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "dledger", *args], capture_output=True, text=True, cwd=ROOT,
                           timeout=timeout)  # fmt: skip
+pytestmark = pytest.mark.process
 
 
 def test_detached_cluster_status_and_stop(tmp_path: pathlib.Path) -> None:

@@ -16,6 +16,8 @@ from dledger.commitlog import SegmentedLog
 from dledger.testing.launcher import free_ports
 from tests.server.procs import ROOT
 
+pytestmark = pytest.mark.process
+
 NOWHERE = "n0-127.0.0.1:1"  # nothing listens on port 1
 
 

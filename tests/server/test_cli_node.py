@@ -7,8 +7,12 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from dledger.testing.launcher import free_ports
 from tests.server.procs import ROOT
+
+pytestmark = pytest.mark.process
 
 PEERS = "n0-127.0.0.1:40911;n1-127.0.0.1:40912;n2-127.0.0.1:40913"
 

@@ -20,6 +20,8 @@ from dledger.client.client import AppendResult, DLedgerClient
 from dledger.client.client_policy import Call, DLedgerError, RpcOutcome
 from tests.server.procs import ProcessGroup, wait_until
 
+pytestmark = pytest.mark.process
+
 PATIENT = 600.0  # the clients' RPC timeout and deadline: far past the test's own limits
 TEST_LIMIT = 120.0  # how long the test waits for an acknowledged append after the kill
 

@@ -21,6 +21,8 @@ from dledger.client.client_policy import DLedgerError
 from dledger.node.config import format_peers
 from tests.server.procs import ROOT, ProcessGroup
 
+pytestmark = pytest.mark.process
+
 # Threads that each append through their own client and never close it; once the parent has stopped the
 # nodes, the script returns from main and the interpreter must exit.
 _UNCLOSED_SCRIPT = """

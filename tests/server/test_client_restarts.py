@@ -19,6 +19,8 @@ from dledger.client.client import DLedgerClient
 from dledger.client.client_policy import DLedgerError, NotWrittenError, OutcomeUnknownError
 from tests.server.procs import ProcessGroup, wait_until
 
+pytestmark = pytest.mark.process
+
 
 @pytest.fixture
 def group(tmp_path: pathlib.Path) -> Iterator[ProcessGroup]:

@@ -56,6 +56,7 @@ def test_uvloop_asked_but_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPat
     assert tuning.loop_factory() is asyncio.new_event_loop  # unset: falls back quietly
 
 
+@pytest.mark.process
 def test_node_refuses_a_bad_choice_before_starting(tmp_path: pathlib.Path) -> None:
     (port,) = free_ports(1)
     out = subprocess.run(

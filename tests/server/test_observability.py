@@ -7,6 +7,7 @@ import pathlib
 import urllib.request
 
 import grpc.aio
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dledger.client.aio_client import AsyncDLedgerClient
@@ -14,6 +15,8 @@ from dledger.node.config import NodeConfig
 from dledger.node.server import DLedgerServer
 from tests.server.cluster_util import LocalGroup, peers_for
 from tests.server.procs import ProcessGroup, wait_until
+
+pytestmark = pytest.mark.process
 
 
 def _scrape(port: int) -> dict[str, float]:

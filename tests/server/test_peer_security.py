@@ -23,6 +23,8 @@ from dledger.node.codec import pack_entries
 from dledger.storage_api import Entry, EntryKind
 from tests.server.procs import ProcessGroup, wait_until
 
+pytestmark = pytest.mark.process
+
 EVIL = b"attacker's bytes"
 
 

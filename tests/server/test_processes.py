@@ -12,6 +12,8 @@ import pytest
 from dledger.client.client_policy import EntryNotFoundError, NotWrittenError, OutcomeUnknownError
 from tests.server.procs import ROOT, ProcessGroup, wait_until
 
+pytestmark = pytest.mark.process
+
 
 @pytest.fixture
 def group(tmp_path: pathlib.Path) -> Iterator[ProcessGroup]:

@@ -23,6 +23,8 @@ from dledger.commitlog.hardstate import HARD_STATE_KEY
 from dledger.commitlog.verify import verify_store
 from tests.server.procs import ProcessGroup, wait_until
 
+pytestmark = pytest.mark.process
+
 SEGMENT_BYTES = 65536
 ENTRY = 400  # payload bytes: about 145 entries per segment
 BEFORE = 900  # acknowledged entries before the damage: six segments or so
