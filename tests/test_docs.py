@@ -21,10 +21,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+
+from tests.support import wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -112,14 +113,6 @@ def ports_taken(ports: tuple[int, ...]) -> list[int]:
             except OSError:
                 taken.append(port)
     return taken
-
-
-def wait_until(cond: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_every_readme_block_is_marked_and_runnable_kinds_only() -> None:
@@ -237,8 +230,8 @@ def test_broker_examples_run_as_written(tmp_path: pathlib.Path) -> None:
             assert not failed, f"a broker replica did not start:\n{failed[0]}"
             return all("ready: MessagingService" in t for t in texts)
 
-        wait_until(serving, "three broker replicas to serve")
-        wait_until(lambda: _leader_elected(env), "a leader (dledger status --config ...)")
+        wait_for(serving, TIMEOUT, "three broker replicas to serve", poll=0.2)
+        wait_for(lambda: _leader_elected(env), TIMEOUT, "a leader (dledger status --config ...)", poll=0.2)
         outputs = [run_block(block, ROOT, env) for block in rest]
     finally:
         _stop_group(proc.pid)  # the replicas the block started in the background, in its session

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from bench.e2e import Bench, Profile
-from tests.server.procs import ROOT
+from tests.support import ROOT
 
 pytestmark = pytest.mark.process
 

@@ -10,7 +10,7 @@ import pytest
 
 from dledger.node.config import ConfigError, NodeConfig
 from dledger.rocketmq.v5.config import EndpointConfig
-from tests.server.procs import ROOT
+from tests.support import ROOT
 
 pytestmark = pytest.mark.process
 

@@ -11,7 +11,8 @@ from dledger.broker_adapter import AckStatus, Message, MessageStore, MessageType
 from dledger.broker_adapter import commands as c
 from dledger.broker_adapter.results import StoreError
 from tests.broker_adapter.group_util import FakeClock
-from tests.broker_adapter.single_util import run_single, wait_for
+from tests.broker_adapter.single_util import run_single
+from tests.support import wait_for_async
 
 
 def bodies(result: object) -> list[bytes]:
@@ -127,7 +128,7 @@ def test_pop_starts_at_the_committed_offset_and_waits_for_delayed_messages(tmp_p
         await store.put_message(Message("T", b"later", delivery_timestamp=clock.now + 500))
         assert (await store.pop_messages("G", "T", max_count=10)).status is PopStatus.NO_NEW_MSG
         clock.advance(500)
-        await wait_for(lambda: store.max_offset("T", 0) == 5, what="delayed message released")
+        await wait_for_async(lambda: store.max_offset("T", 0) == 5, what="delayed message released")
         assert bodies(await store.pop_messages("G", "T", max_count=10)) == [b"later"]
         assert (await store.pop_messages("G", "nope")).status is PopStatus.TOPIC_NOT_FOUND
         assert (await store.pop_messages("G", "T", queue_id=3)).status is PopStatus.ILLEGAL

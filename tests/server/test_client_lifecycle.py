@@ -19,7 +19,8 @@ from dledger.client.aio_client import AsyncDLedgerClient
 from dledger.client.client import DLedgerClient
 from dledger.client.client_policy import DLedgerError
 from dledger.node.config import format_peers
-from tests.server.procs import ROOT, ProcessGroup
+from tests.server.procs import ProcessGroup
+from tests.support import ROOT
 
 pytestmark = pytest.mark.process
 

@@ -14,7 +14,7 @@ import pytest
 from dledger.node import tuning
 from dledger.testing.launcher import free_ports
 from tests.server.cluster_util import LocalGroup, peers_for
-from tests.server.procs import ROOT
+from tests.support import ROOT
 
 uvloop = pytest.importorskip("uvloop", reason="uvloop is a dependency on Linux; this platform has none")
 
