@@ -157,6 +157,36 @@ def test_user_docs_carry_no_history(name: str) -> None:
         assert found is None, f"{name} names {what}: {text[max(0, found.start() - 60) : found.end() + 60]!r}"
 
 
+CODE = ["dledger", "bench", "jepsen_like", "tests", "scripts", "conf", "docs"]
+A_B_TOOLS = {"bench/rev_ab.py", "bench/stream_ab.py", "docs/benchmarks.md"}  # the A/B tools name themselves
+
+
+def code_files() -> list[pathlib.Path]:
+    found = []
+    for top in CODE:
+        for path in sorted((ROOT / top).rglob("*")):
+            parts = path.relative_to(ROOT).parts
+            if "_proto" in parts or "node_modules" in parts or path == pathlib.Path(__file__):
+                continue
+            if path.is_file() and path.suffix in (".py", ".md", ".sh", ".conf", ".js", ".proto", ".toml", ".txt"):
+                found.append(path)
+    return found
+
+
+@pytest.mark.parametrize("top", CODE)
+def test_code_comments_and_tests_carry_no_history(top: str) -> None:
+    """Comments, docstrings and tests say what and why: a regression test names the bug it guards, not the run,
+    the review or the commit that found or fixed it."""
+    for path in code_files():
+        name = path.relative_to(ROOT).as_posix()
+        if not name.startswith(top + "/"):
+            continue
+        text = path.read_text(errors="replace")
+        for what, pattern in HISTORY.items():
+            if what == "an A/B figure" and name in A_B_TOOLS:
+                continue
+            found = re.search(pattern, text)
+            assert found is None, f"{name} names {what}: {text[max(0, found.start() - 60) : found.end() + 60]!r}"
 
 
 @pytest.mark.process

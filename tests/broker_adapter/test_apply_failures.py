@@ -1,8 +1,8 @@
 """Storage failures while applying: nothing partial is ever committed, and a failed commit stops the store loudly.
 
-Review findings 5 (an error while re-applying a batch after a full map left a partial transaction to be
-committed under an older `applied`) and 6 (a failed commit in the `call_soon` flush answered PUT_OK and did
-not fence the node). These tests run the applier inside an event loop, so the batch path is exercised."""
+An error while re-applying a batch after a full map must not leave a partial transaction to be committed
+under an older `applied`, and a failed commit in the `call_soon` flush must not answer PUT_OK: it fences the
+node. These tests run the applier inside an event loop, so the batch path is exercised."""
 
 from __future__ import annotations
 

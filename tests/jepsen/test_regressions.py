@@ -41,8 +41,8 @@ def _lose_unsynced_tail(c: SimCluster, node_id: str, keep: int) -> None:
     c.start(node_id)
 
 
-# Found by `python -m jepsen_like run --seed 4 --duration 30 --flush async --nemesis lost-writes` (a follower
-# stuck at commit 1355 while the others reached 2241: "unhealed"); fixed in 6cf4c09.
+# Async flush with the `lost-writes` nemesis: a follower that lost its un-fsynced tail must not stay stuck at
+# its old commit index while the others move on (a run that never heals).
 def test_follower_that_lost_its_unsynced_tail_catches_up() -> None:
     c = SimCluster(3, seed=7)
     leader = c.run_until_leader()
@@ -63,11 +63,11 @@ def test_follower_that_lost_its_unsynced_tail_catches_up() -> None:
     assert c.core(follower).commit_index == c.core(leader).commit_index
 
 
-# ---- found with real processes: lease reads after a process pause ----
+# ---- real processes: lease reads after a process pause ----
 
 
-# Found by `python -m jepsen_like run --seed 22 --duration 60 --lease-read --nemesis pause-isolate-leader`
-# (stale-read + nonmonotonic-read); fixed in 53bbe86: the driver accounts every stalled tick before input.
+# Lease reads with the `pause-isolate-leader` nemesis: a leader paused, then cut off, must not serve a stale or
+# non-monotonic read when it resumes; the driver accounts every stalled tick before it takes input.
 @pytest.mark.process
 def test_a_paused_then_isolated_lease_leader_does_not_serve_stale_reads(tmp_path: pathlib.Path) -> None:
     state = RunState(f"r{os.getpid() % 4096:03x}")
@@ -116,11 +116,11 @@ def _try_read(client: DLedgerClient, asked: str) -> tuple[int, str | None]:
     return index, client.leader or asked
 
 
-# ---- found with real processes: a node fences itself when a cancelled read meets "not leader" ----
+# ---- in-process nodes: a cancelled read that meets "not leader" must not fence the node ----
 
 
-# Found by `python -m jepsen_like run --seed 7 --duration 30 --lease-read --nemesis pause-isolate-leader`
-# (a node fenced with "invalid state", so the run never healed); fixed in 53bbe86.
+# Lease reads with the `pause-isolate-leader` nemesis: a read cancelled on a follower must not fence the node
+# with "invalid state" (the group would never heal).
 def test_a_cancelled_read_on_a_follower_does_not_fence_the_node(tmp_path: pathlib.Path) -> None:
     asyncio.run(_cancelled_read_on_follower(tmp_path))
 

@@ -74,8 +74,8 @@ def test_node_refuses_a_bad_choice_before_starting(tmp_path: pathlib.Path) -> No
 def test_an_idle_node_wakes_about_once_per_tick(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, choice: str
 ) -> None:
-    """uvloop's clock and timers count whole milliseconds and run a shorter delay at once: the driver used
-    to spin until the clock moved on, thousands of wake-ups a second for 50 ticks (20 ms each)."""
+    """uvloop's clock and timers count whole milliseconds and run a shorter delay at once: a driver that
+    waits for the clock to move on would spin, thousands of wake-ups a second for 50 ticks (20 ms each)."""
     monkeypatch.setenv(tuning.ENV_VAR, choice)
 
     async def main() -> tuple[int, float]:

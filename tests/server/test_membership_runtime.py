@@ -1,4 +1,4 @@
-"""Membership changes and snapshot catch-up on real in-process nodes over gRPC (issue #10).
+"""Membership changes and snapshot catch-up on real in-process nodes over gRPC.
 
 Grow 3 -> 5, shrink 5 -> 3 under load, remove the leader, replace a node whose disk was wiped, and a
 follower that was down while the log was compacted catches up by InstallSnapshot. Every node runs a
