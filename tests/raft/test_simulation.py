@@ -414,12 +414,17 @@ class RaftMachine(RuleBasedStateMachine):
         # and only a replica whose log another holds a log at least as up-to-date as: a replica that alone
         # held entries (uncommitted, or committed with its ack and since lost elsewhere) refuses every
         # candidate that lacks them and cannot lead without them, so the group may stay leaderless
+        # and that other must be a member of the replica's configuration: a node removed from the group
+        # serves it nothing, so a single-member group whose one replica is damaged has no copy to recover
+        # from and rightly stays leaderless
         log = c.nodes[node].log
         tip = (log.term_at(log.last_index), log.last_index)
+        core = c.nodes[node].core
+        members = core.membership.members if core is not None else set()
         if not any(
             (other.log.term_at(other.log.last_index), other.log.last_index) >= tip
             for i, other in c.nodes.items()
-            if i != node and other.alive
+            if i != node and other.alive and i in members
         ):
             return
         if c.nodes[node].alive:
