@@ -5,7 +5,9 @@ topics, consumer offsets, Pop consumption (receive, ack, change-invisible, redel
 delay), transactional messages, role callbacks, retention and snapshots. Modules: `message` (model and
 encoding), `commands` (log entries), `tables` (LMDB layout), `image` (snapshot images of the tables), `apply`
 and `pop` (deterministic apply), `prepare` (the leader's half of a put), `reader` (read path), `store` and
-`popapi` (the API), `retention`, `options`, `results`.
+`popapi` (the API), `retention`, `options`, `results`; admin state: `admin_model` (records), `admin_apply`
+(apply), `admin_read` (reads), `admin` (the API), `admin_ops` / `admin_service` / `admin_client` (the admin RPC),
+`broker_metrics` (Prometheus).
 """
 
 from dledger.broker_adapter.message import Message, MessageFormatError, MessageType, decode_message, encode_message

@@ -36,8 +36,8 @@ from typing import Any
 
 import lmdb
 
+from dledger.broker_adapter import admin_apply, pop
 from dledger.broker_adapter import commands as c
-from dledger.broker_adapter import pop
 from dledger.broker_adapter.message import MessageFormatError, MessageType, scan_header
 from dledger.broker_adapter.results import TopicConfig
 from dledger.broker_adapter.tables import (
@@ -102,6 +102,7 @@ class Applier:
         self.wanted: set[int] = set()
         self.outcomes: dict[int, Any] = {}
         self.on_noop: Callable[[Entry], None] | None = None
+        self.on_queues_dropped: Callable[[], None] | None = None  # consume queues were deleted (readers' caches)
         self.skipped = 0
         self.failed: BaseException | None = None
         self._txn: Any = None
@@ -136,7 +137,8 @@ class Applier:
             if raw is None:
                 return None
             count, kind = struct_ii.unpack(raw)
-            self.topics[name] = TopicConfig(name, count, MessageType(kind))
+            attr = txn.get(name.encode(), db=self.db["topicattr"])
+            self.topics[name] = TopicConfig(name, count, MessageType(kind), attr[0] if attr else 6)
         return self.topics[name]
 
     def next_offset(self, txn: Any, qk: bytes) -> int:
@@ -159,10 +161,19 @@ class Applier:
         current = self.topic(txn, name)
         if current is not None and current.queue_count >= queue_count:
             return current
-        cfg = TopicConfig(name, queue_count, current.message_type if current else kind)
+        cfg = TopicConfig(name, queue_count, *((current.message_type, current.perm) if current else (kind, 6)))
         txn.put(name.encode(), struct_ii.pack(cfg.queue_count, cfg.message_type), db=self.db["topics"])
         self.topics[name] = cfg
         return cfg
+
+    def forget_queues(self, prefix: bytes) -> None:
+        """Drop the cached next offsets of the consume queues whose keys start with `prefix` (deleted ones), and
+        tell `on_queues_dropped` (a queue of the same name may start again at offset 0)."""
+        for qk in [qk for qk in self.cqmax if qk.startswith(prefix)]:
+            del self.cqmax[qk]
+            self._dirty.discard(qk)
+        if self.on_queues_dropped is not None:
+            self.on_queues_dropped()
 
     # ---- apply ----
     def apply(self, entry: Entry) -> None:
@@ -328,11 +339,21 @@ class Applier:
         elif isinstance(cmd, c.PopReceive):
             outcome = pop.receive(self, txn, cmd, entry.index)
         elif isinstance(cmd, c.Ack):
-            outcome = [pop.ack(self, txn, cmd.group, handle) for handle in cmd.handles]
+            outcome = pop.ack(self, txn, cmd.group, cmd.handles)
         elif isinstance(cmd, c.ChangeInvisible):
             outcome = pop.change_invisible(self, txn, cmd, entry.index)
         elif isinstance(cmd, c.EndTransaction):
             outcome = self._end_transaction(txn, cmd)
+        elif isinstance(cmd, c.UpdateTopic):
+            outcome = admin_apply.update_topic(self, txn, cmd)
+        elif isinstance(cmd, c.DeleteTopic):
+            outcome = admin_apply.delete_topic(self, txn, cmd)
+        elif isinstance(cmd, c.UpdateGroup):
+            outcome = admin_apply.update_group(self, txn, cmd)
+        elif isinstance(cmd, c.DeleteGroup):
+            outcome = admin_apply.delete_group(self, txn, cmd)
+        elif isinstance(cmd, c.Recall):
+            outcome = admin_apply.recall(self, txn, cmd)
         if cmd.nonce in self.wanted:
             self.outcomes_staged[cmd.nonce] = outcome
 
@@ -403,9 +424,13 @@ class Applier:
                 txn.put(prefix + key.encode(), KEYLOC.pack(index, at, size), db=self.db["keys"])
 
     def _enqueue_pending(self, txn: Any, raw: bytes) -> int:
-        """Enqueue a delayed or prepared message now, and record its offset under its id."""
+        """Enqueue a delayed or prepared message now, and record its offset under its id (dropped, with its id
+        row, when its topic was deleted meanwhile: -1)."""
         index, pos, size, queue, th, gh = PENDING.unpack_from(raw)
         topic, _, msg_id = raw[PENDING.size :].partition(b"\0")
+        if not admin_apply.topic_exists(self, txn, topic.decode()):
+            txn.delete(msg_id, db=self.db["ids"])
+            return -1
         offset = self.enqueue(txn, topic.decode(), queue, (index, pos, size, th, gh))
         self._set_offset(txn, msg_id, offset)
         return offset

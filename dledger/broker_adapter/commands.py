@@ -28,11 +28,16 @@ __all__ = [
     "CommandError",
     "CommitOffset",
     "CreateTopic",
+    "DeleteGroup",
+    "DeleteTopic",
     "EndTransaction",
     "PopReceive",
     "Put",
     "PutHead",
+    "Recall",
     "Tick",
+    "UpdateGroup",
+    "UpdateTopic",
     "decode_command",
     "encode_command",
     "encode_put",
@@ -66,6 +71,11 @@ class Tag(enum.IntEnum):
     END_TRANSACTION = 8
     POP_RECEIVE_FROM = 9  # POP_RECEIVE plus the leader's first log index
     POP_RECEIVE_END = 10  # POP_RECEIVE_FROM plus `from_end` (written only when it is true)
+    UPDATE_TOPIC = 11
+    DELETE_TOPIC = 12
+    UPDATE_GROUP = 13
+    DELETE_GROUP = 14
+    RECALL = 15
 
 
 #: per message of a PUT, written by the leader so that apply never parses message bytes:
@@ -152,7 +162,63 @@ class EndTransaction:
     commit: bool
 
 
-Command = Put | CreateTopic | CommitOffset | PopReceive | Ack | ChangeInvisible | Tick | EndTransaction
+@dataclass(frozen=True, slots=True)
+class UpdateTopic:
+    """Create a topic or change it (admin): queue count (never shrinks), message type, permission bits."""
+
+    nonce: int
+    now: int
+    topic: str
+    queue_count: int
+    message_type: int
+    perm: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteTopic:
+    nonce: int
+    now: int
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateGroup:
+    """Create or replace a consumer group's settings (`admin_model.GroupConfig`, field by field)."""
+
+    nonce: int
+    now: int
+    group: str
+    max_attempts: int
+    backoff_initial_ms: int
+    backoff_max_ms: int
+    backoff_multiplier_milli: int
+    fifo: bool
+    start: int
+    start_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteGroup:
+    nonce: int
+    now: int
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
+class Recall:
+    """Withdraw a delayed message that is still waiting (RocketMQ's RecallMessage)."""
+
+    nonce: int
+    now: int
+    topic: str
+    msg_id: str
+    delivery_ms: int
+
+
+Command = (
+    Put | CreateTopic | CommitOffset | PopReceive | Ack | ChangeInvisible | Tick | EndTransaction
+    | UpdateTopic | DeleteTopic | UpdateGroup | DeleteGroup | Recall
+)  # fmt: skip
 
 # field kinds per command, after the common (nonce, now): q=i64, i=i32, s=str, B=bool, L=list[str]
 _FIELDS: dict[type, tuple[Tag, str]] = {
@@ -163,6 +229,11 @@ _FIELDS: dict[type, tuple[Tag, str]] = {
     ChangeInvisible: (Tag.CHANGE_INVISIBLE, "ssq"),
     Tick: (Tag.TICK, ""),
     EndTransaction: (Tag.END_TRANSACTION, "sB"),
+    UpdateTopic: (Tag.UPDATE_TOPIC, "siii"),
+    DeleteTopic: (Tag.DELETE_TOPIC, "s"),
+    UpdateGroup: (Tag.UPDATE_GROUP, "siqqiBiq"),
+    DeleteGroup: (Tag.DELETE_GROUP, "s"),
+    Recall: (Tag.RECALL, "ssq"),
 }
 _BY_TAG = {tag: (cls, kinds) for cls, (tag, kinds) in _FIELDS.items()}
 _BY_TAG[Tag.POP_RECEIVE] = (PopReceive, "ssiiiqi")  # written before POP_RECEIVE_FROM: first_index 0

@@ -9,7 +9,8 @@ Layout, version 1 (numbers big-endian):
 | trailer | u8 `0xFF`, u64 record count, u32 CRC32 of every byte before it |
 
 Table ids are fixed below (never renumber; a new table takes a new id, a changed record layout a new tables
-layout). `meta[applied]` and `meta[layout]` are not records: the header carries them. The image holds only
+layout). An image written before a table existed simply has no records of it, and loads (the table is empty).
+`meta[applied]` and `meta[layout]` are not records: the header carries them. The image holds only
 derived state: message BODIES are not in it, they stay in the commit log, which the consume queues, the id and
 key indexes and the pending rows point into by (log index, position, size). A replica restored from an image
 at index I whose log starts after I (a follower reset by InstallSnapshot) reads the bodies of entries up to I
@@ -61,6 +62,9 @@ TABLE_IDS = {
     "inflight": 10,
     "popexp": 11,
     "pins": 12,
+    "topicattr": 13,
+    "groups": 14,
+    "gstats": 15,
 }
 _NAMES = {tid: name for name, tid in TABLE_IDS.items()}
 _HEADER_KEYS = (b"applied", b"layout")  # meta keys carried by the header

@@ -51,6 +51,7 @@ class MessageType(enum.IntEnum):
     FIFO = 1
     DELAY = 2
     TRANSACTION = 3
+    MIXED = 4  # takes every type (auto-created topics, or created so)
 
 
 @dataclass(frozen=True, slots=True)

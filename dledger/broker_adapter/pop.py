@@ -12,23 +12,32 @@ Rules:
   an ack or change-invisible with a stale `seq` (the message was redelivered since) is refused;
 - a consume queue record whose log entry is before the leader's first index (`first_index` in the command:
   its body was compacted) is passed over, never recorded as in flight;
-- FIFO topics: at most one message of a message group is in flight; new messages are delivered in queue order
-  and delivery stops at the first one whose group is blocked (head-of-line, never out of order);
+- FIFO delivery (a group configured FIFO; a group never configured: on FIFO and MIXED topics): at most one
+  message of a message group is in flight; new messages are delivered in queue order and delivery stops at
+  the first one whose message group is blocked (head-of-line, never out of order); a message without a message
+  group never blocks nor waits;
+- a configured group's `max_attempts` replaces the command's (`admin_model.GroupConfig`, in the same state);
+- replicated counters per (group, topic) in `gstats`: first deliveries, redeliveries, acknowledgements,
+  dead letters (`admin_apply.bump_stats`);
 - where a group new to a topic starts: at offset 0 of each queue, unless the receive says `from_end`. Then
   the group's first receive on the topic (even before the topic exists) records its own log index as the
   group's start mark (`popcur` row `group NUL topic NUL 0xFFFFFFFF`), and each queue without a position of
   the group starts at its first message written after that mark: the messages stored before the group's
   first receive are never delivered to it, every later one is. A group that already has a position on any
   queue of the topic (a committed offset, or receives without `from_end`) keeps it and gets no mark (its
-  queues without a position start at 0).
+  queues without a position start at 0). A group configured to start at a timestamp starts each queue without a
+  position at the first message stored at or after it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from dledger.broker_adapter import commands as c
+from dledger.broker_adapter.admin_apply import bump_stats, group_config
+from dledger.broker_adapter.admin_model import StartFrom
 from dledger.broker_adapter.message import MessageType
 from dledger.broker_adapter.results import TopicConfig
 from dledger.broker_adapter.tables import (
@@ -144,6 +153,26 @@ def _start_from_end(a: PopContext, txn: Any, cmd: c.PopReceive, seq: int, queue_
             txn.put(_keys(cmd.group, cmd.topic, queue), U64.pack(start), db=popcur)
 
 
+def _start_at_time(a: PopContext, txn: Any, cmd: c.PopReceive, queue_count: int, start_ms: int) -> None:
+    """Give each queue without a position of the group its first offset stored at or after `start_ms` (store
+    times grow along a consume queue: they are the replicated `log_time`)."""
+    popcur, offsets = a.db["popcur"], a.db["offsets"]
+    for queue in range(queue_count):
+        qk = _keys(cmd.group, cmd.topic, queue)
+        if txn.get(qk, db=popcur) is not None or txn.get(qk, db=offsets) is not None:
+            continue
+        cqk = cmd.topic.encode() + b"\0" + queue.to_bytes(4, "big")
+        lo, hi = 0, a.next_offset(txn, cqk)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            raw = txn.get(cqk + U64.pack(mid), db=a.db["cq"])
+            if raw is None or CQ.unpack(raw)[5] < start_ms:
+                lo = mid + 1
+            else:
+                hi = mid
+        txn.put(qk, U64.pack(lo), db=popcur)
+
+
 def _set_inflight(a: PopContext, txn: Any, qk: bytes, offset: int, old: Inflight | None, new: Inflight) -> None:
     db = a.db
     if old is not None:
@@ -168,8 +197,10 @@ def _to_dlq(a: PopContext, txn: Any, group: str, rec: Inflight) -> None:
 
 
 class _Receive:
-    def __init__(self, a: PopContext, txn: Any, cmd: c.PopReceive, seq: int) -> None:
+    def __init__(self, a: PopContext, txn: Any, cmd: c.PopReceive, seq: int, max_attempts: int) -> None:
         self.a, self.txn, self.cmd, self.seq = a, txn, cmd, seq
+        self.max_attempts = max_attempts
+        self.retried = self.dead = 0
         self.now = a.log_time
         self.until = min(self.now + max(cmd.invisible_ms, 0), MAX_TIME)
         self.out: list[Delivery] = []
@@ -235,7 +266,7 @@ class _Receive:
             if loc[0] < self.cmd.first_index:  # its entry was compacted on the leader: passed over
                 offset += 1
                 continue
-            if blocked is not None:
+            if blocked is not None and loc[4]:  # (a message without a message group never blocks)
                 if loc[4] in blocked:
                     break
                 blocked.add(loc[4])
@@ -246,12 +277,14 @@ class _Receive:
 
     def retry(self, queue: int, offset: int, rec: Inflight) -> bool:
         """Redeliver an expired record, or dead-letter it; True if it was redelivered."""
-        if rec.attempts >= self.cmd.max_attempts:
+        if rec.attempts >= self.max_attempts:
             _drop_inflight(self.a, self.txn, _keys(self.cmd.group, self.cmd.topic, queue), offset, rec)
             _to_dlq(self.a, self.txn, self.cmd.group, rec)
+            self.dead += 1
             return False
         loc = (rec.index, rec.pos, rec.size, rec.tag_hash, rec.group_hash, rec.store_ts)
         self.deliver(queue, offset, rec, loc)
+        self.retried += 1
         return True
 
     def normal(self, queue: int) -> None:
@@ -264,10 +297,12 @@ class _Receive:
     def fifo(self, queue: int) -> None:
         blocked: set[int] = set()
         for offset, rec in self.inflight(queue):
+            free = not rec.group_hash  # no message group: delivered like a normal message
             if rec.until > self.now or rec.group_hash in blocked:
-                blocked.add(rec.group_hash)
+                if not free:
+                    blocked.add(rec.group_hash)
                 continue
-            if self.budget <= 0 or self.retry(queue, offset, rec):
+            if (self.budget <= 0 or self.retry(queue, offset, rec)) and not free:
                 blocked.add(rec.group_hash)
         self.new_messages(queue, blocked)
 
@@ -277,7 +312,11 @@ def receive(a: PopContext, txn: Any, cmd: c.PopReceive, seq: int) -> list[Delive
     cfg = a.topic(txn, cmd.topic)
     if cmd.max_count <= 0 or cmd.max_attempts <= 0:
         return None
-    if cmd.from_end and valid_name(cmd.topic, MAX_TOPIC_BYTES):
+    group = group_config(a, txn, cmd.group)
+    if group is not None and group.start == StartFrom.TIMESTAMP:
+        if cfg is not None:
+            _start_at_time(a, txn, cmd, cfg.queue_count, group.start_ms)
+    elif cmd.from_end and valid_name(cmd.topic, MAX_TOPIC_BYTES):
         _start_from_end(a, txn, cmd, seq, cfg.queue_count if cfg is not None else 0)
     if cfg is None:
         return None
@@ -286,14 +325,18 @@ def receive(a: PopContext, txn: Any, cmd: c.PopReceive, seq: int) -> list[Delive
         queues = [cmd.queue_id] if cmd.queue_id < n else []
     else:
         queues = [(cmd.start_queue + k) % n for k in range(n)]
-    r = _Receive(a, txn, cmd, seq)
+    r = _Receive(a, txn, cmd, seq, group.max_attempts if group is not None else cmd.max_attempts)
+    fifo = group.fifo if group is not None else cfg.message_type in (MessageType.FIFO, MessageType.MIXED)
     for queue in queues:
         if r.budget <= 0:
             break
-        if cfg.message_type == MessageType.FIFO:
+        if fifo:
             r.fifo(queue)
         else:
             r.normal(queue)
+    if r.out or r.dead:
+        first = len(r.out) - r.retried
+        bump_stats(a, txn, cmd.group, cmd.topic, delivered=first, redelivered=r.retried, dead_lettered=r.dead)
     return r.out
 
 
@@ -310,12 +353,20 @@ def _find(a: PopContext, txn: Any, group: str, handle: str) -> tuple[bytes, int,
     return (qk, offset, rec) if rec.seq == seq else None
 
 
-def ack(a: PopContext, txn: Any, group: str, handle: str) -> bool:
-    found = _find(a, txn, group, handle)
-    if found is None:
-        return False
-    _drop_inflight(a, txn, *found)
-    return True
+def ack(a: PopContext, txn: Any, group: str, handles: Sequence[str]) -> list[bool]:
+    """Acknowledge each handle (False: stale or unknown); counts the acknowledgements per topic once."""
+    out = []
+    acked: dict[str, int] = {}
+    for handle in handles:
+        found = _find(a, txn, group, handle)
+        if found is not None:
+            _drop_inflight(a, txn, *found)
+            topic = handle.rsplit(":", 3)[0]  # (a valid handle: `_find` parsed it)
+            acked[topic] = acked.get(topic, 0) + 1
+        out.append(found is not None)
+    for topic, count in acked.items():
+        bump_stats(a, txn, group, topic, acked=count)
+    return out
 
 
 def change_invisible(a: PopContext, txn: Any, cmd: c.ChangeInvisible, seq: int) -> tuple[str, int] | None:

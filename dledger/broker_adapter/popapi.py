@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from dledger.broker_adapter import admin_read
 from dledger.broker_adapter import commands as c
+from dledger.broker_adapter.admin_model import PERM_READ, StartFrom
 from dledger.broker_adapter.message import MessageType
 from dledger.broker_adapter.pop import Delivery, start_mark_key
 from dledger.broker_adapter.results import (
@@ -95,13 +97,21 @@ class PopMixin:
                     PutStatus.MESSAGE_ILLEGAL, f"max_count must be >= 1 and invisible_ms in 0..{MAX_INVISIBLE_MS}"
                 )
             cfg = self._rd().topic(topic)
+            if cfg is not None and not cfg.perm & PERM_READ:
+                return PopResult(PopStatus.NO_PERMISSION, reason=f"topic {topic!r} is not readable")
+            settings = admin_read.group_config(self.tables, group)
+            if settings is not None:  # a configured group says where it starts (`pop.py`)
+                from_end = settings.start == StartFrom.LAST
             unmarked = from_end and self._unmarked(group, topic)
             if cfg is None and not unmarked:
                 return PopResult(PopStatus.TOPIC_NOT_FOUND, reason=f"topic {topic!r} does not exist")
             count = cfg.queue_count if cfg is not None else 1
             if cfg is not None and queue_id >= count:
                 raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"queue {queue_id} does not exist")
-            fifo = cfg is not None and cfg.message_type == MessageType.FIFO
+            if settings is not None:
+                fifo = settings.fifo
+            else:
+                fifo = cfg is not None and cfg.message_type in (MessageType.FIFO, MessageType.MIXED)
             if not unmarked and not self._may_deliver(group, topic, queue_id, count, fifo, from_end):
                 return PopResult(PopStatus.NO_NEW_MSG)
             self._pop_rr += 1
@@ -175,6 +185,8 @@ class PopMixin:
         if raw is None:
             return False
         group_hash = CQ.unpack(raw)[4]
+        if not group_hash:  # no message group: never held back
+            return False
         cursor = txn.cursor(db=db["inflight"])
         if cursor.set_range(qk):
             for key, value in cursor:

@@ -2,8 +2,9 @@
 
 Everything decided here is written into the PUT entry (queue ids, message ids, store time, the per-message
 table), so replicas never repeat these decisions. Invariant: `prepare` raises `StoreError` (and nothing is
-proposed) for an empty batch, an invalid or empty topic, an empty or oversized body, an unknown queue, or an
-unknown topic when auto-creation is off; otherwise it returns the topics to auto-create first.
+proposed) for an empty batch, an invalid or empty topic, a topic that is not writable, an empty or oversized
+body, an unknown queue, or an unknown topic when auto-creation is off (an auto-created topic is MIXED: it takes
+every message type); otherwise it returns the topics to auto-create first.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 from collections.abc import Callable, Sequence
 
 from dledger.broker_adapter import commands as c
+from dledger.broker_adapter.admin_model import PERM_WRITE
 from dledger.broker_adapter.message import Message, MessageFormatError, MessageType, StampEncoder, tag_hash
 from dledger.broker_adapter.options import StoreOptions
 from dledger.broker_adapter.results import PutStatus, StoreError, TopicConfig, check_name
@@ -85,10 +87,12 @@ class Preparer:
         check_name("topic", msg.topic)
         cfg = self.topic_of(msg.topic)
         if cfg is not None:
+            if not cfg.perm & PERM_WRITE:
+                raise StoreError(PutStatus.NO_PERMISSION, f"topic {msg.topic!r} is not writable")
             return cfg
         if not self.options.auto_create_topic:
             raise StoreError(PutStatus.TOPIC_NOT_FOUND, f"topic {msg.topic!r} does not exist")
-        kind = _inferred_type(msg)
+        kind = MessageType.MIXED  # an auto-created topic takes every message type
         count = self.options.default_queue_count
         creates[msg.topic] = c.CreateTopic(0, now, msg.topic, count, kind)
         return TopicConfig(msg.topic, count, kind)
@@ -102,13 +106,3 @@ def _check_limits(k: int, msg: Message, msg_id: str) -> None:
         raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"message {k}: a key is over {MAX_MSG_KEY_BYTES} bytes")
     if msg.delivery_timestamp >= MAX_TIME:
         raise StoreError(PutStatus.MESSAGE_ILLEGAL, f"message {k}: the delivery time is out of range")
-
-
-def _inferred_type(msg: Message) -> MessageType:
-    if msg.transaction:
-        return MessageType.TRANSACTION
-    if msg.message_group:
-        return MessageType.FIFO
-    if msg.delivery_timestamp:
-        return MessageType.DELAY
-    return MessageType.NORMAL

@@ -85,7 +85,9 @@ class Reader:
         if raw is None:
             return None
         count = int.from_bytes(raw[:4], "big")
-        return TopicConfig(name, count, MessageType(int.from_bytes(raw[4:8], "big", signed=True)))
+        attr = txn.get(name.encode(), db=self.db["topicattr"])
+        kind = MessageType(int.from_bytes(raw[4:8], "big", signed=True))
+        return TopicConfig(name, count, kind, attr[0] if attr else 6)
 
     def topics(self) -> list[TopicConfig]:
         with self.t.env.begin() as txn:

@@ -1,9 +1,9 @@
 """Statuses and results of the store API, named after RocketMQ's (`PutMessageStatus`, `GetMessageStatus`).
 
 Invariants: a `PutResult` with `PUT_OK` means the batch is committed on a quorum and applied here, with its
-queue offsets assigned; `NOT_LEADER`, `SERVICE_NOT_AVAILABLE`, `MESSAGE_ILLEGAL`, `DISK_FULL` and
-`TOPIC_NOT_FOUND` mean nothing was written; `FLUSH_OR_REPLICA_TIMEOUT` means the outcome is unknown (the
-batch may still be committed: retry with the same message ids, and deduplicate by id).
+queue offsets assigned; `NOT_LEADER`, `SERVICE_NOT_AVAILABLE`, `MESSAGE_ILLEGAL`, `DISK_FULL`,
+`TOPIC_NOT_FOUND`, `NO_PERMISSION` and `NOT_FOUND` mean nothing was written; `FLUSH_OR_REPLICA_TIMEOUT` means
+the outcome is unknown (the batch may still be committed: retry with the same message ids, and deduplicate by id).
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ class PutStatus(enum.Enum):
     MESSAGE_ILLEGAL = "MESSAGE_ILLEGAL"
     TOPIC_NOT_FOUND = "TOPIC_NOT_FOUND"
     DISK_FULL = "DISK_FULL"
+    NO_PERMISSION = "NO_PERMISSION"  # the topic's permission refuses it
+    NOT_FOUND = "NOT_FOUND"  # what the request names does not exist (a group, a waiting delayed message)
 
 
 class GetStatus(enum.Enum):
@@ -81,6 +83,7 @@ class PopStatus(enum.Enum):
     TOPIC_NOT_FOUND = "TOPIC_NOT_FOUND"
     SERVICE_NOT_AVAILABLE = "SERVICE_NOT_AVAILABLE"
     ILLEGAL = "ILLEGAL"
+    NO_PERMISSION = "NO_PERMISSION"  # the topic is not readable
 
 
 class AckStatus(enum.Enum):
@@ -95,6 +98,7 @@ class TopicConfig:
     name: str
     queue_count: int
     message_type: MessageType = MessageType.NORMAL
+    perm: int = 6  # RocketMQ's permission bits: 4 read, 2 write (`admin_model.PERM_*`)
 
 
 @dataclass(frozen=True, slots=True)

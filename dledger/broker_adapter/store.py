@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from dledger.broker_adapter import commands as c
+from dledger.broker_adapter.admin import AdminMixin
 from dledger.broker_adapter.apply import Applier, PutOutcome
 from dledger.broker_adapter.image import load_image, write_image
 from dledger.broker_adapter.message import Message, MessageType
@@ -56,7 +57,7 @@ __all__ = ["MessageStore"]
 log = logging.getLogger(__name__)
 
 
-class MessageStore(PopMixin):
+class MessageStore(AdminMixin, PopMixin):
     """One replica's message store. Register it as a state machine of its `DLedgerServer` (or use `create`)."""
 
     def __init__(self, store_dir: Path | str, options: StoreOptions | None = None) -> None:
@@ -108,6 +109,7 @@ class MessageStore(PopMixin):
         """Attach to the server this store is registered on (before `server.start()`)."""
         self.server = server
         self.reader = Reader(self.tables, server.get, lambda: int(server.status().first_index) or 1)
+        self.applier.on_queues_dropped = self.reader.forget
         self._preparer = Preparer(self.options, self.reader.topic)
         self.retention = Retention(self, server)
         server.on_role_change(self._on_role_change)

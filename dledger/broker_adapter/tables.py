@@ -26,6 +26,12 @@ big-endian, so LMDB's byte order is numeric order.
 | inflight | group NUL topic NUL u32 queue u64 offset | `INFLIGHT` record |
 | popexp | group NUL topic NUL u32 queue u64 invisible-until u64 offset | empty (expiry order) |
 | pins | u64 log index, kind (`t` timer / `h` half / `i` in flight), reference | empty |
+| topicattr | topic | `>B` permission bits (no row: read and write; `admin_model.py`) |
+| groups | group | `admin_model.GROUP` record: the consumer group's settings (no row: the broker's defaults) |
+| gstats | group NUL topic | `admin_model.STATS` record: deliveries, redeliveries, acknowledgements, dead letters |
+
+`topicattr`, `groups` and `gstats` came after layout 2 without changing it: an environment or an image without
+them reads them as empty (no admin settings, zero counters).
 
 `pins` has one record per row of `timers`, `half` and `inflight` (kept with them in the same transaction),
 keyed by the log index that row points into: its first key is the oldest log entry still needed by a message
@@ -79,7 +85,10 @@ INFLIGHT = struct.Struct(">qIqQIIIIq")  # until, attempts, handle seq, index, po
 U64 = struct.Struct(">Q")
 I64 = struct.Struct(">q")
 U32 = struct.Struct(">I")
-_DBS = ("meta", "topics", "cqmax", "cq", "ids", "offsets", "timers", "half", "popcur", "inflight", "popexp", "pins")
+_DBS = (
+    "meta", "topics", "cqmax", "cq", "ids", "offsets", "timers", "half", "popcur", "inflight", "popexp", "pins",
+    "topicattr", "groups", "gstats",
+)  # fmt: skip
 PIN_TIMER = b"t"
 PIN_HALF = b"h"
 PIN_INFLIGHT = b"i"

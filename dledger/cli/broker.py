@@ -23,12 +23,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dledger.broker_adapter.admin_service import AdminService
+from dledger.broker_adapter.broker_metrics import BrokerCollector
 from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions, with_entry_room
 from dledger.broker_adapter.store import MessageStore
 from dledger.node import tuning
+from dledger.node.client_auth import ClientGrants
 from dledger.node.config import ConfigError, NodeConfig, format_peers, load_properties, parse_address
 from dledger.node.server import DLedgerServer
 from dledger.node.tuning import tune_gc, tune_malloc
+from dledger.rocketmq.registration import REGISTRAR_KEYS, broker_registrar
 from dledger.rocketmq.v5.config import ENDPOINT_KEYS, EndpointConfig
 from dledger.testing.launcher import (
     BROKER_MODULE,
@@ -55,10 +59,11 @@ class BrokerReplica:
     def __init__(self, props: dict[str, str], *, seed: int | None = None, probe_ports: bool = False) -> None:
         """`probe_ports`: first check that the node's and the endpoint's ports are free (OSError naming the
         one in use), before the store directory is made."""
-        from dledger.rocketmq.v5.service import MessagingEndpoint  # needs the dledger[rocketmq] extra
+        from dledger.rocketmq.v5.cluster import ClusterRoutes  # needs the dledger[rocketmq] extra
+        from dledger.rocketmq.v5.service import MessagingEndpoint
         from dledger.rocketmq.v5.support import ApplyNotifier
 
-        self.node_config = NodeConfig.from_properties(props, other_keys=[*BROKER_KEYS, *ENDPOINT_KEYS])
+        self.node_config = NodeConfig.from_properties(props, other_keys=[*BROKER_KEYS, *ENDPOINT_KEYS, *REGISTRAR_KEYS])
         self.config = EndpointConfig.from_properties(props, self.node_config)
         if probe_ports:
             _probe_ports(self.node_config, self.config)
@@ -69,6 +74,22 @@ class BrokerReplica:
         self.server = DLedgerServer(self.node_config, [self.store, self.notifier], seed=seed)
         self.store.bind(self.server)
         self.endpoint = MessagingEndpoint(self.store, self.config, self.notifier)
+        grants = self.node_config.client_grants
+        self.admin = AdminService(
+            self.store, dict(self.config.endpoints), ClientGrants.load(grants) if grants is not None else None
+        )
+        self.server.metrics.registry.register(BrokerCollector(self.store))
+        self.registrar = broker_registrar(
+            props,
+            self.node_config,
+            self.config.broker_name,
+            self.server,
+            self.store,
+            options,
+            grpc_endpoints=list(self.config.endpoints.values()),
+        )
+        if self.registrar is not None:
+            self.endpoint.cluster = ClusterRoutes(self.registrar.config.namesrv_addrs, self.config.broker_name)
         self._grpc: Any = None
 
     @classmethod
@@ -86,6 +107,7 @@ class BrokerReplica:
                 options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
             )
             sg.add_MessagingServiceServicer_to_server(self.endpoint, server)
+            server.add_generic_rpc_handlers((self.admin.handler(),))  # the admin RPC, on the same port
             host, _, port = self.config.address.rpartition(":")
             try:
                 server.add_insecure_port(f"{host}:{port}")
@@ -93,6 +115,8 @@ class BrokerReplica:
                 raise OSError(f"cannot listen on {self.config.address}: {exc}") from None
             await server.start()
             self._grpc = server
+            if self.registrar is not None:
+                await self.registrar.start()
         except BaseException:
             await self.store.stop()
             await self.server.stop()
@@ -100,6 +124,8 @@ class BrokerReplica:
             raise
 
     async def stop(self) -> None:
+        if self.registrar is not None:
+            await self.registrar.stop()
         if self._grpc is not None:
             await self._grpc.stop(0.5)
             self._grpc = None
@@ -322,7 +348,8 @@ def run_local_group(
             return 1
         print(f"broker group {group!r}: {nodes} replicas; clients use endpoints={g.access_point!r}")
         print(f"configs and logs in {g.root}")
-        print(f"status: dledger status --cluster {g.root}\nstop:   dledger cluster stop {g.root}")
+        print(f"status: dledger status --cluster {g.root}\nadmin:  dledger admin --cluster {g.root} topic list")
+        print(f"stop:   dledger cluster stop {g.root}")
         return 0
     stop_on_terminate()
     try:

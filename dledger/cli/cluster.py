@@ -4,7 +4,8 @@ Foreground (default): start the nodes, redraw the table every `--refresh` second
 all gracefully. `--detach`: start them in their own session, wait until each is ready (a node that exits
 instead is reported with its last log line, and the others are stopped), print how to reach them, and
 return; the state file in the store dir lets `dledger cluster stop DIR` and `dledger status --cluster DIR` find them.
-`--broker`: the same for broker replicas. A directory whose group still runs is refused (exit 1), and
+`--broker`: the same for broker replicas; `--broker --groups N`: a NameServer and N broker groups registering
+with it (dledger/cli/broker_groups.py). A directory whose group still runs is refused (exit 1), and
 SIGTERM or SIGHUP to a foreground group stops its nodes as Ctrl-C does.
 """
 
@@ -15,6 +16,7 @@ import sys
 import time
 from typing import Any
 
+from dledger.cli.broker_groups import run_local_groups, stop_groups
 from dledger.cli.client import format_status_table
 from dledger.client.client import DLedgerClient, NodeInfo
 from dledger.node.config import ConfigError, format_peers
@@ -70,13 +72,21 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     if args.action == "stop":
         if not args.dir:
             raise ConfigError("usage: dledger cluster stop DIR")
-        stopped = stop_detached(args.dir)
+        stopped = stop_groups(args.dir)
+        if stopped is None:
+            stopped = stop_detached(args.dir)
         print(f"stopped {', '.join(stopped) or 'nothing (no live nodes)'}")
         return 0
     root = args.store_dir or args.dir
     if not root:
         raise ConfigError("give --store-dir DIR (where the nodes keep their stores and logs)")
     refuse_if_running(root)
+    if args.groups is not None:
+        if not args.broker:
+            raise ConfigError("--groups needs --broker (broker groups registering with a NameServer)")
+        if args.base_port is not None or args.nodes != 3:
+            raise ConfigError("--groups starts groups of 3 replicas on free ports: drop --nodes and --base-port")
+        return run_local_groups(root, args.groups, flush=args.flush, detach=args.detach)
     if args.broker:
         from dledger.cli.broker import run_local_group
 
@@ -138,6 +148,11 @@ def add_cluster_commands(sub: Any) -> None:
     p.add_argument("--flush", choices=("sync", "async"), default="async")
     p.add_argument("--detach", action="store_true", help="leave the nodes running and return")
     p.add_argument("--broker", action="store_true", help="broker replicas for RocketMQ 5 clients (dledger[rocketmq])")
+    p.add_argument(
+        "--groups",
+        type=int,
+        help="with --broker: a NameServer and this many broker groups of 3 replicas registering with it",
+    )
     p.add_argument("--refresh", type=float, default=1.0, help="seconds between table redraws")
     p.add_argument("--once", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=_run_cluster)

@@ -155,16 +155,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub: Any = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     # each feature module adds its commands here
+    from dledger.cli import admin
     from dledger.cli.bench import add_bench_commands
     from dledger.cli.broker import add_broker_command
     from dledger.cli.client import add_client_commands
     from dledger.cli.cluster import add_cluster_commands
     from dledger.cli.demo import add_demo_command
     from dledger.cli.node import add_node_commands
+    from dledger.rocketmq.namesrv import cli as namesrv_cli
 
     add_demo_command(sub)
     add_node_commands(sub)
     add_broker_command(sub)
+    admin.add_parser(sub)
+    namesrv_cli.add_parser(sub)
     add_cluster_commands(sub)
     add_client_commands(sub)
     add_log_commands(sub)

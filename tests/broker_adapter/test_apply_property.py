@@ -29,13 +29,18 @@ put_op = st.tuples(
 pop_op = st.tuples(st.just("pop"), st.sampled_from(TOPICS), st.integers(1, 5), st.integers(0, 200))
 ack_op = st.tuples(st.just("ack"), st.sampled_from(TOPICS), st.integers(0, 1), st.integers(0, 10), st.integers(0, 60))
 misc_op = st.tuples(st.sampled_from(["tick", "offset"]), st.sampled_from(TOPICS), st.integers(0, 1))
-ops = st.lists(st.one_of(put_op, pop_op, ack_op, misc_op), max_size=25)
+# topics and groups changed or deleted, delayed messages recalled (k picks the variant and its values)
+admin_op = st.tuples(
+    st.sampled_from(["topic", "untopic", "group", "ungroup", "recall"]), st.sampled_from(TOPICS), st.integers(0, 11)
+)
+ops = st.lists(st.one_of(put_op, pop_op, ack_op, misc_op, admin_op), max_size=25)
 
 
 def build_log(program: list[tuple[object, ...]]) -> list[Entry]:
     prep = Preparer(StoreOptions(default_queue_count=2), lambda name: None)
     now = 1_000
     data: list[bytes] = []
+    delayed: list[tuple[str, str, int]] = []  # (topic, id, delivery) of each delayed message put
     for topic in TOPICS:
         data.append(c.encode_command(c.CreateTopic(0, now, topic, 2, 0)))
     for op in program:
@@ -46,19 +51,39 @@ def build_log(program: list[tuple[object, ...]]) -> list[Entry]:
                 Message(str(op[1]), b"m", queue_id=q, tags=t, delivery_timestamp=now + d if d > 200 else 0)
                 for q, t, d in op[2]  # type: ignore[attr-defined]
             ]
-            _, put, _ = prep.prepare(msgs, now)
+            _, put, ids = prep.prepare(msgs, now)
             data.append(c.encode_put(0, now, put.topics, put.metas, put.blobs))
+            delayed += [
+                (m.topic, i, m.delivery_timestamp) for m, i in zip(msgs, ids, strict=True) if m.delivery_timestamp
+            ]
         elif kind == "pop":
             data.append(c.encode_command(c.PopReceive(0, now, "G", str(op[1]), -1, 0, int(op[2]), int(op[3]), 2)))  # type: ignore[call-overload]
         elif kind == "ack":
             # handles guessed from (queue, offset, seq): most are stale or unknown, some hit
             handle = format_handle(str(op[1]), int(op[2]), int(op[3]), len(data) - int(op[4]) % (len(data) or 1))  # type: ignore[call-overload]
             data.append(c.encode_command(c.Ack(0, now, "G", (handle,))))
+        elif kind in ("topic", "untopic", "group", "ungroup", "recall"):
+            data.append(c.encode_command(_admin(str(kind), str(op[1]), int(op[2]), now, delayed)))  # type: ignore[call-overload]
         elif kind == "tick":
             data.append(c.encode_command(c.Tick(0, now)))
         else:
             data.append(c.encode_command(c.CommitOffset(0, now, "G", str(op[1]), int(op[2]), 1)))  # type: ignore[call-overload]
     return [Entry(i + 1, 1, d) for i, d in enumerate(data)]
+
+
+def _admin(kind: str, topic: str, k: int, now: int, delayed: list[tuple[str, str, int]]) -> c.Command:
+    if kind == "topic":  # queue count 2 or 3, type NORMAL / FIFO / MIXED, read-write or read-only
+        return c.UpdateTopic(0, now, topic, 2 + k % 2, (0, 1, 4)[k % 3], 6 if k < 8 else 4)
+    if kind == "untopic":
+        return c.DeleteTopic(0, now, topic)
+    if kind == "group":  # FIFO on or off, 1..3 attempts, starting first / last / at a time
+        return c.UpdateGroup(0, now, "G", 1 + k % 3, 0, 10, 1000, k % 2 == 0, k % 3, now - 100 * (k % 4))
+    if kind == "ungroup":
+        return c.DeleteGroup(0, now, "G")
+    if not delayed:
+        return c.Recall(0, now, topic, "NO-SUCH-ID", now)
+    target, msg_id, delivery = delayed[k % len(delayed)]
+    return c.Recall(0, now, target, msg_id, delivery)
 
 
 @settings(max_examples=25, deadline=None)

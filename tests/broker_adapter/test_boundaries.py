@@ -14,6 +14,7 @@ ALLOWED = (
     "dledger.node.config",
     "dledger.node.errors",
     "dledger.client.aio_client",  # `dledger.AsyncDLedgerClient`, for the replicas' status in retention
+    "dledger.node.client_auth",  # the client grants: the broker admin RPC checks rights like the client API
     "dledger.storage_api",
 )
 

@@ -148,11 +148,11 @@ def test_topics_auto_create_and_explicit(tmp_path: pathlib.Path) -> None:
         r = await store.put_message(Message("Auto", b"x"))
         assert r.ok
         auto = store.topic("Auto")
-        assert auto is not None and auto.queue_count == 3 and auto.message_type is MessageType.NORMAL
+        assert auto is not None and auto.queue_count == 3 and auto.message_type is MessageType.MIXED  # any type
         fifo = await store.put_message(Message("AutoFifo", b"x", message_group="g1"))
-        assert fifo.ok and store.topic("AutoFifo").message_type is MessageType.FIFO  # type: ignore[union-attr]
+        assert fifo.ok and store.topic("AutoFifo").message_type is MessageType.MIXED  # type: ignore[union-attr]
         cfg = await store.create_topic("Auto", 5, MessageType.FIFO)
-        assert cfg.queue_count == 5 and cfg.message_type is MessageType.NORMAL  # grows; type fixed at creation
+        assert cfg.queue_count == 5 and cfg.message_type is MessageType.MIXED  # grows; type fixed at creation
         assert (await store.create_topic("Auto", 2)).queue_count == 5  # never shrinks
         assert sorted(t.name for t in store.topics()) == ["Auto", "AutoFifo"]
 

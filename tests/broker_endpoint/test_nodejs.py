@@ -79,3 +79,20 @@ def test_nodejs_client_sends_and_receives(group: LocalBrokerGroup) -> None:
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert len(set(result["sent"])) == 10
     assert set(result["received"]) == set(result["sent"])
+
+
+def test_nodejs_client_recalls_a_delayed_message(group: LocalBrokerGroup) -> None:
+    """The send receipt of a delayed message carries a recall handle; a recalled message is never delivered."""
+    node = _node()
+    run = subprocess.run(
+        [node, str(NODE_DIR / "recall.js"), group.access_point.split(";")[0], "recall-node", "g-recall-node"],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        cwd=NODE_DIR,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert all(result["handles"]) and result["recallAnswer"] == result["recalled"]
+    assert "not waiting" in result["secondRecallError"]
+    assert result["kept"] in result["received"] and result["recalled"] not in result["received"]

@@ -17,6 +17,7 @@ from rocketmq.grpc_protocol import service_pb2 as s
 from rocketmq.grpc_protocol import service_pb2_grpc as sg
 from rocketmq.v5.util import Signature
 
+from dledger.broker_adapter.admin_client import AdminClient
 from dledger.cli.broker import LocalBrokerGroup
 from tests.broker_endpoint.util import config, eventually, leader_id, message, producer, send_eventually
 
@@ -83,12 +84,17 @@ def test_bad_requests_get_4xx_codes(stub: Any) -> None:
 
 def test_unsupported_calls_answer_a_status_and_never_hang(stub: Any) -> None:
     recall = stub.RecallMessage(s.RecallMessageRequest(recall_handle="x"), metadata=MD, timeout=5)
-    assert recall.status.code == C.UNSUPPORTED
+    assert recall.status.code == C.BAD_REQUEST  # no topic
+    bad = s.RecallMessageRequest(topic=d.Resource(name="t"), recall_handle="not-a-handle")
+    recall = stub.RecallMessage(bad, metadata=MD, timeout=10)
+    assert recall.status.code == C.BAD_REQUEST and "malformed" in recall.status.message
     lite = stub.SyncLiteSubscription(s.SyncLiteSubscriptionRequest(), metadata=MD, timeout=5)
     assert lite.status.code == C.UNSUPPORTED
 
 
 def test_type_conflicts_with_the_topic_are_refused(group: LocalBrokerGroup, stub: Any) -> None:
+    with AdminClient(list(group.endpoints.values()), timeout=30) as admin:
+        assert admin.call({"op": "topic.create", "topic": "typed", "type": "NORMAL"})["ok"]
     with producer(group, ("typed",)) as p:
         send_eventually(p, message("typed", b"normal"))
     fifo = _msg("typed", b"x", message_type=d.MessageType.FIFO, message_group="g")

@@ -25,6 +25,8 @@ _PUT = {
     PutStatus.MESSAGE_ILLEGAL: Code.BAD_REQUEST,
     PutStatus.TOPIC_NOT_FOUND: Code.TOPIC_NOT_FOUND,
     PutStatus.DISK_FULL: Code.INTERNAL_SERVER_ERROR,
+    PutStatus.NO_PERMISSION: Code.FORBIDDEN,
+    PutStatus.NOT_FOUND: Code.NOT_FOUND,
 }
 
 _POP = {
@@ -34,6 +36,7 @@ _POP = {
     PopStatus.SERVICE_NOT_AVAILABLE: Code.HA_NOT_AVAILABLE,
     PopStatus.TOPIC_NOT_FOUND: Code.TOPIC_NOT_FOUND,
     PopStatus.ILLEGAL: Code.BAD_REQUEST,
+    PopStatus.NO_PERMISSION: Code.FORBIDDEN,
 }
 
 _ACK = {

@@ -30,6 +30,7 @@ from dledger.rocketmq.v5.convert import (
     store_name_part,
     to_proto,
 )
+from dledger.rocketmq.v5.topics import readable
 
 __all__ = ["forward_to_dlq", "get_offset", "pull_message", "query_offset", "update_offset"]
 
@@ -120,6 +121,8 @@ async def pull_message(ep: ServiceContext, request: Any, context: Any) -> list[A
         return [s.PullMessageResponse(status=q)]
     if request.offset < 0 or not 0 < request.batch_size <= 1024:
         return [s.PullMessageResponse(status=status(Code.BAD_REQUEST, "offset >= 0 and batch_size in 1..1024"))]
+    if not readable(ep.store.topic(q[0])):
+        return [s.PullMessageResponse(status=status(Code.FORBIDDEN, f"topic {q[0]!r} is not readable"))]
     fx = request.filter_expression
     sql = None
     if fx.type == d.FilterType.SQL:

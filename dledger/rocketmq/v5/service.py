@@ -29,6 +29,7 @@ from rocketmq.grpc_protocol import service_pb2_grpc as sg
 from dledger.broker_adapter.message import MessageType
 from dledger.broker_adapter.results import NAME, AckStatus, PutStatus, StoreError
 from dledger.broker_adapter.store import MessageStore
+from dledger.rocketmq.v5.cluster import ClusterRoutes, endpoints_of
 from dledger.rocketmq.v5.codes import Code, ack_code, put_code
 from dledger.rocketmq.v5.config import EndpointConfig
 from dledger.rocketmq.v5.context import MAX_INVISIBLE_MS, NotMaster, ServiceContext, ms, status
@@ -37,18 +38,19 @@ from dledger.rocketmq.v5.offsets import forward_to_dlq, get_offset, pull_message
 from dledger.rocketmq.v5.receive import receive
 from dledger.rocketmq.v5.support import ApplyNotifier, client_metadata
 from dledger.rocketmq.v5.telemetry import Telemetry
+from dledger.rocketmq.v5.topics import (
+    ACCEPTS,
+    permission,
+    permission_of,
+    recall_handle,
+    recall_message,
+    type_conflict,
+)
 
 __all__ = ["MessagingEndpoint"]
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
-
-_TYPES = {
-    MessageType.NORMAL: d.MessageType.NORMAL,
-    MessageType.FIFO: d.MessageType.FIFO,
-    MessageType.DELAY: d.MessageType.DELAY,
-    MessageType.TRANSACTION: d.MessageType.TRANSACTION,
-}
 
 
 class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
@@ -60,6 +62,7 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
         self.link = self.ctx.link
         self.route_endpoints = self.ctx.route_endpoints
         self.telemetry = Telemetry(self.ctx)
+        self.cluster: ClusterRoutes | None = None  # the other groups, when the broker registers with NameServers
 
     # ---- routes and sessions ----
     async def QueryRoute(self, request: Any, context: Any) -> Any:
@@ -67,10 +70,31 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
             return s.QueryRouteResponse(status=denied)
         if not request.topic.name or not NAME.match(store_name(request.topic)):
             return s.QueryRouteResponse(status=status(Code.ILLEGAL_TOPIC, f"illegal topic {request.topic.name!r}"))
-        queues = self._queues(request.topic, None, request.endpoints)
-        if queues is None:
+        queues = (self._queues(request.topic, None, request.endpoints) or []) + await self._others(request.topic, None)
+        if not queues:
             return s.QueryRouteResponse(status=status(Code.TOPIC_NOT_FOUND, f"topic {request.topic.name!r}"))
         return s.QueryRouteResponse(status=status(Code.OK), message_queues=queues)
+
+    async def _others(self, topic: Any, queue_id: int | None) -> list[Any]:
+        """The topic's queues on the cluster's other groups (each with its own endpoints), when this broker
+        registers with NameServers (`cluster`); `queue_id` -1: one entry per group, as `_queues` gives."""
+        if self.cluster is None:
+            return []
+        out = []
+        for g in await self.cluster.other_groups(store_name(topic)):
+            broker = d.Broker(name=g.broker_name, id=0, endpoints=endpoints_of(g.endpoints))
+            ids = range(g.queues) if queue_id is None else [queue_id]
+            out += [
+                d.MessageQueue(
+                    topic=topic,
+                    id=q,
+                    permission=permission_of(g.perm),
+                    broker=broker,
+                    accept_message_types=ACCEPTS[MessageType.MIXED],
+                )
+                for q in ids
+            ]
+        return out
 
     def _queues(self, topic: Any, queue_id: int | None, access_point: Any) -> list[Any] | None:
         """The topic's queues on the one broker; its endpoints are the client's access point (what it used
@@ -80,14 +104,12 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
         if cfg is None and not opts.auto_create_topic:
             return None
         count = cfg.queue_count if cfg else opts.default_queue_count
-        types = [_TYPES[cfg.message_type]] if cfg else list(_TYPES.values())
+        types = ACCEPTS[cfg.message_type] if cfg else ACCEPTS[MessageType.MIXED]
         endpoints = access_point if access_point.addresses else self.route_endpoints
         broker = d.Broker(name=self.config.broker_name, id=0, endpoints=endpoints)
         ids = range(count) if queue_id is None else [queue_id]
         return [
-            d.MessageQueue(
-                topic=topic, id=q, permission=d.Permission.READ_WRITE, broker=broker, accept_message_types=types
-            )
+            d.MessageQueue(topic=topic, id=q, permission=permission(cfg), broker=broker, accept_message_types=types)
             for q in ids
         ]
 
@@ -96,8 +118,9 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
             return s.QueryAssignmentResponse(status=denied)
         if not request.group.name or not NAME.match(store_name(request.group)):
             return s.QueryAssignmentResponse(status=status(Code.ILLEGAL_CONSUMER_GROUP, "illegal consumer group"))
-        queues = self._queues(request.topic, -1, request.endpoints)  # the whole broker: pop takes from every queue
-        if queues is None:
+        # the whole broker: pop takes from every queue (and so on every other group of the cluster)
+        queues = (self._queues(request.topic, -1, request.endpoints) or []) + await self._others(request.topic, -1)
+        if not queues:
             return s.QueryAssignmentResponse(status=status(Code.TOPIC_NOT_FOUND, f"topic {request.topic.name!r}"))
         assignments = [d.Assignment(message_queue=q) for q in queues]
         return s.QueryAssignmentResponse(status=status(Code.OK), assignments=assignments)
@@ -131,14 +154,8 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
             batch = [from_proto(m, max_body=limit, now_ms=now) for m in request.messages]
         except ConvertError as exc:
             return s.SendMessageResponse(status=status(exc.code, str(exc)))
-        for msg in batch:
-            cfg = self.store.topic(msg.topic)
-            mtype = MessageType.TRANSACTION if msg.transaction else None
-            mtype = mtype or (MessageType.FIFO if msg.message_group else None)
-            mtype = mtype or (MessageType.DELAY if msg.delivery_timestamp else MessageType.NORMAL)
-            if cfg is not None and cfg.message_type != mtype:
-                why = f"topic {msg.topic!r} takes {cfg.message_type.name} messages, not {mtype.name}"
-                return s.SendMessageResponse(status=status(Code.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE, why))
+        if (why := type_conflict(self.store, batch)) is not None:
+            return s.SendMessageResponse(status=status(Code.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE, why))
 
         async def local() -> Any:
             result = await self.store.put_messages(batch)
@@ -152,6 +169,7 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
                     message_id=mid,
                     transaction_id=mid if msg.transaction else "",
                     offset=off,
+                    recall_handle=recall_handle(msg, mid, now),
                 )
                 for mid, off, msg in zip(result.msg_ids, result.queue_offsets, batch, strict=False)
             ]
@@ -269,9 +287,10 @@ class MessagingEndpoint(sg.MessagingServiceServicer):  # type: ignore[misc]
         for response in await pull_message(self.ctx, request, context):
             yield response
 
-    # ---- not supported ----
     async def RecallMessage(self, request: Any, context: Any) -> Any:
-        return s.RecallMessageResponse(status=status(Code.UNSUPPORTED, "recalling delayed messages is not supported"))
+        return await recall_message(self.ctx, request, context)
+
+    # ---- not supported ----
 
     async def SyncLiteSubscription(self, request: Any, context: Any) -> Any:
         return s.SyncLiteSubscriptionResponse(status=status(Code.UNSUPPORTED, "lite topics are not supported"))

@@ -2,8 +2,9 @@
 
 Each client opens one bidirectional stream per endpoint and writes its `Settings`; the endpoint answers
 with the settings the client must use (status OK): a producer gets an exponential backoff retry policy and
-`publishing` limits; a consumer gets a customized backoff (`maxReconsumeTimes` attempts), `subscription`
-with `fifo` (true when every subscribed topic that exists is a FIFO topic), batch size and long polling
+`publishing` limits; a consumer of a configured group gets the group's retry policy (max attempts, exponential
+backoff) and FIFO flag; any other consumer a customized backoff (`maxReconsumeTimes` attempts) and `fifo`
+true when every subscribed topic that exists is a FIFO topic; both get batch size and long polling
 timeout; metrics are off. The stream stays open until the client closes it.
 
 Orphan checks: every `transactionCheckInterval` this replica looks at the prepared (half) messages it has
@@ -81,12 +82,21 @@ class Telemetry:
             out.publishing.max_body_size = store.options.max_message_bytes
             out.publishing.validate_message_type = True
         elif settings.HasField("subscription"):
-            out.backoff_policy.max_attempts = store.options.max_delivery_attempts
-            out.backoff_policy.customized_backoff.next.extend(_duration(x) for x in CONSUMER_BACKOFF_S)
             sub = out.subscription
-            types = [store.topic(store_name(e.topic)) for e in sub.subscriptions]
-            known = [t for t in types if t is not None]
-            sub.fifo = bool(known) and all(t.message_type == MessageType.FIFO for t in known)
+            group = store.group_config(store_name(sub.group))
+            if group is not None:  # a configured group: its retry policy and FIFO flag
+                out.backoff_policy.max_attempts = group.max_attempts
+                eb = out.backoff_policy.exponential_backoff
+                eb.initial.CopyFrom(_duration(group.backoff_initial_ms / 1000))
+                eb.max.CopyFrom(_duration(group.backoff_max_ms / 1000))
+                eb.multiplier = group.backoff_multiplier_milli / 1000
+                sub.fifo = group.fifo
+            else:
+                out.backoff_policy.max_attempts = store.options.max_delivery_attempts
+                out.backoff_policy.customized_backoff.next.extend(_duration(x) for x in CONSUMER_BACKOFF_S)
+                types = [store.topic(store_name(e.topic)) for e in sub.subscriptions]
+                known = [t for t in types if t is not None]
+                sub.fifo = bool(known) and all(t.message_type == MessageType.FIFO for t in known)
             sub.receive_batch_size = 32
             if not sub.HasField("long_polling_timeout") or sub.long_polling_timeout.seconds <= 0:
                 sub.long_polling_timeout.CopyFrom(_duration(20))

@@ -1,0 +1,88 @@
+"""JSON as RocketMQ's fastjson writes and reads it.
+
+fastjson writes a map with numeric keys (a `HashMap<Long, String>` such as `BrokerData.brokerAddrs`) with
+the keys unquoted: `{"brokerAddrs":{0:"10.0.0.1:10911"}}`, which strict JSON parsers refuse. `loads` reads
+that dialect (and standard JSON); `dumps` writes it when `standard` is false and standard JSON otherwise
+(RocketMQ's NameServer answers a 4.9.4+ client, or one that asks with `acceptStandardJsonOnly`, with
+standard JSON).
+
+Invariants: `loads` raises only `ValueError` (json's `JSONDecodeError` is one) on bad input, never reads a
+quoted string's content as a key; `dumps` is compact (no spaces), keeps dict order, writes text as UTF-8.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+__all__ = ["dumps", "loads"]
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BARE_KEY = re.compile(r"([{,]\s*)(-?[0-9A-Za-z_$.]+)(\s*:)")
+_MAX_DEPTH = 64
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse fastjson's dialect: standard JSON plus bare (unquoted) object keys."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        try:
+            text = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"not UTF-8 text at byte {exc.start}") from None
+    else:
+        text = data
+    pieces: list[str] = []
+    pos = 0
+    for m in _STRING.finditer(text):
+        pieces.append(_BARE_KEY.sub(r'\1"\2"\3', text[pos : m.start()]))
+        pieces.append(m.group())
+        pos = m.end()
+    pieces.append(_BARE_KEY.sub(r'\1"\2"\3', text[pos:]))
+    if _depth("".join(p for p in pieces if not p.startswith('"'))) > _MAX_DEPTH:
+        raise ValueError(f"nested deeper than {_MAX_DEPTH} levels")
+    return json.loads("".join(pieces))
+
+
+def _depth(structure: str) -> int:
+    deepest = depth = 0
+    for ch in structure:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def dumps(value: Any, *, standard: bool = False) -> bytes:
+    """Compact JSON; int keys stay unquoted unless `standard` (fastjson's default output)."""
+    out: list[str] = []
+    _write(value, out, standard)
+    return "".join(out).encode("utf-8")
+
+
+def _write(value: Any, out: list[str], standard: bool) -> None:
+    if isinstance(value, dict):
+        out.append("{")
+        for i, (key, item) in enumerate(value.items()):
+            if i:
+                out.append(",")
+            if isinstance(key, bool) or not isinstance(key, int | str):
+                raise TypeError(f"JSON object keys must be str or int, got {key!r}")
+            if isinstance(key, int) and not standard:
+                out.append(str(key))
+            else:
+                out.append(json.dumps(str(key), ensure_ascii=False))
+            out.append(":")
+            _write(item, out, standard)
+        out.append("}")
+    elif isinstance(value, list | tuple):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _write(item, out, standard)
+        out.append("]")
+    else:
+        out.append(json.dumps(value, ensure_ascii=False))
