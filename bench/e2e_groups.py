@@ -21,7 +21,7 @@ from typing import IO, Any, TypeVar
 from dledger.client.client import DLedgerClient, NodeInfo
 from dledger.node.config import format_peers
 from dledger.node.tuning import MMAP_THRESHOLD, TRIM_THRESHOLD
-from dledger.testing.launcher import ensure_peer_secret, free_ports
+from dledger.testing.launcher import ensure_peer_secret, free_port_pairs, free_ports
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GROUP = "bench"
@@ -92,15 +92,20 @@ class DledgerGroup:
 
     name = "dledger"
 
-    def __init__(self, root: pathlib.Path, nodes: int, flush: str, *, embedded: bool = False) -> None:
+    def __init__(
+        self, root: pathlib.Path, nodes: int, flush: str, *, embedded: bool = False, peer_transport: str = "grpc"
+    ) -> None:
         """`embedded`: run `bench.embedded_node` (the same node plus a control pipe) so that `embedded_load`
-        can drive appends from inside the leader's process, as PySyncObj's load runs."""
+        can drive appends from inside the leader's process, as PySyncObj's load runs. `peer_transport`: the
+        nodes' `--peer-transport` (with tcp each node's port + 1000 must be free too)."""
         self.root = root
         self.flush = flush
         self.embedded = embedded
         self.controls: dict[str, _Peer] = {}
         ids = [f"n{k}" for k in range(nodes)]
-        self.peers = {i: f"127.0.0.1:{p}" for i, p in zip(ids, free_ports(nodes), strict=True)}
+        self.peer_transport = peer_transport
+        ports = free_ports(nodes) if peer_transport == "grpc" else free_port_pairs(nodes, 1000)
+        self.peers = {i: f"127.0.0.1:{p}" for i, p in zip(ids, ports, strict=True)}
         self.peers_text = format_peers(self.peers)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.rss_mb: dict[str, float] = {}
@@ -127,6 +132,8 @@ class DledgerGroup:
                     "warning",
                     "--peer-secret-file",
                     str(ensure_peer_secret(self.root)),
+                    "--peer-transport",
+                    self.peer_transport,
                 ]
                 if self.embedded:
                     self.controls[i] = _Peer(cmd, log)

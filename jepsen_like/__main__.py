@@ -32,6 +32,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recovery", type=float, default=5.0, help="seconds of workload after healing")
     p.add_argument("--drain", type=float, default=60.0, help="broker: longest final drain of the consumers (s)")
     p.add_argument("--net", choices=("auto", "netns", "proxy"), default="auto")
+    p.add_argument("--peer-transport", choices=("grpc", "tcp"), default="grpc", help="how nodes replicate")
     p.add_argument("--overlap", action="store_true", help="let a process fault and a network fault overlap")
     p.add_argument("--no-plots", action="store_true")
 
@@ -64,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="only the compaction runs (catching up by snapshot; with --short: one run)")  # fmt: skip
     camp.add_argument("--run-seconds", type=float, default=60.0, help="fault phase of each run")
     camp.add_argument("--net", choices=("auto", "netns", "proxy"), default="auto")
+    camp.add_argument("--peer-transport", choices=("grpc", "tcp"), default="grpc", help="how nodes replicate")
     camp.add_argument("--out", help="campaign directory (default /tmp/jepsen_like/campaigns/<time>)")
     chk = sub.add_parser("check", help="re-check a report directory (exit 0 iff valid)")
     chk.add_argument("report")
@@ -94,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           threads=args.threads, flush=args.flush, lease_read=args.lease_read,
                           read_fraction=args.read_fraction, recovery=args.recovery, net=args.net, out=args.out,
                           plots=not args.no_plots, overlap=args.overlap, workload=args.workload,
-                          drain=args.drain)  # fmt: skip
+                          drain=args.drain, peer_transport=args.peer_transport)  # fmt: skip
         try:
             return run(opts)
         except Exception as exc:  # the run could not complete (e.g. no leader at start): say so, exit 1
@@ -105,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return campaign(minutes=args.minutes, seed=args.seed, short=args.short, run_seconds=args.run_seconds,
                     net=args.net, out=args.out, with_broker=args.with_broker,
                     broker_only=args.broker_only, membership_only=args.membership_only,
-                    compaction_only=args.compaction_only)  # fmt: skip
+                    compaction_only=args.compaction_only, peer_transport=args.peer_transport)  # fmt: skip
 
 
 if __name__ == "__main__":

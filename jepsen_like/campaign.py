@@ -118,7 +118,8 @@ def plans(short: bool, with_broker: bool, broker_only: bool, membership_only: bo
 
 def campaign(*, minutes: float, seed: int | None, short: bool, run_seconds: float, net: str,
              out: str | None, with_broker: bool = False, broker_only: bool = False,
-             membership_only: bool = False, compaction_only: bool = False) -> int:  # fmt: skip
+             membership_only: bool = False, compaction_only: bool = False,
+             peer_transport: str = "grpc") -> int:  # fmt: skip
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
     rng = random.Random(seed)
@@ -128,6 +129,7 @@ def campaign(*, minutes: float, seed: int | None, short: bool, run_seconds: floa
     flags += (" --with-broker" if with_broker else "") + (" --broker-only" if broker_only else "")
     flags += " --membership-only" if membership_only else ""
     flags += " --compaction-only" if compaction_only else ""
+    flags += f" --peer-transport {peer_transport}" if peer_transport != "grpc" else ""
     print(f"[jepsen_like] campaign seed {seed}; replay with: python -m jepsen_like campaign --seed {seed} {flags}",
           flush=True)  # fmt: skip
     deadline = time.monotonic() + minutes * 60
@@ -143,7 +145,7 @@ def campaign(*, minutes: float, seed: int | None, short: bool, run_seconds: floa
         opts = RunOptions(seed=rng.randrange(2**31), nodes=plan.nodes, duration=run_seconds,
                           nemeses=list(plan.nemeses), flush=plan.flush, lease_read=plan.lease_read, net=net,
                           out=str(root / f"run{k:02d}-{plan.workload}-{'+'.join(plan.nemeses)}"),
-                          workload=plan.workload, **plan.extra)  # fmt: skip
+                          workload=plan.workload, peer_transport=peer_transport, **plan.extra)  # fmt: skip
         started = time.monotonic()
         try:
             code = run(opts)

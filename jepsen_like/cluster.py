@@ -36,7 +36,7 @@ from typing import IO, Literal
 
 from dledger.client.client import DLedgerClient, NodeInfo
 from dledger.node.config import format_peers
-from dledger.testing.launcher import ensure_peer_secret
+from dledger.testing.launcher import ensure_peer_secret, free_port_pairs
 from jepsen_like.membership import MemberView
 from jepsen_like.netns import NetnsNetwork
 from jepsen_like.procutil import RunState
@@ -51,6 +51,7 @@ BROKER_QUEUES = 4  # queues of an auto-created topic
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 NetMode = Literal["netns", "proxy"]
+PEER_PORT_OFFSET = 1000  # the tcp peer transport's port above each node's (dledgerPeerPortOffset)
 
 
 class Cluster:
@@ -58,7 +59,7 @@ class Cluster:
 
     def __init__(self, root: pathlib.Path, n: int, *, flush: str, net: NetMode, state: RunState,
                  lease_read: bool = False, durable_report_ms: int = 50, broker: bool = False,
-                 spares: int = 0, segment_bytes: int | None = None) -> None:  # fmt: skip
+                 spares: int = 0, segment_bytes: int | None = None, peer_transport: str = "grpc") -> None:  # fmt: skip
         self.root = root
         self.broker = broker
         self.ids = [f"n{k}" for k in range(n + spares)]
@@ -70,6 +71,8 @@ class Cluster:
         self.wipes: dict[str, int] = {}
         self.archives: dict[str, int] = {}  # node -> compactions archived (see compaction.py)
         self.segment_bytes = segment_bytes
+        self.peer_transport = peer_transport
+        offset = PEER_PORT_OFFSET if peer_transport == "tcp" else None
         n = len(self.ids)
         self.flush = flush
         self.net_mode = net
@@ -86,10 +89,10 @@ class Cluster:
             self.addresses = {i: f"{self.netns.ip(i)}:{NODE_PORT}" for i in self.ids}
             self.endpoints = {i: f"{self.netns.ip(i)}:{ENDPOINT_PORT}" for i in self.ids}
         else:
-            ports = free_ports(2 * n)
+            ports = free_ports(2 * n) if offset is None else free_port_pairs(2 * n, offset)
             self.addresses = {i: f"127.0.0.1:{p}" for i, p in zip(self.ids, ports[:n], strict=True)}
             self.endpoints = {i: f"127.0.0.1:{p}" for i, p in zip(self.ids, ports[n:], strict=True)}
-            self.proxies = LinkProxies(self.addresses, avoid=ports)
+            self.proxies = LinkProxies(self.addresses, avoid=ports, peer_port_offset=offset)
         (root / "logs").mkdir(parents=True, exist_ok=True)
         (root / "stores").mkdir(parents=True, exist_ok=True)
         self._logs: dict[str, IO[bytes]] = {}
@@ -144,6 +147,7 @@ class Cluster:
             cmd = [sys.executable, "-m", "dledger", "broker", "--config", str(conf), "--log-level", "warning"]
         else:
             keys = f"dledgerLeaseRead={'true' if self.lease_read else 'false'}\n"
+            keys += f"dLegerPeerTransport={self.peer_transport}\ndledgerPeerPortOffset={PEER_PORT_OFFSET}\n"
             keys += f"dLegerPeerSecretFile={ensure_peer_secret(self.root)}\n"
             if self.segment_bytes:
                 keys += f"mappedFileSizeCommitLog={self.segment_bytes}\n"
@@ -192,6 +196,8 @@ class Cluster:
             "maxReconsumeTimes": "100000",
             "consumeFromWhere": "CONSUME_FROM_FIRST_OFFSET",  # consumers start with the producers
         }
+        if self.peer_transport != "grpc":
+            keys.update(dLegerPeerTransport=self.peer_transport, dledgerPeerPortOffset=str(PEER_PORT_OFFSET))
         return "".join(f"{k}={v}\n" for k, v in keys.items())
 
     def endpoints_string(self) -> str:

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
-from dledger.testing.launcher import free_ports
+from dledger.testing.launcher import free_port_pairs, free_ports
 
 __all__ = ["LinkProxies", "free_ports"]
 
@@ -26,14 +26,25 @@ __all__ = ["LinkProxies", "free_ports"]
 class LinkProxies:
     """Proxies for every ordered pair of `addresses` (node id -> real 127.0.0.1:port)."""
 
-    def __init__(self, addresses: dict[str, str], avoid: Iterable[int] = ()) -> None:
+    def __init__(
+        self, addresses: dict[str, str], avoid: Iterable[int] = (), peer_port_offset: int | None = None
+    ) -> None:
         """`avoid`: ports the run uses otherwise (the nodes' own and their endpoints'), which were chosen and
-        released before; a proxy on one of them would keep that node from ever starting."""
+        released before; a proxy on one of them would keep that node from ever starting. `peer_port_offset`:
+        the nodes also take peer frames on their port + this (the tcp peer transport), so each link's proxy
+        listens there too (its port + this), and a cut cuts both."""
         self.addresses = dict(addresses)
+        self.offset = peer_port_offset
         ids = list(addresses)
         links = [(a, b) for a in ids for b in ids if a != b]
         taken = {int(a.rpartition(":")[2]) for a in addresses.values()} | set(avoid)
-        ports = [p for p in free_ports(len(links) + len(taken)) if p not in taken][: len(links)]
+        if peer_port_offset is not None:
+            taken |= {p + peer_port_offset for p in taken}
+            chosen = free_port_pairs(len(links) + len(taken), peer_port_offset)
+            chosen = [p for p in chosen if p not in taken and p + peer_port_offset not in taken]
+        else:
+            chosen = [p for p in free_ports(len(links) + len(taken)) if p not in taken]
+        ports = chosen[: len(links)]
         self.ports = dict(zip(links, ports, strict=True))
         self.cuts: set[frozenset[str]] = set()
         self._loop = asyncio.new_event_loop()
@@ -51,15 +62,19 @@ class LinkProxies:
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
 
     async def _start(self) -> None:
+        shifts = [0] if self.offset is None else [0, self.offset]
         for (a, b), port in self.ports.items():
-            server = await asyncio.start_server(self._handler((a, b)), "127.0.0.1", port, reuse_address=True)
-            self._servers.append(server)
+            for shift in shifts:
+                server = await asyncio.start_server(
+                    self._handler((a, b), shift), "127.0.0.1", port + shift, reuse_address=True
+                )
+                self._servers.append(server)
 
     def _handler(
-        self, link: tuple[str, str]
+        self, link: tuple[str, str], shift: int
     ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]]:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._serve(link, reader, writer)
+            await self._serve(link, reader, writer, shift)
 
         return handle
 
@@ -94,13 +109,15 @@ class LinkProxies:
     def _is_cut(self, link: tuple[str, str]) -> bool:
         return frozenset(link) in self.cuts
 
-    async def _serve(self, link: tuple[str, str], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, link: tuple[str, str], reader: asyncio.StreamReader, writer: asyncio.StreamWriter, shift: int = 0
+    ) -> None:
         if self._is_cut(link):
             await _blackhole(reader, writer, lambda: not self._is_cut(link))
             return
         host, _, port = self.addresses[link[1]].rpartition(":")
         try:
-            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+            up_reader, up_writer = await asyncio.open_connection(host, int(port) + shift)
         except OSError:
             writer.close()
             return

@@ -68,6 +68,7 @@ class RunOptions:
     overlap: bool = False  # a process fault and a network fault may be active at once
     workload: str = "log"  # log | broker
     drain: float = 60.0  # broker: the longest a consumer drains after the clients were told to stop
+    peer_transport: str = "grpc"  # grpc | tcp: how the nodes replicate (dLegerPeerTransport)
 
 
 def replay_command(o: RunOptions) -> str:
@@ -80,6 +81,8 @@ def replay_command(o: RunOptions) -> str:
         args.append("--overlap")
     if o.workload != "log":
         args += ["--workload", o.workload]
+    if o.peer_transport != "grpc":
+        args += ["--peer-transport", o.peer_transport]
     return " ".join(shlex.quote(a) for a in args)
 
 
@@ -131,7 +134,8 @@ def run(o: RunOptions) -> int:
     spares = 1 if nem.uses_membership(o.nemeses) and not broker else 0
     segment_bytes = compaction.SEGMENT_BYTES if nem.uses_compaction(o.nemeses) and not broker else None
     cluster = Cluster(report / "work", o.nodes, flush=o.flush, net=mode, state=state, lease_read=o.lease_read,
-                      broker=broker, spares=spares, segment_bytes=segment_bytes)  # fmt: skip
+                      broker=broker, spares=spares, segment_bytes=segment_bytes,
+                      peer_transport=o.peer_transport)  # fmt: skip
     timeline = _Timeline(report / "nemesis.jsonl")
     clients: list[subprocess.Popen[bytes]] = []
     history_dir = report / "history"

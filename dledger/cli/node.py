@@ -48,6 +48,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         "peer_secret": read_peer_secret(args.peer_secret_file) if args.peer_secret_file else None,
         "peer_auth": args.peer_auth,
         "client_grants": args.client_grants,
+        "peer_transport": args.peer_transport,
     }
     if args.config:
         return NodeConfig.from_file(args.config, overrides=overrides)
@@ -187,6 +188,12 @@ def add_node_commands(sub: Any) -> None:
         choices=("secret", "tls", "none"),
         help="how peers authenticate (dLegerPeerAuth; default: secret when one is given, else tls with TLS, "
         "else none, which only a group on loopback may run without saying so)",
+    )
+    p.add_argument(
+        "--peer-transport",
+        choices=("grpc", "tcp"),
+        help="how peers replicate (dLegerPeerTransport; default grpc): tcp is framed TCP on each node's "
+        "port + dledgerPeerPortOffset (default 1000); every node of a group must use the same",
     )
     p.add_argument(
         "--client-grants",

@@ -10,6 +10,8 @@ import logging
 import threading
 from collections.abc import Callable
 
+from dledger.commitlog.errors import CorruptStoreError
+
 __all__ = ["Flusher"]
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,10 @@ class Flusher:
                 self._flush()
             except BaseException as exc:
                 self.error = exc
-                log.exception("commitlog background flush failed; the log refuses further writes")
+                if isinstance(exc, CorruptStoreError):  # damage under the log (a file deleted or cut): one line
+                    log.error("commitlog background flush: %s; the log refuses further writes", exc)
+                else:
+                    log.exception("commitlog background flush failed; the log refuses further writes")
                 return
 
     def stop(self) -> None:

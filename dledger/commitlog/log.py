@@ -27,9 +27,10 @@ needs to repair the last segment only, and the flush checkpoint (`checkpoint.py`
 flush, and in sync mode after each append too, without an fsync) tells it where the un-fsynced part of
 that segment starts, and so which damage is corruption of durable entries rather than a torn tail.
 
-Each flush also checks that the open segments' files are still there and not shorter than what the log
-wrote (`fstat`): a segment deleted or cut under the running log poisons it at the next flush, instead of
-going unnoticed until the next open.
+Each flush, and each append before it writes, checks that the open segments' files (the one it writes to)
+are still there and not shorter than what the log wrote (`fstat`): a segment deleted or cut under the
+running log poisons it at the next flush or append, instead of going unnoticed until the next open (an
+append that wrote on would extend a cut file again, over a hole where published entries were).
 
 Page cache: each flush evicts the durable data older than the log's newest `drop_behind_bytes` (default 64
 MiB; 0: never) with `POSIX_FADV_DONTNEED`, and a segment whose handles close is evicted whole, so the log does
@@ -333,6 +334,8 @@ class SegmentedLog:
         seg = chunks[-1][0]
         ops = self._ops
         assert seg.data_fd is not None and seg.index_fd is not None
+        with self._fatal():  # writing on would hide a cut: the new bytes extend the file over a hole
+            self._check_files(seg)
         try:
             ops.pwrite(seg.data_fd, data, seg.data_len)
             if self._sync_mode:  # data durable before any index record points at it

@@ -128,14 +128,20 @@ class Segment:
             raise error
 
     def reader_fds(self, ops: FileOps) -> tuple[int, int, bool]:
-        """`(data_fd, index_fd, owned)`: the open handles, or fresh read-only ones the caller must close."""
+        """`(data_fd, index_fd, owned)`: the open handles, or fresh read-only ones the caller must close. A
+        file that is gone (deleted under the running log) is reported as `CorruptEntryError`, as damage."""
         if self.data_fd is not None and self.index_fd is not None:
             return self.data_fd, self.index_fd, False
-        dfd = ops.open_readonly(self.data_path)
+        try:
+            dfd = ops.open_readonly(self.data_path)
+        except FileNotFoundError:
+            raise CorruptEntryError(self.data_path, 0, self.first_index, "the segment file is missing") from None
         try:
             ifd = ops.open_readonly(self.index_path)
-        except BaseException:
+        except BaseException as exc:
             ops.close(dfd)
+            if isinstance(exc, FileNotFoundError):
+                raise CorruptEntryError(self.index_path, 0, self.first_index, "the index file is missing") from None
             raise
         return dfd, ifd, True
 

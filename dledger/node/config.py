@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 FlushMode = Literal["sync", "async"]
 PeerAuthChoice = Literal["auto", "secret", "tls", "none"]
+PeerTransportChoice = Literal["grpc", "tcp"]
 MIN_PEER_SECRET_BYTES = 16  # dledger.net.handshake.MIN_SECRET_BYTES
 
 _GROUP = re.compile(r"^[A-Za-z0-9_.-]+$")  # a group name is never split, so '-' is allowed
@@ -106,6 +107,9 @@ class NodeConfig:
     peer_auth: PeerAuthChoice = "auto"
     peer_secret: bytes | None = field(default=None, repr=False)  # the group's shared secret (>= 16 bytes)
     client_grants: pathlib.Path | None = None  # client API authorization (dledger.node.client_auth); None: off
+    # how peers replicate: gRPC streams on `address`, or framed TCP on its port + peer_port_offset
+    peer_transport: PeerTransportChoice = "grpc"
+    peer_port_offset: int = 1000
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "peers", _peers_arg(self.peers))
@@ -148,6 +152,17 @@ class NodeConfig:
         _check_range("snapshot_keep", self.snapshot_keep, 1, 1000)
         _check_range("snapshot_chunk_bytes", self.snapshot_chunk_bytes, 4096, self.max_message_bytes - 4096)
         self.peer_auth_mode  # noqa: B018  # resolves, or raises ConfigError
+        if self.peer_transport not in ("grpc", "tcp"):
+            raise ConfigError(f"peer_transport: {self.peer_transport!r} must be grpc or tcp (dLegerPeerTransport)")
+        _check_range("peer_port_offset", self.peer_port_offset, -65534, 65534)
+        if self.peer_transport == "tcp":
+            for node_id, address in self.peers.items():
+                port = parse_address(address)[1] + self.peer_port_offset
+                if not 1 <= port <= 65535:
+                    raise ConfigError(
+                        f"peer_port_offset: {node_id}'s peer port would be {port} ({address} + "
+                        f"{self.peer_port_offset}), outside 1..65535 (dledgerPeerPortOffset)"
+                    )
 
     @property
     def peer_auth_mode(self) -> Literal["secret", "tls", "none"]:
@@ -344,6 +359,13 @@ def _peer_auth(key: str, text: str) -> str:
     return value
 
 
+def _peer_transport(key: str, text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("grpc", "tcp"):
+        raise ConfigError(f"{key}: {text!r} must be grpc or tcp")
+    return value
+
+
 def _secret(key: str, text: str) -> bytes:
     raw = text.strip().encode()
     if len(raw) < MIN_PEER_SECRET_BYTES:
@@ -391,4 +413,6 @@ PROPERTY_KEYS: dict[str, tuple[str, Converter]] = {
     "dLegerPeerSecret": ("peer_secret", _secret),
     "dLegerPeerSecretFile": ("peer_secret", _secret_file),
     "dledgerClientGrantsFile": ("client_grants", _path),
+    "dLegerPeerTransport": ("peer_transport", _peer_transport),
+    "dledgerPeerPortOffset": ("peer_port_offset", _int),
 }

@@ -60,6 +60,7 @@ class _NodeCollector(Collector):
             ("dledger_elections", stats.elections, "times this node became a candidate"),
             ("dledger_leader_changes", stats.leader_changes, "times the leader this node knows of changed"),
             ("dledger_peer_decode_errors", stats.decode_errors, "peer messages that could not be decoded"),
+            ("dledger_repairs", stats.repairs, "storage damage found while running and repaired in place"),
         ):
             c = CounterMetricFamily(name, doc, labels=names)
             c.add_metric(labels, float(value))

@@ -12,8 +12,10 @@ Invariants:
 - a client hears "ok" only after its entries are committed (on a quorum, each of which persisted them per
   its flush mode) and applied here; "not written" only when that is certain (refused before proposing,
   or another entry was committed at the proposal's first index); anything else is "outcome unknown";
-- a storage error fences the node: it stops taking part in Raft (sends nothing more, so the others elect a
-  new leader), fails its waiters as unknown, and reports itself unhealthy; it never acknowledges again;
+- storage damage found while running (a corrupt entry or index record, a segment file deleted or cut) is
+  repaired in place (`node_repair`: a new, recovering core over the reopened log). Any other storage error,
+  or a failed repair, fences the node: it stops taking part in Raft (sends nothing more, so the others elect
+  a new leader), fails its waiters as unknown, and reports itself unhealthy; it never acknowledges again;
 - term and vote are saved durably before any message that depends on them leaves; the commit index is
   saved at most every `COMMIT_SAVE_INTERVAL` seconds (it only speeds up a restart: it is not needed for
   safety), so that an async-flush node does not fsync on every Ready.
@@ -43,13 +45,13 @@ from dledger.node.codec import CodecError, Parts, WireCache, from_pb, to_wire_pa
 from dledger.node.config import NodeConfig
 from dledger.node.errors import BusyError, LeaderHint, NodeNotLeaderError, NodeOutcomeUnknownError, NodeStoppedError
 from dledger.node.node_members import MembersMixin
+from dledger.node.node_repair import RepairMixin
 from dledger.node.node_snapshots import SnapshotsMixin
-from dledger.node.peer_auth import peer_sessions
+from dledger.node.peer_transports import Transport, make_transport
 from dledger.node.snapshot_transfer import SnapshotInbox
 from dledger.node.startup import REPLACE_STORE_HINT, core_config, load_hard_state, open_log, recovering_start
 from dledger.node.state_machine import StateMachine
 from dledger.node.stats import NodeStats
-from dledger.node.transport import PeerTransport
 from dledger.raft import (
     Membership,
     NotLeaderError,
@@ -69,7 +71,7 @@ log = logging.getLogger(__name__)
 COMMIT_SAVE_INTERVAL = 0.2
 INLINE_MAX_BYTES = 4 << 20  # async-flush persists up to this size run on the loop thread (see _persist_inline_ok)
 INLINE_MAX_ENTRIES = 8192
-TIMER_RESOLUTION = 0.001  # seconds: the shortest wait the driver asks of the event loop (see _run)
+TIMER_RESOLUTION = 0.001  # seconds: the shortest wait the driver asks of the event loop (see _drive)
 RoleCallback = Callable[[str, int, str | None], None]  # (role, term, leader id)
 _Future = asyncio.Future[tuple[int, int]]
 
@@ -84,7 +86,7 @@ class _Waiter:
     proposed_at: float = 0.0  # time.perf_counter() when proposed, for the commit latency
 
 
-class RaftNode(SnapshotsMixin, MembersMixin):
+class RaftNode(SnapshotsMixin, MembersMixin, RepairMixin):
     """Drives one `RaftCore` over a `SegmentedLog`, an LMDB hard state and the peer transport."""
 
     def __init__(self, config: NodeConfig, state_machines: Sequence[StateMachine] = (), *, seed: int | None = None):
@@ -119,11 +121,12 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         self.log: SegmentedLog | None = None
         self.hard_state_store: HardStateStore | None = None
         self.core: RaftCore | None = None
-        self.transport: PeerTransport | None = None
+        self.transport: Transport | None = None
         self.snapshots: SnapshotStore | None = None
         self.snapshot_inbox: SnapshotInbox | None = None
         self._snapshot_sends: dict[str, asyncio.Task[None]] = {}
         self._membership_seen: Membership | None = None
+        self._init_repair()
 
     # ---- lifecycle ----
     def open_storage(self) -> None:
@@ -165,35 +168,17 @@ class RaftNode(SnapshotsMixin, MembersMixin):
             self.core.set_snapshot(latest)
         self._check_membership_at_start(self.core)
 
-    async def _end_recovering(self, core: RaftCore) -> None:
-        """The core has its lost range again, persisted: clear the durable mark (off the loop thread)."""
-        target, self._recovering_mark = self._recovering_mark, 0
-        store = self.hard_state_store
-        assert store is not None
-        log.warning(
-            "node %s RECOVERED: its log reaches %d again (last index %d); it votes again",
-            self.config.self_id, target, core.last_index,
-        )  # fmt: skip
-        await asyncio.get_running_loop().run_in_executor(self._io, store.save_recovering_until, 0)
-
     def start(self) -> None:
         """Start the driver task on the running loop (storage must be open)."""
         if self.core is None:
             raise RuntimeError("open_storage() first")
         self._wake = asyncio.Event()
-        tls = self.config.tls
-        self.transport = PeerTransport(
-            self.config.self_id,
-            self.config.peers,
-            max_message_bytes=self.config.max_message_bytes,
-            credentials=tls.channel_credentials() if tls is not None else None,
-            session=peer_sessions(self.config),
-        )
+        self.transport = make_transport(self.config)
         self.transport.start()
         assert self.snapshots is not None and self.core is not None
         core = self.core
         self.snapshot_inbox = SnapshotInbox(
-            self.snapshots, self._io, self.config.self_id, lambda: core.current_term, self.deliver
+            self.snapshots, self._io, self.config.self_id, lambda: self.current_term, self.deliver
         )
         self._on_membership(core)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"raft-{self.config.self_id}")
@@ -264,15 +249,15 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         index with a ReadIndex round (which returns once it applied that far, so those entries are written
         here), and only then says UnavailableError (not committed, or past the end)."""
         self._check_running()
-        core, store = self.core, self.log
-        assert core is not None and store is not None
+        core = self.core
+        assert core is not None
         if index > self._readable(core):
             if core.role is not Role.LEADER:
                 raise NodeNotLeaderError(self._hint(core.leader_id))
             await self.read_index()  # afterwards every entry committed before this call is readable
             if index > self._readable(core):
                 raise UnavailableError(f"index {index} is not committed (commit index {core.commit_index})")
-        return store.read(index, index + 1)[0]
+        return self._read_entry(index)
 
     @staticmethod
     def _readable(core: RaftCore) -> int:
@@ -336,7 +321,7 @@ class RaftNode(SnapshotsMixin, MembersMixin):
         role = self.role
         if role == "follower" and not core.is_voter():
             role = "learner" if core.membership.is_learner(self.config.self_id) else "non-member"
-        elif role == "follower" and core.recovering_until:
+        elif (role == "follower" and core.recovering_until) or self._repairing:
             role = "recovering"
         return pb.NodeStatus(
             id=self.config.self_id,
@@ -390,50 +375,49 @@ class RaftNode(SnapshotsMixin, MembersMixin):
             return LeaderHint()
         return LeaderHint(leader_id, self.config.peers.get(leader_id, ""))
 
-    async def _run(self) -> None:
+    async def _drive(self) -> None:
+        """Drive the core until stopped; an error propagates to `_run` (node_repair), which repairs or fences."""
         core, wake = self.core, self._wake
         assert core is not None and wake is not None
         loop = asyncio.get_running_loop()
         interval = self.config.tick_ms / 1000
         next_tick = loop.time() + interval
         lease_reads = self.config.lease_read
-        try:
-            while not self._stopping:
-                if not (self._inbox or self._proposals or self._read_requests or core.has_ready()):
-                    delay = next_tick - loop.time()
-                    if delay > 0:
-                        wake.clear()
-                        sleeper = loop.create_future()
-                        self._sleeper = sleeper
-                        # at least the timer resolution: uvloop's clock and timers count whole milliseconds
-                        # and run a shorter delay at once, which spun this loop until the clock moved on
-                        timer = loop.call_later(max(delay, TIMER_RESOLUTION), _wake_up, sleeper)
-                        await sleeper
-                        timer.cancel()
-                        self._sleeper = None
-                        self.stats.wakeups += 1
-                # After a stall (a pause, GC, a long write) a leader that serves lease reads sees every
-                # elapsed tick before it takes any input: otherwise it would serve lease reads from a lease
-                # that ran out while it stood still. Every other node takes its input first: a leader
-                # without lease reads counts the answers that reached it meanwhile before check-quorum
-                # looks (its keepalive heartbeats were answered during a long write); the other roles then
-                # catch up at most a heartbeat's worth: a slow follower clock only delays its elections
-                # and extends its refusal to vote, which is the safe side for a leader's lease, and it
-                # spares a loaded machine needless elections.
-                now = loop.time()
-                elapsed = int((now - next_tick) / interval) + 1 if now >= next_tick else 0
-                next_tick += elapsed * interval
-                if elapsed and core.role is Role.LEADER and lease_reads:
-                    for _ in range(elapsed):
-                        core.tick()
-                    elapsed = 0
-                self._feed(core)
-                for _ in range(min(elapsed, core.config.heartbeat_tick)):
+        while not self._stopping:
+            if not (self._inbox or self._proposals or self._read_requests or core.has_ready()):
+                delay = next_tick - loop.time()
+                if delay > 0:
+                    wake.clear()
+                    sleeper = loop.create_future()
+                    self._sleeper = sleeper
+                    # at least the timer resolution: uvloop's clock and timers count whole milliseconds
+                    # and run a shorter delay at once, which spun this loop until the clock moved on
+                    timer = loop.call_later(max(delay, TIMER_RESOLUTION), _wake_up, sleeper)
+                    await sleeper
+                    timer.cancel()
+                    self._sleeper = None
+                    self.stats.wakeups += 1
+            # After a stall (a pause, GC, a long write) a leader that serves lease reads sees every
+            # elapsed tick before it takes any input: otherwise it would serve lease reads from a lease
+            # that ran out while it stood still. Every other node takes its input first: a leader
+            # without lease reads counts the answers that reached it meanwhile before check-quorum
+            # looks (its keepalive heartbeats were answered during a long write); the other roles then
+            # catch up at most a heartbeat's worth: a slow follower clock only delays its elections
+            # and extends its refusal to vote, which is the safe side for a leader's lease, and it
+            # spares a loaded machine needless elections.
+            now = loop.time()
+            elapsed = int((now - next_tick) / interval) + 1 if now >= next_tick else 0
+            next_tick += elapsed * interval
+            if elapsed and core.role is Role.LEADER and lease_reads:
+                for _ in range(elapsed):
                     core.tick()
-                while core.has_ready() and not self._stopping:
-                    await self._handle_ready(core, core.ready())
-        except Exception as exc:  # storage or an invariant: fence, never go on half-broken
-            self._fence(exc)
+                elapsed = 0
+            self._take_damage()
+            self._feed(core)
+            for _ in range(min(elapsed, core.config.heartbeat_tick)):
+                core.tick()
+            while core.has_ready() and not self._stopping:
+                await self._handle_ready(core, core.ready())
 
     def _feed(self, core: RaftCore) -> None:
         inbox, self._inbox = self._inbox, []

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from collections import deque
 
     from dledger.node.config import NodeConfig
-    from dledger.node.transport import PeerTransport
+    from dledger.node.peer_transports import Transport
 
 __all__ = ["MembersMixin"]
 
@@ -55,7 +55,7 @@ class MembersMixin:
     # state owned by RaftNode
     config: NodeConfig
     core: RaftCore | None
-    transport: PeerTransport | None
+    transport: Transport | None
     _waiters: deque[Any]
     _membership_seen: Membership | None
 

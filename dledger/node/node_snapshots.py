@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from dledger.commitlog import SegmentedLog, SnapshotStore
     from dledger.node.config import NodeConfig
-    from dledger.node.transport import PeerTransport
+    from dledger.node.peer_transports import Transport
 
 __all__ = ["SnapshotsMixin"]
 
@@ -52,7 +52,7 @@ class SnapshotsMixin:
     log: SegmentedLog | None
     snapshots: SnapshotStore | None
     snapshot_inbox: SnapshotInbox | None
-    transport: PeerTransport | None
+    transport: Transport | None
     _io: ThreadPoolExecutor
     _sm_applied: list[int]
     _snapshot_sends: dict[str, asyncio.Task[None]]
@@ -125,6 +125,8 @@ class SnapshotsMixin:
             return core.snapshot
         if applied == 0 or applied != core.commit_index or not self._can_snapshot():
             return None
+        if any(done != applied for done in self._sm_applied):
+            return None  # after an in-place repair the machines are ahead until the leader gives the range back
         meta = SnapshotMeta(applied, store.term_at(applied), core.committed_membership.encode())
         with snapshots.create(meta) as writer:
             write_image(writer, self.state_machines, applied)  # type: ignore[arg-type]

@@ -32,8 +32,11 @@ from dledger.node.log_limits import quiet_grpc_decode_errors
 from dledger.node.metrics import NodeMetrics
 from dledger.node.node import RaftNode, RoleCallback
 from dledger.node.peer_auth import PeerGate
+from dledger.node.peer_transports import make_listener
 from dledger.node.services import ClientServicer
 from dledger.node.state_machine import StateMachine
+from dledger.node.tcp_listener import TcpPeerListener
+from dledger.node.tcp_peer import tcp_peer_address
 from dledger.node.transport import PeerServicer, server_options
 from dledger.storage_api import Entry, SnapshotMeta
 
@@ -59,6 +62,7 @@ class DLedgerServer:
         self.config = config
         self.node = RaftNode(config, state_machines, seed=seed)
         self._grpc: grpc.aio.Server | None = None
+        self.peer_listener: TcpPeerListener | None = None
         self._durable_report_ms = durable_report_ms
         self._reporter: asyncio.Task[None] | None = None
         self._health_task: asyncio.Task[None] | None = None
@@ -93,6 +97,12 @@ class DLedgerServer:
                 self.config.address,
                 self.config.group,
             )
+        if self.config.peer_transport == "tcp":  # first: a gRPC server bound but never started keeps its port
+            try:
+                await self._listen_for_peers()
+            except OSError:
+                await loop.run_in_executor(None, self.node._close_storage)
+                raise
         quiet_grpc_decode_errors()
         server = grpc.aio.server(options=server_options(self.config.max_message_bytes), interceptors=self._interceptors)
         pb_grpc.add_RaftPeerServicer_to_server(self.peer_servicer, server)
@@ -108,6 +118,9 @@ class DLedgerServer:
             else:
                 server.add_secure_port(bind, tls.server_credentials())
         except RuntimeError as exc:
+            if self.peer_listener is not None:
+                await self.peer_listener.close()
+                self.peer_listener = None
             await loop.run_in_executor(None, self.node._close_storage)
             raise OSError(f"cannot listen on {self.config.address}: {exc}") from None
         await server.start()
@@ -119,12 +132,23 @@ class DLedgerServer:
         if self._durable_report_ms:
             self._reporter = loop.create_task(self._report_durable(self._durable_report_ms / 1000))
 
+    async def _listen_for_peers(self) -> None:
+        """The TCP peer transport's listener, on the node's port + peer_port_offset (see tcp_peer)."""
+        listener = make_listener(self.config, self.peer_servicer.check, self.node.deliver)
+        host, port = tcp_peer_address(self.config.address, self.config.peer_port_offset)
+        try:
+            await listener.start(host, port)
+        except OSError as exc:
+            raise OSError(f"cannot listen for peers on {host}:{port}: {exc.strerror or exc}") from None
+        self.peer_listener = listener
+
     async def _report_durable(self, interval: float) -> None:
         store = self.node.log
         assert store is not None
         path = pathlib.Path(store.directory) / "DURABLE"
         tmp = path.with_suffix(".tmp")
         while True:
+            store = self.node.log or store  # an in-place repair reopens the log
             lengths = store.durable_lengths()  # read before writing: the report may lag, never lead
             tmp.write_text(json.dumps({name: list(v) for name, v in lengths.items()}))
             os.replace(tmp, path)
@@ -151,6 +175,9 @@ class DLedgerServer:
         self.metrics.close()
         if self._grpc is not None:
             await self.node.stop()  # fails waiters first, so in-flight RPCs answer before the endpoint closes
+            if self.peer_listener is not None:
+                await self.peer_listener.close()
+                self.peer_listener = None
             await self._grpc.stop(grace)
             self._grpc = None
 

@@ -76,17 +76,21 @@ def load_hard_state(store: HardStateStore, log_store: SegmentedLog, snapshots: S
     store.save(saved)
     return saved
 
-def recovering_start(store: SegmentedLog, hs_store: HardStateStore, commit: int, self_id: str) -> int:
+
+def recovering_start(
+    store: SegmentedLog, hs_store: HardStateStore, commit: int, self_id: str, *, lost_last: int = 0, cause: str = ""
+) -> int:
     """Whether this node starts recovering (see `RaftCore`): the index its log must reach again before it
     votes, or 0. It recovers when its log ends below its commit index, below where recovery found
-    corruption of durable entries (`RecoveryReport.durable_damage`), or below a mark an earlier run left.
+    corruption of durable entries (`RecoveryReport.durable_damage`), below a mark an earlier run left, or
+    (an in-place repair, see node_repair) below `lost_last`, the last entry it had persisted before `cause`.
     The mark is saved durably before the core starts, so a restart before the entries are back keeps it."""
     try:
         mark = hs_store.load_recovering_until()
     except HardStateCorruptError as exc:
         raise RecoveryRefusedError(f"refusing to start: {exc}; {REPLACE_STORE_HINT}") from exc
     damage = store.recovery.durable_damage
-    target = max(mark, commit, damage[1] if damage is not None else 0)
+    target = max(mark, commit, lost_last, damage[1] if damage is not None else 0)
     last = store.last_index
     if target <= last:
         if mark:
@@ -97,6 +101,8 @@ def recovering_start(store: SegmentedLog, hs_store: HardStateStore, commit: int,
     why = (
         f"entries {damage[0]}..{damage[1]} it had fsynced were damaged"
         if damage is not None
+        else f"{cause} cost entries it had persisted"
+        if cause
         else f"its log ends below its saved commit index {commit}"
         if commit > last
         else "an earlier run had not finished recovering"
@@ -109,8 +115,8 @@ def recovering_start(store: SegmentedLog, hs_store: HardStateStore, commit: int,
     return target
 
 
-def core_config(cfg: NodeConfig, applied: int, recovering_until: int) -> Config:
-    """The core's settings from the node's."""
+def core_config(cfg: NodeConfig, applied: int, recovering_until: int, recovering_term: int = 0) -> Config:
+    """The core's settings from the node's (`recovering_term`: see `Config`; known only after a repair)."""
     # a joining node is not one of the initial voters: they are the others it was given
     initial = tuple(p for p in cfg.peers if not (cfg.join and p == cfg.self_id))
     return Config(
@@ -130,4 +136,5 @@ def core_config(cfg: NodeConfig, applied: int, recovering_until: int) -> Config:
         applied=applied,
         join=cfg.join,
         recovering_until=recovering_until,
+        recovering_term=recovering_term,
     )

@@ -27,3 +27,4 @@ class NodeStats:
     snapshots_installed: int = 0  # snapshots from a leader that replaced this node's log
     snapshots_sent: int = 0  # transfers to followers that completed
     keepalive_heartbeats: int = 0  # heartbeats sent again while a leader's long write held its driver
+    repairs: int = 0  # storage damage found while running and repaired in place (see node_repair)

@@ -15,7 +15,9 @@ Persistence is modelled honestly, following the contract of `dledger.raft.ready`
 - `damage(id, keep)` is not a crash: a down node's durable log loses its entries after `keep`, which it
   had persisted (and so may have acknowledged); it restarts recovering (`Config.recovering_until`) until
   the leader has given them back. Its state machine keeps what it applied, so entries committed again are
-  checked equal to those it applied before.
+  checked equal to those it applied before. `repair_in_place(id, keep)` is the same damage found by a
+  running node: as the runtime does (`dledger.node.node_repair`), its core and pending Ready are
+  dropped, its log loses the entries after `keep`, and a recovering core is built at once (no restart).
 Messages between nodes may be delivered in any order, dropped or duplicated; links can be cut.
 
 Membership and snapshots:
@@ -257,6 +259,21 @@ class Cluster:
             node.recovering_until, node.recovering_term = log.last_index, log.term_at(log.last_index)
         log.truncate_after(keep)
         self.stats["damages"] += 1
+        return lost
+
+    def repair_in_place(self, node_id: str, keep: int) -> int:
+        """A running node finds its durable log damaged after `keep` (a read met a corrupt entry, a segment
+        was cut under it) and repairs in place: the core and its pending Ready are dropped (what was not
+        persisted is lost, as in a crash), the log is cut after `keep` (`damage`), and a new core starts at
+        once, recovering until the lost range is back. Returns how many entries were lost."""
+        node = self.nodes[node_id]
+        if not node.alive:
+            raise ValueError(f"{node_id} is down: use damage() for a stopped node")
+        node.core = None
+        node.pending = None
+        lost = self.damage(node_id, keep)
+        self.stats["repairs"] += 1
+        self.start(node_id)
         return lost
 
     def crash(self, node_id: str) -> None:

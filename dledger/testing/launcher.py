@@ -40,6 +40,7 @@ __all__ = [
     "StoreInUseError",
     "bind_problem",
     "ensure_peer_secret",
+    "free_port_pairs",
     "free_ports",
     "listen_problem",
     "load_state",
@@ -86,6 +87,36 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
         for s in socks:
             s.bind((host, 0))
         return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_port_pairs(n: int, offset: int, host: str = "127.0.0.1") -> list[int]:
+    """`n` distinct ports p such that p + `offset` was free too (the TCP peer transport's port, see tcp_peer);
+    every port is held open until all are chosen, so no p + offset is another's p."""
+    socks: list[socket.socket] = []
+    out: list[int] = []
+    try:
+        for _ in range(64 * n):
+            if len(out) == n:
+                return out
+            first = socket.socket()
+            socks.append(first)
+            first.bind((host, 0))
+            port = first.getsockname()[1]
+            if not 1 <= port + offset <= 65535:
+                continue
+            second = socket.socket()
+            socks.append(second)
+            try:
+                second.bind((host, port + offset))
+            except OSError:
+                continue
+            out.append(port)
+        if len(out) == n:
+            return out
+        raise OSError(f"found only {len(out)} of {n} free ports with a free port {offset} above")
     finally:
         for s in socks:
             s.close()

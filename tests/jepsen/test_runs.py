@@ -19,9 +19,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
 
 
-def _short_run(out: pathlib.Path, net: str, seed: int) -> int:
+def _short_run(out: pathlib.Path, net: str, seed: int, peer_transport: str = "grpc") -> int:
     opts = RunOptions(seed=seed, duration=8, nemeses=["partition-leader", "kill-leader"], clients=2, threads=1,
-                      recovery=2, net=net, out=str(out), plots=HAVE_MPL)  # fmt: skip
+                      recovery=2, net=net, out=str(out), plots=HAVE_MPL, peer_transport=peer_transport)  # fmt: skip
     return run(opts)
 
 
@@ -45,6 +45,18 @@ def _assert_valid_report(out: pathlib.Path) -> None:
 def test_short_run_over_loopback_proxies(tmp_path: pathlib.Path) -> None:
     assert _short_run(tmp_path / "report", "proxy", seed=11) == 0
     _assert_valid_report(tmp_path / "report")
+
+
+def test_short_run_on_the_tcp_peer_transport_with_partitions_and_pauses(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "report"
+    nemeses = ["partition-halves", "partition-ring", "pause-leader", "kill-leader"]
+    opts = RunOptions(seed=13, duration=10, nemeses=nemeses, clients=2, threads=1, recovery=2, net="proxy",
+                      out=str(out), plots=HAVE_MPL, peer_transport="tcp")  # fmt: skip
+    assert run(opts) == 0
+    _assert_valid_report(out)
+    logs = "".join(p.read_text(errors="replace") for p in (out / "work" / "logs").glob("n*.log"))
+    assert "connected (from" in logs  # the nodes replicated over the tcp listener
+    assert "--peer-transport tcp" in json.loads((out / "options.json").read_text())["replay"]
 
 
 @pytest.mark.root
@@ -73,10 +85,11 @@ def test_short_membership_run_removes_adds_and_replaces_nodes_under_faults(tmp_p
     assert any(e["type"] == "restore" and e["detail"]["done"] for e in events)
 
 
-def test_short_compaction_run_makes_a_follower_catch_up_by_snapshot(tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize("transport", ["grpc", "tcp"])
+def test_short_compaction_run_makes_a_follower_catch_up_by_snapshot(tmp_path: pathlib.Path, transport: str) -> None:
     out = tmp_path / "report"
     opts = RunOptions(seed=41, duration=14, nemeses=["compact-follower"], clients=2, threads=1, recovery=2,
-                      net="proxy", out=str(out), plots=False)  # fmt: skip
+                      net="proxy", out=str(out), plots=False, peer_transport=transport)  # fmt: skip
     assert run(opts) == 0
     verdict = json.loads((out / "verdict.json").read_text())
     stats = verdict["stats"]

@@ -99,3 +99,40 @@ def test_a_recovering_core_refuses_votes_and_pre_votes_and_never_campaigns() -> 
     assert votes and not any(m.vote_granted for m in votes)
     assert not any(isinstance(m, RequestVote) for m in [*rd.messages, *rd.persisted_messages])
     assert core.role is Role.FOLLOWER
+
+
+def test_a_running_leader_that_finds_its_log_damaged_repairs_in_place_and_loses_nothing() -> None:
+    """The leader's log loses its last entries while it runs (acknowledged and applied ones among them): it
+    drops its core, starts recovering at once (no restart), never campaigns meanwhile, takes the entries
+    again from the new leader, applies nothing twice, and votes again."""
+    c = Cluster(3, seed=5)
+    c.elect("n0")
+    acked = [c.propose("n0", f"e{k}".encode()).last_index for k in range(20)]
+    c.stabilize()
+    before = list(c.nodes["n0"].applied)
+    assert len(before) >= acked[-1]
+    lost = c.repair_in_place("n0", acked[5])
+    assert lost >= 14
+    n0 = c.core("n0")
+    assert n0.role is Role.FOLLOWER and n0.recovering_until == acked[-1] and n0.last_index == acked[5]
+    term = n0.current_term
+    c.isolate("n0")
+    for _ in range(100):  # many election timeouts without a leader: it never campaigns
+        c.tick("n0")
+        c.stabilize()
+    assert n0.role is Role.FOLLOWER and n0.current_term == term
+    c.heal()
+    lead = _tick_until_leader(c, 300)
+    assert lead in ("n1", "n2")
+    assert c.nodes["n0"].recovering_until == 0 and c.stats["recoveries"] == 1  # given back by the new leader
+    c.propose(lead, b"after")
+    for _ in range(20):
+        c.tick()
+        c.stabilize()
+    applied = c.nodes["n0"].applied
+    assert applied[: len(before)] == before and applied[-1].data == b"after"  # nothing twice, nothing skipped
+    for node in ("n0", "n1", "n2"):
+        assert [e.data for e in c.core(node).log.entries(acked[0], acked[-1] + 1, 1 << 20)] == [
+            f"e{k}".encode() for k in range(20)
+        ]
+    assert c.stats["repairs"] == 1 and c.stats["crashes"] == 0

@@ -401,11 +401,13 @@ class RaftMachine(RuleBasedStateMachine):
             self._change_at_leader(ConfChange(ConfChangeOp.PROMOTE, node))
             self._settle(lambda: node in checker.committed_config[1].voters)
 
-    @rule(k=st.integers(0, 4), lose=st.integers(1, 8))
-    def damage_log(self, k: int, lose: int) -> None:
+    @rule(k=st.integers(0, 4), lose=st.integers(1, 8), running=st.booleans())
+    def damage_log(self, k: int, lose: int, running: bool) -> None:
         """Not a crash: a replica's durable log loses its last `lose` entries (a deleted segment, a cut or a
-        flipped bit in fsynced data), and it restarts recovering. One replica at a time: one heals before
-        the next is damaged (two of three damaged at once may leave no quorum that can elect)."""
+        flipped bit in fsynced data), and it restarts recovering; or, `running`, a running replica finds
+        the damage mid-run and repairs in place (`Cluster.repair_in_place`: no restart, a recovering core
+        at once). One replica at a time: one heals before the next is damaged (two of three damaged at once
+        may leave no quorum that can elect)."""
         self._count()
         c = self.c
         node = self._node(k)
@@ -414,18 +416,21 @@ class RaftMachine(RuleBasedStateMachine):
         # and only a replica whose log another holds a log at least as up-to-date as: a replica that alone
         # held entries (uncommitted, or committed with its ack and since lost elsewhere) refuses every
         # candidate that lacks them and cannot lead without them, so the group may stay leaderless
-        # and that other must be a member of the replica's configuration: a node removed from the group
-        # serves it nothing, so a single-member group whose one replica is damaged has no copy to recover
-        # from and rightly stays leaderless
+        # and that other must be a voter of the replica's configuration: a node removed from the group
+        # serves it nothing and a learner never leads, so a group whose one voter is damaged has no leader
+        # to recover from and rightly stays leaderless
         log = c.nodes[node].log
         tip = (log.term_at(log.last_index), log.last_index)
         core = c.nodes[node].core
-        members = core.membership.members if core is not None else set()
+        members = core.membership.voters if core is not None else set()
         if not any(
             (other.log.term_at(other.log.last_index), other.log.last_index) >= tip
             for i, other in c.nodes.items()
             if i != node and other.alive and i in members
         ):
+            return
+        if running and c.nodes[node].alive:
+            c.repair_in_place(node, c.nodes[node].log.last_index - lose)
             return
         if c.nodes[node].alive:
             c.crash(node)
@@ -484,6 +489,7 @@ class RaftMachine(RuleBasedStateMachine):
             ("wipes", c.stats["wipes"]),
             ("damages", c.stats["damages"]),
             ("recoveries", c.stats["recoveries"]),
+            ("repairs_in_place", c.stats["repairs"]),
             ("final_voters", len(c.core(lead).membership.voters)),
             ("examples", 1),
         ):

@@ -22,7 +22,7 @@ from dledger.client.client_policy import DLedgerError
 from dledger.node.config import NodeConfig
 from dledger.node.server import DLedgerServer
 from dledger.node.state_machine import ListStateMachine
-from dledger.testing.launcher import free_ports
+from dledger.testing.launcher import free_port_pairs, free_ports
 from tests.support import wait_for_async
 
 
@@ -68,7 +68,8 @@ def run(
     tmp_path: pathlib.Path, body: Callable[[Group], Awaitable[None]], total: int = 5, initial: int = 3, **kw: Any
 ) -> None:
     ids = [f"n{k}" for k in range(total)]
-    addresses = {i: f"127.0.0.1:{p}" for i, p in zip(ids, free_ports(total), strict=True)}
+    ports = free_port_pairs(total, 1000) if kw.get("peer_transport") == "tcp" else free_ports(total)
+    addresses = {i: f"127.0.0.1:{p}" for i, p in zip(ids, ports, strict=True)}
 
     async def main() -> None:
         group = Group(tmp_path, addresses, tuple(ids[:initial]), dict(kw))
@@ -107,7 +108,8 @@ async def add_and_promote(group: Group, client: AsyncDLedgerClient, node_id: str
     assert node_id in voters(result.members)
 
 
-def test_grow_three_to_five_then_lose_two_of_the_originals(tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize("transport", ["grpc", "tcp"])
+def test_grow_three_to_five_then_lose_two_of_the_originals(tmp_path: pathlib.Path, transport: str) -> None:
     async def body(group: Group) -> None:
         async with group.client() as client:
             await client.append_batch([f"a{k}".encode() for k in range(20)])
@@ -128,7 +130,7 @@ def test_grow_three_to_five_then_lose_two_of_the_originals(tmp_path: pathlib.Pat
             for node_id in group.servers:
                 await wait_for_async(lambda n=node_id: group.data(n)[-1:] == [b"after"], 10, f"{node_id} applied")
 
-    run(tmp_path, body)
+    run(tmp_path, body, peer_transport=transport)
 
 
 def test_the_leader_removes_itself_and_a_new_leader_takes_over(tmp_path: pathlib.Path) -> None:
