@@ -128,8 +128,8 @@ def _pct(xs: list[float], q: float) -> float:
 
 def _inflight(payload: int, batch: int) -> int:
     """Requests in flight (the same for both systems): many, but at most ~16 MiB of payload outstanding.
-    Batches of 64 get 64 requests (4,096 entries): with 16, a 1 KiB run measured the round trip more than
-    the replication path (dledger 46-50k entries/s at 16, 56-69k at 64 on this machine)."""
+    Batches of 64 get 64 requests (4,096 entries): with 16, a 1 KiB run measures the client's round trip more
+    than the replication path (fewer entries/s than with 64)."""
     return max(2, min(256 if batch == 1 else 64, (16 * MiB) // (payload * batch)))
 
 

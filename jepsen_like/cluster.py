@@ -11,7 +11,7 @@ rate), SIGKILL, SIGSTOP / SIGCONT, SIGTERM, partition / heal, status. Nodes log 
 snapshots taken and installed); `segment_bytes` (compaction runs) sets `mappedFileSizeCommitLog` in their
 generated config files, so that compaction has whole segments to drop.
 
-Membership (issue #10): `spares` extra process slots (after the `n` initial voters) are not members at
+Membership: `spares` extra process slots (after the `n` initial voters) are not members at
 start; `start(node, join=True)` starts a node with `--join` on an empty store (`wipe` moves a store aside
 first), with `--peers` = the group's current members (`view`, see `membership.py`) and itself. A node that
 joined keeps those flags on every later restart (as its deployment's config file would), so a wiped node is

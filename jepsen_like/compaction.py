@@ -1,4 +1,4 @@
-"""Log compaction faults (issue #10): followers that must catch up by InstallSnapshot, and the archive of
+"""Log compaction faults: followers that must catch up by InstallSnapshot, and the archive of
 what compaction dropped, so that acknowledged appends stay checkable after they are gone from every log.
 
 Nemeses (group `compact`):

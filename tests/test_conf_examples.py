@@ -20,7 +20,7 @@ from dledger.rocketmq.v5.config import ENDPOINT_KEYS, EndpointConfig
 
 CONF = pathlib.Path(__file__).resolve().parent.parent / "conf" / "dledger"
 FILES = sorted(CONF.glob("broker-n*.conf"))
-SECRET = b"0123456789abcdef0123456789abcdef"
+SECRET = b"the-group-secret-of-the-examples"
 
 
 @pytest.fixture

@@ -21,10 +21,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+
+from tests.support import wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -114,14 +115,6 @@ def ports_taken(ports: tuple[int, ...]) -> list[int]:
     return taken
 
 
-def wait_until(cond: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
-
-
 def test_every_readme_block_is_marked_and_runnable_kinds_only() -> None:
     blocks = readme_blocks(README.read_text())
     run = [b for b in blocks if b.session is not None]
@@ -164,6 +157,44 @@ def test_user_docs_carry_no_history(name: str) -> None:
         assert found is None, f"{name} names {what}: {text[max(0, found.start() - 60) : found.end() + 60]!r}"
 
 
+CODE = ["dledger", "bench", "jepsen_like", "tests", "scripts", "conf", "docs"]
+A_B_TOOLS = re.compile(r"bench/\w+_ab\.py|docs/benchmarks\.md")  # the A/B tools name themselves
+# code holds hex test vectors: there a commit hash is one that a sentence names as a commit
+CODE_HISTORY = {
+    **HISTORY,
+    "a commit hash": r"(?i)\b(?:commit|fixed in|fix in|revision|rev)\s+(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b",
+}
+
+
+def code_files() -> list[pathlib.Path]:
+    found = []
+    for top in CODE:
+        for path in sorted((ROOT / top).rglob("*")):
+            parts = path.relative_to(ROOT).parts
+            if "_proto" in parts or "node_modules" in parts or path == pathlib.Path(__file__):
+                continue
+            if path.is_file() and path.suffix in (".py", ".md", ".sh", ".conf", ".js", ".proto", ".toml", ".txt"):
+                found.append(path)
+    return found
+
+
+@pytest.mark.parametrize("top", CODE)
+def test_code_comments_and_tests_carry_no_history(top: str) -> None:
+    """Comments, docstrings and tests say what and why: a regression test names the bug it guards, not the run,
+    the review or the commit that found or fixed it."""
+    for path in code_files():
+        name = path.relative_to(ROOT).as_posix()
+        if not name.startswith(top + "/"):
+            continue
+        text = path.read_text(errors="replace")
+        for what, pattern in CODE_HISTORY.items():
+            if what == "an A/B figure" and A_B_TOOLS.fullmatch(name):
+                continue
+            found = re.search(pattern, text)
+            assert found is None, f"{name} names {what}: {text[max(0, found.start() - 60) : found.end() + 60]!r}"
+
+
+@pytest.mark.process
 def test_cli_examples_run_as_written(tmp_path: pathlib.Path) -> None:
     taken = ports_taken(SESSIONS["cli"])
     if taken:
@@ -212,6 +243,7 @@ def _stop_group(pgid: int) -> None:
             time.sleep(0.1)
 
 
+@pytest.mark.process
 def test_broker_examples_run_as_written(tmp_path: pathlib.Path) -> None:
     pytest.importorskip("rocketmq")
     taken = ports_taken(SESSIONS["broker"])
@@ -233,8 +265,8 @@ def test_broker_examples_run_as_written(tmp_path: pathlib.Path) -> None:
             assert not failed, f"a broker replica did not start:\n{failed[0]}"
             return all("ready: MessagingService" in t for t in texts)
 
-        wait_until(serving, "three broker replicas to serve")
-        wait_until(lambda: _leader_elected(env), "a leader (dledger status --config ...)")
+        wait_for(serving, TIMEOUT, "three broker replicas to serve", poll=0.2)
+        wait_for(lambda: _leader_elected(env), TIMEOUT, "a leader (dledger status --config ...)", poll=0.2)
         outputs = [run_block(block, ROOT, env) for block in rest]
     finally:
         _stop_group(proc.pid)  # the replicas the block started in the background, in its session

@@ -67,6 +67,7 @@ def test_proto_round_trip() -> None:
     assert (back.append_entries.prev_log_index, back.append_entries.entry_data) == (7, b"x")
 
 
+@pytest.mark.process
 def test_cli_version_and_module_entry_point() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "dledger", "--version"], capture_output=True, text=True, cwd=ROOT, check=True
@@ -74,6 +75,7 @@ def test_cli_version_and_module_entry_point() -> None:
     assert out.stdout.startswith("dledger ")
 
 
+@pytest.mark.process
 def test_cli_usage_error_exit_code() -> None:
     out = subprocess.run([sys.executable, "-m", "dledger", "no-such-command"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2

@@ -48,7 +48,7 @@ from dledger.broker_adapter.results import (
 from dledger.broker_adapter.retention import Retention, RetentionReport
 from dledger.broker_adapter.tables import MAX_ID_BYTES, Tables
 from dledger.node.config import NodeConfig, load_properties
-from dledger.node.errors import BusyError, NodeNotLeaderError, NodeStoppedError, OutcomeUnknown
+from dledger.node.errors import BusyError, NodeNotLeaderError, NodeOutcomeUnknownError, NodeStoppedError
 from dledger.node.server import DLedgerServer
 from dledger.storage_api import Entry
 
@@ -273,7 +273,7 @@ class MessageStore(AdminMixin, PopMixin):
             raise StoreError(PutStatus.SERVICE_NOT_AVAILABLE, f"busy: {exc}") from None
         except NodeStoppedError as exc:
             raise StoreError(PutStatus.SERVICE_NOT_AVAILABLE, str(exc)) from None
-        except (OutcomeUnknown, TimeoutError) as exc:
+        except (NodeOutcomeUnknownError, TimeoutError) as exc:
             raise StoreError(PutStatus.FLUSH_OR_REPLICA_TIMEOUT, f"outcome unknown: {exc!r}") from None
         finally:
             self.applier.wanted.discard(nonce)

@@ -45,6 +45,7 @@ import os
 import re
 import struct
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from dledger.commitlog.checkpoint import CHECKPOINT_NAME, Checkpoint, read_checkpoint
 from dledger.commitlog.codec import DATA_MAGIC, HEADER_SIZE, INDEX, INDEX_MAGIC, INDEX_SIZE, check_entry
@@ -159,138 +160,201 @@ def _check_closed(seg: Segment, ops: FileOps, data_len: int) -> bool:
     return True
 
 
+class _IndexRecord(NamedTuple):
+    """One fixed-width index record (`codec.INDEX`): where entry `entry_index` lies in the data file."""
+
+    magic: int
+    pos: int  # global byte position of the entry
+    size: int
+    entry_index: int
+    term: int
+
+
+class _Header(NamedTuple):
+    """The fixed header of an entry in the data file (`codec.HEADER`), as read (unchecked)."""
+
+    magic: int
+    size: int
+    entry_index: int
+    term: int
+    pos: int
+    kind: int
+    chain: int  # the chain CRC through this entry
+    body_crc: int
+    body_len: int
+
+
+class _Good(NamedTuple):
+    """The segment's first `entries` entries are good: they end at file offset `end`, with chain CRC `chain` and
+    term `term` (for `entries == 0`: the chain and term before the segment)."""
+
+    entries: int
+    end: int
+    chain: int
+    term: int
+
+
+def _record(seg: Segment, ops: FileOps, k: int) -> _IndexRecord | None:
+    """The index record of the segment's entry number `k` (0-based), or None when the file is shorter."""
+    assert seg.index_fd is not None
+    raw = ops.pread(seg.index_fd, INDEX_SIZE, k * INDEX_SIZE)
+    return _IndexRecord(*INDEX.unpack(raw)) if len(raw) == INDEX_SIZE else None
+
+
+def _header(seg: Segment, ops: FileOps, pos: int) -> _Header:
+    assert seg.data_fd is not None
+    return _Header(*seg.read_header(ops, seg.data_fd, pos))
+
+
 def _checkpoint_seed(
     seg: Segment, ops: FileOps, ckpt: Checkpoint | None, before: int, file_len: int, chain0: int, term0: int
-) -> tuple[int, int, int, int] | None:
-    """`(count, end, chain, term)` at the checkpoint, if it is for `seg`, lies before entry `before` and agrees
-    with the files; else None (the checkpoint is only a hint)."""
+) -> _Good | None:
+    """What is good at the checkpoint, if it is for `seg`, lies before entry `before` and agrees with the files;
+    else None (the checkpoint is only a hint)."""
     if ckpt is None or ckpt.start != seg.start or ckpt.count >= before or ckpt.data_len > file_len:
         return None
     if ckpt.count == 0:
-        return (0, 0, chain0, term0) if ckpt.data_len == 0 else None
-    assert seg.data_fd is not None and seg.index_fd is not None
-    raw = ops.pread(seg.index_fd, INDEX_SIZE, (ckpt.count - 1) * INDEX_SIZE)
-    if len(raw) < INDEX_SIZE:
+        return _Good(0, 0, chain0, term0) if ckpt.data_len == 0 else None
+    rec = _record(seg, ops, ckpt.count - 1)
+    if rec is None or rec.magic != INDEX_MAGIC or rec.entry_index != seg.first_index + ckpt.count - 1:
         return None
-    magic, pos, size, idx, _term = INDEX.unpack(raw)
-    if magic != INDEX_MAGIC or idx != seg.first_index + ckpt.count - 1 or pos + size != seg.start + ckpt.data_len:
+    if rec.pos + rec.size != seg.start + ckpt.data_len:
         return None
-    hdr = seg.read_header(ops, seg.data_fd, pos)
-    if hdr[0] != DATA_MAGIC or hdr[1] != size or hdr[2] != idx or hdr[4] != pos:
+    hdr = _header(seg, ops, rec.pos)
+    if (hdr.magic, hdr.size, hdr.entry_index, hdr.pos) != (DATA_MAGIC, rec.size, rec.entry_index, rec.pos):
         return None
-    return ckpt.count, ckpt.data_len, hdr[6], hdr[3]
+    return _Good(ckpt.count, ckpt.data_len, hdr.chain, hdr.term)
 
 
-def _sane_entry(seg: Segment, ops: FileOps, file_len: int, k: int) -> tuple[int, int, int] | None:
-    """`(global end, chain CRC, term)` of the segment's entry number `k` (0-based) when its index record and
-    data header agree (the body is not checked); else None."""
-    assert seg.data_fd is not None and seg.index_fd is not None
-    raw = ops.pread(seg.index_fd, INDEX_SIZE, k * INDEX_SIZE)
-    if len(raw) < INDEX_SIZE:
+def _sane_entry(seg: Segment, ops: FileOps, file_len: int, k: int) -> _Good | None:
+    """The segment's first `k + 1` entries as good when the index record and data header of entry number `k`
+    (0-based) agree (its body is not checked); else None."""
+    rec = _record(seg, ops, k)
+    if rec is None or rec.magic != INDEX_MAGIC or rec.entry_index != seg.first_index + k or rec.size < HEADER_SIZE:
         return None
-    magic, pos, size, idx, term = INDEX.unpack(raw)
-    if magic != INDEX_MAGIC or idx != seg.first_index + k or size < HEADER_SIZE:
+    if not seg.start <= rec.pos or rec.pos - seg.start + rec.size > file_len:
         return None
-    if not seg.start <= pos or pos - seg.start + size > file_len:
+    hdr = _header(seg, ops, rec.pos)
+    expected = (DATA_MAGIC, rec.size, rec.entry_index, rec.term, rec.pos)
+    if (hdr.magic, hdr.size, hdr.entry_index, hdr.term, hdr.pos) != expected:
         return None
-    hdr = seg.read_header(ops, seg.data_fd, pos)
-    if (hdr[0], hdr[1], hdr[2], hdr[3], hdr[4]) != (DATA_MAGIC, size, idx, term, pos):
-        return None
-    return pos + size, hdr[6], term
+    return _Good(k + 1, rec.pos + rec.size - seg.start, hdr.chain, rec.term)
+
+
+def _consistent_prefix(seg: Segment, window: list[_IndexRecord], first: int, file_len: int) -> list[_IndexRecord]:
+    """The records of `window` (entries `first`, `first + 1`, ...) up to the first that is not self-consistent:
+    magic, contiguous indexes and positions, non-decreasing terms, inside the data file."""
+    prev_end = prev_term = -1
+    for j, rec in enumerate(window):
+        k = first + j
+        if rec.magic != INDEX_MAGIC or rec.entry_index != seg.first_index + k or rec.size < HEADER_SIZE:
+            return window[:j]
+        if rec.pos < seg.start or rec.pos - seg.start + rec.size > file_len or (k == 0 and rec.pos != seg.start):
+            return window[:j]
+        if (j > 0 and rec.pos != prev_end) or rec.term < prev_term:
+            return window[:j]
+        prev_end, prev_term = rec.pos + rec.size, rec.term
+    return window
+
+
+def _trusted_records(seg: Segment, ops: FileOps, file_len: int) -> tuple[int, list[_IndexRecord]]:
+    """Step 1: `(first, records)`, the longest self-consistent prefix of the last TAIL_RECORDS index records,
+    starting at entry number `first`. When not even the first record of that window holds, the window before it
+    is tried, down to the segment's start (then `records` may be empty)."""
+    assert seg.index_fd is not None
+    end = ops.size(seg.index_fd) // INDEX_SIZE
+    while True:
+        first = max(0, end - TAIL_RECORDS)
+        raw = ops.pread(seg.index_fd, (end - first) * INDEX_SIZE, first * INDEX_SIZE)
+        window = [_IndexRecord(*r) for r in INDEX.iter_unpack(raw[: len(raw) - len(raw) % INDEX_SIZE])]
+        trusted = _consistent_prefix(seg, window, first, file_len)
+        if trusted or first == 0:
+            return first, trusted
+        end = first  # the whole window is bad: trust less
+
+
+def _recheck(
+    seg: Segment, ops: FileOps, file_len: int, window: list[_IndexRecord], first: int, before: _Good,
+    report: RecoveryReport,
+) -> _Good:
+    """Step 2: check the data of the entries `window` indexes (numbers `first`, `first + 1`, ...: header against
+    the index record, body CRC, chain CRC, terms); what is good up to the first bad one. `before` is what holds
+    before the segment. When the header of entry `first - 1` is damaged, what is good ends before the first
+    damaged header of the run that leads to it (step 3 scans from there)."""
+    assert seg.data_fd is not None
+    pred = _sane_entry(seg, ops, file_len, first - 1) if first > 0 else None
+    if first > 0 and pred is None:  # entries j .. first-1 have damaged headers; j-1 is sane, or j is the first
+        j = first - 1
+        while j > 0 and (pred := _sane_entry(seg, ops, file_len, j - 1)) is None:
+            j -= 1
+        report.note(f"{seg.data_path}: entry {seg.first_index + j} has a damaged header; scan from it")
+        return pred if pred is not None else before
+    good = pred if pred is not None else before  # seeded with the predecessor's stored chain CRC and term
+    data_off = window[0].pos - seg.start
+    raw = ops.pread(seg.data_fd, window[-1].pos + window[-1].size - window[0].pos, data_off)
+    count, end, chain, term = first, data_off, good.chain, good.term
+    for rec in window:
+        try:
+            size, entry_term, _kind, entry_chain, _body_crc, _len = check_entry(
+                raw, end - data_off, len(raw) - (end - data_off), index=rec.entry_index, pos=rec.pos, prev_chain=chain
+            )
+            if size != rec.size or entry_term != rec.term:
+                raise ValueError(f"header (size {size}, term {entry_term}) disagrees with its index record")
+            if entry_term < term:
+                raise ValueError(f"term {entry_term} below the previous {term}")
+        except ValueError as exc:
+            report.note(f"{seg.data_path}: entry {rec.entry_index} at byte {rec.pos - seg.start}: {exc}; cut here")
+            break
+        report.entries_checked += 1
+        count, end, chain, term = count + 1, end + size, entry_chain, entry_term
+    return _Good(count, end, chain, term)
 
 
 def _recover_tail(
     seg: Segment, ops: FileOps, chain0: int, term0: int, report: RecoveryReport, ckpt: Checkpoint | None
 ) -> None:
-    """The tail procedure (module docstring) on `seg`, seeded with the chain and term before its first entry."""
+    """Steps 1-3 of the tail procedure (module docstring) on `seg`, seeded with the chain and term before its
+    first entry; the caller does step 4 (an emptied segment is deleted and the previous one recovered)."""
     assert seg.data_fd is not None and seg.index_fd is not None
     file_len = ops.size(seg.data_fd)
-    isize = ops.size(seg.index_fd)
-    n = isize // INDEX_SIZE
-    while True:  # find the trusted prefix `m` of the last index records
-        k0 = max(0, n - TAIL_RECORDS)
-        raw = ops.pread(seg.index_fd, (n - k0) * INDEX_SIZE, k0 * INDEX_SIZE)
-        recs = list(INDEX.iter_unpack(raw[: len(raw) - len(raw) % INDEX_SIZE]))
-        m = k0
-        prev_end = -1
-        prev_term = -1
-        for j, (magic, pos, size, idx, term) in enumerate(recs):
-            k = k0 + j
-            if magic != INDEX_MAGIC or idx != seg.first_index + k or size < HEADER_SIZE:
-                break
-            if pos < seg.start or pos - seg.start + size > file_len or (k == 0 and pos != seg.start):
-                break
-            if (j > 0 and pos != prev_end) or term < prev_term:
-                break
-            prev_end, prev_term, m = pos + size, term, k + 1
-        if m > k0 or k0 == 0:
-            break
-        n = k0  # the whole window is bad: trust less
-    count, end, chain, term = 0, 0, chain0, term0
-    wrecs = recs[: m - k0]
-    v = len(wrecs) - 1
-    if m > 0:
-        last_end = wrecs[-1][1] + wrecs[-1][2]
-        while v > 0 and last_end - wrecs[v][1] < TAIL_VERIFY_BYTES:
+    index_len = ops.size(seg.index_fd)
+    before = _Good(0, 0, chain0, term0)
+    # 1. the index records to trust
+    first, trusted = _trusted_records(seg, ops, file_len)
+    indexed = first + len(trusted)  # entries the trusted index records cover
+    # 2. the last of them (covering >= TAIL_VERIFY_BYTES) are re-checked, or every entry after the checkpoint
+    good = before
+    if trusted:
+        v = len(trusted) - 1
+        last_end = trusted[-1].pos + trusted[-1].size
+        while v > 0 and last_end - trusted[v].pos < TAIL_VERIFY_BYTES:
             v -= 1
-    from_ckpt = _checkpoint_seed(seg, ops, ckpt, min(m, k0 + v), file_len, chain0, term0)
-    if from_ckpt is not None:  # un-fsynced data reaches further back than the window: check all of it
-        count, end, chain, term = from_ckpt
-        report.bytes_after_checkpoint = file_len - end
-    elif m > 0:
-        vk = k0 + v  # first entry re-checked
-        seed = chain0
-        pred = _sane_entry(seg, ops, file_len, vk - 1) if vk > 0 else None
-        if vk > 0 and pred is None:  # the entry before the window is damaged: cut before the first damaged one
-            j = vk - 1  # (entries j .. vk-1 have damaged headers; j-1 is sane, or j is the segment's first)
-            while j > 0 and (pred := _sane_entry(seg, ops, file_len, j - 1)) is None:
-                j -= 1
-            count, end, chain, term = (j, pred[0] - seg.start, pred[1], pred[2]) if pred else (0, 0, chain0, term0)
-            report.note(f"{seg.data_path}: entry {seg.first_index + j} has a damaged header; scan from it")
+        at_checkpoint = _checkpoint_seed(seg, ops, ckpt, first + v, file_len, chain0, term0)
+        if at_checkpoint is not None:  # un-fsynced data reaches further back than the window: check all of it
+            good = at_checkpoint
+            report.bytes_after_checkpoint = file_len - good.end
         else:
-            if pred is not None:  # seed with the predecessor's stored chain CRC and term
-                seed, term = pred[1], pred[2]
-            data_off = wrecs[v][1] - seg.start
-            raw = ops.pread(seg.data_fd, last_end - wrecs[v][1], data_off)
-            count, end, chain = vk, data_off, seed
-            rel = 0
-            for _magic, pos, size, idx, rterm in wrecs[v:]:
-                try:
-                    esize, eterm, _k, echain, _b, _l = check_entry(
-                        raw, rel, len(raw) - rel, index=idx, pos=pos, prev_chain=seed
-                    )
-                    if esize != size or eterm != rterm:
-                        raise ValueError(f"header (size {esize}, term {eterm}) disagrees with its index record")
-                    if eterm < term:
-                        raise ValueError(f"term {eterm} below the previous {term}")
-                except ValueError as exc:
-                    report.note(f"{seg.data_path}: entry {idx} at byte {pos - seg.start}: {exc}; cut here")
-                    break
-                report.entries_checked += 1
-                seed = chain = echain
-                term = eterm
-                count += 1
-                end += esize
-                rel += esize
-    scan = _scan(seg, ops, seg.data_fd, end, seg.first_index + count, chain, term, file_len)
+            good = _recheck(seg, ops, file_len, trusted[v:], first + v, before, report)
+    # 3. scan the data past the last good entry, rebuilding its index records; cut at the first bad one
+    scan = _scan(seg, ops, seg.data_fd, good.end, seg.first_index + good.entries, good.chain, good.term, file_len)
     report.entries_checked += scan.count
     if scan.reason is not None:
         report.note(f"{seg.data_path}: {scan.reason}; cut at byte {scan.end}")
     if scan.count:
         report.index_records_rebuilt += scan.count
-    new_count = count + scan.count
+    new_count = good.entries + scan.count
     changed = False
-    if isize != new_count * INDEX_SIZE or scan.count:
-        ops.truncate(seg.index_fd, count * INDEX_SIZE)
+    if index_len != new_count * INDEX_SIZE or scan.count:
+        ops.truncate(seg.index_fd, good.entries * INDEX_SIZE)
         if scan.records:
-            ops.pwrite(seg.index_fd, scan.records, count * INDEX_SIZE)
+            ops.pwrite(seg.index_fd, scan.records, good.entries * INDEX_SIZE)
         changed = True
     if file_len != scan.end:
         report.data_bytes_cut += file_len - scan.end
         ops.truncate(seg.data_fd, scan.end)
         changed = True
     if ckpt is not None and ckpt.start == seg.start and scan.end < ckpt.data_len:
-        durable_until = max(seg.first_index + ckpt.count - 1, seg.first_index + m - 1)
+        durable_until = max(seg.first_index + ckpt.count - 1, seg.first_index + indexed - 1)
         report.damage(
             seg.first_index + new_count,
             durable_until,

@@ -1,9 +1,12 @@
 """The errors a running node raises to its callers (the client service, an embedding application, the
-broker's store), one per meaning:
+broker's store), one per meaning, each named for the node layer (the Raft core has its own `NotLeaderError`
+in `dledger.raft.errors`, which the node turns into `NodeNotLeaderError` with a hint of where the leader is;
+the clients turn the service's statuses into theirs: `NotLeaderError`, `OutcomeUnknownError` in
+`dledger.client.client_policy`):
 
 - `NodeNotLeaderError`: this node cannot serve the request; nothing was proposed. It carries a `LeaderHint`.
 - `BusyError`: back-pressure or a leadership transfer in progress; nothing was proposed.
-- `OutcomeUnknown`: the request was proposed, but its fate is unknown (leadership lost, timeout, write error).
+- `NodeOutcomeUnknownError`: the request was proposed, but its fate is unknown (leadership lost, timeout, write error).
 - `NodeStoppedError`: the node is shutting down; nothing was proposed.
 """
 
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BusyError", "LeaderHint", "NodeNotLeaderError", "NodeStoppedError", "OutcomeUnknown"]
+__all__ = ["BusyError", "LeaderHint", "NodeNotLeaderError", "NodeOutcomeUnknownError", "NodeStoppedError"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +35,7 @@ class BusyError(Exception):
     """Back-pressure or a leadership transfer in progress: the request was refused, not proposed."""
 
 
-class OutcomeUnknown(Exception):
+class NodeOutcomeUnknownError(Exception):
     """The request was proposed but its fate is unknown (leadership lost, timeout, write error)."""
 
 

@@ -43,7 +43,7 @@ from dledger.commitlog import (
 )
 from dledger.node.codec import CodecError, Parts, WireCache, from_pb, to_wire_parts
 from dledger.node.config import NodeConfig
-from dledger.node.errors import BusyError, LeaderHint, NodeNotLeaderError, NodeStoppedError, OutcomeUnknown
+from dledger.node.errors import BusyError, LeaderHint, NodeNotLeaderError, NodeOutcomeUnknownError, NodeStoppedError
 from dledger.node.node_members import MembersMixin
 from dledger.node.node_repair import RepairMixin
 from dledger.node.node_snapshots import SnapshotsMixin
@@ -189,7 +189,8 @@ class RaftNode(SnapshotsMixin, MembersMixin, RepairMixin):
         self._poke()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
-        self._fail_all(NodeStoppedError("the node is stopping"), OutcomeUnknown("the node stopped before commit"))
+        stopped = NodeStoppedError("the node is stopping")
+        self._fail_all(stopped, NodeOutcomeUnknownError("the node stopped before commit"))
         for task in self._snapshot_sends.values():
             task.cancel()
         await asyncio.gather(*self._snapshot_sends.values(), return_exceptions=True)
@@ -276,7 +277,7 @@ class RaftNode(SnapshotsMixin, MembersMixin, RepairMixin):
         deadline = loop.time() + 3 * self.config.election_timeout_ms / 1000
         while core.leader_id != to_id or (core.role is Role.LEADER and to_id != self.config.self_id):
             if loop.time() > deadline:
-                raise OutcomeUnknown(f"leadership did not move to {to_id} in time (leader: {core.leader_id})")
+                raise NodeOutcomeUnknownError(f"leadership did not move to {to_id} in time (leader: {core.leader_id})")
             await asyncio.sleep(self.config.tick_ms / 1000)
 
     async def compact(self, before_index: int) -> int:
@@ -611,7 +612,7 @@ class RaftNode(SnapshotsMixin, MembersMixin, RepairMixin):
             return
         for entry in entries:
             while waiters and waiters[0].last < entry.index:  # cannot happen: indexes are contiguous
-                _fail(waiters.popleft().future, OutcomeUnknown("lost track of the proposal"))
+                _fail(waiters.popleft().future, NodeOutcomeUnknownError("lost track of the proposal"))
             if not waiters:
                 break
             w = waiters[0]
@@ -624,7 +625,7 @@ class RaftNode(SnapshotsMixin, MembersMixin, RepairMixin):
                     if self.commit_observer is not None:
                         self.commit_observer(time.perf_counter() - w.proposed_at)
                 elif w.first_ok:
-                    _fail(w.future, OutcomeUnknown("only part of the batch was committed"))
+                    _fail(w.future, NodeOutcomeUnknownError("only part of the batch was committed"))
                 else:
                     _fail(w.future, NodeNotLeaderError(self.leader_hint(), "overwritten by a new leader"))
 
@@ -651,7 +652,7 @@ class RaftNode(SnapshotsMixin, MembersMixin, RepairMixin):
         self._fenced = exc
         self.stats.fenced = f"{type(exc).__name__}: {exc}"
         log.error("node %s fenced after an error; it takes no further part: %s", self.config.self_id, exc)
-        self._fail_all(NodeStoppedError(f"storage error: {exc}"), OutcomeUnknown(f"storage error: {exc}"))
+        self._fail_all(NodeStoppedError(f"storage error: {exc}"), NodeOutcomeUnknownError(f"storage error: {exc}"))
 
     def _fail_all(self, refused: Exception, unknown: Exception) -> None:
         for _, future in self._proposals:

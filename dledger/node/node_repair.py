@@ -52,7 +52,7 @@ from dledger.commitlog import (
     RecoveryRefusedError,
     SegmentedLog,
 )
-from dledger.node.errors import LeaderHint, NodeNotLeaderError, OutcomeUnknown
+from dledger.node.errors import LeaderHint, NodeNotLeaderError, NodeOutcomeUnknownError
 from dledger.node.startup import REPLACE_STORE_HINT, core_config, open_log, recovering_start
 from dledger.raft import RaftCore, Role
 from dledger.storage_api import Entry, HardState, SnapshotMeta
@@ -183,7 +183,7 @@ class RepairMixin:
             )  # fmt: skip
             self._fail_all(
                 NodeNotLeaderError(LeaderHint(), "this node found damaged storage and stepped down"),
-                OutcomeUnknown(f"this node found damaged storage before the entries were committed: {damage}"),
+                NodeOutcomeUnknownError(f"this node found damaged storage before the entries were committed: {damage}"),
             )
             applied = min(self._sm_applied, default=old.applied)
             latest, target = await asyncio.get_running_loop().run_in_executor(

@@ -19,7 +19,7 @@ import grpc.aio
 
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
-from dledger.node.errors import BusyError, LeaderHint, NodeNotLeaderError, NodeStoppedError, OutcomeUnknown
+from dledger.node.errors import BusyError, LeaderHint, NodeNotLeaderError, NodeOutcomeUnknownError, NodeStoppedError
 from dledger.storage_api import CompactedError, Entry, UnavailableError
 
 __all__ = ["ClientServicer", "NodeAPI", "RequestMetrics"]
@@ -294,13 +294,13 @@ class ClientServicer(pb_grpc.DLedgerClientServiceServicer):  # type: ignore[misc
 
 
 ErrorTable = tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int], ...]
-_REFUSED = (BusyError, OutcomeUnknown, NodeStoppedError)
+_REFUSED = (BusyError, NodeOutcomeUnknownError, NodeStoppedError)
 # exception -> status, first match wins; NodeStoppedError on append is "not leader": nothing was proposed
 _APPEND_ERRORS: ErrorTable = (
     (NodeNotLeaderError, pb.STATUS_NOT_LEADER),
     (BusyError, pb.STATUS_BUSY),
     (NodeStoppedError, pb.STATUS_NOT_LEADER),
-    (OutcomeUnknown, pb.STATUS_UNAVAILABLE),
+    (NodeOutcomeUnknownError, pb.STATUS_UNAVAILABLE),
 )
 _GET_ERRORS: ErrorTable = (
     (NodeNotLeaderError, pb.STATUS_NOT_LEADER),
@@ -321,7 +321,7 @@ _CHANGE_ERRORS: ErrorTable = (
     (BusyError, pb.STATUS_BUSY),
     (ValueError, pb.STATUS_INVALID),
     (NodeStoppedError, pb.STATUS_NOT_LEADER),
-    (OutcomeUnknown, pb.STATUS_UNAVAILABLE),
+    (NodeOutcomeUnknownError, pb.STATUS_UNAVAILABLE),
 )
 
 _COMPACT_ERRORS: ErrorTable = ((NodeStoppedError, pb.STATUS_UNAVAILABLE),)

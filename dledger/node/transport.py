@@ -8,8 +8,8 @@ etcd's rafthttp. Raft tolerates lost, duplicated and reordered messages, so the 
   while a peer is unreachable an outbox keeps only the newest messages;
 - a stream is opened only when there is something to send, and a broken one is reopened after a short
   backoff capped at `RETRY_MAX` (100 ms): a peer that comes back (a restarted node) must hear from us
-  within a heartbeat or two, or an election that needs its vote waits for our backoff (this once made
-  failover take a second); keepalive pings find a dead or paused peer;
+  within a heartbeat or two, or an election that needs its vote waits for our backoff (a longer cap
+  would add that wait to every failover); keepalive pings find a dead or paused peer;
 - messages travel serialized (`codec.to_wire_parts`): a batch is their framing (`codec.frame_batch`), sent
   with a pass-through serializer, so nothing is copied into a protobuf batch and serialized again per peer;
   a batch never exceeds `max_message_bytes` (what the peer accepts): a longer outbox goes as several

@@ -25,7 +25,8 @@ Rules of the state machine:
   to its stable index; commit needs a quorum of match indexes and an entry of the current term (§5.4.2).
   The leader-only methods (replication, commit, heartbeats, transfer, reads) live in `leader.py`.
 - A follower accepts entries only after the consistency check, and never sets its commit index past the
-  last entry it knows matches the leader (dledger #316).
+  last entry it knows matches the leader: entries past it may still be replaced, so committing them could
+  apply an entry the leader never had.
 - Senders: messages from ourselves are dropped. Leader traffic (AppendEntries, InstallSnapshot, TimeoutNow)
   is accepted from any sender, member or not: a joining node knows no configuration naming the leader yet,
   and a node lagging behind a configuration change must hear from a leader added since (as in etcd, the
@@ -644,7 +645,7 @@ class RaftCore(LeaderMixin, ConfMixin, SnapshotMixin):
             )
             return
         self._conf_after_append(prev, last_new, entries)
-        # dledger #316: never commit past what we know matches the leader
+        # never commit past what we know matches the leader (what follows `last_new` may still be replaced)
         if log.commit_to(min(m.leader_commit, last_new)):
             self._conf_fold()
         self._reply_append(m, last_new)

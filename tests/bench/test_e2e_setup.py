@@ -6,8 +6,12 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from bench.e2e import Bench, Profile
-from tests.server.procs import ROOT
+from tests.support import ROOT
+
+pytestmark = pytest.mark.process
 
 NO_PYSYNCOBJ = (
     "import sys; sys.modules['pysyncobj'] = None; from dledger.cli.main import main; raise SystemExit(main({}))"
@@ -23,8 +27,8 @@ def test_without_pysyncobj_it_names_the_extra_to_install() -> None:
 
 
 def test_catch_up_is_measured_while_the_follower_is_behind(tmp_path: pathlib.Path) -> None:
-    """With little to catch up on, the follower used to be done before the first status poll, and the
-    figure read 0 MiB in 0.00 s: measured from the restart, it counts every entry appended while it was down."""
+    """With little to catch up on, the follower may be done before the first status poll (a figure of 0 MiB
+    in 0.00 s): measured from the restart, catch-up counts every entry appended while it was down."""
     tiny = Profile(seconds=1.0, runs=1, payloads=(), sync_payloads=(), latency_ops=1, failovers=1,
                    catchup_bytes=1 << 20, soak_seconds=0)  # fmt: skip
     bench = Bench(tiny, 3, tmp_path, 1, ("dledger",))

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pathlib
 
+import pytest
+
 from bench.e2e_groups import DledgerGroup
+
+pytestmark = pytest.mark.process
 
 
 def test_embedded_load_commits_its_appends_on_the_group(tmp_path: pathlib.Path) -> None:

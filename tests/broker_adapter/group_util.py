@@ -10,7 +10,8 @@ from typing import Any
 
 from dledger.broker_adapter import MessageStore, StoreOptions
 from dledger.node.config import NodeConfig
-from tests.server.cluster_util import peers_for, wait_for
+from tests.server.cluster_util import peers_for
+from tests.support import wait_for_async
 
 IDS = ("n0", "n1", "n2")
 
@@ -69,7 +70,7 @@ class BrokerGroup:
         return masters[0] if len(masters) == 1 else None
 
     async def wait_for(self, cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-        return await wait_for(cond, timeout, what)
+        return await wait_for_async(cond, timeout, what)
 
     async def wait_for_master(self, timeout: float = 10.0) -> MessageStore:
         node_id: str = await self.wait_for(self.master, timeout, "a single master")

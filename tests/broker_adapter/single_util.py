@@ -11,11 +11,7 @@ from dledger.broker_adapter import MessageStore, StoreOptions
 from dledger.node.config import NodeConfig
 from tests.broker_adapter.group_util import FakeClock
 from tests.server.cluster_util import peers_for
-from tests.server.cluster_util import wait_for as _wait_for
-
-
-async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    return await _wait_for(cond, timeout, what, poll=0.005)
+from tests.support import wait_for_async
 
 
 def run_single(
@@ -32,7 +28,7 @@ def run_single(
         store = MessageStore.create(config, opts, seed=1)
         await store.start()
         try:
-            await wait_for(lambda: store.is_master, what="master")
+            await wait_for_async(lambda: store.is_master, what="master")
             await body(store, clock)
         finally:
             await store.stop()

@@ -22,8 +22,9 @@ from dledger.broker_adapter.admin_model import (
 )
 from dledger.broker_adapter.tables import U32
 from tests.broker_adapter.group_util import FakeClock, dump
-from tests.broker_adapter.single_util import run_single, wait_for
+from tests.broker_adapter.single_util import run_single
 from tests.broker_adapter.snapshot_util import image_of, restored
+from tests.support import wait_for_async
 
 
 def bodies(result: object) -> list[bytes]:
@@ -209,7 +210,7 @@ def test_a_recalled_delayed_message_is_never_delivered(tmp_path: pathlib.Path) -
             await store.recall("D", handle)
         assert twice.value.status is PutStatus.NOT_FOUND
         clock.advance(5_000)
-        await wait_for(lambda: store.max_offset("D", put.queue_ids[1]) > 0, what="the kept message released")
+        await wait_for_async(lambda: store.max_offset("D", put.queue_ids[1]) > 0, what="the kept message released")
         got = await store.pop_messages("G", "D", max_count=10)
         assert bodies(got) == [b"kept"]
         late = format_recall_handle("D", put.msg_ids[1], when)

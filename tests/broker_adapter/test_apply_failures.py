@@ -1,8 +1,8 @@
 """Storage failures while applying: nothing partial is ever committed, and a failed commit stops the store loudly.
 
-Review findings 5 (an error while re-applying a batch after a full map left a partial transaction to be
-committed under an older `applied`) and 6 (a failed commit in the `call_soon` flush answered PUT_OK and did
-not fence the node). These tests run the applier inside an event loop, so the batch path is exercised."""
+An error while re-applying a batch after a full map must not leave a partial transaction to be committed
+under an older `applied`, and a failed commit in the `call_soon` flush must not answer PUT_OK: it fences the
+node. These tests run the applier inside an event loop, so the batch path is exercised."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from dledger.broker_adapter.apply import Applier
 from dledger.broker_adapter.prepare import Preparer
 from dledger.storage_api import Entry
 from tests.broker_adapter.group_util import FakeClock, dump
-from tests.broker_adapter.single_util import run_single, wait_for
+from tests.broker_adapter.single_util import run_single
+from tests.support import wait_for_async
 
 
 def _put(now: int) -> bytes:
@@ -133,6 +134,6 @@ def test_a_failed_batch_commit_is_not_acknowledged_and_stops_the_store(tmp_path:
         assert refused.status is PutStatus.SERVICE_NOT_AVAILABLE
         with contextlib.suppress(Exception):  # the next apply raises: the node fences (the append may fail)
             await store._srv().append([c.encode_command(c.Tick(0, clock()))])
-        await wait_for(lambda: store._srv().node.role == "fenced", what="the node fenced")
+        await wait_for_async(lambda: store._srv().node.role == "fenced", what="the node fenced")
 
     run_single(tmp_path, body)

@@ -1,4 +1,4 @@
-"""The master's clock jumping forward does not hold replicated time hostage (review finding 4): the leader
+"""The master's clock jumping forward does not hold replicated time hostage: the leader
 stamps a transient jump as its own elapsed time, accepts a lasting one, and apply moves `log_time` at most
 `MAX_TIME_STEP` per command whatever the stamp."""
 

@@ -1,6 +1,6 @@
 """An abnormal shutdown (SIGKILL of a replica process in the middle of a stream of puts) never leaves its
 consume queues or indexes disagreeing with the log: after a restart it replays from its LMDB `applied` and
-ends byte-identical to the master (RocketMQ #7355 is a consume-queue rebuild error after such a crash)."""
+ends byte-identical to the master (apache/rocketmq#7355 is a consume-queue rebuild error after such a crash)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,14 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from dledger.broker_adapter import Message, MessageStore, StoreOptions
 from dledger.client.aio_client import AsyncDLedgerClient
 from tests.broker_adapter.group_util import IDS, BrokerGroup, dump
 from tests.server.cluster_util import peers_for
+
+pytestmark = pytest.mark.process
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,9 @@ import pytest
 
 from dledger.node.config import ConfigError, NodeConfig
 from dledger.rocketmq.v5.config import EndpointConfig
-from tests.server.procs import ROOT
+from tests.support import ROOT
+
+pytestmark = pytest.mark.process
 
 
 def test_replicas_on_one_host_without_grpc_endpoints_are_refused(tmp_path: pathlib.Path) -> None:

@@ -1,4 +1,4 @@
-"""Malformed input never fences a replica: every input that used to crash `Applier.apply` (review finding 1) is
+"""Malformed input never fences a replica: every input that can crash a naive `Applier.apply` is
 skipped deterministically, on every replica alike; the leader refuses what apply would skip with a clear status;
 and an unexpected exception while applying a command skips that command whole (no partial effect)."""
 
@@ -23,13 +23,13 @@ NOW = 1_700_000_000_000
 
 
 def put_entry(msgs: list[Message], now: int = NOW) -> bytes:
-    """A PUT as a leader without the new limits would have made it (the old Preparer accepted these)."""
+    """A PUT as a leader without its size limits would make it (what a faulty or hostile leader could append)."""
     with mock.patch.object(prepare, "_check_limits", lambda *args: None):
         _, put, _ = Preparer(StoreOptions(), lambda name: None).prepare(msgs, now)
     return c.encode_put(0, now, put.topics, put.metas, put.blobs)
 
 
-# the review's reproducers (repro_apply_crash.py): each crashed apply with IndexError / BadValsizeError / struct.error
+# entries that, unchecked, crash apply with IndexError / BadValsizeError / struct.error
 POISON: dict[str, list[bytes]] = {
     "magic only": [c.MAGIC],
     "3 bytes": [c.MAGIC + b"\x01"],
@@ -118,7 +118,8 @@ def test_an_unexpected_exception_skips_the_command_whole_and_later_entries_apply
 
 
 def test_public_calls_and_raw_appends_leave_every_replica_healthy_and_identical(tmp_path: pathlib.Path) -> None:
-    """repro_group_fence.py / repro_raw_append.py: each used to fence all three replicas at the same index."""
+    """Public calls and raw appends of entries apply would refuse: a replica that fenced itself on one would
+    fence all three at the same index, so every replica must skip them alike and stay healthy."""
 
     async def body(group: BrokerGroup) -> None:
         m = await group.wait_for_master(20)

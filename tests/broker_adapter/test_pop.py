@@ -11,7 +11,8 @@ from dledger.broker_adapter import AckStatus, Message, MessageStore, MessageType
 from dledger.broker_adapter import commands as c
 from dledger.broker_adapter.results import StoreError
 from tests.broker_adapter.group_util import FakeClock
-from tests.broker_adapter.single_util import run_single, wait_for
+from tests.broker_adapter.single_util import run_single
+from tests.support import wait_for_async
 
 
 def bodies(result: object) -> list[bytes]:
@@ -127,7 +128,7 @@ def test_pop_starts_at_the_committed_offset_and_waits_for_delayed_messages(tmp_p
         await store.put_message(Message("T", b"later", delivery_timestamp=clock.now + 500))
         assert (await store.pop_messages("G", "T", max_count=10)).status is PopStatus.NO_NEW_MSG
         clock.advance(500)
-        await wait_for(lambda: store.max_offset("T", 0) == 5, what="delayed message released")
+        await wait_for_async(lambda: store.max_offset("T", 0) == 5, what="delayed message released")
         assert bodies(await store.pop_messages("G", "T", max_count=10)) == [b"later"]
         assert (await store.pop_messages("G", "nope")).status is PopStatus.TOPIC_NOT_FOUND
         assert (await store.pop_messages("G", "T", queue_id=3)).status is PopStatus.ILLEGAL
@@ -136,8 +137,8 @@ def test_pop_starts_at_the_committed_offset_and_waits_for_delayed_messages(tmp_p
 
 
 def test_empty_receives_on_a_blocked_fifo_queue_write_nothing_to_the_log(tmp_path: pathlib.Path) -> None:
-    """Review finding 9: every empty receive on a FIFO queue blocked behind an in-flight message appended a
-    POP_RECEIVE entry; the master now sees on its applied state that nothing could be delivered."""
+    """An empty receive on a FIFO queue blocked behind an in-flight message appends no POP_RECEIVE entry:
+    the master sees on its applied state that nothing could be delivered (else every poll grows the log)."""
 
     async def body(store: MessageStore, clock: FakeClock) -> None:
         await store.create_topic("F", 1, MessageType.FIFO)
@@ -159,8 +160,8 @@ def test_empty_receives_on_a_blocked_fifo_queue_write_nothing_to_the_log(tmp_pat
 
 
 def test_a_fifo_topic_does_not_grow_so_a_message_group_keeps_its_queue(tmp_path: pathlib.Path) -> None:
-    """Review finding 8: growing a FIFO topic remapped a message group to another queue, and two of its
-    messages were then in flight at once, the newer one possibly first."""
+    """Growing a FIFO topic would remap a message group to another queue, and two of its messages could then
+    be in flight at once, the newer one possibly first: a FIFO topic keeps its queue count."""
 
     async def body(store: MessageStore, clock: FakeClock) -> None:
         await store.create_topic("F", 1, MessageType.FIFO)

@@ -105,7 +105,7 @@ RETENTION_OPTIONS = StoreOptions(
 
 def test_tables_lost_after_compaction_come_back_from_the_snapshot(tmp_path: pathlib.Path) -> None:
     """Retention takes a snapshot before it compacts; a replica whose tables were lost restores them from it
-    at start (issue #10), and then holds the same tables as the master."""
+    at start, and then holds the same tables as the master."""
 
     async def body(group: BrokerGroup) -> None:
         follower = await _lose_tables_after_retention(group, tmp_path, snapshots=False)
@@ -130,9 +130,9 @@ def test_tables_and_snapshots_lost_after_compaction_are_refused_not_half_rebuilt
 
 
 def test_pending_prepared_and_in_flight_messages_pin_their_log_entries(tmp_path: pathlib.Path) -> None:
-    """Review finding 2: retention dropped the entries of a delayed message not yet released, a prepared
-    message not yet committed and a popped message not yet acknowledged; now they (and everything after
-    them) stay until released, ended or acknowledged."""
+    """Retention must not drop the entries of a delayed message not yet released, a prepared message not
+    yet committed or a popped message not yet acknowledged: they (and everything after them) stay until
+    released, ended or acknowledged."""
     clock = FakeClock()
 
     async def body(group: BrokerGroup) -> None:
@@ -170,7 +170,7 @@ def test_pending_prepared_and_in_flight_messages_pin_their_log_entries(tmp_path:
 
 
 def test_min_offset_after_compaction_keeps_a_live_message_before_a_released_delayed_one(tmp_path: pathlib.Path) -> None:
-    """Review finding 3: a released delayed message gets a queue offset after messages of later log entries;
+    """A released delayed message gets a queue offset after messages of later log entries;
     once its entry is compacted, min_offset must still start at the older offsets whose bodies are live."""
     clock = FakeClock()
 
@@ -204,7 +204,8 @@ def test_min_offset_after_compaction_keeps_a_live_message_before_a_released_dela
 
 
 def test_a_new_pop_group_over_a_compacted_head_gets_live_messages_and_no_phantoms(tmp_path: pathlib.Path) -> None:
-    """Review finding 7: receives recorded compacted offsets as in flight and answered NO_NEW_MSG."""
+    """A new group's receives must not record compacted offsets as in flight (and answer NO_NEW_MSG while
+    live messages wait)."""
 
     async def body(group: BrokerGroup) -> None:
         master = await group.wait_for_master()

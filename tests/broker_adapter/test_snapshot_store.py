@@ -13,8 +13,9 @@ from dledger.broker_adapter import commands as c
 from dledger.broker_adapter.pop import Delivery
 from dledger.storage_api import Entry
 from tests.broker_adapter.group_util import FakeClock, dump
-from tests.broker_adapter.single_util import run_single, wait_for
+from tests.broker_adapter.single_util import run_single
 from tests.broker_adapter.snapshot_util import attach_log, image_of, restored, without_applied
+from tests.support import wait_for_async
 
 QUEUES = (("T", 0), ("T", 1), ("F", 0), ("Tx", 0), ("D", 0))
 
@@ -93,7 +94,7 @@ def history(tmp_path: pathlib.Path) -> Run:
         assert again.status is PopStatus.FOUND
         assert await store.end_transaction(prepared.msg_id, commit=True)
         clock.advance(5000)
-        await wait_for(lambda: store.max_offset("D", 0) == 1, what="the delayed message")
+        await wait_for_async(lambda: store.max_offset("D", 0) == 1, what="the delayed message")
         put = await store.put_messages([Message("T", b"t6", queue_id=0, keys=("k6",))])
         run.ids += put.msg_ids
         await store.commit_offset("G", "T", 1, 2)

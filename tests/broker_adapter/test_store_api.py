@@ -8,6 +8,7 @@ from dledger.broker_adapter import GetStatus, Message, MessageStore, MessageType
 from dledger.broker_adapter.reader import MAX_SCAN
 from tests.broker_adapter.group_util import FakeClock
 from tests.broker_adapter.single_util import run_single
+from tests.support import wait_for_async
 
 
 def test_put_assigns_consecutive_offsets_and_get_reads_them_back(tmp_path: pathlib.Path) -> None:
@@ -208,9 +209,9 @@ def test_delay_messages_become_visible_at_their_delivery_time(tmp_path: pathlib.
         assert late.queue_offset == -1 and early.queue_offset == -1 and now.queue_offset == 0
         assert store.max_offset("D", 0) == 1
         clock.advance(1000)  # the master's timer proposes a TICK; every replica releases what is due
-        await _wait(lambda: store.max_offset("D", 0) == 2)
+        await wait_for_async(lambda: store.max_offset("D", 0) == 2, what="delayed messages released")
         clock.advance(4000)
-        await _wait(lambda: store.max_offset("D", 0) == 3)
+        await wait_for_async(lambda: store.max_offset("D", 0) == 3, what="delayed messages released")
         got = await store.get_messages("G", "D", 0, 0)
         assert [m.message.body for m in got.messages] == [b"now", b"early", b"late"]
         assert [m.store_timestamp for m in got.messages][1:] == [clock.now - 4000, clock.now]
@@ -220,7 +221,3 @@ def test_delay_messages_become_visible_at_their_delivery_time(tmp_path: pathlib.
     run_single(tmp_path, body)
 
 
-async def _wait(cond: object) -> None:
-    from tests.broker_adapter.single_util import wait_for
-
-    await wait_for(cond, what="delayed messages released")  # type: ignore[arg-type]

@@ -30,6 +30,8 @@ from tests.broker_endpoint.util import (
     simple_consumer,
 )
 
+pytestmark = pytest.mark.process  # starts processes
+
 
 @pytest.fixture(scope="module")
 def admin_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBrokerGroup]:

@@ -23,6 +23,8 @@ from tests.broker_endpoint.util import (
     simple_consumer,
 )
 
+pytestmark = pytest.mark.process
+
 
 @pytest.fixture
 def own_group(tmp_path: object) -> Iterator[LocalBrokerGroup]:

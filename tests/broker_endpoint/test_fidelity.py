@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from rocketmq import FilterExpression, PushConsumer
@@ -25,6 +25,9 @@ from tests.broker_endpoint.util import (
     send_eventually,
     simple_consumer,
 )
+from tests.support import wait_for
+
+pytestmark = pytest.mark.process
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +116,7 @@ def test_a_new_push_consumer_group_skips_history(fresh: LocalBrokerGroup) -> Non
 
             def live() -> bool:
                 probes.add(send_eventually(p, message("push-late", b"probe")).message_id)
-                return wait_until(lambda: bool(probes & consumed), 2.0)
+                return wait_for(lambda: bool(probes & consumed), 2.0, "the probe consumed", poll=0.05)
 
             eventually("the push consumer receiving", live, timeout=60, interval=0.1)
             new = {send_eventually(p, message("push-late", f"new {i}".encode())).message_id for i in range(6)}
@@ -121,12 +124,3 @@ def test_a_new_push_consumer_group_skips_history(fresh: LocalBrokerGroup) -> Non
         finally:
             c.shutdown()
     assert not old & consumed
-
-
-def wait_until(cond: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True

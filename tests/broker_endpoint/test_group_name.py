@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import pathlib
 
+import pytest
+
 from dledger.cli.broker import LocalBrokerGroup
 from tests.broker_endpoint.util import drain, message, producer, send_eventually, simple_consumer
+
+pytestmark = pytest.mark.process
 
 
 def test_a_group_named_broker_a_sends_and_receives(tmp_path: pathlib.Path) -> None:

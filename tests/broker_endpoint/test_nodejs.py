@@ -18,6 +18,8 @@ import pytest
 from dledger.cli.broker import LocalBrokerGroup
 from tests.broker_endpoint.util import leader_id, message, producer, send_eventually
 
+pytestmark = pytest.mark.process
+
 NODE_DIR = pathlib.Path(__file__).parent / "node"
 
 

@@ -19,6 +19,8 @@ from dledger.node.config import ConfigError, NodeConfig
 from dledger.rocketmq.v5.config import EndpointConfig
 from tests.broker_endpoint.util import eventually
 
+pytestmark = pytest.mark.process
+
 C = d.Code
 MD = [("x-mq-client-id", "test-client")]
 

@@ -10,6 +10,7 @@ import contextlib
 import threading
 import time
 
+import pytest
 from rocketmq import FilterExpression, PushConsumer, SimpleConsumer
 from rocketmq.grpc_protocol import FilterType, TransactionResolution
 from rocketmq.v5.consumer.push.message_listener import ConsumeResult, MessageListener
@@ -27,6 +28,8 @@ from tests.broker_endpoint.util import (
     send_eventually,
     simple_consumer,
 )
+
+pytestmark = pytest.mark.process
 
 
 def test_every_acknowledged_send_is_received_once_acked(group: LocalBrokerGroup) -> None:

@@ -21,6 +21,8 @@ from dledger.broker_adapter.admin_client import AdminClient
 from dledger.cli.broker import LocalBrokerGroup
 from tests.broker_endpoint.util import config, eventually, leader_id, message, producer, send_eventually
 
+pytestmark = pytest.mark.process
+
 C = d.Code
 MD = [("x-mq-client-id", "test-client")]
 

@@ -15,24 +15,14 @@ from rocketmq import ClientConfiguration, Credentials, FilterExpression, Message
 
 from dledger.cli.broker import LocalBrokerGroup
 from dledger.client.client import DLedgerClient
+from tests.support import wait_for
 
 T = TypeVar("T")
 
 
 def eventually(what: str, probe: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.05) -> T:
-    """`probe()`'s first truthy result; its exceptions count as "not yet". Fails after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while True:
-        try:
-            value = probe()
-            if value:
-                return value
-        except Exception as exc:
-            last = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
-        time.sleep(interval)
+    """`wait_for` where the probe's exceptions count as "not yet" (a client call during an election)."""
+    return wait_for(probe, timeout, what, poll=interval, retry_on=(Exception,))
 
 
 def running_group(root: pathlib.Path, extra: dict[str, str]) -> Iterator[LocalBrokerGroup]:

@@ -6,7 +6,6 @@ import errno
 import os
 import pathlib
 import shutil
-import time
 from collections.abc import Callable
 
 from dledger.commitlog import Entry, EntryKind, FileOps
@@ -23,16 +22,6 @@ def entry(i: int, term: int = 1, size: int | None = None) -> Entry:
 
 def entries(lo: int, hi: int, term: int = 1, size: int | None = None) -> list[Entry]:
     return [entry(i, term, size) for i in range(lo, hi)]
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> bool:
-    """Poll `predicate()` until true or the deadline passes (no fixed sleeps)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 def data_files(directory: pathlib.Path) -> list[pathlib.Path]:

@@ -126,6 +126,7 @@ def test_an_unreadable_store_gives_a_message(store: pathlib.Path, capsys: pytest
         os.chmod(store / "data", 0o755)
 
 
+@pytest.mark.process
 def test_python_dash_m_entry_point(store: pathlib.Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "dledger", "log", "verify", str(store)], capture_output=True, text=True, cwd=ROOT,

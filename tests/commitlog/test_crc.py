@@ -8,6 +8,7 @@ import subprocess
 import sys
 import zlib
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +32,7 @@ def test_isal_is_used_when_installed() -> None:
     assert expected == crc.IMPLEMENTATION
 
 
+@pytest.mark.process
 def test_dledger_crc_zlib_forces_zlib() -> None:
     code = "from dledger.commitlog import crc; import zlib; print(crc.IMPLEMENTATION, crc.body_crc is zlib.crc32)"
     env = {**os.environ, "DLEDGER_CRC": "zlib"}

@@ -14,7 +14,8 @@ from dledger.commitlog.log import DEFAULT_DROP_BEHIND_BYTES, DEFAULT_FLUSH_INTER
 from dledger.commitlog.segment import Segment
 from dledger.node.config import NodeConfig
 from dledger.node.node import RaftNode
-from tests.commitlog.conftest import entries, wait_for
+from tests.commitlog.conftest import entries
+from tests.support import wait_for
 
 MiB = 1 << 20
 

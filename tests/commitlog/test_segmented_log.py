@@ -23,7 +23,8 @@ from dledger.commitlog import (
 from dledger.commitlog.codec import HEADER_SIZE, INDEX_SIZE
 from dledger.commitlog.log import OPEN_WINDOW
 from dledger.commitlog.segment import Segment
-from tests.commitlog.conftest import NoSyncOps, data_files, entries, index_files, wait_for
+from tests.commitlog.conftest import NoSyncOps, data_files, entries, index_files
+from tests.support import wait_for
 
 
 def test_segments_are_named_by_the_byte_position_of_their_first_entry(tmp_path: pathlib.Path) -> None:

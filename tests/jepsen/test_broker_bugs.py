@@ -31,6 +31,8 @@ from dledger.cli.broker import LocalBrokerGroup
 from dledger.client.client import DLedgerClient
 from jepsen_like.broker_workload import _no_resend, status_code
 
+pytestmark = pytest.mark.process
+
 TOPIC = "bug-topic"
 HA_NOT_AVAILABLE = 50002
 ROUNDS = 6

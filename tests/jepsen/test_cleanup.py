@@ -14,6 +14,8 @@ from jepsen_like import netns, procutil
 from jepsen_like.netns import NetnsNetwork, cleanup_all, netns_supported
 from jepsen_like.procutil import RunState
 
+pytestmark = pytest.mark.process
+
 
 @pytest.fixture(autouse=True)
 def state_dir(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.Path:

@@ -262,6 +262,7 @@ def _compacted(path: pathlib.Path, datas: list[bytes], before: int) -> pathlib.P
     return path
 
 
+@pytest.mark.process
 def test_replicas_compacted_alike_are_compared_byte_for_byte(tmp_path: pathlib.Path) -> None:
     dirs = {n: _compacted(tmp_path / n, DATAS, 60) for n in ("n0", "n1")}
     dirs["n2"] = _compacted(tmp_path / "n2", DATAS, 1)  # not compacted: the reference
@@ -277,6 +278,7 @@ def test_replicas_compacted_alike_are_compared_byte_for_byte(tmp_path: pathlib.P
     assert any(f"raw log bytes from index {first}" in p for p in problems)
 
 
+@pytest.mark.process
 def test_a_replica_compacted_past_its_commit_index_holds_an_empty_range(tmp_path: pathlib.Path) -> None:
     dirs = {"n0": _compacted(tmp_path / "n0", DATAS, 1)}
     with SegmentedLog.open(tmp_path / "n1", segment_bytes=4096, flush="sync") as log:

@@ -11,9 +11,9 @@ import asyncio
 import os
 import pathlib
 import threading
-import time
-from collections.abc import Callable
 from typing import TypeVar
+
+import pytest
 
 from dledger.client.client import DLedgerClient
 from dledger.client.client_policy import DLedgerError
@@ -24,6 +24,7 @@ from dledger.testing import Cluster as SimCluster
 from jepsen_like.cluster import GROUP, Cluster
 from jepsen_like.procutil import RunState
 from jepsen_like.proxy import free_ports
+from tests.support import wait_for, wait_for_async
 
 T = TypeVar("T")
 
@@ -40,8 +41,8 @@ def _lose_unsynced_tail(c: SimCluster, node_id: str, keep: int) -> None:
     c.start(node_id)
 
 
-# Found by `python -m jepsen_like run --seed 4 --duration 30 --flush async --nemesis lost-writes` (a follower
-# stuck at commit 1355 while the others reached 2241: "unhealed"); fixed in 6cf4c09.
+# Async flush with the `lost-writes` nemesis: a follower that lost its un-fsynced tail must not stay stuck at
+# its old commit index while the others move on (a run that never heals).
 def test_follower_that_lost_its_unsynced_tail_catches_up() -> None:
     c = SimCluster(3, seed=7)
     leader = c.run_until_leader()
@@ -62,36 +63,26 @@ def test_follower_that_lost_its_unsynced_tail_catches_up() -> None:
     assert c.core(follower).commit_index == c.core(leader).commit_index
 
 
-# ---- found with real processes: lease reads after a process pause ----
+# ---- real processes: lease reads after a process pause ----
 
 
-def _wait(cond: Callable[[], T | None], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.05)
-
-
-# Found by `python -m jepsen_like run --seed 22 --duration 60 --lease-read --nemesis pause-isolate-leader`
-# (stale-read + nonmonotonic-read); fixed in 53bbe86: the driver accounts every stalled tick before input.
+# Lease reads with the `pause-isolate-leader` nemesis: a leader paused, then cut off, must not serve a stale or
+# non-monotonic read when it resumes; the driver accounts every stalled tick before it takes input.
+@pytest.mark.process
 def test_a_paused_then_isolated_lease_leader_does_not_serve_stale_reads(tmp_path: pathlib.Path) -> None:
     state = RunState(f"r{os.getpid() % 4096:03x}")
     cluster = Cluster(tmp_path, 3, flush="sync", net="proxy", state=state, lease_read=True, durable_report_ms=0)
     try:
         cluster.setup_network()
         cluster.start_all()
-        old = _wait(cluster.leader, 30, "a leader")
+        old = wait_for(cluster.leader, 30, "a leader")
         with cluster.client(timeout=10) as client:
             client.append(b"before")
         cluster.pause(old)
         others = [n for n in cluster.ids if n != old]
-        new = _wait(lambda: (lambda lead: lead if lead in others else None)(cluster.leader()), 30, "a new leader")
+        new = wait_for(lambda: (lambda lead: lead if lead in others else None)(cluster.leader()), 30, "a new leader")
         with cluster.client(timeout=10) as client:
-            written = _wait(lambda: _try_append(client, b"after"), 30, "a write through the new leader")
+            written = wait_for(lambda: _try_append(client, b"after"), 30, "a write through the new leader")
         cluster.partition({frozenset((old, o)) for o in others})  # the old leader cannot hear of the new term
         answers: list[tuple[int, str | None]] = []
         with DLedgerClient({old: cluster.addresses[old]}, group=GROUP, timeout=3, rpc_timeout=3) as stale:
@@ -125,11 +116,11 @@ def _try_read(client: DLedgerClient, asked: str) -> tuple[int, str | None]:
     return index, client.leader or asked
 
 
-# ---- found with real processes: a node fences itself when a cancelled read meets "not leader" ----
+# ---- in-process nodes: a cancelled read that meets "not leader" must not fence the node ----
 
 
-# Found by `python -m jepsen_like run --seed 7 --duration 30 --lease-read --nemesis pause-isolate-leader`
-# (a node fenced with "invalid state", so the run never healed); fixed in 53bbe86.
+# Lease reads with the `pause-isolate-leader` nemesis: a read cancelled on a follower must not fence the node
+# with "invalid state" (the group would never heal).
 def test_a_cancelled_read_on_a_follower_does_not_fence_the_node(tmp_path: pathlib.Path) -> None:
     asyncio.run(_cancelled_read_on_follower(tmp_path))
 
@@ -137,26 +128,18 @@ def test_a_cancelled_read_on_a_follower_does_not_fence_the_node(tmp_path: pathli
 async def _cancelled_read_on_follower(tmp_path: pathlib.Path) -> None:
     peers = {f"n{k}": f"127.0.0.1:{port}" for k, port in enumerate(free_ports(3))}
     servers = {i: DLedgerServer(NodeConfig(self_id=i, peers=peers, store_dir=tmp_path / i, group="t")) for i in peers}
-    loop = asyncio.get_running_loop()
-
-    async def wait_for(cond: Callable[[], object], what: str, timeout: float = 20.0) -> None:
-        deadline = loop.time() + timeout
-        while not cond():
-            assert loop.time() < deadline, f"{what} not reached within {timeout} s"
-            await asyncio.sleep(0.01)
-
     try:
         for s in servers.values():
             await s.start()
-        await wait_for(lambda: sum(s.is_leader for s in servers.values()) == 1
-                       and all(s.leader_id for s in servers.values()), "a leader known to all")  # fmt: skip
+        await wait_for_async(lambda: sum(s.is_leader for s in servers.values()) == 1
+                             and all(s.leader_id for s in servers.values()), 20, "a leader known to all")  # fmt: skip
         follower = next(s for s in servers.values() if not s.is_leader)
         read = asyncio.create_task(follower.read_index())
         await asyncio.sleep(0)  # the request is queued for the driver ...
         read.cancel()  # ... and its caller gives up before the driver takes it (as a cancelled RPC does)
         readies = follower.node.stats.readies
-        await wait_for(lambda: follower.node.role == "fenced" or follower.node.stats.readies >= readies + 3,
-                       "the driver handled the request")  # fmt: skip
+        await wait_for_async(lambda: follower.node.role == "fenced" or follower.node.stats.readies >= readies + 3,
+                             20, "the driver handled the request")  # fmt: skip
         assert follower.node.role != "fenced", follower.node.stats.fenced
     finally:
         for s in servers.values():

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import pathlib
 
+import pytest
+
 from dledger.commitlog import Entry, SegmentedLog
 from jepsen_like.replicas import final_state, raw_digest
+
+pytestmark = pytest.mark.process
 
 
 def _store(path: pathlib.Path, datas: list[bytes], term: int = 1) -> pathlib.Path:

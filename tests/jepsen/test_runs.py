@@ -13,6 +13,8 @@ import pytest
 from jepsen_like.netns import netns_supported
 from jepsen_like.runner import RunOptions, run
 
+pytestmark = pytest.mark.process
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
 

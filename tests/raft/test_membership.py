@@ -241,8 +241,8 @@ def test_learner_and_joining_node_never_campaign() -> None:
 
 def test_a_node_that_cannot_campaign_leaves_the_leader_lease_after_t_ticks() -> None:
     """A learner (or a removed or joining node) never campaigns, so only hearing from a leader restarts
-    its election timer. It used to restart at every timeout with the leader remembered: with a timeout
-    drawn equal to T the node stayed "in lease" forever and ignored every (pre-)vote request."""
+    its election timer. Were it to restart at every timeout with the leader remembered, a timeout drawn
+    equal to T would keep the node "in lease" forever, ignoring every (pre-)vote request."""
     core = RaftCore(
         Config(id="s", peers=("a", "b"), join=True, election_tick=6, heartbeat_tick=2),
         MemoryLog(),
@@ -260,11 +260,11 @@ def test_a_node_that_cannot_campaign_leaves_the_leader_lease_after_t_ticks() -> 
 
 
 def test_a_leader_that_needs_a_silent_learner_promoted_in_its_log_wins_again() -> None:
-    """Found by the simulation (raft3-lease, only when the whole suite was collected): in {a, b} with
+    """In {a, b} with
     learner s, the leader a commits "remove b" alone, then appends "promote s" while s is cut off, so its
     quorum is {a, s}; check-quorum deposes it. s, a learner in its own log, never campaigns, and its
-    election timer (drawn equal to T) restarted at each timeout with a remembered as leader: s stayed
-    "in lease" and dropped a's pre-votes forever, and after healing the group never had a leader."""
+    election timer (drawn equal to T) must not restart at each timeout with a remembered as leader, or s
+    stays "in lease", drops a's pre-votes forever, and after healing the group never has a leader."""
     c = Cluster(2, seed=1, election_tick=6, heartbeat_tick=2, read_only=ReadOnlyOption.LEASE)
     checker = SafetyChecker(c)
     a = c.run_until_leader()
@@ -497,7 +497,7 @@ def test_replace_every_original_member() -> None:
 
 
 def test_a_leader_deposed_while_removing_itself_can_still_finish_the_change() -> None:
-    """Found by the simulation: in {a, b} the leader a appends "remove a" and loses leadership before b
+    """In {a, b} the leader a appends "remove a" and loses leadership before b
     gets it. b (config {a, b}) needs a's vote, which a refuses (its log is longer); so a, whose removal
     is not committed, may still campaign (counting the voters of its newest config, {b}), wins, commits
     the change and steps down; then b leads alone."""

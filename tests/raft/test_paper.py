@@ -255,8 +255,9 @@ def test_5_3_heartbeat_carries_commit_bounded_by_match() -> None:
     assert beats["n3"].leader_commit == 0  # n3 acknowledged nothing yet
 
 
-def test_5_3_follower_never_commits_past_what_matches_dledger_316() -> None:
-    """dledger #316: a follower's commit index stays within the entries it knows match the leader."""
+def test_5_3_follower_never_commits_past_what_matches() -> None:
+    """A follower's commit index stays within the entries it knows match the leader (openmessaging/dledger#316
+    is that bug)."""
     n = Node(terms=[1, 1, 1, 1, 1], hard_state=HardState(1, None, 0))
     # a new leader of term 2 whose log matches ours only up to index 2
     n.core.step(_ae(2, prev_log_index=2, prev_log_term=1, leader_commit=5))
@@ -313,7 +314,7 @@ def test_figure_7_leader_brings_every_follower_log_in_line(case: str) -> None:
     [(3, 2, True), (4, 2, True), (2, 2, False), (9, 1, False), (1, 3, True)],
 )
 def test_5_4_1_vote_only_for_an_up_to_date_log(cand_last_index: int, cand_last_term: int, granted: bool) -> None:
-    """§5.4.1 (dledger #52): a voter denies its vote to a candidate whose log is less up-to-date."""
+    """§5.4.1 (openmessaging/dledger#52): a voter denies its vote to a candidate whose log is less up-to-date."""
     n = Node(terms=[1, 2, 2], hard_state=HardState(2, None, 0))
     n.core.step(
         RequestVote(
@@ -329,8 +330,8 @@ def test_5_4_1_vote_only_for_an_up_to_date_log(cand_last_index: int, cand_last_t
     assert resp.vote_granted is granted
 
 
-def test_5_4_1_node_with_less_data_cannot_win_dledger_52() -> None:
-    """§5.4.1 (dledger #52): however often it campaigns, a node missing committed entries never leads."""
+def test_5_4_1_node_with_less_data_cannot_win() -> None:
+    """§5.4.1 (openmessaging/dledger#52): however often it campaigns, a node missing committed entries never leads."""
     full = entries_with_terms([1, 1, 1])
     c = Cluster(3, seed=5, logs={"n0": full[:1], "n1": full, "n2": full}, hard_states={})
     for _ in range(300):

@@ -459,7 +459,7 @@ class RaftMachine(RuleBasedStateMachine):
             c.stabilize()
             self.checker.check()
             lead = c.leader()
-            # a leader every member follows in its term (not a stale leader of an old term, found by the long run)
+            # a leader every member follows in its term (not a stale leader of an old term)
             members = sorted(c.core(lead).membership.members) if lead is not None else []
             # and no other node believes it leads (a removed node is not followed but must step down too)
             if (

@@ -410,14 +410,13 @@ def test_ready_twice_without_advance_is_a_bug() -> None:
         n.core.ready()
 
 
-# ---- regressions found by the simulation ----
+# ---- regressions: schedules the simulation can draw ----
 
 
 def test_regression_lost_append_in_replicate_state_is_resent() -> None:
-    """Found by the simulation (seed 0, CI run): in REPLICATE state the leader moved next_index past an
-    AppendEntries that was lost; with no new proposals nothing ever re-sent it and the follower stayed
-    behind forever. Now a response to a later message (a heartbeat) that still lacks the entries sends
-    the follower back to PROBE from its match index."""
+    """In REPLICATE state the leader moves next_index past an AppendEntries that may be lost; with no new
+    proposals nothing would re-send it and the follower would stay behind forever. A response to a later
+    message (a heartbeat) that still lacks the entries sends the follower back to PROBE from its match index."""
     c = Cluster(3, seed=0)
     lead = c.run_until_leader()
     lagging = next(i for i in c.ids if i != lead)
@@ -454,10 +453,9 @@ def test_regression_lost_append_response_is_recovered() -> None:
 
 
 def test_regression_stale_leader_of_an_old_term_is_not_taken_for_the_leader() -> None:
-    """Found by the long simulation run (raft3-plain, harness seed 442): without check-quorum a leader cut
-    off early stays leader of term 2 while the others moved to a much higher term. The simulation's
-    final check took it for the leader; the core itself is fine: once it hears the newer term it steps
-    down and a real leader brings every node up to date."""
+    """Without check-quorum a leader cut off early stays leader of term 2 while the others move to a much
+    higher term. The simulation's final check must not take it for the leader; the core itself is fine: once
+    it hears the newer term it steps down and a real leader brings every node up to date."""
     c = Cluster(3, seed=442, election_tick=6, heartbeat_tick=2, pre_vote=False, check_quorum=False)
     old = c.run_until_leader()
     a, b = (i for i in c.ids if i != old)
@@ -479,7 +477,7 @@ def test_regression_stale_leader_of_an_old_term_is_not_taken_for_the_leader() ->
 
 def test_progress_comes_down_when_a_follower_lost_acknowledged_entries() -> None:
     """Async flush, power loss: a follower's log ends below the match index the leader holds for it. The
-    leader must probe from the follower's real end, not at match + 1 forever (found by jepsen_like)."""
+    leader must probe from the follower's real end, not at match + 1 forever."""
     from dledger.raft.progress import Progress, ProgressState
 
     pr = Progress(next_index=1, max_inflight_msgs=8, max_inflight_bytes=1 << 20)

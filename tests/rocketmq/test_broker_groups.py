@@ -14,6 +14,8 @@ import pytest
 from bench.namesrv_flip import eventually
 from dledger.cli.broker_groups import cluster_info
 
+pytestmark = pytest.mark.process  # starts processes
+
 pytest.importorskip("rocketmq")
 
 

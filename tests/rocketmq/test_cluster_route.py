@@ -22,6 +22,8 @@ from rocketmq.grpc_protocol import service_pb2_grpc as sg  # noqa: E402
 
 from tests.broker_endpoint.util import drain, message, producer, send_eventually, simple_consumer  # noqa: E402
 
+pytestmark = pytest.mark.process  # starts processes
+
 TOPIC = "spread"
 
 

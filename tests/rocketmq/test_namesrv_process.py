@@ -25,6 +25,8 @@ from bench.namesrv_flip import (
 from dledger.cli.broker_groups import RegisteringGroup
 from tests.broker_endpoint.util import leader_id
 
+pytestmark = pytest.mark.process  # starts processes
+
 pytest.importorskip("rocketmq")
 
 PERIOD_MS = 30_000  # the default: re-registration after a NameServer restart must not wait for it

@@ -12,19 +12,7 @@ from dledger.node.config import NodeConfig
 from dledger.node.server import DLedgerServer
 from dledger.storage_api import Entry
 from dledger.testing.launcher import free_ports
-
-
-async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition", poll: float = 0.01) -> Any:
-    """Poll `cond` on the running loop until it is truthy (returned), or fail after `timeout` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        await asyncio.sleep(poll)
+from tests.support import wait_for_async
 
 
 def peers_for(ids: Sequence[str]) -> dict[str, str]:
@@ -79,7 +67,7 @@ class LocalGroup:
         return leaders[0] if len(leaders) == 1 else None
 
     async def wait_for(self, cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-        return await wait_for(cond, timeout, what)
+        return await wait_for_async(cond, timeout, what)
 
     async def wait_for_leader(self, timeout: float = 10.0) -> str:
         result: str = await self.wait_for(self.leader, timeout, "a single leader")

@@ -4,27 +4,13 @@ from __future__ import annotations
 
 import pathlib
 import signal
-import time
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from dledger.client.client import DLedgerClient, NodeInfo
 from dledger.testing.launcher import LocalProcessGroup
 from tests.server.cluster_util import peers_for
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-T = TypeVar("T")
-
-
-def wait_until(cond: Callable[[], T], timeout: float = 15.0, what: str = "condition", poll: float = 0.02) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(poll)
+from tests.support import wait_for
 
 
 class ProcessGroup(LocalProcessGroup):
@@ -51,7 +37,7 @@ class ProcessGroup(LocalProcessGroup):
         return next(iter(leaders)) if len(leaders) == 1 else None
 
     def wait_for_leader(self, timeout: float = 20.0) -> str:
-        return wait_until(self.leader, timeout, "a single leader", poll=0.05)
+        return wait_for(self.leader, timeout, "a single leader", poll=0.05)
 
     def log_text(self, node_id: str) -> str:
         path = self.root / f"{node_id}.log"

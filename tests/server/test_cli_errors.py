@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import pathlib
 import socket
-import subprocess
-import sys
 
 import pytest
 
 from dledger.commitlog import SegmentedLog
 from dledger.testing.launcher import free_ports
-from tests.server.procs import ROOT
+from tests.support import run_dledger
+
+pytestmark = pytest.mark.process
 
 NOWHERE = "n0-127.0.0.1:1"  # nothing listens on port 1
 
@@ -91,8 +91,7 @@ NAMES = list(cases(pathlib.Path("/nonexistent")))
 def test_bad_input_is_one_line_and_a_non_zero_exit(tmp_path: pathlib.Path, name: str) -> None:
     write_typo_conf(tmp_path)
     argv = cases(tmp_path)[name]
-    out = subprocess.run([sys.executable, "-m", "dledger", *argv], capture_output=True, text=True, cwd=ROOT,
-                         timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
+    out = run_dledger(*argv, timeout=120)
     assert out.returncode != 0, f"{name}: exit 0\n{out.stdout}"
     assert "Traceback" not in out.stderr, out.stderr
     lines = out.stderr.splitlines()
@@ -108,8 +107,7 @@ def test_a_store_in_use_is_one_line(tmp_path: pathlib.Path, command: str) -> Non
     conf.write_text(f"dLegerPeers=n0-127.0.0.1:{port}\ndLegerSelfId=n0\nstorePathRootDir={tmp_path}/s\n"
                     f"grpcServerPort={free_ports(1)[0]}\n")  # fmt: skip
     with SegmentedLog.open(tmp_path / "s" / "log"):
-        out = subprocess.run([sys.executable, "-m", "dledger", command, "--config", str(conf)], capture_output=True,
-                             text=True, cwd=ROOT, timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
+        out = run_dledger(command, "--config", str(conf), timeout=120)
     assert out.returncode == 1
     lines = out.stderr.splitlines()
     assert len(lines) == 1 and "store is in use" in lines[0], out.stderr
@@ -124,8 +122,7 @@ def test_broker_port_in_use_is_one_line_naming_it(tmp_path: pathlib.Path, held: 
         conf = tmp_path / "broker.conf"
         conf.write_text(f"dLegerPeers=n0-127.0.0.1:{node}\ndLegerSelfId=n0\nstorePathRootDir={tmp_path}/s\n"
                         f"grpcServerPort={grpc}\n")  # fmt: skip
-        out = subprocess.run([sys.executable, "-m", "dledger", "broker", "--config", str(conf)], capture_output=True,
-                             text=True, cwd=ROOT, timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
+        out = run_dledger("broker", "--config", str(conf), timeout=120)
     assert out.returncode == 1
     lines = out.stderr.splitlines()
     assert len(lines) == 1 and f"127.0.0.1:{busy}" in lines[0] and "in use" in lines[0], out.stderr
@@ -133,6 +130,5 @@ def test_broker_port_in_use_is_one_line_naming_it(tmp_path: pathlib.Path, held: 
 
 
 def test_member_add_checks_the_address_before_asking_the_group() -> None:
-    out = subprocess.run([sys.executable, "-m", "dledger", "member", "add", "n3", "--address", "nonsense", "--peers",
-                          NOWHERE, "--timeout", "1"], capture_output=True, text=True, cwd=ROOT, timeout=60)  # fmt: skip
+    out = run_dledger("member", "add", "n3", "--address", "nonsense", "--peers", NOWHERE, "--timeout", "1")
     assert out.returncode == 2 and out.stderr.startswith("dledger: --address: 'nonsense' is not host:port"), out.stderr

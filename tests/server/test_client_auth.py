@@ -179,6 +179,7 @@ def test_both_clients_carry_their_token(tmp_path: pathlib.Path) -> None:
     asyncio.run(main())
 
 
+@pytest.mark.process
 def test_the_cli_takes_a_token_file(tmp_path: pathlib.Path) -> None:
     import subprocess
     import sys

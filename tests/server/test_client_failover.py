@@ -18,7 +18,10 @@ import pytest
 from dledger.client.aio_client import AsyncDLedgerClient
 from dledger.client.client import AppendResult, DLedgerClient
 from dledger.client.client_policy import Call, DLedgerError, RpcOutcome
-from tests.server.procs import ProcessGroup, wait_until
+from tests.server.procs import ProcessGroup
+from tests.support import wait_for
+
+pytestmark = pytest.mark.process
 
 PATIENT = 600.0  # the clients' RPC timeout and deadline: far past the test's own limits
 TEST_LIMIT = 120.0  # how long the test waits for an acknowledged append after the kill
@@ -66,7 +69,7 @@ def _check_dead_node_was_skipped(calls: list[tuple[str, Any]], dead: str) -> Non
 def test_blocking_client_skips_a_dead_leaders_channel_at_once(group: ProcessGroup) -> None:
     group.wait_for_leader(timeout=60)
     with DLedgerClient(group.peers, group=group.group, timeout=PATIENT, rpc_timeout=PATIENT) as client:
-        wait_until(lambda: all(n.reachable for n in client.status(timeout=5)), 60, "every node answering")
+        wait_for(lambda: all(n.reachable for n in client.status(timeout=5)), 60, "every node answering")
         client.append(b"before")
         dead = client.leader
         assert dead is not None

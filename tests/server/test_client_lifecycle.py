@@ -19,7 +19,10 @@ from dledger.client.aio_client import AsyncDLedgerClient
 from dledger.client.client import DLedgerClient
 from dledger.client.client_policy import DLedgerError
 from dledger.node.config import format_peers
-from tests.server.procs import ROOT, ProcessGroup
+from tests.server.procs import ProcessGroup
+from tests.support import ROOT
+
+pytestmark = pytest.mark.process
 
 # Threads that each append through their own client and never close it; once the parent has stopped the
 # nodes, the script returns from main and the interpreter must exit.

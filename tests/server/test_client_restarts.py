@@ -17,7 +17,10 @@ import pytest
 from dledger.client.aio_client import AsyncDLedgerClient
 from dledger.client.client import DLedgerClient
 from dledger.client.client_policy import DLedgerError, NotWrittenError, OutcomeUnknownError
-from tests.server.procs import ProcessGroup, wait_until
+from tests.server.procs import ProcessGroup
+from tests.support import wait_for
+
+pytestmark = pytest.mark.process
 
 
 @pytest.fixture
@@ -32,7 +35,7 @@ def _restart(group: ProcessGroup, node_id: str) -> None:
     group.kill(node_id)
     group.start(node_id)
     group.wait_for_leader(timeout=60)
-    wait_until(lambda: group.statuses()[node_id].reachable, 60, f"{node_id} answering again", poll=0.05)
+    wait_for(lambda: group.statuses()[node_id].reachable, 60, f"{node_id} answering again", poll=0.05)
 
 
 def test_the_client_keeps_appending_after_every_node_restarted_once(group: ProcessGroup) -> None:
@@ -41,7 +44,7 @@ def test_the_client_keeps_appending_after_every_node_restarted_once(group: Proce
     with group.client(timeout=20) as client:
         client.append(b"before")
         # a connection from this client to every node
-        wait_until(lambda: all(n.reachable for n in client.status(timeout=5)), 60, "every node answering")
+        wait_for(lambda: all(n.reachable for n in client.status(timeout=5)), 60, "every node answering")
         for node_id in list(group.peers):
             _restart(group, node_id)
         # every channel of this client lost its connection once; a fresh client would work at once
@@ -84,13 +87,13 @@ def test_a_long_lived_client_keeps_working_through_a_storm_of_restarts(group: Pr
     appender = _Appender(client)
     try:
         appender.start()
-        wait_until(lambda: len(appender.acked) >= 20, 60, "appends before the storm")
+        wait_for(lambda: len(appender.acked) >= 20, 60, "appends before the storm")
         for _ in range(3):
             for node_id in list(group.peers):
                 before = len(appender.acked)
                 _restart(group, node_id)
                 # the client gets through again after each restart, not only at the end
-                wait_until(lambda b=before: len(appender.acked) > b, 60, f"an append after restarting {node_id}")
+                wait_for(lambda b=before: len(appender.acked) > b, 60, f"an append after restarting {node_id}")
     finally:
         appender.stop.set()
         appender.join(60)
@@ -111,7 +114,7 @@ def _read(client: DLedgerClient, index: int) -> bytes:
         except DLedgerError:
             return None
 
-    data = wait_until(attempt, 60, f"reading entry {index}")
+    data = wait_for(attempt, 60, f"reading entry {index}")
     assert isinstance(data, bytes)
     return data
 

@@ -14,7 +14,7 @@ import pytest
 from dledger.node import tuning
 from dledger.testing.launcher import free_ports
 from tests.server.cluster_util import LocalGroup, peers_for
-from tests.server.procs import ROOT
+from tests.support import ROOT
 
 uvloop = pytest.importorskip("uvloop", reason="uvloop is a dependency on Linux; this platform has none")
 
@@ -56,6 +56,7 @@ def test_uvloop_asked_but_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPat
     assert tuning.loop_factory() is asyncio.new_event_loop  # unset: falls back quietly
 
 
+@pytest.mark.process
 def test_node_refuses_a_bad_choice_before_starting(tmp_path: pathlib.Path) -> None:
     (port,) = free_ports(1)
     out = subprocess.run(
@@ -73,8 +74,8 @@ def test_node_refuses_a_bad_choice_before_starting(tmp_path: pathlib.Path) -> No
 def test_an_idle_node_wakes_about_once_per_tick(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, choice: str
 ) -> None:
-    """uvloop's clock and timers count whole milliseconds and run a shorter delay at once: the driver used
-    to spin until the clock moved on, thousands of wake-ups a second for 50 ticks (20 ms each)."""
+    """uvloop's clock and timers count whole milliseconds and run a shorter delay at once: a driver that
+    waits for the clock to move on would spin, thousands of wake-ups a second for 50 ticks (20 ms each)."""
     monkeypatch.setenv(tuning.ENV_VAR, choice)
 
     async def main() -> tuple[int, float]:

@@ -9,6 +9,8 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.process
+
 PROBE = textwrap.dedent(
     """
     import ctypes, sys

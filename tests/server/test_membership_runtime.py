@@ -1,4 +1,4 @@
-"""Membership changes and snapshot catch-up on real in-process nodes over gRPC (issue #10).
+"""Membership changes and snapshot catch-up on real in-process nodes over gRPC.
 
 Grow 3 -> 5, shrink 5 -> 3 under load, remove the leader, replace a node whose disk was wiped, and a
 follower that was down while the log was compacted catches up by InstallSnapshot. Every node runs a
@@ -23,7 +23,7 @@ from dledger.node.config import NodeConfig
 from dledger.node.server import DLedgerServer
 from dledger.node.state_machine import ListStateMachine
 from dledger.testing.launcher import free_port_pairs, free_ports
-from tests.server.cluster_util import wait_for
+from tests.support import wait_for_async
 
 
 @dataclass
@@ -76,7 +76,7 @@ def run(
         for node_id in group.initial:
             await group.start(node_id)
         try:
-            await wait_for(group.leader, 10, "a leader")
+            await wait_for_async(group.leader, 10, "a leader")
             await body(group)
         finally:
             for node_id in list(group.servers):
@@ -99,7 +99,9 @@ async def add_and_promote(group: Group, client: AsyncDLedgerClient, node_id: str
     result = await client.add_learner(node_id, group.addresses[node_id])
     assert node_id in learners(result.members)
     leader = group.servers[group.leader() or ""]
-    await wait_for(lambda: group.servers[node_id].applied_index >= leader.commit_index - 1, 10, f"{node_id} caught up")
+    await wait_for_async(
+        lambda: group.servers[node_id].applied_index >= leader.commit_index - 1, 10, f"{node_id} caught up"
+    )
     assert group.servers[node_id].status().role == "learner"
     # the promotion is refused while the learner lags, so retry until the client's deadline
     result = await client.promote(node_id)
@@ -118,7 +120,7 @@ def test_grow_three_to_five_then_lose_two_of_the_originals(tmp_path: pathlib.Pat
             await client.append_batch([f"b{k}".encode() for k in range(20)])
             expected = [f"a{k}".encode() for k in range(20)] + [f"b{k}".encode() for k in range(20)]
             for node_id in group.servers:
-                await wait_for(lambda n=node_id: group.data(n) == expected, 10, f"{node_id} applied everything")
+                await wait_for_async(lambda n=node_id: group.data(n) == expected, 10, f"{node_id} applied everything")
             # two of the original three go away: the five-voter group still has a majority (3 of 5)
             leader = group.leader()
             for node_id in [i for i in ("n0", "n1", "n2") if i != leader][:2]:
@@ -126,7 +128,7 @@ def test_grow_three_to_five_then_lose_two_of_the_originals(tmp_path: pathlib.Pat
         async with group.client() as client:
             await client.append(b"after")
             for node_id in group.servers:
-                await wait_for(lambda n=node_id: group.data(n)[-1:] == [b"after"], 10, f"{node_id} applied")
+                await wait_for_async(lambda n=node_id: group.data(n)[-1:] == [b"after"], 10, f"{node_id} applied")
 
     run(tmp_path, body, peer_transport=transport)
 
@@ -139,14 +141,14 @@ def test_the_leader_removes_itself_and_a_new_leader_takes_over(tmp_path: pathlib
             await client.append(b"before")
             result = await client.remove(old)
             assert voters(result.members) == {"n0", "n1", "n2"} - {old}
-            new = await wait_for(lambda: group.leader() if group.leader() not in (None, old) else None, 10, "new")
+            new = await wait_for_async(lambda: group.leader() if group.leader() not in (None, old) else None, 10, "new")
             assert group.servers[old].node.role != "leader"
             assert group.servers[old].status().role == "non-member"
             await client.append(b"after")
             members = await client.members()
             assert voters(members) == {"n0", "n1", "n2"} - {old}
             for node_id in {"n0", "n1", "n2"} - {old}:
-                await wait_for(lambda n=node_id: group.data(n) == [b"before", b"after"], 10, f"{node_id} applied")
+                await wait_for_async(lambda n=node_id: group.data(n) == [b"before", b"after"], 10, f"{node_id} applied")
             assert new != old
             # the removed node neither leads nor campaigns, and does not disturb the others
             term = group.servers[new].status().term
@@ -177,13 +179,13 @@ def test_shrink_five_to_three_under_load_loses_no_acknowledged_append(tmp_path: 
                         k += 1
 
             task = asyncio.get_running_loop().create_task(load())
-            await wait_for(lambda: len(acked) >= 10, 10, "load running")
+            await wait_for_async(lambda: len(acked) >= 10, 10, "load running")
             leader = group.leader()
             victims = [i for i in ("n3", "n4", "n0", "n1", "n2") if i != leader][:2]
             for node_id in victims:
                 result = await client.remove(node_id)
                 assert node_id not in {m.id for m in result.members}
-            await wait_for(lambda: len(acked) >= 40, 10, "load continues after the changes")
+            await wait_for_async(lambda: len(acked) >= 40, 10, "load continues after the changes")
             stop.set()
             await task
             members = await client.members()
@@ -192,7 +194,7 @@ def test_shrink_five_to_three_under_load_loses_no_acknowledged_append(tmp_path: 
         for node_id in victims:
             await group.stop(node_id)
         for node_id in survivors:
-            await wait_for(
+            await wait_for_async(
                 lambda n=node_id: set(acked) <= set(group.data(n)), 10, f"{node_id} holds every acknowledged append"
             )
         first = group.data(next(iter(survivors)))
@@ -223,7 +225,7 @@ def test_replace_a_node_whose_disk_was_wiped(tmp_path: pathlib.Path) -> None:
             await client.append(b"with it again")
             expected = [f"x{k}".encode() for k in range(10)] + [b"without it", b"with it again"]
             for node_id in group.servers:
-                await wait_for(lambda n=node_id: group.data(n) == expected, 10, f"{node_id} applied")
+                await wait_for_async(lambda n=node_id: group.data(n) == expected, 10, f"{node_id} applied")
 
     run(tmp_path, body, total=3)
 
@@ -235,7 +237,7 @@ def test_a_follower_down_past_compaction_catches_up_by_snapshot(tmp_path: pathli
         follower = next(i for i in ("n0", "n1", "n2") if i != leader)
         async with group.client() as client:
             await client.append_batch([b"early"] * 5)
-            await wait_for(lambda: len(group.data(follower)) == 5, 10, "follower applied")
+            await wait_for_async(lambda: len(group.data(follower)) == 5, 10, "follower applied")
             await group.stop(follower)
             for k in range(40):
                 await client.append_batch([f"missed-{k}-{j}".encode() * 40 for j in range(8)])
@@ -247,12 +249,12 @@ def test_a_follower_down_past_compaction_catches_up_by_snapshot(tmp_path: pathli
             await group.start(follower)
             await client.append(b"after")
             lead = group.machines[group.leader() or leader]
-            await wait_for(lambda: group.data(follower) == [d for _, d in lead.entries], 15, "follower caught up")
+            await wait_for_async(lambda: group.data(follower) == [d for _, d in lead.entries], 15, "follower caught up")
             server = group.servers[follower]
             assert server.node.stats.snapshots_installed == 1
             assert server.status().first_index > 6  # its log now starts after the snapshot
             # counted once the last chunk's answer is back through the I/O thread, which may be after the install
-            await wait_for(
+            await wait_for_async(
                 lambda: group.servers[group.leader() or leader].node.stats.snapshots_sent >= 1, 15, "snapshot counted"
             )
 

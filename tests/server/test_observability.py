@@ -7,13 +7,17 @@ import pathlib
 import urllib.request
 
 import grpc.aio
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dledger.client.aio_client import AsyncDLedgerClient
 from dledger.node.config import NodeConfig
 from dledger.node.server import DLedgerServer
 from tests.server.cluster_util import LocalGroup, peers_for
-from tests.server.procs import ProcessGroup, wait_until
+from tests.server.procs import ProcessGroup
+from tests.support import wait_for
+
+pytestmark = pytest.mark.process
 
 
 def _scrape(port: int) -> dict[str, float]:
@@ -99,7 +103,7 @@ def test_node_log_records_carry_node_id_and_term(tmp_path: pathlib.Path) -> None
     group = ProcessGroup(tmp_path, ids=("n0",))
     try:
         group.start("n0")
-        wait_until(lambda: "is leader in term" in group.log_text("n0"), what="n0 leads")
+        wait_for(lambda: "is leader in term" in group.log_text("n0"), what="n0 leads")
         line = next(x for x in group.log_text("n0").splitlines() if "is leader in term" in x)
         assert "[n0 t1]" in line
     finally:

@@ -21,7 +21,10 @@ from dledger._proto import dledger_pb2_grpc as pb_grpc
 from dledger.client.client import NodeInfo
 from dledger.node.codec import pack_entries
 from dledger.storage_api import Entry, EntryKind
-from tests.server.procs import ProcessGroup, wait_until
+from tests.server.procs import ProcessGroup
+from tests.support import wait_for
+
+pytestmark = pytest.mark.process
 
 EVIL = b"attacker's bytes"
 
@@ -76,12 +79,12 @@ def _appends_work(group: ProcessGroup, n: int = 5) -> list[int]:
 
 def test_a_term_bomb_is_refused_and_every_node_keeps_serving(secured: ProcessGroup, open_group: ProcessGroup) -> None:
     for group, refused in ((secured, grpc.StatusCode.UNAUTHENTICATED), (open_group, grpc.StatusCode.OK)):
-        before = wait_until(lambda g=group: _all_healthy(g), 20, "every node healthy")
+        before = wait_for(lambda g=group: _all_healthy(g), 20, "every node healthy")
         for node_id, address in group.peers.items():
             # without authentication the batch is taken by the transport, and dropped by the codec
             assert _send(address, [_heartbeat(group, node_id, 2**64 - 1)]) == refused
         _appends_work(group)  # the group still commits
-        after = wait_until(lambda g=group: _all_healthy(g), 20, "every node healthy")
+        after = wait_for(lambda g=group: _all_healthy(g), 20, "every node healthy")
         for node_id, status in after.items():
             assert status.term <= before[node_id].term + 2, f"{node_id} took the forged term: {status}"
 
@@ -118,7 +121,7 @@ def test_a_stranger_s_heartbeats_do_not_move_leadership(secured: ProcessGroup) -
             _send(address, [_heartbeat(secured, node_id, term + 1)])
         time.sleep(0.05)
     assert secured.wait_for_leader() == leader
-    assert {s.term for s in wait_until(lambda: _all_healthy(secured), 20, "statuses").values()} == {term}
+    assert {s.term for s in wait_for(lambda: _all_healthy(secured), 20, "statuses").values()} == {term}
     assert len(_appends_work(secured, 20)) == 20
 
 
@@ -127,7 +130,7 @@ def test_a_bare_install_snapshot_wipes_no_replica(secured: ProcessGroup, open_gr
         indexes = _appends_work(group, 10)
         leader = group.wait_for_leader()
         last = indexes[-1]
-        wait_until(lambda g=group, i=last: all(s.last_index >= i for s in g.statuses().values()), 20, "replication")
+        wait_for(lambda g=group, i=last: all(s.last_index >= i for s in g.statuses().values()), 20, "replication")
         term = group.statuses()[leader].term
         for node_id, address in group.peers.items():
             if node_id == leader:
@@ -139,7 +142,7 @@ def test_a_bare_install_snapshot_wipes_no_replica(secured: ProcessGroup, open_gr
                 install_snapshot=pb.InstallSnapshot(term=term, last_included_index=10**9, last_included_term=term),
             )
             assert _send(address, [install]) == refused
-        for node_id, status in wait_until(lambda g=group: _all_healthy(g), 20, "every node healthy").items():
+        for node_id, status in wait_for(lambda g=group: _all_healthy(g), 20, "every node healthy").items():
             assert status.first_index <= 1 and status.last_index >= indexes[-1], f"{node_id} lost its log: {status}"
         with group.client() as client:
             assert [client.get(i).data for i in indexes] == [f"ok {k}".encode() for k in range(10)]
@@ -161,7 +164,7 @@ def test_malformed_peer_calls_log_one_line_not_a_traceback(secured: ProcessGroup
         for _ in range(3):
             with pytest.raises(grpc.RpcError):
                 send(b"\xff\xff\xff\xff", timeout=5)
-    text = wait_until(lambda: "malformed request" in secured.log_text(node_id) and secured.log_text(node_id), 10)
+    text = wait_for(lambda: "malformed request" in secured.log_text(node_id) and secured.log_text(node_id), 10)
     assert "Traceback" not in text
     assert "refused a malformed request to /dledger.v1.RaftPeer/Send" in text
 
@@ -183,8 +186,8 @@ def test_a_node_with_the_wrong_secret_cannot_join_and_both_sides_say_why(tmp_pat
         leader = group.wait_for_leader(timeout=30)
         assert leader != "n2"
         indexes = _appends_work(group, 3)
-        wait_until(lambda: "did not prove the group secret" in group.log_text("n2"), 20, "n2 saying why")
-        wait_until(lambda: "did not prove the group secret" in group.log_text(leader), 20, f"{leader} saying why")
+        wait_for(lambda: "did not prove the group secret" in group.log_text("n2"), 20, "n2 saying why")
+        wait_for(lambda: "did not prove the group secret" in group.log_text(leader), 20, f"{leader} saying why")
         status = group.statuses()["n2"]
         assert status.last_index < indexes[-1] and status.role != "leader"
         for node_id in group.peers:
@@ -219,7 +222,7 @@ def test_under_mutual_tls_a_client_certificate_cannot_speak_as_a_peer(tmp_path: 
                 leaders = [s.id for s in client.status(timeout=1) if s.reachable and s.role == "leader"]
             return leaders[0] if len(leaders) == 1 else None
 
-        lead = wait_until(leader, 30, "a leader over mutual TLS", poll=0.1)
+        lead = wait_for(leader, 30, "a leader over mutual TLS", poll=0.1)
         with group.client(tls=TlsConfig(**client_tls)) as client:
             status = {s.id: s for s in client.status(timeout=2)}
             index = client.append(b"legit").index
@@ -258,7 +261,7 @@ def test_a_node_without_the_secret_is_told_what_it_lacks(tmp_path: pathlib.Path)
     try:
         assert group.wait_for_leader(timeout=30) != "n2"
         _appends_work(group, 1)
-        wait_until(lambda: "wants peers to authenticate" in group.log_text("n2"), 20, "n2 saying what it lacks")
+        wait_for(lambda: "wants peers to authenticate" in group.log_text("n2"), 20, "n2 saying what it lacks")
         assert group.log_text("n2").count("wants peers to authenticate") <= 2  # once per link, not per retry
     finally:
         group.stop_all()

@@ -10,7 +10,10 @@ from collections.abc import Iterator
 import pytest
 
 from dledger.client.client_policy import EntryNotFoundError, NotWrittenError, OutcomeUnknownError
-from tests.server.procs import ROOT, ProcessGroup, wait_until
+from tests.server.procs import ProcessGroup
+from tests.support import ROOT, run_dledger, spawn, wait_for
+
+pytestmark = pytest.mark.process
 
 
 @pytest.fixture
@@ -43,7 +46,7 @@ def test_leader_sigkill_keeps_every_acknowledged_append(group: ProcessGroup) -> 
         group.start(old)  # the old leader rejoins as a follower and catches up
         last = max(acked)
         # one status read for both: a read that times out says role "" (statuses() gives each node 0.5 s)
-        wait_until(
+        wait_for(
             lambda: (s := group.statuses()[old]).applied_index >= last and s.role == "follower",
             what="old leader caught up as a follower",
         )
@@ -72,14 +75,14 @@ def test_sync_flush_survives_sigkill_of_every_node(tmp_path: pathlib.Path) -> No
                 except EntryNotFoundError:
                     return False
 
-            wait_until(every_ack_readable, 20, "every acknowledged entry readable with its data after the restart")
+            wait_for(every_ack_readable, 20, "every acknowledged entry readable with its data after the restart")
     finally:
         group.stop_all()
 
 
 def test_sigterm_stops_gracefully(group: ProcessGroup) -> None:
     group.start("n0")
-    wait_until(lambda: "ready on" in group.log_text("n0"), what="n0 ready")
+    wait_for(lambda: "ready on" in group.log_text("n0"), what="n0 ready")
     assert "flush async, uvloop)" in group.log_text("n0")  # the node runs on uvloop (a dependency) by default
     assert group.kill("n0", sig=15) == 0
     assert "Traceback" not in group.log_text("n0")
@@ -94,8 +97,7 @@ def test_sigterm_stops_gracefully(group: ProcessGroup) -> None:
     ],
 )
 def test_config_errors_exit_2_with_a_clear_message(args: list[str], message: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "dledger", "node", *args], capture_output=True, text=True,
-                         cwd=ROOT, timeout=60)  # fmt: skip
+    out = run_dledger("node", *args)
     assert out.returncode == 2, out.stderr
     assert message in out.stderr and "Traceback" not in out.stderr
 
@@ -107,18 +109,9 @@ def test_port_in_use_exits_1(tmp_path: pathlib.Path) -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        out = subprocess.run(
-            [sys.executable, "-m", "dledger", "node", "--id", "n0", "--peers", f"n0-127.0.0.1:{port}",
-             "--store-dir", str(tmp_path / "s")],
-            capture_output=True, text=True, cwd=ROOT, timeout=60,
-        )  # fmt: skip
+        out = run_dledger("node", "--id", "n0", "--peers", f"n0-127.0.0.1:{port}", "--store-dir", str(tmp_path / "s"))
     assert out.returncode == 1, out.stderr
     assert "cannot listen" in out.stderr
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "dledger", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=60)  # fmt: skip
 
 
 def test_cli_client_commands_against_a_group(group: ProcessGroup) -> None:
@@ -129,28 +122,28 @@ def test_cli_client_commands_against_a_group(group: ProcessGroup) -> None:
     group.start_all()
     leader = group.wait_for_leader()
     peers = ["--peers", format_peers(group.peers), "--group", "t"]
-    out = _cli("append", *peers, "hello", "world")
+    out = run_dledger("append", *peers, "hello", "world")
     assert out.returncode == 0, out.stderr
     first_index = int(out.stdout.split()[0])
-    got = _cli("get", *peers, str(first_index + 1))
+    got = run_dledger("get", *peers, str(first_index + 1))
     assert got.returncode == 0 and json.loads(got.stdout)["data"] == "world"
-    status = _cli("status", *peers, "--json")
+    status = run_dledger("status", *peers, "--json")
     nodes = json.loads(status.stdout)
     assert status.returncode == 0 and {n["role"] for n in nodes} == {"leader", "follower"}
-    table = _cli("status", *peers)
+    table = run_dledger("status", *peers)
     assert table.stdout.splitlines()[0].split()[:3] == ["ID", "ADDRESS", "ROLE"]
     target = next(i for i in group.peers if i != leader)
-    assert _cli("transfer-leader", *peers, "--to", target).returncode == 0
+    assert run_dledger("transfer-leader", *peers, "--to", target).returncode == 0
     assert group.wait_for_leader() == target
-    missing = _cli("get", *peers, "999999")
+    missing = run_dledger("get", *peers, "999999")
     assert missing.returncode == 1 and "999999" in missing.stderr
-    assert _cli("status").returncode == 2
+    assert run_dledger("status").returncode == 2
     # compaction is per node; a node without state machines snapshots its (empty) state first
-    compacted = _cli("compact", "n1", *peers)
+    compacted = run_dledger("compact", "n1", *peers)
     assert compacted.returncode == 0, compacted.stderr
     snapshot_at = int(compacted.stdout.rsplit(" ", 1)[1])
     assert snapshot_at >= first_index + 1
-    assert _cli("compact", "nobody", *peers).returncode == 2
+    assert run_dledger("compact", "nobody", *peers).returncode == 2
 
 
 def test_public_names_import_lazily() -> None:
@@ -168,12 +161,12 @@ def test_log_verify_and_dump_accept_a_nodes_store_dir(tmp_path: pathlib.Path) ->
     finally:
         solo.stop_all()
     store = str(tmp_path / "s0")
-    verify = _cli("log", "verify", "--store-dir", store)
+    verify = run_dledger("log", "verify", "--store-dir", store)
     assert verify.returncode == 0 and "clean" in verify.stdout, verify.stderr
-    dump = _cli("log", "dump", "--store-dir", store, "--from", "2")
+    dump = run_dledger("log", "dump", "--store-dir", store, "--from", "2")
     assert dump.returncode == 0 and "alpha" in dump.stdout and "beta" in dump.stdout
-    assert _cli("log", "verify").returncode == 2
-    assert _cli("log", "verify", store, "--store-dir", store).returncode == 2
+    assert run_dledger("log", "verify").returncode == 2
+    assert run_dledger("log", "verify", store, "--store-dir", store).returncode == 2
 
 
 def test_cli_member_commands_grow_and_shrink_a_group_of_processes(group: ProcessGroup) -> None:
@@ -185,41 +178,35 @@ def test_cli_member_commands_grow_and_shrink_a_group_of_processes(group: Process
     group.start_all()
     group.wait_for_leader()
     peers = ["--peers", format_peers(group.peers), "--group", "t", "--timeout", "20"]
-    listed = _cli("member", "list", *peers, "--json")
+    listed = run_dledger("member", "list", *peers, "--json")
     assert listed.returncode == 0, listed.stderr
     assert {(m["id"], m["voter"]) for m in json.loads(listed.stdout)} == {("n0", True), ("n1", True), ("n2", True)}
     address = f"127.0.0.1:{free_ports(1)[0]}"
     everyone = {**group.peers, "n3": address}
-    with open(group.root / "n3.log", "ab") as log:
-        joiner = subprocess.Popen(
-            [sys.executable, "-m", "dledger", "node", "--join", "--group", "t", "--id", "n3",
-             "--peers", format_peers(everyone), "--store-dir", str(group.root / "n3"),
-             "--peer-secret-file", str(group.root / "peer.secret")],  # a new member proves the group's secret
-            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-        )  # fmt: skip
-    try:
-        added = _cli("member", "add", "n3", "--address", address, *peers)
+    argv = [sys.executable, "-m", "dledger", "node", "--join", "--group", "t", "--id", "n3",
+            "--peers", format_peers(everyone), "--store-dir", str(group.root / "n3"),
+            "--peer-secret-file", str(group.root / "peer.secret")]  # a new member proves the group's secret
+    with open(group.root / "n3.log", "ab") as log, spawn(argv, stdout=log, stderr=subprocess.STDOUT):
+        added = run_dledger("member", "add", "n3", "--address", address, *peers)
         assert added.returncode == 0, added.stderr
         assert "n3" in added.stdout and "learner" in added.stdout
-        promoted = _cli("member", "promote", "n3", *peers)  # the client retries while n3 catches up
+        promoted = run_dledger("member", "promote", "n3", *peers)  # the client retries while n3 catches up
         assert promoted.returncode == 0, promoted.stderr
-        table = _cli("member", "list", *peers)
+        table = run_dledger("member", "list", *peers)
         assert [line.split()[:3] for line in table.stdout.splitlines()[1:]] == [
             ["n0", group.peers["n0"], "voter"],
             ["n1", group.peers["n1"], "voter"],
             ["n2", group.peers["n2"], "voter"],
             ["n3", address, "voter"],
         ]
-        assert _cli("append", "--peers", format_peers(everyone), "--group", "t", "with-four").returncode == 0
-        removed = _cli("member", "remove", "n3", *peers)
+        assert run_dledger("append", "--peers", format_peers(everyone), "--group", "t", "with-four").returncode == 0
+        removed = run_dledger("member", "remove", "n3", *peers)
         assert removed.returncode == 0, removed.stderr
-        after = json.loads(_cli("member", "list", *peers, "--json").stdout)
+        after = json.loads(run_dledger("member", "list", *peers, "--json").stdout)
         assert {m["id"] for m in after} == {"n0", "n1", "n2"}
         # usage errors exit 2, a change the group refuses exits 1
-        assert _cli("member", "promote", *peers).returncode == 2
-        assert _cli("member", "add", "n9", *peers).returncode == 2  # no --address
-        refused = _cli("member", "remove", "nobody", *peers)
+        assert run_dledger("member", "promote", *peers).returncode == 2
+        assert run_dledger("member", "add", "n9", *peers).returncode == 2  # no --address
+        refused = run_dledger("member", "remove", "nobody", *peers)
         assert refused.returncode == 1 and "nobody" in refused.stderr
-    finally:
-        joiner.kill()
-        joiner.wait(10)
+

@@ -21,7 +21,10 @@ from dledger.client.client_policy import DLedgerError
 from dledger.commitlog import SegmentedLog
 from dledger.commitlog.hardstate import HARD_STATE_KEY
 from dledger.commitlog.verify import verify_store
-from tests.server.procs import ProcessGroup, wait_until
+from tests.server.procs import ProcessGroup
+from tests.support import wait_for
+
+pytestmark = pytest.mark.process
 
 SEGMENT_BYTES = 65536
 ENTRY = 400  # payload bytes: about 145 entries per segment
@@ -150,13 +153,13 @@ def _check_store(store: pathlib.Path, acked: dict[int, bytes]) -> None:
 def _damage_one(
     group: ProcessGroup, load: Load, victim: str, damage: Callable[[pathlib.Path], None], heals: bool, recovers: bool
 ) -> None:
-    wait_until(lambda: load.count() >= BEFORE, 120, f"{BEFORE} acknowledged entries")
+    wait_for(lambda: load.count() >= BEFORE, 120, f"{BEFORE} acknowledged entries")
     group.kill(victim)
     acked_before = load.last()
     damage(group.root / victim)
     group.start(victim)
     if heals:
-        wait_until(
+        wait_for(
             lambda: (s := group.statuses()[victim]).role == "follower" and s.last_index >= acked_before,
             120,
             f"{victim} healed and caught up",
@@ -164,18 +167,18 @@ def _damage_one(
         if damage is flip_index:
             assert "index rebuilt from data" in group.log_text(victim)
         if recovers:  # each recovering run ends (the line follows the status by a moment)
-            wait_until(
+            wait_for(
                 lambda: (t := group.log_text(victim)).count("starts RECOVERING") == t.count("RECOVERED") >= 1,
                 30,
                 f"{victim} logged RECOVERED",
             )
     else:
-        wait_until(lambda: not group.alive(victim), 60, f"{victim} refused to start")
+        wait_for(lambda: not group.alive(victim), 60, f"{victim} refused to start")
         lines = [line for line in group.log_text(victim).splitlines() if line.startswith("dledger node:")]
         assert len(lines) == 1 and "refusing to start" in lines[0] and "--join" in lines[0], lines
         assert "Traceback" not in group.log_text(victim)
     more = load.count() + 200
-    wait_until(lambda: load.count() >= more, 120, "the group serving after the damage")
+    wait_for(lambda: load.count() >= more, 120, "the group serving after the damage")
 
 
 def _run(group: ProcessGroup, damages: list[Callable[[pathlib.Path], None]], *, heals: bool, recovers: bool) -> None:
@@ -195,7 +198,7 @@ def _run(group: ProcessGroup, damages: list[Callable[[pathlib.Path], None]], *, 
         acked = load.stop()
     target = max(acked)
     running = [i for i in sorted(group.peers) if group.alive(i)]
-    wait_until(lambda: all(group.statuses()[i].applied_index >= target for i in running), 120, "every replica applied")
+    wait_for(lambda: all(group.statuses()[i].applied_index >= target for i in running), 120, "every replica applied")
     group.stop_all()
     for node_id in running:
         _check_store(group.root / node_id, acked)

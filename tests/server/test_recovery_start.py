@@ -18,6 +18,8 @@ from dledger.node.node import RaftNode
 from dledger.storage_api import Entry, HardState
 from tests.server.cluster_util import peers_for
 
+pytestmark = pytest.mark.process
+
 
 def _store_with_entries(store: pathlib.Path, n: int = 5) -> None:
     with SegmentedLog.open(store / "log") as log:

@@ -20,8 +20,11 @@ from dledger.client.client_policy import DLedgerError
 from dledger.commitlog import SegmentedLog
 from dledger.commitlog.codec import INDEX, INDEX_SIZE
 from dledger.commitlog.verify import verify_store
-from tests.server.procs import ProcessGroup, wait_until
+from tests.server.procs import ProcessGroup
 from tests.server.test_recovery_faults import SEGMENT_BYTES, Load
+from tests.support import wait_for
+
+pytestmark = pytest.mark.process  # starts processes
 
 BEFORE = 900  # acknowledged entries before the damage: six segments or so
 FOUND = "found damaged storage while running"
@@ -93,16 +96,16 @@ def get_from(group: ProcessGroup, node_id: str, index: int) -> bytes | None:
 
 def wait_healed(group: ProcessGroup, node_id: str, pid: int, *, recovers: bool, target: int) -> None:
     """`node_id` found the damage, repaired it in the same process, and is an up-to-date voter again."""
-    wait_until(lambda: FOUND in group.log_text(node_id), 60, f"{node_id} found the damage")
+    wait_for(lambda: FOUND in group.log_text(node_id), 60, f"{node_id} found the damage")
     if recovers:
-        wait_until(
+        wait_for(
             lambda: (t := group.log_text(node_id)).count("starts RECOVERING") == t.count("RECOVERED") >= 1,
             120,
             f"{node_id} recovered the lost range",
         )
     else:
-        wait_until(lambda: "nothing it had persisted was lost" in group.log_text(node_id), 60, f"{node_id} repaired")
-    wait_until(
+        wait_for(lambda: "nothing it had persisted was lost" in group.log_text(node_id), 60, f"{node_id} repaired")
+    wait_for(
         lambda: (s := group.statuses()[node_id]).role in ("follower", "leader") and s.last_index >= target,
         120,
         f"{node_id} a voter again and caught up",
@@ -121,7 +124,7 @@ def check_stores(group: ProcessGroup, load: Load) -> None:
     acked = load.stop()
     target = max(acked)
     ids = sorted(group.peers)
-    wait_until(lambda: all(group.statuses()[i].applied_index >= target for i in ids), 120, "every replica applied")
+    wait_for(lambda: all(group.statuses()[i].applied_index >= target for i in ids), 120, "every replica applied")
     group.stop_all()
     for node_id in ids:
         store = group.root / node_id
@@ -136,7 +139,7 @@ def check_stores(group: ProcessGroup, load: Load) -> None:
 
 def serving(group: ProcessGroup, load: Load, more: int = 200) -> None:
     want = load.count() + more
-    wait_until(lambda: load.count() >= want, 120, "the group serving after the damage")
+    wait_for(lambda: load.count() >= want, 120, "the group serving after the damage")
 
 
 def started(group: ProcessGroup) -> Load:
@@ -148,7 +151,7 @@ def started(group: ProcessGroup) -> Load:
 
 
 def damage_follower_then_get(group: ProcessGroup, load: Load, victim: str, *, index_record: bool) -> None:
-    wait_until(lambda: load.count() >= BEFORE, 120, f"{BEFORE} acknowledged entries")
+    wait_for(lambda: load.count() >= BEFORE, 120, f"{BEFORE} acknowledged entries")
     pid = group.procs[victim].pid
     store = group.root / victim
     index = 300  # in a closed segment (about 145 entries fill one)
@@ -160,7 +163,7 @@ def damage_follower_then_get(group: ProcessGroup, load: Load, victim: str, *, in
         expected = load.acked.get(index)
     get_from(group, victim, index)  # meets the damage: answered by the leader's redirect or not at all
     wait_healed(group, victim, pid, recovers=not index_record, target=load.last())
-    data = wait_until(lambda: get_from(group, victim, index), 60, f"{victim} serves entry {index} again")
+    data = wait_for(lambda: get_from(group, victim, index), 60, f"{victim} serves entry {index} again")
     assert expected is None or data == expected
     if index_record:
         assert "index rebuilt from data" in group.log_text(victim)
@@ -194,11 +197,11 @@ def test_a_flipped_entry_met_by_a_catch_up_read_on_the_leader_is_repaired_in_pla
     try:
         leader = group.wait_for_leader(60)
         lagging = next(i for i in sorted(group.peers) if i != leader)
-        wait_until(lambda: load.count() >= 100, 120, "100 acknowledged entries")
+        wait_for(lambda: load.count() >= 100, 120, "100 acknowledged entries")
         group.kill(lagging)
         behind = load.last() + 1000  # the lagging follower's log ends before it
         # past the leader's cache of recent entries: the catch-up reads the damaged entry from the disk
-        wait_until(lambda: load.last() >= behind + RECENT_CACHED, 300, "entries past the leader's cache")
+        wait_for(lambda: load.last() >= behind + RECENT_CACHED, 300, "entries past the leader's cache")
         assert group.leader() == leader, "the leader changed before the damage: no catch-up read would meet it"
         pid = group.procs[leader].pid
         flip_entry(group.root / leader, behind)
@@ -214,7 +217,7 @@ def test_an_active_segment_cut_under_a_follower_is_repaired_in_place(group: Proc
     try:
         leader = group.wait_for_leader(60)
         victim = next(i for i in sorted(group.peers) if i != leader)
-        wait_until(lambda: load.count() >= BEFORE, 120, f"{BEFORE} acknowledged entries")
+        wait_for(lambda: load.count() >= BEFORE, 120, f"{BEFORE} acknowledged entries")
         pid = group.procs[victim].pid
         cut_active_segment(group.root / victim)  # the next append (or flush) finds it
         wait_healed(group, victim, pid, recovers=True, target=load.last())

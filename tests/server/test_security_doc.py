@@ -18,6 +18,8 @@ from dledger.node.config import NodeConfig
 from dledger.node.server import DLedgerServer
 from tests.server.cluster_util import peers_for
 
+pytestmark = pytest.mark.process
+
 DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "security.md"
 MARK = "# dledger: certificate recipe"
 

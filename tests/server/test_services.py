@@ -19,7 +19,7 @@ from dledger.client.client_policy import (
     NotLeaderError,
     OutcomeUnknownError,
 )
-from dledger.node.errors import BusyError, LeaderHint, NodeNotLeaderError, NodeStoppedError, OutcomeUnknown
+from dledger.node.errors import BusyError, LeaderHint, NodeNotLeaderError, NodeOutcomeUnknownError, NodeStoppedError
 from dledger.node.services import ClientServicer
 from dledger.storage_api import Entry, UnavailableError
 
@@ -128,7 +128,7 @@ def test_busy_is_retried_and_unknown_is_reported() -> None:
         nodes["n2"].failures = [BusyError("too many uncommitted bytes")]
         async with AsyncDLedgerClient({"n2": peers["n2"]}, group="g") as client:
             assert (await client.append(b"x")).index == 1
-            nodes["n2"].failures = [OutcomeUnknown("leadership lost")]
+            nodes["n2"].failures = [NodeOutcomeUnknownError("leadership lost")]
             with pytest.raises(OutcomeUnknownError, match="leadership lost"):
                 await client.append(b"y")
             nodes["n2"].failures = [RuntimeError("boom")]

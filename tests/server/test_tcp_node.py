@@ -17,7 +17,10 @@ from dledger.node.tcp_peer import tcp_peer_address
 from dledger.node.tcp_transport import TcpPeerTransport
 from dledger.testing.launcher import free_port_pairs
 from tests.server.certs import Authority
-from tests.server.procs import ProcessGroup, wait_until
+from tests.server.procs import ProcessGroup
+from tests.support import wait_for
+
+pytestmark = pytest.mark.process  # starts processes
 
 SECRET = b"a group secret of 32 bytes......"
 OFFSET = 1000
@@ -161,7 +164,7 @@ def test_node_processes_on_tcp_keep_every_acknowledged_append_when_the_leader_is
                 assert client.get(index).data == data
             group.start(old)  # the old leader rejoins over tcp and catches up
             last = max(acked)
-            wait_until(
+            wait_for(
                 lambda: (s := group.statuses()[old]).applied_index >= last and s.role == "follower",
                 what="old leader caught up as a follower",
             )

@@ -13,6 +13,7 @@ import pytest
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
 from dledger.node.transport import PeerServicer, PeerTransport, server_options
+from tests.support import wait_for_async
 
 MAX = 1 << 20
 
@@ -34,15 +35,6 @@ async def start_endpoint(node_id: str, group: str = "g", port: int = 0) -> Endpo
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     return Endpoint(node_id, server, bound, servicer, received)
-
-
-async def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.005)
 
 
 def msg(frm: str, to: str, term: int, group: str = "g") -> pb.PeerMessage:
@@ -77,10 +69,10 @@ def test_messages_arrive_in_order(pair: Callable[..., None]) -> None:
     async def body(b: Endpoint, transport: PeerTransport) -> None:
         for term in range(1, 201):
             transport.send("b", [msg("a", "b", term)])
-        await wait_for(lambda: len(b.received) == 200)
+        await wait_for_async(lambda: len(b.received) == 200)
         assert [m.append_entries.term for m in b.received] == list(range(1, 201))
         # the link marks itself connected when gRPC resumes it after the write, which may be after delivery
-        await wait_for(lambda: transport.connected("b"))
+        await wait_for_async(lambda: transport.connected("b"))
 
     pair(body)
 
@@ -208,7 +200,7 @@ def test_an_outbox_larger_than_a_message_goes_as_several_batches_in_order() -> N
                 messages.append(m)
             transport.send("b", messages)  # queued before the link starts: one outbox of 2.5x the limit
             transport.start()
-            await wait_for(lambda: len(b.received) == 10)
+            await wait_for_async(lambda: len(b.received) == 10)
             assert [m.append_entries.term for m in b.received] == list(range(1, 11))
             assert all(m.append_entries.entry_data == bytes([k + 1]) * (MAX // 4) for k, m in enumerate(b.received))
             assert transport.stats["batches_split"] >= 2 and transport.stats["batches_sent"] >= 3
@@ -227,9 +219,9 @@ def test_link_reconnects_after_the_peer_restarts() -> None:
         transport.start()
         try:
             transport.send("b", [msg("a", "b", 1)])
-            await wait_for(lambda: len(b.received) == 1)
+            await wait_for_async(lambda: len(b.received) == 1)
             await b.server.stop(None)
-            await wait_for(lambda: not transport.connected("b"))
+            await wait_for_async(lambda: not transport.connected("b"))
             b2 = await start_endpoint("b", port=port)
             try:
 
@@ -321,7 +313,7 @@ def test_membership_changes_open_and_close_links_and_the_servicer_still_hears_no
             assert transport.stats["dropped_unknown_peer"] == 1  # not a member yet
             transport.set_peers({"a": "", "b": f"127.0.0.1:{b.port}", "c": f"127.0.0.1:{c.port}"})
             transport.send("c", [msg("a", "c", 2)])
-            await wait_for(lambda: len(c.received) == 1)
+            await wait_for_async(lambda: len(c.received) == 1)
             assert c.received[0].append_entries.term == 2
             transport.set_peers({"a": "", "c": f"127.0.0.1:{c.port}"})  # b removed
             transport.send("b", [msg("a", "b", 3)])
@@ -372,7 +364,7 @@ def test_heartbeats_do_not_wait_behind_appends_the_peer_is_slow_to_take() -> Non
             link.push([to_wire_parts(append)])
             await asyncio.wait_for(stuck.wait(), 5)
             link.push([msg("a", "b", 1)])  # a heartbeat
-            await wait_for(lambda: len(got) == 1)
+            await wait_for_async(lambda: len(got) == 1)
             assert got[0].append_entries.term == 1 and not got[0].append_entries.entry_data
         finally:
             await link.close()
