@@ -30,6 +30,8 @@ from tests.broker_endpoint.util import (
 )
 from tests.rocketmq_remoting.util import Worker, cpp_client, eventually
 
+pytestmark = pytest.mark.process  # C++ client worker processes (and broker processes)
+
 
 class Cluster:
     """A `dledger namesrv` process and a 3-replica group of `dledger broker` processes registering with it."""

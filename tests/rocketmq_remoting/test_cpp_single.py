@@ -11,6 +11,8 @@ import pytest
 
 from tests.rocketmq_remoting.util import InProcessBroker, Worker, cpp_client, eventually
 
+pytestmark = pytest.mark.process  # C++ client worker processes (and broker processes)
+
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessBroker]:
