@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from dledger._proto import dledger_pb2 as pb
-from dledger.node.codec import Parts
 from dledger.node.config import NodeConfig
 from dledger.node.peer_auth import peer_sessions
+from dledger.node.peer_links import Outgoing
 from dledger.node.tcp_listener import TcpPeerListener
 from dledger.node.tcp_peer import client_ssl_context, server_ssl_context
 from dledger.node.tcp_transport import TcpPeerTransport
@@ -26,7 +26,6 @@ from dledger.node.transport import PeerTransport
 
 __all__ = ["Transport", "make_listener", "make_transport", "silence_timeout"]
 
-Outgoing = pb.PeerMessage | bytes | Parts
 
 
 class Transport(Protocol):

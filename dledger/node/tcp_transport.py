@@ -48,6 +48,7 @@ from dledger.net.peer_frames import (
 )
 from dledger.node.codec import Parts, wire_size
 from dledger.node.peer_auth import PeerAuthMode
+from dledger.node.peer_links import LinkTable, Outgoing, admit, split_lanes
 from dledger.node.tcp_peer import tcp_peer_address
 from dledger.node.transport import PeerTransport
 
@@ -55,7 +56,6 @@ __all__ = ["RETRY_MAX", "RETRY_MIN", "TcpPeerTransport"]
 
 log = logging.getLogger(__name__)
 
-Outgoing = pb.PeerMessage | bytes | Parts
 RETRY_MIN = 0.01
 RETRY_MAX = 0.1
 _FRAMING = 6  # bytes a batch adds per message at most: the field tag and a 5-byte length
@@ -83,19 +83,9 @@ class _Lane:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"peer-{self.name}-{self.link.peer_id}")
 
     def push(self, messages: Sequence[bytes | Parts]) -> None:
-        stats = self.link.stats
-        room = self.link.max_pending - len(self.outbox)
-        if room < len(messages):
-            if not self.connected:  # keep the newest: old messages to an unreachable peer are stale
-                drop = min(len(self.outbox), len(messages) - room)
-                for _ in range(drop):
-                    self.outbox.popleft()
-                stats["dropped_stale"] += drop
-                room += drop
-            if room < len(messages):
-                stats["dropped_full"] += len(messages) - max(room, 0)
-                messages = messages[: max(room, 0)]
-        self.outbox.extend(messages)
+        admit(
+            self.outbox, messages, max_pending=self.link.max_pending, connected=self.connected, stats=self.link.stats
+        )
         if not self.connected:
             self.wakeup.set()
         elif not self.flush_due:  # at the end of this loop turn: what the driver queues meanwhile joins it
@@ -253,13 +243,7 @@ class _TcpLink:
         self.bulk.start()
 
     def push(self, messages: Sequence[Outgoing]) -> None:
-        control: list[bytes | Parts] = []
-        bulk: list[bytes | Parts] = []
-        for m in messages:
-            if isinstance(m, Parts):  # an AppendEntries with entries (`codec.to_wire_parts`)
-                bulk.append(m)
-            else:
-                control.append(m.SerializeToString() if isinstance(m, pb.PeerMessage) else m)
+        control, bulk = split_lanes(messages)
         if control:
             self.control.push(control)
         if bulk:
@@ -351,46 +335,25 @@ class TcpPeerTransport:
         self.silence_timeout = silence_timeout
         self.handshake_timeout = handshake_timeout
         self.ssl_context = ssl_context
-        self._links = {i: _TcpLink(self, i, a) for i, a in peers.items() if i != self_id and a}
-        self._started = False
-        self._closing: set[asyncio.Task[None]] = set()
+        self._links = LinkTable(self_id, peers, lambda i, a: _TcpLink(self, i, a), self.stats)
 
     def start(self) -> None:
-        self._started = True
-        for link in self._links.values():
-            link.start()
+        self._links.start()
 
     def set_peers(self, peers: Mapping[str, str]) -> None:
         """Membership changed: open links to new peers (or to a peer's new address), close the others."""
         self.snapshots.set_peers(peers)
-        wanted = {node_id: address for node_id, address in peers.items() if node_id != self.self_id and address}
-        for node_id in list(self._links):
-            link = self._links[node_id]
-            if wanted.get(node_id) != link.address:
-                del self._links[node_id]
-                task = asyncio.get_running_loop().create_task(link.close())
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
-        for node_id, address in wanted.items():
-            if node_id not in self._links:
-                link = self._links[node_id] = _TcpLink(self, node_id, address)
-                if self._started:
-                    link.start()
+        self._links.set_peers(peers)
 
     def send(self, to_id: str, messages: Sequence[Outgoing]) -> None:
-        link = self._links.get(to_id)
-        if link is None:
-            self.stats["dropped_unknown_peer"] += len(messages)
-            return
-        link.push(messages)
+        self._links.send(to_id, messages)
 
     async def send_snapshot_chunk(self, to_id: str, chunk: pb.SnapshotChunk, timeout: float) -> pb.SnapshotAck:
         return await self.snapshots.send_snapshot_chunk(to_id, chunk, timeout)
 
     def connected(self, to_id: str) -> bool:
-        link = self._links.get(to_id)
-        return link is not None and link.connected
+        return self._links.connected(to_id)
 
     async def close(self) -> None:
-        await asyncio.gather(*(link.close() for link in self._links.values()), *self._closing)
+        await self._links.close()
         await self.snapshots.close()

@@ -42,13 +42,13 @@ from dledger._proto import dledger_pb2_grpc as pb_grpc
 from dledger.net.handshake import HandshakeError
 from dledger.node.codec import Parts, frame_batch, wire_size
 from dledger.node.peer_auth import PeerAuthError, PeerGate, PeerSession, StaleSessionError
+from dledger.node.peer_links import LinkTable, Outgoing, admit, split_lanes
 
 __all__ = ["PeerServicer", "PeerTransport", "channel_options", "server_options"]
 
 log = logging.getLogger(__name__)
 
 OnMessages = Callable[[Sequence[pb.PeerMessage]], None]
-Outgoing = pb.PeerMessage | bytes | Parts  # a message, or its serialization (`codec.to_wire_parts`)
 _FRAMING = 6  # bytes a batch adds per message at most: the field tag and a 5-byte length (messages < 4 GiB)
 STREAM_METHOD = "/dledger.v1.RaftPeer/Stream"
 OnSnapshotChunk = Callable[[pb.SnapshotChunk], Awaitable[pb.SnapshotAck]]
@@ -197,19 +197,9 @@ class _Lane:
         self._task = loop.create_task(self._run(), name=f"peer-{self.name}-{self.link.address}")
 
     def push(self, messages: Sequence[bytes | Parts]) -> None:
-        stats = self.link.stats
-        room = self.link.max_pending - len(self.outbox)
-        if room < len(messages):
-            if not self.connected:  # keep the newest: old messages to an unreachable peer are stale
-                drop = min(len(self.outbox), len(messages) - room)
-                for _ in range(drop):
-                    self.outbox.popleft()
-                stats["dropped_stale"] += drop
-                room += drop
-            if room < len(messages):
-                stats["dropped_full"] += len(messages) - max(room, 0)
-                messages = messages[: max(room, 0)]
-        self.outbox.extend(messages)
+        admit(
+            self.outbox, messages, max_pending=self.link.max_pending, connected=self.connected, stats=self.link.stats
+        )
         self.wakeup.set()
 
     async def _batches(self) -> AsyncIterator[bytes]:
@@ -322,13 +312,7 @@ class _PeerLink:
         self.bulk.start()
 
     def push(self, messages: Sequence[Outgoing]) -> None:
-        control: list[bytes | Parts] = []
-        bulk: list[bytes | Parts] = []
-        for m in messages:
-            if isinstance(m, Parts):  # an AppendEntries with entries (`codec.to_wire_parts`)
-                bulk.append(m)
-            else:
-                control.append(m.SerializeToString() if isinstance(m, pb.PeerMessage) else m)
+        control, bulk = split_lanes(messages)
         if control:
             self.control.push(control)
         if bulk:
@@ -367,11 +351,7 @@ class PeerTransport:
         self._max_message_bytes = max_message_bytes
         self._max_pending = max_pending
         self._credentials = credentials
-        self._links = {
-            node_id: self._link(node_id, address) for node_id, address in peers.items() if node_id != self_id
-        }
-        self._started = False
-        self._closing: set[asyncio.Task[None]] = set()
+        self._links = LinkTable(self_id, peers, self._link, self.stats)
 
     def _link(self, node_id: str, address: str) -> _PeerLink:
         return _PeerLink(
@@ -385,36 +365,18 @@ class PeerTransport:
         )
 
     def start(self) -> None:
-        self._started = True
-        for link in self._links.values():
-            link.start()
+        self._links.start()
 
     def set_peers(self, peers: Mapping[str, str]) -> None:
         """Membership changed: open links to new peers (or to a peer's new address), close the others."""
-        wanted = {node_id: address for node_id, address in peers.items() if node_id != self.self_id and address}
-        for node_id in list(self._links):
-            link = self._links[node_id]
-            if wanted.get(node_id) != link.address:
-                del self._links[node_id]
-                task = asyncio.get_running_loop().create_task(link.close())
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
-        for node_id, address in wanted.items():
-            if node_id not in self._links:
-                link = self._links[node_id] = self._link(node_id, address)
-                if self._started:
-                    link.start()
+        self._links.set_peers(peers)
 
     def send(self, to_id: str, messages: Sequence[Outgoing]) -> None:
-        link = self._links.get(to_id)
-        if link is None:
-            self.stats["dropped_unknown_peer"] += len(messages)
-            return
-        link.push(messages)
+        self._links.send(to_id, messages)
 
     async def send_snapshot_chunk(self, to_id: str, chunk: pb.SnapshotChunk, timeout: float) -> pb.SnapshotAck:
         """One chunk of a snapshot, as a unary call beside the stream (raises when the peer is unreachable)."""
-        link = self._links.get(to_id)
+        link = self._links.links.get(to_id)
         if link is None:
             raise LookupError(f"{to_id!r} is not a peer")
         try:
@@ -428,8 +390,7 @@ class PeerTransport:
         return ack
 
     def connected(self, to_id: str) -> bool:
-        link = self._links.get(to_id)
-        return link is not None and link.connected
+        return self._links.connected(to_id)
 
     async def close(self) -> None:
-        await asyncio.gather(*(link.close() for link in self._links.values()), *self._closing)
+        await self._links.close()
