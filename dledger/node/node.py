@@ -89,8 +89,17 @@ class _Waiter:
 class RaftNode(SnapshotsMixin, MembersMixin, RepairMixin):
     """Drives one `RaftCore` over a `SegmentedLog`, an LMDB hard state and the peer transport."""
 
-    def __init__(self, config: NodeConfig, state_machines: Sequence[StateMachine] = (), *, seed: int | None = None):
+    def __init__(
+        self,
+        config: NodeConfig,
+        state_machines: Sequence[StateMachine] = (),
+        *,
+        seed: int | None = None,
+        transport_factory: Callable[[NodeConfig], Transport] = make_transport,
+    ):
+        """`transport_factory`: builds the peer transport at `start` (default: the one `config` names)."""
         self.config = config
+        self._transport_factory = transport_factory
         self.group = config.group
         self.max_entry_bytes = config.max_entry_bytes
         self.state_machines = list(state_machines)
@@ -173,7 +182,7 @@ class RaftNode(SnapshotsMixin, MembersMixin, RepairMixin):
         if self.core is None:
             raise RuntimeError("open_storage() first")
         self._wake = asyncio.Event()
-        self.transport = make_transport(self.config)
+        self.transport = self._transport_factory(self.config)
         self.transport.start()
         assert self.snapshots is not None and self.core is not None
         core = self.core

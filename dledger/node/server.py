@@ -15,7 +15,7 @@ import logging
 import os
 import pathlib
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import grpc.aio
@@ -32,7 +32,7 @@ from dledger.node.log_limits import quiet_grpc_decode_errors
 from dledger.node.metrics import NodeMetrics
 from dledger.node.node import RaftNode, RoleCallback
 from dledger.node.peer_auth import PeerGate
-from dledger.node.peer_transports import make_listener
+from dledger.node.peer_transports import Transport, make_listener, make_transport
 from dledger.node.services import ClientServicer
 from dledger.node.state_machine import StateMachine
 from dledger.node.tcp_listener import TcpPeerListener
@@ -56,11 +56,14 @@ class DLedgerServer:
         *,
         seed: int | None = None,
         durable_report_ms: int | None = None,
+        transport_factory: Callable[[NodeConfig], Transport] = make_transport,
     ) -> None:
         """`durable_report_ms` (for fault-injection tools): every so often, write `<store>/log/DURABLE`,
-        JSON {segment name: [fsynced data bytes, fsynced index bytes]}; it never claims more than is durable."""
+        JSON {segment name: [fsynced data bytes, fsynced index bytes]}; it never claims more than is durable.
+        `transport_factory`: builds the peer transport at `start` (default: the one `config` names; tests
+        pass `dledger.testing.memory_transport.MemoryHub`'s, which needs no peer sockets)."""
         self.config = config
-        self.node = RaftNode(config, state_machines, seed=seed)
+        self.node = RaftNode(config, state_machines, seed=seed, transport_factory=transport_factory)
         self._grpc: grpc.aio.Server | None = None
         self.peer_listener: TcpPeerListener | None = None
         self._durable_report_ms = durable_report_ms
