@@ -12,6 +12,7 @@ from dledger.node.config import NodeConfig
 from dledger.node.server import DLedgerServer
 from dledger.storage_api import Entry
 from dledger.testing.launcher import free_ports
+from dledger.testing.memory_transport import MemoryHub
 from tests.support import wait_for_async
 
 
@@ -40,13 +41,18 @@ class LocalGroup:
     overrides: dict[str, Any] = field(default_factory=dict)
     servers: dict[str, DLedgerServer] = field(default_factory=dict)
     machines: dict[str, RecordingStateMachine] = field(default_factory=dict)
+    hub: MemoryHub | None = None  # peers talk through it instead of gRPC (clients still use gRPC)
 
     def config(self, node_id: str) -> NodeConfig:
         return NodeConfig(self_id=node_id, peers=self.peers, store_dir=self.root / node_id, group="t", **self.overrides)
 
     async def start(self, node_id: str, resume_at: int = 0) -> DLedgerServer:
         sm = RecordingStateMachine(resume_at)
-        server = DLedgerServer(self.config(node_id), [sm], seed=hash(node_id) & 0xFFFF)
+        seed = hash(node_id) & 0xFFFF
+        if self.hub is not None:
+            server = self.hub.server(self.config(node_id), [sm], seed=seed)
+        else:
+            server = DLedgerServer(self.config(node_id), [sm], seed=seed)
         await server.start()
         self.servers[node_id], self.machines[node_id] = server, sm
         return server
@@ -78,12 +84,14 @@ def run_group(
     tmp_path: pathlib.Path,
     body: Callable[[LocalGroup], Awaitable[None]],
     ids: Sequence[str] = ("n0", "n1", "n2"),
+    hub: MemoryHub | None = None,
     **overrides: Any,
 ) -> None:
-    """Start an in-process group on free ports, run `body` with it, and stop every node afterwards."""
+    """Start an in-process group on free ports, run `body` with it, and stop every node afterwards. With a
+    `hub`, the nodes reach each other through it (no peer sockets)."""
 
     async def main() -> None:
-        group = LocalGroup(tmp_path, peers_for(ids), dict(overrides))
+        group = LocalGroup(tmp_path, peers_for(ids), dict(overrides), hub=hub)
         await group.start_all()
         try:
             await body(group)

@@ -1,4 +1,5 @@
-"""A 3-node group of DLedgerServers in one process over real gRPC on loopback."""
+"""A 3-node group of DLedgerServers in one process: peers over real gRPC on loopback, or (where the test is
+about the runtime, not the wire) through the in-memory hub; clients always over gRPC."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dledger.client.aio_client import AsyncDLedgerClient
 from dledger.client.client_policy import EntryNotFoundError, InvalidRequestError
 from dledger.node.errors import NodeNotLeaderError
 from dledger.storage_api import EntryKind
+from dledger.testing.memory_transport import MemoryHub
 from tests.server.cluster_util import LocalGroup, run_group
 
 IDS = ("n0", "n1", "n2")
@@ -63,7 +65,7 @@ def test_follower_restart_catches_up_and_resumes_applying(tmp_path: pathlib.Path
             await group.wait_for(lambda: len(normal_data(group, follower)) == 30, what="restarted follower caught up")
             assert group.machines[follower].applied[0].index == applied_before + 1
 
-    run_group(tmp_path, body)
+    run_group(tmp_path, body, hub=MemoryHub())
 
 
 def test_leader_stop_elects_a_new_leader_without_losing_acknowledged_entries(tmp_path: pathlib.Path) -> None:
@@ -79,7 +81,7 @@ def test_leader_stop_elects_a_new_leader_without_losing_acknowledged_entries(tmp
             for index, k in zip(acked, range(10), strict=True):
                 assert (await client.get(index)).data == f"x{k}".encode()
 
-    run_group(tmp_path, body)
+    run_group(tmp_path, body, hub=MemoryHub())
 
 
 def test_oversized_entry_is_refused(tmp_path: pathlib.Path) -> None:
