@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+from functools import partial
+from typing import Any
 
 import pytest
 
 from dledger._proto import dledger_pb2 as pb
 from dledger.client.aio_client import AsyncDLedgerClient
 from dledger.node.config import NodeConfig
+from dledger.node.state_machine import ListStateMachine
 from dledger.node.transport import PeerServicer
 from dledger.storage_api import EntryKind
 from dledger.testing.memory_transport import MemoryHub, MemoryTransport
-from tests.server.cluster_util import LocalGroup, run_group
+from tests.server.cluster_util import LocalGroup, peers_for, run_group
 from tests.support import wait_for_async
 
 IDS = ("n0", "n1", "n2")
@@ -41,7 +44,9 @@ def test_a_group_on_the_hub_elects_and_replicates_without_peer_sockets(tmp_path:
             assert client.leader == leader
         expected = [f"v{k}".encode() for k in range(20)]
         for node_id in IDS:
-            await group.wait_for(lambda n=node_id: normal_data(group, n) == expected, what=f"{node_id} applied")
+            await group.wait_for(
+                partial(lambda n: normal_data(group, n) == expected, node_id), what=f"{node_id} applied"
+            )
         assert delivered(hub) > 0
         assert not any(kind.startswith("dropped") for (_, _, kind) in hub.stats)
 
@@ -80,7 +85,7 @@ def test_a_cut_off_leader_is_replaced_and_heals_without_losing_acknowledged_entr
         want = [data for _, data in acked]
         for node_id in IDS:
             await group.wait_for(
-                lambda n=node_id: [d for d in normal_data(group, n) if d != b"stranded"] == want,
+                partial(lambda n: [d for d in normal_data(group, n) if d != b"stranded"] == want, node_id),
                 timeout=20,
                 what=f"{node_id} applied every acknowledged entry",
             )
@@ -178,3 +183,47 @@ def test_the_hub_builds_only_nodes_without_a_peer_listener(tmp_path: pathlib.Pat
     )
     with pytest.raises(ValueError, match="tcp"):
         MemoryHub().server(config)
+
+
+def test_a_follower_cut_off_past_compaction_catches_up_by_a_snapshot_over_the_hub(tmp_path: pathlib.Path) -> None:
+    async def main() -> None:
+        hub = MemoryHub()
+        peers = peers_for(IDS)
+        machines = {i: ListStateMachine() for i in IDS}
+        small: dict[str, Any] = {"segment_bytes": 16384, "snapshot_chunk_bytes": 4096}  # several segments and chunks
+        servers = {
+            i: hub.server(NodeConfig(self_id=i, peers=peers, store_dir=tmp_path / i, group="t", **small), [machines[i]])
+            for i in IDS
+        }
+        for server in servers.values():
+            await server.start()
+        try:
+
+            def leader() -> str | None:
+                leaders = [i for i, s in servers.items() if s.is_leader]
+                return leaders[0] if len(leaders) == 1 else None
+
+            first = await wait_for_async(leader, 20, "a leader")
+            follower = next(i for i in IDS if i != first)
+            await servers[first].append([b"early"] * 5)
+            await wait_for_async(lambda: len(machines[follower].entries) == 5, 10, "follower applied")
+            hub.isolate(follower, IDS)
+            for k in range(20):
+                await servers[first].append([f"missed-{k}-{j}".encode() * 40 for j in range(8)])
+            for node_id, server in servers.items():
+                if node_id != follower:
+                    caught_up = partial(lambda s: s.applied_index == servers[first].commit_index, server)
+                    await wait_for_async(caught_up, 10, f"{node_id} applied")
+                    assert await server.compact(server.commit_index) > 6
+            hub.heal_all()
+            now = await wait_for_async(leader, 20, "a leader after healing")
+            await servers[now].append([b"after"])
+            want = machines[now].entries
+            await wait_for_async(lambda: machines[follower].entries == want, 20, "the follower caught up")
+            assert servers[follower].node.stats.snapshots_installed == 1
+            assert sum(n for (_, to, kind), n in hub.stats.items() if to == follower and kind == "delivered_chunks") > 0
+        finally:
+            for server in servers.values():
+                await server.stop(grace=0)
+
+    asyncio.run(main())
