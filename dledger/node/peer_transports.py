@@ -6,6 +6,7 @@
   address (`tcp_peer`), served by `tcp_listener.TcpPeerListener`; snapshot chunks still go over gRPC.
 
 Every node of a group must run the same transport (a gRPC node does not listen for peer frames).
+Tests pass `DLedgerServer` a `transport_factory` instead (`dledger.testing.memory_transport`: no sockets).
 Invariant: both implementations take the same messages and keep the same promises (see `Transport`).
 """
 
