@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+import threading
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -227,3 +229,45 @@ def test_a_follower_cut_off_past_compaction_catches_up_by_a_snapshot_over_the_hu
                 await server.stop(grace=0)
 
     asyncio.run(main())
+
+
+def test_nodes_on_different_event_loops_exchange_messages_and_chunks(tmp_path: pathlib.Path) -> None:
+    """A node on another thread's loop (as `SyncDLedgerServer` runs one) gets its messages on that loop."""
+    other = asyncio.new_event_loop()
+    thread = threading.Thread(target=other.run_forever, daemon=True)
+    thread.start()
+    try:
+        hub = MemoryHub()
+        seen_on: list[threading.Thread] = []
+        got: list[pb.PeerMessage] = []
+
+        def on_messages(messages: Sequence[pb.PeerMessage]) -> None:
+            seen_on.append(threading.current_thread())
+            got.extend(messages)
+
+        async def on_chunk(chunk: pb.SnapshotChunk) -> pb.SnapshotAck:
+            seen_on.append(threading.current_thread())
+            return pb.SnapshotAck(ok=True, next_offset=len(chunk.data))
+
+        n1 = MemoryTransport(hub, _config(tmp_path, "n1"), PeerServicer("t", "n1", on_messages, on_chunk))
+
+        async def start_n1() -> None:
+            n1.start()
+
+        asyncio.run_coroutine_threadsafe(start_n1(), other).result(5)
+
+        async def main() -> None:
+            n0 = MemoryTransport(hub, _config(tmp_path, "n0"), PeerServicer("t", "n0", lambda m: None))
+            n0.start()
+            vote = pb.PeerMessage(group="t", from_id="n0", to_id="n1", request_vote=pb.RequestVote(term=3))
+            n0.send("n1", [vote, vote.SerializeToString()])
+            await wait_for_async(lambda: len(got) == 2, 5, "delivery on the other loop")
+            chunk = pb.SnapshotChunk(group="t", from_id="n0", to_id="n1", data=b"xy")
+            assert (await n0.send_snapshot_chunk("n1", chunk, timeout=5)).next_offset == 2
+
+        asyncio.run(main())
+        assert seen_on == [thread, thread]
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        thread.join(5)
+        other.close()
