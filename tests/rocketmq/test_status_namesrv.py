@@ -138,3 +138,26 @@ def test_a_malformed_cluster_info_is_one_clear_error(info: object) -> None:
 def test_a_broker_name_without_addresses_still_shows() -> None:
     rows = broker_rows({"brokerAddrTable": {}, "clusterAddrTable": {"C": ["gone"]}})
     assert [line.split() for line in format_broker_table(rows).splitlines()[1:]] == [["C", "gone", "-", "none", "-"]]
+
+
+def test_admin_on_a_cluster_the_namesrv_does_not_know_is_one_line(
+    namesrv: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["admin", "--namesrv", namesrv, "--cluster-name", "Nope", "topic", "create", "T"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no cluster 'Nope'" in err and "RaftCluster" in err
+
+
+def test_admin_on_a_cluster_whose_groups_published_no_endpoints_is_one_line(
+    namesrv: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["admin", "--namesrv", namesrv, "--cluster-name", "RaftCluster", "topic", "create", "T"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'broker-a'" in err and "no RocketMQ 5 endpoints" in err
+
+
+def test_admin_namesrv_needs_cluster_name(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["admin", "--namesrv", "127.0.0.1:9876", "topic", "list"]) == 2
+    assert "--cluster-name" in capsys.readouterr().err
