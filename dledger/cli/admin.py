@@ -3,6 +3,7 @@
     dledger admin --cluster DIR topic create Orders --queues 4 --type FIFO
     dledger admin --endpoints 127.0.0.1:8081;127.0.0.1:8082 group update g1 --max-attempts 2 --fifo on
     dledger admin --cluster DIR progress g1 --topic Orders --json
+    dledger admin --namesrv 127.0.0.1:9876 --cluster-name RaftCluster topic create Orders --queues 8
 
 Output is a table for people, or the answer's `result` as JSON with `--json` (for scripts). Exit codes: 0 done,
 1 refused or no replica answered (one line on stderr: `dledger admin: CODE: why`), 2 a usage error.
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dledger.broker_adapter.admin_client import AdminCallError, AdminClient
+from dledger.cli.admin_cluster import ClusterAdminError, call_cluster, cluster_groups
 from dledger.node.config import ConfigError, parse_peers
 
 __all__ = ["add_parser", "run"]
@@ -46,6 +48,8 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("admin", help="broker topics, consumer groups and consumer progress")
     p.add_argument("--endpoints", help="the replicas' RocketMQ endpoints: host:port;host:port;...")
     p.add_argument("--cluster", metavar="DIR", help="a local broker group started by `dledger cluster --broker`")
+    p.add_argument("--namesrv", metavar="HOST:PORT", help="with --cluster-name: every group of a cluster")
+    p.add_argument("--cluster-name", help="the brokerClusterName whose groups (from --namesrv) all get the request")
     p.add_argument("--token-file", metavar="PATH", help="a file holding a client token (client authorization)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds for the whole request (default 10)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -92,8 +96,12 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _endpoints(args: argparse.Namespace) -> list[str]:
-    if bool(args.endpoints) == bool(args.cluster):
-        raise ConfigError("give --endpoints or --cluster (one of them)")
+    if bool(args.namesrv) != bool(args.cluster_name):
+        raise ConfigError("--namesrv and --cluster-name go together")
+    if bool(args.endpoints) + bool(args.cluster) + bool(args.namesrv) != 1:
+        raise ConfigError("give --endpoints, --cluster or --namesrv with --cluster-name (one of them)")
+    if args.namesrv:
+        return []
     if args.endpoints:
         return [e.strip() for e in args.endpoints.split(";") if e.strip()]
     path = pathlib.Path(args.cluster) / "cluster.json"
@@ -177,6 +185,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"dledger admin: {exc}", file=sys.stderr)
         return 2
     req = request_of(args)
+    if args.namesrv:
+        return _run_on_cluster(args, req, token)
     try:
         with AdminClient(endpoints, token=token, timeout=args.timeout) as client:
             answer = client.call(req)
@@ -189,3 +199,30 @@ def run(args: argparse.Namespace) -> int:
     result = answer.get("result")
     print(json.dumps(result, indent=2) if args.json else render(req["op"], result))
     return 0
+
+
+def _run_on_cluster(args: argparse.Namespace, req: dict[str, Any], token: str | None) -> int:
+    """`req` on every group of `--cluster-name`: each group's result under its broker name; 1 if any refused."""
+    try:
+        groups = cluster_groups(args.namesrv, args.cluster_name, timeout=min(args.timeout, 3.0))
+    except ClusterAdminError as exc:
+        print(f"dledger admin: {exc}", file=sys.stderr)
+        return 1
+    failed = False
+    results: dict[str, Any] = {}
+    for g in call_cluster(groups, req, token=token, timeout=args.timeout):
+        if g.answer is None:
+            print(f"dledger admin: {g.broker_name}: no answer: {g.error}", file=sys.stderr)
+            failed = True
+        elif not g.answer.get("ok"):
+            code, why = g.answer.get("code", "ERROR"), g.answer.get("error", "")
+            print(f"dledger admin: {g.broker_name}: {code}: {why}", file=sys.stderr)
+            failed = True
+        else:
+            results[g.broker_name] = g.answer.get("result")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for name, result in results.items():
+            print(f"{name}:\n" + "\n".join("  " + line for line in render(req["op"], result).splitlines()))
+    return 1 if failed else 0

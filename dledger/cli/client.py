@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from dledger.cli.namesrv_status import NamesrvStatusError, broker_rows, fetch_cluster_info, format_broker_table
 from dledger.client.client import DLedgerClient, Member, NodeInfo
 from dledger.client.client_policy import DLedgerError, OutcomeUnknownError
 from dledger.net.tls import TlsConfig
@@ -176,6 +177,8 @@ def format_status_table(nodes: list[NodeInfo]) -> str:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    if args.namesrv:
+        return _namesrv_status(args)
     with _client(args) as client:
         nodes = client.status(timeout=min(args.timeout, 2.0))
     if args.json:
@@ -183,6 +186,20 @@ def _cmd_status(args: argparse.Namespace) -> int:
     else:
         print(format_status_table(nodes))
     return 0 if all(n.reachable for n in nodes) else 1
+
+
+def _namesrv_status(args: argparse.Namespace) -> int:
+    """The clusters and brokers a NameServer knows (see dledger/cli/namesrv_status.py); 1 when none answers."""
+    try:
+        rows = broker_rows(fetch_cluster_info(args.namesrv, timeout=min(args.timeout, 3.0)))
+    except NamesrvStatusError as exc:
+        print(f"dledger: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps([r.to_json() for r in rows], indent=2))
+    else:
+        print(format_broker_table(rows) if rows else "no broker is registered with the name server")
+    return 0
 
 
 def _leader(client: DLedgerClient, timeout: float) -> NodeInfo | None:
@@ -262,8 +279,13 @@ def add_client_commands(sub: Any) -> None:
     p.add_argument("--raw", action="store_true", help="write the entry's bytes only")
     p.set_defaults(func=_run(_cmd_get))
 
-    p = sub.add_parser("status", help="each node's role, term and indexes")
+    p = sub.add_parser("status", help="each node's role, term and indexes (or a NameServer's brokers)")
     _common(p)
+    p.add_argument(
+        "--namesrv",
+        metavar="HOST:PORT",
+        help="instead: the clusters, broker names, ids (0 = master) and addresses a NameServer knows",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_run(_cmd_status))
 

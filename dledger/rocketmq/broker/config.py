@@ -54,7 +54,7 @@ class RemotingConfig:
         values: dict[str, object] = {}
         try:
             if "listenPort" in props:
-                values["listen_port"] = _int_in(props["listenPort"], 0, 65535)
+                values["listen_port"] = _int_in(props, "listenPort", 0, 65535)
             if "brokerIP1" in props:
                 ipaddress.ip_address(props["brokerIP1"].strip())
                 values["broker_ip"] = props["brokerIP1"].strip()
@@ -65,25 +65,30 @@ class RemotingConfig:
             if "messageDelayLevel" in props:
                 values["delay_levels_ms"] = delay_levels(props["messageDelayLevel"])
             if "maxReconsumeTimes" in props:
-                values["max_reconsume_times"] = _int_in(props["maxReconsumeTimes"], 0, 10_000)
+                # any Java int, as RocketMQ reads it (the same key sets the gRPC face's delivery attempts)
+                values["max_reconsume_times"] = _int_in(props, "maxReconsumeTimes", 0, 2**31 - 1)
             if "transactionTimeOut" in props:
-                values["tx_timeout_ms"] = _int_in(props["transactionTimeOut"], 1, 86_400_000)
+                values["tx_timeout_ms"] = _int_in(props, "transactionTimeOut", 1, 86_400_000)
             if "transactionCheckInterval" in props:
-                values["tx_check_interval_ms"] = _int_in(props["transactionCheckInterval"], 100, 86_400_000)
+                values["tx_check_interval_ms"] = _int_in(props, "transactionCheckInterval", 100, 86_400_000)
             values["access_key"] = props.get("accessKey", "").strip()
             values["secret_key"] = props.get("secretKey", "").strip()
             if bool(values["access_key"]) != bool(values["secret_key"]):
                 raise ValueError("accessKey and secretKey: give both or neither")
             if "remotingLongPollMaxMs" in props:
-                values["long_poll_max_ms"] = _int_in(props["remotingLongPollMaxMs"], 0, 3_600_000)
+                values["long_poll_max_ms"] = _int_in(props, "remotingLongPollMaxMs", 0, 3_600_000)
         except ValueError as exc:
             raise ConfigError(f"remoting settings: {exc}") from None
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 
 
-def _int_in(text: str, lo: int, hi: int) -> int:
-    value = int(text.strip())
+def _int_in(props: Mapping[str, str], key: str, lo: int, hi: int) -> int:
+    text = props[key]
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"{key}={text.strip()!r} is not a whole number") from None
     if not lo <= value <= hi:
-        raise ValueError(f"{value} is not in {lo}..{hi}")
+        raise ValueError(f"{key}={value} is not in {lo}..{hi}")
     return value
