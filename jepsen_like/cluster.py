@@ -84,6 +84,7 @@ class Cluster:
         self.clock: dict[str, float] = {}
         self.netns: NetnsNetwork | None = None
         self.proxies: LinkProxies | None = None
+        self.remoting_ports: dict[str, int] = {}  # node id -> listenPort (netns: the default, one per namespace)
         if net == "netns":
             self.netns = NetnsNetwork(self.ids, state)
             self.addresses = {i: f"{self.netns.ip(i)}:{NODE_PORT}" for i in self.ids}
@@ -92,7 +93,11 @@ class Cluster:
             ports = free_ports(2 * n) if offset is None else free_port_pairs(2 * n, offset)
             self.addresses = {i: f"127.0.0.1:{p}" for i, p in zip(self.ids, ports[:n], strict=True)}
             self.endpoints = {i: f"127.0.0.1:{p}" for i, p in zip(self.ids, ports[n:], strict=True)}
-            self.proxies = LinkProxies(self.addresses, avoid=ports, peer_port_offset=offset)
+            # a broker's remoting face (4.x clients) listens on listenPort: one each on a shared host
+            taken = {*ports, *(p + offset for p in ports if offset is not None)}  # (tcp peers: port + offset)
+            remoting = [p for p in free_ports(3 * n) if p not in taken][:n]
+            self.remoting_ports = dict(zip(self.ids, remoting, strict=True))
+            self.proxies = LinkProxies(self.addresses, avoid=[*ports, *remoting], peer_port_offset=offset)
         (root / "logs").mkdir(parents=True, exist_ok=True)
         (root / "stores").mkdir(parents=True, exist_ok=True)
         self._logs: dict[str, IO[bytes]] = {}
@@ -198,6 +203,8 @@ class Cluster:
         }
         if self.peer_transport != "grpc":
             keys.update(dLegerPeerTransport=self.peer_transport, dledgerPeerPortOffset=str(PEER_PORT_OFFSET))
+        if node_id in self.remoting_ports:
+            keys["listenPort"] = str(self.remoting_ports[node_id])
         return "".join(f"{k}={v}\n" for k, v in keys.items())
 
     def endpoints_string(self) -> str:
