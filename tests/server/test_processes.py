@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from dledger.client.client_policy import EntryNotFoundError, NotWrittenError, OutcomeUnknownError
-from tests.server.procs import ProcessGroup
+from dledger.client.client_policy import EntryNotFoundError
+from tests.server.procs import ProcessGroup, leader_sigkill_keeps_every_acknowledged_append
 from tests.support import ROOT, run_dledger, spawn, wait_for
 
 pytestmark = pytest.mark.process
@@ -25,31 +25,7 @@ def group(tmp_path: pathlib.Path) -> Iterator[ProcessGroup]:
 
 def test_leader_sigkill_keeps_every_acknowledged_append(group: ProcessGroup) -> None:
     group.start_all()
-    old = group.wait_for_leader()
-    acked: dict[int, bytes] = {}
-    with group.client(timeout=10) as client:
-        for k in range(50):
-            data = f"before-{k}".encode()
-            acked[client.append(data).index] = data
-        group.kill(old)
-        new = group.wait_for_leader()
-        assert new != old
-        for k in range(50):
-            data = f"after-{k}".encode()
-            try:
-                acked[client.append(data).index] = data
-            except (OutcomeUnknownError, NotWrittenError):
-                pass  # allowed around the failover; only acknowledged appends must survive
-        assert len(acked) >= 90
-        for index, data in acked.items():
-            assert client.get(index).data == data
-        group.start(old)  # the old leader rejoins as a follower and catches up
-        last = max(acked)
-        # one status read for both: a read that times out says role "" (statuses() gives each node 0.5 s)
-        wait_for(
-            lambda: (s := group.statuses()[old]).applied_index >= last and s.role == "follower",
-            what="old leader caught up as a follower",
-        )
+    leader_sigkill_keeps_every_acknowledged_append(group)
 
 
 def test_sync_flush_survives_sigkill_of_every_node(tmp_path: pathlib.Path) -> None:

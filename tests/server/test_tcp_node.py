@@ -9,7 +9,6 @@ import socket
 
 import pytest
 
-from dledger.client.client_policy import NotWrittenError, OutcomeUnknownError
 from dledger.node.config import ConfigError, NodeConfig
 from dledger.node.server import DLedgerServer
 from dledger.node.tcp_listener import TcpPeerListener
@@ -17,8 +16,7 @@ from dledger.node.tcp_peer import tcp_peer_address
 from dledger.node.tcp_transport import TcpPeerTransport
 from dledger.testing.launcher import free_port_pairs
 from tests.server.certs import Authority
-from tests.server.procs import ProcessGroup
-from tests.support import wait_for
+from tests.server.procs import ProcessGroup, leader_sigkill_keeps_every_acknowledged_append
 
 pytestmark = pytest.mark.process  # starts processes
 
@@ -144,30 +142,7 @@ def test_node_processes_on_tcp_keep_every_acknowledged_append_when_the_leader_is
     group.extra_args = ["--peer-transport", "tcp"]
     try:
         group.start_all()
-        old = group.wait_for_leader()
-        acked: dict[int, bytes] = {}
-        with group.client(timeout=10) as client:
-            for k in range(50):
-                data = f"before-{k}".encode()
-                acked[client.append(data).index] = data
-            group.kill(old)
-            new = group.wait_for_leader()
-            assert new != old
-            for k in range(50):
-                data = f"after-{k}".encode()
-                try:
-                    acked[client.append(data).index] = data
-                except (OutcomeUnknownError, NotWrittenError):
-                    pass  # allowed around the failover; only acknowledged appends must survive
-            assert len(acked) >= 90
-            for index, data in acked.items():
-                assert client.get(index).data == data
-            group.start(old)  # the old leader rejoins over tcp and catches up
-            last = max(acked)
-            wait_for(
-                lambda: (s := group.statuses()[old]).applied_index >= last and s.role == "follower",
-                what="old leader caught up as a follower",
-            )
+        old, new = leader_sigkill_keeps_every_acknowledged_append(group)  # the old leader rejoins over tcp
         assert "peer n" in group.log_text(old) and "connected (from" in group.log_text(new)
     finally:
         group.stop_all()
