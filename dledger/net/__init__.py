@@ -6,4 +6,5 @@
 `tls`: TLS settings (PEM files) for the node's endpoint, its peer links and the clients.
 `peer_frames`: what the TCP peer transport's frames carry (handshake, batches of peer messages, ACKs).
 `connection`: the one I/O piece, a framed connection on an asyncio Protocol with back-pressure.
+`writer`: a thread that makes a connection's big writes, so the kernel's share of a send runs beside the loop.
 """

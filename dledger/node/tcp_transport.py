@@ -8,7 +8,9 @@ The same contract as the gRPC transport (`transport.PeerTransport`), on a framed
   the end of the loop turn that queued it (so what the driver sends in one turn, such as a heartbeat's
   answer and an append's, leaves together and in order), as BATCH frames of at most `max_message_bytes`
   in one `writelines`; while the socket's buffer is above its high-water mark (`pause_writing`) messages
-  wait in the outbox and go when it drains;
+  wait in the outbox and go when it drains; on the bulk lane (plain TCP) a write of `OFFLOAD_BYTES` or more
+  is handed to a thread that makes the system call (`FrameConnection.offload_writes`), so the node's loop
+  goes on with the next Ready while the kernel moves the bytes, as gRPC's own threads do for its streams;
 - a lane dials only with something to send, and after a failure retries after a backoff doubling from
   `RETRY_MIN` up to `RETRY_MAX` (100 ms);
 - on connect the lane handshakes (HELLO, or the secret handshake in AUTH frames) within
@@ -52,12 +54,13 @@ from dledger.node.peer_links import LinkTable, Outgoing, admit, split_lanes
 from dledger.node.tcp_peer import tcp_peer_address
 from dledger.node.transport import PeerTransport
 
-__all__ = ["RETRY_MAX", "RETRY_MIN", "TcpPeerTransport"]
+__all__ = ["OFFLOAD_BYTES", "RETRY_MAX", "RETRY_MIN", "TcpPeerTransport"]
 
 log = logging.getLogger(__name__)
 
 RETRY_MIN = 0.01
 RETRY_MAX = 0.1
+OFFLOAD_BYTES = 32 << 10  # a bulk write this large goes through the lane's write thread
 _FRAMING = 6  # bytes a batch adds per message at most: the field tag and a 5-byte length
 
 
@@ -172,6 +175,8 @@ class _Lane:
         self.unanswered_since = 0.0
         conn.on_frames = self._on_frames
         conn.on_writable = self.flush
+        if self.name == "bulk":
+            conn.offload_writes(OFFLOAD_BYTES)
         silence = self.link.silence_timeout
         try:
             self.flush()

@@ -146,3 +146,109 @@ def test_a_reader_that_stops_pauses_the_writer_and_resuming_says_so(loop_name: s
         await server.close()
 
     run(loop_name, main)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_offloaded_and_direct_writes_keep_their_order(loop_name: str) -> None:
+    """Big writes go through the write thread, small ones straight to the transport when the thread is
+    idle: the far end still sees every frame in the order written."""
+
+    async def main() -> None:
+        server = Server()
+        await server.start()
+        conn = await dial(server.port)
+        assert conn.offload_writes(1000)
+        assert conn.write_thread is not None
+        sent = []
+        for i in range(300):
+            body = bytes([i % 251]) * (3000 if i % 3 == 0 else 10)  # big ones offloaded, small ones direct
+            sent.append(body)
+            conn.write([encode(FrameType.AUTH, body)])
+            if i % 7 == 0:
+                await asyncio.sleep(0)
+        await wait_for(lambda: len(server.received) == 300)
+        assert [body for _, _, body in server.received] == sent
+        assert conn.write_thread.pending == 0
+        conn.abort()
+        await asyncio.wait_for(conn.closed, 5)
+        conn.write_thread.join(5)
+        await server.close()
+
+    run(loop_name, main)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_the_write_thread_pauses_the_writer_and_resumes_it(loop_name: str) -> None:
+    async def main() -> None:
+        server = Server()
+        await server.start()
+        resumed = asyncio.Event()
+        conn = await dial(server.port, on_writable=resumed.set)
+        assert conn.offload_writes(1)
+        await wait_for(lambda: len(server.conns) == 1)
+        far = server.conns[0]
+        assert far.transport is not None
+        far.transport.pause_reading()
+        frame = encode(FrameType.AUTH, b"x" * 4000)
+        for _ in range(100_000):  # the kernel's buffers fill, then the thread's queue past its high-water mark
+            if not conn.writable:
+                break
+            conn.write([frame] * 16)
+            await asyncio.sleep(0)
+        assert not conn.writable
+        assert conn.write_thread is not None and conn.write_thread.above_high_water
+        far.transport.resume_reading()
+        await asyncio.wait_for(resumed.wait(), 30)
+        assert conn.writable
+        conn.abort()
+        conn.write_thread.join(5)
+        await server.close()
+
+    run(loop_name, main)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_a_write_thread_blocked_on_a_gone_peer_ends_with_the_connection(loop_name: str) -> None:
+    """The far end stops reading and then goes away: the blocked thread gives up, the connection closes,
+    and the thread's descriptor is released."""
+
+    async def main() -> None:
+        server = Server()
+        await server.start()
+        conn = await dial(server.port)
+        assert conn.offload_writes(1)
+        await wait_for(lambda: len(server.conns) == 1)
+        far = server.conns[0]
+        assert far.transport is not None
+        far.transport.pause_reading()
+        frame = encode(FrameType.AUTH, b"x" * 4000)
+        while conn.writable:
+            conn.write([frame] * 16)
+            await asyncio.sleep(0)
+        writer = conn.write_thread
+        assert writer is not None
+        far.abort()
+        await asyncio.wait_for(conn.closed, 10)
+        writer.join(5)
+        assert not writer.alive
+        conn.write([frame])  # a closed connection swallows writes, offloaded or not
+        await server.close()
+
+    run(loop_name, main)
+
+
+def test_tls_connections_keep_their_writes_on_the_loop() -> None:
+    class FakeTransport:
+        def get_extra_info(self, name: str) -> object:
+            return {"socket": object(), "sslcontext": object()}.get(name)
+
+        def is_closing(self) -> bool:
+            return False
+
+    async def main() -> None:
+        conn: FrameConnection[Frame] = FrameConnection(PeerFrameDecoder(4096), lambda c, f: None)
+        conn.transport = FakeTransport()  # type: ignore[assignment]
+        assert not conn.offload_writes(1)
+        assert conn.write_thread is None
+
+    asyncio.run(main())
