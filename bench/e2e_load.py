@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unary", action="store_true", help="one unary Append call per request (no AppendStream)")
     args = p.parse_args(argv)
     result = tuning.run(run(args))  # the loop dledger's nodes run on (uvloop when installed)
+    # the loop may leave the stdout pipe non-blocking: a report larger than the pipe's buffer, read by a
+    # busy parent, would then be cut short
+    os.set_blocking(sys.stdout.fileno(), True)
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
     return 0
