@@ -147,7 +147,7 @@ class FrameConnection(asyncio.Protocol, Generic[F]):
         self._writer = WriteThread(
             sock.fileno(),
             asyncio.get_running_loop(),
-            self.fail,
+            self._write_failed,
             self._maybe_writable,
             high_water=WRITE_HIGH_WATER,
             low_water=WRITE_LOW_WATER,
@@ -155,6 +155,12 @@ class FrameConnection(asyncio.Protocol, Generic[F]):
         )
         self._offload_at = threshold
         return True
+
+    def _write_failed(self, reason: str) -> None:
+        """The write thread's error: a peer that went away (reset, broken pipe) closes the connection, as
+        the transport's own write error would; logged at INFO, for it is the usual end of a connection."""
+        if not self._lost and self.transport is not None and not self.transport.is_closing():
+            self.fail(reason, logging.INFO)
 
     def write(self, parts: Sequence[bytes]) -> None:
         transport = self.transport
