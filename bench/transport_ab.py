@@ -8,9 +8,11 @@ hurts both. Cases:
   p50 / p99 in ms: the replication round trip with no client hop;
 - `lat`: the same from one client process over the client API;
 - `1k-x1`, `1k-x64`, `64k-x64`: throughput (entries/s) of single 1 KiB appends with 256 in flight, of
-  batches of 64 1 KiB entries, and of batches of 64 64 KiB entries.
-It prints each run, then per case the medians and the ratio tcp / grpc (for latency grpc / tcp, so above 1
-means tcp is better either way), and writes the whole result as JSON (`--json`).
+  batches of 64 1 KiB entries, and of batches of 64 64 KiB entries, and what each entry cost the three
+  nodes in CPU (`cpu_us`, µs: on a host shared with other work the rate follows the share of the cores
+  the nodes got, which swings from run to run; the cost per entry is what the transport decides).
+It prints each run, then per case the medians and the ratio tcp / grpc (for latency and CPU grpc / tcp, so
+above 1 means tcp is better either way), and writes the whole result as JSON (`--json`).
 """
 
 from __future__ import annotations
@@ -66,8 +68,13 @@ def _run_once(case: str, transport: str, seconds: float) -> dict[str, Any]:
         group.stop()
         shutil.rmtree(root, ignore_errors=True)
     lat = sorted(r["lat_ms"][20:])  # the first appends warm up connections and caches
+    cpu = r.get("cpu_s")
+    node_cpu = cpu["leader"] + cpu["followers"] if cpu else None
     return {
         "rate": r["entries"] / r["seconds"],
+        # CPU seconds of the three nodes per million entries (µs per entry): on a shared host the rate
+        # follows the share of the cores the nodes got, this what each entry cost them
+        "cpu_us": 1e6 * node_cpu / r["entries"] if node_cpu is not None and r["entries"] else None,
         "p50": lat[len(lat) // 2] if lat else None,
         "p99": lat[int(len(lat) * 0.99)] if lat else None,
         "errors": r["errors"],
@@ -83,11 +90,12 @@ def summarize(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict[str
     rows = []
     for case, by_transport in runs.items():
         latency = CASES[case][3] != 0
-        keys = ("p50", "p99") if latency else ("rate",)
+        keys = ("p50", "p99") if latency else ("rate", "cpu_us")
         for key in keys:
             med = {t: _median([r[key] for r in by_transport[t]]) for t in TRANSPORTS}
             g, t = med["grpc"], med["tcp"]
-            ratio = None if not g or not t else (g / t if latency else t / g)
+            lower_better = latency or key == "cpu_us"
+            ratio = None if not g or not t else (g / t if lower_better else t / g)
             rows.append({"case": case, "figure": key, "grpc": g, "tcp": t, "ratio": ratio})
     return rows
 
@@ -111,12 +119,13 @@ def main(argv: list[str] | None = None) -> int:
                 r = run_one(case, transport, args.seconds)
                 runs[case][transport].append(r)
                 print(f"round {k + 1} {case:8} {transport:4} rate {r['rate']:10.0f}/s  p50 {r['p50'] or 0:6.3f} ms"
-                      f"  p99 {r['p99'] or 0:6.3f} ms  errors {r['errors']}", flush=True)  # fmt: skip
+                      f"  p99 {r['p99'] or 0:6.3f} ms  cpu {r['cpu_us'] or 0:7.1f} us/entry  errors {r['errors']}",
+                      flush=True)  # fmt: skip
     rows = summarize(runs)
     print(f"\nmedians of {args.rounds} rounds (ratio: tcp better above 1)")
     for row in rows:
         g, t, ratio = row["grpc"], row["tcp"], row["ratio"]
-        unit = "ms" if row["figure"] != "rate" else "/s"
+        unit = {"rate": "/s", "cpu_us": "us"}.get(row["figure"], "ms")
         print(f"{row['case']:8} {row['figure']:4}  grpc {g or 0:10.3f} {unit}  tcp {t or 0:10.3f} {unit}"
               f"  ratio {ratio or 0:5.2f}x")  # fmt: skip
     if args.json:

@@ -3,12 +3,14 @@ runs the receiving end's TCP processing) happens beside the event loop instead o
 
 `WriteThread(fd, loop, on_error, on_drained)` owns a duplicate of the connected socket's descriptor (the
 descriptor the event loop reads from stays the loop's; closing either never closes the other's, so a
-descriptor number can never be reused under a write in flight). `submit(parts)` queues byte strings and
-returns at once; the thread writes them in order with `os.writev` (the GIL is released during the system
-call), waiting with `poll` while the socket's buffer is full (the descriptor is non-blocking: the event
-loop made it so). `pending` counts the bytes submitted and not yet written: it drops only after they are
-in the kernel, so `pending == 0` seen from the loop means everything submitted is written, and a write
-the loop then makes itself cannot overtake one of the thread's.
+descriptor number can never be reused under a write in flight). `submit(parts)` puts byte strings on a
+`queue.SimpleQueue` (C code: no Python-level lock for the loop to wait on while the thread holds it) and
+returns at once; the thread takes everything queued, writes it in order with `os.writev` (the GIL is
+released during the system call), waiting with `poll` while the socket's buffer is full (the descriptor is
+non-blocking: the event loop made it so). `pending` is the bytes submitted minus the bytes written, two
+counters each advanced by one thread only; the written count moves only after the bytes are in the kernel,
+so `pending == 0` seen from the loop means everything submitted is written, and a write the loop then
+makes itself cannot overtake one of the thread's.
 
 Invariants: bytes leave in the order submitted; after an error the thread reports it once through
 `on_error(reason)` on the event loop and writes nothing more; `on_drained()` runs on the event loop each
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import select
 import threading
 from collections.abc import Callable, Sequence
@@ -51,13 +54,18 @@ class WriteThread:
         self._on_drained = on_drained
         self.high_water = high_water
         self.low_water = low_water
-        self._cond = threading.Condition()
-        self._queue: list[bytes] = []
-        self.pending = 0
-        self._paused = False
+        self._queue: queue.SimpleQueue[Sequence[bytes] | None] = queue.SimpleQueue()
+        self._submitted = 0  # bytes; advanced by the loop's thread only
+        self._written = 0  # bytes; advanced by the write thread only
+        self._pauses = 0  # times a submit went past high water; advanced by the loop's thread only
+        self._told = 0  # the pauses the write thread has answered with on_drained; the write thread only
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        return self._submitted - self._written
 
     @property
     def above_high_water(self) -> bool:
@@ -65,21 +73,17 @@ class WriteThread:
 
     def submit(self, parts: Sequence[bytes]) -> None:
         """Queue `parts` for writing, in order after everything submitted before."""
-        size = sum(len(p) for p in parts)
-        with self._cond:
-            if self._closed:
-                return
-            self._queue.extend(parts)
-            self.pending += size
-            if self.pending > self.high_water:
-                self._paused = True
-            self._cond.notify()
+        if self._closed:
+            return
+        self._submitted += sum(len(p) for p in parts)
+        if self.pending > self.high_water:
+            self._pauses += 1  # before the put: the thread sees it at the latest after writing these parts
+        self._queue.put(parts)
 
     def close(self) -> None:
-        with self._cond:
+        if not self._closed:
             self._closed = True
-            self._queue = []
-            self._cond.notify()
+            self._queue.put(None)
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
@@ -92,27 +96,27 @@ class WriteThread:
     def _run(self) -> None:
         try:
             while True:
-                with self._cond:
-                    while not self._queue and not self._closed:
-                        self._cond.wait()
-                    if self._closed:
-                        return
-                    parts, self._queue = self._queue, []
+                item = self._queue.get()
+                parts: list[bytes] = []
+                while item is not None:
+                    parts += item
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                if item is None or self._closed:
+                    return
                 size = sum(len(p) for p in parts)
                 error = self._write_all(parts)
-                with self._cond:
-                    self.pending -= size
-                    drained = self._paused and self.pending <= self.low_water
-                    if drained:
-                        self._paused = False
-                    if error is not None:
-                        self._closed = True
-                        self._queue = []
                 if error is not None:
+                    self._closed = True
                     if error != _CLOSED:  # close() asked for it: nobody needs telling
                         self._call(self._on_error, error)
                     return
-                if drained:
+                self._written += size
+                pauses = self._pauses
+                if pauses != self._told and self.pending <= self.low_water:
+                    self._told = pauses
                     self._call(self._on_drained)
         finally:
             os.close(self._fd)
