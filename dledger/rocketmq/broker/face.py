@@ -1,11 +1,12 @@
 """`RemotingBroker`: one replica's RocketMQ remoting face (RocketMQ 4.x clients and tools) on its store.
 
 It listens on `listenPort` and answers each request code with the handler module that owns it (`send`,
-`pull`, `offsets`, `consumers`, `admin`); every other code answers REQUEST_CODE_NOT_SUPPORTED with a remark
-naming it. With `accessKey` / `secretKey` set, a request without their ACL 1.0 signature answers
-NO_PERMISSION. Any replica answers reads; writes need the master (see each handler). A header it cannot read
-answers SYSTEM_ERROR with one line; a handler that fails unexpectedly answers SYSTEM_ERROR and logs one line,
-never a traceback to the client and never silence for a two-way request.
+`pull`, `offsets`, `consumers`, `transactions`, `admin`, `admin_stats`, `subgroups`); every other code
+answers REQUEST_CODE_NOT_SUPPORTED with a remark naming it. With `accessKey` / `secretKey` set, a request
+without their ACL 1.0 signature answers NO_PERMISSION. Any replica answers reads; writes need the master
+(see each handler). A header it cannot read answers SYSTEM_ERROR with one line; a handler that
+fails unexpectedly answers SYSTEM_ERROR and logs one line, never a traceback to the client and never
+silence for a two-way request.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from dledger.broker_adapter import MessageStore, StoreError
-from dledger.rocketmq.broker import admin, consumers, offsets, pull, send, transactions
+from dledger.rocketmq.broker import admin, admin_stats, consumers, offsets, pull, send, subgroups, transactions
 from dledger.rocketmq.broker.clients import ClientRegistry
 from dledger.rocketmq.broker.config import RemotingConfig
 from dledger.rocketmq.broker.context import BrokerContext, HeaderError, Waiter
@@ -50,6 +51,8 @@ HANDLERS: dict[int, Handler] = {
     R.UNLOCK_BATCH_MQ: consumers.unlock_batch,
     R.END_TRANSACTION: transactions.end_transaction,
     **admin.HANDLERS,
+    **admin_stats.HANDLERS,
+    **subgroups.HANDLERS,
 }
 
 
