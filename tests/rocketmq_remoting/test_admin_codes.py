@@ -91,9 +91,9 @@ def test_topic_stats_consume_stats_and_delete_topic(broker: InProcessBroker) -> 
 
 
 def test_subscription_groups_round_trip_with_dledger_admin_state(broker: InProcessBroker) -> None:
+    policy = {"type": "EXPONENTIAL", "exponentialRetryPolicy": {"initial": 500, "max": 60000, "multiplier": 3}}
     config = {"groupName": "billing", "retryMaxTimes": 3, "consumeMessageOrderly": True, "consumeEnable": True,
-              "groupRetryPolicy": {"type": "EXPONENTIAL",
-                                   "exponentialRetryPolicy": {"initial": 500, "max": 60000, "multiplier": 3}}}  # fmt: skip
+              "groupRetryPolicy": policy}  # fmt: skip
     r = call(broker, R.UPDATE_AND_CREATE_SUBSCRIPTIONGROUP, body=json.dumps(config).encode())
     assert r.code == ResponseCode.SUCCESS, r.remark
     cfg = broker.store.group_config("billing")

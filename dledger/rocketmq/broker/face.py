@@ -3,8 +3,8 @@
 It listens on `listenPort` and answers each request code with the handler module that owns it (`send`,
 `pull`, `offsets`, `consumers`, `transactions`, `admin`, `admin_stats`, `subgroups`); every other code
 answers REQUEST_CODE_NOT_SUPPORTED with a remark naming it. With `accessKey` / `secretKey` set, a request
-without their ACL 1.0 signature answers NO_PERMISSION. Any replica answers reads; writes need the master
-(see each handler). A header it cannot read answers SYSTEM_ERROR with one line; a handler that
+without their ACL 1.0 signature answers NO_PERMISSION. Any replica answers reads; a follower relays writes
+to the master (`forward.py`). A header it cannot read answers SYSTEM_ERROR with one line; a handler that
 fails unexpectedly answers SYSTEM_ERROR and logs one line, never a traceback to the client and never
 silence for a two-way request.
 """
@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from dledger.broker_adapter import MessageStore, StoreError
-from dledger.rocketmq.broker import admin, admin_stats, consumers, offsets, pull, send, subgroups, transactions
+from dledger.rocketmq.broker import admin, admin_stats, consumers, forward, offsets, pull, send, subgroups, transactions
 from dledger.rocketmq.broker.clients import ClientRegistry
 from dledger.rocketmq.broker.config import RemotingConfig
 from dledger.rocketmq.broker.context import BrokerContext, HeaderError, Waiter
@@ -65,6 +65,7 @@ class RemotingBroker:
             self.ctx.wait_applied = wait_applied
         self.server = RemotingServer(self.handle)
         self.checker = transactions.TransactionChecker(self.ctx)
+        self.forwarder = forward.Forwarder(self.ctx)
 
     @property
     def port(self) -> int:
@@ -84,6 +85,7 @@ class RemotingBroker:
 
     async def stop(self) -> None:
         await self.checker.stop()
+        await self.forwarder.close()
         await self.server.close()
         await self.ctx.close()
 
@@ -94,6 +96,9 @@ class RemotingBroker:
             if problem is not None:
                 return cmd.response_to(ResponseCode.NO_PERMISSION, problem)
         handler = HANDLERS.get(cmd.code)
+        leader = self.forwarder.target(cmd) if handler is not None else None
+        if leader is not None:  # a write on a follower: the master answers it (see `forward.py`)
+            return await self.forwarder.relay(cmd, leader)
         if handler is None:
             return cmd.response_to(
                 ResponseCode.REQUEST_CODE_NOT_SUPPORTED, f"request type {code_name(cmd.code)} not supported"
