@@ -2,10 +2,11 @@
 
 It listens on `listenPort` and answers each request code with the handler module that owns it (`send`,
 `pull`, `offsets`, `consumers`, `transactions`, `admin`, `admin_stats`, `subgroups`); every other code
-answers REQUEST_CODE_NOT_SUPPORTED with a remark naming it. With `accessKey` / `secretKey` set, a request
-without their ACL 1.0 signature answers NO_PERMISSION. Any replica answers reads; a follower relays writes
-to the master (`forward.py`). A header it cannot read answers SYSTEM_ERROR with one line; a handler that
-fails unexpectedly answers SYSTEM_ERROR and logs one line, never a traceback to the client and never
+answers REQUEST_CODE_NOT_SUPPORTED with a remark naming it. With `accessKey` / `secretKey` or `aclFile`
+set, a request the accounts do not allow (see `access.py`) answers SYSTEM_ERROR saying why, as RocketMQ's
+broker does. Any replica answers reads; a follower relays writes to the master (`forward.py`). A header it
+cannot read answers SYSTEM_ERROR with one line; a handler that fails unexpectedly answers SYSTEM_ERROR and
+logs one line, never a traceback to the client and never
 silence for a two-way request.
 """
 
@@ -20,7 +21,6 @@ from dledger.rocketmq.broker import admin, admin_stats, consumers, forward, offs
 from dledger.rocketmq.broker.clients import ClientRegistry
 from dledger.rocketmq.broker.config import RemotingConfig
 from dledger.rocketmq.broker.context import BrokerContext, HeaderError, Waiter
-from dledger.rocketmq.remoting import acl
 from dledger.rocketmq.remoting.codes import RequestCode, ResponseCode, code_name
 from dledger.rocketmq.remoting.command import RemotingCommand
 from dledger.rocketmq.remoting.transport import RemotingConnection, RemotingServer
@@ -66,6 +66,7 @@ class RemotingBroker:
         self.server = RemotingServer(self.handle)
         self.checker = transactions.TransactionChecker(self.ctx)
         self.forwarder = forward.Forwarder(self.ctx)
+        self.access = config.access
 
     @property
     def port(self) -> int:
@@ -90,11 +91,10 @@ class RemotingBroker:
         await self.ctx.close()
 
     async def handle(self, cmd: RemotingCommand, conn: RemotingConnection) -> RemotingCommand | None:
-        cfg = self.ctx.config
-        if cfg.access_key:
-            problem = acl.check(cmd.ext_fields, cmd.body, cfg.access_key, cfg.secret_key)
-            if problem is not None:
-                return cmd.response_to(ResponseCode.NO_PERMISSION, problem)
+        if self.access is not None:
+            problem = self.access.authorize(cmd)
+            if problem is not None:  # RocketMQ's broker answers its ACL hook's AclException so
+                return cmd.response_to(ResponseCode.SYSTEM_ERROR, f"AclException: {problem}"[:500])
         handler = HANDLERS.get(cmd.code)
         leader = self.forwarder.target(cmd) if handler is not None else None
         if leader is not None:  # a write on a follower: the master answers it (see `forward.py`)
