@@ -16,7 +16,7 @@ from dledger.rocketmq.remoting import fastjson
 from dledger.rocketmq.remoting.codes import RequestCode, ResponseCode
 from dledger.rocketmq.remoting.command import RemotingCommand
 from dledger.rocketmq.remoting.msgformat import encode_properties
-from dledger.rocketmq.remoting.transport import invoke
+from dledger.rocketmq.remoting.transport import connect, invoke
 from tests.rocketmq_remoting.util import InProcessBroker
 
 R = RequestCode
@@ -132,3 +132,39 @@ def test_codes_it_does_not_serve_answer_not_supported(broker: InProcessBroker) -
     for code in (R.WIPE_WRITE_PERM_OF_BROKER, R.RESET_CONSUMER_OFFSET_IN_BROKER, R.GET_SUBSCRIPTIONGROUP_CONFIG):
         r = call(broker, code)
         assert r.code == ResponseCode.REQUEST_CODE_NOT_SUPPORTED and "not supported" in (r.remark or "")
+
+
+def test_connection_lists_and_runtime_info_shapes(broker: InProcessBroker) -> None:
+    broker.create_topic("Cn", 1)
+    heartbeat = {"clientID": "10.1.1.1@77", "producerDataSet": [{"groupName": "cpg"}], "consumerDataSet": [
+        {"groupName": "ccg", "consumeType": "CONSUME_PASSIVELY", "messageModel": "CLUSTERING",
+         "consumeFromWhere": "CONSUME_FROM_FIRST_OFFSET", "unitMode": False,
+         "subscriptionDataSet": [{"topic": "Cn", "subString": "TagA || TagB", "tagsSet": ["TagA", "TagB"],
+                                  "codeSet": [], "subVersion": 5, "expressionType": "TAG"}]}]}  # fmt: skip
+
+    async def connected() -> tuple[RemotingCommand, RemotingCommand, RemotingCommand]:
+        conn = await connect(f"127.0.0.1:{broker.broker.port}")  # the registry holds clients while connected
+        try:
+            beat = await conn.request(RemotingCommand.request(R.HEART_BEAT, None, json.dumps(heartbeat).encode()))
+            assert beat.code == ResponseCode.SUCCESS, beat.remark
+            cons = await conn.request(RemotingCommand.request(R.GET_CONSUMER_CONNECTION_LIST, {"consumerGroup": "ccg"}))
+            prod = await conn.request(RemotingCommand.request(R.GET_PRODUCER_CONNECTION_LIST, {"producerGroup": "cpg"}))
+            info = await conn.request(RemotingCommand.request(R.GET_BROKER_RUNTIME_INFO))
+            return cons, prod, info
+        finally:
+            conn.close()
+
+    cons, prod, info = broker.lt.run(connected())
+    body = fastjson.loads(cons.body)
+    assert cons.code == ResponseCode.SUCCESS
+    assert set(body) == {"connectionSet", "subscriptionTable", "consumeType", "messageModel", "consumeFromWhere"}
+    (one,) = body["connectionSet"]
+    assert one["clientId"] == "10.1.1.1@77" and one["language"] == "JAVA" and one["clientAddr"].startswith("127.0.0.1:")
+    sub = body["subscriptionTable"]["Cn"]
+    assert (sub["topic"], sub["subString"], sub["subVersion"]) == ("Cn", "TagA || TagB", 5)
+    assert sorted(sub["tagsSet"]) == ["TagA", "TagB"]
+    assert (body["consumeType"], body["messageModel"]) == ("CONSUME_PASSIVELY", "CLUSTERING")
+    assert [c["clientId"] for c in fastjson.loads(prod.body)["connectionSet"]] == ["10.1.1.1@77"]
+    table = fastjson.loads(info.body)["table"]
+    assert table["brokerName"] == "broker-a" and int(table["topicCount"]) >= 1
+    assert all(isinstance(v, str) for v in table.values())  # RocketMQ's KVTable: string values
