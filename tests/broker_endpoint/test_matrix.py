@@ -1,5 +1,5 @@
 """The RocketMQ 5 scenarios through one replica at a time, the leader's endpoint or a follower's, with the
-official Python client (the Node.js client's side: test_matrix_nodejs.py).
+official Python client and the official Node.js client (its scripts: tests/broker_endpoint/node/).
 
 The group's endpoints are host names, so a route names only the replica that answered it and a client stays
 on the endpoint it was given: through a follower, every send, receive, ack, invisible-time change, transaction
@@ -11,6 +11,8 @@ makes its first receive before the sends it expects) except `maxReconsumeTimes` 
 
 from __future__ import annotations
 
+import json
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ from rocketmq.v5.producer import TransactionChecker
 
 from dledger.cli.broker import LocalBrokerGroup
 from dledger.cli.main import main as cli_main
+from tests.broker_endpoint.test_nodejs import NODE_DIR, node_or_skip
 from tests.broker_endpoint.util import (
     Pinned,
     config,
@@ -259,3 +262,71 @@ def test_a_body_of_max_message_size(via: Pinned) -> None:
                 p.send(message(topic, body + b"x"))
             got = drain(c, {mid}, timeout=60)
     assert got[mid].body == body
+
+
+# ---- the official Node.js client: the same scenarios, one script each (tests/broker_endpoint/node/) ----
+
+
+def node_script(script: str, via: Pinned, topic: str, group: str) -> dict[str, Any]:
+    """Run `node SCRIPT VIA TOPIC GROUP`; its one-line JSON result."""
+    node = node_or_skip()
+    run = subprocess.run([node, str(NODE_DIR / script), via.access_point, topic, group],
+                         capture_output=True, text=True, timeout=180, cwd=NODE_DIR)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    result: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_nodejs_tags_sql92_and_a_new_group_starting_at_the_end(via: Pinned) -> None:
+    topic = f"mxn-filters-{via.role}"
+    r = node_script("filters.js", via, topic, f"g-{topic}")
+    assert sorted(r["gotTags"]) == sorted(r["wantTags"]) and len(r["wantTags"]) == 3
+    assert r["old"] not in r["gotTags"] and set(r["tagsSeen"]) == {"A"} and r["leftTags"] == []
+    assert sorted(r["gotSql"]) == sorted(r["wantSql"]) and len(r["wantSql"]) == 2 and r["leftSql"] == []
+
+
+def test_nodejs_fifo_order_with_a_retry(via: Pinned) -> None:
+    topic = f"mxn-fifo-{via.role}"
+    admin(via, "topic", "create", topic, "--queues", "2", "--type", "FIFO")
+    admin(via, "group", "create", f"g-{topic}", "--fifo", "on")
+    r = node_script("fifo.js", via, topic, f"g-{topic}")
+    assert r["seen"] == {"0": list(range(0, 12, 2)), "1": list(range(1, 12, 2))}
+    assert r["failed"] == [1, 2]
+
+
+def test_nodejs_delay_and_recall(via: Pinned) -> None:
+    topic = f"mxn-recall-{via.role}"
+    r = node_script("recall.js", via, topic, f"g-{topic}")
+    assert all(r["handles"]) and r["recallAnswer"] == r["recalled"]
+    assert "not waiting" in r["secondRecallError"]
+    assert r["kept"] in r["received"] and r["recalled"] not in r["received"]
+
+
+def test_nodejs_transactions_commit_rollback_and_check(via: Pinned) -> None:
+    topic = f"mxn-tx-{via.role}"
+    r = node_script("tx.js", via, topic, f"g-{topic}")
+    assert sorted(r["received"]) == sorted([r["committed"], r["orphan"]]) and r["left"] == []
+    assert r["orphan"] in r["checked"] and r["rolledBack"] not in r["received"]
+
+
+def test_nodejs_push_consumer_success_retry_and_dead_letter(via: Pinned) -> None:
+    topic = f"mxn-push-{via.role}"
+    admin(via, "group", "create", f"g-{topic}", "--start", "first", "--max-attempts", "2",
+          "--backoff-initial-ms", "200", "--backoff-max-ms", "500")  # fmt: skip
+    r = node_script("push.js", via, topic, f"g-{topic}")
+    assert r["dead"] == [r["ids"]["poison"]]
+    assert r["attempts"] == {"ok": [1], "flaky": [1, 2], "poison": [1, 2]}
+
+
+def test_nodejs_a_body_of_max_message_size(via: Pinned) -> None:
+    """The Node.js client sends 4 MiB (the Python client receives it: the Node.js client's channel takes at most
+    4 MiB per response, body and envelope) and receives 4 MiB - 64 KiB itself; one byte over 4 MiB is refused."""
+    topic = f"mxn-big-{via.role}"
+    with producer(via, (topic,)) as p:
+        send_eventually(p, message(topic, b"creates the topic"))
+    with started(via, f"g-{topic}-py", topic, "big") as c:
+        r = node_script("big.js", via, topic, f"g-{topic}")
+        got = drain(c, {r["big"]}, timeout=60)
+    assert got[r["big"]].body == bytes(range(256)) * (MAX_BODY >> 8)
+    assert r["received"] == [r["near"]] and r["same"]
+    assert any(word in r["tooBig"] for word in ("size", "41301", "large")), r["tooBig"] or "accepted"
