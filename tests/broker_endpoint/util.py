@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+import grpc
 from rocketmq import ClientConfiguration, Credentials, FilterExpression, Message, Producer, SimpleConsumer
 
 from dledger.cli.broker import LocalBrokerGroup
@@ -42,7 +43,8 @@ class Pinned:
 
 
 def running_group(root: pathlib.Path, extra: dict[str, str], *, by_name: bool = False) -> Iterator[LocalBrokerGroup]:
-    """A started 3-replica group that has taken one message (so it has elected and serves), stopped after.
+    """A started 3-replica group that has taken one message (so it has elected and serves) and whose every
+    replica listens, stopped after.
 
     `by_name`: the endpoints are `localhost:PORT`, so a route names only the replica that answered it (the
     clients take one address for a DNS name) and a client given one replica stays on it."""
@@ -55,6 +57,9 @@ def running_group(root: pathlib.Path, extra: dict[str, str], *, by_name: bool = 
         first: Target = Pinned(next(iter(g.endpoints.values())), "any") if by_name else g
         with producer(first) as p:
             send_eventually(p, message("warmup", b"w"))
+        for endpoint in g.endpoints.values():  # every replica listens (a test may call one directly)
+            with grpc.insecure_channel(endpoint) as channel:
+                grpc.channel_ready_future(channel).result(timeout=60)
         yield g
     finally:
         g.stop_all()
