@@ -60,7 +60,7 @@ run(async () => {
   while (!have() && Date.now() < deadline) await sleep(200);
   done = true;
   await receiving;
-  await consumer.shutdown();
+  // no consumer.shutdown(): it waits out its receives in flight (long polls of up to 30 s); the exit ends them
   await simple.shutdown();
   return { normal: acked.normal, fifo: acked.fifo, push: [...push], simple: simpleSeen };
 });
