@@ -309,6 +309,13 @@ def test_nodejs_transactions_commit_rollback_and_check(via: Pinned) -> None:
     assert r["orphan"] in r["checked"] and r["rolledBack"] not in r["received"]
 
 
+def test_nodejs_simple_consumer_retry_then_dead_letter(via: Pinned) -> None:
+    topic = f"mxn-dlq-{via.role}"
+    r = node_script("dlq.js", via, topic, f"g-{topic}")
+    assert r["attempts"] == [1, 2] and not r["third"]
+    assert r["dead"] == {"id": r["id"], "topic": f"%DLQ%g-{topic}", "origin": topic}
+
+
 def test_nodejs_push_consumer_success_retry_and_dead_letter(via: Pinned) -> None:
     topic = f"mxn-push-{via.role}"
     admin(via, "group", "create", f"g-{topic}", "--start", "first", "--max-attempts", "2",
