@@ -17,7 +17,7 @@ from dledger.cli.broker_groups import LocalBrokerCluster
 
 pytest.importorskip("rocketmq")
 
-from tests.broker_endpoint.util import (  # noqa: E402
+from tests.broker_endpoint.util import (
     drain,
     eventually,
     leader_id,
