@@ -36,6 +36,7 @@ from collections import Counter, deque
 from concurrent.futures import Future
 from typing import Any
 
+from bench.e2e_groups import cpu_seconds
 from dledger.cli.broker_groups import LocalBrokerCluster
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -82,7 +83,7 @@ def load(access_point: str, topic: str, seconds: float, window: int, size: int, 
             except Exception:
                 failed += 1
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         end = start + seconds
         while time.perf_counter() < end:
             if len(inflight) >= window:
@@ -90,7 +91,7 @@ def load(access_point: str, topic: str, seconds: float, window: int, size: int, 
             inflight.append(producer.send_async(message(body)))
         while inflight:
             settle(inflight.popleft())
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     finally:
         producer.shutdown()
     acked = sum(landed.values())
@@ -100,6 +101,7 @@ def load(access_point: str, topic: str, seconds: float, window: int, size: int, 
         "seconds": round(elapsed, 3),
         "msgs_per_s": round(acked / elapsed, 1),
         "landed": dict(landed),
+        "cpu_s": round(cpu, 3),
         "started_late_s": round(max(0.0, late), 3),
     }
 
@@ -109,8 +111,13 @@ def _late(report: dict[str, Any]) -> str:
     return f" (started {late} s late)" if late > 0.5 else ""
 
 
-def _round(c: LocalBrokerCluster, k: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Drive the first `k` groups at once; {group: its load process's report}."""
+def _replica_cpu(c: LocalBrokerCluster, k: int) -> float:
+    return sum(cpu_seconds(p.pid) for g in c.groups[:k] for p in g.procs.values())
+
+
+def _round(c: LocalBrokerCluster, k: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Drive the first `k` groups at once: {"groups": {group: its load process's report}, "replica_cpu_s": the
+    CPU time the driven groups' replicas used from the agreed start to the last answer}."""
     start_at = time.time() + START_SLACK_S
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     procs = {}
@@ -119,6 +126,8 @@ def _round(c: LocalBrokerCluster, k: int, args: argparse.Namespace) -> dict[str,
         argv += ["--seconds", str(args.seconds), "--window", str(args.window), "--size", str(args.size)]
         argv += ["--start-at", repr(start_at)]
         procs[g.group] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(max(0.0, start_at - time.time()))
+    cpu = _replica_cpu(c, k)
     out: dict[str, dict[str, Any]] = {}
     for name, proc in procs.items():
         try:
@@ -132,7 +141,14 @@ def _round(c: LocalBrokerCluster, k: int, args: argparse.Namespace) -> dict[str,
         if set(report["landed"]) - {name}:
             raise RuntimeError(f"sends meant for {name} landed on {report['landed']}")
         out[name] = report
-    return out
+    return {"groups": out, "replica_cpu_s": round(_replica_cpu(c, k) - cpu, 3)}
+
+
+def _ms_per_message(r: dict[str, Any]) -> tuple[float, float]:
+    """CPU milliseconds per acknowledged message of a round: (the driven replicas', the load processes')."""
+    acked = sum(v["acked"] for v in r["groups"].values())
+    client = sum(v["cpu_s"] for v in r["groups"].values())
+    return 1000 * r["replica_cpu_s"] / acked, 1000 * client / acked
 
 
 def run(groups: int, seconds: float, rounds: int, window: int, size: int, json_path: str | None) -> int:
@@ -143,7 +159,7 @@ def run(groups: int, seconds: float, rounds: int, window: int, size: int, json_p
     args = argparse.Namespace(seconds=seconds, window=window, size=size)
     load_before = os.getloadavg()
     c = LocalBrokerCluster.create(root, groups)
-    runs: dict[int, list[dict[str, dict[str, Any]]]] = {k: [] for k in range(1, groups + 1)}
+    runs: dict[int, list[dict[str, Any]]] = {k: [] for k in range(1, groups + 1)}
     try:
         failed = c.start_all()
         if failed:
@@ -159,9 +175,14 @@ def run(groups: int, seconds: float, rounds: int, window: int, size: int, json_p
             for k in range(1, groups + 1):
                 got = _round(c, k, args)
                 runs[k].append(got)
-                rates = ", ".join(f"{n} {v['msgs_per_s']:,.0f}{_late(v)}" for n, v in got.items())
-                total = sum(v["msgs_per_s"] for v in got.values())
-                print(f"  round {r + 1}, {k} group(s): {total:,.0f} msgs/s ({rates})", flush=True)
+                rates = ", ".join(f"{n} {v['msgs_per_s']:,.0f}{_late(v)}" for n, v in got["groups"].items())
+                total = sum(v["msgs_per_s"] for v in got["groups"].values())
+                replicas, client = _ms_per_message(got)
+                print(
+                    f"  round {r + 1}, {k} group(s): {total:,.0f} msgs/s ({rates}); "
+                    f"CPU per message: replicas {replicas:.2f} ms, client {client:.2f} ms",
+                    flush=True,
+                )
     except RuntimeError as exc:
         print(f"dledger bench broker: {exc}", file=sys.stderr)
         return 1
@@ -171,21 +192,42 @@ def run(groups: int, seconds: float, rounds: int, window: int, size: int, json_p
     load_after = os.getloadavg()
     summary = []
     for k, rs in runs.items():
-        aggregate = statistics.median(sum(v["msgs_per_s"] for v in got.values()) for got in rs)
-        per_group = {n: statistics.median(got[n]["msgs_per_s"] for got in rs) for n in rs[0]}
-        each = [round(sum(v["msgs_per_s"] for v in got.values())) for got in rs]
+        totals = [sum(v["msgs_per_s"] for v in got["groups"].values()) for got in rs]
+        per_group = {n: statistics.median(got["groups"][n]["msgs_per_s"] for got in rs) for n in rs[0]["groups"]}
+        costs = [_ms_per_message(got) for got in rs]
         summary.append(
-            {"groups": k, "aggregate_msgs_per_s": round(aggregate), "per_group": per_group, "aggregate_runs": each}
+            {
+                "groups": k,
+                "aggregate_msgs_per_s": round(statistics.median(totals)),
+                "per_group": per_group,
+                "aggregate_runs": [round(t) for t in totals],
+                "replica_cpu_ms_per_msg": round(statistics.median(c[0] for c in costs), 3),
+                "client_cpu_ms_per_msg": round(statistics.median(c[1] for c in costs), 3),
+            }
         )
-    one = summary[0]["aggregate_msgs_per_s"]
-    print(f"\nmedians of {rounds} round(s), {size} B bodies, window {window}, {seconds:g} s per round; "
-          f"{os.cpu_count()} CPUs, load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")  # fmt: skip
-    print("| groups driven | aggregate (msgs/s) | per group (msgs/s) | rounds |\n| ---: | ---: | --- | --- |")
-    for s in summary:
-        per = ", ".join(f"{n} {v:,.0f}" for n, v in s["per_group"].items())
-        print(f"| {s['groups']} | {s['aggregate_msgs_per_s']:,} | {per} | {', '.join(map(str, s['aggregate_runs']))} |")
-    print(f"arithmetic, not a measurement: a machine like this one per group gives {groups} x {one:,} = "
-          f"{groups * one:,} msgs/s with {groups} group(s)")  # fmt: skip
+    cpus = os.cpu_count() or 1
+    print(
+        f"\nmedians of {rounds} round(s), {size} B bodies, window {window}, {seconds:g} s per round; "
+        f"{cpus} CPUs, load average {load_before[0]:.2f} before, {load_after[0]:.2f} after"
+    )
+    print(
+        "| groups driven | aggregate (msgs/s) | per group (msgs/s) | CPU ms per message: replicas / client | rounds |"
+    )
+    print("| ---: | ---: | --- | --- | --- |")
+    for row in summary:
+        per = ", ".join(f"{n} {v:,.0f}" for n, v in row["per_group"].items())
+        cost = f"{row['replica_cpu_ms_per_msg']:.2f} / {row['client_cpu_ms_per_msg']:.2f}"
+        each = ", ".join(map(str, row["aggregate_runs"]))
+        print(f"| {row['groups']} | {row['aggregate_msgs_per_s']:,} | {per} | {cost} | {each} |")
+    one = summary[0]
+    rate, cost = one["aggregate_msgs_per_s"], one["replica_cpu_ms_per_msg"] + one["client_cpu_ms_per_msg"]
+    bound = cpus * 1000 / cost
+    print("arithmetic, not a measurement (groups share nothing but the NameServer, which no send touches):")
+    print(f"- a machine like this one, as loaded, per group: {groups} x {rate:,} = {groups * rate:,} msgs/s")
+    print(
+        f"- a machine of {cpus} CPUs per group, all of it for that group ({cost:.2f} CPU ms per message, replicas and"
+        f" client): {cpus * 1000:,} / {cost:.2f} = {bound:,.0f} msgs/s a group, x {groups} = {groups * bound:,.0f}"
+    )
     if json_path:
         report = {"args": {"groups": groups, "seconds": seconds, "rounds": rounds, "window": window, "size": size},
                   "cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": load_after,
