@@ -183,7 +183,7 @@ def run(groups: int, seconds: float, rounds: int, window: int, size: int, json_p
                     f"CPU per message: replicas {replicas:.2f} ms, client {client:.2f} ms",
                     flush=True,
                 )
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError, OSError) as exc:  # a load process failed or answered garbage
         print(f"dledger bench broker: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -10,13 +10,14 @@ stop every process; remove the temporary directory.
 
 Invariants: exit code 0 only when every check held: sends landed on every group; the other groups kept
 acknowledging after the kill; `broker-a` acknowledged again; every acknowledged message was consumed.
-Every wait has a deadline; every process started is stopped, whatever happens.
+Every wait has a deadline; every process started is stopped, whatever happens; a failure is one line, exit 1.
 """
 
 from __future__ import annotations
 
 import pathlib
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -29,10 +30,12 @@ from dledger.cli.broker import LocalBrokerGroup
 from dledger.cli.broker_groups import LocalBrokerCluster, RegisteringGroup, cluster_info
 from dledger.client.client import DLedgerClient
 from dledger.client.client_policy import DLedgerError
+from dledger.node.config import ConfigError
 
 __all__ = ["run_broker_demo"]
 
 TOPIC = "demo-spread"
+FIRST = "CONSUME_FROM_FIRST_OFFSET"  # the consumer starts after the sends
 T = TypeVar("T")
 
 
@@ -221,7 +224,11 @@ def run_broker_demo(groups: int = 2, messages: int = 100, keep: str | None = Non
         return 2
     root = pathlib.Path(keep) if keep else pathlib.Path(tempfile.mkdtemp(prefix="dledger-demo-groups-"))
     # registration every second (default 30 s): the NameServer learns the demo's topic on both groups at once
-    c = LocalBrokerCluster.create(root, groups, period_ms=1000, extra={"consumeFromWhere": "CONSUME_FROM_FIRST_OFFSET"})
+    try:
+        c = LocalBrokerCluster.create(root, groups, period_ms=1000, extra={"consumeFromWhere": FIRST})
+    except (OSError, ConfigError) as exc:
+        print(f"dledger demo --broker: {root}: {exc}", file=sys.stderr)
+        return 2
     try:
         _say(f"1. starting a NameServer ({c.namesrv_addr}) and {groups} broker groups of 3 replicas in {root}")
         failed = c.start_all()
@@ -232,8 +239,9 @@ def run_broker_demo(groups: int = 2, messages: int = 100, keep: str | None = Non
         c.stop_all()
         _say(f"done: {groups} groups, one leader killed, the others never stopped, no acknowledged message lost")
         return 0
-    except (TimeoutError, AssertionError, OSError) as exc:
-        _say(f"demo failed: {exc} (logs in {root}{'' if keep else ', removed on exit: use --keep DIR'})")
+    except Exception as exc:  # a failed check, a wait that ran out, or the client's own error: one line
+        why = str(exc) if isinstance(exc, (TimeoutError, AssertionError, OSError)) else f"{type(exc).__name__}: {exc}"
+        _say(f"demo failed: {why} (logs in {root}{'' if keep else ', removed on exit: use --keep DIR'})")
         return 1
     finally:
         c.stop_all()

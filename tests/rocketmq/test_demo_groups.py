@@ -59,3 +59,11 @@ def test_bad_broker_demo_options_are_one_line(args: tuple[str, ...]) -> None:
     run = _dledger("demo", "--broker", *args, timeout=60)
     assert run.returncode == 2
     assert run.stderr.strip().count("\n") == 0 and "--groups must be between 2 and 9" in run.stderr
+
+
+def test_a_keep_directory_that_is_a_file_is_one_line(tmp_path: pathlib.Path) -> None:
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    run = _dledger("demo", "--broker", "--keep", str(taken), timeout=60)
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.strip().count("\n") == 0 and str(taken) in run.stderr, run.stderr
