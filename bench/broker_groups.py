@@ -126,27 +126,33 @@ def _round(c: LocalBrokerCluster, k: int, args: argparse.Namespace) -> dict[str,
         argv += ["--seconds", str(args.seconds), "--window", str(args.window), "--size", str(args.size)]
         argv += ["--start-at", repr(start_at)]
         procs[g.group] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    time.sleep(max(0.0, start_at - time.time()))
-    cpu = _replica_cpu(c, k)
     out: dict[str, dict[str, Any]] = {}
-    for name, proc in procs.items():
-        try:
-            stdout, stderr = proc.communicate(timeout=args.seconds + START_SLACK_S + 180)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            stdout, stderr = proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError(f"the load process of {name} failed: {stderr.strip().splitlines()[-1:]}")
-        report = json.loads(stdout.strip().splitlines()[-1])
-        if set(report["landed"]) - {name}:
-            raise RuntimeError(f"sends meant for {name} landed on {report['landed']}")
-        out[name] = report
+    try:
+        time.sleep(max(0.0, start_at - time.time()))
+        cpu = _replica_cpu(c, k)
+        for name, proc in procs.items():
+            try:
+                stdout, stderr = proc.communicate(timeout=args.seconds + START_SLACK_S + 180)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                stdout, stderr = proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"the load process of {name} failed: {stderr.strip().splitlines()[-1:]}")
+            report = json.loads(stdout.strip().splitlines()[-1])
+            if set(report["landed"]) - {name}:
+                raise RuntimeError(f"sends meant for {name} landed on {report['landed']}")
+            out[name] = report
+    finally:
+        for proc in procs.values():  # the others of a failed round too
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     return {"groups": out, "replica_cpu_s": round(_replica_cpu(c, k) - cpu, 3)}
 
 
 def _ms_per_message(r: dict[str, Any]) -> tuple[float, float]:
     """CPU milliseconds per acknowledged message of a round: (the driven replicas', the load processes')."""
-    acked = sum(v["acked"] for v in r["groups"].values())
+    acked = max(1, sum(v["acked"] for v in r["groups"].values()))
     client = sum(v["cpu_s"] for v in r["groups"].values())
     return 1000 * r["replica_cpu_s"] / acked, 1000 * client / acked
 
@@ -168,9 +174,8 @@ def run(groups: int, seconds: float, rounds: int, window: int, size: int, json_p
         print(
             f"{groups} group(s) of 3 replicas + NameServer in {root}; {rounds} round(s) of k = 1..{groups}", flush=True
         )
-        _round(
-            c, groups, argparse.Namespace(seconds=min(seconds, 2.0), window=window, size=size)
-        )  # warm-up, not counted
+        warm_up = argparse.Namespace(seconds=min(seconds, 2.0), window=window, size=size)
+        _round(c, groups, warm_up)  # topics created, connections made: not counted
         for r in range(rounds):
             for k in range(1, groups + 1):
                 got = _round(c, k, args)
