@@ -141,8 +141,8 @@ def _story(c: LocalBrokerCluster, messages: int) -> None:
 
         _wait("sends landing on every group", landed_everywhere, 120)
         before = acks.per_group()
-        for k in range(messages):
-            acks.add(p.send(message(f"m{k}")))
+        for k in range(messages):  # each retried until acknowledged (a loaded host can time a send out)
+            acks.add(_wait(f"send m{k} acknowledged", partial(p.send, message(f"m{k}")), 60, poll=0.2))
         spread = acks.per_group() - before
         _say("   acknowledged per group: " + ", ".join(f"{n} {spread[n]}" for n in names))
 
