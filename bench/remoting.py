@@ -12,7 +12,9 @@ In one run, on the same group (async flush):
   consumer process consumes the topic: produce throughput (acknowledged sends per second), consume
   throughput, and end-to-end latency (send call to the consumer's callback) p50 / p99 over the messages
   both saw;
-and `ratio` = remoting produce rate / raw append rate. Timing goals live here, never in tests.
+and `ratio` = remoting produce rate / raw append rate; `log_entries_per_s` counts the group's committed
+entries while the producers ran (concurrent sends share one entry: sends per entry is the group commit).
+Timing goals live here, never in tests.
 """
 
 from __future__ import annotations
@@ -56,6 +58,11 @@ async def _raw(peers: dict[str, str], group: str, seconds: float, tasks: int, si
         t0 = time.monotonic()
         await asyncio.gather(*(one() for _ in range(tasks)))
         return done / (time.monotonic() - t0)
+
+
+async def _commit_index(peers: dict[str, str], group: str) -> int:
+    async with AsyncDLedgerClient(peers, group=group) as client:
+        return await client.read_index()
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -110,9 +117,11 @@ def run(args: argparse.Namespace, root: pathlib.Path) -> dict[str, Any]:
             w.wait_started()
         print(f"remoting: {args.producers} producers for {args.seconds} s", file=sys.stderr)
         eventually("the first acknowledged sends", lambda: all(w.records()[1:] for w in prods), 60)
+        index_start = asyncio.run(_commit_index(group.peers, group.group))
         t_start = time.time()
         time.sleep(args.seconds)
         t_end = time.time()
+        index_end = asyncio.run(_commit_index(group.peers, group.group))
         for w in prods:
             w.kill()
         sent = [r for w in prods for r in w.records() if r.get("status") == "OK"]
@@ -133,6 +142,7 @@ def run(args: argparse.Namespace, root: pathlib.Path) -> dict[str, Any]:
             "raw_appends_per_s": round(raw),
             "remoting_sends_per_s": round(produce_rate),
             "ratio": round(produce_rate / raw, 2),
+            "log_entries_per_s": round((index_end - index_start) / (t_end - t_start)),
             "consume_per_s": round(consume_rate),
             "e2e_latency_ms": {"p50": round(statistics.median(latency), 1), "p99": round(_pct(latency, 0.99), 1)},
             "messages": len(sent),
