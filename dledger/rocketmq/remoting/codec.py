@@ -261,7 +261,10 @@ def _ext_fields(value: Any) -> dict[str, str]:
         return {}
     if not isinstance(value, dict):
         raise RemotingCodecError("the JSON header's extFields is not an object")
-    return {str(k): _scalar_text(v) for k, v in value.items() if v is not None}
+    for v in value.values():
+        if type(v) is not str:
+            return {str(k): _scalar_text(v) for k, v in value.items() if v is not None}
+    return value  # JSON object keys are text: every client's header as it is
 
 
 class CommandDecoder:
