@@ -123,6 +123,9 @@ def test_a_send_that_auto_creates_its_topic_announces_it_once(broker: InProcessB
             assert send(broker, "AutoCreated", f"m{n}".encode()).code == ResponseCode.SUCCESS
         assert announced == ["changed"]  # the first send created it; the others found it
         assert broker.store.topic("AutoCreated") is not None
+        assert call(broker, R.DELETE_TOPIC_IN_BROKER, {"topic": "AutoCreated"}).code == ResponseCode.SUCCESS
+        assert send(broker, "AutoCreated", b"again").code == ResponseCode.SUCCESS
+        assert announced == ["changed"] * 3  # the deletion, then the send that created it again
     finally:
         broker.broker.ctx.on_topics_changed.remove(listener)
 

@@ -16,8 +16,9 @@ Invariants:
   consumer asks for a level, or into `%DLQ%<group>` once the count reached maxReconsumeTimes (or the level
   is negative); retry and dead-letter topics are created with one queue when first needed;
 - a send that makes the store auto-create its topic tells the topics-changed listeners (the NameServer
-  registration) at once, unless the topic was seen to exist within the last second (deleted and created
-  again by a send within a second: the next periodic registration carries it).
+  registration) at once, unless this face saw the topic exist within the last second and did not delete
+  it since (deleted elsewhere and created again by a send within a second: the next periodic registration
+  carries it).
 """
 
 from __future__ import annotations
