@@ -16,6 +16,7 @@ import pytest
 
 from dledger._proto import dledger_pb2 as pb
 from dledger.node.config import NodeConfig
+from dledger.node.server import DLedgerServer
 from dledger.node.state_machine import ListStateMachine
 from dledger.node.transport import PeerServicer
 from dledger.storage_api import EntryKind
@@ -197,6 +198,9 @@ def test_the_hub_builds_only_nodes_without_a_peer_listener(tmp_path: pathlib.Pat
     )
     with pytest.raises(ValueError, match="tcp"):
         MemoryHub().server(config)
+    grpc_peers = NodeConfig(self_id="n0", peers={"n0": "127.0.0.1:1"}, store_dir=tmp_path / "n0", group="t")
+    with pytest.raises(ValueError, match="in-process peer transport"):  # its peers could never reach it
+        DLedgerServer(grpc_peers, grpc_endpoint=False)
 
 
 def test_a_follower_cut_off_past_compaction_catches_up_by_a_snapshot_over_the_hub(tmp_path: pathlib.Path) -> None:
