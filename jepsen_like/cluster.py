@@ -203,8 +203,9 @@ class Cluster:
         }
         if self.peer_transport != "grpc":
             keys.update(dLegerPeerTransport=self.peer_transport, dledgerPeerPortOffset=str(PEER_PORT_OFFSET))
-        if node_id in self.remoting_ports:
+        if node_id in self.remoting_ports:  # one host: followers relay 4.x writes to the leader's own port
             keys["listenPort"] = str(self.remoting_ports[node_id])
+            keys["remotingPeers"] = format_peers({i: f"127.0.0.1:{p}" for i, p in self.remoting_ports.items()})
         return "".join(f"{k}={v}\n" for k, v in keys.items())
 
     def endpoints_string(self) -> str:

@@ -16,7 +16,7 @@ import pytest
 
 from dledger.broker_adapter.options import BROKER_KEYS, StoreOptions
 from dledger.node.config import NodeConfig, load_properties, parse_address
-from dledger.rocketmq.broker.config import RemotingConfig
+from dledger.rocketmq.broker.config import REMOTING_KEYS, RemotingConfig
 from dledger.rocketmq.registrar import REGISTRAR_KEYS, RegistrarConfig
 from dledger.rocketmq.v5.config import ENDPOINT_KEYS, EndpointConfig
 
@@ -37,7 +37,7 @@ def home(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.Pat
 
 
 def load(path: pathlib.Path) -> tuple[NodeConfig, EndpointConfig, StoreOptions]:
-    node = NodeConfig.from_file(path, other_keys=[*BROKER_KEYS, *ENDPOINT_KEYS])
+    node = NodeConfig.from_file(path, other_keys=[*BROKER_KEYS, *ENDPOINT_KEYS, *REMOTING_KEYS])
     props = load_properties(path)
     return node, EndpointConfig.from_properties(props, node), StoreOptions.from_properties(props)
 
@@ -64,8 +64,11 @@ def test_the_files_form_one_group(home: pathlib.Path) -> None:
     nodes = [n for n, _, _ in loaded]
     endpoints = [e for _, e, _ in loaded]
     assert len({n.group for n in nodes}) == 1
-    listen = [RemotingConfig.from_properties(load_properties(p)).listen_port for p in FILES]
-    assert len(set(listen)) == 3  # the replicas share a host: each its own remoting port
+    remoting = [RemotingConfig.from_properties(load_properties(p)) for p in FILES]
+    assert len({r.listen_port for r in remoting}) == 3  # the replicas share a host: each its own remoting port
+    # every file names every replica's remoting address (where a follower relays writes), its own included
+    assert {r.address for r in remoting} == set(remoting[0].remoting_peers.values())
+    assert all(r.remoting_peers == remoting[0].remoting_peers for r in remoting)
     assert all(n.peers == nodes[0].peers for n in nodes)
     assert sorted(n.self_id for n in nodes) == sorted(nodes[0].peers)  # one file per peer, no peer without one
     assert len({n.store_dir for n in nodes}) == 3
@@ -95,7 +98,7 @@ def cluster_home(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pat
 
 def load_replica(path: pathlib.Path) -> tuple[NodeConfig, EndpointConfig, RegistrarConfig]:
     """A file of conf/2g-3r/ read as `dledger broker` reads it, registrar keys included."""
-    node = NodeConfig.from_file(path, other_keys=[*BROKER_KEYS, *ENDPOINT_KEYS, *REGISTRAR_KEYS])
+    node = NodeConfig.from_file(path, other_keys=[*BROKER_KEYS, *ENDPOINT_KEYS, *REGISTRAR_KEYS, *REMOTING_KEYS])
     props = load_properties(path)
     endpoint = EndpointConfig.from_properties(props, node)
     host = parse_address(node.peers[node.self_id])[0]

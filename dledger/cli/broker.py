@@ -265,6 +265,7 @@ class LocalBrokerGroup:
             "grpcEndpoints": format_peers(self.endpoints),
             "grpcServerPort": self.endpoints[node_id].rpartition(":")[2],
             **({"listenPort": self.remoting[node_id].rpartition(":")[2]} if node_id in self.remoting else {}),
+            **({"remotingPeers": format_peers(self.remoting)} if set(self.remoting) == set(self.peers) else {}),
             "dLegerPeerSecretFile": str(ensure_peer_secret(self.root)),
             **self.extra,
         }

@@ -12,6 +12,7 @@ process umask still applies, so a stricter one wins.
 
 from __future__ import annotations
 
+import fcntl
 import os
 
 __all__ = ["DIR_MODE", "FILE_MODE", "FileOps"]
@@ -35,6 +36,15 @@ class FileOps:
     def open(self, path: str, *, create: bool) -> int:
         flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
         return os.open(path, flags, FILE_MODE)
+
+    def open_appending(self, path: str, *, create: bool) -> int:
+        """`open` with `O_APPEND`: every write lands at the end of the file, whatever offset `pwrite` names
+        (Linux's rule), so a file cut under its writer is never regrown over a hole: the cut shows as a
+        size shorter than what was written."""
+        fd = self.open(path, create=create)
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_APPEND)
+        return fd
 
     def open_readonly(self, path: str) -> int:
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC)

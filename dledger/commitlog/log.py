@@ -29,8 +29,10 @@ that segment starts, and so which damage is corruption of durable entries rather
 
 Each flush, and each append before it writes, checks that the open segments' files (the one it writes to)
 are still there and not shorter than what the log wrote (`fstat`): a segment deleted or cut under the
-running log poisons it at the next flush or append, instead of going unnoticed until the next open (an
-append that wrote on would extend a cut file again, over a hole where published entries were).
+running log poisons it at the next flush or append, instead of going unnoticed until the next open. Data
+files are open with `O_APPEND`, so a cut that races an append (between its check and its write) cannot
+be hidden either: the write lands at the cut, the file stays shorter than what the log wrote, and the
+next flush or append finds it (a write at the log's own offset would have regrown the file over a hole).
 
 Page cache: each flush evicts the durable data older than the log's newest `drop_behind_bytes` (default 64
 MiB; 0: never) with `POSIX_FADV_DONTNEED`, and a segment whose handles close is evicted whole, so the log does
@@ -334,8 +336,9 @@ class SegmentedLog:
         seg = chunks[-1][0]
         ops = self._ops
         assert seg.data_fd is not None and seg.index_fd is not None
-        with self._fatal():  # writing on would hide a cut: the new bytes extend the file over a hole
-            self._check_files(seg)
+        with self._fatal():  # a cut file is damage to repair, not a place to write on
+            if self._check_files(seg) > seg.data_len:  # unpublished bytes (none are expected): the write
+                ops.truncate(seg.data_fd, seg.data_len)  # lands at the end of the file (O_APPEND), so drop them
         try:
             ops.pwrite(seg.data_fd, data, seg.data_len)
             if self._sync_mode:  # data durable before any index record points at it
@@ -623,17 +626,23 @@ class SegmentedLog:
             finally:
                 self._rw.release_read()
 
-    def _check_files(self, seg: Segment) -> None:
+    def _check_files(self, seg: Segment) -> int:
         """Raise `CorruptStoreError` when a segment's files were deleted or cut under the open log (an
         fsync of an unlinked file succeeds, so the flush alone would not notice; the flush then poisons
-        the log, and the node fences itself until a restart recovers the store)."""
+        the log, and the node fences itself until a restart recovers the store). Returns the data file's
+        size. A cut that races an append (after this check, before the write) still shows here next time:
+        the data file is open with `O_APPEND`, so the write lands at the cut, and the file stays shorter
+        than what the log wrote instead of growing back to the right size over a hole."""
         assert seg.data_fd is not None and seg.index_fd is not None
+        sizes = []
         for fd, path, length in ((seg.data_fd, seg.data_path, seg.data_len), (seg.index_fd, seg.index_path, 0)):
             st = os.fstat(fd)
             if st.st_nlink == 0:
                 raise CorruptStoreError(f"{path}: the file was deleted under the running log")
             if st.st_size < length:
                 raise CorruptStoreError(f"{path}: the file was cut to {st.st_size} bytes under the running log")
+            sizes.append(st.st_size)
+        return sizes[0]
 
     def close(self) -> None:
         """Flush, stop the flusher, close every file. Idempotent."""

@@ -108,7 +108,7 @@ class Segment:
 
     def open_fds(self, ops: FileOps, *, create: bool = False) -> None:
         if self.data_fd is None:
-            self.data_fd = ops.open(self.data_path, create=create)
+            self.data_fd = ops.open_appending(self.data_path, create=create)
         if self.index_fd is None:
             self.index_fd = ops.open(self.index_path, create=create)
 

@@ -4,6 +4,7 @@ checkpoint follows every append (no fsync of its own), so it covers what was ack
 
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
 
@@ -147,3 +148,62 @@ def test_a_segment_deleted_under_the_running_log_is_noticed_at_the_next_flush(tm
             log.append(entries(11, 12))
     finally:
         log.close()
+
+
+class _CutBeforeWrite(NoSyncOps):
+    """Cuts the data file it is about to write to right before the write, once: a cut racing an append
+    (after the append's size check, before its write)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cut_to: int | None = None
+
+    def pwrite(self, fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+        if self.cut_to is not None and offset > self.cut_to:
+            os.ftruncate(fd, self.cut_to)
+            self.cut_to = None
+        super().pwrite(fd, data, offset)
+
+
+def test_a_cut_racing_an_append_is_noticed_and_not_regrown_over_a_hole(tmp_path: pathlib.Path) -> None:
+    import pytest
+
+    from dledger.commitlog import LogClosedError
+    from dledger.commitlog.errors import CorruptStoreError
+
+    ops = _CutBeforeWrite()
+    log = SegmentedLog.open(tmp_path / "s", flush="sync", flush_interval_ms=3_600_000, file_ops=ops)
+    try:
+        log.append(entries(1, 41))
+        size = data_files(tmp_path / "s")[0].stat().st_size
+        ops.cut_to = size // 2  # entries 1..40 are durable and published: half of them go
+        log.append(entries(41, 42))  # the write itself succeeds: the cut is not visible to it
+        data = data_files(tmp_path / "s")[0].read_bytes()
+        assert len(data) < size, "the write regrew the cut file to its old length (over a hole of zeros)"
+        with pytest.raises((CorruptStoreError, LogClosedError), match="cut to"):
+            log.sync()  # the next flush (or append) finds it: the log refuses service until repaired
+        with pytest.raises(LogClosedError):
+            log.append(entries(42, 43))
+    finally:
+        log.close()
+
+
+def test_bytes_past_the_published_end_are_dropped_before_an_append(tmp_path: pathlib.Path) -> None:
+    """The data file is written at its end (`O_APPEND`): bytes past what the log published (none are
+    expected) would shift the new entries, so the append drops them first, as a write at the log's own
+    offset used to overwrite them."""
+    log = SegmentedLog.open(tmp_path / "s", flush="sync", flush_interval_ms=3_600_000, file_ops=NoSyncOps())
+    try:
+        log.append(entries(1, 11))
+        path = data_files(tmp_path / "s")[0]
+        size = path.stat().st_size
+        with path.open("ab") as f:
+            f.write(b"\xff" * 100)
+        log.append(entries(11, 21))
+        assert log.read(1, 21) == entries(1, 21)
+        log.sync()
+    finally:
+        log.close()
+    with SegmentedLog.open(tmp_path / "s", file_ops=NoSyncOps(), verify_closed=True) as reopened:
+        assert reopened.read(1, 21) == entries(1, 21) and reopened.recovery.durable_damage is None
+    assert path.stat().st_size > size

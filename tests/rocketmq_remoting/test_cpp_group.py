@@ -17,8 +17,10 @@ from bench.namesrv_flip import NamesrvProcess, route_addrs
 from dledger.cli.broker import LocalBrokerGroup
 from dledger.cli.broker_groups import RegisteringGroup
 from dledger.rocketmq.registration import AUTO_CREATE_TOPIC
+from dledger.rocketmq.remoting.acl import RELAYED_BY
 from dledger.rocketmq.remoting.codes import RequestCode, ResponseCode
 from dledger.rocketmq.remoting.command import RemotingCommand
+from dledger.rocketmq.remoting.msgformat import parse_offset_msg_id
 from dledger.rocketmq.remoting.transport import invoke
 from tests.broker_endpoint.util import (
     drain,
@@ -100,13 +102,20 @@ def test_cpp_to_grpc_and_grpc_to_cpp(cluster: Cluster, tmp_path: pathlib.Path) -
         assert (m["id"], m["tags"]) == (ids[m["body"]], "TagB")
 
 
-def test_a_follower_refuses_sends_and_serves_pulls(cluster: Cluster, tmp_path: pathlib.Path) -> None:
+def test_a_follower_relays_sends_to_the_leader_and_serves_pulls(cluster: Cluster, tmp_path: pathlib.Path) -> None:
     group = cluster.group
     leader = leader_id(group)
     follower = next(n for n in group.peers if n != leader and group.alive(n))
     fields = {"topic": "XF", "queueId": "0", "properties": ""}
+    relayed = asyncio.run(
+        invoke(group.remoting[follower], RemotingCommand.request(RequestCode.SEND_MESSAGE, fields, b"via-follower"))
+    )
+    assert relayed.code == ResponseCode.SUCCESS, relayed.remark
+    host, port, _ = parse_offset_msg_id(relayed.ext_fields["msgId"])  # stored by the leader
+    assert f"{host}:{port}" == group.remoting[leader]
+    hop = {**fields, RELAYED_BY: group.remoting[leader]}  # a relayed request is never relayed again
     refused = asyncio.run(
-        invoke(group.remoting[follower], RemotingCommand.request(RequestCode.SEND_MESSAGE, fields, b"f"))
+        invoke(group.remoting[follower], RemotingCommand.request(RequestCode.SEND_MESSAGE, hop, b"f"))
     )
     assert refused.code == ResponseCode.SERVICE_NOT_AVAILABLE and "NOT_LEADER" in (refused.remark or "")
     sent = asyncio.run(
@@ -118,9 +127,9 @@ def test_a_follower_refuses_sends_and_serves_pulls(cluster: Cluster, tmp_path: p
 
     def served_by_follower() -> bool:
         r = asyncio.run(invoke(group.remoting[follower], RemotingCommand.request(RequestCode.PULL_MESSAGE, pull)))
-        return r.code == ResponseCode.SUCCESS and b"via-leader" in (r.body or b"")
+        return r.code == ResponseCode.SUCCESS and b"via-follower" in r.body and b"via-leader" in r.body
 
-    eventually("the follower serves the committed message", served_by_follower, timeout=60)
+    eventually("the follower serves the committed messages", served_by_follower, timeout=60)
 
 
 def test_nothing_acknowledged_is_lost_across_a_leader_kill(cluster: Cluster, tmp_path: pathlib.Path) -> None:

@@ -4,6 +4,7 @@ tag filtering, compressed bodies, a failing listener's messages through the retr
 
 from __future__ import annotations
 
+import json
 import pathlib
 from collections.abc import Iterator
 
@@ -187,6 +188,33 @@ def test_acl_signatures_of_the_cpp_client(tmp_path: pathlib.Path) -> None:
                       "--ak", "ak1", "--sk", "sk1")  # fmt: skip
         try:
             eventually("the signed consumer's messages", lambda: len({m["body"] for m in cons.messages()}) >= 5)
+        finally:
+            cons.kill()
+    finally:
+        b.stop()
+
+
+def test_per_topic_and_group_permissions_with_the_cpp_client(tmp_path: pathlib.Path) -> None:
+    accounts = {"accounts": [
+        {"accessKey": "app", "secretKey": "app-secret", "defaultTopicPerm": "DENY", "defaultGroupPerm": "DENY",
+         "topicPerms": ["TP=PUB|SUB", "TS=SUB"], "groupPerms": ["cg=SUB"]},
+    ]}  # fmt: skip
+    (tmp_path / "acl.json").write_text(json.dumps(accounts))
+    b = InProcessBroker(tmp_path / "b", {"aclFile": str(tmp_path / "acl.json")}).start()
+    try:
+        b.create_topic("TP", 2)
+        b.create_topic("TS", 2)
+        creds = ("--ak", "app", "--sk", "app-secret")
+        ok = Worker(tmp_path, "ok", "produce", "--namesrv", b.namesrv, "--topic", "TP", "--count", "5",
+                    "--group", "pa", *creds)  # fmt: skip
+        assert all(r["status"] == "OK" for r in ok.wait_done())
+        denied = Worker(tmp_path, "denied", "produce", "--namesrv", b.namesrv, "--topic", "TS", "--count", "2",
+                        "--group", "pb", *creds)  # fmt: skip
+        assert all("error" in r for r in denied.wait_done())  # SUB only: no sends
+        assert b.store.max_offset("TS", 0) == b.store.max_offset("TS", 1) == 0
+        cons = Worker(tmp_path, "c", "consume", "--namesrv", b.namesrv, "--topic", "TP", "--group", "cg", *creds)
+        try:
+            eventually("the permitted group's messages", lambda: len({m["body"] for m in cons.messages()}) >= 5)
         finally:
             cons.kill()
     finally:

@@ -1,11 +1,13 @@
 """`RemotingBroker`: one replica's RocketMQ remoting face (RocketMQ 4.x clients and tools) on its store.
 
 It listens on `listenPort` and answers each request code with the handler module that owns it (`send`,
-`pull`, `offsets`, `consumers`, `admin`); every other code answers REQUEST_CODE_NOT_SUPPORTED with a remark
-naming it. With `accessKey` / `secretKey` set, a request without their ACL 1.0 signature answers
-NO_PERMISSION. Any replica answers reads; writes need the master (see each handler). A header it cannot read
-answers SYSTEM_ERROR with one line; a handler that fails unexpectedly answers SYSTEM_ERROR and logs one line,
-never a traceback to the client and never silence for a two-way request.
+`pull`, `offsets`, `consumers`, `transactions`, `admin`, `admin_stats`, `subgroups`); every other code
+answers REQUEST_CODE_NOT_SUPPORTED with a remark naming it. With `accessKey` / `secretKey` or `aclFile`
+set, a request the accounts do not allow (see `access.py`) answers SYSTEM_ERROR saying why, as RocketMQ's
+broker does. Any replica answers reads; a follower relays writes to the master (`forward.py`). A header it
+cannot read answers SYSTEM_ERROR with one line; a handler that fails unexpectedly answers SYSTEM_ERROR and
+logs one line, never a traceback to the client and never
+silence for a two-way request.
 """
 
 from __future__ import annotations
@@ -15,11 +17,10 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from dledger.broker_adapter import MessageStore, StoreError
-from dledger.rocketmq.broker import admin, consumers, offsets, pull, send, transactions
+from dledger.rocketmq.broker import admin, admin_stats, consumers, forward, offsets, pull, send, subgroups, transactions
 from dledger.rocketmq.broker.clients import ClientRegistry
 from dledger.rocketmq.broker.config import RemotingConfig
 from dledger.rocketmq.broker.context import BrokerContext, HeaderError, Waiter
-from dledger.rocketmq.remoting import acl
 from dledger.rocketmq.remoting.codes import RequestCode, ResponseCode, code_name
 from dledger.rocketmq.remoting.command import RemotingCommand
 from dledger.rocketmq.remoting.transport import RemotingConnection, RemotingServer
@@ -50,6 +51,8 @@ HANDLERS: dict[int, Handler] = {
     R.UNLOCK_BATCH_MQ: consumers.unlock_batch,
     R.END_TRANSACTION: transactions.end_transaction,
     **admin.HANDLERS,
+    **admin_stats.HANDLERS,
+    **subgroups.HANDLERS,
 }
 
 
@@ -62,6 +65,8 @@ class RemotingBroker:
             self.ctx.wait_applied = wait_applied
         self.server = RemotingServer(self.handle)
         self.checker = transactions.TransactionChecker(self.ctx)
+        self.forwarder = forward.Forwarder(self.ctx)
+        self.access = config.access
 
     @property
     def port(self) -> int:
@@ -81,16 +86,19 @@ class RemotingBroker:
 
     async def stop(self) -> None:
         await self.checker.stop()
+        await self.forwarder.close()
         await self.server.close()
         await self.ctx.close()
 
     async def handle(self, cmd: RemotingCommand, conn: RemotingConnection) -> RemotingCommand | None:
-        cfg = self.ctx.config
-        if cfg.access_key:
-            problem = acl.check(cmd.ext_fields, cmd.body, cfg.access_key, cfg.secret_key)
-            if problem is not None:
-                return cmd.response_to(ResponseCode.NO_PERMISSION, problem)
+        if self.access is not None:
+            problem = self.access.authorize(cmd)
+            if problem is not None:  # RocketMQ's broker answers its ACL hook's AclException so
+                return cmd.response_to(ResponseCode.SYSTEM_ERROR, f"AclException: {problem}"[:500])
         handler = HANDLERS.get(cmd.code)
+        leader = self.forwarder.target(cmd) if handler is not None else None
+        if leader is not None:  # a write on a follower: the master answers it (see `forward.py`)
+            return await self.forwarder.relay(cmd, leader)
         if handler is None:
             return cmd.response_to(
                 ResponseCode.REQUEST_CODE_NOT_SUPPORTED, f"request type {code_name(cmd.code)} not supported"

@@ -15,9 +15,10 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
-__all__ = ["check", "sign"]
+__all__ = ["RELAYED_BY", "check", "sign"]
 
-_UNSIGNED = frozenset({"Signature", "_UNIQUE_KEY_QUERY"})
+RELAYED_BY = "_DLEDGER_FORWARDED"  # added by a follower that relays a request to its leader, after signing
+_UNSIGNED = frozenset({"Signature", "_UNIQUE_KEY_QUERY", RELAYED_BY})
 
 
 def sign(fields: Mapping[str, str], body: bytes, secret_key: str) -> str:

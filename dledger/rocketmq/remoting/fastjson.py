@@ -4,7 +4,9 @@ fastjson writes a map with numeric keys (a `HashMap<Long, String>` such as `Brok
 the keys unquoted: `{"brokerAddrs":{0:"10.0.0.1:10911"}}`, which strict JSON parsers refuse. `loads` reads
 that dialect (and standard JSON); `dumps` writes it when `standard` is false and standard JSON otherwise
 (RocketMQ's NameServer answers a 4.9.4+ client, or one that asks with `acceptStandardJsonOnly`, with
-standard JSON).
+standard JSON). A map keyed by a bean (`HashMap<MessageQueue, OffsetWrapper>` in ConsumeStats and
+TopicStatsTable) has each key written as an object, `{{"brokerName":"b","queueId":0,"topic":"T"}:{...}}`:
+`dumps` writes an `ObjectKey` key so (as a quoted string of that object when `standard`).
 
 Invariants: `loads` raises only `ValueError` (json's `JSONDecodeError` is one) on bad input, never reads a
 quoted string's content as a key; `dumps` is compact (no spaces), keeps dict order, writes text as UTF-8.
@@ -14,9 +16,18 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["dumps", "loads"]
+__all__ = ["ObjectKey", "dumps", "loads"]
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectKey:
+    """A map key that fastjson writes as an object (a bean such as MessageQueue): its fields in order."""
+
+    fields: tuple[tuple[str, Any], ...]
+
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BARE_KEY = re.compile(r"([{,]\s*)(-?[0-9A-Za-z_$.]+)(\s*:)")
@@ -68,6 +79,12 @@ def _write(value: Any, out: list[str], standard: bool) -> None:
         for i, (key, item) in enumerate(value.items()):
             if i:
                 out.append(",")
+            if isinstance(key, ObjectKey):
+                text = dumps(dict(key.fields), standard=standard).decode()
+                out.append(json.dumps(text, ensure_ascii=False) if standard else text)
+                out.append(":")
+                _write(item, out, standard)
+                continue
             if isinstance(key, bool) or not isinstance(key, int | str):
                 raise TypeError(f"JSON object keys must be str or int, got {key!r}")
             if isinstance(key, int) and not standard:
