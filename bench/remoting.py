@@ -12,7 +12,12 @@ In one run, on the same group (async flush):
   consumer process consumes the topic: produce throughput (acknowledged sends per second), consume
   throughput, and end-to-end latency (send call to the consumer's callback) p50 / p99 over the messages
   both saw;
-and `ratio` = remoting produce rate / raw append rate. Timing goals live here, never in tests.
+and `ratio` = remoting produce rate / raw append rate; `log_entries_per_s` counts the group's committed
+entries while the producers ran (concurrent sends share one entry: sends per entry is the group commit);
+`cpu_us_per_message` is the CPU time (Linux /proc) spent per raw append and per acknowledged send, by the
+leader and by every process of the phase (the three replicas and the client process(es): for remoting the
+producers and the consumer). On a machine shared with other work the rates move with its load, the CPU
+per message much less. Timing goals live here, never in tests.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import pathlib
 import platform
 import statistics
@@ -40,7 +46,8 @@ from tests.rocketmq_remoting.util import Worker, eventually
 TOPIC = "BenchRemoting"
 
 
-async def _raw(peers: dict[str, str], group: str, seconds: float, tasks: int, size: int) -> float:
+async def _raw(peers: dict[str, str], group: str, seconds: float, tasks: int, size: int) -> tuple[float, int]:
+    """(appends per second, appends made)."""
     payload = b"r" * size
     done = 0
     async with AsyncDLedgerClient(peers, group=group) as client:
@@ -55,7 +62,28 @@ async def _raw(peers: dict[str, str], group: str, seconds: float, tasks: int, si
 
         t0 = time.monotonic()
         await asyncio.gather(*(one() for _ in range(tasks)))
-        return done / (time.monotonic() - t0)
+        return done / (time.monotonic() - t0), done
+
+
+def _cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes used so far (Linux /proc; 0.0 where it cannot tell)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _us_per(cpu_s: float, count: float) -> int:
+    return round(cpu_s * 1e6 / count) if count else 0
+
+
+async def _commit_index(peers: dict[str, str], group: str) -> int:
+    async with AsyncDLedgerClient(peers, group=group) as client:
+        return await client.read_index()
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -77,7 +105,12 @@ def run(args: argparse.Namespace, root: pathlib.Path) -> dict[str, Any]:
         request = RemotingCommand.request(RequestCode.UPDATE_AND_CREATE_TOPIC, create)
         assert asyncio.run(invoke(group.remoting[leader], request)).code == ResponseCode.SUCCESS
         print(f"leader {leader}; raw appends for {args.seconds} s", file=sys.stderr)
-        raw = asyncio.run(_raw(group.peers, group.group, args.seconds, args.raw_tasks, args.size))
+        nodes = [p.pid for p in group.procs.values()]
+        leader_pid = [group.procs[leader].pid]
+        cpu0 = (_cpu_s(leader_pid), _cpu_s(nodes), time.process_time())
+        # the raw client's CPU is this process's own: it does nothing else meanwhile
+        raw, raw_count = asyncio.run(_raw(group.peers, group.group, args.seconds, args.raw_tasks, args.size))
+        raw_cpu = (_cpu_s(leader_pid) - cpu0[0], _cpu_s(nodes) - cpu0[1] + time.process_time() - cpu0[2])
         out = root / "workers"
         out.mkdir()
         cons = Worker(out, "consumer", "consume", "--namesrv", ns.address, "--topic", TOPIC, "--group", "bench-c")
@@ -110,9 +143,20 @@ def run(args: argparse.Namespace, root: pathlib.Path) -> dict[str, Any]:
             w.wait_started()
         print(f"remoting: {args.producers} producers for {args.seconds} s", file=sys.stderr)
         eventually("the first acknowledged sends", lambda: all(w.records()[1:] for w in prods), 60)
+        index_start = asyncio.run(_commit_index(group.peers, group.group))
+        everyone = nodes + [w.proc.pid for w in workers]
+        producers = [w.proc.pid for w in prods]
+        cpu1 = (_cpu_s(leader_pid), _cpu_s(everyone), _cpu_s(producers), _cpu_s([cons.proc.pid]))
         t_start = time.time()
         time.sleep(args.seconds)
         t_end = time.time()
+        rem_cpu = (
+            _cpu_s(leader_pid) - cpu1[0],
+            _cpu_s(everyone) - cpu1[1],
+            _cpu_s(producers) - cpu1[2],
+            _cpu_s([cons.proc.pid]) - cpu1[3],
+        )
+        index_end = asyncio.run(_commit_index(group.peers, group.group))
         for w in prods:
             w.kill()
         sent = [r for w in prods for r in w.records() if r.get("status") == "OK"]
@@ -133,6 +177,14 @@ def run(args: argparse.Namespace, root: pathlib.Path) -> dict[str, Any]:
             "raw_appends_per_s": round(raw),
             "remoting_sends_per_s": round(produce_rate),
             "ratio": round(produce_rate / raw, 2),
+            "log_entries_per_s": round((index_end - index_start) / (t_end - t_start)),
+            "cpu_us_per_message": {
+                "raw": {"leader": _us_per(raw_cpu[0], raw_count), "all": _us_per(raw_cpu[1], raw_count)},
+                "remoting": {
+                    name: _us_per(cpu, len(window))
+                    for name, cpu in zip(("leader", "all", "producers", "consumer"), rem_cpu, strict=True)
+                },
+            },
             "consume_per_s": round(consume_rate),
             "e2e_latency_ms": {"p50": round(statistics.median(latency), 1), "p99": round(_pct(latency, 0.99), 1)},
             "messages": len(sent),

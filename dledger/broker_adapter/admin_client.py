@@ -3,7 +3,8 @@
 A request answered `NOT_MASTER` is sent again to the `leader` the
 answer names (or to the next replica), until one answers or the deadline passes, so elections and a killed
 master are ridden out. Invariant: `call` returns the answer object of one replica, or raises `AdminCallError`
-with one line saying why no replica answered.
+with one line saying why no replica answered (`AdminRefused` when a replica refused the credentials).
+`credentials` (accessKey, secretKey) sign every call as RocketMQ 5 clients do (`signature.py`), afresh per call.
 """
 
 from __future__ import annotations
@@ -16,12 +17,17 @@ from typing import Any
 import grpc
 
 from dledger.broker_adapter.admin_service import ADMIN_METHOD
+from dledger.broker_adapter.signature import sign
 
-__all__ = ["AdminCallError", "AdminClient"]
+__all__ = ["AdminCallError", "AdminClient", "AdminRefused"]
 
 
 class AdminCallError(Exception):
     """No replica gave an answer (unreachable, refused credentials, or the deadline passed)."""
+
+
+class AdminRefused(AdminCallError):
+    """A replica refused the call's credentials (a token or the accessKey signature)."""
 
 
 def _identity(raw: bytes) -> bytes:
@@ -29,11 +35,19 @@ def _identity(raw: bytes) -> bytes:
 
 
 class AdminClient:
-    def __init__(self, endpoints: Sequence[str], *, token: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
         if not endpoints:
             raise ValueError("no endpoints")
         self.endpoints = list(endpoints)
         self.token = token
+        self.credentials = credentials
         self.timeout = timeout
         self._channels: dict[str, grpc.Channel] = {}
 
@@ -47,6 +61,8 @@ class AdminClient:
         """The answer object (`{"ok": ...}`) of the replica that took the request."""
         body = json.dumps(request).encode()
         metadata = [("authorization", f"Bearer {self.token}")] if self.token else []
+        if self.credentials is not None:
+            metadata += sign(*self.credentials)
         deadline = time.monotonic() + self.timeout
         order = list(self.endpoints)
         last = "no replica answered"
@@ -65,7 +81,7 @@ class AdminClient:
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else None
                 if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-                    raise AdminCallError(f"{address}: {exc.details()}") from None
+                    raise AdminRefused(f"{address}: {exc.details()}") from None
                 last = f"{address}: {code.name if code else exc}"
             except ValueError:
                 last = f"{address}: the answer is not JSON"

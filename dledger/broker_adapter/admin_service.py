@@ -9,6 +9,10 @@ Authorization follows the client API's grants (`dledgerClientGrantsFile`, see `d
 when they are on, a read needs the `read` right and a write the `admin` right, from a bearer token in the
 call's `authorization` metadata; otherwise the call is refused with UNAUTHENTICATED or PERMISSION_DENIED.
 
+With the broker's `accessKey` / `secretKey` set, every call must also carry RocketMQ 5's MQv2-HMAC-SHA1 signature
+with them (`signature.py`, as the gRPC clients sign); without it the call is refused with UNAUTHENTICATED and one
+line saying why, before the request is read.
+
 Invariants: a request that is not a JSON object of at most `MAX_REQUEST_BYTES` is answered BAD_REQUEST, never
 with an exception; every answer is one JSON object.
 """
@@ -23,6 +27,7 @@ import grpc
 import grpc.aio
 
 from dledger.broker_adapter.admin_ops import WRITES, run_op
+from dledger.broker_adapter.signature import check_signature
 from dledger.broker_adapter.store import MessageStore
 from dledger.node.client_auth import ClientGrants
 
@@ -40,12 +45,20 @@ def _identity(raw: bytes) -> bytes:
 
 
 class AdminService:
-    """Serves the admin method for one replica's store; `endpoints` maps node ids to their endpoints."""
+    """Serves the admin method for one replica's store; `endpoints` maps node ids to their endpoints;
+    `credentials`: the broker's (accessKey, secretKey), when it has them."""
 
-    def __init__(self, store: MessageStore, endpoints: dict[str, str], grants: ClientGrants | None = None) -> None:
+    def __init__(
+        self,
+        store: MessageStore,
+        endpoints: dict[str, str],
+        grants: ClientGrants | None = None,
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
         self.store = store
         self.endpoints = endpoints
         self.grants = grants
+        self.credentials = credentials
 
     def handler(self) -> grpc.GenericRpcHandler:
         method = grpc.unary_unary_rpc_method_handler(
@@ -58,6 +71,10 @@ class AdminService:
         return json.dumps(answer, separators=(",", ":")).encode()
 
     async def _answer(self, raw: bytes, context: Any) -> dict[str, Any]:
+        if self.credentials is not None:
+            why = check_signature(context.invocation_metadata() or (), *self.credentials)
+            if why is not None:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"the broker's accessKey is required: {why}")
         if len(raw) > MAX_REQUEST_BYTES:
             return {"ok": False, "code": "BAD_REQUEST", "error": f"the request is over {MAX_REQUEST_BYTES} bytes"}
         try:

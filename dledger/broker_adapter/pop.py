@@ -20,10 +20,14 @@ Rules:
 - replicated counters per (group, topic) in `gstats`: first deliveries, redeliveries, acknowledgements,
   dead letters (`admin_apply.bump_stats`);
 - where a group new to a topic starts: at offset 0 of each queue, unless the receive says `from_end`. Then
-  the group's first receive on the topic (even before the topic exists) records its own log index as the
-  group's start mark (`popcur` row `group NUL topic NUL 0xFFFFFFFF`), and each queue without a position of
-  the group starts at its first message written after that mark: the messages stored before the group's
-  first receive are never delivered to it, every later one is. A group that already has a position on any
+  the group's first receive on the topic (even before the topic exists) records its own log index and
+  `log_time` as the group's start mark (`popcur` row `group NUL topic NUL 0xFFFFFFFF`), and each queue without
+  a position of the group starts at its first record enqueued after that mark: the messages enqueued before
+  the group's first receive are never delivered to it, every later one is. "Enqueued after" is judged by the
+  record's enqueue time (a consume queue's times never decrease), not by the log index it points at: a dead
+  letter, a released delayed message or a committed transaction points at bytes written before it was
+  enqueued. Within the mark's millisecond the log index decides (exact for a record enqueued where it was
+  written). A group that already has a position on any
   queue of the topic (a committed offset, or receives without `from_end`) keeps it and gets no mark (its
   queues without a position start at 0). A group configured to start at a timestamp starts each queue without a
   position at the first message stored at or after it.
@@ -42,6 +46,7 @@ from dledger.broker_adapter.message import MessageType
 from dledger.broker_adapter.results import TopicConfig
 from dledger.broker_adapter.tables import (
     CQ,
+    I64,
     MAX_TIME,
     MAX_TOPIC_BYTES,
     PIN_INFLIGHT,
@@ -117,15 +122,25 @@ def start_mark_key(group: str, topic: str) -> bytes:
     return qkey(group, topic) + START_MARK
 
 
-def _first_at_or_after(a: PopContext, txn: Any, topic: str, queue: int, mark: int) -> int:
-    """The first offset of the queue whose log index is >= `mark` (its end if none): a binary search, as log
-    indexes grow along a consume queue; a record that is gone (retention) is older than any mark."""
+def _before_mark(raw: bytes | None, mark: int, mark_ts: int | None) -> bool:
+    """Whether a consume queue record was enqueued before the start mark (`mark_ts` None: a mark written
+    without its time, judged by log index alone); a record that is gone (retention) is older than any mark."""
+    if raw is None:
+        return True
+    index, *_, ts = CQ.unpack(raw)
+    if mark_ts is None or ts == mark_ts:
+        return bool(index < mark)
+    return bool(ts < mark_ts)
+
+
+def _first_at_or_after(a: PopContext, txn: Any, topic: str, queue: int, mark: int, mark_ts: int | None) -> int:
+    """The first offset of the queue enqueued after the mark (its end if none): a binary search, as enqueue
+    times never decrease along a consume queue."""
     cqk = topic.encode() + b"\0" + queue.to_bytes(4, "big")
     lo, hi = 0, a.next_offset(txn, cqk)
     while lo < hi:
         mid = (lo + hi) // 2
-        raw = txn.get(cqk + U64.pack(mid), db=a.db["cq"])
-        if raw is None or CQ.unpack(raw)[0] < mark:
+        if _before_mark(txn.get(cqk + U64.pack(mid), db=a.db["cq"]), mark, mark_ts):
             lo = mid + 1
         else:
             hi = mid
@@ -139,17 +154,19 @@ def _start_from_end(a: PopContext, txn: Any, cmd: c.PopReceive, seq: int, queue_
     raw = txn.get(mark_key, db=popcur)
     known = [q for q in range(queue_count) if txn.get(_keys(cmd.group, cmd.topic, q), db=popcur) is not None
              or txn.get(_keys(cmd.group, cmd.topic, q), db=offsets) is not None]  # fmt: skip
+    mark_ts: int | None = None
     if raw is None:
         if known:  # the group consumed this topic before, from the beginning: its other queues start at 0
             mark = 0
         else:
-            txn.put(mark_key, U64.pack(seq), db=popcur)
-            mark = seq
+            mark, mark_ts = seq, a.log_time
+            txn.put(mark_key, U64.pack(mark) + I64.pack(mark_ts), db=popcur)
     else:
-        mark = U64.unpack(raw)[0]
+        mark = U64.unpack_from(raw)[0]
+        mark_ts = I64.unpack_from(raw, U64.size)[0] if len(raw) >= U64.size + I64.size else None
     for queue in range(queue_count):
         if queue not in known:
-            start = _first_at_or_after(a, txn, cmd.topic, queue, mark)
+            start = _first_at_or_after(a, txn, cmd.topic, queue, mark, mark_ts)
             txn.put(_keys(cmd.group, cmd.topic, queue), U64.pack(start), db=popcur)
 
 

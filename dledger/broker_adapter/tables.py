@@ -22,7 +22,7 @@ big-endian, so LMDB's byte order is numeric order.
 | timers | u64 deliver ts, u64 log index, u32 pos | `PENDING` record + topic (delayed messages) |
 | half | msg id | `PENDING` record + topic (prepared transactional messages) |
 | popcur | group NUL topic NUL u32 queue | u64 next offset never popped by the group |
-| popcur | group NUL topic NUL `FF FF FF FF` | u64 log index of the group's first `from_end` receive (`pop.py`) |
+| popcur | group NUL topic NUL `FF FF FF FF` | u64 log index, i64 log_time of the first `from_end` receive (`pop.py`) |
 | inflight | group NUL topic NUL u32 queue u64 offset | `INFLIGHT` record |
 | popexp | group NUL topic NUL u32 queue u64 invisible-until u64 offset | empty (expiry order) |
 | pins | u64 log index, kind (`t` timer / `h` half / `i` in flight), reference | empty |

@@ -5,6 +5,9 @@
     dledger admin --cluster DIR progress g1 --topic Orders --json
     dledger admin --namesrv 127.0.0.1:9876 --cluster-name RaftCluster topic create Orders --queues 8
 
+With a broker that has `accessKey` / `secretKey` set, give them with `--access-key` / `--secret-key` or in the
+environment (DLEDGER_ACCESS_KEY / DLEDGER_SECRET_KEY; the flags win): every call is signed with them.
+
 Output is a table for people, or the answer's `result` as JSON with `--json` (for scripts). Exit codes: 0 done,
 1 refused or no replica answered (one line on stderr: `dledger admin: CODE: why`), 2 a usage error.
 """
@@ -13,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from dledger.broker_adapter.admin_client import AdminCallError, AdminClient
+from dledger.broker_adapter.admin_client import AdminCallError, AdminClient, AdminRefused
 from dledger.cli.admin_cluster import ClusterAdminError, call_cluster, cluster_groups
 from dledger.node.config import ConfigError, parse_peers
 
@@ -51,6 +55,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--namesrv", metavar="HOST:PORT", help="with --cluster-name: every group of a cluster")
     p.add_argument("--cluster-name", help="the brokerClusterName whose groups (from --namesrv) all get the request")
     p.add_argument("--token-file", metavar="PATH", help="a file holding a client token (client authorization)")
+    p.add_argument("--access-key", help="the broker's accessKey (default: $DLEDGER_ACCESS_KEY)")
+    p.add_argument("--secret-key", help="the broker's secretKey (default: $DLEDGER_SECRET_KEY; a flag shows in `ps`)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds for the whole request (default 10)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--any-replica", action="store_true", help="reads: the first replica's state (may lag)")
@@ -124,6 +130,16 @@ def _token(args: argparse.Namespace) -> str | None:
     return token
 
 
+def _credentials(args: argparse.Namespace) -> tuple[str, str] | None:
+    """(accessKey, secretKey) from the flags, else the environment; None when neither gives any."""
+    ak = args.access_key if args.access_key is not None else os.environ.get("DLEDGER_ACCESS_KEY", "")
+    sk = args.secret_key if args.secret_key is not None else os.environ.get("DLEDGER_SECRET_KEY", "")
+    ak, sk = ak.strip(), sk.strip()
+    if bool(ak) != bool(sk):
+        raise ConfigError("--access-key and --secret-key (or DLEDGER_ACCESS_KEY and DLEDGER_SECRET_KEY): give both")
+    return (ak, sk) if ak else None
+
+
 def request_of(args: argparse.Namespace) -> dict[str, Any]:
     """The admin request the arguments ask for (`admin_ops.py`)."""
     if args.what == "progress":
@@ -181,15 +197,19 @@ def run(args: argparse.Namespace) -> int:
     try:
         endpoints = _endpoints(args)
         token = _token(args)
+        credentials = _credentials(args)
     except ConfigError as exc:
         print(f"dledger admin: {exc}", file=sys.stderr)
         return 2
     req = request_of(args)
     if args.namesrv:
-        return _run_on_cluster(args, req, token)
+        return _run_on_cluster(args, req, token, credentials)
     try:
-        with AdminClient(endpoints, token=token, timeout=args.timeout) as client:
+        with AdminClient(endpoints, token=token, timeout=args.timeout, credentials=credentials) as client:
             answer = client.call(req)
+    except AdminRefused as exc:
+        print(f"dledger admin: refused: {exc}", file=sys.stderr)
+        return 1
     except AdminCallError as exc:
         print(f"dledger admin: no answer: {exc}", file=sys.stderr)
         return 1
@@ -201,7 +221,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_on_cluster(args: argparse.Namespace, req: dict[str, Any], token: str | None) -> int:
+def _run_on_cluster(
+    args: argparse.Namespace, req: dict[str, Any], token: str | None, credentials: tuple[str, str] | None
+) -> int:
     """`req` on every group of `--cluster-name`: each group's result under its broker name; 1 if any refused."""
     try:
         groups = cluster_groups(args.namesrv, args.cluster_name, timeout=min(args.timeout, 3.0))
@@ -210,7 +232,7 @@ def _run_on_cluster(args: argparse.Namespace, req: dict[str, Any], token: str | 
         return 1
     failed = False
     results: dict[str, Any] = {}
-    for g in call_cluster(groups, req, token=token, timeout=args.timeout):
+    for g in call_cluster(groups, req, token=token, timeout=args.timeout, credentials=credentials):
         if g.answer is None:
             print(f"dledger admin: {g.broker_name}: no answer: {g.error}", file=sys.stderr)
             failed = True

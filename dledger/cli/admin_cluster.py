@@ -82,13 +82,18 @@ def cluster_groups(namesrv: str, cluster: str, timeout: float = 3.0) -> dict[str
 
 
 def call_cluster(
-    groups: dict[str, list[str]], request: dict[str, Any], *, token: str | None, timeout: float
+    groups: dict[str, list[str]],
+    request: dict[str, Any],
+    *,
+    token: str | None,
+    timeout: float,
+    credentials: tuple[str, str] | None = None,
 ) -> list[GroupAnswer]:
     """`request` on every group, in broker-name order."""
     answers = []
     for name, endpoints in sorted(groups.items()):
         try:
-            with AdminClient(endpoints, token=token, timeout=timeout) as client:
+            with AdminClient(endpoints, token=token, timeout=timeout, credentials=credentials) as client:
                 answers.append(GroupAnswer(name, client.call(request)))
         except AdminCallError as exc:
             answers.append(GroupAnswer(name, None, str(exc)))

@@ -1,4 +1,4 @@
-"""`dledger bench storage|e2e`: the benchmarks, which live in the `bench/` folder of a source tree, not in
+"""`dledger bench storage|e2e|broker`: the benchmarks, which live in the `bench/` folder of a source tree, not in
 the installed package.
 
 Invariant: this command never edits `sys.path`. Where `bench` is importable (`python -m dledger bench ...`
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from types import ModuleType
 
@@ -43,8 +44,19 @@ def _bench_storage(args: argparse.Namespace) -> int:
     return int(module.run(quick=args.quick, json_path=args.json, directory=args.dir))
 
 
+def _bench_broker(args: argparse.Namespace) -> int:
+    module = _import_bench("broker_groups")
+    if module is None:
+        return _not_here("broker")
+    if importlib.util.find_spec("rocketmq") is None:  # the load processes are official RocketMQ 5 clients
+        print("dledger bench broker: needs the official RocketMQ client: pip install -e '.[rocketmq]'", file=sys.stderr)
+        return 2
+    return int(module.run(args.groups, args.seconds, args.rounds, args.window, args.size, args.json))
+
+
 def add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`dledger bench storage [--quick] [--json PATH] [--dir DIR]` and `dledger bench e2e ...`."""
+    """`dledger bench storage [--quick] [--json PATH] [--dir DIR]`, `dledger bench e2e ...` and `dledger bench
+    broker [--groups N] ...`."""
     bench = sub.add_parser("bench", help="benchmarks (from a clone of the source tree)")
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="SUBCOMMAND")
     bench_sub.required = True
@@ -53,6 +65,14 @@ def add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     storage.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     storage.add_argument("--dir", metavar="DIR", help="where to make the scratch dir (default /tmp)")
     storage.set_defaults(func=_bench_storage)
+    broker = bench_sub.add_parser("broker", help="produce throughput of a NameServer cluster with 1 .. N broker groups")
+    broker.add_argument("--groups", type=int, default=2, help="broker groups; rounds drive 1 .. N of them (default 2)")
+    broker.add_argument("--seconds", type=float, default=10.0, help="seconds of sending per round (default 10)")
+    broker.add_argument("--rounds", type=int, default=3, help="rounds per number of groups driven (default 3)")
+    broker.add_argument("--window", type=int, default=256, help="async sends in flight per load process")
+    broker.add_argument("--size", type=int, default=1024, help="message body bytes")
+    broker.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    broker.set_defaults(func=_bench_broker)
     e2e = _import_bench("e2e")
     if e2e is not None:  # a group of node processes beside PySyncObj (the `bench` extra)
         e2e.add_e2e_bench_command(bench_sub)

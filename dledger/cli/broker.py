@@ -80,7 +80,10 @@ class BrokerReplica:
         self.endpoint = MessagingEndpoint(self.store, self.config, self.notifier)
         grants = self.node_config.client_grants
         self.admin = AdminService(
-            self.store, dict(self.config.endpoints), ClientGrants.load(grants) if grants is not None else None
+            self.store,
+            dict(self.config.endpoints),
+            ClientGrants.load(grants) if grants is not None else None,
+            (self.config.access_key, self.config.secret_key) if self.config.access_key else None,
         )
         self.server.metrics.registry.register(BrokerCollector(self.store))
         self.registrar = broker_registrar(

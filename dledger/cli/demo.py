@@ -1,4 +1,5 @@
-"""`dledger demo`: a local 3-node group through a failover, end to end, in well under a minute.
+"""`dledger demo`: a local 3-node group through a failover, end to end, in well under a minute (`--broker
+--groups N`: a NameServer and N broker groups instead, dledger/cli/demo_groups.py).
 
 Steps: start three node processes; append with a progress bar; SIGKILL the leader and time the failover
 (kill -> first acknowledged append on the new leader); append more; restart the killed node and watch it
@@ -17,6 +18,7 @@ import time
 from typing import Any
 
 from dledger.cli.cluster import with_lag
+from dledger.cli.demo_groups import run_broker_demo
 from dledger.client.client import DLedgerClient
 from dledger.client.client_policy import DLedgerError
 from dledger.commitlog import SegmentedLog
@@ -155,14 +157,23 @@ def run_demo(entries: int = 2000, batch: int = 50, keep: str | None = None) -> i
 
 
 def add_demo_command(sub: Any) -> None:
-    p = sub.add_parser("demo", help="a local 3-node group through a leader failure, end to end")
+    p = sub.add_parser("demo", help="a local 3-node group (or broker groups) through a leader failure, end to end")
     p.add_argument("--entries", type=int, default=2000, help="entries to append before the failure")
     p.add_argument("--batch", type=int, default=50, help="entries per append request")
     p.add_argument("--keep", metavar="DIR", help="run in DIR and keep it (default: a temp dir, removed)")
+    p.add_argument("--broker", action="store_true", help="a NameServer and broker groups, the official client")
+    p.add_argument("--groups", type=int, default=2, help="with --broker: broker groups of 3 replicas (2-9)")
+    p.add_argument("--messages", type=int, default=100, help="with --broker: messages sent before the failure")
     p.set_defaults(func=lambda a: _checked(a))
 
 
 def _checked(args: argparse.Namespace) -> int:
+    if args.broker:
+        if not 2 <= args.groups <= 9 or args.messages < 1:
+            print("dledger demo --broker: --groups must be between 2 and 9 and --messages >= 1", file=sys.stderr)
+            return 2
+        stop_on_terminate()
+        return run_broker_demo(args.groups, args.messages, args.keep)
     if args.entries < 2 or args.batch < 1:
         print("dledger demo: --entries must be >= 2 and --batch >= 1", file=sys.stderr)
         return 2

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from dledger.commitlog import StoreInUseError  # re-exported: what a node's start raises on a store in use
 from dledger.node.config import ConfigError, NodeConfig, format_peers, parse_address, parse_peers
+from dledger.testing.ports import free_port_pairs, free_ports  # re-exported: launchers and tests pick ports here
 
 __all__ = [
     "READY_TIMEOUT_S",
@@ -78,48 +79,6 @@ def ensure_peer_secret(root: pathlib.Path) -> pathlib.Path:
 
 class ClusterStartError(Exception):
     """A node of a detached group did not start (the others were stopped)."""
-
-
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """`n` distinct ports the kernel just handed out (held open together while chosen)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind((host, 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def free_port_pairs(n: int, offset: int, host: str = "127.0.0.1") -> list[int]:
-    """`n` distinct ports p such that p + `offset` was free too (the TCP peer transport's port, see tcp_peer);
-    every port is held open until all are chosen, so no p + offset is another's p."""
-    socks: list[socket.socket] = []
-    out: list[int] = []
-    try:
-        for _ in range(64 * n):
-            if len(out) == n:
-                return out
-            first = socket.socket()
-            socks.append(first)
-            first.bind((host, 0))
-            port = first.getsockname()[1]
-            if not 1 <= port + offset <= 65535:
-                continue
-            second = socket.socket()
-            socks.append(second)
-            try:
-                second.bind((host, port + offset))
-            except OSError:
-                continue
-            out.append(port)
-        if len(out) == n:
-            return out
-        raise OSError(f"found only {len(out)} of {n} free ports with a free port {offset} above")
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass

@@ -224,6 +224,32 @@ def test_a_group_that_waits_for_a_topic_gets_its_first_messages(tmp_path: pathli
     run_single(tmp_path, body)
 
 
+def test_a_group_waiting_for_a_dead_letter_topic_gets_a_message_stored_before_its_first_receive(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A dead letter points at the bytes of a message stored before the reader's first receive; it is still
+    enqueued after it, so the reader gets it (the start mark compares enqueue times, not log indexes)."""
+
+    async def body(store: MessageStore, clock: FakeClock) -> None:
+        await store.put_messages([Message("T", b"poison"), Message("T", b"old")])
+        await store.pop_messages("R-old", "%DLQ%G", max_count=10, from_end=True)  # marks before any dead letter
+        assert bodies(await store.pop_messages("G", "T", max_count=1, invisible_ms=100)) == [b"poison"]
+        waiting = await store.pop_messages("R", "%DLQ%G", max_count=10, from_end=True)
+        assert waiting.status is PopStatus.TOPIC_NOT_FOUND  # no dead letter yet: R's start mark is here
+        clock.advance(100)
+        again = await store.pop_messages("G", "T", max_count=1, invisible_ms=100)
+        assert bodies(again) == [b"poison"] and again.messages[0].delivery_attempt == 2
+        clock.advance(100)
+        rest = await store.pop_messages("G", "T", max_count=10)  # poison: dead-lettered now
+        assert bodies(rest) == [b"old"] and store.max_offset("%DLQ%G", 0) == 1
+        for reader in ("R", "R-old"):
+            assert bodies(await store.pop_messages(reader, "%DLQ%G", max_count=10, from_end=True)) == [b"poison"]
+        late = await store.pop_messages("R-late", "%DLQ%G", max_count=10, from_end=True)
+        assert late.status is PopStatus.NO_NEW_MSG  # a group that starts after the dead letter: not for it
+
+    run_single(tmp_path, body, default_queue_count=1, max_delivery_attempts=2)
+
+
 def test_pop_receive_commands_keep_their_layouts() -> None:
     """A receive without `from_end` is written in the layout that replicas without the flag read."""
     plain = c.PopReceive(1, 2, "G", "T", -1, 0, 32, 1000, 16, 5)

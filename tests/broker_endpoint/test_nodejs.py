@@ -23,7 +23,7 @@ pytestmark = pytest.mark.process
 NODE_DIR = pathlib.Path(__file__).parent / "node"
 
 
-def _node() -> str:
+def node_or_skip() -> str:
     node = shutil.which("node")
     if node is None:
         pytest.skip("Node.js is not installed (no `node` on PATH)")
@@ -45,7 +45,7 @@ def digest_bodies() -> list[str]:
 def test_nodejs_consumers_never_see_a_corrupted_message(group: LocalBrokerGroup, mode: str) -> None:
     """The Node.js client checks each body against its digest and flags a mismatch `corrupted`; its
     PushConsumer discards such messages, so a wrong digest format loses every delivery."""
-    node = _node()
+    node = node_or_skip()
     topic = f"digest-node-{mode}"
     with producer(group) as p:
         send_eventually(p, message(topic, b"creates the topic"))
@@ -66,7 +66,7 @@ def test_nodejs_consumers_never_see_a_corrupted_message(group: LocalBrokerGroup,
 
 
 def test_nodejs_client_sends_and_receives(group: LocalBrokerGroup) -> None:
-    node = _node()
+    node = node_or_skip()
     follower = next(i for i in group.peers if i != leader_id(group))
     run = subprocess.run(
         [node, str(NODE_DIR / "roundtrip.js"), group.endpoints[follower], "nodejs", "g-nodejs", "10"],
@@ -79,20 +79,3 @@ def test_nodejs_client_sends_and_receives(group: LocalBrokerGroup) -> None:
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert len(set(result["sent"])) == 10
     assert set(result["received"]) == set(result["sent"])
-
-
-def test_nodejs_client_recalls_a_delayed_message(group: LocalBrokerGroup) -> None:
-    """The send receipt of a delayed message carries a recall handle; a recalled message is never delivered."""
-    node = _node()
-    run = subprocess.run(
-        [node, str(NODE_DIR / "recall.js"), group.access_point.split(";")[0], "recall-node", "g-recall-node"],
-        capture_output=True,
-        text=True,
-        timeout=150,
-        cwd=NODE_DIR,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
-    assert all(result["handles"]) and result["recallAnswer"] == result["recalled"]
-    assert "not waiting" in result["secondRecallError"]
-    assert result["kept"] in result["received"] and result["recalled"] not in result["received"]

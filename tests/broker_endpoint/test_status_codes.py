@@ -12,13 +12,16 @@ from typing import Any
 
 import grpc
 import pytest
+from rocketmq import ClientConfiguration, Credentials
 from rocketmq.grpc_protocol import definition_pb2 as d
 from rocketmq.grpc_protocol import service_pb2 as s
 from rocketmq.grpc_protocol import service_pb2_grpc as sg
 from rocketmq.v5.util import Signature
 
 from dledger.broker_adapter.admin_client import AdminClient
+from dledger.broker_adapter.signature import check_signature, sign
 from dledger.cli.broker import LocalBrokerGroup
+from dledger.cli.main import main as cli_main
 from tests.broker_endpoint.util import config, eventually, leader_id, message, producer, send_eventually
 
 pytestmark = pytest.mark.process
@@ -140,7 +143,9 @@ def test_any_replica_serves_writes_followers_forward_to_the_leader(group: LocalB
         assert st.AckMessage(ack, metadata=MD, timeout=10).status.code == C.INVALID_RECEIPT_HANDLE
 
 
-def test_signatures_are_checked_when_credentials_are_configured(tmp_path: Any) -> None:
+def test_signatures_are_checked_when_credentials_are_configured(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     g = LocalBrokerGroup.create(tmp_path, nodes=1, extra={"accessKey": "ak1", "secretKey": "sk1"})
     g.start_all()
     try:
@@ -155,8 +160,55 @@ def test_signatures_are_checked_when_credentials_are_configured(tmp_path: Any) -
             assert st.QueryRoute(req, metadata=MD, timeout=5).status.code == C.UNAUTHORIZED
         with producer(g, ("auth",), ak="ak1", sk="wrong") as p, pytest.raises(Exception, match="route"):
             p.send(message("auth", b"badly signed"))  # its route query is refused
+        _admin_honours_the_access_key(g, capsys, monkeypatch)
     finally:
         g.stop_all()
+
+
+def _admin_honours_the_access_key(
+    g: LocalBrokerGroup, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dledger admin` on a broker with accessKey/secretKey: refused in one line without them or with a wrong
+    secret; served with them by flag or by environment (the flags win)."""
+
+    def admin(*flags: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = cli_main(["admin", "--endpoints", g.access_point, "--timeout", "20", *flags, "topic", "list"])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    for flags, why in (
+        ((), "not signed"),
+        (("--access-key", "ak1", "--secret-key", "wrong"), "signature does not match"),
+        (("--access-key", "other", "--secret-key", "sk1"), "unknown access key"),
+    ):
+        code, out, err = admin(*flags)
+        assert (code, out) == (1, ""), err
+        assert err.count("\n") == 1 and err.startswith("dledger admin: refused: ") and why in err, err
+        assert "accessKey" in err
+    code, out, err = admin("--access-key", "ak1", "--secret-key", "sk1")
+    assert code == 0 and "auth" in out.split(), err
+    monkeypatch.setenv("DLEDGER_ACCESS_KEY", "ak1")
+    monkeypatch.setenv("DLEDGER_SECRET_KEY", "sk1")
+    assert admin()[0] == 0
+    code, _, err = admin("--secret-key", "wrong")
+    assert code == 1 and "signature does not match" in err
+    monkeypatch.delenv("DLEDGER_SECRET_KEY")
+    code, _, err = admin()
+    assert code == 2 and err.count("\n") == 1 and "give both" in err
+
+
+def test_signature_helpers_agree_with_the_official_client() -> None:
+    conf = ClientConfiguration("127.0.0.1:1", Credentials("ak1", "sk1"))
+    official = Signature.metadata(conf, "test-client")
+    assert check_signature(official, "ak1", "sk1") is None
+    ours = sign("ak1", "sk1")
+    assert check_signature([("authorization", "Bearer t0ken"), *ours], "ak1", "sk1") is None  # beside a token
+    assert check_signature(ours, "ak1", "sk2") == "the signature does not match"
+    assert check_signature(ours, "ak2", "sk1") == "unknown access key"
+    assert "not signed" in (check_signature([("authorization", "MQv2-HMAC-SHA1 junk")], "ak1", "sk1") or "")
+    dateless = [(k, v) for k, v in ours if k != "x-mq-date-time"]
+    assert check_signature(dateless, "ak1", "sk1") == "the signature does not match"
 
 
 def test_property_limits_are_refused_with_rocketmq_codes(stub: Any) -> None:

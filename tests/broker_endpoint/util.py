@@ -9,8 +9,10 @@ import pathlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
+import grpc
 from rocketmq import ClientConfiguration, Credentials, FilterExpression, Message, Producer, SimpleConsumer
 
 from dledger.cli.broker import LocalBrokerGroup
@@ -25,19 +27,45 @@ def eventually(what: str, probe: Callable[[], T | None], timeout: float = 60.0, 
     return wait_for(probe, timeout, what, poll=interval, retry_on=(Exception,))
 
 
-def running_group(root: pathlib.Path, extra: dict[str, str]) -> Iterator[LocalBrokerGroup]:
-    """A started 3-replica group that has taken one message (so it has elected and serves), stopped after."""
+class Target(Protocol):
+    """Where a client connects: a whole group, or one replica of it (`Pinned`)."""
+
+    @property
+    def access_point(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """One replica's endpoint; `role` ("leader" or "follower") names it in topics and groups."""
+
+    access_point: str
+    role: str
+
+
+def running_group(root: pathlib.Path, extra: dict[str, str], *, by_name: bool = False) -> Iterator[LocalBrokerGroup]:
+    """A started 3-replica group that has taken one message (so it has elected and serves) and whose every
+    replica listens, stopped after.
+
+    `by_name`: the endpoints are `localhost:PORT`, so a route names only the replica that answered it (the
+    clients take one address for a DNS name) and a client given one replica stays on it."""
     g = LocalBrokerGroup.create(root, extra=extra)
+    if by_name:
+        g.endpoints = {k: "localhost:" + v.rpartition(":")[2] for k, v in g.endpoints.items()}
     g.start_all()
     try:
-        with producer(g) as p:
+        # the clients take one address for a DNS name: by name, the group is warmed up through one replica
+        first: Target = Pinned(next(iter(g.endpoints.values())), "any") if by_name else g
+        with producer(first) as p:
             send_eventually(p, message("warmup", b"w"))
+        for endpoint in g.endpoints.values():  # every replica listens (a test may call one directly)
+            with grpc.insecure_channel(endpoint) as channel:
+                grpc.channel_ready_future(channel).result(timeout=60)
         yield g
     finally:
         g.stop_all()
 
 
-def config(group: LocalBrokerGroup, ak: str = "", sk: str = "", request_timeout: int = 3) -> ClientConfiguration:
+def config(group: Target, ak: str = "", sk: str = "", request_timeout: int = 3) -> ClientConfiguration:
     return ClientConfiguration(group.access_point, Credentials(ak, sk), request_timeout=request_timeout)
 
 
@@ -51,7 +79,7 @@ def message(topic: str, body: bytes, **fields: Any) -> Message:
 
 
 @contextmanager
-def producer(group: LocalBrokerGroup, topics: tuple[str, ...] = (), **kw: Any) -> Iterator[Producer]:
+def producer(group: Target, topics: tuple[str, ...] = (), **kw: Any) -> Iterator[Producer]:
     p = Producer(config(group, kw.pop("ak", ""), kw.pop("sk", "")), topics, **kw)
     p.startup()
     try:
@@ -62,7 +90,7 @@ def producer(group: LocalBrokerGroup, topics: tuple[str, ...] = (), **kw: Any) -
 
 @contextmanager
 def simple_consumer(
-    group: LocalBrokerGroup, consumer_group: str, topic: str, tags: str = "*", await_s: int = 1, **kw: Any
+    group: Target, consumer_group: str, topic: str, tags: str = "*", await_s: int = 1, **kw: Any
 ) -> Iterator[SimpleConsumer]:
     c = SimpleConsumer(
         config(group, kw.pop("ak", ""), kw.pop("sk", "")),

@@ -3,6 +3,7 @@ header serializations, fastjson's dialect, and random bytes that must only ever 
 
 from __future__ import annotations
 
+import json
 import struct
 
 import pytest
@@ -129,7 +130,46 @@ def test_fastjson_numeric_keys() -> None:
         fastjson.loads(b"[" * 1000 + b"]" * 1000)
 
 
+def test_fastjson_deep_nesting_is_refused_also_as_standard_json() -> None:
+    # 64 levels parse; 65 are refused with ValueError, whether the keys are bare or quoted
+    nested: list[object] = []
+    for _ in range(63):
+        nested = [nested]
+    assert fastjson.loads(b"[" * 64 + b"]" * 64) == nested
+    for deep in (b"[" * 65 + b"]" * 65, b'{"a":' * 65 + b"1" + b"}" * 65, b"{1:" * 65 + b"1" + b"}" * 65):
+        with pytest.raises(ValueError, match="nested deeper"):
+            fastjson.loads(deep)
+
+
+def test_fastjson_refuses_what_json_refuses_with_value_error() -> None:
+    for bad in (b"{", b'{"a":}', b"{a b:1}", b"\xff", b'{"a":1}x', b""):
+        with pytest.raises(ValueError):
+            fastjson.loads(bad)
+
+
+def test_fastjson_dumps_refuses_keys_json_would_coerce() -> None:
+    for key in (True, 1.5, None, (1,)):
+        with pytest.raises(TypeError, match="keys must be str or int"):
+            fastjson.dumps({"a": {key: "v"}})
+
+
 # ---- property tests ----
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(_json_values)
+@settings(max_examples=300, deadline=None)
+def test_fastjson_agrees_with_json_on_standard_json(value: object) -> None:
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    assert fastjson.dumps(value) == fastjson.dumps(value, standard=True) == text.encode("utf-8")
+    assert fastjson.loads(text.encode("utf-8")) == json.loads(text)
+    spaced = json.dumps(value, indent=1)  # whitespace where fastjson's bare-key rewrite looks for keys
+    assert fastjson.loads(spaced) == value
 
 _text = st.text(max_size=20)
 _int32 = st.integers(-(2**31), 2**31 - 1)

@@ -10,6 +10,7 @@ import struct
 import pytest
 
 from dledger.rocketmq.remoting import (
+    CommandDecoder,
     RemotingCommand,
     RemotingConnection,
     RemotingConnectionError,
@@ -19,6 +20,7 @@ from dledger.rocketmq.remoting import (
     ResponseCode,
     SerializeType,
     connect,
+    encode_command,
     invoke,
 )
 
@@ -170,5 +172,70 @@ def test_a_connection_handles_at_most_max_inflight_requests_at_once() -> None:
         finally:
             conn.close()
             await server.close()
+
+    run(main())
+
+
+class RecordingTransport(asyncio.Transport):
+    """A transport that keeps every write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert not self.closed, "written after close"
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 1) if name == "peername" else default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def test_answers_completed_in_one_turn_leave_in_one_write_in_order() -> None:
+    async def main() -> None:
+        async def answer(cmd: RemotingCommand, conn: RemotingConnection) -> RemotingCommand:
+            return cmd.response_to(ResponseCode.SUCCESS, ext_fields={"n": cmd.ext("n", "")})
+
+        conn = RemotingConnection(answer)
+        transport = RecordingTransport()
+        conn.connection_made(transport)
+        requests = [RemotingCommand.request(RequestCode.HEART_BEAT, {"n": str(i)}, opaque=i + 1) for i in range(10)]
+        conn.data_received(b"".join(encode_command(r) for r in requests))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert len(transport.writes) == 1
+        answers = CommandDecoder().feed(transport.writes[0])
+        assert [(a.opaque, a.ext("n"), a.is_response) for a in answers] == [(i + 1, str(i), True) for i in range(10)]
+
+    run(main())
+
+
+def test_close_writes_what_was_sent_first_and_a_closed_connection_writes_nothing() -> None:
+    async def main() -> None:
+        conn = RemotingConnection(None)
+        transport = RecordingTransport()
+        conn.connection_made(transport)
+        conn.send_oneway(RemotingCommand.request(RequestCode.HEART_BEAT, {"k": "1"}))
+        conn.send_oneway(RemotingCommand.request(RequestCode.HEART_BEAT, {"k": "2"}))
+        assert transport.writes == []  # not yet: at the end of this turn
+        conn.close()
+        assert [c.ext("k") for c in CommandDecoder().feed(b"".join(transport.writes))] == ["1", "2"]
+        conn.connection_lost(None)
+        conn.send_oneway(RemotingCommand.request(RequestCode.HEART_BEAT, {"k": "3"}))
+        await asyncio.sleep(0)
+        assert len(transport.writes) == 1
 
     run(main())

@@ -44,8 +44,41 @@ def message(topic: str, body: str, args: argparse.Namespace, i: int) -> Any:
     return msg
 
 
+class CallbackRefs:
+    """Stands in for rocketmq-python-cvs's `Producer._callback_refs` list, which keeps the ctypes callbacks
+    of sends alive. The library appends a send_async's success and exception callbacks together and, when
+    one of them runs, removes only that one with `list.remove`: the other stays forever, so every send
+    scans all earlier sends (with the GIL held) and a producer's cost per send grows with the sends it made.
+    Here two callbacks appended one after the other form a pair that the first `remove` of either drops
+    (a send's outcome is either callback, never both), by identity, at constant cost; a lone callback
+    (send_orderly's queue selector, appended and removed around one call) is kept until removed."""
+
+    def __init__(self) -> None:
+        self._refs: dict[int, tuple[Any, ...]] = {}
+        self._last: Any = None
+
+    def append(self, ref: Any) -> None:
+        if self._last is None:
+            self._last = ref
+            self._refs[id(ref)] = (ref,)
+        else:
+            pair = (self._last, ref)
+            self._refs[id(self._last)] = self._refs[id(ref)] = pair
+            self._last = None
+
+    def remove(self, ref: Any) -> None:
+        if ref is self._last:
+            self._last = None
+        for kept in self._refs.pop(id(ref), ()):
+            self._refs.pop(id(kept), None)
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+
 def produce(args: argparse.Namespace) -> None:
     p = client.Producer(args.group, timeout=args.timeout_ms)
+    p._callback_refs = CallbackRefs()
     p.set_namesrv_addr(args.namesrv)
     if args.ak:
         p.set_session_credentials(args.ak, args.sk, "ALIYUN")
@@ -125,7 +158,7 @@ def produce_async(p: Any, args: argparse.Namespace) -> None:
         i += 1
     for _ in range(args.inflight):
         slots.acquire()
-    emit({"done": True})
+    emit({"done": True, "callback_refs": len(p._callback_refs)})
     os._exit(0)
 
 

@@ -109,6 +109,27 @@ def test_send_then_pull_round_trip_with_ids_and_offsets(broker: InProcessBroker)
     assert props == {"TAGS": "TagA", "KEYS": "k1 k2", "UNIQ_KEY": "ABC123", "color": "red"}
 
 
+def test_a_send_that_auto_creates_its_topic_announces_it_once(broker: InProcessBroker) -> None:
+    announced: list[str] = []
+
+    def listener() -> None:
+        announced.append("changed")
+
+    broker.broker.on_topics_changed(listener)
+    try:
+        assert send(broker, "P", b"existing topic").code == ResponseCode.SUCCESS
+        assert announced == []
+        for n in range(3):
+            assert send(broker, "AutoCreated", f"m{n}".encode()).code == ResponseCode.SUCCESS
+        assert announced == ["changed"]  # the first send created it; the others found it
+        assert broker.store.topic("AutoCreated") is not None
+        assert call(broker, R.DELETE_TOPIC_IN_BROKER, {"topic": "AutoCreated"}).code == ResponseCode.SUCCESS
+        assert send(broker, "AutoCreated", b"again").code == ResponseCode.SUCCESS
+        assert announced == ["changed"] * 3  # the deletion, then the send that created it again
+    finally:
+        broker.broker.ctx.on_topics_changed.remove(listener)
+
+
 def test_compressed_and_batched_sends(broker: InProcessBroker) -> None:
     raw = b"z" * 3000
     fields = {"topic": "P", "queueId": "0", "sysFlag": str(COMPRESSED_FLAG), "properties": ""}

@@ -53,6 +53,28 @@ def test_sync_send_and_push_consume_with_fields(broker: InProcessBroker, tmp_pat
     assert len(offsets) == 20  # each message its own queue offset
 
 
+def test_async_sends_share_proposals_and_each_gets_its_own_answer(
+    broker: InProcessBroker, tmp_path: pathlib.Path
+) -> None:
+    broker.create_topic("TA", 2)
+    prod = Worker(tmp_path, "p", "produce", "--namesrv", broker.namesrv, "--topic", "TA", "--group", "pga",
+                  "--count", "300", "--mode", "async", "--inflight", "32")  # fmt: skip
+    sent = prod.wait_done()
+    assert len(sent) == 300 and all(r.get("status") == "OK" for r in sent), [r for r in sent if "error" in r][:3]
+    assert len({r["body"] for r in sent}) == len({r["msg_id"] for r in sent}) == 300
+    done = [r for r in prod.records() if r.get("done")]
+    assert done[0]["callback_refs"] == 0  # the worker kept no send's callbacks once it was answered
+    bodies = {r["body"] for r in sent}
+    cons = Worker(tmp_path, "c", "consume", "--namesrv", broker.namesrv, "--topic", "TA", "--group", "cga")
+    try:
+        eventually("every async send received", lambda: {m["body"] for m in cons.messages()} >= bodies)
+        got = {m["body"]: m for m in cons.messages()}
+    finally:
+        cons.kill()
+    assert {got[r["body"]]["id"] for r in sent} == {r["msg_id"] for r in sent}
+    assert len({(m["queue"], m["offset"]) for m in got.values()}) == 300
+
+
 def test_tag_subscription_receives_only_its_tag(broker: InProcessBroker, tmp_path: pathlib.Path) -> None:
     broker.create_topic("T2", 2)
     prod = Worker(tmp_path, "p", "produce", "--namesrv", broker.namesrv, "--topic", "T2", "--group", "pg2",

@@ -53,6 +53,7 @@ async def delete_topic(ctx: BrokerContext, cmd: RemotingCommand, conn: object) -
         await ctx.store.delete_topic(topic)
     except StoreError as exc:
         return store_refusal(cmd, exc)
+    ctx.seen_topics.pop(topic, None)  # a send that creates it again announces it at once
     ctx.topics_changed()  # registers again, with the topic table without it
     return cmd.response_to(ResponseCode.SUCCESS, f"topic {topic} deleted")
 

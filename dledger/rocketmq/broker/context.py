@@ -83,6 +83,7 @@ class BrokerContext:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     on_topics_changed: list[Callable[[], None]] = field(default_factory=list)
     batcher: PutBatcher | None = None  # group commit of concurrent sends (see `batcher.py`)
+    seen_topics: dict[str, float] = field(default_factory=dict)  # topic -> when a send last saw it exist
 
     def put(self, msgs: Sequence[Message]) -> Awaitable[PutResult]:
         if self.batcher is None:

@@ -14,10 +14,16 @@ Invariants:
 - CONSUMER_SEND_MSG_BACK puts a copy (same body, tag, keys, message id; reconsume count plus one; the
   original topic in RETRY_TOPIC) into `%RETRY%<group>`, delayed by level `3 + reconsume count` unless the
   consumer asks for a level, or into `%DLQ%<group>` once the count reached maxReconsumeTimes (or the level
-  is negative); retry and dead-letter topics are created with one queue when first needed.
+  is negative); retry and dead-letter topics are created with one queue when first needed;
+- a send that makes the store auto-create its topic tells the topics-changed listeners (the NameServer
+  registration) at once, unless this face saw the topic exist within the last second and did not delete
+  it since (deleted elsewhere and created again by a send within a second: the next periodic registration
+  carries it).
 """
 
 from __future__ import annotations
+
+import time
 
 from dledger.broker_adapter import Message, PutStatus, StoreError
 from dledger.rocketmq.broker.context import BrokerContext, field_text, int_field
@@ -44,6 +50,8 @@ V2_NAMES = {
     "f": "sysFlag", "g": "bornTimestamp", "h": "flag", "i": "properties", "j": "reconsumeTimes", "k": "unitMode",
     "l": "maxReconsumeTimes", "m": "batch", "n": "brokerName",
 }  # fmt: skip
+_SEEN_TOPIC_S = 1.0
+_MAX_SEEN_TOPICS = 10_000
 _STATUS = {
     PutStatus.NOT_LEADER: ResponseCode.SERVICE_NOT_AVAILABLE,
     PutStatus.SERVICE_NOT_AVAILABLE: ResponseCode.SERVICE_NOT_AVAILABLE,
@@ -73,8 +81,24 @@ async def ensure_group_topic(ctx: BrokerContext, topic: str) -> None:
         ctx.topics_changed()
 
 
+def _maybe_new_topic(ctx: BrokerContext, topic: str) -> bool:
+    """Whether the store may auto-create `topic` with this send (autoCreateTopicEnable); a topic seen to
+    exist less than `_SEEN_TOPIC_S` ago is not looked up again (a lookup is a store read per send)."""
+    now = time.monotonic()
+    seen = ctx.seen_topics.get(topic)
+    if seen is not None and now - seen < _SEEN_TOPIC_S:
+        return False
+    if ctx.store.topic(topic) is None:
+        ctx.seen_topics.pop(topic, None)
+        return True
+    if len(ctx.seen_topics) >= _MAX_SEEN_TOPICS:
+        ctx.seen_topics.clear()
+    ctx.seen_topics[topic] = now
+    return False
+
+
 async def _put(ctx: BrokerContext, cmd: RemotingCommand, msgs: list[Message]) -> RemotingCommand:
-    new_topic = ctx.store.topic(msgs[0].topic) is None  # the store auto-creates it (autoCreateTopicEnable)
+    new_topic = _maybe_new_topic(ctx, msgs[0].topic)
     result = await ctx.put(msgs)
     if result.ok and new_topic:
         ctx.topics_changed()

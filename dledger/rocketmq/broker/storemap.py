@@ -21,6 +21,7 @@ with the response code to answer, MESSAGE_ILLEGAL) for a message the store must 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import zlib
 from collections.abc import Mapping
@@ -122,6 +123,7 @@ def split_physical_offset(offset: int) -> tuple[int, int]:
     return offset >> 32, offset & _MAX_PHYSICAL_POS
 
 
+@functools.lru_cache(maxsize=4096)  # a send and a pulled message each need one: parsing an IP is not free
 def host_of(address: str) -> Host:
     """(address bytes, port) of "ip:port", "[v6]:port" or a bare IP; 127.0.0.1:0 for anything else (a
     hostname, garbage)."""

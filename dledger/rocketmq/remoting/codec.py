@@ -76,11 +76,14 @@ def encode_header(cmd: RemotingCommand) -> bytes:
     return _encode_json(cmd)
 
 
+_LANGUAGE_NAMES = {code.value: code.name for code in LanguageCode}
+_SERIALIZE_NAMES = {kind.value: kind.name for kind in SerializeType}
+# a command's keys are all text (`RemotingCommand` checks its ext_fields): the writer fastjson uses for them
+_JSON_HEADER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _language_name(language: int) -> str:
-    try:
-        return LanguageCode(language).name
-    except ValueError:
-        return LanguageCode.OTHER.name
+    return _LANGUAGE_NAMES.get(language, LanguageCode.OTHER.name)
 
 
 def _encode_json(cmd: RemotingCommand) -> bytes:
@@ -92,9 +95,9 @@ def _encode_json(cmd: RemotingCommand) -> bytes:
     obj["opaque"] = cmd.opaque
     if cmd.remark is not None:
         obj["remark"] = cmd.remark
-    obj["serializeTypeCurrentRPC"] = SerializeType(cmd.serialize_type).name
+    obj["serializeTypeCurrentRPC"] = _SERIALIZE_NAMES[cmd.serialize_type]
     obj["version"] = cmd.version
-    return fastjson.dumps(obj)
+    return _JSON_HEADER.encode(obj).encode("utf-8")
 
 
 def _encode_rocketmq(cmd: RemotingCommand) -> bytes:
@@ -261,7 +264,10 @@ def _ext_fields(value: Any) -> dict[str, str]:
         return {}
     if not isinstance(value, dict):
         raise RemotingCodecError("the JSON header's extFields is not an object")
-    return {str(k): _scalar_text(v) for k, v in value.items() if v is not None}
+    for v in value.values():
+        if type(v) is not str:
+            return {k: v if type(v) is str else _scalar_text(v) for k, v in value.items() if v is not None}
+    return value  # JSON object keys are text: every client's header as it is
 
 
 class CommandDecoder:

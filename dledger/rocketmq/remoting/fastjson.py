@@ -9,7 +9,10 @@ TopicStatsTable) has each key written as an object, `{{"brokerName":"b","queueId
 `dumps` writes an `ObjectKey` key so (as a quoted string of that object when `standard`).
 
 Invariants: `loads` raises only `ValueError` (json's `JSONDecodeError` is one) on bad input, never reads a
-quoted string's content as a key; `dumps` is compact (no spaces), keeps dict order, writes text as UTF-8.
+quoted string's content as a key, and gives standard JSON the same value as `json.loads` (it parses that
+with `json.loads` alone, the common case of every remoting header, and rewrites bare keys only when that
+fails); `dumps` is compact (no spaces), keeps dict order, writes text as UTF-8, and gives the same bytes as
+`json.dumps(..., separators=(",", ":"), ensure_ascii=False)` for a value whose keys are all text.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class ObjectKey:
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BARE_KEY = re.compile(r"([{,]\s*)(-?[0-9A-Za-z_$.]+)(\s*:)")
 _MAX_DEPTH = 64
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def loads(data: bytes | str) -> Any:
@@ -43,6 +47,11 @@ def loads(data: bytes | str) -> Any:
             raise ValueError(f"not UTF-8 text at byte {exc.start}") from None
     else:
         text = data
+    if text.count("{") + text.count("[") <= _MAX_DEPTH:  # cannot nest deeper: try it as standard JSON
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass  # perhaps fastjson's bare keys
     pieces: list[str] = []
     pos = 0
     for m in _STRING.finditer(text):
@@ -68,9 +77,22 @@ def _depth(structure: str) -> int:
 
 def dumps(value: Any, *, standard: bool = False) -> bytes:
     """Compact JSON; int keys stay unquoted unless `standard` (fastjson's default output)."""
+    if _str_keys_only(value):
+        try:
+            return _COMPACT.encode(value).encode("utf-8")
+        except (TypeError, ValueError):
+            pass  # a value json refuses: `_write` raises what it raises
     out: list[str] = []
     _write(value, out, standard)
     return "".join(out).encode("utf-8")
+
+
+def _str_keys_only(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _str_keys_only(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_str_keys_only(v) for v in value)
+    return True
 
 
 def _write(value: Any, out: list[str], standard: bool) -> None:

@@ -14,6 +14,8 @@ Invariants:
   returns None for a two-way request answers nothing (the request times out at the caller, as in RocketMQ
   when a processor returns null); oneway requests are never answered.
 - Opaques this end assigns count up from 1 per connection and skip values still pending.
+- Commands written in one turn of the event loop leave in one `write`, in the order they were sent, at the
+  end of that turn (so answers completed together cost one system call); `close` writes them first.
 - A connection stops reading while `max_inflight` of its requests are being handled or while its peer does
   not read what it is sent (the transport's write buffer is full), so one client cannot grow this process's
   memory without bound.
@@ -63,7 +65,9 @@ class RemotingConnection(asyncio.Protocol):
         self._pending: dict[int, asyncio.Future[RemotingCommand]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._opaques = itertools.count(1)
-        self._closed = asyncio.get_running_loop().create_future()
+        self._out: list[bytes] = []
+        self._loop = asyncio.get_running_loop()
+        self._closed = self._loop.create_future()
         self.peer = "?"
         self.on_lost: Callable[[RemotingConnection], None] | None = None
 
@@ -132,6 +136,7 @@ class RemotingConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        self._out.clear()
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(RemotingConnectionError(f"the connection to {self.peer} was lost"))
@@ -176,10 +181,18 @@ class RemotingConnection(asyncio.Protocol):
         return self._transport is not None and not self._transport.is_closing()
 
     def send(self, cmd: RemotingCommand) -> None:
-        """Write one command as it is (no opaque assigned); dropped when the connection is closed."""
+        """Write one command as it is (no opaque assigned) at the end of this turn of the event loop; dropped
+        when the connection is closed."""
         if self.is_open:
+            if not self._out:
+                self._loop.call_soon(self._write_out)
+            self._out.append(encode_command(cmd))
+
+    def _write_out(self) -> None:
+        out, self._out = self._out, []
+        if out and self.is_open:
             assert self._transport is not None
-            self._transport.write(encode_command(cmd))
+            self._transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def _next_opaque(self) -> int:
         while True:
@@ -229,6 +242,7 @@ class RemotingConnection(asyncio.Protocol):
 
     def close(self) -> None:
         if self._transport is not None:
+            self._write_out()
             self._transport.close()
 
     async def wait_closed(self) -> None:

@@ -19,10 +19,11 @@ import grpc.aio
 from google.protobuf import timestamp_pb2
 from rocketmq.grpc_protocol import definition_pb2 as d  # type: ignore[import-untyped]
 
+from dledger.broker_adapter.signature import check_signature
 from dledger.broker_adapter.store import MessageStore
 from dledger.rocketmq.v5.codes import Code
 from dledger.rocketmq.v5.config import EndpointConfig
-from dledger.rocketmq.v5.support import FORWARDED, ApplyNotifier, LeaderLink, check_signature, client_metadata
+from dledger.rocketmq.v5.support import FORWARDED, ApplyNotifier, LeaderLink, client_metadata
 
 __all__ = [
     "FORWARDED_WAIT_S",
@@ -72,8 +73,8 @@ class ServiceContext:
 
     def denied(self, context: Any) -> Any | None:
         """A status when the request fails authentication (or has no client id), else None."""
-        md = client_metadata(context.invocation_metadata() or ())
         if self.config.access_key:
+            md = context.invocation_metadata() or ()
             why = check_signature(md, self.config.access_key, self.config.secret_key)
             if why:
                 return status(Code.UNAUTHORIZED, why)

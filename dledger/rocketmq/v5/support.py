@@ -1,7 +1,5 @@
-"""The endpoint's helpers: request signatures, the apply notifier for long polling, the leader link.
+"""The endpoint's helpers: the apply notifier for long polling, the leader link.
 
-- `check_signature`: RocketMQ 5 clients sign each request with `authorization: MQv2-HMAC-SHA1
-  Credential=<ak>, SignedHeaders=x-mq-date-time, Signature=<hex HMAC-SHA1(sk, x-mq-date-time)>`.
 - `ApplyNotifier` is a volatile state machine registered after the `MessageStore`: it starts at the
   store's applied index (nothing is replayed to it) and wakes every long-polling receiver once per batch of
   applied entries, after the store has applied them.
@@ -14,9 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -26,26 +21,9 @@ from rocketmq.grpc_protocol import service_pb2_grpc as sg  # type: ignore[import
 from dledger.client.aio_client import channel_ready
 from dledger.storage_api import Entry
 
-__all__ = ["FORWARDED", "ApplyNotifier", "LeaderLink", "check_signature", "client_metadata"]
+__all__ = ["FORWARDED", "ApplyNotifier", "LeaderLink", "client_metadata"]
 
 FORWARDED = "x-dledger-forwarded"
-_AUTH = re.compile(r"MQv2-HMAC-SHA1\s+Credential=([^,]*),\s*SignedHeaders=([^,]*),\s*Signature=([0-9A-Fa-f]+)")
-
-
-def check_signature(metadata: Mapping[str, str], access_key: str, secret_key: str) -> str | None:
-    """None when the request is signed with these credentials; else why not."""
-    header = metadata.get("authorization", "")
-    match = _AUTH.search(header)
-    if not match:
-        return "the request is not signed (no MQv2-HMAC-SHA1 authorization header)"
-    credential, _, signature = match.groups()
-    if not hmac.compare_digest(credential.strip().split("/")[0].encode(), access_key.encode()):
-        return "unknown access key"
-    date = metadata.get("x-mq-date-time", "")
-    expected = hmac.new(secret_key.encode(), date.encode(), hashlib.sha1).hexdigest()
-    if not date or not hmac.compare_digest(signature.lower().encode(), expected.encode()):
-        return "the signature does not match"
-    return None
 
 
 def client_metadata(pairs: Iterable[tuple[str, Any]]) -> dict[str, str]:

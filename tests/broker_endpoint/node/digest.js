@@ -43,7 +43,8 @@ async function main() {
       }
     }
   }
-  await consumer.shutdown();
+  // a PushConsumer's shutdown waits out its receives in flight (long polls of up to 30 s); the exit ends them
+  if (mode !== 'push') await consumer.shutdown();
   console.log(JSON.stringify({ sent, received: [...received], corrupted: [...corrupted] }));
 }
 

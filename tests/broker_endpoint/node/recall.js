@@ -13,7 +13,7 @@ async function main() {
   await consumer.receive(16, 20000); // the group's first receive: it starts here
   const producer = new Producer({ endpoints, requestTimeout: 5000 });
   await producer.startup();
-  const when = new Date(Date.now() + 10000);
+  const when = new Date(Date.now() + 3000);
   const first = await producer.send({ topic, body: Buffer.from('recalled'), deliveryTimestamp: when });
   const second = await producer.send({ topic, body: Buffer.from('kept'), deliveryTimestamp: when });
   const answer = await producer.recallMessage(topic, first.recallHandle);
