@@ -6,6 +6,10 @@ used by many tasks of one event loop at once. Appends to a known, connected lead
 the stream cannot settle (no leader known, not the leader any more, busy, a request the stream never sent)
 takes the unary path with its retry policy, and a request the stream sent without an answer is "outcome
 unknown", exactly as on the unary path.
+
+Nodes are reached through gRPC channels, or through a `StubSource` given as `stubs=` (in-process tests:
+`dledger.testing.memory_client.MemoryStubs` calls the nodes' services with no socket); the retry and
+outcome rules are the same either way.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import asyncio
 import warnings
 import weakref
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import grpc.aio
@@ -44,7 +48,16 @@ from dledger.client.client_policy import (
 from dledger.net.addresses import format_peers
 from dledger.storage_api import Entry
 
-__all__ = ["AsyncDLedgerClient", "channel_ready"]
+__all__ = ["AsyncDLedgerClient", "StubSource", "channel_ready"]
+
+
+class StubSource(Protocol):
+    """Another way to a node than a gRPC channel: `stub` answers like a `DLedgerClientServiceStub` (its
+    failures as `grpc.aio.AioRpcError`), `ready` like `channel_ready`."""
+
+    def stub(self, node_id: str, address: str) -> Any: ...
+
+    async def ready(self, node_id: str, timeout: float) -> bool: ...
 
 
 async def channel_ready(channel: grpc.aio.Channel, timeout: float) -> bool:
@@ -72,9 +85,17 @@ class AsyncDLedgerClient(ClientBase):
     a client collected unclosed drops its channels then (gRPC closes a collected channel), with a
     ResourceWarning."""
 
-    def __init__(self, peers: str | Mapping[str, str], *, streaming: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        peers: str | Mapping[str, str],
+        *,
+        streaming: bool = True,
+        stubs: StubSource | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(peers, **kwargs)
         self.streaming = streaming
+        self._stub_source = stubs
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, pb_grpc.DLedgerClientServiceStub] = {}
         self._stream: AppendStream | None = None
@@ -241,6 +262,9 @@ class AsyncDLedgerClient(ClientBase):
             if self.closed:
                 raise DLedgerError("the client is closed")
             address = self._route.peers[node_id]
+            if self._stub_source is not None:
+                stub = self._stubs[node_id] = self._stub_source.stub(node_id, address)
+                return stub
             channel = (
                 grpc.aio.insecure_channel(address, options=self._options)
                 if self._credentials is None
@@ -252,6 +276,8 @@ class AsyncDLedgerClient(ClientBase):
 
     async def _connected(self, node_id: str, timeout: float) -> bool:
         self._stub(node_id)  # opens the channel (or refuses on a closed client)
+        if self._stub_source is not None:
+            return await self._stub_source.ready(node_id, timeout)
         return await channel_ready(self._channels[node_id], timeout)
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from dledger.client.aio_client import AsyncDLedgerClient
+from dledger.client.aio_client import AsyncDLedgerClient, StubSource
 from dledger.client.client_policy import DLedgerError
 from dledger.commitlog.hardstate import HardStateStore
 from dledger.node.config import NodeConfig
@@ -45,9 +45,12 @@ def _save_term(config: NodeConfig, term: int) -> None:
             store.save(HardState(current_term=term))
 
 
-async def ensure_join_term(config: NodeConfig, *, attempt_timeout: float = 2.0, pause: float = 0.5) -> int | None:
+async def ensure_join_term(
+    config: NodeConfig, *, attempt_timeout: float = 2.0, pause: float = 0.5, stubs: StubSource | None = None
+) -> int | None:
     """For a joining node with no saved term: ask the group (every peer but this node) for a term its
-    leader confirmed, save it as the node's current term and return it. None when nothing was needed."""
+    leader confirmed, save it as the node's current term and return it. None when nothing was needed.
+    `stubs`: how the group is reached (gRPC by default; see `AsyncDLedgerClient`)."""
     if not config.join:
         return None
     loop = asyncio.get_running_loop()
@@ -58,7 +61,13 @@ async def ensure_join_term(config: NodeConfig, *, attempt_timeout: float = 2.0, 
         raise ValueError("a joining node needs the addresses of the running group in its peers")
     rpc_timeout = config.rpc_timeout_ms / 1000
     client = AsyncDLedgerClient(
-        others, group=config.group, timeout=attempt_timeout, rpc_timeout=rpc_timeout, tls=config.tls, streaming=False
+        others,
+        group=config.group,
+        timeout=attempt_timeout,
+        rpc_timeout=rpc_timeout,
+        tls=config.tls,
+        streaming=False,
+        stubs=stubs,
     )
     try:
         term, attempts = 0, 0

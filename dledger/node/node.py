@@ -44,7 +44,7 @@ from dledger.commitlog import (
 from dledger.node.codec import CodecError, Parts, WireCache, from_pb, to_wire_parts
 from dledger.node.config import NodeConfig
 from dledger.node.errors import BusyError, LeaderHint, NodeNotLeaderError, NodeOutcomeUnknownError, NodeStoppedError
-from dledger.node.node_members import MembersMixin
+from dledger.node.node_members import MembersMixin, Roster
 from dledger.node.node_repair import RepairMixin
 from dledger.node.node_snapshots import SnapshotsMixin
 from dledger.node.peer_transports import Transport, make_transport
@@ -53,7 +53,6 @@ from dledger.node.startup import REPLACE_STORE_HINT, core_config, load_hard_stat
 from dledger.node.state_machine import StateMachine
 from dledger.node.stats import NodeStats
 from dledger.raft import (
-    Membership,
     NotLeaderError,
     ProposalDroppedError,
     RaftCore,
@@ -134,7 +133,7 @@ class RaftNode(SnapshotsMixin, MembersMixin, RepairMixin):
         self.snapshots: SnapshotStore | None = None
         self.snapshot_inbox: SnapshotInbox | None = None
         self._snapshot_sends: dict[str, asyncio.Task[None]] = {}
-        self._membership_seen: Membership | None = None
+        self.roster = Roster(config)
         self._init_repair()
 
     # ---- lifecycle ----
@@ -175,7 +174,7 @@ class RaftNode(SnapshotsMixin, MembersMixin, RepairMixin):
         )
         if latest is not None:
             self.core.set_snapshot(latest)
-        self._check_membership_at_start(self.core)
+        self.roster.check_at_start(self.core.membership)
 
     def start(self) -> None:
         """Start the driver task on the running loop (storage must be open)."""

@@ -1,4 +1,5 @@
-"""The membership half of the node driver (`RaftNode` mixes it in): changes, views and peer addresses.
+"""The membership half of the node driver: `Roster` (member addresses, the transport's links) and the
+requests `RaftNode` takes from `MembersMixin` (changes, views).
 
 Rules (the core's side is in `dledger/raft/conf_change.py`):
 - the peers given at start are the initial configuration only; after that the log rules, and a node whose
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dledger._proto import dledger_pb2 as pb
 from dledger.node.config import check_member
@@ -33,12 +34,10 @@ from dledger.raft import (
 )
 
 if TYPE_CHECKING:
-    from collections import deque
-
     from dledger.node.config import NodeConfig
     from dledger.node.peer_transports import Transport
 
-__all__ = ["MembersMixin"]
+__all__ = ["MembersMixin", "Roster"]
 
 log = logging.getLogger("dledger.node.node")
 
@@ -49,26 +48,17 @@ _MEMBER_OPS = {
 }
 
 
-class MembersMixin:
-    """Membership work of `RaftNode` (see the module docstring)."""
+class Roster:
+    """The group as this node sees it: each member's address (from the configuration in effect, else from
+    the peers given at start) and the transport's links, which `follow` keeps on that configuration."""
 
-    # state owned by RaftNode
-    config: NodeConfig
-    core: RaftCore | None
-    transport: Transport | None
-    _waiters: deque[Any]
-    _membership_seen: Membership | None
+    def __init__(self, config: NodeConfig) -> None:
+        self._config = config
+        self._seen: Membership | None = None  # the configuration the transport's links were last set from
 
-    if TYPE_CHECKING:
-
-        def _check_running(self) -> None: ...
-        def _poke(self) -> None: ...
-        def _hint(self, leader_id: str | None) -> LeaderHint: ...
-        def _new_waiter(self, first: int, last: int, term: int) -> asyncio.Future[tuple[int, int]]: ...
-
-    def _check_membership_at_start(self, core: RaftCore) -> None:
+    def check_at_start(self, m: Membership) -> None:
         """Peers given at start are only the initial configuration; say so when the log's differs."""
-        m, cfg = core.membership, self.config
+        cfg = self._config
         if cfg.join:
             return
         if set(m.voters) != set(cfg.peers):
@@ -81,6 +71,47 @@ class MembersMixin:
             )
         if cfg.self_id not in m.members:
             log.warning("node %s is not a member of its group's configuration: it was removed", cfg.self_id)
+
+    def address_of(self, m: Membership, node_id: str) -> str:
+        return m.voters.get(node_id) or m.learners.get(node_id) or self._config.peers.get(node_id, "")
+
+    def members_pb(self, m: Membership) -> list[pb.Member]:
+        address = self.address_of
+        return [pb.Member(id=i, address=address(m, i), voter=True) for i in sorted(m.voters)] + [
+            pb.Member(id=i, address=address(m, i), voter=False) for i in sorted(m.learners)
+        ]
+
+    def peer_addresses(self, m: Membership) -> dict[str, str]:
+        out = dict(self._config.peers)
+        for node_id in m.members:
+            out[node_id] = self.address_of(m, node_id)
+        return out
+
+    def follow(self, m: Membership, transport: Transport | None) -> None:
+        """Point the transport's links at `m`'s members, once per new configuration."""
+        if m is self._seen:
+            return
+        if self._seen is not None:
+            log.info("configuration now %s", m)
+        self._seen = m
+        if transport is not None:
+            transport.set_peers(self.peer_addresses(m))
+
+
+class MembersMixin:
+    """The membership requests of `RaftNode` (see the module docstring); its `Roster` holds the rest."""
+
+    # state owned by RaftNode
+    core: RaftCore | None
+    transport: Transport | None
+    roster: Roster
+
+    if TYPE_CHECKING:
+
+        def _check_running(self) -> None: ...
+        def _poke(self) -> None: ...
+        def _hint(self, leader_id: str | None) -> LeaderHint: ...
+        def _new_waiter(self, first: int, last: int, term: int) -> asyncio.Future[tuple[int, int]]: ...
 
     async def change_membership(self, op: int, node_id: str, address: str) -> tuple[int, list[pb.Member]]:
         self._check_running()
@@ -104,7 +135,7 @@ class MembersMixin:
         future = self._new_waiter(p.first_index, p.last_index, p.term)
         self._poke()
         index, _ = await future
-        return index, self._members_pb(core.membership)
+        return index, self.roster.members_pb(core.membership)
 
     def members(self) -> list[pb.Member]:
         self._check_running()
@@ -112,33 +143,7 @@ class MembersMixin:
         assert core is not None
         if core.role is not Role.LEADER:
             raise NodeNotLeaderError(self._hint(core.leader_id))
-        return self._members_pb(core.membership)
-
-    def _members_pb(self, m: Membership) -> list[pb.Member]:
-        address = self._address_of
-        return [pb.Member(id=i, address=address(m, i), voter=True) for i in sorted(m.voters)] + [
-            pb.Member(id=i, address=address(m, i), voter=False) for i in sorted(m.learners)
-        ]
-
-    def _address_of(self, m: Membership, node_id: str) -> str:
-        return m.voters.get(node_id) or m.learners.get(node_id) or self.config.peers.get(node_id, "")
-
-    def _peer_addresses(self) -> dict[str, str]:
-        core = self.core
-        assert core is not None
-        m = core.membership
-        out = dict(self.config.peers)
-        for node_id in m.members:
-            out[node_id] = self._address_of(m, node_id)
-        return out
+        return self.roster.members_pb(core.membership)
 
     def _on_membership(self, core: RaftCore) -> None:
-        m = core.membership
-        if m is self._membership_seen:
-            return
-        if self._membership_seen is not None:
-            log.info("configuration now %s", m)
-        self._membership_seen = m
-        peers = self._peer_addresses()
-        if self.transport is not None:
-            self.transport.set_peers(peers)
+        self.roster.follow(core.membership, self.transport)

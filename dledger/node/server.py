@@ -3,7 +3,9 @@
 asyncio: `await server.start()` / `await server.stop()`. Anywhere else: `SyncDLedgerServer`, which runs the
 same server on an event loop in a background thread. Invariants: `start` returns once storage is recovered
 and the endpoint listens (a port already in use or a bad store raises, with nothing left running); `stop`
-fails in-flight requests with a clear status, stops the endpoint, then closes the files.
+fails in-flight requests with a clear status, stops the endpoint, then closes the files. A server built
+with `grpc_endpoint=False` (tests on `dledger.testing.memory_transport`) opens no socket at all: it keeps
+the same order of start and stop, and clients reach `client_servicer` in process.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from dledger._proto import dledger_pb2 as pb
 from dledger._proto import dledger_pb2_grpc as pb_grpc
+from dledger.client.aio_client import StubSource
 from dledger.commitlog import SegmentInfo
 from dledger.node import tuning
 from dledger.node.client_auth import ClientAuthInterceptor, ClientGrants
@@ -57,14 +60,24 @@ class DLedgerServer:
         seed: int | None = None,
         durable_report_ms: int | None = None,
         transport_factory: Callable[[NodeConfig], Transport] = make_transport,
+        grpc_endpoint: bool = True,
+        group_stubs: StubSource | None = None,
     ) -> None:
         """`durable_report_ms` (for fault-injection tools): every so often, write `<store>/log/DURABLE`,
         JSON {segment name: [fsynced data bytes, fsynced index bytes]}; it never claims more than is durable.
         `transport_factory`: builds the peer transport at `start` (default: the one `config` names; tests
-        pass `dledger.testing.memory_transport.MemoryHub`'s, which needs no peer sockets)."""
+        pass `dledger.testing.memory_transport.MemoryHub`'s, which needs no peer sockets).
+        `grpc_endpoint=False`: no gRPC server (peers and clients must come through the transport and
+        `client_servicer` in process); only a memory-transport node can run so. `group_stubs`: how a
+        joining node asks its group for its term (see join_term.py; gRPC by default)."""
+        if not grpc_endpoint and (config.peer_transport != "grpc" or transport_factory is make_transport):
+            raise ValueError("a node without its gRPC endpoint needs an in-process peer transport")
         self.config = config
         self.node = RaftNode(config, state_machines, seed=seed, transport_factory=transport_factory)
+        self._grpc_endpoint = grpc_endpoint
+        self._group_stubs = group_stubs
         self._grpc: grpc.aio.Server | None = None
+        self._running = False
         self.peer_listener: TcpPeerListener | None = None
         self._durable_report_ms = durable_report_ms
         self._reporter: asyncio.Task[None] | None = None
@@ -83,6 +96,7 @@ class DLedgerServer:
             self.node.receive_snapshot_chunk,
             self.peer_gate,
         )
+        self.client_servicer = ClientServicer(self.node, self.metrics)
 
     def on_role_change(self, callback: RoleCallback) -> None:
         """`callback(role, term, leader_id)` runs on the event loop whenever the role or leader changes."""
@@ -90,7 +104,9 @@ class DLedgerServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        await ensure_join_term(self.config)  # a wiped node re-added under its old id: see join_term.py
+        await ensure_join_term(
+            self.config, stubs=self._group_stubs
+        )  # a wiped node re-added under its old id: see join_term.py
         self.config.store_dir.mkdir(0o700, parents=True, exist_ok=True)  # the store is its owner's only
         await loop.run_in_executor(None, self.node.open_storage)
         if self.config.peer_auth_mode == "none":
@@ -106,11 +122,25 @@ class DLedgerServer:
             except OSError:
                 await loop.run_in_executor(None, self.node._close_storage)
                 raise
+        if self._grpc_endpoint:
+            await self._serve_grpc()
+        self._running = True
+        self.node.start()
+        self._health_task = loop.create_task(self._track_health())
+        if self.config.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(self.config.metrics_port, self.config.metrics_host)
+        if self._durable_report_ms:
+            self._reporter = loop.create_task(self._report_durable(self._durable_report_ms / 1000))
+
+    async def _serve_grpc(self) -> None:
+        """The gRPC endpoint (clients, and peers on the gRPC transport), started; on failure nothing is left
+        running and the store is closed."""
+        loop = asyncio.get_running_loop()
         quiet_grpc_decode_errors()
         server = grpc.aio.server(options=server_options(self.config.max_message_bytes), interceptors=self._interceptors)
         pb_grpc.add_RaftPeerServicer_to_server(self.peer_servicer, server)
         self.peer_gate.register(server)
-        pb_grpc.add_DLedgerClientServiceServicer_to_server(ClientServicer(self.node, self.metrics), server)
+        pb_grpc.add_DLedgerClientServiceServicer_to_server(self.client_servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         host, port = parse_address(self.config.address)
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -128,12 +158,6 @@ class DLedgerServer:
             raise OSError(f"cannot listen on {self.config.address}: {exc}") from None
         await server.start()
         self._grpc = server
-        self.node.start()
-        self._health_task = loop.create_task(self._track_health())
-        if self.config.metrics_port is not None:
-            self.metrics_port = self.metrics.serve(self.config.metrics_port, self.config.metrics_host)
-        if self._durable_report_ms:
-            self._reporter = loop.create_task(self._report_durable(self._durable_report_ms / 1000))
 
     async def _listen_for_peers(self) -> None:
         """The TCP peer transport's listener, on the node's port + peer_port_offset (see tcp_peer)."""
@@ -176,13 +200,15 @@ class DLedgerServer:
                 await asyncio.gather(task, return_exceptions=True)
         self._reporter = self._health_task = None
         self.metrics.close()
-        if self._grpc is not None:
+        if self._running:
+            self._running = False
             await self.node.stop()  # fails waiters first, so in-flight RPCs answer before the endpoint closes
             if self.peer_listener is not None:
                 await self.peer_listener.close()
                 self.peer_listener = None
-            await self._grpc.stop(grace)
-            self._grpc = None
+            if self._grpc is not None:
+                await self._grpc.stop(grace)
+                self._grpc = None
 
     async def wait_for_leader(self, timeout: float = 10.0) -> str:
         loop = asyncio.get_running_loop()

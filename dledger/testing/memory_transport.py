@@ -1,7 +1,9 @@
 """An in-process peer transport: a group of nodes in one process exchanges Raft messages without sockets.
 
 `MemoryHub` is the network; `hub.server(config, ...)` builds a `DLedgerServer` whose peer transport is a
-`MemoryTransport` on the hub (the client API still listens on gRPC at `config.address`). A message sent
+`MemoryTransport` on the hub and which opens no socket: clients reach its client service through the hub
+too (`dledger.testing.memory_client.MemoryStubs`), while the node runs (`grpc_endpoint=True` keeps the
+gRPC client endpoint at `config.address` for tests of the gRPC path). A message sent
 from A to B is copied through its wire form and handed to B's `PeerServicer` on B's event loop after the
 checks the socket listeners apply (group, recipient, and the sender the hub knows it came from), so a
 misrouted or forged message is refused exactly as on the network. Snapshot chunks go the same way, to B's
@@ -30,8 +32,10 @@ from dledger.node.codec import Parts
 from dledger.node.config import NodeConfig
 from dledger.node.peer_links import Outgoing
 from dledger.node.server import DLedgerServer
+from dledger.node.services import ClientServicer
 from dledger.node.state_machine import StateMachine
 from dledger.node.transport import PeerServicer
+from dledger.testing.memory_client import MemoryStubs
 
 __all__ = ["MemoryHub", "MemoryTransport"]
 
@@ -40,11 +44,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Inbound:
-    """A running node's receiving side: its servicer, its event loop and the transport that registered it."""
+    """A running node's receiving side: its servicer, its event loop, the transport that registered it, its
+    client service (None for a bare transport) and an event set once it leaves the hub."""
 
     servicer: PeerServicer
     loop: asyncio.AbstractEventLoop
     owner: MemoryTransport
+    client: ClientServicer | None
+    gone: asyncio.Event
 
 
 def _copy(message: Outgoing) -> pb.PeerMessage:
@@ -76,17 +83,29 @@ class MemoryHub:
 
     # ---- building nodes ----
     def server(
-        self, config: NodeConfig, state_machines: Sequence[StateMachine] = (), *, seed: int | None = None
+        self,
+        config: NodeConfig,
+        state_machines: Sequence[StateMachine] = (),
+        *,
+        seed: int | None = None,
+        grpc_endpoint: bool = False,
     ) -> DLedgerServer:
-        """A `DLedgerServer` whose peers are reached through this hub (not yet started)."""
+        """A `DLedgerServer` whose peers and clients reach it through this hub (not yet started)."""
         if config.peer_transport != "grpc":
             raise ValueError(f"a node on the memory hub runs no {config.peer_transport!r} peer listener")
         holder: list[DLedgerServer] = []
 
         def make(cfg: NodeConfig) -> MemoryTransport:
-            return MemoryTransport(self, cfg, holder[0].peer_servicer)
+            return MemoryTransport(self, cfg, holder[0].peer_servicer, holder[0].client_servicer)
 
-        server = DLedgerServer(config, state_machines, seed=seed, transport_factory=make)
+        server = DLedgerServer(
+            config,
+            state_machines,
+            seed=seed,
+            transport_factory=make,
+            grpc_endpoint=grpc_endpoint,
+            group_stubs=MemoryStubs(self),
+        )
         holder.append(server)
         return server
 
@@ -111,14 +130,29 @@ class MemoryHub:
         """True when `a` can reach `b`: `b` runs on the hub and the link is not cut."""
         return b in self._inbound and frozenset((a, b)) not in self._cut
 
+    # ---- the clients' side ----
+    def client_endpoint(self, node_id: str) -> tuple[ClientServicer, asyncio.Event] | None:
+        """The client service of `node_id` while it runs on the hub, and the event set when it stops. Called
+        on the node's event loop (RuntimeError otherwise: its service is not thread-safe)."""
+        inbound = self._inbound.get(node_id)
+        if inbound is None or inbound.client is None:
+            return None
+        if inbound.loop is not asyncio.get_running_loop():
+            raise RuntimeError(f"{node_id} runs on another event loop than its in-process client")
+        return inbound.client, inbound.gone
+
     # ---- the transports' side ----
     def _attach(self, node_id: str, inbound: _Inbound) -> None:
+        previous = self._inbound.get(node_id)
+        if previous is not None:
+            previous.gone.set()
         self._inbound[node_id] = inbound
 
     def _detach(self, node_id: str, owner: MemoryTransport) -> None:
         current = self._inbound.get(node_id)
         if current is not None and current.owner is owner:
             del self._inbound[node_id]
+            current.gone.set()
 
     def _post(self, from_id: str, to_id: str, messages: list[pb.PeerMessage]) -> int:
         """Queue `messages` for `to_id`'s loop; returns how many were queued (0 when cut or down)."""
@@ -181,17 +215,21 @@ class MemoryHub:
 class MemoryTransport:
     """One node's `Transport` on a `MemoryHub` (built by `MemoryHub.server`)."""
 
-    def __init__(self, hub: MemoryHub, config: NodeConfig, servicer: PeerServicer) -> None:
+    def __init__(
+        self, hub: MemoryHub, config: NodeConfig, servicer: PeerServicer, client: ClientServicer | None = None
+    ) -> None:
         self.hub = hub
         self.self_id = config.self_id
         self.stats: Counter[str] = Counter()
         self._servicer = servicer
+        self._client = client
         self._peers: set[str] = set()
         self.set_peers(config.peers)
 
     def start(self) -> None:
         """Start receiving: the hub delivers this node's messages on the running loop from now on."""
-        self.hub._attach(self.self_id, _Inbound(self._servicer, asyncio.get_running_loop(), self))
+        inbound = _Inbound(self._servicer, asyncio.get_running_loop(), self, self._client, asyncio.Event())
+        self.hub._attach(self.self_id, inbound)
 
     def set_peers(self, peers: Mapping[str, str]) -> None:
         self._peers = {node_id for node_id, address in peers.items() if node_id != self.self_id and address}

@@ -10,9 +10,13 @@ asserts the safety properties (see dledger/testing/invariants.py, membership agr
 teardown heals everything and asserts that a leader emerges and every acknowledged proposal is applied on
 every member of its configuration.
 
-CI runs derandomized (reproducible, no example database). Set DLEDGER_SIM_EXAMPLES to run more examples,
-or run `pytest -m slow` for the x100 run with a random seed; failures print the minimal rule sequence,
-the harness seed and a `@reproduce_failure` blob.
+Three sizes of run, all derandomized but the last (reproducible, no example database):
+- `test_simulation_quick`, a few examples per machine, in the fast set (`pytest -m "not process"`);
+- `test_simulation`, the sweep (DLEDGER_SIM_EXAMPLES, 300 by default, per 3-node machine; half for 5
+  nodes), marked `sweep`: a plain `pytest`, as CI runs it, includes it, an `-m` expression only when it
+  names it (`pytest -m sweep`);
+- `test_simulation_long`, x100 with a random seed, marked `slow` (`pytest -m slow`).
+Failures print the minimal rule sequence, the harness seed and a `@reproduce_failure` blob.
 
 Derandomized is not enough for a replay: Hypothesis (>= 6.131) also draws, now and then, constants it
 finds in the source of every local module imported so far, so the examples depended on which modules the
@@ -45,6 +49,7 @@ from dledger.testing import Cluster
 from dledger.testing.invariants import SafetyChecker
 
 CI_EXAMPLES = int(os.environ.get("DLEDGER_SIM_EXAMPLES", "300"))
+QUICK_EXAMPLES = 10
 STEPS = 80
 STEP_COUNTER: dict[str, int] = {}
 OUTCOMES: dict[str, int] = {}  # what the runs reached: acked proposals, answered reads, terms, crashes
@@ -566,17 +571,27 @@ def _fixed_constants(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     cache.cache.clear()
 
 
-@pytest.mark.usefixtures("_fixed_constants")
-@pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.NAME)
-def test_simulation(machine: type[RaftMachine]) -> None:
+def _run_derandomized(machine: type[RaftMachine], examples: int) -> None:
     STEP_COUNTER.pop(machine.NAME, None)
     OUTCOMES.clear()  # a failed machine's counts must not leak into the next one's report
-    examples = CI_EXAMPLES if machine.N == 3 else CI_EXAMPLES // 2
     machine.TestCase.settings = _settings(examples, derandomize=True)
     machine.TestCase().runTest()
     steps = STEP_COUNTER.get(machine.NAME, 0)
     _report(f"{machine.NAME}: {examples} examples, {steps} steps explored; reached {OUTCOMES}")
     assert steps >= examples * 10, f"the simulation explored only {steps} steps"
+
+
+@pytest.mark.usefixtures("_fixed_constants")
+@pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.NAME)
+def test_simulation_quick(machine: type[RaftMachine]) -> None:
+    _run_derandomized(machine, QUICK_EXAMPLES if machine.N == 3 else QUICK_EXAMPLES // 2)
+
+
+@pytest.mark.sweep
+@pytest.mark.usefixtures("_fixed_constants")
+@pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.NAME)
+def test_simulation(machine: type[RaftMachine]) -> None:
+    _run_derandomized(machine, CI_EXAMPLES if machine.N == 3 else CI_EXAMPLES // 2)
 
 
 @pytest.mark.slow

@@ -1,4 +1,6 @@
-"""Helpers for runtime tests: free loopback ports and in-process groups of DLedgerServers."""
+"""Helpers for runtime tests: free loopback ports and in-process groups of DLedgerServers, either on sockets
+(gRPC peers and clients on loopback) or on a `MemoryHub` (no socket at all: peers through the hub, clients
+through `MemoryStubs`; the addresses are names only, never bound)."""
 
 from __future__ import annotations
 
@@ -8,16 +10,23 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dledger.client.aio_client import AsyncDLedgerClient
 from dledger.node.config import NodeConfig
 from dledger.node.server import DLedgerServer
 from dledger.storage_api import Entry
 from dledger.testing.launcher import free_ports
+from dledger.testing.memory_client import MemoryStubs
 from dledger.testing.memory_transport import MemoryHub
 from tests.support import wait_for_async
 
 
 def peers_for(ids: Sequence[str]) -> dict[str, str]:
     return {i: f"127.0.0.1:{p}" for i, p in zip(ids, free_ports(len(ids)), strict=True)}
+
+
+def memory_peers(ids: Sequence[str]) -> dict[str, str]:
+    """Addresses for nodes on a hub: well-formed, never bound (nothing listens on them)."""
+    return {i: f"127.0.0.1:{k + 1}" for k, i in enumerate(ids)}
 
 
 class RecordingStateMachine:
@@ -41,7 +50,7 @@ class LocalGroup:
     overrides: dict[str, Any] = field(default_factory=dict)
     servers: dict[str, DLedgerServer] = field(default_factory=dict)
     machines: dict[str, RecordingStateMachine] = field(default_factory=dict)
-    hub: MemoryHub | None = None  # peers talk through it instead of gRPC (clients still use gRPC)
+    hub: MemoryHub | None = None  # peers and clients talk through it: no socket
 
     def config(self, node_id: str) -> NodeConfig:
         return NodeConfig(self_id=node_id, peers=self.peers, store_dir=self.root / node_id, group="t", **self.overrides)
@@ -56,6 +65,11 @@ class LocalGroup:
         await server.start()
         self.servers[node_id], self.machines[node_id] = server, sm
         return server
+
+    def client(self, peers: dict[str, str] | None = None, **kwargs: Any) -> AsyncDLedgerClient:
+        """A client of the group (of `peers` when given): over gRPC, or through the hub when there is one."""
+        stubs = MemoryStubs(self.hub) if self.hub is not None else None
+        return AsyncDLedgerClient(self.peers if peers is None else peers, group="t", stubs=stubs, **kwargs)
 
     async def start_all(self) -> None:
         for node_id in self.peers:
@@ -88,10 +102,11 @@ def run_group(
     **overrides: Any,
 ) -> None:
     """Start an in-process group on free ports, run `body` with it, and stop every node afterwards. With a
-    `hub`, the nodes reach each other through it (no peer sockets)."""
+    `hub`, the nodes and `group.client()` go through it (no socket)."""
 
     async def main() -> None:
-        group = LocalGroup(tmp_path, peers_for(ids), dict(overrides), hub=hub)
+        peers = peers_for(ids) if hub is None else memory_peers(ids)
+        group = LocalGroup(tmp_path, peers, dict(overrides), hub=hub)
         await group.start_all()
         try:
             await body(group)

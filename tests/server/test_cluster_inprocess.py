@@ -1,5 +1,5 @@
-"""A 3-node group of DLedgerServers in one process: peers over real gRPC on loopback, or (where the test is
-about the runtime, not the wire) through the in-memory hub; clients always over gRPC."""
+"""A 3-node group of DLedgerServers in one process: peers and clients over real gRPC on loopback, or (where
+the test is about the runtime, not the wire) through the in-memory hub, with no socket at all."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pathlib
 
 import pytest
 
-from dledger.client.aio_client import AsyncDLedgerClient
 from dledger.client.client_policy import EntryNotFoundError, InvalidRequestError
 from dledger.node.errors import NodeNotLeaderError
 from dledger.storage_api import EntryKind
@@ -24,7 +23,7 @@ def normal_data(group: LocalGroup, node_id: str) -> list[bytes]:
 def test_elects_a_leader_and_replicates_to_every_state_machine(tmp_path: pathlib.Path) -> None:
     async def body(group: LocalGroup) -> None:
         leader = await group.wait_for_leader()
-        async with AsyncDLedgerClient(group.peers, group="t") as client:
+        async with group.client() as client:
             results = [await client.append(f"v{k}".encode()) for k in range(20)]
             batch = await client.append_batch([b"b1", b"b2", b"b3"])
             assert client.leader == leader
@@ -53,7 +52,7 @@ def test_follower_restart_catches_up_and_resumes_applying(tmp_path: pathlib.Path
     async def body(group: LocalGroup) -> None:
         leader = await group.wait_for_leader()
         follower = next(i for i in IDS if i != leader)
-        async with AsyncDLedgerClient(group.peers, group="t") as client:
+        async with group.client() as client:
             await client.append_batch([b"a", b"b"])
             await group.wait_for(lambda: len(normal_data(group, follower)) == 2, what="follower applied")
             applied_before = group.machines[follower].applied[-1].index
@@ -71,7 +70,7 @@ def test_follower_restart_catches_up_and_resumes_applying(tmp_path: pathlib.Path
 def test_leader_stop_elects_a_new_leader_without_losing_acknowledged_entries(tmp_path: pathlib.Path) -> None:
     async def body(group: LocalGroup) -> None:
         old = await group.wait_for_leader()
-        async with AsyncDLedgerClient(group.peers, group="t") as client:
+        async with group.client() as client:
             acked = [(await client.append(f"x{k}".encode())).index for k in range(10)]
             await group.stop(old)
             new = await group.wait_for_leader()
@@ -87,11 +86,11 @@ def test_leader_stop_elects_a_new_leader_without_losing_acknowledged_entries(tmp
 def test_oversized_entry_is_refused(tmp_path: pathlib.Path) -> None:
     async def body(group: LocalGroup) -> None:
         await group.wait_for_leader()
-        async with AsyncDLedgerClient(group.peers, group="t") as client:
+        async with group.client() as client:
             with pytest.raises(InvalidRequestError):
                 await client.append(b"x" * 70_000)
 
-    run_group(tmp_path, body, max_entry_bytes=65_536)
+    run_group(tmp_path, body, hub=MemoryHub(), max_entry_bytes=65_536)
 
 
 def test_a_get_right_after_the_append_finds_the_entry_whichever_node_it_asks(tmp_path: pathlib.Path) -> None:
@@ -102,8 +101,8 @@ def test_a_get_right_after_the_append_finds_the_entry_whichever_node_it_asks(tmp
         leader = await group.wait_for_leader()
         follower = next(i for i in IDS if i != leader)
         async with (
-            AsyncDLedgerClient(group.peers, group="t") as writer,
-            AsyncDLedgerClient({follower: group.peers[follower], **group.peers}, group="t") as reader,
+            group.client() as writer,
+            group.client({follower: group.peers[follower], **group.peers}) as reader,
         ):
             for k in range(20):
                 result = await writer.append(f"r{k}".encode())
@@ -120,4 +119,4 @@ def test_a_get_right_after_the_append_finds_the_entry_whichever_node_it_asks(tmp
             with pytest.raises(EntryNotFoundError):  # ...the leader does
                 await reader.get(far)
 
-    run_group(tmp_path, body)
+    run_group(tmp_path, body, hub=MemoryHub())

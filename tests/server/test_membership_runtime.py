@@ -1,4 +1,5 @@
-"""Membership changes and snapshot catch-up on real in-process nodes over gRPC.
+"""Membership changes and snapshot catch-up on real in-process nodes: on the in-memory hub (no socket), and
+growing a group over each socket transport (gRPC and TCP peers), whose peer sets change with it.
 
 Grow 3 -> 5, shrink 5 -> 3 under load, remove the leader, replace a node whose disk was wiped, and a
 follower that was down while the log was compacted catches up by InstallSnapshot. Every node runs a
@@ -23,6 +24,9 @@ from dledger.node.config import NodeConfig
 from dledger.node.server import DLedgerServer
 from dledger.node.state_machine import ListStateMachine
 from dledger.testing.launcher import free_port_pairs, free_ports
+from dledger.testing.memory_client import MemoryStubs
+from dledger.testing.memory_transport import MemoryHub
+from tests.server.cluster_util import memory_peers
 from tests.support import wait_for_async
 
 
@@ -34,6 +38,7 @@ class Group:
     overrides: dict[str, Any] = field(default_factory=dict)
     servers: dict[str, DLedgerServer] = field(default_factory=dict)
     machines: dict[str, ListStateMachine] = field(default_factory=dict)
+    hub: MemoryHub | None = None  # peers and clients through it (no socket), or None: gRPC on loopback
 
     async def start(self, node_id: str, join: bool = False) -> DLedgerServer:
         # a joining node is given every current member and itself; the initial ones are the initial voters
@@ -45,7 +50,9 @@ class Group:
             self_id=node_id, peers=peers, store_dir=self.root / node_id, group="m", join=join, **self.overrides
         )
         sm = ListStateMachine()
-        server = DLedgerServer(config, [sm], seed=hash(node_id) & 0xFFFF)
+        seed = hash(node_id) & 0xFFFF
+        hub = self.hub
+        server = DLedgerServer(config, [sm], seed=seed) if hub is None else hub.server(config, [sm], seed=seed)
         await server.start()
         self.servers[node_id], self.machines[node_id] = server, sm
         return server
@@ -58,21 +65,34 @@ class Group:
         return leaders[0] if len(leaders) == 1 else None
 
     def client(self) -> AsyncDLedgerClient:
-        return AsyncDLedgerClient({i: self.addresses[i] for i in self.servers}, group="m", timeout=10)
+        peers = {i: self.addresses[i] for i in self.servers}
+        stubs = None if self.hub is None else MemoryStubs(self.hub)
+        return AsyncDLedgerClient(peers, group="m", timeout=10, stubs=stubs)
 
     def data(self, node_id: str) -> list[bytes]:
         return [d for _, d in self.machines[node_id].entries]
 
 
 def run(
-    tmp_path: pathlib.Path, body: Callable[[Group], Awaitable[None]], total: int = 5, initial: int = 3, **kw: Any
+    tmp_path: pathlib.Path,
+    body: Callable[[Group], Awaitable[None]],
+    total: int = 5,
+    initial: int = 3,
+    sockets: bool = False,
+    **kw: Any,
 ) -> None:
+    """Run `body` with a started group of `initial` of `total` nodes: on the hub, or with `sockets` on
+    loopback ports (the peer transport `kw` names)."""
     ids = [f"n{k}" for k in range(total)]
-    ports = free_port_pairs(total, 1000) if kw.get("peer_transport") == "tcp" else free_ports(total)
-    addresses = {i: f"127.0.0.1:{p}" for i, p in zip(ids, ports, strict=True)}
+    if sockets:
+        ports = free_port_pairs(total, 1000) if kw.get("peer_transport") == "tcp" else free_ports(total)
+        addresses = {i: f"127.0.0.1:{p}" for i, p in zip(ids, ports, strict=True)}
+    else:
+        addresses = memory_peers(ids)
 
     async def main() -> None:
-        group = Group(tmp_path, addresses, tuple(ids[:initial]), dict(kw))
+        hub = None if sockets else MemoryHub()
+        group = Group(tmp_path, addresses, tuple(ids[:initial]), dict(kw), hub=hub)
         for node_id in group.initial:
             await group.start(node_id)
         try:
@@ -130,7 +150,7 @@ def test_grow_three_to_five_then_lose_two_of_the_originals(tmp_path: pathlib.Pat
             for node_id in group.servers:
                 await wait_for_async(lambda n=node_id: group.data(n)[-1:] == [b"after"], 10, f"{node_id} applied")
 
-    run(tmp_path, body, peer_transport=transport)
+    run(tmp_path, body, sockets=True, peer_transport=transport)
 
 
 def test_the_leader_removes_itself_and_a_new_leader_takes_over(tmp_path: pathlib.Path) -> None:
@@ -230,7 +250,10 @@ def test_replace_a_node_whose_disk_was_wiped(tmp_path: pathlib.Path) -> None:
     run(tmp_path, body, total=3)
 
 
-def test_a_follower_down_past_compaction_catches_up_by_snapshot(tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize("sockets", [False, True], ids=["memory", "grpc"])
+def test_a_follower_down_past_compaction_catches_up_by_snapshot(tmp_path: pathlib.Path, sockets: bool) -> None:
+    """Over the hub, and over gRPC (the only runtime test of gRPC snapshot chunks between nodes)."""
+
     async def body(group: Group) -> None:
         leader = group.leader()
         assert leader is not None
@@ -258,7 +281,7 @@ def test_a_follower_down_past_compaction_catches_up_by_snapshot(tmp_path: pathli
                 lambda: group.servers[group.leader() or leader].node.stats.snapshots_sent >= 1, 15, "snapshot counted"
             )
 
-    run(tmp_path, body, total=3, segment_bytes=16384, snapshot_chunk_bytes=4096)
+    run(tmp_path, body, total=3, sockets=sockets, segment_bytes=16384, snapshot_chunk_bytes=4096)
 
 
 def test_a_bad_membership_request_is_refused_without_a_change(tmp_path: pathlib.Path) -> None:

@@ -1,5 +1,5 @@
-"""A 3-node group in one process whose peers talk through the in-memory hub (no peer sockets), and the
-hub's own promises: listener checks, partitions, snapshot chunks."""
+"""A 3-node group in one process on the in-memory hub (no socket: peers through the hub, clients through
+`MemoryStubs`), and the hub's own promises: listener checks, partitions, snapshot chunks, client calls."""
 
 from __future__ import annotations
 
@@ -10,16 +10,19 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
+import grpc
+import grpc.aio
 import pytest
 
 from dledger._proto import dledger_pb2 as pb
-from dledger.client.aio_client import AsyncDLedgerClient
 from dledger.node.config import NodeConfig
+from dledger.node.server import DLedgerServer
 from dledger.node.state_machine import ListStateMachine
 from dledger.node.transport import PeerServicer
 from dledger.storage_api import EntryKind
+from dledger.testing.memory_client import MemoryStubs
 from dledger.testing.memory_transport import MemoryHub, MemoryTransport
-from tests.server.cluster_util import LocalGroup, peers_for, run_group
+from tests.server.cluster_util import LocalGroup, memory_peers, run_group
 from tests.support import wait_for_async
 
 IDS = ("n0", "n1", "n2")
@@ -33,17 +36,27 @@ def delivered(hub: MemoryHub) -> int:
     return sum(n for (_, _, kind), n in hub.stats.items() if kind == "delivered")
 
 
-def test_a_group_on_the_hub_elects_and_replicates_without_peer_sockets(tmp_path: pathlib.Path) -> None:
+def test_a_group_on_the_hub_elects_and_replicates_without_any_socket(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hub = MemoryHub()
+
+    def no_grpc(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a node or client on the hub opened a gRPC server or channel")
+
+    for name in ("server", "insecure_channel", "secure_channel"):
+        monkeypatch.setattr(grpc.aio, name, no_grpc)
 
     async def body(group: LocalGroup) -> None:
         leader = await group.wait_for_leader()
         assert all(isinstance(s.node.transport, MemoryTransport) for s in group.servers.values())
         assert all(s.peer_servicer.rejected == {} for s in group.servers.values())
-        async with AsyncDLedgerClient(group.peers, group="t") as client:
-            for k in range(20):
-                await client.append(f"v{k}".encode())
-            assert client.leader == leader
+        async with group.client() as client, group.client(streaming=False) as unary:
+            for k in range(10):
+                await client.append(f"v{k}".encode())  # the AppendStream path
+            last = [await unary.append(f"v{k}".encode()) for k in range(10, 20)][-1]
+            assert client.leader == leader and unary.leader == leader
+            assert (await client.get(last.index)).data == b"v19"
         expected = [f"v{k}".encode() for k in range(20)]
         for node_id in IDS:
             await group.wait_for(
@@ -61,7 +74,7 @@ def test_a_cut_off_leader_is_replaced_and_heals_without_losing_acknowledged_entr
     async def body(group: LocalGroup) -> None:
         old = await group.wait_for_leader()
         acked: list[tuple[int, bytes]] = []
-        async with AsyncDLedgerClient(group.peers, group="t") as client:
+        async with group.client() as client:
             for k in range(10):
                 acked.append(((await client.append(f"before{k}".encode())).index, f"before{k}".encode()))
         hub.isolate(old, IDS)
@@ -75,7 +88,7 @@ def test_a_cut_off_leader_is_replaced_and_heals_without_losing_acknowledged_entr
 
         new = await group.wait_for(new_leader, timeout=20, what="a leader among the majority")
         majority = {i: group.peers[i] for i in rest}
-        async with AsyncDLedgerClient(majority, group="t") as client:
+        async with group.client(majority) as client:
             for k in range(10):
                 acked.append(((await client.append(f"during{k}".encode())).index, f"during{k}".encode()))
         assert not stranded.done() or stranded.exception() is not None
@@ -91,7 +104,7 @@ def test_a_cut_off_leader_is_replaced_and_heals_without_losing_acknowledged_entr
                 timeout=20,
                 what=f"{node_id} applied every acknowledged entry",
             )
-        async with AsyncDLedgerClient(group.peers, group="t") as client:
+        async with group.client() as client:
             for index, data in acked:
                 assert (await client.get(index)).data == data
         for node_id in IDS:
@@ -185,12 +198,15 @@ def test_the_hub_builds_only_nodes_without_a_peer_listener(tmp_path: pathlib.Pat
     )
     with pytest.raises(ValueError, match="tcp"):
         MemoryHub().server(config)
+    grpc_peers = NodeConfig(self_id="n0", peers={"n0": "127.0.0.1:1"}, store_dir=tmp_path / "n0", group="t")
+    with pytest.raises(ValueError, match="in-process peer transport"):  # its peers could never reach it
+        DLedgerServer(grpc_peers, grpc_endpoint=False)
 
 
 def test_a_follower_cut_off_past_compaction_catches_up_by_a_snapshot_over_the_hub(tmp_path: pathlib.Path) -> None:
     async def main() -> None:
         hub = MemoryHub()
-        peers = peers_for(IDS)
+        peers = memory_peers(IDS)
         machines = {i: ListStateMachine() for i in IDS}
         small: dict[str, Any] = {"segment_bytes": 16384, "snapshot_chunk_bytes": 4096}  # several segments and chunks
         servers = {
@@ -271,3 +287,34 @@ def test_nodes_on_different_event_loops_exchange_messages_and_chunks(tmp_path: p
         other.call_soon_threadsafe(other.stop)
         thread.join(5)
         other.close()
+
+
+def test_memory_stubs_answer_as_a_connection_would(tmp_path: pathlib.Path) -> None:
+    """A stopped node is never ready and refuses calls as UNAVAILABLE; a call that cannot finish in time fails
+    as DEADLINE_EXCEEDED; an open AppendStream breaks when its node stops; another loop is refused."""
+    hub = MemoryHub()
+
+    async def body(group: LocalGroup) -> None:
+        leader = await group.wait_for_leader()
+        follower = next(i for i in IDS if i != leader)
+        stubs = MemoryStubs(hub)
+        assert await stubs.ready(leader, 1.0)
+        status = await stubs.stub(leader, group.peers[leader]).Status(pb.StatusRequest(group="t"), timeout=5)
+        assert status.node.role == "leader"
+        stream = stubs.stub(follower, group.peers[follower]).AppendStream()
+        await group.stop(follower)
+        assert not await stubs.ready(follower, 1.0)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stubs.stub(follower, "").Status(pb.StatusRequest(group="t"), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        with pytest.raises(grpc.aio.AioRpcError) as broken:
+            await stream.write(pb.AppendStreamRequest())
+        assert broken.value.code() == grpc.StatusCode.UNAVAILABLE
+        hub.isolate(leader, IDS)  # a leader cut from its group cannot confirm a read
+        with pytest.raises(grpc.aio.AioRpcError) as late:
+            await stubs.stub(leader, "").ReadIndex(pb.ReadIndexRequest(group="t"), timeout=0.2)
+        assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        with pytest.raises(RuntimeError, match="another event loop"):
+            await asyncio.to_thread(asyncio.run, stubs.ready(leader, 1.0))
+
+    run_group(tmp_path, body, hub=hub)
