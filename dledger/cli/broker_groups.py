@@ -35,7 +35,10 @@ from dledger.testing.launcher import (
     wait_ready,
 )
 
-__all__ = ["GROUPS_FILE", "LocalBrokerCluster", "RegisteringGroup", "cluster_info", "run_local_groups", "stop_groups"]
+__all__ = [
+    "GROUPS_FILE", "LocalBrokerCluster", "RegisteringGroup", "cluster_info", "groups_of", "run_local_groups",
+    "stop_groups",
+]  # fmt: skip
 
 GROUPS_FILE = "groups.json"
 DEFAULT_CLUSTER = "DefaultCluster"
@@ -176,6 +179,20 @@ class LocalBrokerCluster:
         for g in self.groups:
             lines.append(f"broker group {g.group!r}: 3 replicas; RocketMQ 5 clients use endpoints={g.access_point!r}")
         return "\n".join(lines)
+
+
+def groups_of(root: str | os.PathLike[str]) -> tuple[list[tuple[str, pathlib.Path]], str] | None:
+    """`([(broker name, its group's root), ...], NameServer address)` of a cluster `run_local_groups` started
+    in `root`; None when `root` holds no multi-group cluster; ConfigError when its state file is damaged."""
+    path = pathlib.Path(root).resolve()
+    try:
+        state = json.loads((path / GROUPS_FILE).read_text())
+        names, port = [str(n) for n in state["groups"]], int(state["namesrv"]["port"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path / GROUPS_FILE}: not a cluster state file ({exc})") from None
+    return [(name, path / name) for name in names], f"127.0.0.1:{port}"
 
 
 def stop_groups(root: str | os.PathLike[str]) -> list[str] | None:

@@ -16,11 +16,13 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from dledger.cli.broker_groups import groups_of
 from dledger.cli.namesrv_status import NamesrvStatusError, broker_rows, fetch_cluster_info, format_broker_table
 from dledger.client.client import DLedgerClient, Member, NodeInfo
 from dledger.client.client_policy import DLedgerError, OutcomeUnknownError
 from dledger.net.tls import TlsConfig
 from dledger.node.config import ConfigError, format_peers, load_properties, parse_address, parse_peers
+from dledger.testing.launcher import load_state
 
 __all__ = ["add_client_commands", "format_status_table"]
 
@@ -29,8 +31,6 @@ EXIT_UNKNOWN = 3
 
 def _peers_of(args: argparse.Namespace) -> tuple[str, str]:
     if getattr(args, "cluster", None):
-        from dledger.testing.launcher import load_state
-
         group, peers_map, _ = load_state(args.cluster)
         return format_peers(peers_map), args.group or group
     if args.peers:
@@ -179,6 +179,8 @@ def format_status_table(nodes: list[NodeInfo]) -> str:
 def _cmd_status(args: argparse.Namespace) -> int:
     if args.namesrv:
         return _namesrv_status(args)
+    if args.cluster and (groups := groups_of(args.cluster)) is not None:
+        return _groups_status(args, *groups)
     with _client(args) as client:
         nodes = client.status(timeout=min(args.timeout, 2.0))
     if args.json:
@@ -186,6 +188,31 @@ def _cmd_status(args: argparse.Namespace) -> int:
     else:
         print(format_status_table(nodes))
     return 0 if all(n.reachable for n in nodes) else 1
+
+
+def _groups_status(args: argparse.Namespace, groups: list[tuple[str, pathlib.Path]], namesrv: str) -> int:
+    """`--cluster DIR` of `dledger cluster --broker --groups N`: each group's replicas, then what the NameServer
+    names as each group's master; 1 when a replica or the NameServer does not answer."""
+    report: dict[str, list[NodeInfo]] = {}
+    for name, root in groups:
+        group, peers, _ = load_state(root)
+        with DLedgerClient(format_peers(peers), group=group, timeout=args.timeout, tls=_tls_of(args),
+                           token=_token_of(args)) as client:  # fmt: skip
+            report[name] = client.status(timeout=min(args.timeout, 2.0))
+    try:
+        rows = broker_rows(fetch_cluster_info(namesrv, timeout=min(args.timeout, 3.0)))
+        problem = ""
+    except NamesrvStatusError as exc:
+        rows, problem = [], str(exc)
+    if args.json:
+        out = {name: [asdict(n) for n in nodes] for name, nodes in report.items()}
+        print(json.dumps({"groups": out, "namesrv": [r.to_json() for r in rows], "namesrv_error": problem}, indent=2))
+    else:
+        for name, nodes in report.items():
+            print(f"broker group {name}\n{format_status_table(nodes)}\n")
+        print(f"name server {namesrv}: " + (problem or f"\n{format_broker_table(rows)}"))
+    answered = all(n.reachable for nodes in report.values() for n in nodes)
+    return 0 if answered and not problem else 1
 
 
 def _namesrv_status(args: argparse.Namespace) -> int:

@@ -21,14 +21,14 @@ from typing import Any
 
 import pytest
 from rocketmq import FilterExpression, PushConsumer, SimpleConsumer
-from rocketmq.grpc_protocol import FilterType, TransactionResolution
+from rocketmq.grpc_protocol import FilterType
 from rocketmq.v5.consumer.push.message_listener import ConsumeResult, MessageListener
-from rocketmq.v5.producer import TransactionChecker
 
 from dledger.cli.broker import LocalBrokerGroup
 from dledger.cli.main import main as cli_main
 from tests.broker_endpoint.test_nodejs import NODE_DIR, node_or_skip
 from tests.broker_endpoint.util import (
+    OrphanChecker,
     Pinned,
     config,
     drain,
@@ -164,22 +164,9 @@ def test_delay_and_recall(via: Pinned) -> None:
             assert receive(c, 8, 20) == []  # the recalled one never comes
 
 
-class _Checker(TransactionChecker):
-    """Commits a message whose body is b"orphan"; for any other, "don't know yet"."""
-
-    def __init__(self) -> None:
-        self.checked: list[str] = []
-
-    def check(self, message: object) -> TransactionResolution:
-        self.checked.append(message.message_id)  # type: ignore[attr-defined]
-        if message.body == b"orphan":  # type: ignore[attr-defined]
-            return TransactionResolution.COMMIT
-        return TransactionResolution.TRANSACTION_RESOLUTION_UNSPECIFIED
-
-
 def test_transactions_commit_rollback_and_check(via: Pinned) -> None:
     topic = f"mx-tx-{via.role}"
-    checker = _Checker()
+    checker = OrphanChecker()
     with producer(via, (topic,), checker=checker) as p:
         send_eventually(p, message(topic, b"creates the topic"))
         with started(via, f"g-{topic}", topic) as c:

@@ -12,13 +12,13 @@ import time
 
 import pytest
 from rocketmq import FilterExpression, PushConsumer, SimpleConsumer
-from rocketmq.grpc_protocol import FilterType, TransactionResolution
+from rocketmq.grpc_protocol import FilterType
 from rocketmq.v5.consumer.push.message_listener import ConsumeResult, MessageListener
-from rocketmq.v5.producer import TransactionChecker
 
 from dledger.cli.broker import LocalBrokerGroup
 from tests.broker_endpoint.test_nodejs import digest_bodies
 from tests.broker_endpoint.util import (
+    OrphanChecker,
     config,
     drain,
     eventually,
@@ -100,21 +100,8 @@ def test_delay_message_is_not_delivered_before_its_time(group: LocalBrokerGroup)
         c.ack(got[0])
 
 
-class _Checker(TransactionChecker):
-    """Commits the message whose body is b"orphan"; for the others, "don't know yet" (they stay prepared)."""
-
-    def __init__(self) -> None:
-        self.checked: list[str] = []
-
-    def check(self, message: object) -> TransactionResolution:
-        self.checked.append(message.message_id)  # type: ignore[attr-defined]
-        if message.body == b"orphan":  # type: ignore[attr-defined]
-            return TransactionResolution.COMMIT
-        return TransactionResolution.TRANSACTION_RESOLUTION_UNSPECIFIED
-
-
 def test_transactions_commit_rollback_and_recovery_check(group: LocalBrokerGroup) -> None:
-    checker = _Checker()
+    checker = OrphanChecker()
     with producer(group, ("tx",), checker=checker) as p, simple_consumer(group, "g-tx", "tx") as c:
         committed = p.begin_transaction()
         c_id = p.send(message("tx", b"commit me"), committed).message_id

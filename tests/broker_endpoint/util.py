@@ -14,6 +14,8 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 from rocketmq import ClientConfiguration, Credentials, FilterExpression, Message, Producer, SimpleConsumer
+from rocketmq.grpc_protocol import TransactionResolution
+from rocketmq.v5.producer import TransactionChecker
 
 from dledger.cli.broker import LocalBrokerGroup
 from dledger.client.client import DLedgerClient
@@ -143,3 +145,16 @@ def drain(c: SimpleConsumer, want: set[str], timeout: float = 60.0, invisible_s:
             except Exception:
                 pass  # redelivered later; still counted as received
     return got
+
+
+class OrphanChecker(TransactionChecker):
+    """Commits the message whose body is b"orphan"; for the others, "don't know yet" (they stay prepared)."""
+
+    def __init__(self) -> None:
+        self.checked: list[str] = []
+
+    def check(self, message: object) -> TransactionResolution:
+        self.checked.append(message.message_id)  # type: ignore[attr-defined]
+        if message.body == b"orphan":  # type: ignore[attr-defined]
+            return TransactionResolution.COMMIT
+        return TransactionResolution.TRANSACTION_RESOLUTION_UNSPECIFIED

@@ -13,19 +13,15 @@ from bench.namesrv_flip import eventually, route_addrs
 from dledger.cli.admin_cluster import ClusterAdminError, cluster_groups
 from dledger.cli.broker_groups import DEFAULT_CLUSTER, LocalBrokerCluster
 from dledger.cli.main import main
+from tests.rocketmq.groups import started_cluster
 
 pytestmark = pytest.mark.process  # starts processes
 
 
 @pytest.fixture
 def cluster(tmp_path: pathlib.Path) -> Iterator[LocalBrokerCluster]:
-    c = LocalBrokerCluster.create(tmp_path / "c", 2, period_ms=1000)
-    try:
-        failed = c.start_all()
-        assert not failed, failed
+    with started_cluster(tmp_path / "c") as c:
         yield c
-    finally:
-        c.stop_all()
 
 
 def _groups(addr: str) -> dict[str, list[str]] | None:

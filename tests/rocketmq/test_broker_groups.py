@@ -63,6 +63,18 @@ def test_two_groups_register_with_one_name_server_and_stop_together(tmp_path: pa
             state["namesrv"]["pid"],
         ]
         assert len(pids) == 7 and all(_alive(p) for p in pids)
+        status = _dledger("status", "--cluster", str(root), "--json")
+        assert status.returncode == 0, status.stderr
+        shown = json.loads(status.stdout)
+        assert sorted(shown["groups"]) == ["broker-a", "broker-b"] and not shown["namesrv_error"]
+        for name, nodes in shown["groups"].items():
+            assert len(nodes) == 3 and all(n["reachable"] for n in nodes), (name, nodes)
+            leader = {n["leader_id"] for n in nodes} - {None, ""}
+            assert len(leader) == 1, (name, nodes)
+        masters = {(r["brokerName"], r["brokerId"]) for r in shown["namesrv"]}
+        assert {("broker-a", 0), ("broker-b", 0)} <= masters, shown["namesrv"]
+        table = _dledger("status", "--cluster", str(root))
+        assert table.returncode == 0 and all(f"broker group {n}" in table.stdout for n in ("broker-a", "broker-b"))
         again = _dledger("cluster", "--broker", "--groups", "2", "--detach", "--store-dir", str(root))
         assert again.returncode == 1 and "already runs" in again.stderr
     finally:

@@ -13,6 +13,7 @@ import pytest
 
 from bench.namesrv_flip import eventually, route_addrs
 from dledger.cli.broker_groups import LocalBrokerCluster
+from tests.rocketmq.groups import FROM_FIRST, started_cluster
 
 rocketmq = pytest.importorskip("rocketmq")
 
@@ -29,14 +30,8 @@ TOPIC = "spread"
 
 @pytest.fixture
 def cluster(tmp_path: pathlib.Path) -> Iterator[LocalBrokerCluster]:
-    extra = {"consumeFromWhere": "CONSUME_FROM_FIRST_OFFSET"}  # the consumer starts after the sends
-    c = LocalBrokerCluster.create(tmp_path / "c", 2, period_ms=1000, extra=extra)
-    try:
-        failed = c.start_all()
-        assert not failed, failed
+    with started_cluster(tmp_path / "c", FROM_FIRST) as c:
         yield c
-    finally:
-        c.stop_all()
 
 
 def _query_route(endpoint: str) -> list[d.MessageQueue]:

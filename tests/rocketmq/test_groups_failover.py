@@ -14,6 +14,7 @@ import pytest
 
 from bench.namesrv_flip import route_addrs
 from dledger.cli.broker_groups import LocalBrokerCluster
+from tests.rocketmq.groups import FROM_FIRST, started_cluster
 
 pytest.importorskip("rocketmq")
 
@@ -35,14 +36,8 @@ NAMES = ("broker-a", "broker-b")
 
 @pytest.fixture
 def cluster(tmp_path: pathlib.Path) -> Iterator[LocalBrokerCluster]:
-    extra = {"consumeFromWhere": "CONSUME_FROM_FIRST_OFFSET"}  # the consumer starts after the sends
-    c = LocalBrokerCluster.create(tmp_path / "c", 2, period_ms=1000, extra=extra)
-    try:
-        failed = c.start_all()
-        assert not failed, failed
+    with started_cluster(tmp_path / "c", FROM_FIRST) as c:
         yield c
-    finally:
-        c.stop_all()
 
 
 def test_one_groups_leader_killed_the_other_keeps_acknowledging_and_nothing_is_lost(
