@@ -40,8 +40,8 @@ from dledger.client.aio_client import AsyncDLedgerClient
 from dledger.rocketmq.remoting.codes import RequestCode, ResponseCode
 from dledger.rocketmq.remoting.command import RemotingCommand
 from dledger.rocketmq.remoting.transport import invoke
-from tests.broker_endpoint.util import leader_id, message, producer, send_eventually
 from tests.rocketmq_remoting.util import Worker, eventually
+from tests.rocketmq_v5.util import leader_id, message, producer, send_eventually
 
 TOPIC = "BenchRemoting"
 

@@ -10,7 +10,7 @@ from typing import Any
 from dledger.broker_adapter import MessageStore, StoreOptions
 from dledger.node.config import NodeConfig
 from tests.broker_adapter.group_util import FakeClock
-from tests.server.cluster_util import peers_for
+from tests.node.cluster_util import peers_for
 from tests.support import wait_for_async
 
 

@@ -17,7 +17,7 @@ import pytest
 from dledger.broker_adapter import Message, MessageStore, StoreOptions
 from dledger.client.aio_client import AsyncDLedgerClient
 from tests.broker_adapter.group_util import IDS, BrokerGroup, dump
-from tests.server.cluster_util import peers_for
+from tests.node.cluster_util import peers_for
 
 pytestmark = pytest.mark.process
 

@@ -21,7 +21,7 @@ from rocketmq.grpc_protocol import definition_pb2 as d  # type: ignore[import-un
 from rocketmq.grpc_protocol import service_pb2 as s  # noqa: E402
 from rocketmq.grpc_protocol import service_pb2_grpc as sg  # noqa: E402
 
-from tests.broker_endpoint.util import drain, message, producer, send_eventually, simple_consumer  # noqa: E402
+from tests.rocketmq_v5.util import drain, message, producer, send_eventually, simple_consumer  # noqa: E402
 
 pytestmark = pytest.mark.process  # starts processes
 

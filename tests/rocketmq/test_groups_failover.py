@@ -18,7 +18,7 @@ from tests.rocketmq.groups import FROM_FIRST, started_cluster
 
 pytest.importorskip("rocketmq")
 
-from tests.broker_endpoint.util import (
+from tests.rocketmq_v5.util import (
     drain,
     eventually,
     leader_id,

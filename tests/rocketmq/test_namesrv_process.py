@@ -23,7 +23,7 @@ from bench.namesrv_flip import (
     kill_leader_and_time_flip,
 )
 from dledger.cli.broker_groups import RegisteringGroup
-from tests.broker_endpoint.util import leader_id
+from tests.rocketmq_v5.util import leader_id
 
 pytestmark = pytest.mark.process  # starts processes
 

@@ -22,7 +22,8 @@ from dledger.rocketmq.remoting.codes import RequestCode, ResponseCode
 from dledger.rocketmq.remoting.command import RemotingCommand
 from dledger.rocketmq.remoting.msgformat import parse_offset_msg_id
 from dledger.rocketmq.remoting.transport import invoke
-from tests.broker_endpoint.util import (
+from tests.rocketmq_remoting.util import Worker, cpp_client, eventually
+from tests.rocketmq_v5.util import (
     drain,
     leader_id,
     message,
@@ -30,7 +31,6 @@ from tests.broker_endpoint.util import (
     send_eventually,
     simple_consumer,
 )
-from tests.rocketmq_remoting.util import Worker, cpp_client, eventually
 
 pytestmark = pytest.mark.process  # C++ client worker processes (and broker processes)
 

@@ -30,7 +30,7 @@ from dledger.rocketmq.remoting import fastjson
 from dledger.rocketmq.remoting.codes import RequestCode, ResponseCode
 from dledger.rocketmq.remoting.command import RemotingCommand
 from dledger.rocketmq.remoting.transport import RemotingConnection, RemotingServer
-from tests.server.cluster_util import peers_for
+from tests.node.cluster_util import peers_for
 
 T = TypeVar("T")
 
