@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +85,8 @@ class BrokerContext:
     on_topics_changed: list[Callable[[], None]] = field(default_factory=list)
     batcher: PutBatcher | None = None  # group commit of concurrent sends (see `batcher.py`)
     seen_topics: dict[str, float] = field(default_factory=dict)  # topic -> when a send last saw it exist
+    config_version: int = 0  # how many times UPDATE_BROKER_CONFIG changed `config` (see `admin_config.py`)
+    config_changed_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
     def put(self, msgs: Sequence[Message]) -> Awaitable[PutResult]:
         if self.batcher is None:
