@@ -107,7 +107,7 @@ def test_reset_to_a_timestamp_moves_the_groups_next_pull_and_tells_its_consumers
     assert reset(broker, "Nope", "rg", 0).code == ResponseCode.TOPIC_NOT_EXIST
     assert reset(broker, "Rs", "nobody", 0).code == ResponseCode.SUBSCRIPTION_GROUP_NOT_EXIST
     assert broker.store.committed_offset("nobody", "Rs", 0) == -1
-    for bad in ({"timestamp": "soon"}, {"queueId": "9"}):
+    for bad in ({"timestamp": "soon"}, {"queueId": "9"}, {"group": ""}, {"group": "a\0b"}, {"topic": "x" * 5000}):
         fields = {"topic": "Rs", "group": "rg", "timestamp": "0", "isForce": "true", **bad}
         r = call(broker, R.INVOKE_BROKER_TO_RESET_OFFSET, fields)
         assert r.code == ResponseCode.SYSTEM_ERROR and "\n" not in (r.remark or ""), r.remark
@@ -156,6 +156,13 @@ def test_single_lookups_consumers_of_a_topic_and_time_spans(broker: InProcessBro
     assert (group["groupName"], group["retryMaxTimes"]) == ("lkg", 2)
     missing = call(broker, R.GET_SUBSCRIPTIONGROUP_CONFIG, {"group": "nope"})
     assert missing.code == ResponseCode.SUBSCRIPTION_GROUP_NOT_EXIST
+    malformed = [
+        (R.GET_SUBSCRIPTIONGROUP_CONFIG, {"group": "a\0b"}), (R.GET_TOPIC_CONFIG, {"topic": ""}),
+        (R.QUERY_TOPIC_CONSUME_BY_WHO, {}), (R.QUERY_CONSUME_TIME_SPAN, {"topic": "Lk", "group": "x y"}),
+    ]  # fmt: skip
+    for code, fields in malformed:
+        r = call(broker, code, fields)
+        assert r.code == ResponseCode.SYSTEM_ERROR and "\n" not in (r.remark or ""), (code, r.remark)
 
     for body in (b"a", b"b", b"c"):
         assert send(broker, "Lk", body, 0).code == ResponseCode.SUCCESS

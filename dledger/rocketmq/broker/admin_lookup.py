@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from dledger.rocketmq.broker.admin import topic_json
-from dledger.rocketmq.broker.context import BrokerContext, field_text
+from dledger.rocketmq.broker.context import BrokerContext, name_field
 from dledger.rocketmq.broker.subgroups import config_json
 from dledger.rocketmq.remoting import fastjson
 from dledger.rocketmq.remoting.codes import RequestCode, ResponseCode
@@ -30,7 +30,7 @@ __all__ = ["HANDLERS"]
 
 
 async def topic_config(ctx: BrokerContext, cmd: RemotingCommand, conn: object) -> RemotingCommand:
-    topic = field_text(cmd, "topic")
+    topic = name_field(cmd, "topic", "topic")
     cfg = ctx.store.topic(topic)
     if cfg is None:
         return cmd.response_to(ResponseCode.TOPIC_NOT_EXIST, f"No topic in this broker. topic: {topic}")
@@ -38,7 +38,7 @@ async def topic_config(ctx: BrokerContext, cmd: RemotingCommand, conn: object) -
 
 
 async def group_config(ctx: BrokerContext, cmd: RemotingCommand, conn: object) -> RemotingCommand:
-    group = field_text(cmd, "group")
+    group = name_field(cmd, "group", "group")
     cfg = ctx.store.group_config(group)
     if cfg is None:
         return cmd.response_to(ResponseCode.SUBSCRIPTION_GROUP_NOT_EXIST, f"No group in this broker. group: {group}")
@@ -46,7 +46,7 @@ async def group_config(ctx: BrokerContext, cmd: RemotingCommand, conn: object) -
 
 
 async def consumed_by(ctx: BrokerContext, cmd: RemotingCommand, conn: object) -> RemotingCommand:
-    topic = field_text(cmd, "topic")
+    topic = name_field(cmd, "topic", "topic")
     online = {g for g in ctx.clients.groups() if ctx.clients.subscription(g, topic) is not None}
     groups = sorted(online | set(ctx.store.topic_groups(topic)))
     return cmd.response_to(ResponseCode.SUCCESS, None, None, fastjson.dumps({"groupList": groups}))
@@ -61,8 +61,8 @@ async def _stamp(ctx: BrokerContext, topic: str, queue: int, offset: int) -> int
 
 
 async def time_span(ctx: BrokerContext, cmd: RemotingCommand, conn: object) -> RemotingCommand:
-    topic = field_text(cmd, "topic")
-    group = field_text(cmd, "group")
+    topic = name_field(cmd, "topic", "topic")
+    group = name_field(cmd, "group", "group")
     cfg = ctx.store.topic(topic)
     if cfg is None:
         return cmd.response_to(ResponseCode.TOPIC_NOT_EXIST, f"topic[{topic}] not exist")

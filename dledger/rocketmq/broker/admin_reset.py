@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 
 from dledger.broker_adapter import StoreError
 from dledger.rocketmq.broker.admin_stats import message_queue, store_refusal
-from dledger.rocketmq.broker.context import BrokerContext, bool_field, field_text, int_field
+from dledger.rocketmq.broker.context import BrokerContext, bool_field, int_field, name_field
 from dledger.rocketmq.broker.offsets import commit
 from dledger.rocketmq.remoting import fastjson
 from dledger.rocketmq.remoting.codes import RequestCode, ResponseCode
@@ -53,8 +53,8 @@ def target_offsets(
 
 
 async def reset_offset(ctx: BrokerContext, cmd: RemotingCommand, conn: object) -> RemotingCommand:
-    topic = field_text(cmd, "topic")
-    group = field_text(cmd, "group")
+    topic = name_field(cmd, "topic", "topic")
+    group = name_field(cmd, "group", "group")
     timestamp = int_field(cmd, "timestamp")
     force = bool_field(cmd, "isForce")
     queue_id = int_field(cmd, "queueId", -1)

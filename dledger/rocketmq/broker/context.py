@@ -1,8 +1,9 @@
 """What every remoting handler of the broker works with (`BrokerContext`), and how it reads request headers.
 
-Header fields arrive as strings in a request's `ext_fields` and are untrusted: `field`, `int_field` and
-`bool_field` raise `HeaderError` (one line naming the field) for a missing or malformed value, which the
-broker answers with SYSTEM_ERROR and that line as the remark, as RocketMQ answers a header it cannot decode.
+Header fields arrive as strings in a request's `ext_fields` and are untrusted: `field_text`, `int_field`,
+`name_field` and `bool_field` raise `HeaderError` (one line naming the field) for a missing or malformed
+value, which the broker answers with SYSTEM_ERROR and that line as the remark, as RocketMQ answers a header
+it cannot decode.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dledger.broker_adapter import Message, MessageStore, PutResult
+from dledger.broker_adapter import Message, MessageStore, PutResult, StoreError
+from dledger.broker_adapter.results import check_name
 from dledger.rocketmq.broker.batcher import PutBatcher
 from dledger.rocketmq.broker.clients import ClientRegistry
 from dledger.rocketmq.broker.config import RemotingConfig
@@ -23,7 +25,7 @@ from dledger.rocketmq.broker.storemap import host_of
 from dledger.rocketmq.remoting.command import RemotingCommand
 from dledger.rocketmq.remoting.msgformat import Host
 
-__all__ = ["BrokerContext", "HeaderError", "bool_field", "field_text", "int_field"]
+__all__ = ["BrokerContext", "HeaderError", "bool_field", "field_text", "int_field", "name_field"]
 
 log = logging.getLogger("dledger.rocketmq.broker.face")
 
@@ -40,6 +42,16 @@ def field_text(cmd: RemotingCommand, name: str, default: str | None = None) -> s
         if default is None:
             raise HeaderError(f"the header field {name!r} is missing")
         return default
+    return value
+
+
+def name_field(cmd: RemotingCommand, name: str, kind: str) -> str:
+    """A topic or group name field, checked as the store checks names (HeaderError saying why)."""
+    value = field_text(cmd, name)
+    try:
+        check_name(kind, value)
+    except StoreError as exc:
+        raise HeaderError(f"the header field {name!r}: {exc.reason}"[:300]) from None
     return value
 
 
