@@ -46,9 +46,8 @@ from dledger.node.config import NodeConfig
 from dledger.node.errors import BusyError, LeaderHint, NodeNotLeaderError, NodeOutcomeUnknownError, NodeStoppedError
 from dledger.node.node_members import MembersMixin, Roster
 from dledger.node.node_repair import RepairMixin
-from dledger.node.node_snapshots import SnapshotsMixin
+from dledger.node.node_snapshots import Snapshots
 from dledger.node.peer_transports import Transport, make_transport
-from dledger.node.snapshot_transfer import SnapshotInbox
 from dledger.node.startup import REPLACE_STORE_HINT, core_config, load_hard_state, open_log, recovering_start
 from dledger.node.state_machine import StateMachine
 from dledger.node.stats import NodeStats
@@ -85,7 +84,7 @@ class _Waiter:
     proposed_at: float = 0.0  # time.perf_counter() when proposed, for the commit latency
 
 
-class RaftNode(SnapshotsMixin, MembersMixin, RepairMixin):
+class RaftNode(MembersMixin, RepairMixin):
     """Drives one `RaftCore` over a `SegmentedLog`, an LMDB hard state and the peer transport."""
 
     def __init__(
@@ -130,9 +129,7 @@ class RaftNode(SnapshotsMixin, MembersMixin, RepairMixin):
         self.hard_state_store: HardStateStore | None = None
         self.core: RaftCore | None = None
         self.transport: Transport | None = None
-        self.snapshots: SnapshotStore | None = None
-        self.snapshot_inbox: SnapshotInbox | None = None
-        self._snapshot_sends: dict[str, asyncio.Task[None]] = {}
+        self.snapshots = Snapshots(config, self.state_machines, self.stats, self._io)
         self.roster = Roster(config)
         self._init_repair()
 
@@ -154,9 +151,9 @@ class RaftNode(SnapshotsMixin, MembersMixin, RepairMixin):
         cfg = self.config
         self.log = open_log(cfg)
         self.hard_state_store = HardStateStore.open(cfg.store_dir / "state")
-        self.snapshots = SnapshotStore(cfg.store_dir / "snapshots", keep=cfg.snapshot_keep)
-        saved = load_hard_state(self.hard_state_store, self.log, self.snapshots)
-        latest = self._recover_from_snapshot()
+        self.snapshots.store = store = SnapshotStore(cfg.store_dir / "snapshots", keep=cfg.snapshot_keep)
+        saved = load_hard_state(self.hard_state_store, self.log, store)
+        latest = self.snapshots.recover(self.log)
         self._sm_applied = [sm.last_applied() for sm in self.state_machines]
         applied = min(self._sm_applied, default=0)
         # whatever a state machine applied was committed. The commit index is not cut to the log's end: a log
@@ -183,11 +180,9 @@ class RaftNode(SnapshotsMixin, MembersMixin, RepairMixin):
         self._wake = asyncio.Event()
         self.transport = self._transport_factory(self.config)
         self.transport.start()
-        assert self.snapshots is not None and self.core is not None
+        assert self.core is not None
         core = self.core
-        self.snapshot_inbox = SnapshotInbox(
-            self.snapshots, self._io, self.config.self_id, lambda: self.current_term, self.deliver
-        )
+        self.snapshots.start(lambda: self.current_term, self.deliver, self.transport.send_snapshot_chunk, self._sent)
         self._on_membership(core)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"raft-{self.config.self_id}")
 
@@ -199,11 +194,7 @@ class RaftNode(SnapshotsMixin, MembersMixin, RepairMixin):
             await asyncio.gather(self._task, return_exceptions=True)
         stopped = NodeStoppedError("the node is stopping")
         self._fail_all(stopped, NodeOutcomeUnknownError("the node stopped before commit"))
-        for task in self._snapshot_sends.values():
-            task.cancel()
-        await asyncio.gather(*self._snapshot_sends.values(), return_exceptions=True)
-        if self.snapshot_inbox is not None:
-            await asyncio.get_running_loop().run_in_executor(self._io, self.snapshot_inbox.close)
+        await self.snapshots.close()
         if self.transport is not None:
             await self.transport.close()
         await asyncio.get_running_loop().run_in_executor(self._io, self._close_storage)
@@ -296,10 +287,10 @@ class RaftNode(SnapshotsMixin, MembersMixin, RepairMixin):
         core, store = self.core, self.log
         assert core is not None and store is not None
         limit = min(before_index, core.applied + 1)
-        if self._can_snapshot():
+        if self.snapshots.can_take():
             snap = core.snapshot
             if snap is None or snap.index + 1 < limit:
-                snap = await self._snapshot_when_applied(core) or snap
+                snap = await self.snapshots.take_when_applied(core, store, self._sm_applied) or snap
             limit = min(limit, snap.index + 1 if snap is not None else 1)
         self._io_jobs += 1
         try:
@@ -308,16 +299,31 @@ class RaftNode(SnapshotsMixin, MembersMixin, RepairMixin):
             self._io_jobs -= 1
         return store.first_index
 
-    async def _snapshot_when_applied(self, core: RaftCore) -> SnapshotMeta | None:
-        """A snapshot at the applied index, which must be the commit index: between a Ready's persist and its
-        apply they differ for a moment, so wait (a few ticks at most) rather than compact nothing."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10 * self.config.tick_ms / 1000
-        while True:
-            snap = self._take_snapshot(core)
-            if snap is not None or core.applied == core.commit_index or loop.time() > deadline:
-                return snap
-            await asyncio.sleep(self.config.tick_ms / 4000)
+    # ---- snapshots (the work is `Snapshots`'s) ----
+    async def receive_snapshot_chunk(self, chunk: pb.SnapshotChunk) -> pb.SnapshotAck:
+        """The peer servicer's callback for InstallSnapshot chunks."""
+        inbox = self.snapshots.inbox
+        if inbox is None or self._fenced is not None or self._stopping:
+            return pb.SnapshotAck(ok=False, error="the node is not running")
+        return await inbox.on_chunk(chunk)
+
+    def snapshot_index(self) -> int:
+        core = self.core
+        return core.snapshot.index if core is not None and core.snapshot is not None else 0
+
+    async def take_snapshot(self) -> SnapshotMeta | None:
+        """Snapshot the state machines now (at the applied index); None when one cannot snapshot or the
+        applied index is not the commit index yet."""
+        self._check_running()
+        assert self.core is not None and self.log is not None
+        return self.snapshots.take(self.core, self.log, self._sm_applied)
+
+    def _sent(self, to_id: str, ok: bool) -> None:
+        """A snapshot transfer's outcome, for the core (unless the node stopped or was fenced meanwhile)."""
+        core = self.core
+        if core is not None and not self._stopping and self._fenced is None:
+            core.report_snapshot(to_id, ok)
+            self._poke()
 
     def leader_hint(self) -> LeaderHint:
         return self._hint(self.core.leader_id if self.core else None)
@@ -500,7 +506,7 @@ class RaftNode(SnapshotsMixin, MembersMixin, RepairMixin):
             self.stats.entries_persisted += len(rd.entries)
             self.stats.bytes_persisted += size
         if rd.snapshot is not None:
-            self._install_snapshot(rd.snapshot)
+            self._sm_applied = self.snapshots.install(rd.snapshot)
         self._send(rd.persisted_messages)
         if rd.persisted_messages and rd.committed_entries:
             await asyncio.sleep(0)  # the answers leave before the apply (a follower's acks gate the commit)
@@ -514,10 +520,9 @@ class RaftNode(SnapshotsMixin, MembersMixin, RepairMixin):
         if self._recovering_mark and not core.recovering_until:
             await self._end_recovering(core)
         self._on_membership(core)
-        if rd.committed_entries and self.config.snapshot_entries:
-            snap = core.snapshot
-            if core.applied - (snap.index if snap else 0) >= self.config.snapshot_entries:
-                self._take_snapshot(core)
+        if rd.committed_entries:
+            assert self.log is not None
+            self.snapshots.take_if_due(core, self.log, self._sm_applied)
         if self._reads_ready:
             applied = core.applied
             still = []
@@ -580,7 +585,7 @@ class RaftNode(SnapshotsMixin, MembersMixin, RepairMixin):
         cache: WireCache = {}
         for m in messages:
             if isinstance(m, InstallSnapshot):  # the bytes go first, in chunks; see snapshot_transfer
-                self._start_snapshot_send(m)
+                self.snapshots.start_send(m)
                 continue
             by_peer[m.to_id].append(to_wire_parts(m, cache))
         for to_id, batch in by_peer.items():

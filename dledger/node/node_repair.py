@@ -59,6 +59,7 @@ from dledger.storage_api import Entry, HardState, SnapshotMeta
 
 if TYPE_CHECKING:
     from dledger.node.config import NodeConfig
+    from dledger.node.node_snapshots import Snapshots
 
 __all__ = ["MAX_REPAIRS", "REPAIR_WINDOW", "RepairMixin", "storage_damage"]
 
@@ -89,6 +90,7 @@ class RepairMixin:
     core: RaftCore | None
     log: SegmentedLog | None
     hard_state_store: HardStateStore | None
+    snapshots: Snapshots
     _io: ThreadPoolExecutor
     _sm_applied: list[int]
     _recovering_mark: int
@@ -99,7 +101,6 @@ class RepairMixin:
 
         async def _drive(self) -> None: ...
         def _fence(self, exc: BaseException) -> None: ...
-        def _recover_from_snapshot(self) -> SnapshotMeta | None: ...
         def _save_hard_state(self, hs: HardState, *, force: bool = False) -> None: ...
         def _fail_all(self, refused: Exception, unknown: Exception) -> None: ...
         def _on_soft_state(self, core: RaftCore) -> None: ...
@@ -229,7 +230,7 @@ class RepairMixin:
             except Exception as exc:  # a poisoned log may fail its last flush: its files are reopened anyway
                 log.warning("closing the damaged log: %s", exc)
         self.log = store = open_log(self.config)
-        latest = self._recover_from_snapshot()
+        latest = self.snapshots.recover(store)
         commit = max(hs.commit_index, applied, latest.index if latest is not None else 0)
         target = recovering_start(store, hs_store, commit, self.config.self_id, lost_last=lost_last, cause=cause)
         return latest, target

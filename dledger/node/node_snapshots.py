@@ -1,4 +1,5 @@
-"""The snapshot half of the node driver (`RaftNode` mixes it in): taking, installing and sending snapshots.
+"""The snapshot half of the node driver: `Snapshots`, which `RaftNode` owns and calls, takes, installs,
+receives and sends snapshots.
 
 Rules (the core's side is in `dledger/raft/snapshot.py`):
 - at start, before the core is built: a snapshot newer than the log's end (an install interrupted before
@@ -12,20 +13,22 @@ Rules (the core's side is in `dledger/raft/snapshot.py`):
 - installing a leader's snapshot: the file is stored and checked first (`SnapshotInbox`), the core asks
   for it in `Ready.snapshot`, the persist resets the log, then every state machine is restored from it;
 - sending: one transfer per follower at a time (`snapshot_transfer.send_snapshot`), its outcome reported
-  to the core with `report_snapshot`.
+  to the core (through the node's `report` callback, which drops it once the node stops or is fenced).
+
+`Snapshots` holds no core and no log: the node passes the ones in effect (an in-place repair replaces both).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from dledger._proto import dledger_pb2 as pb
 from dledger.node.snapshot_image import restore_image, write_image
 from dledger.node.snapshot_transfer import SnapshotInbox, send_snapshot
 from dledger.node.state_machine import SnapshottingStateMachine, StateMachine
-from dledger.raft import RaftCore
 from dledger.raft.messages import InstallSnapshot
 from dledger.storage_api import SnapshotMeta
 
@@ -34,41 +37,66 @@ if TYPE_CHECKING:
 
     from dledger.commitlog import SegmentedLog, SnapshotStore
     from dledger.node.config import NodeConfig
-    from dledger.node.peer_transports import Transport
+    from dledger.node.stats import NodeStats
+    from dledger.raft import RaftCore
 
-__all__ = ["SnapshotsMixin"]
+__all__ = ["SendChunkTo", "Snapshots"]
 
 log = logging.getLogger("dledger.node.node")
 
+SendChunkTo = Callable[[str, pb.SnapshotChunk, float], Awaitable[pb.SnapshotAck]]  # (to id, chunk, timeout)
 
-class SnapshotsMixin:
-    """Snapshot work of `RaftNode` (see the module docstring)."""
 
-    # state owned by RaftNode
-    config: NodeConfig
-    state_machines: list[StateMachine]
-    stats: Any
-    core: RaftCore | None
-    log: SegmentedLog | None
-    snapshots: SnapshotStore | None
-    snapshot_inbox: SnapshotInbox | None
-    transport: Transport | None
-    _io: ThreadPoolExecutor
-    _sm_applied: list[int]
-    _snapshot_sends: dict[str, asyncio.Task[None]]
-    _stopping: bool
-    _fenced: BaseException | None
+class Snapshots:
+    """The node's snapshot store and the work on it (see the module docstring). File work runs on `io`,
+    the node's I/O thread; everything else on the loop thread."""
 
-    if TYPE_CHECKING:
+    def __init__(
+        self,
+        config: NodeConfig,
+        state_machines: Sequence[StateMachine],
+        stats: NodeStats,
+        io: ThreadPoolExecutor,
+    ) -> None:
+        self.store: SnapshotStore | None = None  # set by the node's `open_storage`
+        self._config = config
+        self._machines = state_machines
+        self._stats = stats
+        self._io = io
+        self.inbox: SnapshotInbox | None = None  # set by `start`
+        self._send_chunk: SendChunkTo | None = None
+        self._report: Callable[[str, bool], None] | None = None
+        self._sends: dict[str, asyncio.Task[None]] = {}
 
-        def _check_running(self) -> None: ...
-        def _poke(self) -> None: ...
+    def _files(self) -> SnapshotStore:
+        store = self.store
+        assert store is not None, "open_storage() first"
+        return store
 
-    def _recover_from_snapshot(self) -> SnapshotMeta | None:
+    def start(
+        self,
+        current_term: Callable[[], int],
+        deliver: Callable[[Sequence[pb.PeerMessage]], None],
+        send_chunk: SendChunkTo,
+        report: Callable[[str, bool], None],
+    ) -> None:
+        """Open the receiving end (`deliver` gets the checked InstallSnapshot) and the sending one (`report`
+        gets each transfer's outcome, for the core)."""
+        self.inbox = SnapshotInbox(self._files(), self._io, self._config.self_id, current_term, deliver)
+        self._send_chunk, self._report = send_chunk, report
+
+    async def close(self) -> None:
+        """Cancel the transfers in progress and close the receiving end."""
+        for task in self._sends.values():
+            task.cancel()
+        await asyncio.gather(*self._sends.values(), return_exceptions=True)
+        if self.inbox is not None:
+            await asyncio.get_running_loop().run_in_executor(self._io, self.inbox.close)
+
+    def recover(self, store: SegmentedLog) -> SnapshotMeta | None:
         """At start: finish an interrupted snapshot install and restore state machines whose state the log
         no longer covers (a wiped or torn state machine store after compaction). Returns the latest snapshot."""
-        store, snapshots = self.log, self.snapshots
-        assert store is not None and snapshots is not None
+        snapshots = self._files()
         latest = snapshots.latest()
         if latest is not None and latest.index > store.last_index:
             # installed from a leader (or taken here) but the log was not reset yet, or lost its unsynced tail:
@@ -80,92 +108,91 @@ class SnapshotsMixin:
             )
             store.reset(latest.index, latest.term)
         first = store.first_index
-        stale = [k for k, sm in enumerate(self.state_machines) if sm.last_applied() < first - 1]
+        machines = self._machines
+        stale = [k for k, sm in enumerate(machines) if sm.last_applied() < first - 1]
         if stale:
             if latest is None or latest.index < first - 1:
-                sm = self.state_machines[stale[0]]
+                sm = machines[stale[0]]
                 raise RuntimeError(
                     f"state machine {type(sm).__name__} applied up to {sm.last_applied()} but the log starts at "
                     f"{first} and no snapshot covers the gap (restore its store, or wipe this node and re-add it)"
                 )
             log.info("restoring %d state machine(s) from snapshot %d", len(stale), latest.index)
             with snapshots.open(latest) as src:
-                restore_image(src, self.state_machines, latest.index, only=stale)
+                restore_image(src, machines, latest.index, only=stale)
         return latest
 
-    async def receive_snapshot_chunk(self, chunk: pb.SnapshotChunk) -> pb.SnapshotAck:
-        """The peer servicer's callback for InstallSnapshot chunks."""
-        if self.snapshot_inbox is None or self._fenced is not None or self._stopping:
-            return pb.SnapshotAck(ok=False, error="the node is not running")
-        return await self.snapshot_inbox.on_chunk(chunk)
+    def can_take(self) -> bool:
+        return self.store is not None and all(isinstance(sm, SnapshottingStateMachine) for sm in self._machines)
 
-    def snapshot_index(self) -> int:
-        core = self.core
-        return core.snapshot.index if core is not None and core.snapshot is not None else 0
-
-    async def take_snapshot(self) -> SnapshotMeta | None:
-        """Snapshot the state machines now (at the applied index); None when one cannot snapshot or the
-        applied index is not the commit index yet."""
-        self._check_running()
-        assert self.core is not None
-        return self._take_snapshot(self.core)
-
-    def _can_snapshot(self) -> bool:
-        return self.snapshots is not None and all(
-            isinstance(sm, SnapshottingStateMachine) for sm in self.state_machines
-        )
-
-    def _take_snapshot(self, core: RaftCore) -> SnapshotMeta | None:
+    def take(self, core: RaftCore, store: SegmentedLog, sm_applied: Sequence[int]) -> SnapshotMeta | None:
         """On the loop thread, between applies (the state machines' contract): write every machine's image
-        at the applied index, which must be the commit index (so the configuration at it is known)."""
-        snapshots, store = self.snapshots, self.log
-        assert snapshots is not None and store is not None
+        at the applied index, which must be the commit index (so the configuration at it is known).
+        `sm_applied`: what each machine applied; None when one cannot snapshot or the indexes disagree."""
         applied = core.applied
         if core.snapshot is not None and core.snapshot.index >= applied:
             return core.snapshot
-        if applied == 0 or applied != core.commit_index or not self._can_snapshot():
+        if applied == 0 or applied != core.commit_index or not self.can_take():
             return None
-        if any(done != applied for done in self._sm_applied):
+        if any(done != applied for done in sm_applied):
             return None  # after an in-place repair the machines are ahead until the leader gives the range back
         meta = SnapshotMeta(applied, store.term_at(applied), core.committed_membership.encode())
-        with snapshots.create(meta) as writer:
-            write_image(writer, self.state_machines, applied)  # type: ignore[arg-type]
+        with self._files().create(meta) as writer:
+            write_image(writer, self._machines, applied)  # type: ignore[arg-type]
             writer.commit()
         core.set_snapshot(meta)
-        self.stats.snapshots_taken += 1
+        self._stats.snapshots_taken += 1
         log.info("snapshot taken at index %d (term %d)", meta.index, meta.term)
         return meta
 
-    def _install_snapshot(self, meta: SnapshotMeta) -> None:
-        """After the persist reset the log to `meta`: restore every state machine from the stored file."""
-        snapshots = self.snapshots
-        assert snapshots is not None
-        if self.state_machines:
-            with snapshots.open(meta) as src:
-                restore_image(src, self.state_machines, meta.index)
-        self._sm_applied = [meta.index] * len(self.state_machines)
-        self.stats.snapshots_installed += 1
-        log.info("installed the leader's snapshot at index %d (term %d)", meta.index, meta.term)
+    def take_if_due(self, core: RaftCore, store: SegmentedLog, sm_applied: Sequence[int]) -> None:
+        """After an apply: a snapshot once `snapshot_entries` entries were applied since the latest one."""
+        every = self._config.snapshot_entries
+        if every:
+            snap = core.snapshot
+            if core.applied - (snap.index if snap else 0) >= every:
+                self.take(core, store, sm_applied)
 
-    def _start_snapshot_send(self, m: InstallSnapshot) -> None:
-        running = self._snapshot_sends.get(m.to_id)
+    async def take_when_applied(
+        self, core: RaftCore, store: SegmentedLog, sm_applied: Sequence[int]
+    ) -> SnapshotMeta | None:
+        """A snapshot at the applied index, which must be the commit index: between a Ready's persist and its
+        apply they differ for a moment, so wait (a few ticks at most) rather than compact nothing."""
+        loop = asyncio.get_running_loop()
+        tick = self._config.tick_ms / 1000
+        deadline = loop.time() + 10 * tick
+        while True:
+            snap = self.take(core, store, sm_applied)
+            if snap is not None or core.applied == core.commit_index or loop.time() > deadline:
+                return snap
+            await asyncio.sleep(tick / 4)
+
+    def install(self, meta: SnapshotMeta) -> list[int]:
+        """After the persist reset the log to `meta`: restore every state machine from the stored file.
+        Returns what each machine applied now (`meta.index`)."""
+        if self._machines:
+            with self._files().open(meta) as src:
+                restore_image(src, self._machines, meta.index)
+        self._stats.snapshots_installed += 1
+        log.info("installed the leader's snapshot at index %d (term %d)", meta.index, meta.term)
+        return [meta.index] * len(self._machines)
+
+    def start_send(self, m: InstallSnapshot) -> None:
+        running = self._sends.get(m.to_id)
         if running is not None and not running.done():
             return  # the core waits for report_snapshot before it asks again
-        task = asyncio.get_running_loop().create_task(self._send_snapshot(m), name=f"snapshot-to-{m.to_id}")
-        self._snapshot_sends[m.to_id] = task
+        task = asyncio.get_running_loop().create_task(self._send(m), name=f"snapshot-to-{m.to_id}")
+        self._sends[m.to_id] = task
 
-    async def _send_snapshot(self, m: InstallSnapshot) -> None:
-        transport, snapshots = self.transport, self.snapshots
-        assert transport is not None and snapshots is not None
-        timeout = max(5.0, self.config.rpc_timeout_ms / 1000)
+    async def _send(self, m: InstallSnapshot) -> None:
+        send_to, report = self._send_chunk, self._report
+        assert send_to is not None and report is not None
+        timeout = max(5.0, self._config.rpc_timeout_ms / 1000)
 
-        def send_chunk(chunk: pb.SnapshotChunk) -> Any:
-            return transport.send_snapshot_chunk(m.to_id, chunk, timeout)
+        def send_chunk(chunk: pb.SnapshotChunk) -> Awaitable[pb.SnapshotAck]:
+            return send_to(m.to_id, chunk, timeout)
 
-        ok = await send_snapshot(snapshots, self._io, m, send_chunk, self.config.snapshot_chunk_bytes)
+        ok = await send_snapshot(self._files(), self._io, m, send_chunk, self._config.snapshot_chunk_bytes)
         if ok:
-            self.stats.snapshots_sent += 1
-        core = self.core
-        if core is not None and not self._stopping and self._fenced is None:
-            core.report_snapshot(m.to_id, ok)
-            self._poke()
+            self._stats.snapshots_sent += 1
+        report(m.to_id, ok)

@@ -1,12 +1,12 @@
 """Free TCP ports for local groups (nodes, brokers, NameServers) that bind them a moment later.
 
 A port is chosen by binding it (every chosen port held open until all are chosen, so they are distinct),
-then released for the process that will listen on it. Invariant: ports come from *below* the kernel's
-ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`), where they can still be found: every outgoing
-connection on the host takes its local port from that range, so a port chosen there (what binding port 0
-gives) can be taken by any client's `connect` before the server binds it ("address already in use" on a
-busy host). Where the range cannot be read, or leaves too little room below it, binding port 0 is the
-fallback.
+then released for the process that will listen on it. Invariant: ports come from 15000-29999, below the
+fixed ports of conf/ and the README, and below the kernel's ephemeral range
+(`/proc/sys/net/ipv4/ip_local_port_range`): every outgoing connection on the host takes its local port from
+that range, so a port chosen there (what binding port 0 gives) can be taken by any client's `connect` before
+the server binds it ("address already in use" on a busy host). Where the range cannot be read, or leaves
+too little room below it, binding port 0 is the fallback.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ __all__ = ["free_port_pairs", "free_ports"]
 
 _EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
 _LOWEST = 15000  # above the well-known and the registered ports most services use (RocketMQ's 9876, 10911)
+_HIGHEST = 30000  # below the fixed ports of conf/ and the README's examples (30911..., 40811...)
 _ROOM = 2000  # fewer candidates than this below the ephemeral range: fall back to port 0
 
 
@@ -28,7 +29,7 @@ def _candidates(span: int) -> list[int] | None:
             low = int(f.read().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    top = low - span
+    top = min(low, _HIGHEST) - span
     if top - _LOWEST < _ROOM:
         return None
     ports = list(range(_LOWEST, top))
