@@ -127,6 +127,10 @@ class AdminMixin:
         topics = [topic] if topic is not None else admin_read.group_topics(self.tables, group)
         return [row for name in topics for row in admin_read.progress(self.tables, group, name)]
 
+    def topic_groups(self, topic: str) -> list[str]:
+        """The groups that have a position, a commit or counters on `topic`, sorted."""
+        return admin_read.topic_groups(self.tables, topic)
+
     def group_stats(self) -> dict[tuple[str, str], GroupStats]:
         """Replicated counters by (group, topic): deliveries, redeliveries, acknowledgements, dead letters."""
         return admin_read.all_stats(self.tables)

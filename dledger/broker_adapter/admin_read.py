@@ -16,7 +16,10 @@ from typing import Any
 from dledger.broker_adapter.admin_model import GroupConfig, GroupStats
 from dledger.broker_adapter.tables import CQ, U64, Tables, qkey
 
-__all__ = ["QueueProgress", "all_stats", "group_config", "group_configs", "group_topics", "messages_in", "progress"]
+__all__ = [
+    "QueueProgress", "all_stats", "group_config", "group_configs", "group_topics", "messages_in", "progress",
+    "topic_groups",
+]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,19 @@ def group_topics(tables: Tables, group: str) -> list[str]:
                 if not bytes(key).startswith(prefix):
                     break
                 found.add(bytes(key)[len(prefix) :].split(b"\0", 1)[0].decode())
+    return sorted(found)
+
+
+def topic_groups(tables: Tables, topic: str) -> list[str]:
+    """The groups that have a position, a commit or counters on `topic`, sorted (a scan: for admin reads)."""
+    name = topic.encode()
+    found: set[str] = set()
+    with tables.env.begin() as txn:
+        for table in ("popcur", "offsets", "gstats"):
+            for key in txn.cursor(db=tables.db[table]).iternext(values=False):
+                parts = bytes(key).split(b"\0", 2)
+                if len(parts) >= 2 and parts[1] == name:  # gstats keys end without a NUL
+                    found.add(parts[0].decode())
     return sorted(found)
 
 

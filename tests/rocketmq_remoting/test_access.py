@@ -106,6 +106,10 @@ def test_administration_needs_an_admin_account(broker: InProcessBroker) -> None:
     assert call(broker, R.UPDATE_AND_CREATE_TOPIC, create, as_="root").code == ResponseCode.SUCCESS
     assert refused(call(broker, R.DELETE_TOPIC_IN_BROKER, {"topic": "made"}), "needs an admin account")
     assert call(broker, R.DELETE_TOPIC_IN_BROKER, {"topic": "made"}, as_="root").code == ResponseCode.SUCCESS
+    reset = {"topic": "orders", "group": "app", "timestamp": "-1", "isForce": "true"}
+    assert refused(call(broker, R.INVOKE_BROKER_TO_RESET_OFFSET, reset), "needs an admin account")
+    assert refused(call(broker, R.UPDATE_BROKER_CONFIG, {}, b"maxReconsumeTimes=2"), "needs an admin account")
+    assert broker.broker.ctx.config.max_reconsume_times == 16
 
 
 @pytest.mark.parametrize(

@@ -129,7 +129,7 @@ def test_subscription_groups_round_trip_with_dledger_admin_state(broker: InProce
 
 
 def test_codes_it_does_not_serve_answer_not_supported(broker: InProcessBroker) -> None:
-    for code in (R.WIPE_WRITE_PERM_OF_BROKER, R.RESET_CONSUMER_OFFSET_IN_BROKER, R.GET_SUBSCRIPTIONGROUP_CONFIG):
+    for code in (R.WIPE_WRITE_PERM_OF_BROKER, R.RESET_CONSUMER_OFFSET_IN_BROKER):
         r = call(broker, code)
         assert r.code == ResponseCode.REQUEST_CODE_NOT_SUPPORTED and "not supported" in (r.remark or "")
 

@@ -120,3 +120,20 @@ def test_remoting_peers_are_given_or_derived() -> None:
         with pytest.raises(ConfigError) as info:
             RemotingConfig.from_properties({"dLegerPeers": "n0-127.0.0.1:1;n1-127.0.0.1:2", "remotingPeers": bad})
         assert "remotingPeers" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_an_offset_reset_on_a_follower_is_committed_by_the_master(master: InProcessBroker) -> None:
+    master.create_topic("FwR", 1)
+    here = f"127.0.0.1:{master.broker.port}"
+    fwd = forwarder(FollowerStore(), here)
+    for i in range(2):
+        fields = {"topic": "FwR", "queueId": "0", "properties": f"UNIQ_KEY\x01FWR{i}\x02"}
+        assert master.lt.run(fwd.relay(signed(R.SEND_MESSAGE, fields, b"r"), here)).code == ResponseCode.SUCCESS
+    master.lt.run(master.store.commit_offset("fg", "FwR", 0, 2))
+    header = {"topic": "FwR", "group": "fg", "timestamp": "0", "isForce": "true"}
+    reset = signed(R.INVOKE_BROKER_TO_RESET_OFFSET, header)
+    assert fwd.target(reset) == here
+    answer = master.lt.run(fwd.relay(reset, here))
+    assert answer.code == ResponseCode.SUCCESS, answer.remark
+    assert master.store.committed_offset("fg", "FwR", 0) == 0
+    master.lt.run(fwd.close())

@@ -11,7 +11,8 @@ RocketMQ reads the same file):
 answers SYSTEM_ERROR with it, as RocketMQ's broker answers the AclException its ACL hook throws):
 
 - every request carries `AccessKey` and the ACL 1.0 `Signature` with that account's secret (see `acl.py`);
-- topic and group administration (create / delete topics and subscription groups) needs `admin: true`;
+- administration (create / delete topics and subscription groups, offset resets, broker config updates)
+  needs `admin: true`;
 - the topics and groups a request names need the permission its kind asks for: a send PUB on its topic; a
   pull, an offset query or update SUB on its topic and on its group; a heartbeat SUB on each group and
   topic it subscribes; a send-back, unregister or group member lookup SUB on its group. A resource listed in
@@ -92,7 +93,7 @@ class Account:
 ADMIN_CODES = frozenset({
     RequestCode.UPDATE_AND_CREATE_TOPIC, RequestCode.DELETE_TOPIC_IN_BROKER,
     RequestCode.UPDATE_AND_CREATE_SUBSCRIPTIONGROUP, RequestCode.DELETE_SUBSCRIPTIONGROUP,
-    RequestCode.UPDATE_BROKER_CONFIG,
+    RequestCode.UPDATE_BROKER_CONFIG, RequestCode.INVOKE_BROKER_TO_RESET_OFFSET,
 })  # fmt: skip
 
 

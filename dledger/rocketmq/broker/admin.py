@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from dledger.broker_adapter import MessageFormatError, MessageType, StoredMessage
+from dledger.broker_adapter import MessageFormatError, MessageType, StoredMessage, TopicConfig
 from dledger.broker_adapter.message import decode_message, encoded_size
 from dledger.rocketmq.broker.context import BrokerContext, field_text, int_field
 from dledger.rocketmq.broker.storemap import split_physical_offset, to_message_ext
@@ -23,7 +23,7 @@ from dledger.rocketmq.remoting.codes import LanguageCode, RequestCode, ResponseC
 from dledger.rocketmq.remoting.command import RemotingCommand
 from dledger.rocketmq.remoting.msgformat import encode_stored
 
-__all__ = ["HANDLERS"]
+__all__ = ["HANDLERS", "topic_json"]
 
 PERM_READ_WRITE = 6
 _BOOT_MS = int(time.time() * 1000)
@@ -36,6 +36,15 @@ def _language(code: int) -> str:
         return "OTHER"
 
 
+def topic_json(t: TopicConfig) -> dict[str, object]:
+    """A TopicConfig as RocketMQ's broker writes it."""
+    return {
+        "topicName": t.name, "readQueueNums": t.queue_count, "writeQueueNums": t.queue_count,
+        "perm": PERM_READ_WRITE, "topicFilterType": "SINGLE_TAG", "topicSysFlag": 0,
+        "order": t.message_type == MessageType.FIFO,
+    }  # fmt: skip
+
+
 async def create_topic(ctx: BrokerContext, cmd: RemotingCommand, conn: object) -> RemotingCommand:
     topic = field_text(cmd, "topic")
     queues = max(int_field(cmd, "readQueueNums", 8), int_field(cmd, "writeQueueNums", 8))
@@ -46,14 +55,7 @@ async def create_topic(ctx: BrokerContext, cmd: RemotingCommand, conn: object) -
 
 
 async def all_topic_config(ctx: BrokerContext, cmd: RemotingCommand, conn: object) -> RemotingCommand:
-    table = {
-        t.name: {
-            "topicName": t.name, "readQueueNums": t.queue_count, "writeQueueNums": t.queue_count,
-            "perm": PERM_READ_WRITE, "topicFilterType": "SINGLE_TAG", "topicSysFlag": 0,
-            "order": t.message_type == MessageType.FIFO,
-        }
-        for t in ctx.store.topics()
-    }  # fmt: skip
+    table = {t.name: topic_json(t) for t in ctx.store.topics()}
     body = {"topicConfigTable": table, "dataVersion": {"timestamp": _BOOT_MS, "counter": len(table)}}
     return cmd.response_to(ResponseCode.SUCCESS, None, None, fastjson.dumps(body))
 

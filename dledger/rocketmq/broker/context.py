@@ -1,8 +1,9 @@
 """What every remoting handler of the broker works with (`BrokerContext`), and how it reads request headers.
 
-Header fields arrive as strings in a request's `ext_fields` and are untrusted: `field`, `int_field` and
-`bool_field` raise `HeaderError` (one line naming the field) for a missing or malformed value, which the
-broker answers with SYSTEM_ERROR and that line as the remark, as RocketMQ answers a header it cannot decode.
+Header fields arrive as strings in a request's `ext_fields` and are untrusted: `field_text`, `int_field`,
+`name_field` and `bool_field` raise `HeaderError` (one line naming the field) for a missing or malformed
+value, which the broker answers with SYSTEM_ERROR and that line as the remark, as RocketMQ answers a header
+it cannot decode.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dledger.broker_adapter import Message, MessageStore, PutResult
+from dledger.broker_adapter import Message, MessageStore, PutResult, StoreError
+from dledger.broker_adapter.results import check_name
 from dledger.rocketmq.broker.batcher import PutBatcher
 from dledger.rocketmq.broker.clients import ClientRegistry
 from dledger.rocketmq.broker.config import RemotingConfig
@@ -22,7 +25,7 @@ from dledger.rocketmq.broker.storemap import host_of
 from dledger.rocketmq.remoting.command import RemotingCommand
 from dledger.rocketmq.remoting.msgformat import Host
 
-__all__ = ["BrokerContext", "HeaderError", "bool_field", "field_text", "int_field"]
+__all__ = ["BrokerContext", "HeaderError", "bool_field", "field_text", "int_field", "name_field"]
 
 log = logging.getLogger("dledger.rocketmq.broker.face")
 
@@ -39,6 +42,16 @@ def field_text(cmd: RemotingCommand, name: str, default: str | None = None) -> s
         if default is None:
             raise HeaderError(f"the header field {name!r} is missing")
         return default
+    return value
+
+
+def name_field(cmd: RemotingCommand, name: str, kind: str) -> str:
+    """A topic or group name field, checked as the store checks names (HeaderError saying why)."""
+    value = field_text(cmd, name)
+    try:
+        check_name(kind, value)
+    except StoreError as exc:
+        raise HeaderError(f"the header field {name!r}: {exc.reason}"[:300]) from None
     return value
 
 
@@ -84,6 +97,8 @@ class BrokerContext:
     on_topics_changed: list[Callable[[], None]] = field(default_factory=list)
     batcher: PutBatcher | None = None  # group commit of concurrent sends (see `batcher.py`)
     seen_topics: dict[str, float] = field(default_factory=dict)  # topic -> when a send last saw it exist
+    config_version: int = 0  # how many times UPDATE_BROKER_CONFIG changed `config` (see `admin_config.py`)
+    config_changed_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
     def put(self, msgs: Sequence[Message]) -> Awaitable[PutResult]:
         if self.batcher is None:

@@ -1,7 +1,8 @@
 """`RemotingBroker`: one replica's RocketMQ remoting face (RocketMQ 4.x clients and tools) on its store.
 
 It listens on `listenPort` and answers each request code with the handler module that owns it (`send`,
-`pull`, `offsets`, `consumers`, `transactions`, `admin`, `admin_stats`, `subgroups`); every other code
+`pull`, `offsets`, `consumers`, `transactions`, `admin`, `admin_stats`, `subgroups`, `admin_lookup`,
+`admin_reset`, `admin_config`); every other code
 answers REQUEST_CODE_NOT_SUPPORTED with a remark naming it. With `accessKey` / `secretKey` or `aclFile`
 set, a request the accounts do not allow (see `access.py`) answers SYSTEM_ERROR saying why, as RocketMQ's
 broker does. Any replica answers reads; a follower relays writes to the master (`forward.py`). A header it
@@ -17,7 +18,20 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from dledger.broker_adapter import MessageStore, StoreError
-from dledger.rocketmq.broker import admin, admin_stats, consumers, forward, offsets, pull, send, subgroups, transactions
+from dledger.rocketmq.broker import (
+    admin,
+    admin_config,
+    admin_lookup,
+    admin_reset,
+    admin_stats,
+    consumers,
+    forward,
+    offsets,
+    pull,
+    send,
+    subgroups,
+    transactions,
+)
 from dledger.rocketmq.broker.clients import ClientRegistry
 from dledger.rocketmq.broker.config import RemotingConfig
 from dledger.rocketmq.broker.context import BrokerContext, HeaderError, Waiter
@@ -53,6 +67,9 @@ HANDLERS: dict[int, Handler] = {
     **admin.HANDLERS,
     **admin_stats.HANDLERS,
     **subgroups.HANDLERS,
+    **admin_lookup.HANDLERS,
+    **admin_reset.HANDLERS,
+    **admin_config.HANDLERS,
 }
 
 
