@@ -11,6 +11,7 @@ import json
 import pathlib
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -241,3 +242,53 @@ def _ride_out_the_kill(g: LocalBrokerGroup, node: str, shared: pathlib.Path) -> 
     assert all_fifo <= node_simple, f"Node.js SimpleConsumer lost {len(all_fifo - node_simple)}"
     assert _fifo_kept([body for _, body in push_got]), "Python PushConsumer broke a message group's order"
     assert _fifo_kept([body for _, body in node_out["simple"]]), "Node.js SimpleConsumer broke a message group's order"
+
+
+def test_delays_recalls_and_retries_survive_a_leader_sigkill(own_group: LocalBrokerGroup) -> None:
+    """State that lives in the replicated store across a SIGKILL of the leader: a delayed message due after
+    the kill is delivered once and never early; one recalled before the kill and one recalled on the new
+    leader never arrive; a message that keeps failing is retried across the kill and dead-lettered after
+    the group's max attempts, never delivered more often."""
+    g = own_group
+    dlq_group = "g-kill-retry"
+    assert cli_main(["admin", "--endpoints", g.access_point, "--timeout", "60", "group", "create", dlq_group,
+                     "--start", "first", "--max-attempts", "3"]) == 0  # fmt: skip
+    with producer(g, ("kill-delay", "kill-retry")) as p:
+        send_eventually(p, message("kill-delay", b"creates the topic"))
+        send_eventually(p, message("kill-retry", b"creates the topic"))
+        with (
+            simple_consumer(g, "g-kill-delay", "kill-delay") as c,
+            simple_consumer(g, dlq_group, "kill-retry") as retry,
+            simple_consumer(g, "g-kill-dlq-reader", f"%DLQ%{dlq_group}") as reader,
+        ):
+            receive(c, 32, 5)  # the group's first receive: it gets every message sent from now on
+            receive(reader, 8, 20)
+            due = int(time.time()) + 8  # this client sends delivery_timestamp as epoch seconds
+            kept = send_eventually(p, message("kill-delay", b"kept", delivery_timestamp=due))
+            before = send_eventually(p, message("kill-delay", b"recalled before", delivery_timestamp=due))
+            after = send_eventually(p, message("kill-delay", b"recalled after", delivery_timestamp=due))
+            assert p.recall_message("kill-delay", before.recall_handle) == before.message_id
+            bad = send_eventually(p, message("kill-retry", b"bad")).message_id
+            attempts: list[int] = []
+            deadline = time.monotonic() + 60
+            while not attempts:  # the first delivery, never acknowledged
+                assert time.monotonic() < deadline, "the failing message was never delivered"
+                attempts += [m.delivery_attempt for m in receive(retry, 8, 1) if m.message_id == bad]
+            old = leader_id(g)
+            g.kill(old)
+            assert leader_id(g, timeout=60) != old
+            recalled = eventually("a recall on the new leader",
+                                  lambda: p.recall_message("kill-delay", after.recall_handle), timeout=60)  # fmt: skip
+            assert recalled == after.message_id
+            got = drain(c, {kept.message_id}, timeout=60)
+            assert time.time() >= due - 0.05, "a delayed message was delivered early"
+            assert set(got) == {kept.message_id}, got
+            assert receive(c, 8, 20) == [], "a recalled or acknowledged message came (again)"
+            dead = None
+            while dead is None:
+                assert time.monotonic() < deadline + 60, f"the failing message never reached %DLQ%{dlq_group}"
+                attempts += [m.delivery_attempt for m in receive(retry, 8, 1) if m.message_id == bad]
+                dead = next((m for m in receive(reader, 8, 20) if m.message_id == bad), None)
+            reader.ack(dead)
+    assert attempts and max(attempts) <= 3 and len(attempts) <= 3, attempts
+    assert dead.topic == f"%DLQ%{dlq_group}" and dead.body == b"bad"
