@@ -82,7 +82,7 @@ def group(tmp_path: pathlib.Path) -> Iterator[ProcessGroup]:
     g.stop_all()
 
 
-def _files(store: pathlib.Path, sub: str) -> list[pathlib.Path]:
+def segment_files(store: pathlib.Path, sub: str) -> list[pathlib.Path]:
     return sorted((store / "log" / sub).iterdir())
 
 
@@ -93,29 +93,29 @@ def _flip(path: pathlib.Path, at: int, mask: int = 0x20) -> None:
 
 
 def delete_active_segment(store: pathlib.Path) -> None:
-    _files(store, "data")[-1].unlink()
-    _files(store, "index")[-1].unlink()
+    segment_files(store, "data")[-1].unlink()
+    segment_files(store, "index")[-1].unlink()
 
 
 def truncate_tail(store: pathlib.Path) -> None:
-    last = _files(store, "data")[-1]
+    last = segment_files(store, "data")[-1]
     with open(last, "r+b") as f:
         f.truncate(last.stat().st_size // 3)
 
 
 def flip_active(store: pathlib.Path) -> None:
-    last = _files(store, "data")[-1]
+    last = segment_files(store, "data")[-1]
     _flip(last, last.stat().st_size // 2)
 
 
 def flip_closed(store: pathlib.Path) -> None:
-    files = _files(store, "data")
+    files = segment_files(store, "data")
     assert len(files) >= 3
     _flip(files[1], files[1].stat().st_size // 2)
 
 
 def flip_index(store: pathlib.Path) -> None:
-    files = _files(store, "index")
+    files = segment_files(store, "index")
     assert len(files) >= 3
     _flip(files[1], 32 * 5 + 9, 0x01)  # the position of the sixth record of a closed segment
 

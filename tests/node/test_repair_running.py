@@ -11,7 +11,6 @@ active segment of a follower cut, met by its next append; then two replicas dama
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Iterator
 
 import pytest
 
@@ -21,7 +20,8 @@ from dledger.commitlog import SegmentedLog
 from dledger.commitlog.codec import INDEX, INDEX_SIZE
 from dledger.commitlog.verify import verify_store
 from tests.node.procs import ProcessGroup
-from tests.node.test_recovery_faults import SEGMENT_BYTES, Load
+from tests.node.test_recovery_faults import Load, segment_files
+from tests.node.test_recovery_faults import group as group  # the sync-flush group fixture (re-exported for pytest)
 from tests.support import wait_for
 
 pytestmark = pytest.mark.process  # starts processes
@@ -29,20 +29,6 @@ pytestmark = pytest.mark.process  # starts processes
 BEFORE = 900  # acknowledged entries before the damage: six segments or so
 FOUND = "found damaged storage while running"
 RECENT_CACHED = 2 * 8192 + 1000  # more entries than a leader keeps in memory (dledger.raft.log's cache)
-
-
-@pytest.fixture
-def group(tmp_path: pathlib.Path) -> Iterator[ProcessGroup]:
-    conf = tmp_path / "broker.conf"
-    conf.write_text(f"mappedFileSizeCommitLog={SEGMENT_BYTES}\n")
-    g = ProcessGroup(tmp_path, flush="sync")
-    g.extra_args = ("--config", str(conf))
-    yield g
-    g.stop_all()
-
-
-def segment_files(store: pathlib.Path, sub: str) -> list[pathlib.Path]:
-    return sorted((store / "log" / sub).iterdir())
 
 
 def flip_in_place(path: pathlib.Path, at: int, mask: int = 0x20) -> None:
